@@ -1,0 +1,171 @@
+"""The ``napari-active-sam`` command: models, precompute (and more as the plugin grows)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .core.errors import ActiveSamError
+from .core.types import Progress
+
+
+def _progress_bar(progress: Iterator[Progress], description: str) -> None:
+    """Drain a core generator, drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    with tqdm(desc=description, unit="slice", file=sys.stderr, dynamic_ncols=True) as bar:
+        for step in progress:
+            bar.total = step.total
+            bar.n = step.done
+            bar.set_postfix_str(step.message, refresh=False)
+            bar.refresh()
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .core.models import MODELS, cache_dir, cached_path, choose_device
+
+    rows = []
+    for spec in MODELS.values():
+        path = cached_path(spec)
+        rows.append(
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "architecture": spec.architecture,
+                "size_mb": round(spec.size_bytes / 1e6) if spec.size_bytes else None,
+                "license": spec.license,
+                "source": spec.url or "bundled with the plugin",
+                "sha256": spec.sha256,
+                "cached": str(path) if path else None,
+            }
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {"cache_dir": str(cache_dir()), "device": str(choose_device()), "models": rows},
+                indent=2,
+            )
+        )
+        return 0
+    print(f"cache: {cache_dir()}    device: {choose_device()}")
+    header = f"{'name':8} {'architecture':13} {'size':>8}  {'status':14} license"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        size = f"{row['size_mb']} MB" if row["size_mb"] else "-"
+        if row["cached"]:
+            status = "ready"
+        elif row["sha256"]:
+            status = "downloads"
+        else:
+            status = "not available"
+        print(f"{row['name']:8} {row['architecture']:13} {size:>8}  {status:14} {row['license']}")
+    return 0
+
+
+def _image_files(path: Path) -> list[Path]:
+    from .io import IMAGE_SUFFIXES, has_suffix
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and has_suffix(p, IMAGE_SUFFIXES))
+        if not files:
+            raise ActiveSamError(
+                f"{path} holds no image file ({', '.join(IMAGE_SUFFIXES)}): nothing to encode."
+            )
+        return files
+    return [path]
+
+
+def _cmd_precompute(args: argparse.Namespace) -> int:
+    from .core.cluster import dask_client
+    from .core.embeddings import EmbeddingStore, precompute
+    from .core.models import ModelRef, fetch_checkpoint, get_spec
+    from .core.preprocess import IntensityWindow, SliceSource
+    from .io import read_image, stem
+
+    checkpoint = str(args.checkpoint) if args.checkpoint else None
+    if checkpoint is None:
+        spec = get_spec(args.model)
+        if spec.url:  # download once here rather than once per worker
+            fetch_checkpoint(spec)
+    ref = ModelRef(args.model, checkpoint)
+    identity = ref.model_id()
+    window = IntensityWindow.from_name(args.window)
+    inputs = Path(args.image)
+    files = _image_files(inputs)
+    with dask_client(args.scheduler, args.workers) as (client, info):
+        for file in files:
+            image = read_image(file)
+            source = SliceSource(image.data, window=window, rgb=image.rgb)
+            out = Path(args.out) / stem(file) if inputs.is_dir() else Path(args.out)
+            store = EmbeddingStore(identity, max_bytes=0, path=out, overwrite=args.overwrite)
+            steps = precompute(ref, source, store, client, torch_threads=info.torch_threads)
+            _progress_bar(steps, file.name)
+            print(f"{file} -> {store.path or 'memory only'}", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .core.models import load_model
+
+    load_model("demo", device=args.device)
+    raise ActiveSamError("The napari demo is not available in this version yet.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-active-sam",
+        description="Segment Anything with uncertainty and suggested clicks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list models, the cache folder and what is cached")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.set_defaults(func=_cmd_models)
+
+    pre = sub.add_parser(
+        "precompute",
+        help="encode every slice of a volume or folder of images into a zarr store",
+        description="Encode slices through dask.distributed; rerunning skips finished slices.",
+    )
+    pre.add_argument("image", type=Path, help="image or volume file, or a folder of images")
+    pre.add_argument(
+        "--model",
+        default="vit_b",
+        help="registered model (default vit_b), or the architecture of --checkpoint",
+    )
+    pre.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    pre.add_argument("--out", type=Path, required=True, help="zarr store to write (STORE.zarr)")
+    pre.add_argument(
+        "--window",
+        default="percentile",
+        help="intensity window: percentile (default), soft_tissue, lung, bone, brain",
+    )
+    where = pre.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running dask scheduler")
+    where.add_argument("--workers", type=int, help="local worker processes (default: cores)")
+    pre.add_argument(
+        "--overwrite", action="store_true", help="replace a store made with another model"
+    )
+    pre.set_defaults(func=_cmd_precompute)
+
+    demo = sub.add_parser("demo", help="open napari with sample data and the demo model")
+    demo.add_argument("--device", help="auto, cuda, mps or cpu")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ActiveSamError as exc:
+        print(f"napari-active-sam: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

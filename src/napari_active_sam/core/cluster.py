@@ -1,0 +1,50 @@
+"""dask.distributed clients for batch work: a LocalCluster by default, or a scheduler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from distributed import Client, LocalCluster
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """How many workers a client has and how many torch threads each task should use."""
+
+    workers: int
+    torch_threads: int | None
+
+
+@contextmanager
+def dask_client(
+    scheduler: str | None = None, workers: int | None = None
+) -> Iterator[tuple[Client, ClusterInfo]]:
+    """Connect to ``scheduler`` or start a LocalCluster of ``workers`` processes.
+
+    A LocalCluster gets one thread per worker process, and each task is told to run torch
+    with ``cores // workers`` threads so processes do not oversubscribe the CPU.
+
+    Yields
+    ------
+    (Client, ClusterInfo)
+    """
+    if scheduler:
+        with Client(scheduler) as client:
+            count = len(client.scheduler_info().get("workers", {}))
+            yield client, ClusterInfo(workers=max(count, 1), torch_threads=None)
+        return
+    cores = os.cpu_count() or 1
+    workers = workers or cores
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client, ClusterInfo(workers=workers, torch_threads=max(cores // workers, 1))

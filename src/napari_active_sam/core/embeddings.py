@@ -1,0 +1,483 @@
+"""Image encoder runs and the EmbeddingStore (memory LRU in fp16, optional zarr on disk).
+
+An embedding is only ever returned for the exact input it was computed from: each one
+carries a signature over the slice's data, the model and its weights, the preprocessing and
+the package version, and a lookup whose signature differs is a miss (the caller re-encodes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .errors import EmbeddingStoreError
+from .models import LoadedModel, ModelRef, is_writable_dir
+from .preprocess import SliceSource, to_sam_rgb
+from .types import Progress
+
+STORE_FORMAT = "napari-active-sam-embeddings/1"
+
+
+def _package_version() -> str:
+    from napari_active_sam import __version__
+
+    return __version__
+
+
+def slice_signature(raw_slice: np.ndarray, model_id: str, preprocessing: dict[str, Any]) -> str:
+    """Hex digest identifying an embedding's input.
+
+    Covers the slice's bytes, shape and dtype, the model's name and weight hash, the
+    preprocessing parameters and the package version.
+    """
+    data = np.ascontiguousarray(raw_slice)
+    data_hash = hashlib.sha256(data.view(np.uint8).data if data.size else b"").hexdigest()
+    record = {
+        "data": data_hash,
+        "shape": list(data.shape),
+        "dtype": str(data.dtype),
+        "model": model_id,
+        "preprocessing": preprocessing,
+        "version": _package_version(),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """The encoder's output for one slice.
+
+    Attributes
+    ----------
+    features : torch.Tensor
+        float16 ``(C, h, w)`` on the CPU (``C`` = 256, ``h = w`` = 64 for 1024 models).
+    original_size : tuple of int
+        ``(H, W)`` of the slice before resizing.
+    input_size : tuple of int
+        ``(h, w)`` after ResizeLongestSide, before padding.
+    signature : str
+        See :func:`slice_signature`.
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    signature: str
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.element_size() * self.features.nelement()
+
+
+class SliceEncoder:
+    """Runs a model's image encoder exactly as ``SamPredictor.set_image`` does.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model; its device is used.
+    """
+
+    def __init__(self, model: LoadedModel):
+        self.model = model
+        self.transform = ResizeLongestSide(model.architecture.img_size)
+
+    def _input_tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        resized = self.transform.apply_image(rgb)
+        tensor = torch.as_tensor(resized, device=self.model.device)
+        return tensor.permute(2, 0, 1).contiguous()
+
+    @torch.inference_mode()
+    def encode(self, images: Sequence[np.ndarray], signatures: Sequence[str]) -> list[Embedding]:
+        """Encode uint8 ``(H, W, 3)`` images (any sizes) in one encoder pass.
+
+        Each image is resized and padded to the model's square input, so sizes may differ.
+
+        Returns
+        -------
+        list of Embedding
+            fp16 features on the CPU, one per image.
+        """
+        sam = self.model.sam
+        inputs = [self._input_tensor(image) for image in images]
+        batch = torch.stack([sam.preprocess(t[None].float())[0] for t in inputs])
+        features = sam.image_encoder(batch)
+        return [
+            Embedding(
+                features=features[i].to("cpu", torch.float16),
+                original_size=tuple(int(s) for s in image.shape[:2]),
+                input_size=tuple(int(s) for s in inputs[i].shape[-2:]),
+                signature=signatures[i],
+            )
+            for i, image in enumerate(images)
+        ]
+
+
+def default_batch_size(model: LoadedModel) -> int:
+    """Slices per encoder pass: 4 on a GPU; 1 on a CPU, where batching gains nothing."""
+    return 4 if model.device.type == "cuda" else 1
+
+
+def slice_key(index: tuple[int, ...]) -> str:
+    """Store key of the slice at ``index`` (``"0012"`` for z = 12, ``"0003_0012"`` for 4D)."""
+    return "_".join(f"{i:04d}" for i in index) if index else "image"
+
+
+class EmbeddingStore:
+    """Embeddings of one image's slices: an LRU in memory and, optionally, a zarr group.
+
+    Parameters
+    ----------
+    model_id : str
+        :attr:`LoadedModel.model_id` of the model whose embeddings this store holds.
+    max_bytes : int
+        Memory budget of the LRU (fp16 features); the least recently used slices are dropped
+        from memory first (they stay on disk if a path is set). The newest slice is always
+        kept, even if alone it exceeds the budget.
+    path : Path, optional
+        A zarr directory. Reopening it later loads slices lazily, on first use. If the folder
+        cannot be written the store warns and stays in memory only.
+    overwrite : bool
+        Empty a store at ``path`` that holds another model's embeddings instead of raising.
+
+    Raises
+    ------
+    EmbeddingStoreError
+        If ``path`` holds embeddings of another model (and ``overwrite`` is False), or is not
+        an embedding store.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        max_bytes: int = 1 << 30,
+        path: Path | str | None = None,
+        overwrite: bool = False,
+    ):
+        self.model_id = model_id
+        self.max_bytes = int(max_bytes)
+        self._memory: OrderedDict[str, Embedding] = OrderedDict()
+        self._memory_bytes = 0
+        self._lock = threading.Lock()
+        self.path: Path | None = None
+        self._group: zarr.Group | None = None
+        if path is not None:
+            self._open(Path(path), overwrite)
+
+    # ------------------------------------------------------------------------------ disk
+    def _open(self, path: Path, overwrite: bool) -> None:
+        if not is_writable_dir(path.parent) or (path.exists() and not is_writable_dir(path)):
+            warnings.warn(
+                f"Cannot write the embedding store {path}; embeddings are kept in memory only "
+                "and will be recomputed next time. Choose a writable folder to keep them.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        try:
+            group = zarr.open_group(path, mode="a")
+        except Exception as exc:  # zarr raises several types for a folder that is not a group
+            raise EmbeddingStoreError(
+                f"{path} exists but is not an embedding store ({exc}): choose another path."
+            ) from exc
+        attrs = dict(group.attrs)
+        if attrs and attrs.get("format") != STORE_FORMAT:
+            raise EmbeddingStoreError(
+                f"{path} is a zarr group but not a napari-active-sam embedding store: choose "
+                "another path."
+            )
+        stored_model = attrs.get("model_id")
+        if stored_model is not None and stored_model != self.model_id:
+            if not overwrite:
+                raise EmbeddingStoreError(
+                    f"The embedding store {path} holds embeddings of model {stored_model}, not "
+                    f"{self.model_id}. Choose another store path, or overwrite it to "
+                    "recompute with this model."
+                )
+            group = zarr.open_group(path, mode="w")
+        group.attrs.update({"format": STORE_FORMAT, "model_id": self.model_id})
+        self.path = path
+        self._group = group
+
+    def _disk_signature(self, key: str) -> str | None:
+        if self._group is None or key not in self._group:
+            return None
+        return self._group[key].attrs.get("signature")
+
+    def _read_disk(self, key: str) -> Embedding:
+        array = self._group[key]
+        attrs = array.attrs
+        return Embedding(
+            features=torch.from_numpy(np.asarray(array[...], dtype=np.float16)),
+            original_size=tuple(attrs["original_size"]),
+            input_size=tuple(attrs["input_size"]),
+            signature=attrs["signature"],
+        )
+
+    def _write_disk(self, key: str, embedding: Embedding) -> None:
+        if self._group is None:
+            return
+        data = embedding.features.numpy()
+        array = self._group.create_array(
+            key, shape=data.shape, dtype="float16", chunks=data.shape, overwrite=True
+        )
+        array[...] = data
+        # Attributes last: a crash mid-write leaves no signature, so the slice is redone.
+        array.attrs.update(
+            {
+                "signature": embedding.signature,
+                "original_size": list(embedding.original_size),
+                "input_size": list(embedding.input_size),
+            }
+        )
+
+    # ---------------------------------------------------------------------------- public
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by features in memory."""
+        return self._memory_bytes
+
+    def keys_on_disk(self) -> list[str]:
+        return sorted(self._group.array_keys()) if self._group is not None else []
+
+    def has(self, key: str, signature: str) -> bool:
+        """True if a valid embedding for ``key`` is in memory or on disk (nothing is read)."""
+        with self._lock:
+            cached = self._memory.get(key)
+            if cached is not None and cached.signature == signature:
+                return True
+            return self._disk_signature(key) == signature
+
+    def get(self, key: str, signature: str) -> Embedding | None:
+        """The embedding of ``key`` if its signature equals ``signature``, else None."""
+        with self._lock:
+            cached = self._memory.get(key)
+            if cached is not None:
+                if cached.signature == signature:
+                    self._memory.move_to_end(key)
+                    return cached
+                self._drop(key)
+            if self._disk_signature(key) != signature:
+                return None
+            embedding = self._read_disk(key)
+            self._remember(key, embedding)
+            return embedding
+
+    def put(self, key: str, embedding: Embedding) -> None:
+        """Keep ``embedding`` under ``key`` in memory and, if the store has a path, on disk."""
+        if embedding.features.dtype != torch.float16 or embedding.features.device.type != "cpu":
+            embedding = Embedding(
+                embedding.features.to("cpu", torch.float16),
+                embedding.original_size,
+                embedding.input_size,
+                embedding.signature,
+            )
+        with self._lock:
+            self._write_disk(key, embedding)
+            self._remember(key, embedding)
+
+    def clear_memory(self) -> None:
+        with self._lock:
+            self._memory.clear()
+            self._memory_bytes = 0
+
+    def _drop(self, key: str) -> None:
+        removed = self._memory.pop(key)
+        self._memory_bytes -= removed.nbytes
+
+    def _remember(self, key: str, embedding: Embedding) -> None:
+        if key in self._memory:
+            self._drop(key)
+        self._memory[key] = embedding
+        self._memory_bytes += embedding.nbytes
+        while self._memory_bytes > self.max_bytes and len(self._memory) > 1:
+            self._drop(next(iter(self._memory)))
+
+
+def encode_slices(
+    model: LoadedModel,
+    source: SliceSource,
+    store: EmbeddingStore,
+    indices: Iterable[tuple[int, ...]] | None = None,
+    batch_size: int | None = None,
+    limits: tuple[float, float] | None = None,
+) -> Generator[Progress, None, None]:
+    """Encode slices of ``source`` into ``store``, skipping those already there.
+
+    A generator: each ``next`` encodes one batch and yields :class:`Progress` (slices done
+    out of slices asked for), so a GUI worker can show progress and cancel between batches.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model to encode with.
+    source : SliceSource
+        Image and preprocessing.
+    store : EmbeddingStore
+        Where embeddings go; it must belong to ``model``.
+    indices : iterable of tuple, optional
+        Leading indices to encode, in order (put the slice the user looks at first).
+        Default: every slice.
+    batch_size : int, optional
+        Slices per encoder pass; default 4 on a GPU, 1 on a CPU (batching does not speed up
+        a CPU and delays the first slice).
+    limits : tuple of float, optional
+        Resolved intensity window; default resolved once from ``source``.
+    """
+    if store.model_id != model.model_id:
+        raise EmbeddingStoreError(
+            f"This embedding store belongs to {store.model_id}, not {model.model_id}."
+        )
+    indices = list(source.slice_indices() if indices is None else indices)
+    limits = limits or source.limits()
+    parameters = source.parameters(limits)
+    batch_size = batch_size or default_batch_size(model)
+    encoder = SliceEncoder(model)
+    total = len(indices)
+    if total == 0:
+        yield Progress(0, 0, "nothing to encode")
+        return
+    pending: list[tuple[str, str, np.ndarray]] = []
+    done = 0
+    for position, index in enumerate(indices):
+        raw = source.raw_slice(index)
+        key, signature = slice_key(index), slice_signature(raw, model.model_id, parameters)
+        if store.has(key, signature):
+            done += 1
+        else:
+            pending.append((key, signature, to_sam_rgb(raw, limits)))
+        last = position == total - 1
+        if pending and (len(pending) == batch_size or last):
+            embeddings = encoder.encode([rgb for *_, rgb in pending], [s for _, s, _ in pending])
+            for (key_, _, _), embedding in zip(pending, embeddings, strict=True):
+                store.put(key_, embedding)
+            done += len(pending)
+            pending = []
+            yield Progress(done, total, f"encoded {done}/{total} slices")
+        elif not pending:
+            yield Progress(done, total, f"slice {done}/{total} already encoded")
+
+
+def embed_slice(
+    model: LoadedModel,
+    source: SliceSource,
+    store: EmbeddingStore,
+    index: tuple[int, ...] = (),
+    limits: tuple[float, float] | None = None,
+) -> Embedding:
+    """The embedding of one slice: from ``store`` if valid, else encoded and stored."""
+    limits = limits or source.limits()
+    raw = source.raw_slice(index)
+    key = slice_key(index)
+    signature = slice_signature(raw, model.model_id, source.parameters(limits))
+    embedding = store.get(key, signature)
+    if embedding is None:
+        (embedding,) = SliceEncoder(model).encode([to_sam_rgb(raw, limits)], [signature])
+        store.put(key, embedding)
+    return embedding
+
+
+def _encode_on_worker(
+    ref: ModelRef,
+    images: list[np.ndarray],
+    signatures: list[str],
+    torch_threads: int | None,
+) -> list[tuple[np.ndarray, tuple[int, int], tuple[int, int], str]]:
+    """dask task: encode a chunk of uint8 RGB slices; plain arrays travel back."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    model = ref.load()
+    encoder = SliceEncoder(model)
+    step = default_batch_size(model)
+    results = []
+    for start in range(0, len(images), step):
+        batch = encoder.encode(images[start : start + step], signatures[start : start + step])
+        results += [(e.features.numpy(), e.original_size, e.input_size, e.signature) for e in batch]
+    return results
+
+
+def precompute(
+    ref: ModelRef,
+    source: SliceSource,
+    store: EmbeddingStore,
+    client: Any,
+    torch_threads: int | None = None,
+    chunk_size: int = 8,
+) -> Generator[Progress, None, None]:
+    """Encode every slice of ``source`` on a dask cluster into ``store``; resumable.
+
+    Slices already in the store with a valid signature are skipped. Chunks of slices are
+    encoded by workers (each loads the model once per chunk) and written by this process as
+    they finish, so an interrupted run keeps what it finished.
+
+    Parameters
+    ----------
+    ref : ModelRef
+        The model; workers load it themselves.
+    source : SliceSource
+        Image and preprocessing.
+    store : EmbeddingStore
+        Destination; its ``model_id`` must be ``ref.model_id()``.
+    client : distributed.Client
+        A connected client.
+    torch_threads : int, optional
+        Torch threads per task (see :func:`~napari_active_sam.core.cluster.dask_client`).
+    chunk_size : int
+        Slices per task.
+    """
+    from distributed import as_completed
+
+    identity = ref.model_id()
+    if store.model_id != identity:
+        raise EmbeddingStoreError(
+            f"This embedding store belongs to {store.model_id}, not {identity}."
+        )
+    limits = source.limits()
+    parameters = source.parameters(limits)
+    indices = source.slice_indices()
+    total = len(indices)
+    todo: list[tuple[str, str, tuple[int, ...]]] = []
+    for index in indices:
+        key = slice_key(index)
+        signature = slice_signature(source.raw_slice(index), identity, parameters)
+        if not store.has(key, signature):
+            todo.append((key, signature, index))
+    done = total - len(todo)
+    yield Progress(done, total, f"{done} of {total} slices already in the store")
+    if not todo:
+        return
+    futures = {}
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start : start + chunk_size]
+        images = [to_sam_rgb(source.raw_slice(index), limits) for *_, index in chunk]
+        future = client.submit(
+            _encode_on_worker,
+            ref,
+            images,
+            [signature for _, signature, _ in chunk],
+            torch_threads,
+            pure=False,
+        )
+        futures[future] = [key for key, *_ in chunk]
+    for future in as_completed(futures):
+        for key, (features, original, resized, signature) in zip(
+            futures[future], future.result(), strict=True
+        ):
+            store.put(
+                key,
+                Embedding(torch.from_numpy(features), tuple(original), tuple(resized), signature),
+            )
+            done += 1
+        yield Progress(done, total, f"encoded {done}/{total} slices")

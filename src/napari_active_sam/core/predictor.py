@@ -1,0 +1,119 @@
+"""Prompts and a cached embedding to SAM's masks: all four heads, IoUs, probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .embeddings import Embedding
+from .errors import PromptError
+from .models import LoadedModel
+from .types import Prediction, PromptSet
+
+
+class Predictor:
+    """SAM's prompt encoder and mask decoder over precomputed embeddings.
+
+    Unlike ``SamPredictor.predict`` it returns every head at once: the decoder computes all
+    four mask tokens in one pass anyway, and the uncertainty methods need them all.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model whose embeddings will be passed to :meth:`predict`.
+    """
+
+    def __init__(self, model: LoadedModel):
+        self.model = model
+        self.transform = ResizeLongestSide(model.architecture.img_size)
+
+    def _check_prompts(self, prompts: PromptSet, size: tuple[int, int]) -> None:
+        height, width = size
+        for click in prompts.clicks:
+            if not (-0.5 <= click.x < width - 0.5 and -0.5 <= click.y < height - 0.5):
+                raise PromptError(
+                    f"Point (x={click.x:g}, y={click.y:g}) lies outside the {height}×{width} "
+                    "image: place points on the image."
+                )
+        if prompts.box is not None:
+            x0, y0, x1, y1 = prompts.box
+            if not (x0 < x1 and y0 < y1):
+                raise PromptError(f"Box {prompts.box} is empty: give (x0, y0, x1, y1), x0 < x1.")
+            if x1 < -0.5 or y1 < -0.5 or x0 >= width - 0.5 or y0 >= height - 0.5:
+                raise PromptError(f"Box {prompts.box} lies outside the {height}×{width} image.")
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        embedding: Embedding,
+        prompts: PromptSet,
+        previous_logits: np.ndarray | None = None,
+    ) -> Prediction:
+        """Decode masks for ``prompts`` on the slice ``embedding`` was computed from.
+
+        Parameters
+        ----------
+        embedding : Embedding
+            From :class:`~napari_active_sam.core.embeddings.SliceEncoder` or the store.
+        prompts : PromptSet
+            Clicks and box in (x, y) pixels of the original slice.
+        previous_logits : np.ndarray, optional
+            ``(h, w)`` or ``(1, h, w)`` low-res logits of an earlier prediction (e.g.
+            ``Prediction.low_res_logits[head]``), fed to SAM's mask prompt.
+
+        Returns
+        -------
+        Prediction
+            Low-res logits and probabilities of all four heads, and SAM's predicted IoUs.
+
+        Raises
+        ------
+        PromptError
+            For no prompt at all, points or a box outside the image, or previous logits of
+            the wrong shape.
+        """
+        sam = self.model.sam
+        device = sam.device
+        if prompts.is_empty and previous_logits is None:
+            raise PromptError("Give at least one point or a box.")
+        self._check_prompts(prompts, embedding.original_size)
+
+        points = None
+        if prompts.clicks:
+            coords, labels = prompts.point_arrays()
+            coords = self.transform.apply_coords(coords, embedding.original_size)
+            points = (
+                torch.as_tensor(coords, dtype=torch.float, device=device)[None],
+                torch.as_tensor(labels, dtype=torch.int, device=device)[None],
+            )
+        boxes = None
+        if prompts.box is not None:
+            box = self.transform.apply_boxes(
+                np.array(prompts.box, np.float32), embedding.original_size
+            )
+            boxes = torch.as_tensor(box, dtype=torch.float, device=device)
+        masks = None
+        if previous_logits is not None:
+            grid = self.model.architecture.low_res_size
+            logits = np.asarray(previous_logits, np.float32)
+            if logits.shape not in ((grid, grid), (1, grid, grid)):
+                raise PromptError(
+                    f"Previous logits must be {grid}×{grid} (the decoder's grid), got "
+                    f"{logits.shape}."
+                )
+            masks = torch.as_tensor(logits.reshape(1, 1, grid, grid), device=device)
+
+        sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        low_res, iou = sam.mask_decoder.predict_masks(
+            image_embeddings=embedding.features.to(device, torch.float32)[None],
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+        upscaled = sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
+        return Prediction(
+            low_res_logits=low_res[0].float().cpu().numpy(),
+            iou=iou[0].float().cpu().numpy(),
+            probabilities=torch.sigmoid(upscaled[0]).float().cpu().numpy(),
+        )
