@@ -634,7 +634,8 @@ def load_model(
     ----------
     name : str
         A registered model (``vit_b``, ``vit_l``, ``vit_h``, ``medsam``, ``demo``), or, with
-        ``checkpoint``, the architecture name of a local file.
+        ``checkpoint``, the architecture name of a local file (any name for a file written
+        by :func:`save_checkpoint`, which carries its architecture).
     checkpoint : Path, optional
         A local checkpoint file; ``name`` then names its architecture (a registered model
         name stands for its architecture).
@@ -646,12 +647,12 @@ def load_model(
         Cache directory for downloads.
     """
     if checkpoint is not None:
-        arch: str | None = name
+        arch: str | None = None  # files written by this project carry their architecture
         if name in {m.value for m in ModelName}:
             arch = get_spec(name).architecture
-        if arch == "demo":
-            arch = None  # our own files carry their architecture
-        return load_checkpoint(checkpoint, arch, device, name=name)
+        elif name in ARCHITECTURES:
+            arch = name
+        return load_checkpoint(checkpoint, arch if arch in ARCHITECTURES else None, device, name)
     spec = get_spec(name)
     if spec.bundled:
         path = bundled_path(spec.bundled)

@@ -1,0 +1,216 @@
+"""Encoder runs, the EmbeddingStore (LRU, zarr, signatures) and distributed precompute."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from segment_anything import SamPredictor
+
+from napari_active_sam.core.cluster import dask_client
+from napari_active_sam.core.embeddings import (
+    Embedding,
+    EmbeddingStore,
+    SliceEncoder,
+    embed_slice,
+    encode_slices,
+    precompute,
+    slice_key,
+    slice_signature,
+)
+from napari_active_sam.core.errors import EmbeddingStoreError
+from napari_active_sam.core.models import ModelRef, load_checkpoint, random_model
+from napari_active_sam.core.preprocess import IntensityWindow, SliceSource, to_sam_rgb
+
+
+def _store_for(model, **kwargs) -> EmbeddingStore:
+    return EmbeddingStore(model.model_id, **kwargs)
+
+
+def test_encoder_matches_sam_predictor_set_image(tiny_model):
+    rgb = to_sam_rgb(np.random.default_rng(0).random((70, 100)), (0.0, 1.0))
+    (embedding,) = SliceEncoder(tiny_model).encode([rgb], ["sig"])
+    predictor = SamPredictor(tiny_model.sam)
+    predictor.set_image(rgb)
+    assert embedding.features.dtype == torch.float16
+    assert embedding.original_size == predictor.original_size == (70, 100)
+    assert embedding.input_size == predictor.input_size
+    torch.testing.assert_close(
+        embedding.features.float(), predictor.features[0], atol=2e-3, rtol=2e-3
+    )
+
+
+def test_batches_of_different_sizes_equal_single_runs(tiny_model):
+    rng = np.random.default_rng(3)
+    images = [to_sam_rgb(rng.random(shape), (0.0, 1.0)) for shape in [(40, 60), (64, 32)]]
+    encoder = SliceEncoder(tiny_model)
+    batch = encoder.encode(images, ["a", "b"])
+    for image, embedding in zip(images, batch, strict=True):
+        (single,) = encoder.encode([image], ["x"])
+        torch.testing.assert_close(embedding.features, single.features, atol=2e-3, rtol=0)
+        assert embedding.original_size == image.shape[:2]
+
+
+def test_signature_covers_data_model_preprocessing(tiny_model, ct_volume):
+    source = SliceSource(ct_volume)
+    params = source.parameters(source.limits())
+    base = slice_signature(ct_volume[0], tiny_model.model_id, params)
+    assert base == slice_signature(ct_volume[0].copy(), tiny_model.model_id, params)
+    changed = ct_volume[0].copy()
+    changed[0, 0] += 1
+    other_model = random_model(tiny_model.architecture, seed=1).model_id
+    soft = SliceSource(ct_volume, IntensityWindow.ct("soft_tissue"))
+    variants = {
+        slice_signature(changed, tiny_model.model_id, params),
+        slice_signature(ct_volume[0].astype(np.int32), tiny_model.model_id, params),
+        slice_signature(ct_volume[0], "vit_b@0123456789abcdef", params),
+        slice_signature(ct_volume[0], tiny_model.model_id, soft.parameters(soft.limits())),
+    }
+    assert other_model != tiny_model.model_id
+    assert len(variants) == 4 and base not in variants
+
+
+def test_lru_is_capped_in_bytes_and_holds_fp16(tiny_model, ct_volume):
+    source = SliceSource(ct_volume)
+    one = embed_slice(tiny_model, source, _store_for(tiny_model), (0,))
+    assert one.nbytes == 2 * one.features.nelement()
+    store = _store_for(tiny_model, max_bytes=int(2.5 * one.nbytes))
+    for _ in encode_slices(tiny_model, source, store):
+        pass
+    assert store.memory_bytes == 2 * one.nbytes <= store.max_bytes
+    # The two most recent slices survive; the first ones were evicted.
+    limits = source.limits()
+    params = source.parameters(limits)
+    sig = {z: slice_signature(ct_volume[z], tiny_model.model_id, params) for z in range(6)}
+    assert store.get(slice_key((5,)), sig[5]) is not None
+    assert store.get(slice_key((0,)), sig[0]) is None
+
+
+def test_newest_embedding_is_kept_even_over_budget(tiny_model, ct_volume):
+    store = _store_for(tiny_model, max_bytes=10)
+    embedding = embed_slice(tiny_model, SliceSource(ct_volume), store, (2,))
+    assert store.get(slice_key((2,)), embedding.signature) is embedding
+
+
+def test_signature_mismatch_recomputes_instead_of_returning_stale(tiny_model, ct_volume):
+    store = _store_for(tiny_model)
+    first = embed_slice(tiny_model, SliceSource(ct_volume), store, (1,))
+    edited = ct_volume.copy()
+    edited[1] = edited[1][::-1]
+    again = embed_slice(tiny_model, SliceSource(edited), store, (1,))
+    assert again.signature != first.signature
+    assert not torch.equal(again.features, first.features)
+    assert store.get(slice_key((1,)), first.signature) is None
+
+
+def test_encode_slices_reports_progress_and_skips_done_slices(tiny_model, ct_volume):
+    source = SliceSource(ct_volume)
+    store = _store_for(tiny_model)
+    steps = list(encode_slices(tiny_model, source, store, indices=[(3,), (0,), (1,)]))
+    assert [s.done for s in steps] == [1, 2, 3] and steps[-1].total == 3
+    assert "encoded" in steps[-1].message
+    again = list(encode_slices(tiny_model, source, store))
+    assert again[-1].done == again[-1].total == 6
+    assert sum("already" in s.message for s in again) == 3
+
+
+def test_batch_size_does_not_change_results(tiny_model, ct_volume):
+    source = SliceSource(ct_volume)
+    one, three = _store_for(tiny_model), _store_for(tiny_model)
+    assert len(list(encode_slices(tiny_model, source, one, batch_size=1))) == 6
+    assert len(list(encode_slices(tiny_model, source, three, batch_size=4))) == 2
+    params = source.parameters(source.limits())
+    for z in range(6):
+        sig = slice_signature(ct_volume[z], tiny_model.model_id, params)
+        a, b = one.get(slice_key((z,)), sig), three.get(slice_key((z,)), sig)
+        torch.testing.assert_close(a.features, b.features, atol=2e-3, rtol=0)
+
+
+def test_zarr_store_reopens_lazily(tiny_model, ct_volume, tmp_path):
+    path = tmp_path / "ct.zarr"
+    source = SliceSource(ct_volume)
+    store = _store_for(tiny_model, path=path)
+    list(encode_slices(tiny_model, source, store))
+    reopened = _store_for(tiny_model, path=path)
+    assert reopened.keys_on_disk() == [slice_key((z,)) for z in range(6)]
+    assert reopened.memory_bytes == 0  # nothing read yet
+    params = source.parameters(source.limits())
+    sig = slice_signature(ct_volume[4], tiny_model.model_id, params)
+    loaded = reopened.get(slice_key((4,)), sig)
+    assert reopened.memory_bytes == loaded.nbytes
+    assert torch.equal(loaded.features, store.get(slice_key((4,)), sig).features)
+    assert loaded.original_size == (40, 50)
+    # A changed window is a different input: a miss, not a stale hit.
+    soft = SliceSource(ct_volume, IntensityWindow.ct("soft_tissue"))
+    other = slice_signature(ct_volume[4], tiny_model.model_id, soft.parameters(soft.limits()))
+    assert reopened.get(slice_key((4,)), other) is None
+
+
+def test_half_written_entry_counts_as_missing(tiny_model, ct_volume, tmp_path):
+    path = tmp_path / "ct.zarr"
+    store = _store_for(tiny_model, path=path)
+    embedding = embed_slice(tiny_model, SliceSource(ct_volume), store, (0,))
+    group = zarr.open_group(path, mode="a")
+    group.create_array("0001", shape=(2, 2), dtype="float16")  # no signature attribute
+    reopened = _store_for(tiny_model, path=path)
+    assert not reopened.has("0001", embedding.signature)
+    assert reopened.has("0000", embedding.signature)
+
+
+def test_store_of_another_model_is_refused_or_overwritten(tiny_model, ct_volume, tmp_path):
+    path = tmp_path / "ct.zarr"
+    embed_slice(tiny_model, SliceSource(ct_volume), _store_for(tiny_model, path=path), (0,))
+    other = random_model(tiny_model.architecture, seed=7)
+    with pytest.raises(EmbeddingStoreError, match="holds embeddings of model"):
+        _store_for(other, path=path)
+    fresh = _store_for(other, path=path, overwrite=True)
+    assert fresh.keys_on_disk() == []
+    with pytest.raises(EmbeddingStoreError, match="belongs to"):
+        list(encode_slices(tiny_model, SliceSource(ct_volume), fresh))
+
+
+def test_path_that_is_not_a_store_is_refused(tmp_path):
+    group = zarr.open_group(tmp_path / "other.zarr", mode="w")
+    group.attrs["purpose"] = "something else"
+    with pytest.raises(EmbeddingStoreError, match="not a napari-active-sam"):
+        EmbeddingStore("m@0", path=tmp_path / "other.zarr")
+
+
+def test_unwritable_store_path_falls_back_to_memory(tiny_model, ct_volume, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.warns(RuntimeWarning, match="in memory only"):
+        store = _store_for(tiny_model, path=blocker / "ct.zarr")
+    assert store.path is None
+    embedding = embed_slice(tiny_model, SliceSource(ct_volume), store, (0,))
+    assert store.get(slice_key((0,)), embedding.signature) is embedding
+
+
+def test_put_converts_to_fp16_on_cpu(tiny_model):
+    store = _store_for(tiny_model)
+    store.put("k", Embedding(torch.ones(4, 2, 2), (8, 8), (8, 8), "s"))
+    assert store.get("k", "s").features.dtype == torch.float16
+
+
+def test_local_cluster_precompute_equals_in_process(tiny_checkpoint, ct_volume, tmp_path):
+    ref = ModelRef("tiny", str(tiny_checkpoint))
+    model = load_checkpoint(tiny_checkpoint, device="cpu", name="tiny")
+    source = SliceSource(ct_volume)
+    local = _store_for(model)
+    list(encode_slices(model, source, local))
+    path = tmp_path / "cluster.zarr"
+    with dask_client(workers=2) as (client, info):
+        distributed = EmbeddingStore(ref.model_id(), path=path)
+        steps = list(precompute(ref, source, distributed, client, info.torch_threads, 2))
+        assert steps[0].done == 0 and steps[-1].done == steps[-1].total == 6
+        # Resumable: a rerun finds everything done and submits nothing.
+        rerun = list(precompute(ref, source, EmbeddingStore(ref.model_id(), path=path), client))
+        assert len(rerun) == 1 and rerun[0].done == 6
+    reopened = EmbeddingStore(ref.model_id(), path=path)
+    params = source.parameters(source.limits())
+    for z in range(6):
+        sig = slice_signature(ct_volume[z], model.model_id, params)
+        ours, theirs = local.get(slice_key((z,)), sig), reopened.get(slice_key((z,)), sig)
+        assert theirs is not None
+        torch.testing.assert_close(ours.features, theirs.features, atol=2e-3, rtol=0)

@@ -1,0 +1,30 @@
+"""core/ must import neither Qt nor napari (so it runs on clusters and in scripts)."""
+
+import subprocess
+import sys
+
+GUI_MODULES = ("qtpy", "napari", "magicgui", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6")
+
+
+def test_core_modules_import_no_gui_package():
+    code = (
+        "import pkgutil, sys, importlib\n"
+        "import napari_active_sam.core as core\n"
+        "for info in pkgutil.iter_modules(core.__path__):\n"
+        "    importlib.import_module(f'napari_active_sam.core.{info.name}')\n"
+        "import napari_active_sam.cli, napari_active_sam.io\n"
+        f"bad = [m for m in {GUI_MODULES!r} if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "", f"core imported GUI packages: {result.stdout}"
+
+
+def test_the_check_itself_detects_a_gui_import():
+    code = f"import qtpy; import sys; print([m for m in {GUI_MODULES!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "qtpy" in result.stdout

@@ -1,0 +1,294 @@
+"""Model registry, architectures, secure loading, downloads and device choice."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+import warnings
+
+import pytest
+import torch
+from segment_anything import sam_model_registry
+
+from napari_active_sam.core.errors import (
+    CheckpointError,
+    DownloadError,
+    ModelError,
+    ModelNotAvailableError,
+)
+from napari_active_sam.core.models import (
+    ARCHITECTURES,
+    CACHE_ENV,
+    DEVICE_ENV,
+    MODELS,
+    Architecture,
+    ModelName,
+    ModelRef,
+    ModelSpec,
+    cache_dir,
+    choose_device,
+    fetch_checkpoint,
+    get_spec,
+    load_checkpoint,
+    load_model,
+    random_model,
+    save_checkpoint,
+)
+
+# ---------------------------------------------------------------------------- registry
+
+
+def test_registry_has_official_models_with_hashes_and_licenses():
+    for name in ("vit_b", "vit_l", "vit_h", "medsam"):
+        spec = get_spec(name)
+        assert spec.url.startswith("https://")
+        assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
+        assert spec.size_bytes > 300_000_000
+        assert spec.license
+        assert spec.architecture in ARCHITECTURES
+    assert get_spec("vit_b").filename == "sam_vit_b_01ec64.pth"
+    assert get_spec("medsam").architecture == "vit_b"
+    assert {m.value for m in ModelName} == {"vit_b", "vit_l", "vit_h", "medsam", "demo"}
+    assert len({spec.sha256 for spec in MODELS.values() if spec.sha256}) == 4
+
+
+def test_unknown_model_name_lists_the_choices():
+    with pytest.raises(ModelError, match="vit_b, vit_l, vit_h, medsam, demo"):
+        get_spec("vit_x")
+
+
+@pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])
+def test_architectures_match_segment_anything_official_layout(name):
+    # Built on the meta device: identical keys and shapes mean official checkpoints fit.
+    with torch.device("meta"):
+        official = sam_model_registry[name]().state_dict()
+        ours = ARCHITECTURES[name].build().state_dict()
+    assert list(ours) == list(official)
+    assert all(ours[k].shape == official[k].shape for k in ours)
+
+
+def test_official_format_vit_b_checkpoint_loads_with_random_weights(tmp_path):
+    # The official files are bare state dicts; MedSAM's too.
+    sam = sam_model_registry["vit_b"]()
+    path = tmp_path / "sam_vit_b_random.pth"
+    torch.save(sam.state_dict(), path)
+    for name in ("vit_b", "medsam"):
+        model = load_model(name, checkpoint=path, device="cpu")
+        assert model.architecture.name == "vit_b"
+        key = "image_encoder.blocks.0.attn.qkv.weight"
+        assert torch.equal(model.sam.state_dict()[key], sam.state_dict()[key])
+        assert model.name == name
+
+
+def test_demo_model_is_reported_unavailable_until_shipped():
+    spec = get_spec("demo")
+    assert spec.bundled and not spec.url
+    from napari_active_sam.core.models import bundled_path
+
+    if bundled_path(spec.bundled).is_file():
+        assert load_model("demo", device="cpu").name == "demo"
+    else:
+        with pytest.raises(ModelNotAvailableError, match="not yet available"):
+            load_model("demo")
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def test_project_checkpoint_round_trip_carries_its_architecture(tiny_checkpoint, tiny_model):
+    model = load_checkpoint(tiny_checkpoint, device="cpu")
+    assert model.architecture == tiny_model.architecture
+    for key, value in tiny_model.sam.state_dict().items():
+        assert torch.equal(model.sam.state_dict()[key], value)
+    assert model.weights_sha256 == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    assert ModelRef("tiny", str(tiny_checkpoint)).model_id() == model.model_id
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("these are not weights")
+    with pytest.raises(CheckpointError, match="could not be read as a PyTorch checkpoint"):
+        load_checkpoint(path, "vit_b")
+
+
+def test_truncated_checkpoint(tmp_path, tiny_checkpoint):
+    data = tiny_checkpoint.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing.pth", "vit_b")
+
+
+def test_checkpoint_for_another_architecture_names_expected_and_keys(tmp_path, tiny_model):
+    path = tmp_path / "tiny_bare.pth"
+    torch.save(tiny_model.sam.state_dict(), path)
+    with pytest.raises(CheckpointError, match="'vit_b' architecture") as info:
+        load_checkpoint(path, "vit_b")
+    assert "missing keys" in str(info.value) and "unexpected keys" in str(info.value)
+
+
+def test_checkpoint_with_other_shapes_names_the_key(tmp_path, tiny_arch):
+    wider = Architecture(**{**tiny_arch.to_dict(), "encoder_embed_dim": 64, "name": "wider"})
+    wider = Architecture.from_dict(wider.to_dict())
+    path = tmp_path / "wider.pth"
+    torch.save(random_model(wider).sam.state_dict(), path)
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_checkpoint(path, tiny_arch)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"weights": functools.partial(print, "side effect")}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path, "vit_b")
+
+
+def test_checkpoint_without_architecture_asks_for_one(tmp_path, tiny_model):
+    path = tmp_path / "bare.pth"
+    torch.save(tiny_model.sam.state_dict(), path)
+    with pytest.raises(CheckpointError, match="does not say which architecture"):
+        load_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------- downloads
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A real HTTP server on the loopback interface serving a temporary folder."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _spec(url: str, sha256: str) -> ModelSpec:
+    return ModelSpec(
+        name="tiny", title="Tiny test SAM", architecture="tiny", license="test",
+        description="", url=url, sha256=sha256,
+    )  # fmt: skip
+
+
+def test_download_verifies_hash_reports_progress_and_loads(http_root, tmp_path, tiny_checkpoint):
+    root, base = http_root
+    (root / "tiny.pt").write_bytes(tiny_checkpoint.read_bytes())
+    sha = hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    steps = []
+    cache = tmp_path / "cache"
+    path = fetch_checkpoint(_spec(f"{base}/tiny.pt", sha), cache, progress=steps.append)
+    assert path.parent == cache and path.read_bytes() == tiny_checkpoint.read_bytes()
+    assert steps and steps[-1].done == steps[-1].total == path.stat().st_size
+    model = load_checkpoint(path, device="cpu", sha256=sha)
+    assert model.architecture.name == "tiny"
+
+
+def test_corrupted_download_is_deleted_and_raises(http_root, tmp_path, tiny_checkpoint):
+    root, base = http_root
+    good = tiny_checkpoint.read_bytes()
+    sha = hashlib.sha256(good).hexdigest()
+    corrupted = bytearray(good)
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    (root / "tiny.pt").write_bytes(bytes(corrupted))
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match="does not match its published SHA-256"):
+        fetch_checkpoint(_spec(f"{base}/tiny.pt", sha), cache)
+    assert not any(cache.iterdir())
+
+
+def test_wrong_published_hash_deletes_the_file(http_root, tmp_path, tiny_checkpoint):
+    root, base = http_root
+    (root / "tiny.pt").write_bytes(tiny_checkpoint.read_bytes())
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError):
+        fetch_checkpoint(_spec(f"{base}/tiny.pt", "0" * 64), cache)
+    assert not (cache / "tiny.pt").exists()
+
+
+def test_corrupted_cached_file_is_downloaded_again(http_root, tmp_path, tiny_checkpoint):
+    root, base = http_root
+    good = tiny_checkpoint.read_bytes()
+    (root / "tiny.pt").write_bytes(good)
+    spec = _spec(f"{base}/tiny.pt", hashlib.sha256(good).hexdigest())
+    cache = tmp_path / "cache"
+    path = fetch_checkpoint(spec, cache)
+    path.write_bytes(good[:100])
+    assert fetch_checkpoint(spec, cache).read_bytes() == good
+
+
+def test_missing_file_on_server_raises_download_error(http_root, tmp_path):
+    _, base = http_root
+    with pytest.raises(DownloadError, match="Could not download"):
+        fetch_checkpoint(_spec(f"{base}/absent.pt", "0" * 64), tmp_path / "cache")
+
+
+def test_unwritable_cache_falls_back_to_a_temporary_folder(http_root, tmp_path, tiny_checkpoint):
+    root, base = http_root
+    good = tiny_checkpoint.read_bytes()
+    (root / "tiny.pt").write_bytes(good)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    unwritable = blocker / "cache"  # a folder below a file cannot exist, even for root
+    with pytest.warns(RuntimeWarning, match="not writable"):
+        path = fetch_checkpoint(_spec(f"{base}/tiny.pt", hashlib.sha256(good).hexdigest()),
+                                unwritable)  # fmt: skip
+    assert path.read_bytes() == good and not unwritable.exists()
+
+
+def test_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "models"))
+    assert cache_dir() == tmp_path / "models"
+    monkeypatch.delenv(CACHE_ENV)
+    assert "napari-active-sam" in str(cache_dir())
+
+
+# ---------------------------------------------------------------------------- devices
+
+
+def test_device_choice(monkeypatch):
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    expected = "cuda" if torch.cuda.is_available() else None
+    auto = choose_device()
+    if expected:
+        assert auto.type == "cuda"
+    else:
+        assert auto.type in ("mps", "cpu")
+    assert choose_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert choose_device() == torch.device("cpu")
+    with pytest.raises(ModelError, match="Unknown device"):
+        choose_device("tpu7")
+
+
+def test_unavailable_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        assert choose_device("cuda").type == "cuda"
+        with pytest.raises(ModelError, match="GPU"):
+            choose_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(ModelError, match="no CUDA GPU"):
+            choose_device("cuda")
+
+
+def test_no_warning_from_loading(tiny_checkpoint):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_checkpoint(tiny_checkpoint, device="cpu")

@@ -1,0 +1,115 @@
+"""The predictor against segment-anything's own SamPredictor, and bad prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+from napari_active_sam.core.embeddings import SliceEncoder
+from napari_active_sam.core.errors import PromptError
+from napari_active_sam.core.models import Architecture, random_model
+from napari_active_sam.core.predictor import Predictor
+from napari_active_sam.core.preprocess import to_sam_rgb
+from napari_active_sam.core.types import Click, PromptSet
+
+
+def _setup(model, shape=(70, 100), seed=0):
+    rgb = to_sam_rgb(np.random.default_rng(seed).random(shape), (0.0, 1.0))
+    (embedding,) = SliceEncoder(model).encode([rgb], ["sig"])
+    reference = SamPredictor(model.sam)
+    reference.set_image(rgb)
+    return embedding, reference
+
+
+PROMPTS = [
+    PromptSet((Click(30, 40, True),)),
+    PromptSet((Click(30, 40, True), Click(80, 10, False), Click(5, 65, True))),
+    PromptSet(box=(10, 5, 60, 50)),
+    PromptSet((Click(30, 40, True),), box=(10, 5, 60, 50)),
+]
+
+
+@pytest.mark.parametrize("prompts", PROMPTS)
+def test_all_heads_match_sam_predictor(tiny_model, prompts):
+    embedding, reference = _setup(tiny_model)
+    ours = Predictor(tiny_model).predict(embedding, prompts)
+    coords, labels = prompts.point_arrays()
+    kwargs = {
+        "point_coords": coords if len(coords) else None,
+        "point_labels": labels if len(labels) else None,
+        "box": np.array(prompts.box) if prompts.box else None,
+        "return_logits": True,
+    }
+    for multimask, heads in ((True, slice(1, 4)), (False, slice(0, 1))):
+        logits, iou, low_res = reference.predict(multimask_output=multimask, **kwargs)
+        np.testing.assert_allclose(ours.low_res_logits[heads], low_res, atol=2e-2)
+        np.testing.assert_allclose(ours.iou[heads], iou, atol=2e-3)
+        expected = torch.sigmoid(torch.from_numpy(logits)).numpy()
+        np.testing.assert_allclose(ours.probabilities[heads], expected, atol=5e-3)
+    assert ours.probabilities.shape == (4, 70, 100)
+    assert ours.multimask_logits.shape == (3, 32, 32)
+    assert ours.single_mask_logits.shape == (1, 32, 32)
+    assert ours.mask().shape == (70, 100) and ours.mask().dtype == bool
+    assert 1 <= ours.best_multimask_head <= 3
+
+
+def test_previous_logits_feed_the_mask_prompt(tiny_model):
+    embedding, reference = _setup(tiny_model)
+    predictor = Predictor(tiny_model)
+    first = predictor.predict(embedding, PROMPTS[0])
+    prompts = PROMPTS[1]
+    previous = first.low_res_logits[first.best_multimask_head]
+    ours = predictor.predict(embedding, prompts, previous_logits=previous)
+    coords, labels = prompts.point_arrays()
+    _, iou, low_res = reference.predict(
+        coords, labels, mask_input=previous[None], multimask_output=True, return_logits=True
+    )
+    np.testing.assert_allclose(ours.low_res_logits[1:], low_res, atol=2e-2)
+    without = predictor.predict(embedding, prompts)
+    assert not np.allclose(without.low_res_logits, ours.low_res_logits)
+
+
+@pytest.mark.parametrize("img_size", [64, 96, 256])
+def test_any_sam_image_size(img_size):
+    arch = Architecture(
+        "small", 32, 1, 2, (0,), img_size=img_size, window_size=2, prompt_embed_dim=32,
+        decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32,
+    )  # fmt: skip
+    model = random_model(arch)
+    embedding, _ = _setup(model, shape=(50, 45))
+    grid = 4 * img_size // 16
+    prediction = Predictor(model).predict(embedding, PROMPTS[0])
+    assert prediction.low_res_logits.shape == (4, grid, grid)
+    assert prediction.probabilities.shape == (4, 50, 45)
+    assert prediction.iou.shape == (4,)
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        (PromptSet((Click(100, 10, True),)), "outside"),
+        (PromptSet((Click(10, -3, False),)), "outside"),
+        (PromptSet((Click(10, 70, True),)), "outside"),
+        (PromptSet(box=(50, 10, 20, 30)), "empty"),
+        (PromptSet(box=(200, 100, 300, 200)), "outside"),
+        (PromptSet(), "at least one"),
+    ],
+)
+def test_bad_prompts_are_refused(tiny_model, prompts, message):
+    embedding, _ = _setup(tiny_model)
+    with pytest.raises(PromptError, match=message):
+        Predictor(tiny_model).predict(embedding, prompts)
+
+
+def test_points_on_the_border_pixels_are_accepted(tiny_model):
+    embedding, _ = _setup(tiny_model)
+    prompts = PromptSet((Click(0, 0, True), Click(99, 69, False), Click(-0.4, 69.4, True)))
+    assert Predictor(tiny_model).predict(embedding, prompts).iou.shape == (4,)
+
+
+def test_previous_logits_of_the_wrong_shape_are_refused(tiny_model):
+    embedding, _ = _setup(tiny_model)
+    with pytest.raises(PromptError, match="32×32"):
+        Predictor(tiny_model).predict(embedding, PROMPTS[0], previous_logits=np.zeros((64, 64)))

@@ -1,0 +1,87 @@
+"""The napari-active-sam command: models and precompute, on real files."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel
+import numpy as np
+import tifffile
+import torch
+
+from napari_active_sam.cli import main
+from napari_active_sam.core.embeddings import (
+    EmbeddingStore,
+    encode_slices,
+    slice_key,
+    slice_signature,
+)
+from napari_active_sam.core.models import CACHE_ENV, load_checkpoint
+from napari_active_sam.core.preprocess import SliceSource
+from napari_active_sam.io import read_image
+
+
+def test_models_lists_registry_and_cache(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert main(["models", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cache_dir"] == str(tmp_path)
+    names = [m["name"] for m in report["models"]]
+    assert names == ["vit_b", "vit_l", "vit_h", "medsam", "demo"]
+    assert all(m["cached"] is None for m in report["models"] if m["sha256"])
+    assert main(["models"]) == 0
+    assert "downloads" in capsys.readouterr().out
+
+
+def test_precompute_folder_on_a_local_cluster_is_resumable(tmp_path, tiny_checkpoint, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    volume = rng.normal(0, 100, (3, 30, 40)).astype(np.int16)
+    nibabel.save(
+        nibabel.Nifti1Image(np.transpose(volume, (2, 1, 0)), np.diag([0.8, 0.8, 2.5, 1])),
+        folder / "ct.nii.gz",
+    )
+    tifffile.imwrite(folder / "cells.tif", rng.random((32, 32)).astype(np.float32))
+    out = tmp_path / "store.zarr"
+    args = ["precompute", str(folder), "--model", "tiny", "--checkpoint", str(tiny_checkpoint),
+            "--out", str(out), "--workers", "2"]  # fmt: skip
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cells", "ct"]
+
+    model = load_checkpoint(tiny_checkpoint, device="cpu", name="tiny")
+    image = read_image(folder / "ct.nii.gz")
+    source = SliceSource(image.data)
+    expected = EmbeddingStore(model.model_id)
+    list(encode_slices(model, source, expected))
+    stored = EmbeddingStore(model.model_id, path=out / "ct")
+    params = source.parameters(source.limits())
+    for z in range(3):
+        sig = slice_signature(image.data[z], model.model_id, params)
+        torch.testing.assert_close(
+            stored.get(slice_key((z,)), sig).features,
+            expected.get(slice_key((z,)), sig).features,
+            atol=2e-3,
+            rtol=0,
+        )
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "already in the store" in capsys.readouterr().err
+
+
+def test_precompute_reports_bad_input_clearly(tmp_path, tiny_checkpoint, capsys):
+    code = main(["precompute", str(tmp_path / "missing.tif"), "--model", "tiny",
+                 "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "s.zarr"),
+                 "--workers", "1"])  # fmt: skip
+    assert code == 2
+    assert "missing.tif does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["precompute", str(empty), "--model", "tiny", "--checkpoint",
+                 str(tiny_checkpoint), "--out", str(tmp_path / "s.zarr"), "--workers", "1"])  # fmt: skip
+    assert code == 2 and "holds no image file" in capsys.readouterr().err
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, capsys):
+    code = main(["precompute", str(tmp_path), "--model", "vit_q", "--out", str(tmp_path / "s")])
+    assert code == 2 and "Unknown model 'vit_q'" in capsys.readouterr().err
