@@ -78,7 +78,8 @@ def test_precompute_reports_bad_input_clearly(tmp_path, tiny_checkpoint, capsys)
     empty = tmp_path / "empty"
     empty.mkdir()
     code = main(["precompute", str(empty), "--model", "tiny", "--checkpoint",
-                 str(tiny_checkpoint), "--out", str(tmp_path / "s.zarr"), "--workers", "1"])  # fmt: skip
+                 str(tiny_checkpoint), "--out", str(tmp_path / "s.zarr"),
+                 "--workers", "1"])  # fmt: skip
     assert code == 2 and "holds no image file" in capsys.readouterr().err
 
 

@@ -6,17 +6,18 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .core.errors import ActiveSamError
 from .core.types import Progress
 
 
-def _progress_bar(progress: Iterator[Progress], description: str) -> None:
+def _progress_bar(progress: Iterator[Progress], description: str, unit: str = "slice") -> None:
     """Drain a core generator, drawing a tqdm bar on stderr."""
     from tqdm import tqdm
 
-    with tqdm(desc=description, unit="slice", file=sys.stderr, dynamic_ncols=True) as bar:
+    with tqdm(desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True) as bar:
         for step in progress:
             bar.total = step.total
             bar.n = step.done
@@ -108,6 +109,33 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_make_dataset(args: argparse.Namespace) -> int:
+    from .core.synthetic import write_dataset
+
+    progress = (
+        Progress(done, args.n, "scenes written")
+        for done in write_dataset(args.out, args.n, args.seed, args.kind, args.size)
+    )
+    _progress_bar(progress, "make-dataset", unit="scene")
+    print(f"wrote {args.n} scenes to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_train_demo_model(args: argparse.Namespace) -> int:
+    import torch
+
+    from .core.training import DemoTrainingConfig, train_demo_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = DemoTrainingConfig(batch_size=args.batch_size, pool_size=args.pool_size)
+    if args.steps:
+        config = replace(config, steps=args.steps)
+    _progress_bar(train_demo_model(args.out, args.seed, config), "train", unit="step")
+    print(f"saved {args.out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .core.models import load_model
 
@@ -151,6 +179,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a store made with another model"
     )
     pre.set_defaults(func=_cmd_precompute)
+
+    data = sub.add_parser(
+        "make-dataset",
+        help="generate images with instance ground truth (images/ and masks/ TIFFs)",
+    )
+    data.add_argument("--out", type=Path, required=True, help="folder to write")
+    data.add_argument("--n", type=int, default=100, help="number of images (default 100)")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--kind", default="mixed", choices=["ct", "ultrasound", "nuclei", "mixed"])
+    data.add_argument("--size", type=int, default=256, help="image side in pixels")
+    data.set_defaults(func=_cmd_make_dataset)
+
+    train = sub.add_parser(
+        "train-demo-model", help="train the small demo model from scratch on generated data"
+    )
+    train.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps", type=int, help="optimiser steps (default 1500: about an hour "
+                       "on two CPU cores)")
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--pool-size", type=int, default=2000, help="generated training scenes")
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    train.set_defaults(func=_cmd_train_demo_model)
 
     demo = sub.add_parser("demo", help="open napari with sample data and the demo model")
     demo.add_argument("--device", help="auto, cuda, mps or cpu")

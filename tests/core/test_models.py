@@ -34,7 +34,6 @@ from napari_active_sam.core.models import (
     load_checkpoint,
     load_model,
     random_model,
-    save_checkpoint,
 )
 
 # ---------------------------------------------------------------------------- registry

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pooch
 import requests
 import torch
@@ -28,6 +29,7 @@ from segment_anything.modeling import (
     Sam,
     TwoWayTransformer,
 )
+from segment_anything.modeling.common import LayerNorm2d
 
 from .errors import CheckpointError, DownloadError, ModelError, ModelNotAvailableError
 from .types import Progress
@@ -64,6 +66,7 @@ class Architecture:
     decoder_mlp_dim: int = 2048
     decoder_num_heads: int = 8
     iou_head_hidden_dim: int = 256
+    encoder: str = "vit"
 
     @property
     def embedding_size(self) -> int:
@@ -79,8 +82,8 @@ class Architecture:
         """Return a randomly initialised ``Sam`` in eval mode."""
         dim = self.prompt_embed_dim
         grid = self.embedding_size
-        sam = Sam(
-            image_encoder=ImageEncoderViT(
+        if self.encoder == "vit":
+            image_encoder: torch.nn.Module = ImageEncoderViT(
                 depth=self.encoder_depth,
                 embed_dim=self.encoder_embed_dim,
                 img_size=self.img_size,
@@ -93,7 +96,15 @@ class Architecture:
                 global_attn_indexes=self.encoder_global_attn_indexes,
                 window_size=self.window_size,
                 out_chans=dim,
-            ),
+            )
+        elif self.encoder == "cnn":
+            image_encoder = ConvImageEncoder(
+                self.img_size, self.patch_size, self.encoder_embed_dim, self.encoder_depth, dim
+            )
+        else:
+            raise ModelError(f"Unknown encoder type {self.encoder!r}: use vit or cnn.")
+        sam = Sam(
+            image_encoder=image_encoder,
             prompt_encoder=PromptEncoder(
                 embed_dim=dim,
                 image_embedding_size=(grid, grid),
@@ -125,6 +136,72 @@ class Architecture:
         fields = dict(data)
         fields["encoder_global_attn_indexes"] = tuple(fields["encoder_global_attn_indexes"])
         return cls(**fields)
+
+
+class _ResidualBlock(torch.nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation),
+            LayerNorm2d(channels),
+            torch.nn.GELU(),
+            torch.nn.Conv2d(channels, channels, 3, padding=1),
+            LayerNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x + self.body(x))
+
+
+class ConvImageEncoder(torch.nn.Module):
+    """A small convolutional stand-in for SAM's ViT encoder, same output contract.
+
+    Strided convolutions bring the ``img_size`` input down by ``patch_size`` (a power of
+    two), dilated residual blocks widen the receptive field to most of the image, and a
+    SAM-style neck projects to ``out_chans``. It trains far faster than a ViT on a CPU,
+    which is what the bundled demo model needs.
+
+    Parameters
+    ----------
+    img_size : int
+        Side of the square input.
+    patch_size : int
+        Downsampling factor; the embedding is ``img_size // patch_size`` square.
+    width : int
+        Channels of the last stage (earlier stages use a quarter and a half of it).
+    depth : int
+        Dilated residual blocks at the embedding resolution (dilations 1, 2, 4, 8, ...).
+    out_chans : int
+        Embedding channels (the prompt embedding dimension).
+    """
+
+    def __init__(self, img_size: int, patch_size: int, width: int, depth: int, out_chans: int):
+        super().__init__()
+        self.img_size = img_size
+        stages = int(np.log2(patch_size))
+        if 2**stages != patch_size:
+            raise ModelError(f"patch_size must be a power of two, got {patch_size}.")
+        layers: list[torch.nn.Module] = []
+        channels = 3
+        for i in range(stages):
+            out = max(width >> (stages - 1 - i), 16)
+            layers += [
+                torch.nn.Conv2d(channels, out, 3, stride=2, padding=1),
+                LayerNorm2d(out),
+                torch.nn.GELU(),
+            ]
+            channels = out
+        layers += [_ResidualBlock(channels, 2 ** (i % 4)) for i in range(depth)]
+        self.body = torch.nn.Sequential(*layers)
+        self.neck = torch.nn.Sequential(
+            torch.nn.Conv2d(channels, out_chans, 1, bias=False),
+            LayerNorm2d(out_chans),
+            torch.nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.body(x))
 
 
 ARCHITECTURES: dict[str, Architecture] = {

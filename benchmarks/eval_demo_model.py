@@ -1,0 +1,109 @@
+"""Quality of a model on generated held-out scenes with the RITM clicker protocol.
+
+Prints JSON: mIoU after clicks 1..20, mIoU@1, mIoU@5, NoC@80/85/90 and NoF per scene kind
+and overall, and how much SAM's three multimask heads disagree after one click on objects
+inside other objects compared with isolated objects.
+
+    python benchmarks/eval_demo_model.py                      # the bundled demo model
+    python benchmarks/eval_demo_model.py --checkpoint m.pt --objects 400 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.evaluate import run_episode
+from napari_active_sam.core.metrics import number_of_clicks
+from napari_active_sam.core.models import load_model
+from napari_active_sam.core.predictor import Predictor
+from napari_active_sam.core.preprocess import SliceSource
+from napari_active_sam.core.synthetic import SceneKind, make_scene
+
+
+def head_variance(first, gt: np.ndarray) -> float:
+    """Mean over the pixels any head or the ground truth covers of the variance across the
+    three multimask heads' probabilities."""
+    heads = first.probabilities[1:]
+    region = (heads > 0.5).any(axis=0) | gt
+    return float(heads.var(axis=0)[region].mean()) if region.any() else 0.0
+
+
+def summarise(curves: list[list[float]]) -> dict:
+    ious = np.array(curves)
+    return {
+        "objects": len(curves),
+        "miou": [round(float(v), 4) for v in ious.mean(axis=0)],
+        "miou@1": round(float(ious[:, 0].mean()), 4),
+        "miou@5": round(float(ious[:, 4].mean()), 4),
+        "noc": {
+            str(t): round(float(np.mean([number_of_clicks(c, t / 100) for c in ious])), 3)
+            for t in (80, 85, 90)
+        },  # fmt: skip
+        "nof": {str(t): int(sum((c < t / 100).all() for c in ious)) for t in (85, 90)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--objects", type=int, default=240, help="at least this many objects")
+    parser.add_argument("--seed", type=int, default=1, help="scene seed (training used 0)")
+    parser.add_argument("--clicks", type=int, default=20)
+    args = parser.parse_args()
+
+    model = load_model(args.model, args.checkpoint, device="cpu")
+    predictor = Predictor(model)
+    rng = np.random.default_rng(args.seed)
+    kinds = [k for k in SceneKind if k is not SceneKind.MIXED]
+    curves: dict[str, list[list[float]]] = {k.value: [] for k in kinds}
+    variance = {"inside_other": [], "isolated": []}
+    started = time.perf_counter()
+    count = scenes = 0
+    while count < args.objects:
+        kind = kinds[scenes % len(kinds)]
+        scenes += 1
+        scene = make_scene(kind, rng, model.architecture.img_size)
+        source = SliceSource(scene.image, scene.window)
+        embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+        nested = set(scene.parents) | set(scene.parents.values())
+        for label in range(1, scene.labels.max() + 1):
+            gt = scene.labels == label
+            result = run_episode(predictor, embedding, gt, args.clicks)
+            curves[kind.value].append(result.ious)
+            count += 1
+            if label in scene.parents:
+                variance["inside_other"].append(head_variance(result.first, gt))
+            elif label not in nested:
+                variance["isolated"].append(head_variance(result.first, gt))
+        print(f"{count} objects", file=sys.stderr, end="\r")
+    report = {
+        "model": model.model_id,
+        "checkpoint": args.checkpoint,
+        "protocol": "RITM clicker, previous logits fed back, first click multimask "
+        "(SAM's top-rated head shown), later clicks single-mask head",
+        "seed": args.seed,
+        "scenes": scenes,
+        "clicks": args.clicks,
+        "overall": summarise(sum(curves.values(), [])),
+        "by_kind": {kind: summarise(c) for kind, c in curves.items() if c},
+        "multimask_head_variance_after_one_click": {
+            group: {"mean": round(float(np.mean(v)), 5), "objects": len(v)}
+            for group, v in variance.items()
+        },
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""Training loops: SAM's interactive recipe for the bundled demo model.
+
+The recipe follows Segment Anything's: the first prompt is a click inside the object or a
+box around it; further clicks are sampled from the error region of the current prediction
+while the previous low-resolution logits are fed back as the mask prompt. The loss is
+focal + Dice (20:1) on the best of the three multimask heads plus the single-mask head, and
+mean squared error between the IoU head and each head's true IoU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import Architecture, LoadedModel, save_checkpoint
+from .preprocess import to_sam_rgb
+from .simulate import ritm_next_click
+from .synthetic import Scene, SceneKind, make_scene
+from .types import Progress
+
+DEMO_ARCHITECTURE = Architecture(
+    name="demo",
+    encoder="cnn",
+    encoder_embed_dim=96,
+    encoder_depth=4,
+    encoder_num_heads=0,
+    encoder_global_attn_indexes=(),
+    img_size=256,
+    patch_size=8,
+    window_size=0,
+    prompt_embed_dim=128,
+    mask_in_chans=16,
+    decoder_depth=2,
+    decoder_mlp_dim=512,
+    decoder_num_heads=4,
+    iou_head_hidden_dim=128,
+)
+"""The demo model: segment-anything's prompt encoder, mask decoder (three multimask heads
+plus the single-mask head) and IoU head, on a small convolutional image encoder; 256 px
+input, 32×32 embedding, 128×128 low-resolution masks."""
+
+
+@dataclass(frozen=True)
+class DemoTrainingConfig:
+    """Hyper-parameters of :func:`train_demo_model`."""
+
+    steps: int = 1500
+    batch_size: int = 8
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    click_iterations: int = 4
+    box_fraction: float = 0.25
+    pool_size: int = 2000
+    size: int = 256
+
+
+# ------------------------------------------------------------------------------- losses
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha=0.25):
+    """Sigmoid focal loss averaged over pixels; ``(..., H, W)`` → ``(...)``."""
+    prob = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    weight = alpha * target + (1 - alpha) * (1 - target)
+    return (weight * ce * (1 - p_t) ** gamma).mean(dim=(-2, -1))
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0):
+    """Soft Dice loss; ``(..., H, W)`` → ``(...)``."""
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum(dim=(-2, -1))
+    total = prob.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1))
+    return 1 - (2 * inter + eps) / (total + eps)
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SAM's mask loss: 20 × focal + 1 × Dice; ``(..., H, W)`` → ``(...)``."""
+    return 20 * focal_loss(logits, target) + dice_loss(logits, target)
+
+
+# ------------------------------------------------------------------------------ sampling
+
+
+@dataclass
+class SceneBank:
+    """Scenes prepared for training: SAM input images and ground truth.
+
+    Attributes
+    ----------
+    images : np.ndarray
+        uint8 ``(N, H, W, 3)`` windowed SAM input.
+    scenes : list of Scene
+        The scenes (labels and object hierarchy).
+    """
+
+    images: np.ndarray
+    scenes: list[Scene]
+
+    @classmethod
+    def generate(
+        cls, count: int, rng: np.random.Generator, size: int, kind: str = "mixed"
+    ) -> SceneBank:
+        scenes = [make_scene(kind, rng, size) for _ in range(count)]
+        images = np.stack([to_sam_rgb(s.image, s.window.limits(s.image)) for s in scenes])
+        return cls(images, scenes)
+
+    def sample_target(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A target mask and the region its first click may come from.
+
+        A click inside a child object may target the child or its parent (with the child
+        inside): the ambiguity SAM's multimask heads are trained to cover.
+        """
+        scene = self.scenes[index]
+        label = int(rng.integers(1, scene.labels.max() + 1))
+        own = scene.labels == label
+        if label in scene.parents and rng.random() < 0.5:
+            return scene.object_mask(scene.parents[label]), own
+        has_children = label in scene.parents.values()
+        target = scene.object_mask(label, with_children=has_children and rng.random() < 0.5)
+        return target, own
+
+
+def click_inside(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """A click in ``region``: half the time its deepest point, else a uniform pixel."""
+    if rng.random() < 0.5:
+        hit = ritm_next_click(region, np.zeros_like(region))
+        if hit is not None:
+            return hit[0], hit[1]
+    rows, cols = np.nonzero(region)
+    i = rng.integers(len(rows))
+    return int(rows[i]), int(cols[i])
+
+
+def error_click(
+    gt: np.ndarray, pred: np.ndarray, clicked: np.ndarray, rng: np.random.Generator
+) -> tuple[int, int, bool]:
+    """A correcting click: the RITM clicker's half the time, else uniform in the error."""
+    if rng.random() < 0.5:
+        hit = ritm_next_click(gt, pred, clicked)
+        if hit is not None:
+            return hit
+    error = (gt ^ pred) & ~clicked
+    if not error.any():  # perfect prediction: confirm with a click inside
+        row, col = click_inside(gt & ~clicked if (gt & ~clicked).any() else gt, rng)
+        return row, col, True
+    rows, cols = np.nonzero(error)
+    i = rng.integers(len(rows))
+    return int(rows[i]), int(cols[i]), bool(gt[rows[i], cols[i]])
+
+
+def _noisy_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    rows, cols = np.nonzero(mask)
+    y0, y1, x0, x1 = rows.min(), rows.max(), cols.min(), cols.max()
+    h, w = y1 - y0 + 1, x1 - x0 + 1
+    jitter = rng.normal(0, 0.08, 4) * np.array([w, h, w, h])
+    box = np.array([x0, y0, x1, y1], np.float32) + jitter
+    limit = np.array(mask.shape[::-1] * 2, np.float32) - 1
+    return np.clip(box, 0, limit)
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _learning_rate(step: int, config: DemoTrainingConfig) -> float:
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    return config.learning_rate * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
+
+
+def interactive_step(
+    model: LoadedModel,
+    images: np.ndarray,
+    targets: np.ndarray,
+    first_regions: np.ndarray,
+    use_box: bool,
+    iterations: int,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one batch over an interactive session of ``iterations`` prompts.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        uint8 ``(B, S, S, 3)`` at the model's input size.
+    targets, first_regions : np.ndarray
+        Boolean ``(B, S, S)``: target masks, and where the first click may go.
+    """
+    sam = model.sam
+    device = sam.device
+    batch, size = images.shape[0], images.shape[1]
+    pixels = torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float()
+    embeddings = sam.image_encoder(sam.preprocess(pixels))
+    image_pe = sam.prompt_encoder.get_dense_pe()
+    target = torch.as_tensor(targets, device=device, dtype=torch.float32)
+
+    coords: list[list[tuple[float, float]]] = [[] for _ in range(batch)]
+    labels: list[list[int]] = [[] for _ in range(batch)]
+    clicked = np.zeros(targets.shape, bool)
+    boxes = None
+    if use_box:
+        boxes = torch.as_tensor(np.stack([_noisy_box(t, rng) for t in targets]), device=device)
+    else:
+        for b in range(batch):
+            row, col = click_inside(first_regions[b], rng)
+            coords[b].append((col, row))
+            labels[b].append(1)
+            clicked[b, row, col] = True
+
+    previous = None
+    total = torch.zeros((), device=device)
+    stats = {"loss": 0.0, "iou_first": 0.0, "iou_last": 0.0}
+    for iteration in range(iterations):
+        points = None
+        if coords[0]:
+            points = (
+                torch.as_tensor(np.array(coords, np.float32), device=device),
+                torch.as_tensor(np.array(labels), device=device),
+            )
+        sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=previous)
+        low_res, iou_pred = zip(
+            *(
+                sam.mask_decoder.predict_masks(
+                    embeddings[b : b + 1], image_pe, sparse[b : b + 1], dense[b : b + 1]
+                )
+                for b in range(batch)
+            ),
+            strict=True,
+        )
+        low_res, iou_pred = torch.cat(low_res), torch.cat(iou_pred)
+        logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
+        losses = mask_loss(logits, target[:, None].expand_as(logits))
+        with torch.no_grad():
+            binary = logits > 0
+            inter = (binary & (target[:, None] > 0)).sum(dim=(-2, -1)).float()
+            union = (binary | (target[:, None] > 0)).sum(dim=(-2, -1)).float()
+            true_iou = inter / union.clamp(min=1)
+        step_loss = (losses[:, 1:].min(dim=1).values + losses[:, 0]).mean()
+        step_loss = step_loss + F.mse_loss(iou_pred, true_iou)
+        total = total + step_loss
+
+        # Feed back what a user would see: SAM's top-rated multimask head after the first
+        # prompt, the single-mask head after that.
+        if iteration == 0:
+            head = iou_pred[:, 1:].argmax(dim=1) + 1
+        else:
+            head = torch.zeros(batch, dtype=torch.long, device=device)
+        chosen = torch.arange(batch, device=device)
+        previous = low_res[chosen, head][:, None].detach()
+        shown = binary[chosen, head].cpu().numpy()
+        chosen_iou = true_iou[chosen, head].mean().item()
+        stats["iou_first" if iteration == 0 else "iou_last"] = chosen_iou
+        if iteration < iterations - 1:
+            for b in range(batch):
+                row, col, positive = error_click(targets[b], shown[b], clicked[b], rng)
+                coords[b].append((col, row))
+                labels[b].append(int(positive))
+                clicked[b, row, col] = True
+    total = total / iterations
+    stats["loss"] = float(total.item())
+    return total, stats
+
+
+def train_demo_model(
+    out: Path,
+    seed: int = 0,
+    config: DemoTrainingConfig | None = None,
+    architecture: Architecture = DEMO_ARCHITECTURE,
+    kind: str = SceneKind.MIXED,
+) -> Generator[Progress, None, Path]:
+    """Train the demo model from scratch on generated scenes; yield progress; save it.
+
+    The checkpoint (written with :func:`~napari_active_sam.core.models.save_checkpoint`)
+    carries its architecture, the seed, the configuration, the step count and the wall time.
+
+    Parameters
+    ----------
+    out : Path
+        Checkpoint file to write.
+    seed : int
+        Seeds the scene generator, the click sampler and torch.
+    config : DemoTrainingConfig, optional
+        Defaults to :class:`DemoTrainingConfig`.
+    """
+    config = config or DemoTrainingConfig()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    yield Progress(0, config.steps, f"generating {config.pool_size} training scenes")
+    bank = SceneBank.generate(config.pool_size, rng, config.size, kind)
+    sam = architecture.build().train()
+    model = LoadedModel(sam, architecture.name, architecture, "training")
+    optimizer = torch.optim.AdamW(
+        sam.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    history = []
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(step, config)
+        indices = rng.integers(len(bank.scenes), size=config.batch_size)
+        pairs = [bank.sample_target(int(i), rng) for i in indices]
+        targets = np.stack([t for t, _ in pairs])
+        regions = np.stack([r for _, r in pairs])
+        use_box = rng.random() < config.box_fraction
+        loss, stats = interactive_step(
+            model, bank.images[indices], targets, regions, use_box, config.click_iterations, rng
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+        optimizer.step()
+        history.append(stats)
+        if (step + 1) % 10 == 0 or step + 1 == config.steps:
+            recent = history[-50:]
+            summary = {k: float(np.mean([h[k] for h in recent])) for k in recent[0]}
+            yield Progress(
+                step + 1,
+                config.steps,
+                "loss {loss:.3f}  IoU first {iou_first:.3f}  last {iou_last:.3f}".format(**summary),
+            )
+    sam.eval()
+    save_checkpoint(
+        out,
+        sam,
+        architecture,
+        seed=seed,
+        steps=config.steps,
+        config=asdict(config),
+        wall_time_s=time.perf_counter() - started,
+        torch_version=torch.__version__,
+        device=str(sam.device),
+        threads=torch.get_num_threads(),
+    )
+    return Path(out)
