@@ -5,20 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .core.errors import ActiveSamError
 from .core.types import Progress
 
 
-def _progress_bar(progress: Iterator[Progress], description: str, unit: str = "slice") -> None:
-    """Drain a core generator, drawing a tqdm bar on stderr."""
+def _drain_with_bar(
+    progress: Generator[Progress, None, Any], description: str, unit: str = "slice"
+) -> Any:
+    """Drain a core generator, drawing a tqdm bar on stderr; return its return value."""
     from tqdm import tqdm
 
     with tqdm(desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True) as bar:
-        for step in progress:
+        while True:
+            try:
+                step = next(progress)
+            except StopIteration as stop:
+                return stop.value
             bar.total = step.total
             bar.n = step.done
             bar.set_postfix_str(step.message, refresh=False)
@@ -104,8 +111,50 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
             out = Path(args.out) / stem(file) if inputs.is_dir() else Path(args.out)
             store = EmbeddingStore(identity, max_bytes=0, path=out, overwrite=args.overwrite)
             steps = precompute(ref, source, store, client, torch_threads=info.torch_threads)
-            _progress_bar(steps, file.name)
+            _drain_with_bar(steps, file.name)
             print(f"{file} -> {store.path or 'memory only'}", file=sys.stderr)
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from .core.cluster import dask_client
+    from .core.evaluate import BenchmarkConfig, run_benchmark
+    from .core.models import ModelRef, fetch_checkpoint, get_spec
+    from .core.report import write_outputs
+
+    checkpoint = str(args.checkpoint) if args.checkpoint else None
+    if checkpoint is None:
+        spec = get_spec(args.model)
+        if spec.url:  # download once here rather than once per worker
+            fetch_checkpoint(spec)
+    ref = ModelRef(args.model, checkpoint)
+    config = BenchmarkConfig(
+        data=args.data,
+        model=ref,
+        strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+        clicks=args.clicks,
+        seed=args.seed,
+        limit=args.limit,
+        window=args.window,
+    )
+    with dask_client(args.scheduler, args.workers) as (client, info):
+        steps = run_benchmark(config, args.out, client, info.torch_threads)
+        records = _drain_with_bar(steps, "benchmark", unit="episode")
+    meta = {
+        "model": ref.model_id(),
+        "data": str(args.data),
+        "clicks": args.clicks,
+        "seed": args.seed,
+        "strategies": list(config.strategies),
+    }
+    summary = write_outputs(records, meta, args.out)
+    for name, figures in summary["strategies"].items():
+        print(
+            f"{name:9} objects {figures['objects']:4d}  mIoU@1 {figures['miou'][0]:.3f}  "
+            f"AUC {figures['auc']:.3f}  NoC@85 {figures['noc']['85']:.2f}",
+            file=sys.stderr,
+        )
+    print(f"results in {args.out}", file=sys.stderr)
     return 0
 
 
@@ -116,7 +165,7 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
         Progress(done, args.n, "scenes written")
         for done in write_dataset(args.out, args.n, args.seed, args.kind, args.size)
     )
-    _progress_bar(progress, "make-dataset", unit="scene")
+    _drain_with_bar(progress, "make-dataset", unit="scene")
     print(f"wrote {args.n} scenes to {args.out}", file=sys.stderr)
     return 0
 
@@ -131,7 +180,7 @@ def _cmd_train_demo_model(args: argparse.Namespace) -> int:
     config = DemoTrainingConfig(batch_size=args.batch_size, pool_size=args.pool_size)
     if args.steps:
         config = replace(config, steps=args.steps)
-    _progress_bar(train_demo_model(args.out, args.seed, config), "train", unit="step")
+    _drain_with_bar(train_demo_model(args.out, args.seed, config), "train", unit="step")
     print(f"saved {args.out}", file=sys.stderr)
     return 0
 
@@ -180,6 +229,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pre.set_defaults(func=_cmd_precompute)
 
+    bench = sub.add_parser(
+        "benchmark",
+        help="simulate click strategies against ground truth (NoC, mIoU, EIG vs oracle)",
+        description="Runs every object of DATA/images + DATA/masks with each strategy through "
+        "dask.distributed; rerunning with the same --out resumes.",
+    )
+    bench.add_argument("--data", type=Path, required=True, help="folder with images/, masks/")
+    bench.add_argument("--model", default="demo")
+    bench.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    bench.add_argument(
+        "--strategies",
+        default="ritm,eig,entropy,random,oracle,microsam",
+        help="comma-separated: ritm, microsam, oracle, eig, entropy, random",
+    )
+    bench.add_argument("--clicks", type=int, default=20)
+    bench.add_argument("--out", type=Path, required=True)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--limit", type=int, help="evaluate at most N objects")
+    bench.add_argument(
+        "--window", help="percentile or a CT preset for all images (default: per dataset)"
+    )
+    where = bench.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running dask scheduler")
+    where.add_argument("--workers", type=int, help="local worker processes (default: cores)")
+    bench.set_defaults(func=_cmd_benchmark)
+
     data = sub.add_parser(
         "make-dataset",
         help="generate images with instance ground truth (images/ and masks/ TIFFs)",
@@ -196,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--steps", type=int, help="optimiser steps (default 1800: about an hour "
-                       "on two CPU cores)")
+    train.add_argument(
+        "--steps", type=int, help="optimiser steps (default 1800: about an hour on two CPU cores)"
+    )
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--pool-size", type=int, default=2000, help="generated training scenes")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

@@ -1,51 +1,79 @@
-"""Interactive segmentation episodes: simulated clicks against ground truth."""
+"""Interactive segmentation benchmarks: simulated clicks against ground truth.
+
+An *episode* annotates one object with one strategy, click by click. :func:`run_benchmark`
+plays every object of a folder of images and masks with every strategy, on a dask cluster,
+appending each finished object to ``episodes.jsonl`` so an interrupted run resumes where it
+stopped; :mod:`~napari_active_sam.core.report` turns that file into the summary, CSV, plots
+and report.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .embeddings import Embedding
+from .embeddings import Embedding, EmbeddingStore, embed_slice
+from .errors import ActiveSamError, ImageError
 from .metrics import dice, iou
+from .models import ModelRef, is_writable_dir
 from .predictor import Predictor
-from .simulate import ritm_next_click
-from .types import Click, Prediction, PromptSet
+from .preprocess import IntensityWindow, SliceSource
+from .simulate import STRATEGIES, ClickContext, Strategy, first_click
+from .types import Click, Prediction, Progress, PromptSet
+
+EPISODES_FILE = "episodes.jsonl"
 
 
 @dataclass
 class EpisodeResult:
-    """One object annotated click by click.
+    """One object annotated with one strategy.
 
     Attributes
     ----------
-    clicks : list of tuple
-        ``(row, col, positive)`` per click, click 1 first.
+    clicks : list of list of tuple
+        Per iteration, the ``(row, col, positive)`` clicks added (one, or two for micro-sam).
     ious, dices : list of float
-        Scores of the shown mask after each click.
+        Scores of the shown mask after each iteration.
+    oracle_dices : list of float
+        Best Dice among the three multimask heads after each iteration ("Oracle Dice").
     first : Prediction
-        SAM's answer to the first click (all heads), for ambiguity and quality studies.
+        The model's answer to the first click (all heads).
     """
 
-    clicks: list[tuple[int, int, bool]] = field(default_factory=list)
+    clicks: list[list[tuple[int, int, bool]]] = field(default_factory=list)
     ious: list[float] = field(default_factory=list)
     dices: list[float] = field(default_factory=list)
+    oracle_dices: list[float] = field(default_factory=list)
     first: Prediction | None = None
 
 
-def shown_head(prediction: Prediction, click_number: int) -> int:
-    """The head a user sees: SAM's top-rated multimask head for a lone first click, the
-    single-mask head once there are several prompts (SAM's own recommendation)."""
-    return prediction.best_multimask_head if click_number == 1 else 0
+def shown_head(prediction: Prediction, iteration: int, multimask_every_step: bool = False) -> int:
+    """The head a user sees: SAM's top-rated multimask head for a lone first click (or at
+    every step in multimask mode), the single-mask head once there are several prompts
+    (SAM's own recommendation)."""
+    if iteration == 1 or multimask_every_step:
+        return prediction.best_multimask_head
+    return 0
 
 
 def run_episode(
     predictor: Predictor,
     embedding: Embedding,
     gt: np.ndarray,
+    strategy: str = Strategy.RITM,
     max_clicks: int = 20,
+    rng: np.random.Generator | None = None,
 ) -> EpisodeResult:
-    """Annotate ``gt`` with the RITM clicker, feeding back the previous logits.
+    """Annotate ``gt`` with ``strategy``, feeding back the shown head's logits.
+
+    Every strategy but micro-sam's opens with the RITM click (the object's centre); once a
+    strategy has nothing left to ask, the last scores are repeated.
 
     Parameters
     ----------
@@ -53,32 +81,355 @@ def run_episode(
     embedding : Embedding
         Of the image ``gt`` belongs to.
     gt : np.ndarray
-        Boolean ``(H, W)`` object mask.
+        Boolean ``(H, W)`` object mask, not empty.
+    strategy : str
+        A key of :data:`~napari_active_sam.core.simulate.STRATEGIES`.
     max_clicks : int
-        Clicks per episode; once the mask is perfect the last score is repeated.
+        Iterations per episode.
+    rng : np.random.Generator, optional
+        For the random parts of strategies.
     """
+    spec = STRATEGIES[Strategy(strategy)]
+    rng = rng or np.random.default_rng(0)
     gt = np.asarray(gt, bool)
     result = EpisodeResult()
     shown = np.zeros_like(gt)
     clicked = np.zeros_like(gt)
     prompts = PromptSet()
-    previous = None
-    for number in range(1, max_clicks + 1):
-        click = ritm_next_click(gt, shown, clicked)
-        if click is None:
-            result.ious.append(result.ious[-1])
-            result.dices.append(result.dices[-1])
+    previous: np.ndarray | None = None
+    state: dict[str, Any] = {}
+
+    def decode(extra: Iterable[tuple[int, int, bool]], iteration: int):
+        added = prompts
+        for row, col, positive in extra:
+            added = added.with_click(Click(x=float(col), y=float(row), positive=positive))
+        prediction = predictor.predict(embedding, added, previous)
+        head = shown_head(prediction, iteration, spec.multimask_every_step)
+        return added, prediction, head
+
+    def dice_if_clicked(click: tuple[int, int, bool]) -> float:
+        _, prediction, head = decode([click], state["iteration"])
+        return dice(gt, prediction.probabilities[head] > 0.5)
+
+    prediction: Prediction | None = None
+    for iteration in range(1, max_clicks + 1):
+        state["iteration"] = iteration
+        if iteration == 1:
+            clicks = first_click(spec, gt, rng)
+        else:
+            ctx = ClickContext(gt, shown, clicked, prediction, rng, dice_if_clicked)
+            clicks = spec.next_clicks(ctx)
+        if not clicks:
+            if not result.ious:
+                raise ActiveSamError("The object has no pixel to click: its mask is empty.")
+            for series in (result.ious, result.dices, result.oracle_dices):
+                series.append(series[-1])
+            result.clicks.append([])
             continue
-        row, col, positive = click
-        clicked[row, col] = True
-        prompts = prompts.with_click(Click(x=float(col), y=float(row), positive=positive))
-        prediction = predictor.predict(embedding, prompts, previous)
-        head = shown_head(prediction, number)
+        for row, col, _ in clicks:
+            clicked[row, col] = True
+        prompts, prediction, head = decode(clicks, iteration)
         shown = prediction.probabilities[head] > 0.5
         previous = prediction.low_res_logits[head]
-        if number == 1:
+        if iteration == 1:
             result.first = prediction
-        result.clicks.append(click)
+        result.clicks.append(list(clicks))
         result.ious.append(iou(gt, shown))
         result.dices.append(dice(gt, shown))
+        result.oracle_dices.append(max(dice(gt, p > 0.5) for p in prediction.probabilities[1:]))
     return result
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class ObjectSlice:
+    """Where an object is evaluated: its label and, in a volume, the slice index."""
+
+    label: int
+    index: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """An image file and its instance-label mask file."""
+
+    stem: str
+    image: Path
+    mask: Path
+
+
+def discover_pairs(data: Path) -> tuple[list[ImagePair], list[dict[str, str]]]:
+    """Match ``data/images/*`` with ``data/masks/*`` by file stem.
+
+    Returns
+    -------
+    pairs, skipped
+        Matched pairs (sorted by stem), and ``{"file", "reason"}`` for files without a
+        partner.
+    """
+    from napari_active_sam.io import IMAGE_SUFFIXES, has_suffix, stem
+
+    images_dir, masks_dir = Path(data) / "images", Path(data) / "masks"
+    if not images_dir.is_dir() or not masks_dir.is_dir():
+        raise ActiveSamError(
+            f"{data} must hold an images/ and a masks/ folder with matching file names."
+        )
+
+    def by_stem(folder: Path) -> dict[str, Path]:
+        return {stem(p): p for p in sorted(folder.iterdir()) if has_suffix(p, IMAGE_SUFFIXES)}
+
+    images, masks = by_stem(images_dir), by_stem(masks_dir)
+    pairs = [ImagePair(s, images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
+    skipped = [
+        {"file": str(masks[s]), "reason": "mask file with no image of the same name"}
+        for s in sorted(masks.keys() - images.keys())
+    ] + [
+        {"file": str(images[s]), "reason": "image with no mask of the same name"}
+        for s in sorted(images.keys() - masks.keys())
+    ]
+    return pairs, skipped
+
+
+def load_pair(pair: ImagePair, window: IntensityWindow) -> tuple[SliceSource, np.ndarray]:
+    """Read an image and its mask; check they fit; return the source and integer labels.
+
+    Raises
+    ------
+    ImageError
+        Shapes that differ, a mask with non-integer values, or a mask with no object.
+    """
+    from napari_active_sam.io import read_image
+
+    image, mask = read_image(pair.image), read_image(pair.mask)
+    spatial = image.data.shape[:-1] if image.rgb else image.data.shape
+    if mask.data.shape != spatial:
+        raise ImageError(
+            f"{pair.mask.name} has shape {mask.data.shape} but its image {pair.image.name} "
+            f"has {spatial}: masks must match their image pixel for pixel."
+        )
+    labels = np.asarray(mask.data)
+    if labels.dtype.kind == "f" and not (
+        np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))
+    ):
+        raise ImageError(
+            f"{pair.mask.name} holds non-integer values: save instance labels as "
+            "integers (0 = background, 1, 2, ... = objects)."
+        )
+    labels = labels.astype(np.int64)
+    if not (labels > 0).any():
+        raise ImageError(f"{pair.mask.name} contains no object (all pixels are 0).")
+    return SliceSource(image.data, window, rgb=image.rgb), labels
+
+
+def object_slices(labels: np.ndarray) -> list[ObjectSlice]:
+    """Every object of an instance-label image; in a volume, on the slice of largest area."""
+    objects = []
+    for label in np.unique(labels[labels > 0]):
+        if labels.ndim == 2:
+            objects.append(ObjectSlice(int(label), ()))
+            continue
+        mask = labels == label
+        areas = mask.reshape(-1, *mask.shape[-2:]).sum(axis=(1, 2))
+        flat = int(np.argmax(areas))
+        objects.append(
+            ObjectSlice(int(label), tuple(int(i) for i in np.unravel_index(flat, mask.shape[:-2])))
+        )
+    return objects
+
+
+def episode_seed(seed: int, *parts: object) -> int:
+    """A seed for one episode that does not depend on scheduling or order."""
+    text = "|".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def evaluate_pair(
+    ref: ModelRef,
+    pair: ImagePair,
+    window: IntensityWindow,
+    todo: list[tuple[ObjectSlice, str]],
+    clicks: int,
+    seed: int,
+    torch_threads: int | None = None,
+) -> list[dict[str, Any]]:
+    """Play episodes on one image (a dask task): ``todo`` lists (object, strategy) pairs.
+
+    Returns one JSON-ready record per episode.
+    """
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    model = ref.load()
+    predictor = Predictor(model)
+    source, labels = load_pair(pair, window)
+    store = EmbeddingStore(model.model_id)
+    records = []
+    for obj, strategy in todo:
+        embedding = embed_slice(model, source, store, obj.index)
+        gt = labels[obj.index] == obj.label
+        rng = np.random.default_rng(episode_seed(seed, pair.stem, obj.label, strategy))
+        result = run_episode(predictor, embedding, gt, strategy, clicks, rng)
+        records.append(
+            {
+                "image": pair.stem,
+                "label": obj.label,
+                "slice": list(obj.index),
+                "strategy": str(strategy),
+                "area": int(gt.sum()),
+                "clicks": [[[int(r), int(c), bool(p)] for r, c, p in it] for it in result.clicks],
+                "iou": [round(v, 6) for v in result.ious],
+                "dice": [round(v, 6) for v in result.dices],
+                "oracle_dice": [round(v, 6) for v in result.oracle_dices],
+            }
+        )
+    return records
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What :func:`run_benchmark` evaluates.
+
+    Attributes
+    ----------
+    data : Path
+        Folder with ``images/`` and ``masks/``.
+    model : ModelRef
+    strategies : tuple of str
+    clicks : int
+        Iterations per episode (20 for NoC).
+    seed : int
+    limit : int, optional
+        Evaluate at most this many objects (the first in file and label order).
+    window : str, optional
+        ``percentile`` or a CT preset for every image; default: the window recorded in
+        ``data/objects.json`` by ``make-dataset``, else percentile.
+    """
+
+    data: Path
+    model: ModelRef
+    strategies: tuple[str, ...] = ("ritm",)
+    clicks: int = 20
+    seed: int = 0
+    limit: int | None = None
+    window: str | None = None
+
+    def __post_init__(self):
+        for name in self.strategies:
+            if name not in {s.value for s in Strategy}:
+                raise ActiveSamError(
+                    f"Unknown strategy {name!r}: use {', '.join(s.value for s in Strategy)}."
+                )
+        if self.clicks < 1:
+            raise ActiveSamError("--clicks must be at least 1.")
+
+    def window_for(self, stem: str) -> IntensityWindow:
+        if self.window:
+            return IntensityWindow.from_name(self.window)
+        index = Path(self.data) / "objects.json"
+        if index.is_file():
+            entry = json.loads(index.read_text()).get("images", {}).get(stem)
+            if entry and "window" in entry:
+                spec = entry["window"]
+                if spec["kind"] == "fixed":
+                    return IntensityWindow.fixed(spec["low"], spec["high"], spec["name"])
+                return IntensityWindow.percentile(spec["low"], spec["high"])
+        return IntensityWindow.percentile()
+
+
+def read_episodes(out: Path) -> list[dict[str, Any]]:
+    """Records already in ``out/episodes.jsonl`` (a truncated last line is ignored)."""
+    path = Path(out) / EPISODES_FILE
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by an interruption: that episode is redone
+    return records
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    out: Path,
+    client: Any,
+    torch_threads: int | None = None,
+) -> Generator[Progress, None, list[dict[str, Any]]]:
+    """Play every (object, strategy) episode on a dask cluster; resumable.
+
+    Finished episodes are appended to ``out/episodes.jsonl`` as each image completes; a
+    rerun skips what is there. Yields :class:`Progress` in episodes; returns all records
+    and, in ``out/skipped.json``, the files that could not be evaluated and why.
+
+    Raises
+    ------
+    ActiveSamError
+        If ``out`` cannot be written or ``data`` has no image/mask pairs.
+    """
+    from distributed import as_completed
+
+    out = Path(out)
+    if not is_writable_dir(out):
+        raise ActiveSamError(f"Cannot write to {out}: choose a writable output folder.")
+    pairs, skipped = discover_pairs(config.data)
+    kept = read_episodes(out)
+    done = {(r["image"], r["label"], r["strategy"]) for r in kept}
+    # Rewrite what was read, so a line cut short by an interruption does not stay behind.
+    with open(out / EPISODES_FILE, "w") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in kept)
+
+    tasks: list[tuple[ImagePair, IntensityWindow, list[tuple[ObjectSlice, str]]]] = []
+    total = 0
+    for pair in pairs:
+        if config.limit is not None and total >= config.limit * len(config.strategies):
+            break
+        window = config.window_for(pair.stem)
+        try:
+            _, labels = load_pair(pair, window)
+        except ImageError as exc:
+            skipped.append({"file": str(pair.mask), "reason": str(exc)})
+            continue
+        objects = object_slices(labels)
+        if config.limit is not None:
+            room = config.limit - total // len(config.strategies)
+            objects = objects[:room]
+        todo = [
+            (obj, s)
+            for obj in objects
+            for s in config.strategies
+            if (pair.stem, obj.label, s) not in done
+        ]
+        total += len(objects) * len(config.strategies)
+        if todo:
+            tasks.append((pair, window, todo))
+    (out / "skipped.json").write_text(json.dumps(skipped, indent=1))
+    if not pairs:
+        raise ActiveSamError(f"{config.data} has no image with a mask of the same name.")
+
+    finished = total - sum(len(todo) for *_, todo in tasks)
+    yield Progress(finished, total, f"{finished} of {total} episodes already done")
+    futures = [
+        client.submit(
+            evaluate_pair,
+            config.model,
+            pair,
+            window,
+            todo,
+            config.clicks,
+            config.seed,
+            torch_threads,
+            pure=False,
+        )
+        for pair, window, todo in tasks
+    ]
+    with open(out / EPISODES_FILE, "a") as handle:
+        for future in as_completed(futures):
+            records = future.result()
+            handle.writelines(json.dumps(r) + "\n" for r in records)
+            handle.flush()
+            finished += len(records)
+            yield Progress(finished, total, f"{finished}/{total} episodes")
+    return read_episodes(out)

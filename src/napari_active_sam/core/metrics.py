@@ -30,3 +30,53 @@ def number_of_clicks(ious: np.ndarray, threshold: float, max_clicks: int = 20) -
     ious = np.asarray(ious, float)[:max_clicks]
     reached = np.flatnonzero(ious >= threshold)
     return int(reached[0]) + 1 if reached.size else max_clicks
+
+
+NOC_THRESHOLDS = (0.80, 0.85, 0.90)
+"""IoU thresholds of the standard NoC@80/85/90."""
+
+MSA_THRESHOLDS = tuple(np.round(np.arange(0.50, 0.951, 0.05), 2))
+"""IoU thresholds averaged by micro-sam's mean segmentation accuracy."""
+
+
+def oracle_dice(gt: np.ndarray, probabilities: np.ndarray) -> float:
+    """Best Dice among several candidate masks (SAM's multimask heads): ``(K, H, W)``."""
+    return max(dice(gt, p > 0.5) for p in probabilities)
+
+
+def area_under_curve(ious: np.ndarray) -> float:
+    """Area under the IoU-per-click curve: the mean IoU over clicks 1..N (in [0, 1])."""
+    return float(np.mean(ious))
+
+
+def mean_segmentation_accuracy(ious: np.ndarray) -> float:
+    """micro-sam's mSA for single-object episodes: the fraction of IoU thresholds
+    0.50, 0.55, ..., 0.95 that each object's IoU reaches, averaged over objects.
+
+    Parameters
+    ----------
+    ious : np.ndarray
+        Final (or per-iteration) IoU of each object, ``(objects,)``.
+    """
+    ious = np.asarray(ious, float)[:, None]
+    return float((ious >= np.array(MSA_THRESHOLDS)[None]).mean())
+
+
+def delta_iou_curve(
+    curves: np.ndarray, iterations: int = 15, normalise: tuple[float, float] | None = None
+) -> np.ndarray:
+    """BALD-SAM's ΔIoU: mean gain over the first click, ``IoU_k - IoU_1``, k = 1..iterations.
+
+    Parameters
+    ----------
+    curves : np.ndarray
+        ``(objects, clicks)`` IoU per click.
+    normalise : tuple of float, optional
+        ``(lo, hi)``: min-max normalise the mean curve per dataset (e.g. the smallest and
+        largest mean IoU any strategy reached on it) before taking differences.
+    """
+    mean = np.asarray(curves, float)[:, :iterations].mean(axis=0)
+    if normalise is not None:
+        lo, hi = normalise
+        mean = (mean - lo) / (hi - lo) if hi > lo else np.zeros_like(mean)
+    return mean - mean[0]

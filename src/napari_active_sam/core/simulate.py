@@ -1,9 +1,19 @@
-"""Click simulators: where a user (or a strategy standing in for one) clicks next."""
+"""Click simulators: where a user (or a strategy standing in for one) clicks next.
+
+Every strategy goes through one registry, :data:`STRATEGIES`; the benchmark, the studies
+and the tests all use it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
 import numpy as np
 from scipy import ndimage
+
+from .types import Prediction
 
 
 def _inner_distance(region: np.ndarray) -> np.ndarray:
@@ -49,3 +59,167 @@ def ritm_next_click(
     dist, peak = (fn_dist, fn_max) if positive else (fp_dist, fp_max)
     row, col = np.argwhere(dist == peak)[0]
     return int(row), int(col), positive
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@dataclass
+class ClickContext:
+    """What a strategy may look at when choosing the next click(s).
+
+    Attributes
+    ----------
+    gt : np.ndarray
+        Boolean ``(H, W)`` ground truth; strategies that model a person may only read the
+        label at the pixel they choose (the answer), the others may read it all.
+    shown : np.ndarray
+        Boolean ``(H, W)`` mask currently shown.
+    clicked : np.ndarray
+        Boolean ``(H, W)``, True where clicks already are.
+    prediction : Prediction or None
+        The model's last answer (all heads).
+    rng : np.random.Generator
+    dice_if_clicked : callable or None
+        ``f((row, col, positive)) -> float``: Dice of the mask that would be shown after
+        adding that click (the greedy oracle's look-ahead).
+    """
+
+    gt: np.ndarray
+    shown: np.ndarray
+    clicked: np.ndarray
+    prediction: Prediction | None
+    rng: np.random.Generator
+    dice_if_clicked: Callable[[tuple[int, int, bool]], float] | None = None
+
+
+ClickList = list[tuple[int, int, bool]]
+
+
+def _answered(ctx: ClickContext, row: int, col: int) -> tuple[int, int, bool]:
+    return int(row), int(col), bool(ctx.gt[row, col])
+
+
+def _random_pixel(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
+    rows, cols = np.nonzero(region)
+    if rows.size == 0:
+        return None
+    i = rng.integers(rows.size)
+    return int(rows[i]), int(cols[i])
+
+
+def ritm_strategy(ctx: ClickContext) -> ClickList:
+    click = ritm_next_click(ctx.gt, ctx.shown, ctx.clicked)
+    return [] if click is None else [click]
+
+
+def microsam_strategy(ctx: ClickContext) -> ClickList:
+    """micro-sam's iterative protocol: one random positive from the false negatives and one
+    random negative from the false positives."""
+    clicks = []
+    fn = _random_pixel(ctx.gt & ~ctx.shown & ~ctx.clicked, ctx.rng)
+    if fn is not None:
+        clicks.append((*fn, True))
+    fp = _random_pixel(~ctx.gt & ctx.shown & ~ctx.clicked, ctx.rng)
+    if fp is not None:
+        clicks.append((*fp, False))
+    return clicks
+
+
+def random_strategy(ctx: ClickContext) -> ClickList:
+    pixel = _random_pixel(~ctx.clicked, ctx.rng)
+    return [] if pixel is None else [_answered(ctx, *pixel)]
+
+
+def _acquisition_strategy(name: str) -> Callable[[ClickContext], ClickList]:
+    def choose(ctx: ClickContext) -> ClickList:
+        from .acquisition import acquisition_map
+
+        scores = acquisition_map(name, ctx.prediction.probabilities[1:], ctx.rng)
+        scores = np.where(ctx.clicked, -np.inf, scores)
+        best = np.unravel_index(np.argmax(scores), scores.shape)
+        if not scores[best] > 0:
+            return []  # the model is certain everywhere: nothing to ask
+        return [_answered(ctx, *best)]
+
+    choose.__name__ = f"{name}_strategy"
+    choose.__doc__ = f"Ask for the label where {name} over SAM's multimask heads peaks."
+    return choose
+
+
+ORACLE_CANDIDATES = 8
+"""Random error-region pixels the greedy oracle tries besides the RITM click."""
+
+
+def oracle_strategy(ctx: ClickContext) -> ClickList:
+    """Greedy oracle: of the RITM click and a few random error pixels, the click whose next
+    shown mask has the highest Dice against the ground truth."""
+    error = (ctx.gt ^ ctx.shown) & ~ctx.clicked
+    candidates = []
+    first = ritm_next_click(ctx.gt, ctx.shown, ctx.clicked)
+    if first is not None:
+        candidates.append(first)
+    for _ in range(ORACLE_CANDIDATES):
+        pixel = _random_pixel(error, ctx.rng)
+        if pixel is not None:
+            candidates.append(_answered(ctx, *pixel))
+    if not candidates:
+        return []
+    scores = [ctx.dice_if_clicked(c) for c in candidates]
+    return [candidates[int(np.argmax(scores))]]
+
+
+class Strategy(StrEnum):
+    """Registered click strategies."""
+
+    RITM = "ritm"
+    """The RITM clicker: the centre of the largest error (a careful annotator)."""
+    MICROSAM = "microsam"
+    """micro-sam's protocol: a random positive and a random negative per iteration."""
+    ORACLE = "oracle"
+    """Greedy look-ahead on the ground truth: an upper bound, not a person."""
+    EIG = "eig"
+    """Expected information gain over SAM's multimask heads; answered from ground truth."""
+    ENTROPY = "entropy"
+    """Predictive entropy of the heads' mean; answered from ground truth."""
+    RANDOM = "random"
+    """A uniformly random pixel, answered from ground truth."""
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """How a strategy plays an episode.
+
+    Attributes
+    ----------
+    next_clicks : callable
+        ``f(ClickContext) -> [(row, col, positive), ...]``; empty when it has nothing to ask.
+    multimask_every_step : bool
+        Keep SAM in multimask mode at every step (the acquisition strategies read the
+        disagreement between heads); otherwise multimask for the first click only.
+    random_first_click : bool
+        Start from a random pixel inside the object instead of the RITM click.
+    """
+
+    next_clicks: Callable[[ClickContext], ClickList]
+    multimask_every_step: bool = False
+    random_first_click: bool = False
+
+
+STRATEGIES: dict[Strategy, StrategySpec] = {
+    Strategy.RITM: StrategySpec(ritm_strategy),
+    Strategy.MICROSAM: StrategySpec(microsam_strategy, random_first_click=True),
+    Strategy.ORACLE: StrategySpec(oracle_strategy),
+    Strategy.EIG: StrategySpec(_acquisition_strategy("eig"), multimask_every_step=True),
+    Strategy.ENTROPY: StrategySpec(_acquisition_strategy("entropy"), multimask_every_step=True),
+    Strategy.RANDOM: StrategySpec(random_strategy),
+}
+
+
+def first_click(spec: StrategySpec, gt: np.ndarray, rng: np.random.Generator) -> ClickList:
+    """The opening click of an episode: RITM's (object centre) or a random inside pixel."""
+    if spec.random_first_click:
+        pixel = _random_pixel(gt, rng)
+        return [] if pixel is None else [(*pixel, True)]
+    click = ritm_next_click(gt, np.zeros_like(gt))
+    return [] if click is None else [click]
