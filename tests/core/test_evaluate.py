@@ -1,0 +1,206 @@
+"""Episodes, the dataset benchmark (resume, cluster, bad input) and its outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_active_sam.core.cluster import dask_client
+from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.errors import ActiveSamError
+from napari_active_sam.core.evaluate import (
+    EPISODES_FILE,
+    BenchmarkConfig,
+    discover_pairs,
+    evaluate_pair,
+    object_slices,
+    read_episodes,
+    run_benchmark,
+    run_episode,
+)
+from napari_active_sam.core.models import ModelRef
+from napari_active_sam.core.predictor import Predictor
+from napari_active_sam.core.preprocess import SliceSource
+from napari_active_sam.core.report import summarise, write_outputs
+from napari_active_sam.core.simulate import Strategy
+from napari_active_sam.core.synthetic import write_dataset
+
+
+def _drain(generator):
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+@pytest.fixture
+def scene(tiny_model):
+    image = np.zeros((64, 80), np.float32)
+    image[20:44, 25:60] = 1.0
+    gt = image > 0
+    embedding = embed_slice(tiny_model, SliceSource(image), EmbeddingStore(tiny_model.model_id))
+    return Predictor(tiny_model), embedding, gt
+
+
+@pytest.mark.parametrize("strategy", [s.value for s in Strategy])
+def test_every_strategy_plays_a_full_episode(scene, strategy):
+    predictor, embedding, gt = scene
+    result = run_episode(predictor, embedding, gt, strategy, 4, np.random.default_rng(0))
+    assert len(result.ious) == len(result.dices) == len(result.oracle_dices) == 4
+    assert all(0 <= v <= 1 for v in result.ious + result.oracle_dices)
+    assert all(o >= d - 1e-9 or not clicks for o, d, clicks in
+               zip(result.oracle_dices, result.dices, result.clicks, strict=True)
+               if strategy in ("eig", "entropy"))  # fmt: skip
+    first = result.clicks[0]
+    assert len(first) == 1 and first[0][2] is True and gt[first[0][0], first[0][1]]
+    if strategy != "microsam":
+        # The RITM click: 12 px deep along row 31, cols 36-48; the first in row-major order.
+        assert first[0][:2] == (31, 36)
+    clicked = [c[:2] for it in result.clicks for c in it]
+    assert len(clicked) == len(set(clicked))  # never the same pixel twice
+    for row, col, positive in (c for it in result.clicks for c in it):
+        assert positive == gt[row, col]  # every answer is the true label
+    if strategy == "microsam":
+        assert all(len(it) <= 2 for it in result.clicks)
+
+
+def test_episodes_are_deterministic_per_seed(scene):
+    predictor, embedding, gt = scene
+    runs = [
+        run_episode(predictor, embedding, gt, "random", 5, np.random.default_rng(s)).clicks
+        for s in (1, 1, 2)
+    ]
+    assert runs[0] == runs[1] != runs[2]
+
+
+def test_empty_object_is_refused(scene):
+    predictor, embedding, gt = scene
+    with pytest.raises(ActiveSamError, match="empty"):
+        run_episode(predictor, embedding, np.zeros_like(gt), "ritm", 3)
+
+
+def test_summary_figures_on_hand_made_records():
+    records = [
+        {"strategy": "ritm", "iou": [0.5, 0.86, 0.91], "dice": [0.6, 0.9, 0.95],
+         "oracle_dice": [0.7, 0.9, 0.95]},
+        {"strategy": "ritm", "iou": [0.2, 0.3, 0.84], "dice": [0.3, 0.4, 0.9],
+         "oracle_dice": [0.3, 0.5, 0.9]},
+    ]  # fmt: skip
+    summary = summarise(records, {"model": "m", "data": "d", "clicks": 3, "seed": 0})
+    ritm = summary["ritm"]
+    assert ritm["miou"] == [0.35, 0.58, 0.875] and ritm["objects"] == 2
+    assert ritm["auc"] == pytest.approx(np.mean([0.35, 0.58, 0.875]), abs=1e-4)
+    assert ritm["noc"] == {"80": 2.5, "85": 2.5, "90": 3.0}  # (2 + 3) / 2, (3 + 3) / 2
+    assert ritm["nof"] == {"85": 1, "90": 1}
+    figures = summary["strategies"]["ritm"]
+    assert figures["delta_iou"][0] == 0 and figures["delta_iou"][2] == pytest.approx(0.525)
+    thresholds = np.arange(0.5, 0.951, 0.05)
+    expected_msa = np.mean([(thresholds <= 0.91).mean(), (thresholds <= 0.84).mean()])
+    assert figures["msa"] == pytest.approx(expected_msa)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    data = tmp_path / "data"
+    list(write_dataset(data, 2, seed=4, kind="ultrasound", size=128))
+    return data
+
+
+def _config(data, checkpoint, **kwargs):
+    return BenchmarkConfig(
+        data=data, model=ModelRef("tiny", str(checkpoint)), strategies=("ritm", "random"),
+        clicks=3, seed=5, **kwargs,
+    )  # fmt: skip
+
+
+def test_cluster_run_equals_in_process_run_and_resumes(dataset, tiny_checkpoint, tmp_path):
+    config = _config(dataset, tiny_checkpoint)
+    pairs, _ = discover_pairs(dataset)
+    expected = []
+    for pair in pairs:
+        labels = tifffile.imread(pair.mask)
+        todo = [(obj, s) for obj in object_slices(labels) for s in config.strategies]
+        expected += evaluate_pair(config.model, pair, config.window_for(pair.stem), todo, 3, 5)
+    key = lambda r: (r["image"], r["label"], r["strategy"])  # noqa: E731
+
+    out = tmp_path / "out"
+    with dask_client(workers=2) as (client, info):
+        records = _drain(run_benchmark(config, out, client, info.torch_threads))
+        assert sorted(records, key=key) == sorted(expected, key=key)
+
+        # Interrupt: keep half of the episodes and half a line of the next one.
+        lines = (out / EPISODES_FILE).read_text().splitlines()
+        half = len(lines) // 2
+        (out / EPISODES_FILE).write_text("\n".join(lines[:half]) + "\n" + lines[half][:40])
+        steps = run_benchmark(config, out, client)
+        first = next(steps)
+        assert first.done == half and first.total == len(lines)
+        resumed = _drain(steps)
+    assert sorted(resumed, key=key) == sorted(expected, key=key)
+    assert len(read_episodes(out)) == len(lines)
+
+    summary = write_outputs(resumed, {"model": "tiny", "data": str(dataset), "clicks": 3,
+                                      "seed": 5}, out)  # fmt: skip
+    assert set(summary) >= {"ritm", "random", "model", "data", "clicks", "seed"}
+    assert set(summary["ritm"]) == {"miou", "auc", "noc", "nof", "objects"}
+    with open(out / "clicks.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["object", "strategy", "click", "row", "col", "positive", "iou",
+                             "dice"]  # fmt: skip
+    assert {r["click"] for r in rows} == {"1", "2", "3"}
+    assert (out / "miou_per_click.png").stat().st_size > 1000 and (out / "report.md").is_file()
+
+
+def test_bad_files_are_skipped_with_reasons(tmp_path, tiny_checkpoint):
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    good = np.zeros((40, 40), np.float32)
+    good[5:20, 5:20] = 1.0  # a float mask with integer values is fine
+    good[30, 30] = 2.0  # an object of one pixel
+    tifffile.imwrite(data / "images" / "good.tif", image)
+    tifffile.imwrite(data / "masks" / "good.tif", good)
+    tifffile.imwrite(data / "images" / "shape.tif", image)
+    tifffile.imwrite(data / "masks" / "shape.tif", good[:30])
+    tifffile.imwrite(data / "images" / "empty.tif", image)
+    tifffile.imwrite(data / "masks" / "empty.tif", np.zeros((40, 40), np.uint8))
+    tifffile.imwrite(data / "images" / "fractional.tif", image)
+    tifffile.imwrite(data / "masks" / "fractional.tif", good * 0.5)
+    tifffile.imwrite(data / "masks" / "orphan.tif", good)
+    out = tmp_path / "out"
+    with dask_client(workers=1) as (client, _):
+        records = _drain(run_benchmark(_config(data, tiny_checkpoint), out, client))
+    assert {(r["image"], r["label"]) for r in records} == {("good", 1), ("good", 2)}
+    one_pixel = next(r for r in records if r["label"] == 2)
+    assert one_pixel["area"] == 1 and one_pixel["clicks"][0][0][:2] == [30, 30]
+    reasons = {s["file"].split("/")[-1]: s["reason"] for s in
+               json.loads((out / "skipped.json").read_text())}  # fmt: skip
+    assert "must match their image" in reasons["shape.tif"]
+    assert "no object" in reasons["empty.tif"]
+    assert "non-integer" in reasons["fractional.tif"]
+    assert "no image" in reasons["orphan.tif"]
+
+
+def test_unwritable_output_and_bad_options(tmp_path, dataset, tiny_checkpoint):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with dask_client(workers=1) as (client, _), pytest.raises(ActiveSamError, match="Cannot write"):
+        _drain(run_benchmark(_config(dataset, tiny_checkpoint), blocker / "out", client))
+    with pytest.raises(ActiveSamError, match="Unknown strategy"):
+        BenchmarkConfig(data=dataset, model=ModelRef("tiny"), strategies=("clever",))
+    with pytest.raises(ActiveSamError, match="images/ and a masks/"):
+        discover_pairs(tmp_path)
+
+
+def test_volumes_use_the_slice_of_largest_area():
+    labels = np.zeros((4, 10, 10), np.int32)
+    labels[1, 2:4, 2:4] = 1
+    labels[2, 1:8, 1:8] = 1
+    labels[3, 0:2, 0:2] = 2
+    assert [(o.label, o.index) for o in object_slices(labels)] == [(1, (2,)), (2, (3,))]
