@@ -16,9 +16,9 @@ from napari_active_sam.core.embeddings import (
     slice_key,
     slice_signature,
 )
+from napari_active_sam.core.files import read_image
 from napari_active_sam.core.models import CACHE_ENV, load_checkpoint
 from napari_active_sam.core.preprocess import SliceSource
-from napari_active_sam.io import read_image
 
 
 def test_models_lists_registry_and_cache(capsys, monkeypatch, tmp_path):

@@ -9,7 +9,8 @@ import pytest
 import tifffile
 
 from napari_active_sam.core.errors import ImageError
-from napari_active_sam.io import napari_get_reader, read_image, stem
+from napari_active_sam.core.files import read_image, stem
+from napari_active_sam.io import napari_get_reader
 
 
 def test_nifti_volume_comes_back_slices_first_with_spacing(tmp_path):

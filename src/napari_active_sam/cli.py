@@ -75,7 +75,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _image_files(path: Path) -> list[Path]:
-    from .io import IMAGE_SUFFIXES, has_suffix
+    from .core.files import IMAGE_SUFFIXES, has_suffix
 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and has_suffix(p, IMAGE_SUFFIXES))
@@ -90,9 +90,9 @@ def _image_files(path: Path) -> list[Path]:
 def _cmd_precompute(args: argparse.Namespace) -> int:
     from .core.cluster import dask_client
     from .core.embeddings import EmbeddingStore, precompute
+    from .core.files import read_image, stem
     from .core.models import ModelRef, fetch_checkpoint, get_spec
     from .core.preprocess import IntensityWindow, SliceSource
-    from .io import read_image, stem
 
     checkpoint = str(args.checkpoint) if args.checkpoint else None
     if checkpoint is None:
@@ -186,10 +186,59 @@ def _cmd_train_demo_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .core.models import load_model
+    import numpy as np
 
-    load_model("demo", device=args.device)
-    raise ActiveSamError("The napari demo is not available in this version yet.")
+    from .core.embeddings import EmbeddingStore, embed_slice
+    from .core.evaluate import run_episode
+    from .core.models import load_model
+    from .core.predictor import Predictor
+    from .core.preprocess import SliceSource
+    from .core.synthetic import make_scene
+
+    model = load_model(args.model, args.checkpoint, device=args.device)
+    predictor = Predictor(model)
+    rng = np.random.default_rng(args.seed)
+    size = model.architecture.img_size
+    rows, panels = [], []
+    for kind in ("ct", "ultrasound", "nuclei"):
+        scene = make_scene(kind, rng, size)
+        embedding = embed_slice(model, SliceSource(scene.image, scene.window),
+                                EmbeddingStore(model.model_id))  # fmt: skip
+        shown = np.zeros(scene.labels.shape, np.int32)
+        for label in range(1, scene.labels.max() + 1):
+            result = run_episode(predictor, embedding, scene.labels == label, "ritm", args.clicks)
+            rows.append((kind, label, result.ious))
+            shown[result.shown & (shown == 0)] = label
+        panels.append((kind, scene, shown))
+    print(f"model {model.model_id} on {model.device}; RITM clicks, IoU after each click")
+    print(f"{'scene':11} {'object':>6}  " + " ".join(f"{i:>5}" for i in range(1, args.clicks + 1)))
+    for kind, label, ious in rows:
+        print(f"{kind:11} {label:6d}  " + " ".join(f"{v:5.2f}" for v in ious))
+    mean = np.mean([r[2] for r in rows], axis=0)
+    print(f"{'mean':18}  " + " ".join(f"{v:5.2f}" for v in mean))
+    if args.screenshot:
+        _demo_figure(panels, args.screenshot)
+        print(f"figure: {args.screenshot}")
+    return 0
+
+
+def _demo_figure(panels, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.2))
+    for ax, (kind, scene, shown) in zip(np.atleast_1d(axes), panels, strict=True):
+        lo, hi = scene.window.limits(scene.image)
+        ax.imshow(scene.image, cmap="gray", vmin=lo, vmax=hi)
+        ax.imshow(np.ma.masked_equal(shown, 0), cmap="tab10", alpha=0.45, interpolation="none")
+        ax.contour(scene.labels > 0, levels=[0.5], colors="yellow", linewidths=0.6)
+        ax.set_title(f"{kind}: masks (colour), ground truth (yellow)", fontsize=9)
+        ax.axis("off")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,8 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     train.set_defaults(func=_cmd_train_demo_model)
 
-    demo = sub.add_parser("demo", help="open napari with sample data and the demo model")
+    demo = sub.add_parser(
+        "demo", help="segment generated CT, ultrasound and nuclei images with the demo model"
+    )
+    demo.add_argument("--model", default="demo")
+    demo.add_argument("--checkpoint", type=Path, help="local checkpoint file")
     demo.add_argument("--device", help="auto, cuda, mps or cpu")
+    demo.add_argument("--clicks", type=int, default=5)
+    demo.add_argument("--seed", type=int, default=3)
+    demo.add_argument("--screenshot", type=Path, help="save a figure of the masks (PNG)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

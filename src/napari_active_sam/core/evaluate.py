@@ -20,7 +20,8 @@ import numpy as np
 
 from .embeddings import Embedding, EmbeddingStore, embed_slice
 from .errors import ActiveSamError, ImageError
-from .metrics import dice, iou
+from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
+from .metrics import dice, iou, oracle_dice
 from .models import ModelRef, is_writable_dir
 from .predictor import Predictor
 from .preprocess import IntensityWindow, SliceSource
@@ -44,6 +45,8 @@ class EpisodeResult:
         Best Dice among the three multimask heads after each iteration ("Oracle Dice").
     first : Prediction
         The model's answer to the first click (all heads).
+    shown : np.ndarray
+        Boolean ``(H, W)`` mask shown after the last click.
     """
 
     clicks: list[list[tuple[int, int, bool]]] = field(default_factory=list)
@@ -51,6 +54,7 @@ class EpisodeResult:
     dices: list[float] = field(default_factory=list)
     oracle_dices: list[float] = field(default_factory=list)
     first: Prediction | None = None
+    shown: np.ndarray | None = None
 
 
 def shown_head(prediction: Prediction, iteration: int, multimask_every_step: bool = False) -> int:
@@ -136,7 +140,8 @@ def run_episode(
         result.clicks.append(list(clicks))
         result.ious.append(iou(gt, shown))
         result.dices.append(dice(gt, shown))
-        result.oracle_dices.append(max(dice(gt, p > 0.5) for p in prediction.probabilities[1:]))
+        result.oracle_dices.append(oracle_dice(gt, prediction.probabilities[1:]))
+    result.shown = shown
     return result
 
 
@@ -169,8 +174,6 @@ def discover_pairs(data: Path) -> tuple[list[ImagePair], list[dict[str, str]]]:
         Matched pairs (sorted by stem), and ``{"file", "reason"}`` for files without a
         partner.
     """
-    from napari_active_sam.io import IMAGE_SUFFIXES, has_suffix, stem
-
     images_dir, masks_dir = Path(data) / "images", Path(data) / "masks"
     if not images_dir.is_dir() or not masks_dir.is_dir():
         raise ActiveSamError(
@@ -200,8 +203,6 @@ def load_pair(pair: ImagePair, window: IntensityWindow) -> tuple[SliceSource, np
     ImageError
         Shapes that differ, a mask with non-integer values, or a mask with no object.
     """
-    from napari_active_sam.io import read_image
-
     image, mask = read_image(pair.image), read_image(pair.mask)
     spatial = image.data.shape[:-1] if image.rgb else image.data.shape
     if mask.data.shape != spatial:

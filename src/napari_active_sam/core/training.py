@@ -335,7 +335,7 @@ def train_demo_model(
         steps=config.steps,
         config=asdict(config),
         wall_time_s=time.perf_counter() - started,
-        torch_version=torch.__version__,
+        torch_version=str(torch.__version__),
         device=str(sam.device),
         threads=torch.get_num_threads(),
     )
