@@ -86,3 +86,23 @@ def test_precompute_reports_bad_input_clearly(tmp_path, tiny_checkpoint, capsys)
 def test_unknown_model_is_a_clear_error(tmp_path, capsys):
     code = main(["precompute", str(tmp_path), "--model", "vit_q", "--out", str(tmp_path / "s")])
     assert code == 2 and "Unknown model 'vit_q'" in capsys.readouterr().err
+
+
+def test_make_dataset_then_benchmark_writes_every_output(tmp_path, tiny_checkpoint, capsys):
+    data, out = tmp_path / "data", tmp_path / "results"
+    assert main(["make-dataset", "--out", str(data), "--n", "2", "--seed", "3",
+                 "--kind", "nuclei", "--size", "128"]) == 0  # fmt: skip
+    args = ["benchmark", "--data", str(data), "--model", "tiny", "--checkpoint",
+            str(tiny_checkpoint), "--strategies", "ritm,eig,oracle", "--clicks", "3",
+            "--out", str(out), "--workers", "1", "--limit", "3"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"model", "data", "clicks", "seed"} <= set(summary)
+    assert summary["clicks"] == 3 and summary["ritm"]["objects"] == 3
+    assert len(summary["eig"]["miou"]) == 3
+    for name in ("clicks.csv", "report.md", "miou_per_click.png", "noc.png", "eig_vs_oracle.png"):
+        assert (out / name).stat().st_size > 0
+    assert "ritm" in capsys.readouterr().err
+    # A second run finds every episode done.
+    assert main(args) == 0
+    assert "9 of 9 episodes already done" in capsys.readouterr().err
