@@ -29,7 +29,7 @@ from napari_active_sam.core.evaluate import (
     discover_pairs,
     evaluate_pair,
     load_pair,
-    object_slices,
+    object_targets,
     run_benchmark,
 )
 from napari_active_sam.core.models import ModelRef
@@ -45,10 +45,11 @@ def first_click_latency(config: BenchmarkConfig) -> dict[str, float]:
     with_encoder, decode_only = [], []
     for pair in discover_pairs(config.data)[0]:
         source, labels = load_pair(pair, config.window_for(pair.stem))
-        for obj in object_slices(labels):
-            gt = labels[obj.index] == obj.label
+        for obj in object_targets(labels):
+            (index,) = obj.indices
+            gt = labels[index] == obj.label
             start = time.perf_counter()
-            embedding = embed_slice(model, source, EmbeddingStore(model.model_id), obj.index)
+            embedding = embed_slice(model, source, EmbeddingStore(model.model_id), index)
             encoded = time.perf_counter()
             row, col, positive = ritm_next_click(gt, np.zeros_like(gt))
             predictor.predict(embedding, PromptSet((Click(col, row, positive),)))
@@ -83,7 +84,7 @@ def main() -> None:
         episodes = 0
         for pair in pairs:
             _, labels = load_pair(pair, config.window_for(pair.stem))
-            todo = [(obj, "ritm") for obj in object_slices(labels)]
+            todo = [(obj, "ritm") for obj in object_targets(labels)]
             episodes += len(evaluate_pair(ref, pair, config.window_for(pair.stem), todo,
                                           args.clicks, 0))  # fmt: skip
         local_s = time.perf_counter() - start

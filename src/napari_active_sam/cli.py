@@ -136,6 +136,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         window=args.window,
+        volume=args.volume,
     )
     with dask_client(args.scheduler, args.workers) as (client, info):
         steps = run_benchmark(config, args.out, client, info.torch_threads)
@@ -298,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--limit", type=int, help="evaluate at most N objects")
     bench.add_argument(
         "--window", help="percentile or a CT preset for all images (default: per dataset)"
+    )
+    bench.add_argument(
+        "--3d",
+        dest="volume",
+        action="store_true",
+        help="annotate 3D objects on every slice (volume scores) instead of the largest slice",
     )
     where = bench.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running dask scheduler")

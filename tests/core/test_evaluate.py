@@ -17,7 +17,7 @@ from napari_active_sam.core.evaluate import (
     BenchmarkConfig,
     discover_pairs,
     evaluate_pair,
-    object_slices,
+    object_targets,
     read_episodes,
     run_benchmark,
     run_episode,
@@ -124,7 +124,7 @@ def test_cluster_run_equals_in_process_run_and_resumes(dataset, tiny_checkpoint,
     expected = []
     for pair in pairs:
         labels = tifffile.imread(pair.mask)
-        todo = [(obj, s) for obj in object_slices(labels) for s in config.strategies]
+        todo = [(obj, s) for obj in object_targets(labels) for s in config.strategies]
         expected += evaluate_pair(config.model, pair, config.window_for(pair.stem), todo, 3, 5)
     key = lambda r: (r["image"], r["label"], r["strategy"])  # noqa: E731
 
@@ -203,4 +203,26 @@ def test_volumes_use_the_slice_of_largest_area():
     labels[1, 2:4, 2:4] = 1
     labels[2, 1:8, 1:8] = 1
     labels[3, 0:2, 0:2] = 2
-    assert [(o.label, o.index) for o in object_slices(labels)] == [(1, (2,)), (2, (3,))]
+    assert [(o.label, o.indices) for o in object_targets(labels)] == [(1, ((2,),)), (2, ((3,),))]
+    every = object_targets(labels, volume=True)
+    assert [(o.label, o.indices) for o in every] == [(1, ((1,), (2,))), (2, ((3,),))]
+
+
+def test_3d_mode_pools_scores_over_the_slices(tmp_path, tiny_checkpoint):
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    volume = np.random.default_rng(0).random((3, 40, 40)).astype(np.float32)
+    labels = np.zeros((3, 40, 40), np.uint8)
+    labels[0, 5:15, 5:15] = 1
+    labels[1, 4:20, 4:20] = 1
+    tifffile.imwrite(data / "images" / "vol.tif", volume, photometric="minisblack")
+    tifffile.imwrite(data / "masks" / "vol.tif", labels, photometric="minisblack")
+    config = _config(data, tiny_checkpoint, volume=True)
+    pair = discover_pairs(data)[0][0]
+    [obj] = object_targets(labels, volume=True)
+    [record] = evaluate_pair(config.model, pair, config.window_for("vol"), [(obj, "ritm")], 3, 0)
+    assert [s["slice"] for s in record["slices"]] == [[0], [1]]
+    assert record["area"] == 100 + 256 and len(record["iou"]) == 3
+    per_slice = [s["iou"][0] for s in record["slices"]]
+    assert min(per_slice) - 1e-6 <= record["iou"][0] <= max(per_slice) + 1e-6

@@ -21,7 +21,7 @@ import numpy as np
 from .embeddings import Embedding, EmbeddingStore, embed_slice
 from .errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
-from .metrics import dice, iou, oracle_dice
+from .metrics import dice, iou
 from .models import ModelRef, is_writable_dir
 from .predictor import Predictor
 from .preprocess import IntensityWindow, SliceSource
@@ -47,6 +47,9 @@ class EpisodeResult:
         The model's answer to the first click (all heads).
     shown : np.ndarray
         Boolean ``(H, W)`` mask shown after the last click.
+    counts : list of tuple of int
+        Per iteration ``(intersection, union, shown area, oracle intersection, oracle
+        area)`` in pixels, for metrics pooled over the slices of a volume.
     """
 
     clicks: list[list[tuple[int, int, bool]]] = field(default_factory=list)
@@ -55,6 +58,7 @@ class EpisodeResult:
     oracle_dices: list[float] = field(default_factory=list)
     first: Prediction | None = None
     shown: np.ndarray | None = None
+    counts: list[tuple[int, int, int, int, int]] = field(default_factory=list)
 
 
 def shown_head(prediction: Prediction, iteration: int, multimask_every_step: bool = False) -> int:
@@ -126,7 +130,7 @@ def run_episode(
         if not clicks:
             if not result.ious:
                 raise ActiveSamError("The object has no pixel to click: its mask is empty.")
-            for series in (result.ious, result.dices, result.oracle_dices):
+            for series in (result.ious, result.dices, result.oracle_dices, result.counts):
                 series.append(series[-1])
             result.clicks.append([])
             continue
@@ -140,7 +144,17 @@ def run_episode(
         result.clicks.append(list(clicks))
         result.ious.append(iou(gt, shown))
         result.dices.append(dice(gt, shown))
-        result.oracle_dices.append(oracle_dice(gt, prediction.probabilities[1:]))
+        best = max(prediction.probabilities[1:] > 0.5, key=lambda m: dice(gt, m))
+        result.oracle_dices.append(dice(gt, best))
+        result.counts.append(
+            (
+                int(np.count_nonzero(gt & shown)),
+                int(np.count_nonzero(gt | shown)),
+                int(np.count_nonzero(shown)),
+                int(np.count_nonzero(gt & best)),
+                int(np.count_nonzero(best)),
+            )
+        )
     result.shown = shown
     return result
 
@@ -149,11 +163,19 @@ def run_episode(
 
 
 @dataclass(frozen=True)
-class ObjectSlice:
-    """Where an object is evaluated: its label and, in a volume, the slice index."""
+class ObjectTarget:
+    """Where an object is evaluated: its label and the slice(s) of it to annotate.
+
+    Attributes
+    ----------
+    label : int
+    indices : tuple of tuple of int
+        Leading indices of the slices: ``((),)`` for a 2D image, one slice (the largest)
+        for a volume, or every slice the object is on in 3D mode.
+    """
 
     label: int
-    index: tuple[int, ...]
+    indices: tuple[tuple[int, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -224,20 +246,43 @@ def load_pair(pair: ImagePair, window: IntensityWindow) -> tuple[SliceSource, np
     return SliceSource(image.data, window, rgb=image.rgb), labels
 
 
-def object_slices(labels: np.ndarray) -> list[ObjectSlice]:
-    """Every object of an instance-label image; in a volume, on the slice of largest area."""
+def object_targets(labels: np.ndarray, volume: bool = False) -> list[ObjectTarget]:
+    """Every object of an instance-label image.
+
+    In a volume an object is evaluated on its slice of largest area, or, with ``volume``,
+    on every slice it appears on (each slice gets its own clicks; scores are pooled over
+    the volume).
+    """
     objects = []
     for label in np.unique(labels[labels > 0]):
         if labels.ndim == 2:
-            objects.append(ObjectSlice(int(label), ()))
+            objects.append(ObjectTarget(int(label), ((),)))
             continue
         mask = labels == label
         areas = mask.reshape(-1, *mask.shape[-2:]).sum(axis=(1, 2))
-        flat = int(np.argmax(areas))
-        objects.append(
-            ObjectSlice(int(label), tuple(int(i) for i in np.unravel_index(flat, mask.shape[:-2])))
+        flats = np.flatnonzero(areas) if volume else [int(np.argmax(areas))]
+        indices = tuple(
+            tuple(int(i) for i in np.unravel_index(flat, mask.shape[:-2])) for flat in flats
         )
+        objects.append(ObjectTarget(int(label), indices))
     return objects
+
+
+def _pooled(counts: list[list[tuple[int, ...]]], gt_area: int) -> dict[str, list[float]]:
+    """IoU, Dice and Oracle Dice per iteration, pooled over slices (volume metrics)."""
+    totals = np.sum(np.array(counts, np.int64), axis=0)  # (iterations, 5)
+    inter, union, shown, oracle_inter, oracle_area = totals.T
+    return {
+        "iou": [round(float(v), 6) for v in inter / np.maximum(union, 1)],
+        "dice": [round(float(v), 6) for v in 2 * inter / np.maximum(gt_area + shown, 1)],
+        "oracle_dice": [
+            round(float(v), 6) for v in 2 * oracle_inter / np.maximum(gt_area + oracle_area, 1)
+        ],
+    }
+
+
+def _clicks_json(clicks: list[list[tuple[int, int, bool]]]) -> list[list[list]]:
+    return [[[int(r), int(c), bool(p)] for r, c, p in iteration] for iteration in clicks]
 
 
 def episode_seed(seed: int, *parts: object) -> int:
@@ -250,7 +295,7 @@ def evaluate_pair(
     ref: ModelRef,
     pair: ImagePair,
     window: IntensityWindow,
-    todo: list[tuple[ObjectSlice, str]],
+    todo: list[tuple[ObjectTarget, str]],
     clicks: int,
     seed: int,
     torch_threads: int | None = None,
@@ -269,23 +314,40 @@ def evaluate_pair(
     store = EmbeddingStore(model.model_id)
     records = []
     for obj, strategy in todo:
-        embedding = embed_slice(model, source, store, obj.index)
-        gt = labels[obj.index] == obj.label
         rng = np.random.default_rng(episode_seed(seed, pair.stem, obj.label, strategy))
-        result = run_episode(predictor, embedding, gt, strategy, clicks, rng)
-        records.append(
-            {
-                "image": pair.stem,
-                "label": obj.label,
-                "slice": list(obj.index),
-                "strategy": str(strategy),
-                "area": int(gt.sum()),
-                "clicks": [[[int(r), int(c), bool(p)] for r, c, p in it] for it in result.clicks],
-                "iou": [round(v, 6) for v in result.ious],
-                "dice": [round(v, 6) for v in result.dices],
-                "oracle_dice": [round(v, 6) for v in result.oracle_dices],
-            }
-        )
+        slices = []
+        for index in obj.indices:
+            embedding = embed_slice(model, source, store, index)
+            gt = labels[index] == obj.label
+            result = run_episode(predictor, embedding, gt, strategy, clicks, rng)
+            slices.append((index, gt, result))
+        record: dict[str, Any] = {
+            "image": pair.stem,
+            "label": obj.label,
+            "strategy": str(strategy),
+            "area": int(sum(gt.sum() for _, gt, _ in slices)),
+        }
+        if len(slices) == 1:
+            index, gt, result = slices[0]
+            record.update(
+                slice=list(index),
+                clicks=_clicks_json(result.clicks),
+                iou=[round(v, 6) for v in result.ious],
+                dice=[round(v, 6) for v in result.dices],
+                oracle_dice=[round(v, 6) for v in result.oracle_dices],
+            )
+        else:
+            record.update(_pooled([r.counts for *_, r in slices], record["area"]))
+            record["slices"] = [
+                {
+                    "slice": list(index),
+                    "clicks": _clicks_json(result.clicks),
+                    "iou": [round(v, 6) for v in result.ious],
+                    "dice": [round(v, 6) for v in result.dices],
+                }
+                for index, _, result in slices
+            ]
+        records.append(record)
     return records
 
 
@@ -307,6 +369,9 @@ class BenchmarkConfig:
     window : str, optional
         ``percentile`` or a CT preset for every image; default: the window recorded in
         ``data/objects.json`` by ``make-dataset``, else percentile.
+    volume : bool
+        Annotate 3D objects on every slice (scores pooled over the volume) instead of on
+        their slice of largest area.
     """
 
     data: Path
@@ -316,6 +381,7 @@ class BenchmarkConfig:
     seed: int = 0
     limit: int | None = None
     window: str | None = None
+    volume: bool = False
 
     def __post_init__(self):
         for name in self.strategies:
@@ -382,7 +448,7 @@ def run_benchmark(
     with open(out / EPISODES_FILE, "w") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in kept)
 
-    tasks: list[tuple[ImagePair, IntensityWindow, list[tuple[ObjectSlice, str]]]] = []
+    tasks: list[tuple[ImagePair, IntensityWindow, list[tuple[ObjectTarget, str]]]] = []
     total = 0
     for pair in pairs:
         if config.limit is not None and total >= config.limit * len(config.strategies):
@@ -393,7 +459,7 @@ def run_benchmark(
         except ImageError as exc:
             skipped.append({"file": str(pair.mask), "reason": str(exc)})
             continue
-        objects = object_slices(labels)
+        objects = object_targets(labels, config.volume)
         if config.limit is not None:
             room = config.limit - total // len(config.strategies)
             objects = objects[:room]

@@ -72,7 +72,8 @@ def write_clicks_csv(records: list[dict[str, Any]], path: Path) -> None:
     """One row per click: ``object,strategy,click,row,col,positive,iou,dice``.
 
     ``click`` counts iterations from 1; micro-sam's protocol adds two points per iteration,
-    written as two rows with the same ``click``. An iteration where the strategy had nothing
+    written as two rows with the same ``click``. In 3D mode each slice of an object is listed
+    as ``image:label@z`` with its own scores. An iteration where the strategy had nothing
     left to ask has an empty row and column.
     """
     with open(path, "w", newline="") as handle:
@@ -80,13 +81,19 @@ def write_clicks_csv(records: list[dict[str, Any]], path: Path) -> None:
         writer.writerow(["object", "strategy", "click", "row", "col", "positive", "iou", "dice"])
         for record in records:
             name = f"{record['image']}:{record['label']}"
-            for number, (points, iou, dice) in enumerate(
-                zip(record["clicks"], record["iou"], record["dice"], strict=True), start=1
-            ):
-                for row, col, positive in points or [("", "", "")]:
-                    writer.writerow(
-                        [name, record["strategy"], number, row, col, positive, iou, dice]
-                    )
+            # Objects annotated slice by slice (3D mode) get one object name per slice.
+            parts = [
+                (f"{name}@{','.join(map(str, s['slice']))}", s) for s in record["slices"]
+            ] if "slices" in record else [(name, record)]  # fmt: skip
+            for object_name, part in parts:
+                for number, (points, iou, dice) in enumerate(
+                    zip(part["clicks"], part["iou"], part["dice"], strict=True), start=1
+                ):
+                    for row, col, positive in points or [("", "", "")]:
+                        writer.writerow(
+                            [object_name, record["strategy"], number, row, col, positive, iou,
+                             dice]
+                        )  # fmt: skip
 
 
 def write_plots(summary: dict[str, Any], out: Path) -> list[Path]:
