@@ -68,7 +68,7 @@ from napari_active_sam.core.embeddings import (
 )
 from napari_active_sam.core.models import (
     ARCHITECTURES,
-    Architecture,
+    SMOKE_ARCHITECTURE,
     LoadedModel,
     choose_device,
     random_model,
@@ -80,20 +80,7 @@ from napari_active_sam.core.types import Click, PromptSet
 GOALS = {"embedding": 1.05, "click": 1.10, "bytes_per_value": 2.0}
 """Upper bounds: time ratios ours/baseline, and bytes per stored feature value."""
 
-TINY = Architecture(
-    name="tiny",
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    img_size=128,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=32,
-)
-"""A small SAM for ``--quick`` smoke runs."""
+TINY = SMOKE_ARCHITECTURE
 
 FULL = {"arch": "vit_b", "repeats": 5, "click_repeats": 20, "size": 512, "slices": 20}
 QUICK = {"arch": "tiny", "repeats": 2, "click_repeats": 3, "size": 128, "slices": 3}

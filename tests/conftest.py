@@ -5,22 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_active_sam.core.models import Architecture, random_model, save_checkpoint
-
-TINY = Architecture(
-    name="tiny",
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    img_size=128,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=32,
+from napari_active_sam.core.models import (
+    SMOKE_ARCHITECTURE,
+    Architecture,
+    random_model,
+    save_checkpoint,
 )
-"""A SAM small enough for tests: 128 px input, 8×8 embedding, 32×32 low-res grid."""
+
+TINY = SMOKE_ARCHITECTURE
 
 
 @pytest.fixture

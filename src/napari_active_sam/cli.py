@@ -87,19 +87,20 @@ def _image_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _model_ref(args: argparse.Namespace):
+    """The model named on the command line, downloaded here once rather than per worker."""
+    from .core.models import ModelRef
+
+    return ModelRef(args.model, str(args.checkpoint) if args.checkpoint else None).fetch()
+
+
 def _cmd_precompute(args: argparse.Namespace) -> int:
     from .core.cluster import dask_client
     from .core.embeddings import EmbeddingStore, precompute
     from .core.files import read_image, stem
-    from .core.models import ModelRef, fetch_checkpoint, get_spec
     from .core.preprocess import IntensityWindow, SliceSource
 
-    checkpoint = str(args.checkpoint) if args.checkpoint else None
-    if checkpoint is None:
-        spec = get_spec(args.model)
-        if spec.url:  # download once here rather than once per worker
-            fetch_checkpoint(spec)
-    ref = ModelRef(args.model, checkpoint)
+    ref = _model_ref(args)
     identity = ref.model_id()
     window = IntensityWindow.from_name(args.window)
     inputs = Path(args.image)
@@ -119,15 +120,9 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .core.cluster import dask_client
     from .core.evaluate import BenchmarkConfig, run_benchmark
-    from .core.models import ModelRef, fetch_checkpoint, get_spec
     from .core.report import write_outputs
 
-    checkpoint = str(args.checkpoint) if args.checkpoint else None
-    if checkpoint is None:
-        spec = get_spec(args.model)
-        if spec.url:  # download once here rather than once per worker
-            fetch_checkpoint(spec)
-    ref = ModelRef(args.model, checkpoint)
+    ref = _model_ref(args)
     config = BenchmarkConfig(
         data=args.data,
         model=ref,

@@ -214,6 +214,22 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 """Architectures a local checkpoint can name; keys match segment-anything's registry."""
 
+SMOKE_ARCHITECTURE = Architecture(
+    name="tiny",
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    img_size=128,
+    window_size=4,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+)
+"""A SAM small enough for tests and smoke runs: segment-anything's own modules with a 128 px
+input, an 8×8 embedding and a 32×32 low-resolution grid."""
+
 
 class ModelName(StrEnum):
     """Registered models."""
@@ -770,6 +786,14 @@ class ModelRef:
         if path is None:
             raise ModelNotAvailableError(f"The {spec.title} model is not available.")
         return file_sha256(path)
+
+    def fetch(self, progress: ProgressCallback | None = None) -> ModelRef:
+        """Download a registered model's checkpoint now, so that workers find it cached."""
+        if self.checkpoint is None:
+            spec = get_spec(self.name)
+            if spec.url:
+                fetch_checkpoint(spec, progress=progress)
+        return self
 
     def model_id(self) -> str:
         """Same value as :attr:`LoadedModel.model_id` of the loaded model."""
