@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from napari_active_sam.core.errors import ImageError
-from napari_active_sam.core.files import read_image, stem
+from napari_active_sam.core.files import read_image, stem, write_labels
 from napari_active_sam.io import napari_get_reader
 
 
@@ -56,3 +56,99 @@ def test_napari_reader_contribution(tmp_path):
     assert kind == "image" and meta["name"] == "vol" and data.shape == (2, 4, 4)
     assert napari_get_reader(str(tmp_path / "x.csv")) is None
     assert stem("a/b/ct.nii.gz") == "ct"
+
+
+def _dicom_slice(path, series_uid, z, pixels, slope=2.0, intercept=-1024.0):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyInstanceUID = "1.2.3"
+    ds.Modality = "CT"
+    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.6, 0.7]
+    ds.SliceThickness = 2.5
+    ds.RescaleSlope = slope
+    ds.RescaleIntercept = intercept
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_series_sorted_by_position_in_hounsfield_units(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 2000, (4, 6, 5)).astype(np.uint16)
+    for name, z in zip("dbca", [7.5, 0.0, 5.0, 2.5], strict=True):  # files out of order
+        _dicom_slice(folder / f"{name}.dcm", "1.2.3.4", z, stored[int(z / 2.5)])
+    (folder / "README.txt").write_text("not DICOM")
+    image = read_image(folder)
+    assert image.data.shape == (4, 6, 5) and image.data.dtype == np.int16
+    assert np.array_equal(image.data, stored.astype(np.int32) * 2 - 1024)
+    assert image.scale == pytest.approx((2.5, 0.6, 0.7))
+    assert image.metadata["modality"] == "CT"
+
+
+def test_dicom_folder_with_mixed_series_reads_the_largest_and_says_so(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(3):
+        _dicom_slice(folder / f"a{i}.dcm", "1.1", i * 2.0, np.full((4, 4), 100 + i))
+    for i in range(2):
+        _dicom_slice(folder / f"b{i}.dcm", "2.2", i * 2.0, np.full((4, 4), 7))
+    with pytest.warns(UserWarning, match="holds 2 DICOM series; reading the largest"):
+        image = read_image(folder)
+    assert image.data.shape == (3, 4, 4) and image.metadata["other_series"] == {"2.2": 2}
+    with pytest.raises(ImageError, match="no DICOM image"):
+        read_image(tmp_path)  # a folder of folders
+
+
+def test_nifti_with_a_broken_header_is_refused(tmp_path):
+    path = tmp_path / "broken.nii"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 2), np.int16), np.eye(4)), path)
+    raw = bytearray(path.read_bytes())
+    raw[42:44] = (1000).to_bytes(2, "little")  # dim[1]: far more voxels than the file holds
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ImageError, match="not a readable NIfTI"):
+        read_image(path)
+
+
+def test_labels_written_back_to_nifti_keep_the_source_grid(tmp_path):
+    affine = np.array([[0.7, 0, 0, -10], [0, 0.8, 0, 5], [0, 0, 2.5, 30], [0, 0, 0, 1]])
+    source = tmp_path / "ct.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((5, 6, 3), np.int16), affine), source)
+    image = read_image(source)
+    labels = np.zeros(image.data.shape, np.int32)
+    labels[1, 2:4, 1:3] = 7
+    out = write_labels(tmp_path / "labels.nii.gz", labels, image.metadata)
+    written = nibabel.load(out)
+    assert np.allclose(written.affine, affine)
+    assert written.shape == (5, 6, 3)
+    assert np.asarray(written.dataobj)[1, 2, 1] == 7 and np.asarray(written.dataobj).sum() == 28
+    assert np.array_equal(read_image(out).data, labels)
+
+
+def test_labels_written_to_tiff_and_bad_targets(tmp_path):
+    labels = np.zeros((2, 5, 5), np.uint16)
+    labels[0, 1:3, 1:3] = 40000
+    out = write_labels(tmp_path / "labels.tif", labels)
+    assert np.array_equal(tifffile.imread(out), labels.astype(np.int32))
+    with pytest.raises(ImageError, match="integers"):
+        write_labels(tmp_path / "x.tif", labels.astype(float))
+    with pytest.raises(ImageError, match="write labels as"):
+        write_labels(tmp_path / "x.png", labels)

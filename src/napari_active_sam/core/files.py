@@ -1,4 +1,4 @@
-"""Image files: NIfTI, TIFF stacks, PNG/JPEG, NumPy, read into napari's axis order.
+"""Image files: NIfTI, DICOM series, TIFF stacks, PNG/JPEG, NumPy; labels written back.
 
 Arrays come back in napari's axis order, ``(z, y, x)`` for volumes, with the voxel spacing
 in the same order, so a layer's ``scale`` shows anisotropic volumes correctly.
@@ -6,6 +6,7 @@ in the same order, so a layer's ``scale`` shows anisotropic volumes correctly.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,74 @@ def _read_plain(path: Path) -> ImageData:
     return ImageData(data=data, scale=(1.0, 1.0), rgb=rgb)
 
 
+def _read_dicom_series(folder: Path) -> ImageData:
+    """A DICOM series folder as a (z, y, x) volume in Hounsfield units (or stored units).
+
+    Slices are grouped by SeriesInstanceUID; when a folder mixes series the largest is read
+    and the others are named in ``metadata["other_series"]`` (and a warning). Slices are
+    ordered along the slice normal by ImagePositionPatient; RescaleSlope/RescaleIntercept
+    are applied; the scale is (slice spacing, row spacing, column spacing).
+    """
+    import pydicom
+
+    series: dict[str, list] = {}
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            ds = pydicom.dcmread(file)
+        except pydicom.errors.InvalidDicomError:
+            continue  # not a DICOM file (a README, a thumbnail)
+        if "PixelData" not in ds:
+            continue
+        series.setdefault(str(ds.get("SeriesInstanceUID", "unknown")), []).append(ds)
+    if not series:
+        raise ImageError(f"{folder} contains no DICOM image: choose a DICOM series folder.")
+    uid = max(series, key=lambda k: len(series[k]))
+    slices = series[uid]
+    others = {k: len(v) for k, v in series.items() if k != uid}
+    if others:
+        warnings.warn(
+            f"{folder} holds {len(series)} DICOM series; reading the largest ({uid}, "
+            f"{len(slices)} slices) and leaving {others}. Put each series in its own folder "
+            "to open another.",
+            UserWarning,
+            stacklevel=3,
+        )
+    orientation = np.array(slices[0].get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = [np.array(ds.get("ImagePositionPatient", [0, 0, i]), float)
+                 for i, ds in enumerate(slices)]  # fmt: skip
+    depth = np.array([p @ normal for p in positions])
+    order = np.argsort(depth)
+    slices = [slices[i] for i in order]
+    volume = np.stack(
+        [
+            ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1))
+            + float(ds.get("RescaleIntercept", 0))
+            for ds in slices
+        ]
+    )
+    if np.all(volume == np.round(volume)) and volume.min() >= -32768 and volume.max() < 32768:
+        volume = volume.astype(np.int16)
+    row_spacing, col_spacing = (float(v) for v in slices[0].get("PixelSpacing", [1.0, 1.0]))
+    gaps = np.diff(np.sort(depth))
+    slice_spacing = (
+        float(np.median(gaps))
+        if gaps.size and np.median(gaps) > 0
+        else float(slices[0].get("SliceThickness", 1.0))
+    )
+    return ImageData(
+        data=volume,
+        scale=(slice_spacing, row_spacing, col_spacing),
+        metadata={
+            "series_uid": uid,
+            "other_series": others,
+            "modality": str(slices[0].get("Modality", "")),
+        },
+    )
+
+
 def read_image(path: Path | str) -> ImageData:
-    """Read an image file (NIfTI, TIFF, PNG/JPEG/BMP, ``.npy``).
+    """Read an image file (NIfTI, TIFF, PNG/JPEG/BMP, ``.npy``) or a DICOM series folder.
 
     Raises
     ------
@@ -102,6 +169,8 @@ def read_image(path: Path | str) -> ImageData:
         If the file does not exist, has an unknown suffix or cannot be read.
     """
     path = Path(path)
+    if path.is_dir():
+        return _read_dicom_series(path)
     if not path.is_file():
         raise ImageError(f"{path} does not exist.")
     if has_suffix(path, NIFTI_SUFFIXES):
@@ -113,4 +182,44 @@ def read_image(path: Path | str) -> ImageData:
     if has_suffix(path, (".npy",)):
         data = np.load(path, allow_pickle=False)
         return ImageData(data=data, scale=(1.0,) * data.ndim)
-    raise ImageError(f"{path.name}: unknown image type. Use one of {', '.join(IMAGE_SUFFIXES)}.")
+    raise ImageError(
+        f"{path.name}: unknown image type. Use one of {', '.join(IMAGE_SUFFIXES)}, or a "
+        "DICOM series folder."
+    )
+
+
+def write_labels(
+    path: Path | str, labels: np.ndarray, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write a label image to NIfTI (with the source affine, in its axis order) or TIFF.
+
+    Parameters
+    ----------
+    path : Path
+        ``.nii``, ``.nii.gz``, ``.tif`` or ``.tiff``.
+    labels : np.ndarray
+        Integer labels in napari's axis order (as :func:`read_image` returned the image).
+    metadata : dict, optional
+        ``metadata`` of the source :class:`ImageData`: a NIfTI source's affine and axis order
+        put the labels back in the source's voxel grid.
+    """
+    path = Path(path)
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ImageError(f"Labels must be integers, got {labels.dtype}.")
+    labels = labels.astype(np.int32 if labels.max(initial=0) > 32767 else np.int16)
+    metadata = metadata or {}
+    if has_suffix(path, NIFTI_SUFFIXES):
+        import nibabel
+
+        order = metadata.get("axes_order", tuple(reversed(range(min(labels.ndim, 3)))))
+        data = np.transpose(labels, np.argsort(order))
+        affine = metadata.get("affine", np.eye(4))
+        nibabel.save(nibabel.Nifti1Image(data, np.asarray(affine)), str(path))
+    elif has_suffix(path, TIFF_SUFFIXES):
+        import tifffile
+
+        tifffile.imwrite(path, labels, photometric="minisblack", compression="zlib")
+    else:
+        raise ImageError(f"{path.name}: write labels as .nii, .nii.gz, .tif or .tiff.")
+    return path
