@@ -36,3 +36,18 @@ def test_npe2_validates_the_installed_plugin():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in (result.stdout + result.stderr).lower()
+
+
+def test_sample_data_contributions_give_images_with_ground_truth():
+    from napari_active_sam import _sample_data
+
+    for make, ndim in ((_sample_data.ct_volume, 3), (_sample_data.ultrasound, 2),
+                       (_sample_data.nuclei, 2)):  # fmt: skip
+        (image, image_meta, image_kind), (labels, labels_meta, labels_kind) = make()
+        assert (image_kind, labels_kind) == ("image", "labels")
+        assert image.ndim == ndim and image.shape == labels.shape
+        assert labels.max() >= 1 and labels_meta["name"].endswith("ground truth")
+        assert len(image_meta["scale"]) == ndim
+    (ct, meta, _), (organs, _, _) = _sample_data.ct_volume()
+    assert ct.dtype.kind == "i" and ct.min() < -900 and meta["scale"] == (2.5, 0.8, 0.8)
+    assert set(range(8)) == set(map(int, set(organs.ravel().tolist())))

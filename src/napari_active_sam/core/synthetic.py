@@ -371,3 +371,109 @@ def write_dataset(
         }
         yield i + 1
     (out / "objects.json").write_text(json.dumps({"seed": seed, "images": index}, indent=1))
+
+
+def make_ct_volume(
+    rng: np.random.Generator, slices: int = 24, size: int = 256, spacing=(2.5, 0.8, 0.8)
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """A CT-like abdominal volume in Hounsfield units with organ ground truth.
+
+    Organs are ellipsoid-like bodies whose cross-section changes from slice to slice: a
+    liver with a lesion inside, two kidneys over part of the volume, a spleen, the aorta and
+    the spine throughout, in a body outline on air.
+
+    Returns
+    -------
+    volume : np.ndarray
+        int16 ``(slices, size, size)`` Hounsfield units.
+    labels : np.ndarray
+        uint8 ``(slices, size, size)`` organ labels.
+    names : dict of str to int
+        Organ name → label.
+    """
+    shape = (size, size)
+    c = np.array(shape) / 2
+    names = {"liver": 1, "lesion": 2, "kidney_right": 3, "kidney_left": 4, "spleen": 5,
+             "aorta": 6, "spine": 7}  # fmt: skip
+    seeds = {name: int(rng.integers(1 << 31)) for name in names}
+    volume = np.full((slices, *shape), -1000.0, np.float32)
+    labels = np.zeros((slices, *shape), np.uint8)
+    zc = (slices - 1) / 2
+
+    def extent(z, centre, half):  # cross-section scale of an ellipsoid at slice z
+        t = (z - centre) / half
+        return np.sqrt(max(0.0, 1 - t * t))
+
+    organs = [
+        # name, centre offset (rows, cols) in units of size, radius, z-centre, z-half, HU
+        ("liver", (-0.06, -0.13), 0.14, zc - 2, slices * 0.55, 60.0),
+        ("spleen", (-0.06, 0.2), 0.07, zc - 4, slices * 0.3, 50.0),
+        ("kidney_right", (0.14, -0.2), 0.055, zc + 3, slices * 0.3, 35.0),
+        ("kidney_left", (0.14, 0.2), 0.055, zc + 4, slices * 0.3, 35.0),
+    ]
+    for z in range(slices):
+        body = ellipse(shape, c, (size * 0.36, size * 0.45), 0)
+        volume[z][body] = -100
+        volume[z][body & ~ellipse(shape, c, (size * 0.3, size * 0.39), 0)] = 45
+        for name, offset, radius, z0, half, hu in organs:
+            scale = extent(z, z0, half)
+            if scale * radius * size < 2:
+                continue
+            mask = body & blob(shape, c + np.array(offset) * size, radius * size * scale,
+                               np.random.default_rng(seeds[name]), 0.3)  # fmt: skip
+            volume[z][mask] = hu
+            labels[z][mask] = names[name]
+        lesion_scale = extent(z, zc - 2, 3.5)
+        if lesion_scale > 0:
+            lesion_rng = np.random.default_rng(seeds["lesion"])
+            lesion_radius = 0.035 * size * lesion_scale
+            lesion = blob(
+                shape, c + np.array([-0.04, -0.15]) * size, lesion_radius, lesion_rng, 0.2
+            )
+            lesion &= labels[z] == names["liver"]
+            volume[z][lesion] = 5.0
+            labels[z][lesion] = names["lesion"]
+        aorta = ellipse(shape, c + [0.1 * size, 0.02 * size], (0.025 * size,) * 2, 0)
+        volume[z][aorta] = 180
+        labels[z][aorta] = names["aorta"]
+        spine = ellipse(shape, c + [0.22 * size, 0], (0.05 * size, 0.05 * size), 0)
+        volume[z][spine] = 700
+        labels[z][spine] = names["spine"]
+    volume += rng.normal(0, 12, volume.shape).astype(np.float32)
+    return np.clip(volume, -1024, 3071).astype(np.int16), labels, names
+
+
+SAMPLE_SEED = 7
+"""Seed of the sample images shipped in ``sample_data/``."""
+
+
+def write_sample_data(folder) -> list:
+    """Generate the shipped sample images and their ground truth into ``folder``.
+
+    ``ct_volume.tif`` (int16 Hounsfield units, 24 × 256 × 256, 2.5 × 0.8 × 0.8 mm) with
+    ``ct_volume_labels.tif``; ``ultrasound.tif`` and ``nuclei.tif`` (2D) with their
+    ``*_labels.tif``; ``samples.json`` holds the volume's spacing and organ names. Returns
+    the paths written.
+    """
+    import json
+    from pathlib import Path
+
+    import tifffile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SAMPLE_SEED)
+    volume, labels, names = make_ct_volume(rng)
+    items = {"ct_volume": (volume, labels, {"spacing": [2.5, 0.8, 0.8], "labels": names})}
+    for kind in ("ultrasound", "nuclei"):
+        scene = make_scene(kind, rng, 256)
+        items[kind] = (scene.image, scene.labels.astype(np.uint16), {})
+    written = []
+    for name, (image, truth, _) in items.items():
+        for suffix, data in (("", image), ("_labels", truth)):
+            path = folder / f"{name}{suffix}.tif"
+            tifffile.imwrite(path, data, photometric="minisblack", compression="zlib")
+            written.append(path)
+    index = folder / "samples.json"
+    index.write_text(json.dumps({name: extra for name, (*_, extra) in items.items()}, indent=1))
+    return [*written, index]
