@@ -1,0 +1,1 @@
+"""The napari layer: the dock widget, its workers, layers and key bindings."""

@@ -1,0 +1,319 @@
+"""The "Active SAM" dock widget: choose a model and an image, click, commit.
+
+Every encoder run and every decode happens on a worker thread; the GUI thread only moves
+data between layers. Prompts live in a Points layer, the live mask in a preview Labels
+layer, committed objects in the output Labels layer, all managed by name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    create_widget,
+)
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+
+from ..core.embeddings import EmbeddingStore
+from ..core.errors import ActiveSamError
+from ..core.models import ARCHITECTURES, load_model, model_names
+from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
+from ..core.session import AnnotationSession, commit_pixels, next_free_label, shown_mask
+from ..core.types import PromptSet
+from .layers import OUTPUT, PREVIEW, PROMPTS, colour_points, point_for, prompts_on_slice
+
+if TYPE_CHECKING:
+    import napari
+
+LOCAL_FILE = "local file"
+FROM_FILE = "from the file"
+
+
+class ActiveSamWidget(Container):
+    """Dock widget for interactive SAM segmentation with suggested clicks.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = viewer
+        self.model_name = ComboBox(label="model", choices=[*model_names(), LOCAL_FILE],
+                                   value="demo")  # fmt: skip
+        self.checkpoint = FileEdit(label="checkpoint", mode="r", visible=False)
+        self.architecture = ComboBox(label="architecture", choices=[FROM_FILE, *ARCHITECTURES],
+                                     visible=False)  # fmt: skip
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
+        self.image = create_widget(annotation="napari.layers.Image", label="image")
+        self.window = ComboBox(label="window", choices=["percentile", *CT_PRESETS])
+        self.encode_slice = PushButton(text="Encode current slice")
+        self.encode_volume = PushButton(text="Encode whole volume")
+        self.cancel = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
+        self.overwrite = CheckBox(text="overwrite other objects")
+        self.status = Label(label="status", value="choose an image")
+        self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
+                     self.image, self.window, self.encode_slice, self.encode_volume,
+                     self.cancel, self.progress, self.overwrite, self.status])  # fmt: skip
+
+        self.session: AnnotationSession | None = None
+        self._model = None
+        self._model_key: tuple | None = None
+        self._encoder = None
+        self._decoder = None
+        self._decode_again = False
+
+        self.model_name.changed.connect(self._model_changed)
+        for control in (self.checkpoint, self.architecture, self.device, self.image, self.window):
+            control.changed.connect(self.start_session)
+        self.encode_slice.changed.connect(lambda: self.encode([self.current_index()]))
+        self.encode_volume.changed.connect(self.encode_all)
+        self.cancel.changed.connect(self.cancel_encoding)
+        self.viewer.dims.events.current_step.connect(self._slice_changed)
+        if self.image.value is not None:
+            self.start_session()
+
+    # ----------------------------------------------------------------------- model, session
+    def _model_changed(self) -> None:
+        self.checkpoint.visible = self.model_name.value == LOCAL_FILE
+        self.architecture.visible = self.model_name.value == LOCAL_FILE
+        self.start_session()
+
+    def _load_model(self):
+        """Runs on a worker: the registered model or a local checkpoint."""
+        name = self.model_name.value
+        if name == LOCAL_FILE:
+            # A checkpoint written by this project names its own architecture.
+            arch = self.architecture.value
+            return load_model(LOCAL_FILE if arch == FROM_FILE else arch, self.checkpoint.value,
+                              self.device.value)  # fmt: skip
+        return load_model(name, device=self.device.value)
+
+    def start_session(self) -> None:
+        """(Re)start on the chosen image: load the model if needed, then encode."""
+        layer = self.image.value
+        if layer is None:
+            return
+        if self.model_name.value == LOCAL_FILE and not self.checkpoint.value.is_file():
+            self.status.value = "choose a checkpoint file"
+            return
+        self.cancel_encoding()
+        key = (self.model_name.value, str(self.checkpoint.value), self.architecture.value,
+               self.device.value)  # fmt: skip
+        if self._model is not None and key == self._model_key:
+            self._session_ready(layer)
+            return
+        self.status.value = f"loading {self.model_name.value} ..."
+        worker = create_worker(self._load_model)
+        worker.returned.connect(lambda model: self._model_loaded(model, key, layer))
+        worker.errored.connect(self._report)
+        worker.start()
+
+    def _model_loaded(self, model, key, layer) -> None:
+        self._model, self._model_key = model, key
+        self._session_ready(layer)
+
+    def _session_ready(self, layer: napari.layers.Image) -> None:
+        try:
+            source = SliceSource(np.asarray(layer.data), IntensityWindow.from_name(
+                self.window.value), rgb=layer.rgb)  # fmt: skip
+            self.session = AnnotationSession(
+                self._model, source, EmbeddingStore(self._model.model_id)
+            )
+            self._ensure_layers(layer)
+        except ActiveSamError as exc:
+            self._report(exc)
+            return
+        self.status.value = f"{self._model.name} ready on {self._model.device}"
+        self.encode_all()
+
+    def _ensure_layers(self, image: napari.layers.Image) -> None:
+        shape = image.data.shape[:-1] if image.rgb else image.data.shape
+        layers = self.viewer.layers
+        if OUTPUT in layers and layers[OUTPUT].data.shape != shape:
+            raise ActiveSamError(
+                f"The labels layer '{OUTPUT}' has shape {layers[OUTPUT].data.shape} but the "
+                f"image has {shape}: rename or remove that layer to start a new one."
+            )
+        if OUTPUT not in layers:
+            self.viewer.add_labels(np.zeros(shape, np.int32), name=OUTPUT, scale=image.scale[
+                : len(shape)])  # fmt: skip
+        if PREVIEW in layers:
+            layers.remove(PREVIEW)
+        self.viewer.add_labels(np.zeros(shape, np.uint8), name=PREVIEW, opacity=0.5,
+                               scale=image.scale[: len(shape)])  # fmt: skip
+        if PROMPTS in layers:
+            layers.remove(PROMPTS)
+        points = self.viewer.add_points(
+            np.empty((0, len(shape))), name=PROMPTS, ndim=len(shape), size=8,
+            scale=image.scale[: len(shape)], features={"positive": np.array([], bool)},
+            border_color="white",
+        )  # fmt: skip
+        points.feature_defaults["positive"] = True
+        points.mode = "add"
+        points.events.data.connect(self._prompts_changed)
+        points.mouse_drag_callbacks.append(self._right_click_adds_negative)
+        for name in (PROMPTS, PREVIEW, OUTPUT):
+            layer = layers[name]
+            layer.bind_key("c", lambda _: self.commit(), overwrite=True)
+            layer.bind_key("x", lambda _: self.clear_prompts(), overwrite=True)
+            layer.bind_key("t", lambda _: self.toggle_last(), overwrite=True)
+        self.viewer.layers.selection.active = points
+
+    # ---------------------------------------------------------------------------- encoding
+    def current_index(self) -> tuple[int, ...]:
+        if self.session is None:
+            return ()
+        leading = len(self.session.source.leading_shape)
+        step = self.viewer.dims.current_step
+        offset = len(step) - (leading + 2)
+        return tuple(int(s) for s in step[offset : offset + leading])
+
+    def encode(self, indices: list[tuple[int, ...]]) -> None:
+        """Encode slices on a worker, with progress and cancel."""
+        if self.session is None:
+            return
+        self.cancel_encoding()
+        worker = create_worker(self.session.encode, indices)
+        worker.yielded.connect(self._encoding_progress)
+        worker.finished.connect(self._encoding_finished)
+        worker.errored.connect(self._report)
+        self._encoder = worker
+        self.cancel.enabled = True
+        worker.start()
+
+    def encode_all(self) -> None:
+        """The current slice first, then the rest of the volume outwards."""
+        if self.session is not None:
+            self.encode(self.session.order_from(self.current_index()))
+
+    def cancel_encoding(self) -> None:
+        if self._encoder is not None:
+            self._encoder.quit()
+            self._encoder = None
+        self.cancel.enabled = False
+
+    def _encoding_progress(self, step) -> None:
+        self.progress.max = max(step.total, 1)
+        self.progress.value = step.done
+        self.status.value = step.message
+
+    def _encoding_finished(self) -> None:
+        self.cancel.enabled = False
+
+    # ------------------------------------------------------------------------------ prompts
+    def _right_click_adds_negative(self, layer, event) -> None:
+        if event.button == 2 and layer.mode == "add":
+            point = layer.world_to_data(event.position)
+            layer.feature_defaults["positive"] = False
+            layer.add(point)
+            layer.feature_defaults["positive"] = True
+
+    def current_prompts(self) -> PromptSet:
+        if PROMPTS not in self.viewer.layers:
+            return PromptSet()
+        return prompts_on_slice(self.viewer.layers[PROMPTS], self.current_index())
+
+    def _prompts_changed(self, event=None) -> None:
+        colour_points(self.viewer.layers[PROMPTS])
+        self.request_decode()
+
+    def _slice_changed(self, event=None) -> None:
+        if self.session is not None and PREVIEW in self.viewer.layers:
+            self.request_decode()
+
+    def request_decode(self) -> None:
+        """Decode the current prompts on a worker; the latest request wins."""
+        if self.session is None:
+            return
+        if self._decoder is not None:
+            self._decode_again = True
+            return
+        index, prompts = self.current_index(), self.current_prompts()
+        if not prompts.clicks:
+            self.session.forget(index)
+            self._show_preview(index, None)
+            return
+        worker = create_worker(self.session.predict, index, prompts)
+        worker.returned.connect(lambda p: self._decoded(index, prompts, p))
+        worker.errored.connect(self._report)
+        worker.finished.connect(self._decode_finished)
+        self._decoder = worker
+        worker.start()
+
+    def _decoded(self, index, prompts, prediction) -> None:
+        if index == self.current_index() and prompts == self.current_prompts():
+            self._show_preview(index, shown_mask(prediction, prompts))
+
+    def _decode_finished(self) -> None:
+        self._decoder = None
+        if self._decode_again:
+            self._decode_again = False
+            self.request_decode()
+
+    def _show_preview(self, index, mask: np.ndarray | None) -> None:
+        preview = self.viewer.layers[PREVIEW]
+        preview.data[index] = 0 if mask is None else mask.astype(np.uint8)
+        preview.refresh()
+
+    # --------------------------------------------------------------------------- commands
+    def commit(self) -> int | None:
+        """Write the previewed object into the output layer (undoable with Ctrl+Z)."""
+        index = self.current_index()
+        mask = np.asarray(self.viewer.layers[PREVIEW].data[index]) > 0
+        if not mask.any():
+            show_info("Nothing to commit: click inside an object first.")
+            return None
+        output = self.viewer.layers[OUTPUT]
+        label = next_free_label(output.data)
+        rows, cols = commit_pixels(np.asarray(output.data[index]), mask, self.overwrite.value)
+        indices = (*(np.full(len(rows), i) for i in index), rows, cols)
+        output.data_setitem(indices, label)
+        self.clear_prompts()
+        self.status.value = f"committed object {label} ({len(rows)} pixels)"
+        return label
+
+    def clear_prompts(self) -> None:
+        """Remove the prompts of the current slice."""
+        points = self.viewer.layers[PROMPTS]
+        index = self.current_index()
+        if len(points.data):
+            leading = np.round(np.asarray(points.data)[:, :-2]).astype(int)
+            here = np.all(leading == np.array(index, int), axis=1) if index else np.ones(
+                len(points.data), bool)  # fmt: skip
+            points.selected_data = set(np.flatnonzero(here).tolist())
+            points.remove_selected()
+        if self.session is not None:
+            self.session.forget(index)
+        self._show_preview(index, None)
+
+    def toggle_last(self) -> None:
+        """Flip the polarity of the last click."""
+        points = self.viewer.layers[PROMPTS]
+        if len(points.data):
+            positive = np.asarray(points.features["positive"], bool).copy()
+            positive[-1] = not positive[-1]
+            points.features = {"positive": positive}
+            self._prompts_changed()
+
+    def add_click(self, row: float, col: float, positive: bool = True) -> None:
+        """Add a click on the current slice (what a mouse click in the prompts layer does)."""
+        points = self.viewer.layers[PROMPTS]
+        points.feature_defaults["positive"] = positive
+        points.add(point_for(self.current_index(), row, col))
+        points.feature_defaults["positive"] = True
+
+    def _report(self, exc: Any) -> None:
+        self.status.value = f"error: {exc}"
+        show_error(str(exc))

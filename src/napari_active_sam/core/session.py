@@ -1,0 +1,99 @@
+"""One annotation session: an image, a model, its embeddings, prompts per slice, commits.
+
+The napari widget owns one session; everything here runs without Qt, so the same logic is
+tested directly and used by scripts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .embeddings import EmbeddingStore, embed_slice, encode_slices, slice_key, slice_signature
+from .models import LoadedModel
+from .predictor import Predictor
+from .preprocess import SliceSource
+from .types import Prediction, Progress, PromptSet
+
+
+@dataclass
+class AnnotationSession:
+    """State of interactive segmentation on one image layer.
+
+    Attributes
+    ----------
+    model : LoadedModel
+    source : SliceSource
+        The image and its intensity window.
+    store : EmbeddingStore
+        Embeddings of ``source``'s slices for ``model``.
+    """
+
+    model: LoadedModel
+    source: SliceSource
+    store: EmbeddingStore
+    limits: tuple[float, float] = field(init=False)
+    predictor: Predictor = field(init=False)
+    previous: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, init=False)
+
+    def __post_init__(self):
+        self.limits = self.source.limits()
+        self.predictor = Predictor(self.model)
+
+    def is_encoded(self, index: tuple[int, ...]) -> bool:
+        signature = slice_signature(
+            self.source.raw_slice(index), self.model.model_id, self.source.parameters(self.limits)
+        )
+        return self.store.has(slice_key(index), signature)
+
+    def encode(self, indices: list[tuple[int, ...]]) -> Generator[Progress, None, None]:
+        """Encode ``indices`` in order (skipping those done), yielding progress."""
+        yield from encode_slices(self.model, self.source, self.store, indices, limits=self.limits)
+
+    def order_from(self, current: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Every slice, nearest to ``current`` first (the user's slice, then outwards)."""
+        indices = self.source.slice_indices()
+        here = np.array(current or (0,), float)
+        return sorted(indices, key=lambda i: float(np.abs(np.array(i or (0,)) - here).sum()))
+
+    def predict(self, index: tuple[int, ...], prompts: PromptSet) -> Prediction:
+        """Decode ``prompts`` on slice ``index`` (encoding it first if needed).
+
+        The previous answer's logits on this slice are fed back, as in SAM's interactive
+        use; :meth:`forget` drops them when the prompts start over.
+        """
+        embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
+        prediction = self.predictor.predict(embedding, prompts, self.previous.get(index))
+        head = prediction.best_multimask_head if len(prompts.clicks) <= 1 else 0
+        self.previous[index] = prediction.low_res_logits[head]
+        return prediction
+
+    def forget(self, index: tuple[int, ...]) -> None:
+        self.previous.pop(index, None)
+
+
+def shown_mask(prediction: Prediction, prompts: PromptSet) -> np.ndarray:
+    """The mask to show: SAM's top-rated multimask head for one click, else the single
+    head."""
+    head = prediction.best_multimask_head if len(prompts.clicks) <= 1 and not prompts.box else 0
+    return prediction.mask(head)
+
+
+def next_free_label(labels: np.ndarray) -> int:
+    """The smallest label larger than every label in use."""
+    return int(np.max(labels, initial=0)) + 1
+
+
+def commit_pixels(
+    labels: np.ndarray, mask: np.ndarray, overwrite: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Indices of the ``mask`` pixels a commit may write into ``labels`` (same shape).
+
+    Without ``overwrite`` pixels that already belong to another object are left alone.
+    """
+    if labels.shape != mask.shape:
+        raise ValueError(f"Mask {mask.shape} and labels {labels.shape} differ in shape.")
+    writable = mask if overwrite else mask & (labels == 0)
+    return np.nonzero(writable)

@@ -1,0 +1,119 @@
+"""The dock widget in a real napari viewer: click, preview, commit, undo, volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_active_sam._widgets.dock import LOCAL_FILE, ActiveSamWidget
+from napari_active_sam._widgets.layers import OUTPUT, PREVIEW, PROMPTS
+from napari_active_sam.core.synthetic import make_scene
+
+WAIT = 60_000  # ms; encoder runs on a 2-core CPU
+
+
+@pytest.fixture
+def scene():
+    return make_scene("ultrasound", np.random.default_rng(8), 256)
+
+
+def _ready(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.session.is_encoded(widget.current_index()), timeout=WAIT)
+
+
+def test_full_2d_annotation_click_preview_commit_undo(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.window.value = "percentile"
+    _ready(qtbot, widget)
+    assert {PROMPTS, PREVIEW, OUTPUT} <= {layer.name for layer in viewer.layers}
+
+    gt = scene.labels == 1
+    rows, cols = np.nonzero(gt)
+    widget.add_click(float(np.median(rows)), float(np.median(cols)))
+    preview = viewer.layers[PREVIEW]
+    qtbot.waitUntil(lambda: preview.data.any(), timeout=WAIT)
+    overlap = (preview.data > 0) & gt
+    assert overlap.sum() / ((preview.data > 0) | gt).sum() > 0.5  # the demo model segments
+
+    label = widget.commit()
+    output = viewer.layers[OUTPUT]
+    assert label == 1 and (output.data == 1).sum() > 0
+    assert len(viewer.layers[PROMPTS].data) == 0 and not preview.data.any()
+    output.undo()
+    assert not output.data.any()
+
+
+def test_commit_never_overwrites_another_object(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    _ready(qtbot, widget)
+    output = viewer.layers[OUTPUT]
+    output.data[:, :128] = 9  # another object covers the left half
+    viewer.layers[PREVIEW].data[100:150, 100:150] = 1
+    label = widget.commit()
+    assert label == 10
+    assert (output.data[100:150, 100:128] == 9).all() and (
+        output.data[100:150, 128:150] == 10
+    ).all()
+    widget.overwrite.value = True
+    viewer.layers[PREVIEW].data[100:150, 100:150] = 1
+    widget.commit()
+    assert (output.data[100:150, 100:150] == 11).all()
+
+
+def test_toggle_and_clear_and_right_click_polarity(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    _ready(qtbot, widget)
+    widget.add_click(50, 60)
+    widget.add_click(70, 80, positive=False)
+    assert [c.positive for c in widget.current_prompts().clicks] == [True, False]
+    widget.toggle_last()
+    assert [c.positive for c in widget.current_prompts().clicks] == [True, True]
+    widget.clear_prompts()
+    assert widget.current_prompts().clicks == ()
+
+
+def test_volume_prompts_stay_on_their_slice(make_napari_viewer, qtbot):
+    from napari_active_sam._sample_data import ct_volume
+
+    (volume, meta, _), _ = ct_volume()
+    viewer = make_napari_viewer()
+    viewer.add_image(volume[:4], name="ct", scale=meta["scale"])
+    widget = ActiveSamWidget(viewer)
+    widget.window.value = "soft_tissue"
+    viewer.dims.current_step = (2, 0, 0)
+    _ready(qtbot, widget)
+    assert widget.current_index() == (2,)
+    widget.add_click(120, 100)
+    viewer.dims.current_step = (1, 0, 0)
+    assert widget.current_prompts().clicks == ()
+    viewer.dims.current_step = (2, 0, 0)
+    assert len(widget.current_prompts().clicks) == 1
+
+
+def test_labels_layer_of_another_shape_is_a_clear_error(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    viewer.add_labels(np.zeros((10, 10), np.int32), name=OUTPUT)
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    qtbot.waitUntil(lambda: "error" in widget.status.value, timeout=WAIT)
+    assert "has shape (10, 10)" in widget.status.value
+    assert viewer.layers[OUTPUT].data.shape == (10, 10)  # the user's layer is untouched
+
+
+def test_local_checkpoint_needs_a_file(make_napari_viewer, tiny_checkpoint, scene, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.image[:128, :128], name="us")
+    widget = ActiveSamWidget(viewer)
+    widget.model_name.value = LOCAL_FILE
+    assert widget.checkpoint.visible
+    widget.checkpoint.value = tiny_checkpoint
+    _ready(qtbot, widget)
+    assert widget.session.model.architecture.name == "tiny"
