@@ -112,8 +112,10 @@ def test_local_checkpoint_needs_a_file(make_napari_viewer, tiny_checkpoint, scen
     viewer = make_napari_viewer()
     viewer.add_image(scene.image[:128, :128], name="us")
     widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
     widget.model_name.value = LOCAL_FILE
-    assert widget.checkpoint.visible
+    assert widget.checkpoint.native.isVisibleTo(widget.native)
+    assert widget.architecture.native.isVisibleTo(widget.native)
     widget.checkpoint.value = tiny_checkpoint
     _ready(qtbot, widget)
     assert widget.session.model.architecture.name == "tiny"

@@ -90,15 +90,14 @@ class ActiveSamWidget(Container):
         self.architecture.visible = self.model_name.value == LOCAL_FILE
         self.start_session()
 
-    def _load_model(self):
-        """Runs on a worker: the registered model or a local checkpoint."""
+    def _model_request(self) -> tuple[str, Any, str]:
+        """(name, checkpoint, device) as chosen now, for a worker to load."""
         name = self.model_name.value
-        if name == LOCAL_FILE:
-            # A checkpoint written by this project names its own architecture.
-            arch = self.architecture.value
-            return load_model(LOCAL_FILE if arch == FROM_FILE else arch, self.checkpoint.value,
-                              self.device.value)  # fmt: skip
-        return load_model(name, device=self.device.value)
+        if name != LOCAL_FILE:
+            return name, None, self.device.value
+        # A checkpoint written by this project names its own architecture.
+        arch = self.architecture.value
+        return (LOCAL_FILE if arch == FROM_FILE else arch), self.checkpoint.value, self.device.value
 
     def start_session(self) -> None:
         """(Re)start on the chosen image: load the model if needed, then encode."""
@@ -109,13 +108,13 @@ class ActiveSamWidget(Container):
             self.status.value = "choose a checkpoint file"
             return
         self.cancel_encoding()
-        key = (self.model_name.value, str(self.checkpoint.value), self.architecture.value,
-               self.device.value)  # fmt: skip
+        request = self._model_request()
+        key = (self.model_name.value, *map(str, request))
         if self._model is not None and key == self._model_key:
             self._session_ready(layer)
             return
         self.status.value = f"loading {self.model_name.value} ..."
-        worker = create_worker(self._load_model)
+        worker = create_worker(load_model, *request, _ignore_errors=True)
         worker.returned.connect(lambda model: self._model_loaded(model, key, layer))
         worker.errored.connect(self._report)
         worker.start()
@@ -185,7 +184,7 @@ class ActiveSamWidget(Container):
         if self.session is None:
             return
         self.cancel_encoding()
-        worker = create_worker(self.session.encode, indices)
+        worker = create_worker(self.session.encode, indices, _ignore_errors=True)
         worker.yielded.connect(self._encoding_progress)
         worker.finished.connect(self._encoding_finished)
         worker.errored.connect(self._report)
@@ -245,7 +244,7 @@ class ActiveSamWidget(Container):
             self.session.forget(index)
             self._show_preview(index, None)
             return
-        worker = create_worker(self.session.predict, index, prompts)
+        worker = create_worker(self.session.predict, index, prompts, _ignore_errors=True)
         worker.returned.connect(lambda p: self._decoded(index, prompts, p))
         worker.errored.connect(self._report)
         worker.finished.connect(self._decode_finished)
@@ -314,6 +313,9 @@ class ActiveSamWidget(Container):
         points.add(point_for(self.current_index(), row, col))
         points.feature_defaults["positive"] = True
 
-    def _report(self, exc: Any) -> None:
+    def _report(self, exc: Exception) -> None:
+        """Show an error the user can act on; let anything else surface as the bug it is."""
         self.status.value = f"error: {exc}"
+        if not isinstance(exc, ActiveSamError):
+            raise exc
         show_error(str(exc))
