@@ -119,3 +119,28 @@ def test_local_checkpoint_needs_a_file(make_napari_viewer, tiny_checkpoint, scen
     widget.checkpoint.value = tiny_checkpoint
     _ready(qtbot, widget)
     assert widget.session.model.architecture.name == "tiny"
+
+
+def test_propagation_grows_one_3d_object_and_keeps_the_prompts(make_napari_viewer, qtbot):
+    from napari_active_sam._sample_data import ct_volume
+
+    (volume, meta, _), (organs, _, _) = ct_volume()
+    viewer = make_napari_viewer()
+    viewer.add_image(volume[6:18], name="ct", scale=meta["scale"])
+    widget = ActiveSamWidget(viewer)
+    widget.window.value = "soft_tissue"
+    viewer.dims.current_step = (6, 0, 0)
+    _ready(qtbot, widget)
+    spine = organs[6:18] == 7
+    rows, cols = np.nonzero(spine[6])
+    widget.add_click(float(np.median(rows)), float(np.median(cols)))
+    widget.propagate()
+    output = viewer.layers[OUTPUT]
+    qtbot.waitUntil(lambda: output.data.any(), timeout=WAIT)
+    object_slices = np.flatnonzero(output.data.any(axis=(1, 2)))
+    assert len(object_slices) >= 6 and set(np.unique(output.data)) == {0, 1}
+    dice = 2 * ((output.data == 1) & spine).sum() / ((output.data == 1).sum() + spine.sum())
+    assert dice > 0.5
+    assert len(widget.viewer.layers[PROMPTS].data) == 1  # the user's prompt stays
+    output.undo()
+    assert not output.data.any()

@@ -29,6 +29,7 @@ from ..core.models import ARCHITECTURES, load_model, model_names
 from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
 from ..core.session import AnnotationSession, commit_pixels, next_free_label, shown_mask
 from ..core.types import PromptSet
+from ..core.volume import propagate
 from .layers import OUTPUT, PREVIEW, PROMPTS, colour_points, point_for, prompts_on_slice
 
 if TYPE_CHECKING:
@@ -61,11 +62,13 @@ class ActiveSamWidget(Container):
         self.encode_volume = PushButton(text="Encode whole volume")
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
+        self.propagate_button = PushButton(text="Propagate through the volume")
         self.overwrite = CheckBox(text="overwrite other objects")
         self.status = Label(label="status", value="choose an image")
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
                      self.image, self.window, self.encode_slice, self.encode_volume,
-                     self.cancel, self.progress, self.overwrite, self.status])  # fmt: skip
+                     self.cancel, self.progress, self.propagate_button, self.overwrite,
+                     self.status])  # fmt: skip
 
         self.session: AnnotationSession | None = None
         self._model = None
@@ -80,6 +83,7 @@ class ActiveSamWidget(Container):
         self.encode_slice.changed.connect(lambda: self.encode([self.current_index()]))
         self.encode_volume.changed.connect(self.encode_all)
         self.cancel.changed.connect(self.cancel_encoding)
+        self.propagate_button.changed.connect(self.propagate)
         self.viewer.dims.events.current_step.connect(self._slice_changed)
         if self.image.value is not None:
             self.start_session()
@@ -283,6 +287,39 @@ class ActiveSamWidget(Container):
         self.status.value = f"committed object {label} ({len(rows)} pixels)"
         return label
 
+    def propagate(self) -> None:
+        """Grow the prompted object through the volume on a worker; commit it as one object.
+
+        Every slice with prompts seeds the growth (its prompts stay in place).
+        """
+        if self.session is None or len(self.session.source.leading_shape) != 1:
+            show_info("Propagation needs a volume (z, y, x).")
+            return
+        points = self.viewer.layers[PROMPTS]
+        slices = sorted({int(round(p[0])) for p in np.asarray(points.data)})
+        prompted = {z: prompts_on_slice(points, (z,)) for z in slices}
+        prompted = {z: p for z, p in prompted.items() if p.clicks}
+        if not prompted:
+            show_info("Click inside the object on at least one slice first.")
+            return
+        self.cancel_encoding()
+        worker = create_worker(_propagation_job, self.session, prompted, _ignore_errors=True)
+        worker.yielded.connect(self._encoding_progress)
+        worker.returned.connect(self._commit_volume)
+        worker.errored.connect(self._report)
+        self._encoder = worker
+        self.cancel.enabled = True
+        worker.start()
+
+    def _commit_volume(self, mask: np.ndarray) -> None:
+        self.cancel.enabled = False
+        output = self.viewer.layers[OUTPUT]
+        label = next_free_label(output.data)
+        indices = commit_pixels(np.asarray(output.data), mask, self.overwrite.value)
+        output.data_setitem(indices, label)
+        slices = int(mask.any(axis=(1, 2)).sum())
+        self.status.value = f"committed object {label} on {slices} slices"
+
     def clear_prompts(self) -> None:
         """Remove the prompts of the current slice."""
         points = self.viewer.layers[PROMPTS]
@@ -319,3 +356,12 @@ class ActiveSamWidget(Container):
         if not isinstance(exc, ActiveSamError):
             raise exc
         show_error(str(exc))
+
+
+def _propagation_job(session: AnnotationSession, prompted: dict[int, PromptSet]):
+    """Worker generator: seed masks from the prompted slices, then grow through the volume."""
+    seeds = {}
+    for z, prompts in prompted.items():
+        session.forget((z,))
+        seeds[z] = shown_mask(session.predict((z,), prompts), prompts)
+    return (yield from propagate(session, seeds))

@@ -1,0 +1,116 @@
+"""Volumes: grow an object from prompted slices through its neighbours.
+
+Each new slice is prompted from its neighbour's result: the neighbour's box, a positive
+click at the deepest point of its mask, and its low-resolution logits as SAM's mask
+prompt. Growth in a direction stops when the object vanishes or SAM's predicted IoU
+collapses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .session import AnnotationSession, shown_mask
+from .simulate import ritm_next_click
+from .types import Click, Progress, PromptSet
+
+
+@dataclass(frozen=True)
+class PropagationSettings:
+    """When propagation stops.
+
+    Attributes
+    ----------
+    min_iou : float
+        Stop when SAM's predicted IoU of the chosen mask falls below this.
+    min_area_fraction : float
+        Stop when the mask shrinks below this fraction of the neighbour's area.
+    """
+
+    min_iou: float = 0.5
+    min_area_fraction: float = 0.2
+
+
+def prompts_from_mask(mask: np.ndarray) -> PromptSet:
+    """A box around ``mask`` and a positive click at its deepest point."""
+    rows, cols = np.nonzero(mask)
+    row, col, _ = ritm_next_click(mask, np.zeros_like(mask))
+    box = (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
+    return PromptSet(clicks=(Click(float(col), float(row), True),), box=box)
+
+
+def propagate(
+    session: AnnotationSession,
+    seeds: dict[int, np.ndarray],
+    settings: PropagationSettings | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Grow a 3D mask from seed masks on some slices of a ``(Z, H, W)`` volume.
+
+    Growth runs outwards from every seed, in both directions, until it meets the region of
+    the next seed (half-way between them), leaves the volume, or stops (see
+    :class:`PropagationSettings`).
+
+    Parameters
+    ----------
+    session : AnnotationSession
+        On a volume (one leading axis).
+    seeds : dict of int to np.ndarray
+        Slice index → boolean ``(H, W)`` mask the user made there; these slices are kept
+        as they are.
+    settings : PropagationSettings, optional
+
+    Yields
+    ------
+    Progress
+        After each slice.
+
+    Returns
+    -------
+    np.ndarray
+        Boolean ``(Z, H, W)`` mask.
+    """
+    settings = settings or PropagationSettings()
+    (depth,) = session.source.leading_shape
+    order = sorted(seeds)
+    result = np.zeros((depth, *seeds[order[0]].shape), bool)
+    for z, mask in seeds.items():
+        result[z] = mask
+    runs = []
+    for i, start in enumerate(order):
+        upper = (start + order[i + 1]) // 2 + 1 if i + 1 < len(order) else depth
+        lower = (order[i - 1] + start) // 2 if i > 0 else -1
+        runs += [(start, +1, upper), (start, -1, lower)]
+    total = depth - len(order)
+    done = 0
+    for start, direction, limit in runs:
+        z = start + direction
+        while z != limit and z not in seeds:
+            mask = _from_neighbour(session, result[z - direction], z, settings)
+            if mask is None:
+                break
+            result[z] = mask
+            done += 1
+            yield Progress(done, total, f"propagated to slice {z}")
+            z += direction
+    yield Progress(total, total, "propagation finished")
+    return result
+
+
+def _from_neighbour(
+    session: AnnotationSession, neighbour: np.ndarray, z: int, settings: PropagationSettings
+) -> np.ndarray | None:
+    """The mask on slice ``z`` prompted from its neighbour's, or None where growth stops."""
+    if not neighbour.any():
+        return None
+    prompts = prompts_from_mask(neighbour)
+    session.forget((z,))
+    prediction = session.predict((z,), prompts)
+    mask = shown_mask(prediction, prompts)
+    if prediction.iou[0] < settings.min_iou:
+        return None
+    if mask.sum() < settings.min_area_fraction * neighbour.sum():
+        return None
+    return mask

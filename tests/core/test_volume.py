@@ -1,0 +1,59 @@
+"""Propagation through a volume, on the demo model and the sample CT volume."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_active_sam._sample_data import ct_volume
+from napari_active_sam.core.embeddings import EmbeddingStore
+from napari_active_sam.core.models import load_model
+from napari_active_sam.core.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.session import AnnotationSession
+from napari_active_sam.core.volume import prompts_from_mask, propagate
+
+
+def _drain(generator):
+    steps = []
+    while True:
+        try:
+            steps.append(next(generator))
+        except StopIteration as stop:
+            return steps, stop.value
+
+
+def test_prompts_from_a_mask_box_and_deepest_point():
+    mask = np.zeros((20, 30), bool)
+    mask[4:11, 6:19] = True
+    prompts = prompts_from_mask(mask)
+    assert prompts.box == (6.0, 4.0, 18.0, 10.0)
+    (click,) = prompts.clicks
+    assert click.positive and mask[int(click.y), int(click.x)] and click.y == 7
+
+
+def test_spine_grows_from_one_slice_through_the_volume():
+    (volume, _, _), (organs, _, _) = ct_volume()
+    model = load_model("demo", device="cpu")
+    source = SliceSource(volume[4:20], IntensityWindow.ct("soft_tissue"))
+    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    truth = organs[4:20] == 7
+    steps, grown = _drain(propagate(session, {8: truth[8]}))
+    assert steps[-1].done == steps[-1].total
+    assert grown[8].sum() == truth[8].sum()  # the seed slice is kept as given
+    per_slice = [
+        2 * (grown[z] & truth[z]).sum() / (grown[z].sum() + truth[z].sum()) for z in range(16)
+    ]
+    assert np.mean(per_slice) > 0.6 and grown.any(axis=(1, 2)).sum() >= 12
+
+
+def test_growth_stops_where_the_object_ends():
+    (volume, _, _), (organs, _, _) = ct_volume()
+    model = load_model("demo", device="cpu")
+    source = SliceSource(volume, IntensityWindow.ct("soft_tissue"))
+    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    lesion = organs == 2
+    present = np.flatnonzero(lesion.any(axis=(1, 2)))
+    middle = int(present[len(present) // 2])
+    _, grown = _drain(propagate(session, {middle: lesion[middle]}))
+    grown_slices = np.flatnonzero(grown.any(axis=(1, 2)))
+    # The lesion spans a few slices; growth must not run through the whole volume.
+    assert len(grown_slices) < volume.shape[0] // 2
