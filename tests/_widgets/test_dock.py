@@ -144,3 +144,36 @@ def test_propagation_grows_one_3d_object_and_keeps_the_prompts(make_napari_viewe
     assert len(widget.viewer.layers[PROMPTS].data) == 1  # the user's prompt stays
     output.undo()
     assert not output.data.any()
+
+
+def _tiny_widget(viewer, checkpoint):
+    widget = ActiveSamWidget(viewer)
+    widget.model_name.value = LOCAL_FILE
+    widget.checkpoint.value = checkpoint
+    return widget
+
+
+def test_cancel_during_volume_encoding(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((40, 128, 128)).astype(np.float32))
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    qtbot.waitUntil(lambda: widget.session is not None and widget.cancel.enabled, timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.progress.value >= 2, timeout=WAIT)
+    widget.cancel_encoding()
+    assert not widget.cancel.enabled
+    qtbot.wait(500)
+    encoded = sum(widget.session.is_encoded((z,)) for z in range(40))
+    assert 1 <= encoded < 40  # stopped between slices, nothing half-written
+    qtbot.wait(500)
+    assert sum(widget.session.is_encoded((z,)) for z in range(40)) == encoded
+
+
+def test_closing_the_viewer_while_encoding(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((40, 128, 128)).astype(np.float32))
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    viewer.window.add_dock_widget(widget)
+    qtbot.waitUntil(lambda: widget.session is not None and widget.cancel.enabled, timeout=WAIT)
+    worker = widget._encoder
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=WAIT)

@@ -70,6 +70,8 @@ class ActiveSamWidget(Container):
                      self.cancel, self.progress, self.propagate_button, self.overwrite,
                      self.status])  # fmt: skip
 
+        self._life = _Lifetime()
+        self.native.destroyed.connect(self._life.end)
         self.session: AnnotationSession | None = None
         self._model = None
         self._model_key: tuple | None = None
@@ -87,6 +89,18 @@ class ActiveSamWidget(Container):
         self.viewer.dims.events.current_step.connect(self._slice_changed)
         if self.image.value is not None:
             self.start_session()
+
+    def _start(self, worker, **slots) -> Any:
+        """Connect ``slots`` (signal name → callback) and start ``worker``.
+
+        Callbacks are skipped once the widget is gone (its viewer closed), and the worker
+        is asked to quit then.
+        """
+        for signal, callback in slots.items():
+            getattr(worker, signal).connect(self._life.guard(callback))
+        self._life.track(worker)
+        worker.start()
+        return worker
 
     # ----------------------------------------------------------------------- model, session
     def _model_changed(self) -> None:
@@ -118,10 +132,11 @@ class ActiveSamWidget(Container):
             self._session_ready(layer)
             return
         self.status.value = f"loading {self.model_name.value} ..."
-        worker = create_worker(load_model, *request, _ignore_errors=True)
-        worker.returned.connect(lambda model: self._model_loaded(model, key, layer))
-        worker.errored.connect(self._report)
-        worker.start()
+        self._start(
+            create_worker(load_model, *request, _ignore_errors=True),
+            returned=lambda model: self._model_loaded(model, key, layer),
+            errored=self._report,
+        )
 
     def _model_loaded(self, model, key, layer) -> None:
         self._model, self._model_key = model, key
@@ -188,13 +203,13 @@ class ActiveSamWidget(Container):
         if self.session is None:
             return
         self.cancel_encoding()
-        worker = create_worker(self.session.encode, indices, _ignore_errors=True)
-        worker.yielded.connect(self._encoding_progress)
-        worker.finished.connect(self._encoding_finished)
-        worker.errored.connect(self._report)
-        self._encoder = worker
         self.cancel.enabled = True
-        worker.start()
+        self._encoder = self._start(
+            create_worker(self.session.encode, indices, _ignore_errors=True),
+            yielded=self._encoding_progress,
+            finished=self._encoding_finished,
+            errored=self._report,
+        )
 
     def encode_all(self) -> None:
         """The current slice first, then the rest of the volume outwards."""
@@ -248,12 +263,12 @@ class ActiveSamWidget(Container):
             self.session.forget(index)
             self._show_preview(index, None)
             return
-        worker = create_worker(self.session.predict, index, prompts, _ignore_errors=True)
-        worker.returned.connect(lambda p: self._decoded(index, prompts, p))
-        worker.errored.connect(self._report)
-        worker.finished.connect(self._decode_finished)
-        self._decoder = worker
-        worker.start()
+        self._decoder = self._start(
+            create_worker(self.session.predict, index, prompts, _ignore_errors=True),
+            returned=lambda p: self._decoded(index, prompts, p),
+            errored=self._report,
+            finished=self._decode_finished,
+        )
 
     def _decoded(self, index, prompts, prediction) -> None:
         if index == self.current_index() and prompts == self.current_prompts():
@@ -303,13 +318,13 @@ class ActiveSamWidget(Container):
             show_info("Click inside the object on at least one slice first.")
             return
         self.cancel_encoding()
-        worker = create_worker(_propagation_job, self.session, prompted, _ignore_errors=True)
-        worker.yielded.connect(self._encoding_progress)
-        worker.returned.connect(self._commit_volume)
-        worker.errored.connect(self._report)
-        self._encoder = worker
         self.cancel.enabled = True
-        worker.start()
+        self._encoder = self._start(
+            create_worker(_propagation_job, self.session, prompted, _ignore_errors=True),
+            yielded=self._encoding_progress,
+            returned=self._commit_volume,
+            errored=self._report,
+        )
 
     def _commit_volume(self, mask: np.ndarray) -> None:
         self.cancel.enabled = False
@@ -356,6 +371,35 @@ class ActiveSamWidget(Container):
         if not isinstance(exc, ActiveSamError):
             raise exc
         show_error(str(exc))
+
+
+class _Lifetime:
+    """Whether the widget still exists, and the workers to stop when it goes.
+
+    Kept apart from the widget so the Qt ``destroyed`` signal can reach it after the
+    widget's own Qt objects are gone.
+    """
+
+    def __init__(self):
+        self.ended = False
+        self.workers: set = set()
+
+    def track(self, worker) -> None:
+        self.workers.add(worker)
+        worker.finished.connect(lambda: self.workers.discard(worker))
+
+    def guard(self, callback):
+        def guarded(*args):
+            if not self.ended:
+                return callback(*args)
+            return None
+
+        return guarded
+
+    def end(self, *_) -> None:
+        self.ended = True
+        for worker in list(self.workers):
+            worker.quit()
 
 
 def _propagation_job(session: AnnotationSession, prompted: dict[int, PromptSet]):
