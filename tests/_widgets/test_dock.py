@@ -177,3 +177,46 @@ def test_closing_the_viewer_while_encoding(make_napari_viewer, qtbot, tiny_check
     worker = widget._encoder
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=WAIT)
+
+
+def test_save_and_restore_an_annotation(make_napari_viewer, qtbot, tiny_checkpoint, tmp_path):
+    image = np.random.default_rng(0).random((128, 128)).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img")
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    _ready(qtbot, widget)
+    widget.save_folder.value = tmp_path / "annotation"
+    viewer.layers[PREVIEW].data[10:20, 10:20] = 1
+    widget.commit()  # autosaves
+    qtbot.waitUntil(lambda: (tmp_path / "annotation" / "labels.npy").is_file(), timeout=WAIT)
+    widget.add_click(60, 70)
+    widget.add_click(30, 40, positive=False)
+    widget.save()
+    qtbot.waitUntil(lambda: "saved" in widget.status.value, timeout=WAIT)
+
+    other = make_napari_viewer()
+    other.add_image(image, name="img")
+    restored = _tiny_widget(other, tiny_checkpoint)
+    _ready(qtbot, restored)
+    restored.save_folder.value = tmp_path / "annotation"
+    restored.restore()
+    assert (other.layers[OUTPUT].data[10:20, 10:20] == 1).all()
+    assert other.layers[OUTPUT].data.sum() == 100
+    assert [c.positive for c in restored.current_prompts().clicks] == [True, False]
+
+
+def test_restore_refuses_another_images_annotation(make_napari_viewer, qtbot, tiny_checkpoint,
+                                                   tmp_path):  # fmt: skip
+    from napari_active_sam.core.persistence import SavedAnnotation, save_annotation
+
+    small = SavedAnnotation(np.zeros((5, 5), np.int32), np.empty((0, 2)), np.array([], bool))
+    save_annotation(tmp_path / "a", small)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((128, 128), np.float32), name="img")
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    _ready(qtbot, widget)
+    viewer.layers[OUTPUT].data[0, 0] = 3
+    widget.save_folder.value = tmp_path / "a"
+    widget.restore()
+    assert "has shape" in widget.status.value or "shape (5, 5)" in widget.status.value
+    assert viewer.layers[OUTPUT].data[0, 0] == 3  # the user's labels are untouched

@@ -26,6 +26,7 @@ from napari.utils.notifications import show_error, show_info
 from ..core.embeddings import EmbeddingStore
 from ..core.errors import ActiveSamError
 from ..core.models import ARCHITECTURES, load_model, model_names
+from ..core.persistence import SavedAnnotation, load_annotation, save_annotation
 from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
 from ..core.session import AnnotationSession, commit_pixels, next_free_label, shown_mask
 from ..core.types import PromptSet
@@ -64,10 +65,15 @@ class ActiveSamWidget(Container):
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.propagate_button = PushButton(text="Propagate through the volume")
         self.overwrite = CheckBox(text="overwrite other objects")
+        self.save_folder = FileEdit(label="annotation folder", mode="d")
+        self.autosave = CheckBox(text="save after each commit", value=True)
+        self.save_button = PushButton(text="Save")
+        self.restore_button = PushButton(text="Restore")
         self.status = Label(label="status", value="choose an image")
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
                      self.image, self.window, self.encode_slice, self.encode_volume,
                      self.cancel, self.progress, self.propagate_button, self.overwrite,
+                     self.save_folder, self.autosave, self.save_button, self.restore_button,
                      self.status])  # fmt: skip
 
         self._life = _Lifetime()
@@ -86,6 +92,8 @@ class ActiveSamWidget(Container):
         self.encode_volume.changed.connect(self.encode_all)
         self.cancel.changed.connect(self.cancel_encoding)
         self.propagate_button.changed.connect(self.propagate)
+        self.save_button.changed.connect(self.save)
+        self.restore_button.changed.connect(self.restore)
         self.viewer.dims.events.current_step.connect(self._slice_changed)
         if self.image.value is not None:
             self.start_session()
@@ -300,6 +308,7 @@ class ActiveSamWidget(Container):
         output.data_setitem(indices, label)
         self.clear_prompts()
         self.status.value = f"committed object {label} ({len(rows)} pixels)"
+        self._autosave()
         return label
 
     def propagate(self) -> None:
@@ -334,6 +343,65 @@ class ActiveSamWidget(Container):
         output.data_setitem(indices, label)
         slices = int(mask.any(axis=(1, 2)).sum())
         self.status.value = f"committed object {label} on {slices} slices"
+        self._autosave()
+
+    # ------------------------------------------------------------------------ save, restore
+    def _current_annotation(self) -> SavedAnnotation:
+        points = self.viewer.layers[PROMPTS]
+        return SavedAnnotation(
+            labels=np.array(self.viewer.layers[OUTPUT].data),
+            points=np.asarray(points.data),
+            positive=np.asarray(points.features["positive"], bool),
+            settings={
+                "model": self.model_name.value,
+                "window": self.window.value,
+                "image": getattr(self.image.value, "name", None),
+            },  # fmt: skip
+        )
+
+    def _folder(self):
+        folder = self.save_folder.value
+        return None if folder is None or str(folder) in ("", ".") else folder
+
+    def save(self) -> None:
+        """Save labels, prompts and settings to the chosen folder (on a worker)."""
+        folder = self._folder()
+        if folder is None:
+            show_info("Choose an annotation folder first.")
+            return
+        self._start(
+            create_worker(save_annotation, folder, self._current_annotation(), _ignore_errors=True),
+            returned=lambda path: setattr(self.status, "value", f"saved to {path}"),
+            errored=self._report,
+        )
+
+    def _autosave(self) -> None:
+        if self.autosave.value and self._folder() is not None:
+            self.save()
+
+    def restore(self) -> None:
+        """Load a saved annotation into the output and prompts layers."""
+        folder = self._folder()
+        if folder is None or OUTPUT not in self.viewer.layers:
+            show_info("Choose an image and the annotation folder first.")
+            return
+        try:
+            saved = load_annotation(folder)
+            output = self.viewer.layers[OUTPUT]
+            if saved.labels.shape != output.data.shape:
+                raise ActiveSamError(
+                    f"The saved labels have shape {saved.labels.shape} but this image needs "
+                    f"{output.data.shape}: choose the image the annotation was made on."
+                )
+        except ActiveSamError as exc:
+            self._report(exc)
+            return
+        output.data = saved.labels
+        points = self.viewer.layers[PROMPTS]
+        points.data = saved.points
+        points.features = {"positive": saved.positive}
+        colour_points(points)
+        self.status.value = f"restored {int(saved.labels.max())} objects from {folder}"
 
     def clear_prompts(self) -> None:
         """Remove the prompts of the current slice."""
