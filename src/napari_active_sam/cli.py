@@ -182,6 +182,13 @@ def _cmd_train_demo_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if not args.headless:
+        from ._widgets.demo import run_demo
+
+        run_demo(args.model, args.device, args.screenshot, args.checkpoint)
+        if args.screenshot:
+            print(f"screenshot: {args.screenshot}")
+        return 0
     import numpy as np
 
     from .core.embeddings import EmbeddingStore, embed_slice
@@ -331,14 +338,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train_demo_model)
 
     demo = sub.add_parser(
-        "demo", help="segment generated CT, ultrasound and nuclei images with the demo model"
+        "demo",
+        help="open napari with the sample CT volume, the demo model and the Active SAM widget",
+        description="Opens napari ready to click. --screenshot clicks once, saves the window "
+        "and exits (use xvfb-run without a display); --headless segments generated CT, "
+        "ultrasound and nuclei images with simulated clicks and prints the IoU instead.",
     )
+    demo.add_argument("--headless", action="store_true", help="no window: print IoU per click")
     demo.add_argument("--model", default="demo")
     demo.add_argument("--checkpoint", type=Path, help="local checkpoint file")
     demo.add_argument("--device", help="auto, cuda, mps or cpu")
     demo.add_argument("--clicks", type=int, default=5)
     demo.add_argument("--seed", type=int, default=3)
-    demo.add_argument("--screenshot", type=Path, help="save a figure of the masks (PNG)")
+    demo.add_argument(
+        "--screenshot", type=Path, help="save a PNG (of the window, or with --headless a figure)"
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -76,6 +76,7 @@ class ActiveSamWidget(Container):
                      self.save_folder, self.autosave, self.save_button, self.restore_button,
                      self.status])  # fmt: skip
 
+        self.native.setMaximumWidth(440)
         self._life = _Lifetime()
         self.native.destroyed.connect(self._life.end)
         self.session: AnnotationSession | None = None
