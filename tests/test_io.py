@@ -152,3 +152,29 @@ def test_labels_written_to_tiff_and_bad_targets(tmp_path):
         write_labels(tmp_path / "x.tif", labels.astype(float))
     with pytest.raises(ImageError, match="write labels as"):
         write_labels(tmp_path / "x.png", labels)
+
+
+def test_napari_writer_contribution_keeps_the_nifti_grid(tmp_path):
+    from napari_active_sam.io import napari_write_labels
+
+    affine = np.diag([0.9, 0.9, 3.0, 1.0])
+    source = tmp_path / "ct.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 5, 2), np.int16), affine), source)
+    [(data, meta, _)] = napari_get_reader(str(source))(str(source))
+    labels = np.zeros(data.shape, np.int32)
+    labels[1, 0, 3] = 2
+    [written] = napari_write_labels(str(tmp_path / "out.nii.gz"), labels, meta)
+    image = nibabel.load(written)
+    assert np.allclose(image.affine, affine) and np.asarray(image.dataobj)[3, 0, 1] == 2
+
+
+def test_dicom_folder_through_the_napari_reader(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for z in range(3):
+        _dicom_slice(folder / f"{z}.dcm", "9.9", z * 3.0, np.full((4, 4), 10 * z))
+    [(data, meta, kind)] = napari_get_reader(str(folder))(str(folder))
+    assert kind == "image" and data.shape == (3, 4, 4) and meta["scale"] == (3.0, 0.6, 0.7)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("hello")
+    assert napari_get_reader(str(tmp_path / "notes")) is None

@@ -1,19 +1,39 @@
-"""npe2 readers (and, later, writers) for the file types napari-active-sam knows."""
+"""npe2 readers and writers: NIfTI, DICOM series folders and TIFF stacks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from .core.files import NIFTI_SUFFIXES, TIFF_SUFFIXES, has_suffix, read_image, stem
+from .core.files import NIFTI_SUFFIXES, TIFF_SUFFIXES, has_suffix, read_image, stem, write_labels
 
 
 def napari_get_reader(path: str | list[str]) -> Callable | None:
-    """npe2 reader contribution: NIfTI and TIFF files."""
+    """npe2 reader contribution: NIfTI and TIFF files, and DICOM series folders."""
     if isinstance(path, list):
         return None
-    if not has_suffix(path, NIFTI_SUFFIXES + TIFF_SUFFIXES):
-        return None
-    return _napari_read
+    if has_suffix(path, NIFTI_SUFFIXES + TIFF_SUFFIXES) or _holds_dicom(Path(path)):
+        return _napari_read
+    return None
+
+
+def _holds_dicom(folder: Path, sample: int = 20) -> bool:
+    """Whether a folder holds DICOM files (the "DICM" marker after the 128-byte preamble)."""
+    if not folder.is_dir():
+        return False
+    for file in sorted(p for p in folder.iterdir() if p.is_file())[:sample]:
+        with open(file, "rb") as handle:
+            if handle.read(132)[128:] == b"DICM":
+                return True
+    return False
+
+
+def napari_write_labels(path: str, data: Any, meta: dict) -> list[str]:
+    """npe2 writer contribution: a Labels layer to NIfTI (the source's grid kept when the
+    layer came from a NIfTI image) or TIFF."""
+    source = meta.get("metadata", {}) or {}
+    return [str(write_labels(path, data, source))]
 
 
 def _napari_read(path: str) -> list[tuple]:
