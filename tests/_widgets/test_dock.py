@@ -220,3 +220,40 @@ def test_restore_refuses_another_images_annotation(make_napari_viewer, qtbot, ti
     widget.restore()
     assert "has shape" in widget.status.value or "shape (5, 5)" in widget.status.value
     assert viewer.layers[OUTPUT].data[0, 0] == 3  # the user's labels are untouched
+
+
+def test_rgb_volume_and_time_series_are_annotated_slice_by_slice(make_napari_viewer, qtbot,
+                                                                 tiny_checkpoint):  # fmt: skip
+    rng = np.random.default_rng(1)
+    for data, rgb in ((rng.integers(0, 255, (3, 96, 96, 3), dtype=np.uint8), True),
+                      (rng.random((4, 96, 96)).astype(np.float32), False)):  # fmt: skip
+        viewer = make_napari_viewer()
+        viewer.add_image(data, rgb=rgb, name="stack")
+        widget = _tiny_widget(viewer, tiny_checkpoint)
+        _ready(qtbot, widget)
+        assert viewer.layers[OUTPUT].data.shape == data.shape[:3]
+        viewer.dims.current_step = (1, 0, 0)
+        widget.add_click(40, 50)
+        qtbot.waitUntil(lambda w=widget: w._decoder is None, timeout=WAIT)
+        assert widget.current_index() == (1,)
+        assert widget.current_prompts().clicks[0].x == 50
+
+
+def test_points_edited_by_hand(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((3, 96, 96)).astype(np.float32))
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    _ready(qtbot, widget)
+    points = viewer.layers[PROMPTS]
+    viewer.dims.current_step = (0, 0, 0)
+    widget.add_click(10, 20)
+    widget.add_click(30, 40, positive=False)
+    widget.add_click(50, 60)
+    points.data = np.array([[0, 11, 21], [0, 30, 40], [2, 50, 60]])  # moved; one to slice 2
+    assert [(c.y, c.x) for c in widget.current_prompts().clicks] == [(11, 21), (30, 40)]
+    points.selected_data = {0}
+    points.remove_selected()
+    assert [(c.y, c.x, c.positive) for c in widget.current_prompts().clicks] == [(30, 40, False)]
+    points.data = np.array([[0, 500, 500], [0, 30, 40]])  # a point dragged off the image
+    qtbot.waitUntil(lambda: "outside" in widget.status.value, timeout=WAIT)
+    assert len(points.data) == 2  # nothing the user did is lost
