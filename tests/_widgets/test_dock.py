@@ -64,6 +64,10 @@ def test_commit_never_overwrites_another_object(make_napari_viewer, qtbot, scene
     viewer.layers[PREVIEW].data[100:150, 100:150] = 1
     widget.commit()
     assert (output.data[100:150, 100:150] == 11).all()
+    widget.use_selected.value = True
+    output.selected_label = 4
+    viewer.layers[PREVIEW].data[0:10, 200:210] = 1
+    assert widget.commit() == 4 and (output.data[0:10, 200:210] == 4).all()
 
 
 def test_toggle_and_clear_and_right_click_polarity(make_napari_viewer, qtbot, scene):

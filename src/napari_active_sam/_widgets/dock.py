@@ -65,6 +65,7 @@ class ActiveSamWidget(Container):
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.propagate_button = PushButton(text="Propagate through the volume")
         self.overwrite = CheckBox(text="overwrite other objects")
+        self.use_selected = CheckBox(text="commit with the labels layer's selected label")
         self.save_folder = FileEdit(label="annotation folder", mode="d")
         self.autosave = CheckBox(text="save after each commit", value=True)
         self.save_button = PushButton(text="Save")
@@ -72,7 +73,7 @@ class ActiveSamWidget(Container):
         self.status = Label(label="status", value="choose an image")
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
                      self.image, self.window, self.encode_slice, self.encode_volume,
-                     self.cancel, self.progress, self.propagate_button, self.overwrite,
+                     self.cancel, self.progress, self.propagate_button, self.overwrite, self.use_selected,
                      self.save_folder, self.autosave, self.save_button, self.restore_button,
                      self.status])  # fmt: skip
 
@@ -303,7 +304,7 @@ class ActiveSamWidget(Container):
             show_info("Nothing to commit: click inside an object first.")
             return None
         output = self.viewer.layers[OUTPUT]
-        label = next_free_label(output.data)
+        label = self._commit_label(output)
         rows, cols = commit_pixels(np.asarray(output.data[index]), mask, self.overwrite.value)
         indices = (*(np.full(len(rows), i) for i in index), rows, cols)
         output.data_setitem(indices, label)
@@ -311,6 +312,12 @@ class ActiveSamWidget(Container):
         self.status.value = f"committed object {label} ({len(rows)} pixels)"
         self._autosave()
         return label
+
+    def _commit_label(self, output) -> int:
+        """The next free label, or the layer's selected one if the user asked for it."""
+        if self.use_selected.value and output.selected_label > 0:
+            return int(output.selected_label)
+        return next_free_label(output.data)
 
     def propagate(self) -> None:
         """Grow the prompted object through the volume on a worker; commit it as one object.
@@ -339,7 +346,7 @@ class ActiveSamWidget(Container):
     def _commit_volume(self, mask: np.ndarray) -> None:
         self.cancel.enabled = False
         output = self.viewer.layers[OUTPUT]
-        label = next_free_label(output.data)
+        label = self._commit_label(output)
         indices = commit_pixels(np.asarray(output.data), mask, self.overwrite.value)
         output.data_setitem(indices, label)
         slices = int(mask.any(axis=(1, 2)).sum())
