@@ -73,9 +73,9 @@ class ActiveSamWidget(Container):
         self.status = Label(label="status", value="choose an image")
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
                      self.image, self.window, self.encode_slice, self.encode_volume,
-                     self.cancel, self.progress, self.propagate_button, self.overwrite, self.use_selected,
-                     self.save_folder, self.autosave, self.save_button, self.restore_button,
-                     self.status])  # fmt: skip
+                     self.cancel, self.progress, self.propagate_button, self.overwrite,
+                     self.use_selected, self.save_folder, self.autosave, self.save_button,
+                     self.restore_button, self.status])  # fmt: skip
 
         self.native.setMaximumWidth(440)
         self._life = _Lifetime()
