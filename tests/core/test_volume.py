@@ -25,7 +25,7 @@ def test_prompts_from_a_mask_box_and_deepest_point():
     mask = np.zeros((20, 30), bool)
     mask[4:11, 6:19] = True
     prompts = prompts_from_mask(mask)
-    assert prompts.box == (6.0, 4.0, 18.0, 10.0)
+    assert prompts.box == (5.5, 3.5, 18.5, 10.5)
     (click,) = prompts.clicks
     assert click.positive and mask[int(click.y), int(click.x)] and click.y == 7
 
@@ -57,3 +57,10 @@ def test_growth_stops_where_the_object_ends():
     grown_slices = np.flatnonzero(grown.any(axis=(1, 2)))
     # The lesion spans a few slices; growth must not run through the whole volume.
     assert len(grown_slices) < volume.shape[0] // 2
+
+
+def test_a_one_pixel_thin_mask_still_prompts():
+    mask = np.zeros((10, 10), bool)
+    mask[2:8, 4] = True
+    prompts = prompts_from_mask(mask)
+    assert prompts.box[0] < prompts.box[2] and prompts.box[1] < prompts.box[3]

@@ -86,6 +86,11 @@ class ActiveSamWidget(Container):
         self._encoder = None
         self._decoder = None
         self._decode_again = False
+        self._shown: tuple | None = None  # (slice, prompts) the preview was made from
+        self._commit_when_ready = False
+        self._load_request = 0
+        self._saver = None
+        self._save_again = False
 
         self.model_name.changed.connect(self._model_changed)
         for control in (self.checkpoint, self.architecture, self.device, self.image, self.window):
@@ -142,13 +147,17 @@ class ActiveSamWidget(Container):
             self._session_ready(layer)
             return
         self.status.value = f"loading {self.model_name.value} ..."
+        self._load_request += 1
+        ticket = self._load_request
         self._start(
             create_worker(load_model, *request, _ignore_errors=True),
-            returned=lambda model: self._model_loaded(model, key, layer),
+            returned=lambda model: self._model_loaded(model, key, layer, ticket),
             errored=self._report,
         )
 
-    def _model_loaded(self, model, key, layer) -> None:
+    def _model_loaded(self, model, key, layer, ticket: int) -> None:
+        if ticket != self._load_request:
+            return  # the user changed the model again meanwhile: a newer load is coming
         self._model, self._model_key = model, key
         self._session_ready(layer)
 
@@ -167,7 +176,10 @@ class ActiveSamWidget(Container):
         self.encode_all()
 
     def _ensure_layers(self, image: napari.layers.Image) -> None:
+        """Create the output, preview and prompts layers, keeping what the user made."""
         shape = image.data.shape[:-1] if image.rgb else image.data.shape
+        ndim = len(shape)
+        placement = {"scale": image.scale[:ndim], "translate": image.translate[:ndim]}
         layers = self.viewer.layers
         if OUTPUT in layers and layers[OUTPUT].data.shape != shape:
             raise ActiveSamError(
@@ -175,29 +187,40 @@ class ActiveSamWidget(Container):
                 f"image has {shape}: rename or remove that layer to start a new one."
             )
         if OUTPUT not in layers:
-            self.viewer.add_labels(np.zeros(shape, np.int32), name=OUTPUT, scale=image.scale[
-                : len(shape)])  # fmt: skip
-        if PREVIEW in layers:
+            # The image's metadata (a NIfTI affine) lets the labels be saved onto its grid.
+            self.viewer.add_labels(np.zeros(shape, np.int32), name=OUTPUT,
+                                   metadata=dict(image.metadata), **placement)  # fmt: skip
+        if PREVIEW in layers and layers[PREVIEW].data.shape != shape:
             layers.remove(PREVIEW)
-        self.viewer.add_labels(np.zeros(shape, np.uint8), name=PREVIEW, opacity=0.5,
-                               scale=image.scale[: len(shape)])  # fmt: skip
-        if PROMPTS in layers:
+        if PREVIEW not in layers:
+            self.viewer.add_labels(np.zeros(shape, np.uint8), name=PREVIEW, opacity=0.5,
+                                   **placement)  # fmt: skip
+        layers[PREVIEW].data[...] = 0
+        layers[PREVIEW].refresh()
+        if PROMPTS in layers and layers[PROMPTS].ndim != ndim:
             layers.remove(PROMPTS)
-        points = self.viewer.add_points(
-            np.empty((0, len(shape))), name=PROMPTS, ndim=len(shape), size=8,
-            scale=image.scale[: len(shape)], features={"positive": np.array([], bool)},
-            border_color="white",
-        )  # fmt: skip
-        points.feature_defaults["positive"] = True
-        points.mode = "add"
+        if PROMPTS not in layers:
+            points = self.viewer.add_points(
+                np.empty((0, ndim)), name=PROMPTS, ndim=ndim, size=8,
+                features={"positive": np.array([], bool)}, border_color="white", **placement,
+            )  # fmt: skip
+            points.feature_defaults["positive"] = True
+            points.mode = "add"
+        points = layers[PROMPTS]
+        # Reconnect (once) so a restarted session keeps the user's clicks.
+        points.events.data.disconnect(self._prompts_changed)
         points.events.data.connect(self._prompts_changed)
-        points.mouse_drag_callbacks.append(self._right_click_adds_negative)
+        if self._right_click_adds_negative not in points.mouse_drag_callbacks:
+            # First in the list, so napari's own "add" sees the negative default.
+            points.mouse_drag_callbacks.insert(0, self._right_click_adds_negative)
         for name in (PROMPTS, PREVIEW, OUTPUT):
             layer = layers[name]
             layer.bind_key("c", lambda _: self.commit(), overwrite=True)
             layer.bind_key("x", lambda _: self.clear_prompts(), overwrite=True)
             layer.bind_key("t", lambda _: self.toggle_last(), overwrite=True)
+        self._shown = None
         self.viewer.layers.selection.active = points
+        self.request_decode()
 
     # ---------------------------------------------------------------------------- encoding
     def current_index(self) -> tuple[int, ...]:
@@ -241,12 +264,16 @@ class ActiveSamWidget(Container):
         self.cancel.enabled = False
 
     # ------------------------------------------------------------------------------ prompts
-    def _right_click_adds_negative(self, layer, event) -> None:
-        if event.button == 2 and layer.mode == "add":
-            point = layer.world_to_data(event.position)
-            layer.feature_defaults["positive"] = False
-            layer.add(point)
-            layer.feature_defaults["positive"] = True
+    def _right_click_adds_negative(self, layer, event):
+        """A right click adds a negative point: napari's "add" mode makes the point, with
+        the polarity default switched for the duration of the press."""
+        if event.button != 2 or layer.mode != "add":
+            return
+        layer.feature_defaults["positive"] = False
+        yield
+        while event.type == "mouse_move":
+            yield
+        layer.feature_defaults["positive"] = True
 
     def current_prompts(self) -> PromptSet:
         if PROMPTS not in self.viewer.layers:
@@ -254,6 +281,9 @@ class ActiveSamWidget(Container):
         return prompts_on_slice(self.viewer.layers[PROMPTS], self.current_index())
 
     def _prompts_changed(self, event=None) -> None:
+        action = str(getattr(event, "action", "changed"))
+        if action.endswith("ing"):  # adding, removing, changing: the change is not made yet
+            return
         colour_points(self.viewer.layers[PROMPTS])
         self.request_decode()
 
@@ -269,9 +299,12 @@ class ActiveSamWidget(Container):
             self._decode_again = True
             return
         index, prompts = self.current_index(), self.current_prompts()
+        if self._shown == (index, prompts):
+            return  # the preview already shows these prompts
         if not prompts.clicks:
             self.session.forget(index)
             self._show_preview(index, None)
+            self._shown = (index, prompts)
             return
         self._decoder = self._start(
             create_worker(self.session.predict, index, prompts, _ignore_errors=True),
@@ -283,6 +316,10 @@ class ActiveSamWidget(Container):
     def _decoded(self, index, prompts, prediction) -> None:
         if index == self.current_index() and prompts == self.current_prompts():
             self._show_preview(index, shown_mask(prediction, prompts))
+            self._shown = (index, prompts)
+            if self._commit_when_ready:
+                self._commit_when_ready = False
+                self.commit()
 
     def _decode_finished(self) -> None:
         self._decoder = None
@@ -299,6 +336,13 @@ class ActiveSamWidget(Container):
     def commit(self) -> int | None:
         """Write the previewed object into the output layer (undoable with Ctrl+Z)."""
         index = self.current_index()
+        prompts = self.current_prompts()
+        if prompts.clicks and self._shown != (index, prompts):
+            # The preview is behind the clicks: commit once it has caught up.
+            self._commit_when_ready = True
+            self.status.value = "committing when the mask is up to date ..."
+            self.request_decode()
+            return None
         mask = np.asarray(self.viewer.layers[PREVIEW].data[index]) > 0
         if not mask.any():
             show_info("Nothing to commit: click inside an object first.")
@@ -335,9 +379,14 @@ class ActiveSamWidget(Container):
             show_info("Click inside the object on at least one slice first.")
             return
         self.cancel_encoding()
+        # The slice on screen seeds with the mask the user sees, if it is up to date.
+        current = self.current_index()
+        shown = {}
+        if current and self._shown == (current, prompted.get(current[0])):
+            shown[current[0]] = np.asarray(self.viewer.layers[PREVIEW].data[current]) > 0
         self.cancel.enabled = True
         self._encoder = self._start(
-            create_worker(_propagation_job, self.session, prompted, _ignore_errors=True),
+            create_worker(_propagation_job, self.session, prompted, shown, _ignore_errors=True),
             yielded=self._encoding_progress,
             returned=self._commit_volume,
             errored=self._report,
@@ -377,11 +426,21 @@ class ActiveSamWidget(Container):
         if folder is None:
             show_info("Choose an annotation folder first.")
             return
-        self._start(
+        if self._saver is not None:
+            self._save_again = True  # one save at a time; the newest state wins
+            return
+        self._saver = self._start(
             create_worker(save_annotation, folder, self._current_annotation(), _ignore_errors=True),
             returned=lambda path: setattr(self.status, "value", f"saved to {path}"),
             errored=self._report,
+            finished=self._save_finished,
         )
+
+    def _save_finished(self) -> None:
+        self._saver = None
+        if self._save_again:
+            self._save_again = False
+            self.save()
 
     def _autosave(self) -> None:
         if self.autosave.value and self._folder() is not None:
@@ -424,6 +483,7 @@ class ActiveSamWidget(Container):
         if self.session is not None:
             self.session.forget(index)
         self._show_preview(index, None)
+        self._shown = (index, PromptSet())
 
     def toggle_last(self) -> None:
         """Flip the polarity of the last click."""
@@ -478,10 +538,13 @@ class _Lifetime:
             worker.quit()
 
 
-def _propagation_job(session: AnnotationSession, prompted: dict[int, PromptSet]):
-    """Worker generator: seed masks from the prompted slices, then grow through the volume."""
-    seeds = {}
+def _propagation_job(
+    session: AnnotationSession, prompted: dict[int, PromptSet], shown: dict[int, np.ndarray]
+):
+    """Worker generator: seed masks from the prompted slices (the previewed mask where the
+    user saw one), then grow through the volume."""
+    seeds = dict(shown)
     for z, prompts in prompted.items():
-        session.forget((z,))
-        seeds[z] = shown_mask(session.predict((z,), prompts), prompts)
+        if z not in seeds:
+            seeds[z] = shown_mask(session.predict((z,), prompts), prompts)
     return (yield from propagate(session, seeds))

@@ -23,7 +23,7 @@ from .errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
 from .metrics import dice, iou
 from .models import ModelRef, is_writable_dir
-from .predictor import Predictor
+from .predictor import Predictor, shown_head
 from .preprocess import IntensityWindow, SliceSource
 from .simulate import STRATEGIES, ClickContext, Strategy, first_click
 from .types import Click, Prediction, Progress, PromptSet
@@ -59,15 +59,6 @@ class EpisodeResult:
     first: Prediction | None = None
     shown: np.ndarray | None = None
     counts: list[tuple[int, int, int, int, int]] = field(default_factory=list)
-
-
-def shown_head(prediction: Prediction, iteration: int, multimask_every_step: bool = False) -> int:
-    """The head a user sees: SAM's top-rated multimask head for a lone first click (or at
-    every step in multimask mode), the single-mask head once there are several prompts
-    (SAM's own recommendation)."""
-    if iteration == 1 or multimask_every_step:
-        return prediction.best_multimask_head
-    return 0
 
 
 def run_episode(
@@ -112,7 +103,10 @@ def run_episode(
         for row, col, positive in extra:
             added = added.with_click(Click(x=float(col), y=float(row), positive=positive))
         prediction = predictor.predict(embedding, added, previous)
-        head = shown_head(prediction, iteration, spec.multimask_every_step)
+        if spec.multimask_every_step:
+            head = prediction.best_multimask_head
+        else:
+            head = shown_head(prediction, added)
         return added, prediction, head
 
     def dice_if_clicked(click: tuple[int, int, bool]) -> float:

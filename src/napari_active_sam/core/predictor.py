@@ -117,3 +117,11 @@ class Predictor:
             iou=iou[0].float().cpu().numpy(),
             probabilities=torch.sigmoid(upscaled[0]).float().cpu().numpy(),
         )
+
+
+def shown_head(prediction: Prediction, prompts: PromptSet) -> int:
+    """The head a user sees: SAM's top-rated multimask head for a lone click (ambiguous),
+    the single-mask head for a box or several clicks (SAM's own recommendation)."""
+    if len(prompts.clicks) <= 1 and prompts.box is None:
+        return prediction.best_multimask_head
+    return 0

@@ -6,6 +6,7 @@ tested directly and used by scripts.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from .embeddings import EmbeddingStore, embed_slice, encode_slices, slice_key, slice_signature
 from .models import LoadedModel
-from .predictor import Predictor
+from .predictor import Predictor, shown_head
 from .preprocess import SliceSource
 from .types import Prediction, Progress, PromptSet
 
@@ -36,7 +37,10 @@ class AnnotationSession:
     store: EmbeddingStore
     limits: tuple[float, float] = field(init=False)
     predictor: Predictor = field(init=False)
-    previous: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, init=False)
+    previous: dict[tuple[int, ...], tuple[PromptSet, np.ndarray]] = field(
+        default_factory=dict, init=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self):
         self.limits = self.source.limits()
@@ -61,24 +65,38 @@ class AnnotationSession:
     def predict(self, index: tuple[int, ...], prompts: PromptSet) -> Prediction:
         """Decode ``prompts`` on slice ``index`` (encoding it first if needed).
 
-        The previous answer's logits on this slice are fed back, as in SAM's interactive
-        use; :meth:`forget` drops them when the prompts start over.
+        The logits of the previous answer on this slice are fed back, as in SAM's
+        interactive use, but only when ``prompts`` extend the prompts of that answer (clicks
+        added, nothing moved, removed or flipped); otherwise SAM starts afresh. Safe to call
+        from several worker threads.
         """
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
-        prediction = self.predictor.predict(embedding, prompts, self.previous.get(index))
-        head = prediction.best_multimask_head if len(prompts.clicks) <= 1 else 0
-        self.previous[index] = prediction.low_res_logits[head]
+        with self._lock:
+            earlier = self.previous.get(index)
+            logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
+            prediction = self.predictor.predict(embedding, prompts, logits)
+            head = shown_head(prediction, prompts)
+            self.previous[index] = (prompts, prediction.low_res_logits[head])
         return prediction
 
     def forget(self, index: tuple[int, ...]) -> None:
-        self.previous.pop(index, None)
+        with self._lock:
+            self.previous.pop(index, None)
+
+
+def _extends(prompts: PromptSet, earlier: PromptSet) -> bool:
+    """Whether ``prompts`` are ``earlier`` plus new clicks (same box)."""
+    count = len(earlier.clicks)
+    return (
+        prompts.box == earlier.box
+        and len(prompts.clicks) > count
+        and prompts.clicks[:count] == earlier.clicks
+    )
 
 
 def shown_mask(prediction: Prediction, prompts: PromptSet) -> np.ndarray:
-    """The mask to show: SAM's top-rated multimask head for one click, else the single
-    head."""
-    head = prediction.best_multimask_head if len(prompts.clicks) <= 1 and not prompts.box else 0
-    return prediction.mask(head)
+    """Boolean ``(H, W)`` mask of the head :func:`shown_head` picks."""
+    return prediction.mask(shown_head(prediction, prompts))
 
 
 def next_free_label(labels: np.ndarray) -> int:

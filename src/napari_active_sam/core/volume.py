@@ -1,9 +1,8 @@
 """Volumes: grow an object from prompted slices through its neighbours.
 
-Each new slice is prompted from its neighbour's result: the neighbour's box, a positive
-click at the deepest point of its mask, and its low-resolution logits as SAM's mask
-prompt. Growth in a direction stops when the object vanishes or SAM's predicted IoU
-collapses.
+Each new slice is prompted from its neighbour's result: the neighbour's box and a positive
+click at the deepest point of its mask. Growth in a direction stops when the object
+vanishes or SAM's predicted IoU collapses.
 """
 
 from __future__ import annotations
@@ -35,10 +34,12 @@ class PropagationSettings:
 
 
 def prompts_from_mask(mask: np.ndarray) -> PromptSet:
-    """A box around ``mask`` and a positive click at its deepest point."""
+    """A box around ``mask`` (pixel edges, so a one-pixel-thin mask still has an area) and
+    a positive click at its deepest point."""
     rows, cols = np.nonzero(mask)
     row, col, _ = ritm_next_click(mask, np.zeros_like(mask))
-    box = (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
+    box = (cols.min() - 0.5, rows.min() - 0.5, cols.max() + 0.5, rows.max() + 0.5)
+    box = tuple(float(v) for v in box)
     return PromptSet(clicks=(Click(float(col), float(row), True),), box=box)
 
 
