@@ -226,3 +226,17 @@ def test_3d_mode_pools_scores_over_the_slices(tmp_path, tiny_checkpoint):
     assert record["area"] == 100 + 256 and len(record["iou"]) == 3
     per_slice = [s["iou"][0] for s in record["slices"]]
     assert min(per_slice) - 1e-6 <= record["iou"][0] <= max(per_slice) + 1e-6
+
+
+def test_resuming_into_another_runs_folder_is_refused(dataset, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    with dask_client(workers=1) as (client, _):
+        _drain(run_benchmark(_config(dataset, tiny_checkpoint), out, client))
+        other = BenchmarkConfig(data=dataset, model=ModelRef("tiny", str(tiny_checkpoint)),
+                                strategies=("ritm",), clicks=4, seed=5)  # fmt: skip
+        with pytest.raises(ActiveSamError, match="different clicks"):
+            _drain(run_benchmark(other, out, client))
+        # A subset of the same run returns only what was asked for.
+        subset = _config(dataset, tiny_checkpoint, limit=1)
+        records = _drain(run_benchmark(subset, out, client))
+    assert {r["strategy"] for r in records} == {"ritm", "random"} and len(records) == 2

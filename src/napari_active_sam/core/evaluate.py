@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,13 +306,14 @@ def evaluate_pair(
     model = ref.load()
     predictor = Predictor(model)
     source, labels = load_pair(pair, window)
+    limits = source.limits()
     store = EmbeddingStore(model.model_id)
     records = []
     for obj, strategy in todo:
         rng = np.random.default_rng(episode_seed(seed, pair.stem, obj.label, strategy))
         slices = []
         for index in obj.indices:
-            embedding = embed_slice(model, source, store, index)
+            embedding = embed_slice(model, source, store, index, limits)
             gt = labels[index] == obj.label
             result = run_episode(predictor, embedding, gt, strategy, clicks, rng)
             slices.append((index, gt, result))
@@ -435,14 +437,17 @@ def run_benchmark(
     out = Path(out)
     if not is_writable_dir(out):
         raise ActiveSamError(f"Cannot write to {out}: choose a writable output folder.")
+    _check_same_run(config, out)
     pairs, skipped = discover_pairs(config.data)
     kept = read_episodes(out)
     done = {(r["image"], r["label"], r["strategy"]) for r in kept}
-    # Rewrite what was read, so a line cut short by an interruption does not stay behind.
-    with open(out / EPISODES_FILE, "w") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in kept)
+    # Rewrite what was read (atomically), so a line cut short by an interruption goes.
+    temporary = out / f".{EPISODES_FILE}.tmp"
+    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(temporary, out / EPISODES_FILE)
 
     tasks: list[tuple[ImagePair, IntensityWindow, list[tuple[ObjectTarget, str]]]] = []
+    planned: set[tuple[str, int, str]] = set()
     total = 0
     for pair in pairs:
         if config.limit is not None and total >= config.limit * len(config.strategies):
@@ -457,22 +462,18 @@ def run_benchmark(
         if config.limit is not None:
             room = config.limit - total // len(config.strategies)
             objects = objects[:room]
-        todo = [
-            (obj, s)
-            for obj in objects
-            for s in config.strategies
-            if (pair.stem, obj.label, s) not in done
-        ]
+        keys = [((pair.stem, obj.label, s), obj, s) for obj in objects for s in config.strategies]
+        planned.update(key for key, *_ in keys)
+        todo = [(obj, s) for key, obj, s in keys if key not in done]
         total += len(objects) * len(config.strategies)
         if todo:
             tasks.append((pair, window, todo))
-    (out / "skipped.json").write_text(json.dumps(skipped, indent=1))
     if not pairs:
         raise ActiveSamError(f"{config.data} has no image with a mask of the same name.")
 
     finished = total - sum(len(todo) for *_, todo in tasks)
     yield Progress(finished, total, f"{finished} of {total} episodes already done")
-    futures = [
+    futures = {
         client.submit(
             evaluate_pair,
             config.model,
@@ -483,14 +484,46 @@ def run_benchmark(
             config.seed,
             torch_threads,
             pure=False,
-        )
+        ): (pair, todo)
         for pair, window, todo in tasks
-    ]
+    }
     with open(out / EPISODES_FILE, "a") as handle:
         for future in as_completed(futures):
-            records = future.result()
+            pair, todo = futures[future]
+            try:
+                records = future.result()
+            except ActiveSamError as exc:  # one unreadable image does not stop the run
+                skipped.append({"file": str(pair.image), "reason": str(exc)})
+                records = []
             handle.writelines(json.dumps(r) + "\n" for r in records)
             handle.flush()
-            finished += len(records)
+            finished += len(todo)
             yield Progress(finished, total, f"{finished}/{total} episodes")
-    return read_episodes(out)
+    (out / "skipped.json").write_text(json.dumps(skipped, indent=1))
+    return [r for r in read_episodes(out) if (r["image"], r["label"], r["strategy"]) in planned]
+
+
+RUN_FILE = "run.json"
+
+
+def _check_same_run(config: BenchmarkConfig, out: Path) -> None:
+    """Refuse to resume into a folder holding another run's episodes."""
+    identity = {
+        "model": config.model.model_id(),
+        "data": str(Path(config.data).resolve()),
+        "clicks": config.clicks,
+        "seed": config.seed,
+        "window": config.window,
+        "volume": config.volume,
+    }
+    path = out / RUN_FILE
+    if path.is_file():
+        earlier = json.loads(path.read_text())
+        if earlier != identity:
+            changed = sorted(k for k in identity if earlier.get(k) != identity[k])
+            raise ActiveSamError(
+                f"{out} holds results of another benchmark run (different {', '.join(changed)})"
+                ": choose another --out folder, or delete it to start again."
+            )
+    else:
+        path.write_text(json.dumps(identity, indent=1))
