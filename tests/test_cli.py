@@ -6,6 +6,7 @@ import json
 
 import nibabel
 import numpy as np
+import pytest
 import tifffile
 import torch
 
@@ -106,3 +107,14 @@ def test_make_dataset_then_benchmark_writes_every_output(tmp_path, tiny_checkpoi
     # A second run finds every episode done.
     assert main(args) == 0
     assert "9 of 9 episodes already done" in capsys.readouterr().err
+
+
+def test_precompute_into_an_unwritable_store_fails(tmp_path, tiny_checkpoint, capsys):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((32, 32), np.float32))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = ["precompute", str(tmp_path / "img.tif"), "--model", "tiny", "--checkpoint",
+            str(tiny_checkpoint), "--out", str(blocker / "s.zarr"), "--workers", "1"]  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="in memory only"):
+        assert main(args) == 2
+    assert "choose a writable --out" in capsys.readouterr().err

@@ -178,3 +178,15 @@ def test_dicom_folder_through_the_napari_reader(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("hello")
     assert napari_get_reader(str(tmp_path / "notes")) is None
+
+
+def test_4d_nifti_puts_time_first_and_keeps_the_image_plane_last(tmp_path):
+    data = np.zeros((6, 5, 4, 3), np.int16)  # (i, j, k, t)
+    data[1, 2, 3, 2] = 9
+    path = tmp_path / "fmri.nii.gz"
+    image = nibabel.Nifti1Image(data, np.diag([2.0, 2.0, 3.0, 1.0]))
+    image.header.set_zooms((2.0, 2.0, 3.0, 1.5))
+    nibabel.save(image, path)
+    read = read_image(path)
+    assert read.data.shape == (3, 4, 5, 6) and read.data[2, 3, 2, 1] == 9
+    assert read.scale == pytest.approx((1.5, 3.0, 2.0, 2.0))

@@ -111,6 +111,8 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
             source = SliceSource(image.data, window=window, rgb=image.rgb)
             out = Path(args.out) / stem(file) if inputs.is_dir() else Path(args.out)
             store = EmbeddingStore(identity, max_bytes=0, path=out, overwrite=args.overwrite)
+            if store.path is None:
+                raise ActiveSamError(f"Cannot write the store {out}: choose a writable --out.")
             steps = precompute(ref, source, store, client, torch_threads=info.torch_threads)
             _drain_with_bar(steps, file.name)
             print(f"{file} -> {store.path or 'memory only'}", file=sys.stderr)

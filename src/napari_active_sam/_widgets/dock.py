@@ -227,9 +227,15 @@ class ActiveSamWidget(Container):
         if self.session is None:
             return ()
         leading = len(self.session.source.leading_shape)
-        step = self.viewer.dims.current_step
-        offset = len(step) - (leading + 2)
-        return tuple(int(s) for s in step[offset : offset + leading])
+        if not leading or self.image.value is None:
+            return ()
+        # World to the image's data coordinates: right even when other layers differ in scale.
+        point = self.image.value.world_to_data(self.viewer.dims.point)
+        shape = self.session.source.leading_shape
+        return tuple(
+            int(np.clip(round(float(v)), 0, n - 1))
+            for v, n in zip(point[:leading], shape, strict=True)
+        )
 
     def encode(self, indices: list[tuple[int, ...]]) -> None:
         """Encode slices on a worker, with progress and cancel."""

@@ -66,10 +66,11 @@ def _read_nifti(path: Path) -> ImageData:
         raise ImageError(f"{path} is not a readable NIfTI file ({exc}).") from exc
     zooms = tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
     # NIfTI stores (i, j, k); napari shows the last two axes, so put k (slices) first.
-    order = tuple(reversed(range(min(data.ndim, 3)))) + tuple(range(3, data.ndim))
+    # Extra axes (time in a 4D file) go first, so the image plane stays last.
+    order = tuple(range(3, data.ndim)) + tuple(reversed(range(min(data.ndim, 3))))
     return ImageData(
         data=np.transpose(data, order),
-        scale=tuple(zooms[i] for i in order[: len(zooms)]),
+        scale=tuple(zooms[i] if i < len(zooms) else 1.0 for i in order),
         metadata={"affine": np.asarray(image.affine), "axes_order": order},
     )
 

@@ -103,7 +103,9 @@ class IntensityWindow:
             return self.low, self.high
         values = _real_values(data).ravel()
         if values.size > _PERCENTILE_SAMPLE:
-            values = values[:: values.size // _PERCENTILE_SAMPLE]
+            # Evenly spread indices, not a fixed stride: a stride that is a multiple of the
+            # channel count would sample one colour channel only.
+            values = values[np.linspace(0, values.size - 1, _PERCENTILE_SAMPLE).astype(np.int64)]
         values = values[np.isfinite(values)]
         if values.size == 0:
             raise ImageError("The image has no finite value (all NaN or inf): nothing to show.")
