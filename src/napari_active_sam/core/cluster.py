@@ -48,3 +48,22 @@ def dask_client(
         Client(cluster) as client,
     ):
         yield client, ClusterInfo(workers=workers, torch_threads=max(cores // workers, 1))
+
+
+def load_on_worker(ref):
+    """``ref.load()``, once per dask worker process: later tasks reuse the loaded model.
+
+    The model is kept on the worker object itself; outside a worker it is simply loaded.
+    """
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not running on a dask worker
+        return ref.load()
+    models = worker.__dict__.setdefault("napari_active_sam_models", {})
+    # A checkpoint rewritten in place (same path) must not be served from the cache.
+    key = (ref, os.path.getmtime(ref.checkpoint) if ref.checkpoint else None)
+    if key not in models:
+        models[key] = ref.load()
+    return models[key]

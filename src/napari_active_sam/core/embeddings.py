@@ -396,9 +396,11 @@ def _encode_on_worker(
     torch_threads: int | None,
 ) -> list[tuple[np.ndarray, tuple[int, int], tuple[int, int], str]]:
     """dask task: encode a chunk of uint8 RGB slices; plain arrays travel back."""
+    from .cluster import load_on_worker
+
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    model = ref.load()
+    model = load_on_worker(ref)
     encoder = SliceEncoder(model)
     step = default_batch_size(model)
     results = []

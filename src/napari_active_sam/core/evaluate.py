@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .cluster import load_on_worker
 from .embeddings import Embedding, EmbeddingStore, embed_slice
 from .errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
@@ -303,7 +304,7 @@ def evaluate_pair(
         import torch
 
         torch.set_num_threads(torch_threads)
-    model = ref.load()
+    model = load_on_worker(ref)
     predictor = Predictor(model)
     source, labels = load_pair(pair, window)
     limits = source.limits()
