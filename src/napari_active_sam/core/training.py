@@ -50,7 +50,7 @@ input, 32×32 embedding, 128×128 low-resolution masks."""
 class DemoTrainingConfig:
     """Hyper-parameters of :func:`train_demo_model`."""
 
-    steps: int = 1800
+    steps: int = 1400
     batch_size: int = 8
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
