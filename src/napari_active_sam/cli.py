@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--steps", type=int, help="optimiser steps (default 1800: about an hour on two CPU cores)"
+        "--steps", type=int, help="optimiser steps (default 1400: about an hour on one CPU core)"
     )
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--pool-size", type=int, default=2000, help="generated training scenes")
