@@ -76,7 +76,7 @@ def main() -> None:
         nested = set(scene.parents) | set(scene.parents.values())
         for label in range(1, scene.labels.max() + 1):
             gt = scene.labels == label
-            result = run_episode(predictor, embedding, gt, args.clicks)
+            result = run_episode(predictor, embedding, gt, "ritm", args.clicks)
             curves[kind.value].append(result.ious)
             count += 1
             if label in scene.parents:

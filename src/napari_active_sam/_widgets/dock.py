@@ -165,10 +165,11 @@ class ActiveSamWidget(Container):
         try:
             source = SliceSource(np.asarray(layer.data), IntensityWindow.from_name(
                 self.window.value), rgb=layer.rgb)  # fmt: skip
-            self.session = AnnotationSession(
-                self._model, source, EmbeddingStore(self._model.model_id)
-            )
+            session = AnnotationSession(self._model, source, EmbeddingStore(self._model.model_id))
+            self.session = None  # no decode against half-made layers
             self._ensure_layers(layer)
+            self.session = session
+            self.request_decode()  # prompts kept from an earlier session get a fresh mask
         except ActiveSamError as exc:
             self._report(exc)
             return
@@ -220,7 +221,6 @@ class ActiveSamWidget(Container):
             layer.bind_key("t", lambda _: self.toggle_last(), overwrite=True)
         self._shown = None
         self.viewer.layers.selection.active = points
-        self.request_decode()
 
     # ---------------------------------------------------------------------------- encoding
     def current_index(self) -> tuple[int, ...]:
@@ -299,8 +299,10 @@ class ActiveSamWidget(Container):
 
     def request_decode(self) -> None:
         """Decode the current prompts on a worker; the latest request wins."""
-        if self.session is None:
-            return
+        if self.session is None or not {PROMPTS, PREVIEW} <= {
+            lay.name for lay in self.viewer.layers
+        }:
+            return  # no session, or the user removed our layers
         if self._decoder is not None:
             self._decode_again = True
             return
@@ -334,6 +336,8 @@ class ActiveSamWidget(Container):
             self.request_decode()
 
     def _show_preview(self, index, mask: np.ndarray | None) -> None:
+        if PREVIEW not in self.viewer.layers:
+            return
         preview = self.viewer.layers[PREVIEW]
         preview.data[index] = 0 if mask is None else mask.astype(np.uint8)
         preview.refresh()

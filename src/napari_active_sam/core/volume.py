@@ -2,7 +2,7 @@
 
 Each new slice is prompted from its neighbour's result: the neighbour's box and a positive
 click at the deepest point of its mask. Growth in a direction stops when the object
-vanishes or SAM's predicted IoU collapses.
+vanishes, leaks into a larger structure, or SAM's predicted IoU collapses.
 """
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ class PropagationSettings:
     min_iou : float
         Stop when SAM's predicted IoU of the chosen mask falls below this.
     min_area_fraction : float
-        Stop when the mask shrinks below this fraction of the neighbour's area.
+        Stop when the mask shrinks below this fraction of the neighbour's area (the object
+        is vanishing).
+    max_area_growth : float
+        Stop when the mask grows past this multiple of the neighbour's area (it has leaked
+        into a surrounding structure, e.g. from a lesion into its organ).
     """
 
     min_iou: float = 0.5
     min_area_fraction: float = 0.2
+    max_area_growth: float = 2.0
 
 
 def prompts_from_mask(mask: np.ndarray) -> PromptSet:
@@ -112,6 +117,7 @@ def _from_neighbour(
     mask = shown_mask(prediction, prompts)
     if prediction.iou[0] < settings.min_iou:
         return None
-    if mask.sum() < settings.min_area_fraction * neighbour.sum():
+    area, before = mask.sum(), neighbour.sum()
+    if area < settings.min_area_fraction * before or area > settings.max_area_growth * before:
         return None
     return mask
