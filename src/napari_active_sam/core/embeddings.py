@@ -31,7 +31,7 @@ STORE_FORMAT = "napari-active-sam-embeddings/1"
 
 
 def _package_version() -> str:
-    from napari_active_sam import __version__
+    from .. import __version__
 
     return __version__
 
