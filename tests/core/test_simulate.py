@@ -64,3 +64,25 @@ def test_iou_dice_and_noc():
     assert number_of_clicks(curve, 0.95) == 20
     assert number_of_clicks([0.9] * 30, 0.95, max_clicks=20) == 20
     assert number_of_clicks([0.1] * 25 + [0.99], 0.95) == 20  # later than 20 does not count
+
+
+def test_nested_monte_carlo_eig_converges_to_the_closed_form():
+    from napari_active_sam.core.acquisition import mutual_information, nested_monte_carlo_eig
+
+    heads = np.array([[0.9, 0.5, 0.02, 0.7], [0.1, 0.5, 0.03, 0.7], [0.8, 0.5, 0.01, 0.2]])
+    exact = mutual_information(heads)
+    fine = nested_monte_carlo_eig(heads, outer=200_000, inner=200_000,
+                                  rng=np.random.default_rng(0))  # fmt: skip
+    assert np.abs(fine - exact).max() < 0.01
+    assert abs(exact[1]) < 1e-9 and abs(fine[1]) < 0.01  # heads agree: nothing to learn
+    assert exact[0] > exact[3] > exact[2]
+
+
+def test_oracle_choice_picks_the_best_head():
+    from napari_active_sam.core.metrics import oracle_choice
+
+    gt = np.zeros((4, 4), bool)
+    gt[:2] = True
+    heads = np.stack([np.full((4, 4), 0.9), gt * 0.8, np.zeros((4, 4))])
+    mask, score = oracle_choice(gt, heads)
+    assert score == 1.0 and np.array_equal(mask, gt)

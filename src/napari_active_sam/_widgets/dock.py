@@ -162,17 +162,31 @@ class ActiveSamWidget(Container):
         self._session_ready(layer)
 
     def _session_ready(self, layer: napari.layers.Image) -> None:
+        """Build the session on a worker: reading the data and its intensity percentiles can
+        take a while for a large or lazy volume."""
+        self.status.value = "reading the image ..."
+        self._start(
+            create_worker(
+                _make_session,
+                self._model,
+                layer.data,
+                self.window.value,
+                layer.rgb,
+                _ignore_errors=True,
+            ),  # fmt: skip
+            returned=lambda session: self._session_made(layer, session),
+            errored=self._report,
+        )
+
+    def _session_made(self, layer: napari.layers.Image, session: AnnotationSession) -> None:
         try:
-            source = SliceSource(np.asarray(layer.data), IntensityWindow.from_name(
-                self.window.value), rgb=layer.rgb)  # fmt: skip
-            session = AnnotationSession(self._model, source, EmbeddingStore(self._model.model_id))
             self.session = None  # no decode against half-made layers
             self._ensure_layers(layer)
-            self.session = session
-            self.request_decode()  # prompts kept from an earlier session get a fresh mask
         except ActiveSamError as exc:
             self._report(exc)
             return
+        self.session = session
+        self.request_decode()  # prompts kept from an earlier session get a fresh mask
         self.status.value = f"{self._model.name} ready on {self._model.device}"
         self.encode_all()
 
@@ -546,6 +560,12 @@ class _Lifetime:
         self.ended = True
         for worker in list(self.workers):
             worker.quit()
+
+
+def _make_session(model, data, window: str, rgb: bool) -> AnnotationSession:
+    """Worker: the image as SAM input (percentiles resolved) and a fresh embedding store."""
+    source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
+    return AnnotationSession(model, source, EmbeddingStore(model.model_id))
 
 
 def _propagation_job(

@@ -288,11 +288,6 @@ class EmbeddingStore:
             self._write_disk(key, embedding)
             self._remember(key, embedding)
 
-    def clear_memory(self) -> None:
-        with self._lock:
-            self._memory.clear()
-            self._memory_bytes = 0
-
     def _drop(self, key: str) -> None:
         removed = self._memory.pop(key)
         self._memory_bytes -= removed.nbytes

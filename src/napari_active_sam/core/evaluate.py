@@ -23,7 +23,7 @@ from .cluster import load_on_worker
 from .embeddings import Embedding, EmbeddingStore, embed_slice
 from .errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
-from .metrics import dice, iou
+from .metrics import dice, iou, oracle_choice
 from .models import ModelRef, is_writable_dir
 from .predictor import Predictor, shown_head
 from .preprocess import IntensityWindow, SliceSource
@@ -140,8 +140,8 @@ def run_episode(
         result.clicks.append(list(clicks))
         result.ious.append(iou(gt, shown))
         result.dices.append(dice(gt, shown))
-        best = max(prediction.probabilities[1:] > 0.5, key=lambda m: dice(gt, m))
-        result.oracle_dices.append(dice(gt, best))
+        best, best_dice = oracle_choice(gt, prediction.probabilities[1:])
+        result.oracle_dices.append(best_dice)
         result.counts.append(
             (
                 int(np.count_nonzero(gt & shown)),

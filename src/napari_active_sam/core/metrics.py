@@ -39,9 +39,13 @@ MSA_THRESHOLDS = tuple(np.round(np.arange(0.50, 0.951, 0.05), 2))
 """IoU thresholds averaged by micro-sam's mean segmentation accuracy."""
 
 
-def oracle_dice(gt: np.ndarray, probabilities: np.ndarray) -> float:
-    """Best Dice among several candidate masks (SAM's multimask heads): ``(K, H, W)``."""
-    return max(dice(gt, p > 0.5) for p in probabilities)
+def oracle_choice(gt: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, float]:
+    """Oracle Dice: the candidate mask (of SAM's multimask heads, ``(K, H, W)``
+    probabilities) with the best Dice against ``gt``, and that Dice."""
+    masks = np.asarray(probabilities) > 0.5
+    scores = [dice(gt, m) for m in masks]
+    best = int(np.argmax(scores))
+    return masks[best], scores[best]
 
 
 def area_under_curve(ious: np.ndarray) -> float:
