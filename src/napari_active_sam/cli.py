@@ -134,6 +134,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         limit=args.limit,
         window=args.window,
         volume=args.volume,
+        head=str(args.head) if args.head else None,
     )
     with dask_client(args.scheduler, args.workers) as (client, info):
         steps = run_benchmark(config, args.out, client, info.torch_threads)
@@ -180,6 +181,65 @@ def _cmd_train_demo_model(args: argparse.Namespace) -> int:
         config = replace(config, steps=args.steps)
     _drain_with_bar(train_demo_model(args.out, args.seed, config), "train", unit="step")
     print(f"saved {args.out}", file=sys.stderr)
+    return 0
+
+
+def _labelled_objects(data: Path, model, window: str | None):
+    """``(embedding, object mask)`` for every object of a labelled folder, encoded lazily."""
+    from .core.embeddings import EmbeddingStore, embed_slice
+    from .core.evaluate import BenchmarkConfig, discover_pairs, load_pair, object_targets
+    from .core.models import ModelRef
+
+    config = BenchmarkConfig(data=data, model=ModelRef(model.name), window=window)
+    pairs, _ = discover_pairs(data)
+    for pair in pairs:
+        source, labels = load_pair(pair, config.window_for(pair.stem))
+        store, limits = EmbeddingStore(model.model_id), source.limits()
+        for obj in object_targets(labels):
+            (index,) = obj.indices
+            yield embed_slice(model, source, store, index, limits), labels[index] == obj.label
+
+
+def _cmd_train_head(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .core.bayes_head import (
+        HeadConfig,
+        examples_from_objects,
+        fit_head,
+        generated_examples,
+        user_head_path,
+    )
+    from .core.models import load_model
+    from .core.predictor import Predictor
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model, args.checkpoint)
+    if args.data:
+        objects = _labelled_objects(args.data, model, args.window)
+        rng = np.random.default_rng(args.seed)
+        steps = examples_from_objects(Predictor(model), objects, rng, args.clicks)
+        examples = _drain_with_bar(steps, "simulate", unit="object")
+    else:
+        steps = generated_examples(model, args.images, args.seed, clicks=args.clicks)
+        examples = _drain_with_bar(steps, "simulate", unit="image")
+    config = HeadConfig(
+        steps=args.steps,
+        structure=args.structure,
+        prior=args.prior,
+        fit_pixels=args.fit_pixels,
+        seed=args.seed,
+    )
+    head = _drain_with_bar(fit_head(examples, model, config), "fit", unit="step")
+    out = head.save(args.out or user_head_path(model.model_id))
+    info = head.info
+    print(
+        f"saved {out}: {info['examples']} click sets, BCE {info['sam_loss']:.4f} (SAM) -> "
+        f"{info['map_loss']:.4f} (head), prior precision {info['prior_precision'][0]:.3g}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -295,7 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--strategies",
         default="ritm,eig,entropy,random,oracle,microsam",
-        help="comma-separated: ritm, microsam, oracle, eig, entropy, random",
+        help="comma-separated: ritm, microsam, oracle, bald, eig, entropy, random",
+    )
+    bench.add_argument(
+        "--head", type=Path, help="Bayesian head file for bald (default: the model's own)"
     )
     bench.add_argument("--clicks", type=int, default=20)
     bench.add_argument("--out", type=Path, required=True)
@@ -338,6 +401,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pool-size", type=int, default=2000, help="generated training scenes")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     train.set_defaults(func=_cmd_train_demo_model)
+
+    head = sub.add_parser(
+        "train-head",
+        help="fit the Bayesian head (MAP + Laplace posterior) for a model",
+        description="Simulates click sets on generated scenes (or on the objects of a "
+        "labelled --data folder), trains the head to its MAP and fits a Laplace posterior over "
+        "its last layer with laplace-torch.",
+    )
+    head.add_argument("--model", default="demo")
+    head.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    head.add_argument(
+        "--out", type=Path, help="head file to write (default: the user's head for the model)"
+    )
+    head.add_argument("--data", type=Path, help="labelled folder (images/, masks/) to learn from")
+    head.add_argument("--window", help="intensity window for --data (default: per dataset)")
+    head.add_argument("--images", type=int, default=150, help="generated scenes without --data")
+    head.add_argument("--clicks", type=int, default=6, help="clicks simulated per object")
+    head.add_argument("--steps", type=int, default=600, help="MAP optimiser steps")
+    head.add_argument("--structure", default="diag", choices=["diag", "kron", "full"])
+    head.add_argument("--prior", default="marglik", choices=["marglik", "gridsearch"])
+    head.add_argument("--fit-pixels", type=int, default=20_000, help="pixels for the posterior")
+    head.add_argument("--seed", type=int, default=0)
+    head.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    head.set_defaults(func=_cmd_train_head)
 
     demo = sub.add_parser(
         "demo",

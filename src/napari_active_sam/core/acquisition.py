@@ -9,9 +9,25 @@ uniform posterior over masks (the "Does SAM dream of EIG?" reading).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+import torch
+
+from .bayes_head import (
+    DEFAULT_SAMPLES,
+    BayesHead,
+    grid_to_image,
+    head_inputs,
+    image_to_grid,
+)
+from .embeddings import Embedding
+from .errors import ActiveSamError
+from .models import LoadedModel
+from .predictor import shown_head
+from .suggest import pick_peaks
+from .types import Prediction, PromptSet, Suggestion
 
 _EPS = 1e-7
 
@@ -82,14 +98,26 @@ def nested_monte_carlo_eig(
 class Acquisition(StrEnum):
     """Registered acquisition functions."""
 
-    EIG = "eig"
-    """Expected information gain over SAM's multimask heads (closed form)."""
-    ENTROPY = "entropy"
-    """Predictive entropy of the mean belief."""
     BALD = "bald"
     """Mutual information over Laplace posterior samples of the Bayesian head."""
+    EIG = "eig"
+    """Expected information gain over SAM's three multimask heads (closed form)."""
+    ENTROPY = "entropy"
+    """Predictive entropy of the mean belief (posterior samples if a head is loaded, else
+    SAM's multimask heads)."""
     RANDOM = "random"
     """Uniform scores: the baseline every other function must beat."""
+
+
+class Source(StrEnum):
+    """Where an acquisition function's K probability maps come from."""
+
+    POSTERIOR = "posterior"
+    """K samples of the Bayesian head's Laplace posterior (a head is required)."""
+    HEADS = "heads"
+    """SAM's three multimask heads as a uniform posterior."""
+    ANY = "any"
+    """The posterior when a head is loaded, otherwise the multimask heads."""
 
 
 def _random(probabilities: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -97,18 +125,179 @@ def _random(probabilities: np.ndarray, rng: np.random.Generator | None = None) -
     return rng.random(np.shape(probabilities)[1:]).astype(np.float32)
 
 
-ACQUISITIONS: dict[Acquisition, Callable[..., np.ndarray]] = {
-    Acquisition.EIG: lambda p, rng=None: mutual_information(p),
-    Acquisition.ENTROPY: lambda p, rng=None: predictive_entropy(p),
-    Acquisition.BALD: lambda p, rng=None: mutual_information(p),
-    Acquisition.RANDOM: _random,
+@dataclass(frozen=True)
+class AcquisitionSpec:
+    """A registered acquisition function and the probability maps it reads."""
+
+    score: Callable[..., np.ndarray]
+    """``f(probabilities (K, H, W), rng=None) -> scores (H, W)``."""
+    source: Source
+    title: str
+
+
+ACQUISITIONS: dict[Acquisition, AcquisitionSpec] = {
+    Acquisition.BALD: AcquisitionSpec(
+        lambda p, rng=None: mutual_information(p), Source.POSTERIOR, "BALD (Laplace samples)"
+    ),
+    Acquisition.EIG: AcquisitionSpec(
+        lambda p, rng=None: mutual_information(p), Source.HEADS, "EIG (multimask heads)"
+    ),
+    Acquisition.ENTROPY: AcquisitionSpec(
+        lambda p, rng=None: predictive_entropy(p), Source.ANY, "Predictive entropy"
+    ),
+    Acquisition.RANDOM: AcquisitionSpec(_random, Source.ANY, "Random"),
 }
-"""Acquisition name → ``f(probabilities (K, H, W), rng=None) -> scores (H, W)``. EIG and
-BALD share the formula; they differ in where the K maps come from (heads or samples)."""
+"""Acquisition name → spec. EIG and BALD share the formula; they differ in where the K maps
+come from (SAM's heads or the head's posterior samples)."""
 
 
 def acquisition_map(
     name: str, probabilities: np.ndarray, rng: np.random.Generator | None = None
 ) -> np.ndarray:
     """Scores ``(H, W)`` of acquisition ``name`` for probability maps ``(K, H, W)``."""
-    return ACQUISITIONS[Acquisition(name)](probabilities, rng=rng)
+    return ACQUISITIONS[Acquisition(name)].score(probabilities, rng=rng)
+
+
+# ------------------------------------------------------------------- one click's answer
+
+
+@dataclass(frozen=True, eq=False)
+class Uncertainty:
+    """Where the model is unsure after one click, and what it would ask next.
+
+    Attributes
+    ----------
+    acquisition : Acquisition
+    scores : np.ndarray
+        float32 ``(H, W)`` acquisition map at the image's resolution.
+    suggestions : tuple of Suggestion
+        Best first; empty when the map is flat (nothing worth asking).
+    probability : np.ndarray
+        float32 ``(H, W)`` mean probability of the K maps the scores came from.
+    samples : int
+        K: posterior samples, or 3 for SAM's multimask heads.
+    source : Source
+        Where the K maps came from.
+    """
+
+    acquisition: Acquisition
+    scores: np.ndarray = field(repr=False)
+    suggestions: tuple[Suggestion, ...]
+    probability: np.ndarray = field(repr=False)
+    samples: int
+    source: Source
+
+    @property
+    def top(self) -> Suggestion | None:
+        return self.suggestions[0] if self.suggestions else None
+
+
+def _upscale(maps: torch.Tensor, model: LoadedModel, embedding: Embedding) -> np.ndarray:
+    """Grid maps ``(C, g, g)`` → ``(C, H, W)`` the way SAM upscales its masks."""
+    upscaled = model.sam.postprocess_masks(
+        maps[None].float(), embedding.input_size, embedding.original_size
+    )
+    return upscaled[0].numpy()
+
+
+def uncertainty(
+    acquisition: str,
+    prediction: Prediction,
+    prompts: PromptSet,
+    embedding: Embedding,
+    model: LoadedModel,
+    head: BayesHead | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    suggestions: int = 5,
+    min_distance: float = 8.0,
+    rng: np.random.Generator | None = None,
+) -> Uncertainty:
+    """Acquisition map and ranked suggestions for the current answer on one slice.
+
+    Everything is computed on SAM's low-resolution grid (where the model's belief lives)
+    and only the final map is upscaled, so a map costs a fraction of a decoder pass.
+
+    Parameters
+    ----------
+    acquisition : str
+        A key of :data:`ACQUISITIONS`.
+    prediction, prompts, embedding
+        The answer, the prompts that produced it and the slice's embedding.
+    model : LoadedModel
+    head : BayesHead, optional
+        Required for BALD; used by entropy when given.
+    samples : int
+        K posterior samples.
+    suggestions : int
+        How many suggestions to return.
+    min_distance : float
+        Minimum distance between suggestions, in image pixels.
+    rng : np.random.Generator, optional
+        Seeds the posterior samples and the random acquisition.
+
+    Raises
+    ------
+    ActiveSamError
+        BALD without a Bayesian head.
+    ModelError
+        A head fitted for another model.
+    """
+    name = Acquisition(acquisition)
+    spec = ACQUISITIONS[name]
+    rng = rng or np.random.default_rng()
+    use_posterior = head is not None and spec.source != Source.HEADS
+    if spec.source == Source.POSTERIOR and head is None:
+        raise ActiveSamError(
+            f"{spec.title} needs a Bayesian head for {model.name}: fit one with 'Learn from "
+            "my annotations' or `napari-active-sam train-head`, or choose EIG."
+        )
+    with torch.inference_mode():
+        if use_posterior:
+            head.check_model(model)
+            generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            logits = prediction.low_res_logits[shown_head(prediction, prompts)]
+            maps, _ = head.sample(
+                head_inputs(logits, prompts, embedding, model), samples, generator
+            )
+            source = Source.POSTERIOR
+        else:
+            maps = torch.sigmoid(torch.as_tensor(prediction.multimask_logits))
+            source = Source.HEADS
+        grid_scores = torch.as_tensor(spec.score(maps.numpy(), rng=rng))
+        belief = maps.mean(dim=0)
+        upscaled = _upscale(torch.stack([grid_scores, belief]), model, embedding)
+
+    grid = maps.shape[-1]
+    img_size = model.architecture.img_size
+    clicked = np.zeros((grid, grid), bool)
+    if prompts.clicks:
+        coords, _ = prompts.point_arrays()
+        cells = np.rint(image_to_grid(coords, embedding.original_size, img_size, grid))
+        cells = np.clip(cells, 0, grid - 1).astype(int)
+        clicked[cells[:, 1], cells[:, 0]] = True
+    # Padding cells (outside the image) never hold a suggestion.
+    h, w = embedding.input_size
+    on_image = np.zeros((grid, grid), bool)
+    on_image[: int(np.ceil(h * grid / img_size)), : int(np.ceil(w * grid / img_size))] = True
+    per_pixel = grid / img_size * img_size / max(embedding.original_size)
+    peaks = pick_peaks(
+        grid_scores.numpy(),
+        count=suggestions,
+        min_distance=max(1, int(round(min_distance * per_pixel))),
+        excluded=clicked | ~on_image,
+    )
+    taken = {(round(c.x), round(c.y)) for c in prompts.clicks}
+    found = []
+    for row, col, score in peaks:
+        x, y = grid_to_image(np.array([[col, row]]), embedding.original_size, img_size, grid)[0]
+        if (round(x), round(y)) in taken:
+            continue
+        found.append(Suggestion(float(x), float(y), score, float(belief[row, col]), len(found) + 1))
+    return Uncertainty(
+        acquisition=name,
+        scores=upscaled[0].astype(np.float32),
+        suggestions=tuple(found),
+        probability=np.clip(upscaled[1], 0, 1).astype(np.float32),
+        samples=int(maps.shape[0]),
+        source=source,
+    )

@@ -19,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from .acquisition import Uncertainty, uncertainty
+from .bayes_head import DEFAULT_SAMPLES, BayesHead, find_head
 from .cluster import load_on_worker
 from .embeddings import Embedding, EmbeddingStore, embed_slice
 from .errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
 from .metrics import dice, iou, oracle_choice
-from .models import ModelRef, is_writable_dir
+from .models import ModelRef, file_sha256, is_writable_dir
 from .predictor import Predictor, shown_head
 from .preprocess import IntensityWindow, SliceSource
 from .simulate import STRATEGIES, ClickContext, Strategy, first_click
@@ -70,6 +72,8 @@ def run_episode(
     strategy: str = Strategy.RITM,
     max_clicks: int = 20,
     rng: np.random.Generator | None = None,
+    bayes_head: BayesHead | None = None,
+    samples: int = DEFAULT_SAMPLES,
 ) -> EpisodeResult:
     """Annotate ``gt`` with ``strategy``, feeding back the shown head's logits.
 
@@ -89,8 +93,14 @@ def run_episode(
         Iterations per episode.
     rng : np.random.Generator, optional
         For the random parts of strategies.
+    bayes_head : BayesHead, optional
+        The Bayesian head (required by BALD; used by entropy when given).
+    samples : int
+        Posterior samples per map.
     """
     spec = STRATEGIES[Strategy(strategy)]
+    if spec.needs_head and bayes_head is None:
+        raise ActiveSamError(f"The {strategy} strategy needs a Bayesian head for the model.")
     rng = rng or np.random.default_rng(0)
     gt = np.asarray(gt, bool)
     result = EpisodeResult()
@@ -115,13 +125,25 @@ def run_episode(
         _, prediction, head = decode([click], state["iteration"])
         return dice(gt, prediction.probabilities[head] > 0.5)
 
+    computed: dict[str, Uncertainty] = {}
+
+    def current_uncertainty(name: str) -> Uncertainty:
+        if name not in computed:
+            computed[name] = uncertainty(
+                name, prediction, prompts, embedding, predictor.model, bayes_head, samples, 1,
+                rng=rng,
+            )  # fmt: skip
+        return computed[name]
+
     prediction: Prediction | None = None
     for iteration in range(1, max_clicks + 1):
         state["iteration"] = iteration
         if iteration == 1:
             clicks = first_click(spec, gt, rng)
         else:
-            ctx = ClickContext(gt, shown, clicked, prediction, rng, dice_if_clicked)
+            ctx = ClickContext(
+                gt, shown, clicked, prediction, rng, dice_if_clicked, current_uncertainty
+            )
             clicks = spec.next_clicks(ctx)
         if not clicks:
             if not result.ious:
@@ -133,7 +155,10 @@ def run_episode(
         for row, col, _ in clicks:
             clicked[row, col] = True
         prompts, prediction, head = decode(clicks, iteration)
+        computed.clear()
         shown = prediction.probabilities[head] > 0.5
+        if spec.needs_head:  # strategies that ask the head also show its refined mask
+            shown = current_uncertainty(strategy).probability > 0.5
         previous = prediction.low_res_logits[head]
         if iteration == 1:
             result.first = prediction
@@ -295,6 +320,7 @@ def evaluate_pair(
     clicks: int,
     seed: int,
     torch_threads: int | None = None,
+    head_file: str | None = None,
 ) -> list[dict[str, Any]]:
     """Play episodes on one image (a dask task): ``todo`` lists (object, strategy) pairs.
 
@@ -306,6 +332,7 @@ def evaluate_pair(
         torch.set_num_threads(torch_threads)
     model = load_on_worker(ref)
     predictor = Predictor(model)
+    head = BayesHead.load(Path(head_file), model) if head_file else None
     source, labels = load_pair(pair, window)
     limits = source.limits()
     store = EmbeddingStore(model.model_id)
@@ -316,7 +343,7 @@ def evaluate_pair(
         for index in obj.indices:
             embedding = embed_slice(model, source, store, index, limits)
             gt = labels[index] == obj.label
-            result = run_episode(predictor, embedding, gt, strategy, clicks, rng)
+            result = run_episode(predictor, embedding, gt, strategy, clicks, rng, head)
             slices.append((index, gt, result))
         record: dict[str, Any] = {
             "image": pair.stem,
@@ -369,6 +396,9 @@ class BenchmarkConfig:
     volume : bool
         Annotate 3D objects on every slice (scores pooled over the volume) instead of on
         their slice of largest area.
+    head : str, optional
+        Bayesian head file for BALD (and entropy); default: the model's own
+        (:func:`~napari_active_sam.core.bayes_head.find_head`).
     """
 
     data: Path
@@ -379,6 +409,7 @@ class BenchmarkConfig:
     limit: int | None = None
     window: str | None = None
     volume: bool = False
+    head: str | None = None
 
     def __post_init__(self):
         for name in self.strategies:
@@ -438,7 +469,8 @@ def run_benchmark(
     out = Path(out)
     if not is_writable_dir(out):
         raise ActiveSamError(f"Cannot write to {out}: choose a writable output folder.")
-    _check_same_run(config, out)
+    head_file = _head_file(config)
+    _check_same_run(config, out, head_file)
     pairs, skipped = discover_pairs(config.data)
     kept = read_episodes(out)
     done = {(r["image"], r["label"], r["strategy"]) for r in kept}
@@ -484,6 +516,7 @@ def run_benchmark(
             config.clicks,
             config.seed,
             torch_threads,
+            head_file,
             pure=False,
         ): (pair, todo)
         for pair, window, todo in tasks
@@ -504,12 +537,30 @@ def run_benchmark(
     return [r for r in read_episodes(out) if (r["image"], r["label"], r["strategy"]) in planned]
 
 
+def _head_file(config: BenchmarkConfig) -> str | None:
+    """The head file the run needs (checked here, before any worker starts), or None."""
+    wanted = [s for s in config.strategies if STRATEGIES[Strategy(s)].needs_head]
+    uses_head = wanted or Strategy.ENTROPY in config.strategies
+    if config.head:
+        if not Path(config.head).is_file():
+            raise ActiveSamError(f"No Bayesian head at {config.head}: give an existing file.")
+        return str(config.head)
+    found = find_head(config.model) if uses_head else None
+    if wanted and found is None:
+        raise ActiveSamError(
+            f"{', '.join(wanted)} needs a Bayesian head for {config.model.name}: fit one with "
+            "`napari-active-sam train-head` and pass it with --head."
+        )
+    return str(found) if found else None
+
+
 RUN_FILE = "run.json"
 
 
-def _check_same_run(config: BenchmarkConfig, out: Path) -> None:
+def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -> None:
     """Refuse to resume into a folder holding another run's episodes."""
     identity = {
+        "head": file_sha256(Path(head_file))[:16] if head_file else None,
         "model": config.model.model_id(),
         "data": str(Path(config.data).resolve()),
         "clicks": config.clicks,

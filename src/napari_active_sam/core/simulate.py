@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from .types import Prediction
+
+if TYPE_CHECKING:
+    from .acquisition import Uncertainty
 
 
 def _inner_distance(region: np.ndarray) -> np.ndarray:
@@ -83,6 +87,9 @@ class ClickContext:
     dice_if_clicked : callable or None
         ``f((row, col, positive)) -> float``: Dice of the mask that would be shown after
         adding that click (the greedy oracle's look-ahead).
+    uncertainty : callable or None
+        ``f(acquisition name) -> Uncertainty`` for the current answer (maps and
+        suggestions, :func:`~napari_active_sam.core.acquisition.uncertainty`).
     """
 
     gt: np.ndarray
@@ -91,6 +98,7 @@ class ClickContext:
     prediction: Prediction | None
     rng: np.random.Generator
     dice_if_clicked: Callable[[tuple[int, int, bool]], float] | None = None
+    uncertainty: Callable[[str], Uncertainty] | None = None
 
 
 ClickList = list[tuple[int, int, bool]]
@@ -133,17 +141,16 @@ def random_strategy(ctx: ClickContext) -> ClickList:
 
 def _acquisition_strategy(name: str) -> Callable[[ClickContext], ClickList]:
     def choose(ctx: ClickContext) -> ClickList:
-        from .acquisition import acquisition_map
-
-        scores = acquisition_map(name, ctx.prediction.probabilities[1:], ctx.rng)
-        scores = np.where(ctx.clicked, -np.inf, scores)
-        best = np.unravel_index(np.argmax(scores), scores.shape)
-        if not scores[best] > 0:
+        top = ctx.uncertainty(name).top
+        if top is None:
             return []  # the model is certain everywhere: nothing to ask
-        return [_answered(ctx, *best)]
+        row, col = round(top.y), round(top.x)
+        if ctx.clicked[row, col]:
+            return []
+        return [_answered(ctx, row, col)]
 
     choose.__name__ = f"{name}_strategy"
-    choose.__doc__ = f"Ask for the label where {name} over SAM's multimask heads peaks."
+    choose.__doc__ = f"Ask for the label at the top {name} suggestion."
     return choose
 
 
@@ -178,6 +185,8 @@ class Strategy(StrEnum):
     """micro-sam's protocol: a random positive and a random negative per iteration."""
     ORACLE = "oracle"
     """Greedy look-ahead on the ground truth: an upper bound, not a person."""
+    BALD = "bald"
+    """BALD over the Bayesian head's posterior samples; answered from ground truth."""
     EIG = "eig"
     """Expected information gain over SAM's multimask heads; answered from ground truth."""
     ENTROPY = "entropy"
@@ -199,17 +208,21 @@ class StrategySpec:
         disagreement between heads); otherwise multimask for the first click only.
     random_first_click : bool
         Start from a random pixel inside the object instead of the RITM click.
+    needs_head : bool
+        Reads the Bayesian head's posterior.
     """
 
     next_clicks: Callable[[ClickContext], ClickList]
     multimask_every_step: bool = False
     random_first_click: bool = False
+    needs_head: bool = False
 
 
 STRATEGIES: dict[Strategy, StrategySpec] = {
     Strategy.RITM: StrategySpec(ritm_strategy),
     Strategy.MICROSAM: StrategySpec(microsam_strategy, random_first_click=True),
     Strategy.ORACLE: StrategySpec(oracle_strategy),
+    Strategy.BALD: StrategySpec(_acquisition_strategy("bald"), needs_head=True),
     Strategy.EIG: StrategySpec(_acquisition_strategy("eig"), multimask_every_step=True),
     Strategy.ENTROPY: StrategySpec(_acquisition_strategy("entropy"), multimask_every_step=True),
     Strategy.RANDOM: StrategySpec(random_strategy),

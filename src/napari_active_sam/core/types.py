@@ -115,3 +115,30 @@ class Prediction:
         """Boolean (H, W) mask of ``head`` (default: SAM's best multimask head)."""
         head = self.best_multimask_head if head is None else head
         return self.probabilities[head] > threshold
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A pixel whose label the model would most like to know.
+
+    Attributes
+    ----------
+    x, y : float
+        Column and row in pixels of the original image (SAM's (X, Y) order).
+    score : float
+        The acquisition function's value there.
+    belief : float
+        The model's current probability that the pixel is inside the object.
+    rank : int
+        1 for the best suggestion.
+    """
+
+    x: float
+    y: float
+    score: float
+    belief: float
+    rank: int
+
+    def click(self, positive: bool) -> Click:
+        """The click that answers this suggestion."""
+        return Click(self.x, self.y, positive)

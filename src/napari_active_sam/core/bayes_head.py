@@ -1,0 +1,620 @@
+"""The BALD-SAM head: a small Bayesian network on SAM's output that samples masks.
+
+Input, at SAM's low-resolution grid (256 × 256 for a 1024 model): the shown head's logits
+clipped to ±20, and a positive- and a negative-click map (a Gaussian of σ = 8 grid pixels
+at the 256 grid, scaled with the model's grid, per click, summed and clamped to [0, 1]).
+Layers: conv3×3 (3→16) + ReLU, conv3×3 (16→16) + ReLU, conv1×1 (16→1), whose output is
+added to SAM's clipped logits, so an untrained head reproduces SAM.
+
+The head is first trained to its MAP estimate on simulated click sets, then a Laplace
+posterior over the final 1×1 convolution (16 weights and a bias) is fitted with
+laplace-torch, every grid pixel a data point with features ``(P, 16)``. Each posterior
+sample of those 17 weights turns the shared features into one probability map, so K maps
+cost one matrix product.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from laplace import Laplace
+from segment_anything.utils.transforms import ResizeLongestSide
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .embeddings import Embedding
+from .errors import ActiveSamError, CheckpointError, ModelError
+from .models import LoadedModel, ModelRef
+from .predictor import Predictor, shown_head
+from .types import Click, Progress, PromptSet
+
+LOGIT_CLIP = 20.0
+"""SAM's logits enter the head clipped to ``[-LOGIT_CLIP, LOGIT_CLIP]``."""
+CLICK_SIGMA = 8.0
+"""Click-map Gaussian σ in pixels of a 256 grid; other grids scale it."""
+HIDDEN = 16
+DEFAULT_SAMPLES = 32
+MAX_SAMPLES = 256
+"""Posterior samples are capped here (and by :data:`MAX_SAMPLE_VALUES`)."""
+MAX_SAMPLE_VALUES = 2**26
+"""At most this many sampled grid values (K × grid²) per call: 256 MiB of float32."""
+HEAD_FORMAT = 1
+
+
+class HessianStructure(StrEnum):
+    """Laplace posterior structures over the final 1×1 convolution."""
+
+    DIAG = "diag"
+    KRON = "kron"
+    FULL = "full"
+
+
+class PriorMethod(StrEnum):
+    """How the prior precision is chosen."""
+
+    MARGLIK = "marglik"
+    """Maximise the Laplace marginal likelihood on the fit pixels."""
+    GRIDSEARCH = "gridsearch"
+    """Minimise held-out negative log-likelihood over a grid of precisions."""
+
+
+# ----------------------------------------------------------------------------- network
+
+
+class BayesHeadNet(nn.Module):
+    """conv3×3 (3→16) + ReLU, conv3×3 (16→16) + ReLU, conv1×1 (16→1), plus SAM's logits.
+
+    ``forward`` takes ``(B, 3, g, g)``: clipped SAM logits and the two click maps.
+    """
+
+    def __init__(self, hidden: int = HIDDEN):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.out = nn.Conv2d(hidden, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, 16, g, g)`` feeding the final 1×1 convolution."""
+        scaled = torch.cat([inputs[:, :1] / 10.0, inputs[:, 1:]], dim=1)
+        return self.features(scaled)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """MAP logits ``(B, 1, g, g)``."""
+        return inputs[:, :1] + self.out(self.hidden(inputs))
+
+
+class _PixelModel(nn.Module):
+    """The final 1×1 convolution seen as a per-pixel binary classifier for laplace-torch.
+
+    Input ``(P, 17)``: 16 features and SAM's clipped logit (a fixed offset). Output ``(P, 2)``
+    logits ``[0, f]`` so that softmax cross-entropy is the Bernoulli likelihood of ``f``.
+    """
+
+    def __init__(self, out: nn.Conv2d):
+        super().__init__()
+        self.linear = nn.Linear(out.in_channels, 1)
+        with torch.no_grad():
+            self.linear.weight.copy_(out.weight.reshape(1, -1))
+            self.linear.bias.copy_(out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.linear(x[:, :-1]) + x[:, -1:]
+        return torch.cat([torch.zeros_like(f), f], dim=1)
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def grid_size(model: LoadedModel) -> int:
+    return model.architecture.low_res_size
+
+
+def click_sigma(grid: int) -> float:
+    return CLICK_SIGMA * grid / 256
+
+
+def image_to_grid(
+    xy: np.ndarray, original_size: tuple[int, int], img_size: int, grid: int
+) -> np.ndarray:
+    """Image pixel ``(x, y)`` → continuous grid coordinates ``(gx, gy)``; ``(N, 2)``."""
+    xy = ResizeLongestSide(img_size).apply_coords(np.asarray(xy, np.float64), original_size)
+    return (xy + 0.5) * grid / img_size - 0.5
+
+
+def grid_to_image(
+    gxy: np.ndarray, original_size: tuple[int, int], img_size: int, grid: int
+) -> np.ndarray:
+    """Inverse of :func:`image_to_grid`: grid ``(gx, gy)`` → image pixel ``(x, y)``."""
+    height, width = original_size
+    scale = img_size / max(height, width)
+    xy_input = (np.asarray(gxy, np.float64) + 0.5) * img_size / grid - 0.5
+    xy = (xy_input + 0.5) / scale - 0.5
+    return np.clip(xy, 0, [width - 1, height - 1])
+
+
+def click_maps(
+    prompts: PromptSet, original_size: tuple[int, int], img_size: int, grid: int
+) -> np.ndarray:
+    """float32 ``(2, g, g)``: positive and negative click maps on the grid."""
+    maps = np.zeros((2, grid, grid), np.float32)
+    if not prompts.clicks:
+        return maps
+    coords, labels = prompts.point_arrays()
+    centres = image_to_grid(coords, original_size, img_size, grid)
+    sigma = click_sigma(grid)
+    axis = np.arange(grid, dtype=np.float32)
+    for (gx, gy), label in zip(centres, labels, strict=True):
+        bump = np.exp(-((axis[None, :] - gx) ** 2 + (axis[:, None] - gy) ** 2) / (2 * sigma**2))
+        maps[0 if label else 1] += bump.astype(np.float32)
+    return np.clip(maps, 0, 1)
+
+
+def head_inputs(
+    logits: np.ndarray, prompts: PromptSet, embedding: Embedding, model: LoadedModel
+) -> np.ndarray:
+    """float32 ``(3, g, g)``: clipped logits of the shown head and the two click maps."""
+    grid = grid_size(model)
+    logits = np.asarray(logits, np.float32).reshape(grid, grid)
+    maps = click_maps(prompts, embedding.original_size, model.architecture.img_size, grid)
+    return np.concatenate([np.clip(logits, -LOGIT_CLIP, LOGIT_CLIP)[None], maps])
+
+
+def grid_target(gt: np.ndarray, embedding: Embedding, model: LoadedModel) -> np.ndarray:
+    """float32 ``(2, g, g)``: the object's area fraction per grid cell, and the fraction of
+    each cell that lies on the image (0 in SAM's padding)."""
+    img_size, grid = model.architecture.img_size, grid_size(model)
+    h, w = embedding.input_size
+    mask = torch.as_tensor(np.asarray(gt, np.float32))[None, None]
+    resized = F.interpolate(mask, (h, w), mode="bilinear", align_corners=False)
+    stacked = torch.cat([resized, torch.ones_like(resized)], dim=1)
+    padded = F.pad(stacked, (0, img_size - w, 0, img_size - h))
+    return F.adaptive_avg_pool2d(padded, grid)[0].numpy()
+
+
+# --------------------------------------------------------------------------- the head
+
+
+@dataclass(eq=False)
+class BayesHead:
+    """A MAP head with its Laplace posterior over the final 1×1 convolution.
+
+    Attributes
+    ----------
+    net : BayesHeadNet
+        MAP weights.
+    mean : torch.Tensor
+        float32 ``(17,)`` posterior mean (the MAP weights of the last layer, bias last).
+    covariance : torch.Tensor
+        float32 ``(17, 17)`` posterior covariance (diagonal for the diagonal posterior).
+    model_id : str
+        :attr:`LoadedModel.model_id` of the model the head was fitted for.
+    grid : int
+        The model's low-resolution grid.
+    info : dict
+        How it was fitted: structure, prior precision, pixels, steps, losses, wall time.
+    """
+
+    net: BayesHeadNet
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    model_id: str
+    grid: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.net.eval()
+        jitter = 1e-9 * torch.eye(len(self.mean))
+        self._scale = torch.linalg.cholesky(self.covariance.double() + jitter).float()
+
+    def check_model(self, model: LoadedModel) -> None:
+        """Raise :class:`ModelError` unless the head was fitted for ``model``."""
+        if model.model_id != self.model_id or grid_size(model) != self.grid:
+            raise ModelError(
+                f"This Bayesian head was fitted for model {self.model_id}, not "
+                f"{model.model_id}: fit one for this model (the dock's 'Learn from my "
+                "annotations', or `napari-active-sam train-head`) or choose the model it was "
+                "made for."
+            )
+
+    def sample_weights(self, samples: int, generator: torch.Generator | None = None):
+        """``(K, 17)`` draws from the posterior over the last layer."""
+        noise = torch.randn(samples, len(self.mean), generator=generator)
+        return self.mean + noise @ self._scale.T
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        inputs: np.ndarray | torch.Tensor,
+        samples: int = DEFAULT_SAMPLES,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K posterior probability maps and the MAP probabilities, in one batched pass.
+
+        Parameters
+        ----------
+        inputs : array
+            float32 ``(3, g, g)`` from :func:`head_inputs`.
+        samples : int
+            K, at least 1; capped at :data:`MAX_SAMPLES` and by :data:`MAX_SAMPLE_VALUES`.
+
+        Returns
+        -------
+        sampled : torch.Tensor
+            float32 ``(K, g, g)`` probabilities.
+        map_probability : torch.Tensor
+            float32 ``(g, g)`` probabilities of the MAP weights.
+        """
+        samples = bounded_samples(samples, self.grid)
+        x = torch.as_tensor(np.asarray(inputs, np.float32))[None]
+        hidden = self.net.hidden(x)[0]  # (16, g, g)
+        base = x[0, 0]
+        weights = self.sample_weights(samples, generator)
+        logits = base + torch.einsum("chw,kc->khw", hidden, weights[:, :-1])
+        logits = logits + weights[:, -1, None, None]
+        map_logits = base + torch.einsum("chw,c->hw", hidden, self.mean[:-1]) + self.mean[-1]
+        return torch.sigmoid(logits), torch.sigmoid(map_logits)
+
+    # ----------------------------------------------------------------------- files
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": HEAD_FORMAT,
+            "kind": "napari-active-sam bayes head",
+            "state_dict": self.net.state_dict(),
+            "mean": self.mean,
+            "covariance": self.covariance,
+            "model_id": self.model_id,
+            "grid": self.grid,
+            "info": self.info,
+        }
+        partial = path.with_name(path.name + ".partial")
+        torch.save(payload, partial)
+        partial.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path, model: LoadedModel | None = None) -> BayesHead:
+        """Read a head saved by :meth:`save` (weights only); check it fits ``model``."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(
+                f"No Bayesian head at {path}: fit one with `napari-active-sam train-head`."
+            )
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unreadable file gets one message
+            raise CheckpointError(
+                f"{path} is not a Bayesian head file ({error}); fit a new one."
+            ) from None
+        if not isinstance(payload, dict) or payload.get("kind") != "napari-active-sam bayes head":
+            raise CheckpointError(f"{path} is not a napari-active-sam Bayesian head file.")
+        net = BayesHeadNet()
+        net.load_state_dict(payload["state_dict"])
+        head = cls(
+            net,
+            payload["mean"].float(),
+            payload["covariance"].float(),
+            str(payload["model_id"]),
+            int(payload["grid"]),
+            dict(payload["info"]),
+        )
+        if model is not None:
+            head.check_model(model)
+        return head
+
+
+def bounded_samples(samples: int, grid: int) -> int:
+    """K within [1, :data:`MAX_SAMPLES`] and the memory cap; K < 1 is an error."""
+    if int(samples) < 1:
+        raise ActiveSamError(f"The number of posterior samples must be at least 1, got {samples}.")
+    return int(min(samples, MAX_SAMPLES, max(1, MAX_SAMPLE_VALUES // (grid * grid))))
+
+
+def head_path(checkpoint: Path) -> Path:
+    """Where the head of a model checkpoint lives: next to it, ``NAME.head.pt``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.head.pt")
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class HeadExample:
+    """One simulated step: head inputs and the grid target (with its on-image weight)."""
+
+    inputs: np.ndarray
+    target: np.ndarray
+
+
+def simulate_examples(
+    predictor: Predictor,
+    embedding: Embedding,
+    gt: np.ndarray,
+    rng: np.random.Generator,
+    clicks: int = 6,
+) -> list[HeadExample]:
+    """Click sets on one object, as a user would build them, each with its target.
+
+    The first click goes inside the object, later ones into the error of the mask shown
+    (SAM's interactive recipe, :func:`~napari_active_sam.core.training.error_click`), with
+    the shown logits fed back. Every step gives one example.
+    """
+    from .training import click_inside, error_click
+
+    gt = np.asarray(gt, bool)
+    if not gt.any():
+        return []
+    model = predictor.model
+    target = grid_target(gt, embedding, model)
+    clicked = np.zeros_like(gt)
+    row, col = click_inside(gt, rng)
+    prompts = PromptSet((Click(float(col), float(row), True),))
+    clicked[row, col] = True
+    previous = None
+    examples = []
+    for step in range(clicks):
+        prediction = predictor.predict(embedding, prompts, previous)
+        head = shown_head(prediction, prompts)
+        logits = prediction.low_res_logits[head]
+        examples.append(HeadExample(head_inputs(logits, prompts, embedding, model), target))
+        if step == clicks - 1:
+            break
+        shown = prediction.probabilities[head] > 0.5
+        row, col, positive = error_click(gt, shown, clicked, rng)
+        clicked[row, col] = True
+        prompts = prompts.with_click(Click(float(col), float(row), positive))
+        previous = logits
+    return examples
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Hyper-parameters of :func:`fit_head`."""
+
+    steps: int = 600
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    structure: str = HessianStructure.DIAG
+    prior: str = PriorMethod.MARGLIK
+    fit_pixels: int = 20_000
+    """Grid pixels the Laplace posterior is fitted on (a random, balanced subset)."""
+    seed: int = 0
+
+
+def _pixel_data(
+    net: BayesHeadNet, examples: Sequence[HeadExample], count: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P, 17)`` features+offset and ``(P,)`` labels of on-image pixels, half of them
+    near the target's boundary, where the label is in question."""
+    per_example = max(1, count // max(len(examples), 1))
+    features, labels = [], []
+    with torch.no_grad():
+        for start in range(0, len(examples), 64):
+            chunk = examples[start : start + 64]
+            x = torch.as_tensor(np.stack([e.inputs for e in chunk]))
+            hidden = net.hidden(x)
+            for i, example in enumerate(chunk):
+                fraction, on_image = example.target
+                valid = np.flatnonzero(on_image.ravel() > 0.999)
+                boundary = valid[np.abs(fraction.ravel()[valid] - 0.5) < 0.5]
+                near = rng.choice(boundary, min(len(boundary), per_example // 2), replace=False)
+                rest = rng.choice(valid, min(len(valid), per_example - len(near)), replace=False)
+                chosen = np.concatenate([near, rest])
+                h = hidden[i].reshape(HIDDEN, -1)[:, chosen].T
+                offset = x[i, 0].reshape(-1)[chosen, None]
+                features.append(torch.cat([h, offset], dim=1))
+                labels.append(torch.as_tensor(fraction.ravel()[chosen] >= 0.5).long())
+    return torch.cat(features), torch.cat(labels)
+
+
+def fit_head(
+    examples: Sequence[HeadExample],
+    model: LoadedModel,
+    config: HeadConfig | None = None,
+    initial: BayesHead | None = None,
+) -> Generator[Progress, None, BayesHead]:
+    """MAP-train the head on ``examples``, then fit its Laplace posterior; yield progress.
+
+    Parameters
+    ----------
+    examples : sequence of HeadExample
+        From :func:`simulate_examples`.
+    model : LoadedModel
+        The model the examples were simulated with.
+    config : HeadConfig, optional
+    initial : BayesHead, optional
+        Start from these MAP weights instead of an identity head (fine-tuning).
+    """
+    config = config or HeadConfig()
+    if len(examples) == 0:
+        raise ActiveSamError("No annotated objects to learn from: commit some objects first.")
+    try:
+        structure = HessianStructure(config.structure)
+        prior = PriorMethod(config.prior)
+    except ValueError as error:
+        raise ActiveSamError(f"{error}; choose one of diag/kron/full and marglik/gridsearch.")
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    net = BayesHeadNet()
+    if initial is not None:
+        net.load_state_dict(initial.net.state_dict())
+    inputs = torch.as_tensor(np.stack([e.inputs for e in examples]))
+    targets = torch.as_tensor(np.stack([e.target for e in examples]))
+    optimizer = torch.optim.AdamW(
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    net.train()
+    losses = []
+    for step in range(config.steps):
+        batch = torch.as_tensor(rng.integers(len(examples), size=config.batch_size))
+        fraction, on_image = targets[batch, 0:1], targets[batch, 1:2]
+        logits = net(inputs[batch])
+        loss = F.binary_cross_entropy_with_logits(logits, fraction, weight=on_image)
+        loss = loss * on_image.numel() / on_image.sum().clamp(min=1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if (step + 1) % 25 == 0 or step + 1 == config.steps:
+            yield Progress(
+                step + 1,
+                config.steps + 1,
+                f"training the Bayesian head: loss {np.mean(losses[-25:]):.4f}",
+            )
+    net.eval()
+    with torch.no_grad():
+        fraction, on_image = targets[:, 0:1], targets[:, 1:2]
+        base = inputs[:, :1]
+        weight = on_image.sum()
+        sam_loss = float(
+            F.binary_cross_entropy_with_logits(base, fraction, weight=on_image, reduction="sum")
+            / weight
+        )
+        head_loss = float(
+            F.binary_cross_entropy_with_logits(
+                net(inputs), fraction, weight=on_image, reduction="sum"
+            )
+            / weight
+        )
+
+    yield Progress(config.steps, config.steps + 1, "fitting the Laplace posterior")
+    features, labels = _pixel_data(net, examples, config.fit_pixels, rng)
+    pixel_model = _PixelModel(net.out)
+    order = torch.as_tensor(rng.permutation(len(labels)))
+    features, labels = features[order], labels[order]
+    held_out = max(1, len(labels) // 5) if prior == PriorMethod.GRIDSEARCH else 0
+    fit_set = TensorDataset(features[held_out:], labels[held_out:])
+    laplace = Laplace(
+        pixel_model,
+        "classification",
+        subset_of_weights="all",
+        hessian_structure=structure.value,
+    )
+    laplace.fit(DataLoader(fit_set, batch_size=4096))
+    if prior == PriorMethod.MARGLIK:
+        laplace.optimize_prior_precision(pred_type="glm", method="marglik", n_steps=200)
+    else:
+        validation = DataLoader(TensorDataset(features[:held_out], labels[:held_out]), 4096)
+        laplace.optimize_prior_precision(
+            pred_type="glm", method="gridsearch", val_loader=validation, progress_bar=False
+        )
+    covariance = _covariance(laplace, structure)
+    mean = torch.cat([pixel_model.linear.weight.reshape(-1), pixel_model.linear.bias]).detach()
+    info = {
+        **{k: str(v) if isinstance(v, StrEnum) else v for k, v in asdict(config).items()},
+        "examples": len(examples),
+        "fit_pixels": int(len(fit_set)),
+        "prior_precision": laplace.prior_precision.detach().reshape(-1).tolist(),
+        "log_marginal_likelihood": float(laplace.log_marginal_likelihood().detach()),
+        "map_loss": head_loss,
+        "sam_loss": sam_loss,
+        "wall_time_s": time.perf_counter() - started,
+        "torch_version": str(torch.__version__),
+    }
+    yield Progress(config.steps + 1, config.steps + 1, "Bayesian head ready")
+    return BayesHead(net, mean.float(), covariance.float(), model.model_id, grid_size(model), info)
+
+
+def _covariance(laplace: Any, structure: HessianStructure) -> torch.Tensor:
+    """Dense ``(17, 17)`` covariance in laplace-torch's parameter order (weights, bias)."""
+    if structure == HessianStructure.DIAG:
+        return torch.diag(laplace.posterior_variance.detach())
+    return laplace.posterior_covariance.detach()
+
+
+def examples_from_objects(
+    predictor: Predictor,
+    pairs: Iterable[tuple[Embedding, np.ndarray]],
+    rng: np.random.Generator,
+    clicks: int = 6,
+) -> Generator[Progress, None, list[HeadExample]]:
+    """Simulated click sets on each ``(embedding, object mask)`` pair; yield progress."""
+    pairs = list(pairs)
+    examples: list[HeadExample] = []
+    for done, (embedding, mask) in enumerate(pairs, 1):
+        examples += simulate_examples(predictor, embedding, mask, rng, clicks)
+        yield Progress(done, len(pairs), f"simulating clicks on object {done}/{len(pairs)}")
+    return examples
+
+
+
+def generated_examples(
+    model: LoadedModel,
+    images: int,
+    seed: int,
+    kind: str = "mixed",
+    clicks: int = 6,
+    objects_per_image: int = 4,
+) -> Generator[Progress, None, list[HeadExample]]:
+    """Simulated click sets on freshly generated scenes (the shipped model's head data)."""
+    from .embeddings import SliceEncoder
+    from .preprocess import to_sam_rgb
+    from .synthetic import make_scene
+
+    rng = np.random.default_rng(seed)
+    encoder, predictor = SliceEncoder(model), Predictor(model)
+    size = model.architecture.img_size
+    examples: list[HeadExample] = []
+    for done in range(1, images + 1):
+        scene = make_scene(kind, rng, size)
+        rgb = to_sam_rgb(scene.image, scene.window.limits(scene.image))
+        (embedding,) = encoder.encode([rgb], [f"generated-{seed}-{done}"])
+        labels = np.unique(scene.labels[scene.labels > 0])
+        for label in rng.permutation(labels)[:objects_per_image]:
+            examples += simulate_examples(
+                predictor, embedding, scene.object_mask(int(label)), rng, clicks
+            )
+        yield Progress(done, images, f"simulating clicks on generated image {done}/{images}")
+    return examples
+
+
+# ------------------------------------------------------------------------------ where
+
+
+def user_head_path(model_id: str) -> Path:
+    """Where a head learned from the user's annotations is kept (the model cache)."""
+    from .models import cache_dir
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in model_id)
+    return cache_dir() / "heads" / f"{safe}.head.pt"
+
+
+def shipped_head_path(ref: ModelRef) -> Path:
+    """The head that comes with a model: next to a local checkpoint or the bundled model,
+    else beside the downloaded weights in the cache."""
+    from .models import bundled_path, cache_dir, get_spec
+
+    if ref.checkpoint is not None:
+        return head_path(Path(ref.checkpoint))
+    spec = get_spec(ref.name)
+    if spec.bundled:
+        return head_path(bundled_path(spec.bundled))
+    return head_path(cache_dir() / spec.filename)
+
+
+def find_head(ref: ModelRef) -> Path | None:
+    """The head to use for ``ref``: the user's own if they trained one, else the shipped
+    one, else None."""
+    for path in (user_head_path(ref.model_id()), shipped_head_path(ref)):
+        if path.is_file():
+            return path
+    return None
