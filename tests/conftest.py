@@ -40,3 +40,28 @@ def ct_volume() -> np.ndarray:
     volume = np.full((6, 40, 50), 40, np.int16)
     volume[(y - 20) ** 2 + (x - 25) ** 2 < (8 + z) ** 2] = 700
     return (volume + rng.normal(0, 10, volume.shape)).astype(np.int16)
+
+
+def _drain(generator):
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+@pytest.fixture(scope="session")
+def tiny_examples():
+    """Click sets simulated with the tiny random model on two generated scenes."""
+    from napari_active_sam.core.bayes_head import generated_examples
+
+    return _drain(generated_examples(random_model(TINY, seed=0), 2, seed=5, clicks=3))
+
+
+@pytest.fixture(scope="session")
+def tiny_head(tiny_examples):
+    """A Bayesian head fitted (briefly) for the tiny random model."""
+    from napari_active_sam.core.bayes_head import HeadConfig, fit_head
+
+    config = HeadConfig(steps=30, fit_pixels=3000)
+    return _drain(fit_head(tiny_examples, random_model(TINY, seed=0), config))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_active_sam._widgets.dock import LOCAL_FILE, ActiveSamWidget
-from napari_active_sam._widgets.layers import OUTPUT, PREVIEW, PROMPTS
+from napari_active_sam._widgets.layers import OUTPUT, PREVIEW, PROMPTS, SUGGESTIONS, UNCERTAINTY
 from napari_active_sam.core.synthetic import make_scene
 
 WAIT = 60_000  # ms; encoder runs on a 2-core CPU
@@ -261,3 +261,104 @@ def test_points_edited_by_hand(make_napari_viewer, qtbot, tiny_checkpoint):
     points.data = np.array([[0, 500, 500], [0, 30, 40]])  # a point dragged off the image
     qtbot.waitUntil(lambda: "outside" in widget.status.value, timeout=WAIT)
     assert len(points.data) == 2  # nothing the user did is lost
+
+
+# ----------------------------------------------------------------------- active prompting
+
+
+def _press(viewer, key):
+    """A key press through napari's own dispatcher (active layer first, then the viewer)."""
+    handler = viewer.window._qt_viewer._key_map_handler
+    handler.press_key(key)
+    handler.release_key(key)
+
+
+def _suggested(widget):
+    return widget._suggested is not None and len(widget._suggested[2]) > 0
+
+
+def test_suggestions_uncertainty_layer_and_answer_keys(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    _ready(qtbot, widget)
+    assert widget.session.head is not None and widget.acquisition.value == "bald"
+    gt = scene.labels == 1
+    rows, cols = np.nonzero(gt)
+    widget.add_click(float(np.median(rows)), float(np.median(cols)))
+    qtbot.waitUntil(lambda: _suggested(widget), timeout=WAIT)
+
+    uncertainty = viewer.layers[UNCERTAINTY]
+    assert uncertainty.data.max() > 0 and uncertainty.colormap.name == "magma"
+    marks = viewer.layers[SUGGESTIONS]
+    _, _, offered = widget._suggested
+    assert len(marks.data) == len(offered) and list(marks.features["rank"]) == list(
+        range(1, len(offered) + 1)
+    )
+    assert "A inside" in widget.status.value
+
+    _press(viewer, "s")  # skip: the second suggestion is offered, nothing is clicked
+    assert len(viewer.layers[PROMPTS].data) == 1 and marks.features["rank"][0] == 2
+    second = offered[1]
+    _press(viewer, "d")  # outside: a negative click at the offered suggestion
+    clicks = widget.current_prompts().clicks
+    assert len(clicks) == 2 and not clicks[-1].positive
+    assert (clicks[-1].x, clicks[-1].y) == (second.x, second.y)
+    qtbot.waitUntil(lambda: _suggested(widget), timeout=WAIT)  # fresh map after the answer
+    assert widget._suggested[1] == widget.current_prompts()
+    top = widget._suggested[2][0]
+    _press(viewer, "a")
+    assert widget.current_prompts().clicks[-1] == top.click(True)
+
+    widget.acquisition.value = "off"
+    qtbot.waitUntil(lambda: widget._decoder is None and widget._suggested is None, timeout=WAIT)
+    assert len(marks.data) == 0
+
+
+def test_a_suggestion_answered_after_the_slice_changed_adds_nothing(make_napari_viewer, qtbot):
+    from napari_active_sam._sample_data import ct_volume
+
+    (volume, meta, _), _ = ct_volume()
+    viewer = make_napari_viewer()
+    viewer.add_image(volume[10:14], name="ct", scale=meta["scale"])
+    widget = ActiveSamWidget(viewer)
+    widget.window.value = "soft_tissue"
+    viewer.dims.current_step = (1, 0, 0)
+    _ready(qtbot, widget)
+    widget.acquisition.value = "eig"
+    widget.add_click(120, 100)
+    qtbot.waitUntil(lambda: _suggested(widget), timeout=WAIT)
+    viewer.dims.current_step = (2, 0, 0)
+    widget.answer_suggestion(True)
+    assert len(viewer.layers[PROMPTS].data) == 1  # only the user's own click
+    viewer.dims.current_step = (1, 0, 0)
+    qtbot.waitUntil(lambda: widget._decoder is None, timeout=WAIT)
+    assert (1,) in dict(widget.session.most_uncertain())
+    viewer.dims.current_step = (3, 0, 0)
+    widget.go_to_most_uncertain()
+    assert widget.current_index() == (1,)
+
+
+def test_learn_from_my_annotations_fits_and_saves_a_head(
+    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+):
+    from napari_active_sam.core.bayes_head import BayesHead, user_head_path
+
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
+    image = np.zeros((128, 128), np.float32)
+    image[30:80, 40:100] = 1
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img")
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    _ready(qtbot, widget)
+    assert widget.session.head is None and widget.acquisition.value == "eig"
+    widget.learn()
+    qtbot.waitUntil(lambda: widget._learner is None, timeout=WAIT)
+    assert widget.session.head is None  # nothing committed: nothing learned
+    viewer.layers[PREVIEW].data[30:80, 40:100] = 1
+    widget.commit()
+    widget.learn()
+    qtbot.waitUntil(lambda: widget.session.head is not None, timeout=WAIT)
+    path = user_head_path(widget.session.model.model_id)
+    assert path.is_file() and "learned from" in widget.status.value
+    assert BayesHead.load(path, widget.session.model).info["examples"] == 6

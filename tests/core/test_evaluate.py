@@ -48,9 +48,10 @@ def scene(tiny_model):
 
 
 @pytest.mark.parametrize("strategy", [s.value for s in Strategy])
-def test_every_strategy_plays_a_full_episode(scene, strategy):
+def test_every_strategy_plays_a_full_episode(scene, tiny_head, strategy):
     predictor, embedding, gt = scene
-    result = run_episode(predictor, embedding, gt, strategy, 4, np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    result = run_episode(predictor, embedding, gt, strategy, 4, rng, tiny_head)
     assert len(result.ious) == len(result.dices) == len(result.oracle_dices) == 4
     assert all(0 <= v <= 1 for v in result.ious + result.oracle_dices)
     assert all(o >= d - 1e-9 or not clicks for o, d, clicks in
@@ -67,6 +68,19 @@ def test_every_strategy_plays_a_full_episode(scene, strategy):
         assert positive == gt[row, col]  # every answer is the true label
     if strategy == "microsam":
         assert all(len(it) <= 2 for it in result.clicks)
+
+
+def test_bald_without_a_head_is_refused_before_any_work(scene, dataset, tiny_checkpoint, tmp_path):
+    predictor, embedding, gt = scene
+    with pytest.raises(ActiveSamError, match="needs a Bayesian head"):
+        run_episode(predictor, embedding, gt, "bald", 2)
+    config = BenchmarkConfig(dataset, ModelRef("tiny", str(tiny_checkpoint)), ("bald",), 2)
+    with pytest.raises(ActiveSamError, match="train-head"):
+        _drain(run_benchmark(config, tmp_path / "out", client=None))
+    missing = BenchmarkConfig(dataset, config.model, ("bald",), 2, head=str(tmp_path / "no.pt"))
+    with pytest.raises(ActiveSamError, match="No Bayesian head"):
+        _drain(run_benchmark(missing, tmp_path / "out", client=None))
+    assert not (tmp_path / "out" / EPISODES_FILE).exists()
 
 
 def test_episodes_are_deterministic_per_seed(scene):

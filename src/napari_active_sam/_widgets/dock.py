@@ -18,26 +18,56 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
+    SpinBox,
     create_widget,
 )
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from ..core.embeddings import EmbeddingStore
+from ..core.acquisition import ACQUISITIONS, Acquisition, Uncertainty
+from ..core.bayes_head import (
+    DEFAULT_SAMPLES,
+    MAX_SAMPLES,
+    BayesHead,
+    HeadConfig,
+    fit_head,
+    head_for_model,
+    simulate_examples,
+    user_head_path,
+)
+from ..core.embeddings import EmbeddingStore, embed_slice
 from ..core.errors import ActiveSamError
 from ..core.models import ARCHITECTURES, load_model, model_names
 from ..core.persistence import SavedAnnotation, load_annotation, save_annotation
 from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
-from ..core.session import AnnotationSession, commit_pixels, next_free_label, shown_mask
-from ..core.types import PromptSet
+from ..core.session import (
+    AnnotationSession,
+    Answer,
+    commit_pixels,
+    next_free_label,
+    shown_mask,
+)
+from ..core.types import Progress, PromptSet, Suggestion
 from ..core.volume import propagate
-from .layers import OUTPUT, PREVIEW, PROMPTS, colour_points, point_for, prompts_on_slice
+from .layers import (
+    OUTPUT,
+    PREVIEW,
+    PROMPTS,
+    SUGGESTIONS,
+    UNCERTAINTY,
+    belief_colours,
+    colour_points,
+    point_for,
+    prompts_on_slice,
+    suggestion_points,
+)
 
 if TYPE_CHECKING:
     import napari
 
 LOCAL_FILE = "local file"
 FROM_FILE = "from the file"
+OFF = "off"
 
 
 class ActiveSamWidget(Container):
@@ -63,6 +93,13 @@ class ActiveSamWidget(Container):
         self.encode_volume = PushButton(text="Encode whole volume")
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
+        self.acquisition = ComboBox(label="suggest with", value=Acquisition.BALD.value,
+                                    choices=[*(a.value for a in ACQUISITIONS), OFF])  # fmt: skip
+        self.samples = SpinBox(label="posterior samples", value=DEFAULT_SAMPLES, min=1,
+                               max=MAX_SAMPLES)  # fmt: skip
+        self.learn_button = PushButton(text="Learn from my annotations")
+        self.uncertain_slices = Label(label="most uncertain", value="-")
+        self.goto_uncertain = PushButton(text="Go to the most uncertain slice")
         self.propagate_button = PushButton(text="Propagate through the volume")
         self.overwrite = CheckBox(text="overwrite other objects")
         self.use_selected = CheckBox(text="commit with the labels layer's selected label")
@@ -73,7 +110,9 @@ class ActiveSamWidget(Container):
         self.status = Label(label="status", value="choose an image")
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
                      self.image, self.window, self.encode_slice, self.encode_volume,
-                     self.cancel, self.progress, self.propagate_button, self.overwrite,
+                     self.cancel, self.progress, self.acquisition, self.samples,
+                     self.learn_button, self.uncertain_slices, self.goto_uncertain,
+                     self.propagate_button, self.overwrite,
                      self.use_selected, self.save_folder, self.autosave, self.save_button,
                      self.restore_button, self.status])  # fmt: skip
 
@@ -87,18 +126,28 @@ class ActiveSamWidget(Container):
         self._decoder = None
         self._decode_again = False
         self._shown: tuple | None = None  # (slice, prompts) the preview was made from
+        self._shown_settings: tuple | None = None  # and the map settings
         self._commit_when_ready = False
         self._load_request = 0
         self._saver = None
         self._save_again = False
+        self._learner = None
+        self._checkpoint = None  # the checkpoint of the loaded model, if a local file
+        # Suggestions on screen: (slice, prompts) they answer, the list, the one offered.
+        self._suggested: tuple[tuple, PromptSet, tuple[Suggestion, ...]] | None = None
+        self._cursor = 0
 
         self.model_name.changed.connect(self._model_changed)
         for control in (self.checkpoint, self.architecture, self.device, self.image, self.window):
             control.changed.connect(self.start_session)
         self.encode_slice.changed.connect(lambda: self.encode([self.current_index()]))
         self.encode_volume.changed.connect(self.encode_all)
-        self.cancel.changed.connect(self.cancel_encoding)
+        self.cancel.changed.connect(self.cancel_all)
         self.propagate_button.changed.connect(self.propagate)
+        self.acquisition.changed.connect(self._acquisition_changed)
+        self.samples.changed.connect(self._acquisition_changed)
+        self.learn_button.changed.connect(self.learn)
+        self.goto_uncertain.changed.connect(self.go_to_most_uncertain)
         self.save_button.changed.connect(self.save)
         self.restore_button.changed.connect(self.restore)
         self.viewer.dims.events.current_step.connect(self._slice_changed)
@@ -151,14 +200,14 @@ class ActiveSamWidget(Container):
         ticket = self._load_request
         self._start(
             create_worker(load_model, *request, _ignore_errors=True),
-            returned=lambda model: self._model_loaded(model, key, layer, ticket),
+            returned=lambda model: self._model_loaded(model, key, layer, ticket, request[1]),
             errored=self._report,
         )
 
-    def _model_loaded(self, model, key, layer, ticket: int) -> None:
+    def _model_loaded(self, model, key, layer, ticket: int, checkpoint) -> None:
         if ticket != self._load_request:
             return  # the user changed the model again meanwhile: a newer load is coming
-        self._model, self._model_key = model, key
+        self._model, self._model_key, self._checkpoint = model, key, checkpoint
         self._session_ready(layer)
 
     def _session_ready(self, layer: napari.layers.Image) -> None:
@@ -172,13 +221,16 @@ class ActiveSamWidget(Container):
                 layer.data,
                 self.window.value,
                 layer.rgb,
+                self._checkpoint,
                 _ignore_errors=True,
             ),  # fmt: skip
-            returned=lambda session: self._session_made(layer, session),
+            returned=lambda made: self._session_made(layer, *made),
             errored=self._report,
         )
 
-    def _session_made(self, layer: napari.layers.Image, session: AnnotationSession) -> None:
+    def _session_made(
+        self, layer: napari.layers.Image, session: AnnotationSession, head_problem: str | None
+    ) -> None:
         try:
             self.session = None  # no decode against half-made layers
             self._ensure_layers(layer)
@@ -186,8 +238,14 @@ class ActiveSamWidget(Container):
             self._report(exc)
             return
         self.session = session
+        if head_problem:
+            show_error(head_problem)
+        if session.head is None and self.acquisition.value == Acquisition.BALD:
+            self.acquisition.value = Acquisition.EIG.value  # BALD needs a head
+        self._shown = None
         self.request_decode()  # prompts kept from an earlier session get a fresh mask
-        self.status.value = f"{self._model.name} ready on {self._model.device}"
+        head = "with its Bayesian head" if session.head else "without a Bayesian head"
+        self.status.value = f"{self._model.name} ready on {self._model.device}, {head}"
         self.encode_all()
 
     def _ensure_layers(self, image: napari.layers.Image) -> None:
@@ -212,6 +270,24 @@ class ActiveSamWidget(Container):
                                    **placement)  # fmt: skip
         layers[PREVIEW].data[...] = 0
         layers[PREVIEW].refresh()
+        if UNCERTAINTY in layers and layers[UNCERTAINTY].data.shape != shape:
+            layers.remove(UNCERTAINTY)
+        if UNCERTAINTY not in layers:
+            self.viewer.add_image(np.zeros(shape, np.float32), name=UNCERTAINTY,
+                                  colormap="magma", opacity=0.6, blending="additive",
+                                  contrast_limits=(0, 1), **placement)  # fmt: skip
+        layers[UNCERTAINTY].data[...] = 0
+        if SUGGESTIONS in layers and layers[SUGGESTIONS].ndim != ndim:
+            layers.remove(SUGGESTIONS)
+        if SUGGESTIONS not in layers:
+            self.viewer.add_points(
+                np.empty((0, ndim)), name=SUGGESTIONS, ndim=ndim, size=14, symbol="ring",
+                features={"rank": np.array([], int), "belief": np.array([], float)},
+                text={"string": "{rank}", "color": "white", "anchor": "upper_left",
+                      "size": 10},
+                border_width=0, **placement,
+            )  # fmt: skip
+        layers[SUGGESTIONS].editable = False
         if PROMPTS in layers and layers[PROMPTS].ndim != ndim:
             layers.remove(PROMPTS)
         if PROMPTS not in layers:
@@ -228,12 +304,16 @@ class ActiveSamWidget(Container):
         if self._right_click_adds_negative not in points.mouse_drag_callbacks:
             # First in the list, so napari's own "add" sees the negative default.
             points.mouse_drag_callbacks.insert(0, self._right_click_adds_negative)
-        for name in (PROMPTS, PREVIEW, OUTPUT):
+        for name in (PROMPTS, PREVIEW, OUTPUT, UNCERTAINTY, SUGGESTIONS):
             layer = layers[name]
             layer.bind_key("c", lambda _: self.commit(), overwrite=True)
             layer.bind_key("x", lambda _: self.clear_prompts(), overwrite=True)
             layer.bind_key("t", lambda _: self.toggle_last(), overwrite=True)
+            layer.bind_key("a", lambda _: self.answer_suggestion(True), overwrite=True)
+            layer.bind_key("d", lambda _: self.answer_suggestion(False), overwrite=True)
+            layer.bind_key("s", lambda _: self.answer_suggestion(None), overwrite=True)
         self._shown = None
+        self._suggested = None
         self.viewer.layers.selection.active = points
 
     # ---------------------------------------------------------------------------- encoding
@@ -274,6 +354,13 @@ class ActiveSamWidget(Container):
             self._encoder.quit()
             self._encoder = None
         self.cancel.enabled = False
+
+    def cancel_all(self) -> None:
+        """The Cancel button: stop encoding, propagation and learning."""
+        self.cancel_encoding()
+        if self._learner is not None:
+            self._learner.quit()
+            self._learner = None
 
     def _encoding_progress(self, step) -> None:
         self.progress.max = max(step.total, 1)
@@ -321,24 +408,35 @@ class ActiveSamWidget(Container):
             self._decode_again = True
             return
         index, prompts = self.current_index(), self.current_prompts()
-        if self._shown == (index, prompts):
+        settings = self._map_settings()
+        if self._shown == (index, prompts) and self._shown_settings == settings:
             return  # the preview already shows these prompts
         if not prompts.clicks:
             self.session.forget(index)
             self._show_preview(index, None)
-            self._shown = (index, prompts)
+            self._show_uncertainty(index, prompts, None)
+            self._shown, self._shown_settings = (index, prompts), settings
+            self._refresh_slice_list()
             return
         self._decoder = self._start(
-            create_worker(self.session.predict, index, prompts, _ignore_errors=True),
-            returned=lambda p: self._decoded(index, prompts, p),
+            create_worker(self.session.answer, index, prompts, *settings, _ignore_errors=True),
+            returned=lambda answer: self._decoded(index, prompts, settings, answer),
             errored=self._report,
             finished=self._decode_finished,
         )
 
-    def _decoded(self, index, prompts, prediction) -> None:
+    def _map_settings(self) -> tuple[str | None, int]:
+        """(acquisition function or None, posterior samples) as chosen now."""
+        acquisition = None if self.acquisition.value == OFF else self.acquisition.value
+        return acquisition, self.samples.value
+
+    def _decoded(self, index, prompts, settings, answer: Answer) -> None:
         if index == self.current_index() and prompts == self.current_prompts():
-            self._show_preview(index, shown_mask(prediction, prompts))
+            self._show_preview(index, answer.mask)
+            self._show_uncertainty(index, prompts, answer.uncertainty)
             self._shown = (index, prompts)
+            self._shown_settings = settings
+            self._refresh_slice_list()
             if self._commit_when_ready:
                 self._commit_when_ready = False
                 self.commit()
@@ -348,6 +446,139 @@ class ActiveSamWidget(Container):
         if self._decode_again:
             self._decode_again = False
             self.request_decode()
+
+    def _acquisition_changed(self, *_) -> None:
+        self.request_decode()  # same prompts, another map
+
+    def _show_uncertainty(self, index, prompts: PromptSet, found: Uncertainty | None) -> None:
+        """Draw the acquisition map of slice ``index`` and the suggestions on it."""
+        layers = self.viewer.layers
+        if UNCERTAINTY in layers:
+            image = layers[UNCERTAINTY]
+            image.data[index] = 0 if found is None else found.scores
+            top = float(found.scores.max()) if found is not None else 0.0
+            image.contrast_limits = (0.0, top if top > 0 else 1.0)
+            image.name = UNCERTAINTY  # keep the name even if the user renamed nothing
+            image.refresh()
+        suggestions = found.suggestions if found is not None else ()
+        self._suggested = (index, prompts, suggestions) if found is not None else None
+        self._cursor = 0
+        self._draw_suggestions()
+        if found is not None:
+            title = ACQUISITIONS[found.acquisition].title
+            if suggestions:
+                top = suggestions[0]
+                self.status.value = (
+                    f"{title}: ask at ({top.y:.0f}, {top.x:.0f}), inside with probability "
+                    f"{top.belief:.2f} — A inside, D outside, S skip"
+                )
+            else:
+                self.status.value = f"{title}: no suggestion, the model is sure everywhere"
+
+    def _draw_suggestions(self) -> None:
+        if SUGGESTIONS not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[SUGGESTIONS]
+        if self._suggested is None:
+            layer.data = np.empty((0, layer.ndim))
+            return
+        index, _, suggestions = self._suggested
+        offered = suggestions[self._cursor :]
+        layer.data = suggestion_points(index, offered)
+        layer.features = {
+            "rank": np.array([s.rank for s in offered], int),
+            "belief": np.array([s.belief for s in offered], float),
+        }
+        if offered:
+            layer.border_color = belief_colours(layer.features["belief"].to_numpy())
+            layer.border_width = 0.15
+        layer.refresh()
+
+    def answer_suggestion(self, inside: bool | None) -> None:
+        """Answer the offered suggestion: inside (A), outside (D), or skip it (S)."""
+        if self._suggested is None or not self._suggested[2]:
+            show_info("No suggestion to answer: click inside an object first.")
+            return
+        index, prompts, suggestions = self._suggested
+        if (index, prompts) != (self.current_index(), self.current_prompts()):
+            show_info("These suggestions belong to other clicks or another slice: wait for "
+                      "the new ones.")  # fmt: skip
+            return
+        if self._cursor >= len(suggestions):
+            show_info("No more suggestions here: click where the mask is wrong.")
+            return
+        offered = suggestions[self._cursor]
+        if inside is None:
+            self._cursor += 1
+            self._draw_suggestions()
+            left = len(suggestions) - self._cursor
+            self.status.value = f"skipped suggestion {offered.rank}; {left} left"
+            return
+        self._suggested = None
+        self.add_click(offered.y, offered.x, positive=inside)
+
+    def _refresh_slice_list(self) -> None:
+        if self.session is None or not self.session.source.leading_shape:
+            self.uncertain_slices.value = "-"
+            return
+        ranked = self.session.most_uncertain(5)
+        self.uncertain_slices.value = (
+            ", ".join(f"{','.join(map(str, i))}: {v:.3f}" for i, v in ranked) or "-"
+        )
+
+    def go_to_most_uncertain(self) -> None:
+        """Move the viewer to the answered slice SAM is least sure of."""
+        if self.session is None or not self.session.source.leading_shape:
+            show_info("Slices to compare need a volume.")
+            return
+        ranked = self.session.most_uncertain(1)
+        if not ranked:
+            show_info("No slice has a mask yet: click or propagate first.")
+            return
+        ((index, score),) = ranked
+        image = self.image.value
+        world = image.data_to_world([*index, 0, 0])
+        step = list(self.viewer.dims.point)
+        for axis in range(len(index)):
+            step[axis] = world[axis]
+        self.viewer.dims.point = step
+        self.status.value = f"slice {index}: uncertainty {score:.3f}"
+
+    # ------------------------------------------------------------------------------ learn
+    def learn(self) -> None:
+        """Retrain the Bayesian head on the committed objects (on a worker)."""
+        if self.session is None or OUTPUT not in self.viewer.layers:
+            show_info("Choose an image and commit some objects first.")
+            return
+        if self._learner is not None:
+            show_info("Already learning; wait for it to finish.")
+            return
+        labels = np.asarray(self.viewer.layers[OUTPUT].data).copy()
+        self.cancel_encoding()
+        self.cancel.enabled = True
+        self._learner = self._start(
+            create_worker(_learning_job, self.session, labels, _ignore_errors=True),
+            yielded=self._encoding_progress,
+            returned=self._learned,
+            errored=self._report,
+            finished=self._learning_finished,
+        )
+
+    def _learned(self, result: tuple[BayesHead, str]) -> None:
+        head, path = result
+        if self.session is not None and self.session.model.model_id == head.model_id:
+            self.session.head = head
+        info = head.info
+        self.status.value = (
+            f"learned from {info['examples']} click sets (loss {info['sam_loss']:.4f} -> "
+            f"{info['map_loss']:.4f}); saved {path}"
+        )
+        self._shown_settings = None  # same prompts, new head: a new map
+        self.request_decode()
+
+    def _learning_finished(self) -> None:
+        self._learner = None
+        self.cancel.enabled = False
 
     def _show_preview(self, index, mask: np.ndarray | None) -> None:
         if PREVIEW not in self.viewer.layers:
@@ -378,6 +609,7 @@ class ActiveSamWidget(Container):
         output.data_setitem(indices, label)
         self.clear_prompts()
         self.status.value = f"committed object {label} ({len(rows)} pixels)"
+        self._refresh_slice_list()
         self._autosave()
         return label
 
@@ -424,6 +656,7 @@ class ActiveSamWidget(Container):
         output.data_setitem(indices, label)
         slices = int(mask.any(axis=(1, 2)).sum())
         self.status.value = f"committed object {label} on {slices} slices"
+        self._refresh_slice_list()
         self._autosave()
 
     # ------------------------------------------------------------------------ save, restore
@@ -507,6 +740,7 @@ class ActiveSamWidget(Container):
         if self.session is not None:
             self.session.forget(index)
         self._show_preview(index, None)
+        self._show_uncertainty(index, PromptSet(), None)
         self._shown = (index, PromptSet())
 
     def toggle_last(self) -> None:
@@ -562,10 +796,40 @@ class _Lifetime:
             worker.quit()
 
 
-def _make_session(model, data, window: str, rgb: bool) -> AnnotationSession:
-    """Worker: the image as SAM input (percentiles resolved) and a fresh embedding store."""
+def _make_session(model, data, window: str, rgb: bool, checkpoint=None):
+    """Worker: the image as SAM input (percentiles resolved), a fresh embedding store and
+    the model's Bayesian head; returns ``(session, problem with the head or None)``."""
     source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
-    return AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    try:
+        session.head = head_for_model(model, checkpoint)
+    except ActiveSamError as exc:
+        return session, f"{exc} Suggestions use EIG until then."
+    return session, None
+
+
+def _learning_job(session: AnnotationSession, labels: np.ndarray):
+    """Worker generator: click sets simulated on every committed object, then the head
+    fitted on them (starting from the current head) and saved as the user's own."""
+    indices = session.source.slice_indices()
+    pairs = []
+    for index in indices:
+        plane = labels[index] if index else labels
+        for label in np.unique(plane[plane > 0]):
+            pairs.append((index, plane == label))
+    if not pairs:
+        raise ActiveSamError("No committed objects to learn from: commit some objects first.")
+    rng = np.random.default_rng(0)
+    examples = []
+    for done, (index, mask) in enumerate(pairs, 1):
+        embedding = embed_slice(session.model, session.source, session.store, index,
+                                session.limits)  # fmt: skip
+        examples += simulate_examples(session.predictor, embedding, mask, rng)
+        yield Progress(done, len(pairs), f"simulating clicks on object {done}/{len(pairs)}")
+    config = HeadConfig(steps=300)
+    head = yield from fit_head(examples, session.model, config, initial=session.head)
+    path = head.save(user_head_path(session.model.model_id))
+    return head, str(path)
 
 
 def _propagation_job(

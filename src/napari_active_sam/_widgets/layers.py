@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.types import Click, PromptSet
+from ..core.types import Click, PromptSet, Suggestion
 
 if TYPE_CHECKING:
     import napari
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 PROMPTS = "SAM prompts"
 PREVIEW = "SAM preview"
 OUTPUT = "SAM labels"
+UNCERTAINTY = "SAM uncertainty"
+SUGGESTIONS = "SAM suggestions"
 
 POSITIVE_COLOUR = "#2ecc71"
 NEGATIVE_COLOUR = "#e74c3c"
@@ -49,3 +51,17 @@ def colour_points(points: napari.layers.Points) -> None:
     if len(points.data):
         positive = np.asarray(points.features["positive"], bool)
         points.face_color = [POSITIVE_COLOUR if p else NEGATIVE_COLOUR for p in positive]
+
+
+def suggestion_points(index: tuple[int, ...], suggestions: tuple[Suggestion, ...]) -> np.ndarray:
+    """napari data coordinates ``(N, ndim)`` of suggestions on slice ``index``."""
+    if not suggestions:
+        return np.empty((0, len(index) + 2))
+    return np.array([point_for(index, s.y, s.x) for s in suggestions])
+
+
+def belief_colours(beliefs: np.ndarray) -> np.ndarray:
+    """RGBA ``(N, 4)``: red where the model believes "outside", green for "inside"."""
+    beliefs = np.clip(np.asarray(beliefs, float), 0, 1)[:, None]
+    outside, inside = np.array([0.91, 0.30, 0.24, 1.0]), np.array([0.18, 0.80, 0.44, 1.0])
+    return (1 - beliefs) * outside + beliefs * inside

@@ -16,6 +16,7 @@ cost one matrix product.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -127,22 +128,28 @@ def click_sigma(grid: int) -> float:
     return CLICK_SIGMA * grid / 256
 
 
+def _scales(original_size: tuple[int, int], img_size: int) -> np.ndarray:
+    """``(sx, sy)``: input pixels per original pixel after ResizeLongestSide."""
+    height, width = original_size
+    new_h, new_w = ResizeLongestSide.get_preprocess_shape(height, width, img_size)
+    return np.array([new_w / width, new_h / height])
+
+
 def image_to_grid(
     xy: np.ndarray, original_size: tuple[int, int], img_size: int, grid: int
 ) -> np.ndarray:
-    """Image pixel ``(x, y)`` → continuous grid coordinates ``(gx, gy)``; ``(N, 2)``."""
-    xy = ResizeLongestSide(img_size).apply_coords(np.asarray(xy, np.float64), original_size)
-    return (xy + 0.5) * grid / img_size - 0.5
+    """Image pixel ``(x, y)`` → grid ``(gx, gy)``, pixel centres to pixel centres; ``(N, 2)``."""
+    scale = _scales(original_size, img_size) * grid / img_size
+    return (np.asarray(xy, np.float64) + 0.5) * scale - 0.5
 
 
 def grid_to_image(
     gxy: np.ndarray, original_size: tuple[int, int], img_size: int, grid: int
 ) -> np.ndarray:
-    """Inverse of :func:`image_to_grid`: grid ``(gx, gy)`` → image pixel ``(x, y)``."""
+    """Inverse of :func:`image_to_grid`, clipped to the image: grid → pixel ``(x, y)``."""
     height, width = original_size
-    scale = img_size / max(height, width)
-    xy_input = (np.asarray(gxy, np.float64) + 0.5) * img_size / grid - 0.5
-    xy = (xy_input + 0.5) / scale - 0.5
+    scale = _scales(original_size, img_size) * grid / img_size
+    xy = (np.asarray(gxy, np.float64) + 0.5) / scale - 0.5
     return np.clip(xy, 0, [width - 1, height - 1])
 
 
@@ -450,7 +457,9 @@ def fit_head(
         structure = HessianStructure(config.structure)
         prior = PriorMethod(config.prior)
     except ValueError as error:
-        raise ActiveSamError(f"{error}; choose one of diag/kron/full and marglik/gridsearch.")
+        raise ActiveSamError(
+            f"{error}; choose one of diag/kron/full and marglik/gridsearch."
+        ) from None
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -510,13 +519,16 @@ def fit_head(
         hessian_structure=structure.value,
     )
     laplace.fit(DataLoader(fit_set, batch_size=4096))
-    if prior == PriorMethod.MARGLIK:
-        laplace.optimize_prior_precision(pred_type="glm", method="marglik", n_steps=200)
-    else:
-        validation = DataLoader(TensorDataset(features[:held_out], labels[:held_out]), 4096)
-        laplace.optimize_prior_precision(
-            pred_type="glm", method="gridsearch", val_loader=validation, progress_bar=False
-        )
+    with warnings.catch_warnings():
+        # laplace-torch reminds callers of its own predictive's link; samples are drawn here.
+        warnings.filterwarnings("ignore", message="By default `link_approx`")
+        if prior == PriorMethod.MARGLIK:
+            laplace.optimize_prior_precision(pred_type="glm", method="marglik", n_steps=200)
+        else:
+            validation = DataLoader(TensorDataset(features[:held_out], labels[:held_out]), 4096)
+            laplace.optimize_prior_precision(
+                pred_type="glm", method="gridsearch", val_loader=validation, progress_bar=False
+            )
     covariance = _covariance(laplace, structure)
     mean = torch.cat([pixel_model.linear.weight.reshape(-1), pixel_model.linear.bias]).detach()
     info = {
@@ -538,6 +550,8 @@ def _covariance(laplace: Any, structure: HessianStructure) -> torch.Tensor:
     """Dense ``(17, 17)`` covariance in laplace-torch's parameter order (weights, bias)."""
     if structure == HessianStructure.DIAG:
         return torch.diag(laplace.posterior_variance.detach())
+    if structure == HessianStructure.KRON:
+        return laplace.posterior_precision.to_matrix(exponent=-1).detach()
     return laplace.posterior_covariance.detach()
 
 
@@ -554,7 +568,6 @@ def examples_from_objects(
         examples += simulate_examples(predictor, embedding, mask, rng, clicks)
         yield Progress(done, len(pairs), f"simulating clicks on object {done}/{len(pairs)}")
     return examples
-
 
 
 def generated_examples(
@@ -617,4 +630,25 @@ def find_head(ref: ModelRef) -> Path | None:
     for path in (user_head_path(ref.model_id()), shipped_head_path(ref)):
         if path.is_file():
             return path
+    return None
+
+
+def head_for_model(model: LoadedModel, checkpoint: Path | None = None) -> BayesHead | None:
+    """The head to use with a loaded model (see :func:`find_head`), or None if it has none.
+
+    Raises
+    ------
+    ModelError
+        A head file found for the model but fitted for other weights.
+    """
+    from .models import ModelName
+
+    candidates = [user_head_path(model.model_id)]
+    if checkpoint is not None:
+        candidates.append(head_path(Path(checkpoint)))
+    elif model.name in {m.value for m in ModelName}:
+        candidates.append(shipped_head_path(ModelRef(model.name)))
+    for path in candidates:
+        if path.is_file():
+            return BayesHead.load(path, model)
     return None

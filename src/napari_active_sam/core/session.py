@@ -12,11 +12,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .acquisition import Acquisition, Uncertainty, mutual_information, uncertainty
+from .bayes_head import DEFAULT_SAMPLES, BayesHead
 from .embeddings import EmbeddingStore, embed_slice, encode_slices, slice_key, slice_signature
 from .models import LoadedModel
 from .predictor import Predictor, shown_head
 from .preprocess import SliceSource
 from .types import Prediction, Progress, PromptSet
+
+
+@dataclass(frozen=True, eq=False)
+class Answer:
+    """What one click gives the user: SAM's answer, the mask to show, the uncertainty.
+
+    Attributes
+    ----------
+    prediction : Prediction
+    mask : np.ndarray
+        Boolean ``(H, W)`` mask to preview: SAM's shown head, or the Bayesian head's mean
+        when BALD drives the suggestions (the mask the suggestions are about).
+    uncertainty : Uncertainty or None
+        Map and suggestions, when an acquisition function was asked for.
+    """
+
+    prediction: Prediction
+    mask: np.ndarray
+    uncertainty: Uncertainty | None = None
 
 
 @dataclass
@@ -37,9 +58,12 @@ class AnnotationSession:
     store: EmbeddingStore
     limits: tuple[float, float] = field(init=False)
     predictor: Predictor = field(init=False)
+    head: BayesHead | None = None
     previous: dict[tuple[int, ...], tuple[PromptSet, np.ndarray]] = field(
         default_factory=dict, init=False
     )
+    slice_uncertainty: dict[tuple[int, ...], float] = field(default_factory=dict, init=False)
+    """Slice → :func:`object_uncertainty` of its latest answer (clicks or propagation)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self):
@@ -77,11 +101,55 @@ class AnnotationSession:
             prediction = self.predictor.predict(embedding, prompts, logits)
             head = shown_head(prediction, prompts)
             self.previous[index] = (prompts, prediction.low_res_logits[head])
+            self.slice_uncertainty[index] = object_uncertainty(prediction)
         return prediction
+
+    def answer(
+        self,
+        index: tuple[int, ...],
+        prompts: PromptSet,
+        acquisition: str | None = None,
+        samples: int = DEFAULT_SAMPLES,
+        suggestions: int = 5,
+        rng: np.random.Generator | None = None,
+    ) -> Answer:
+        """:meth:`predict`, plus the acquisition map and suggestions when one is named.
+
+        BALD (which needs :attr:`head`) also previews the head's mean mask; every other
+        function previews SAM's.
+        """
+        prediction = self.predict(index, prompts)
+        mask = shown_mask(prediction, prompts)
+        if not acquisition:
+            return Answer(prediction, mask)
+        embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
+        found = uncertainty(
+            acquisition, prediction, prompts, embedding, self.model, self.head, samples,
+            suggestions, rng=rng,
+        )  # fmt: skip
+        if found.acquisition == Acquisition.BALD:
+            mask = found.probability > 0.5
+        return Answer(prediction, mask, found)
 
     def forget(self, index: tuple[int, ...]) -> None:
         with self._lock:
             self.previous.pop(index, None)
+            self.slice_uncertainty.pop(index, None)
+
+    def most_uncertain(self, count: int = 5) -> list[tuple[tuple[int, ...], float]]:
+        """Slices with an answer, most uncertain first: ``[(index, score), ...]``."""
+        ranked = sorted(self.slice_uncertainty.items(), key=lambda item: -item[1])
+        return ranked[:count]
+
+
+def object_uncertainty(prediction: Prediction) -> float:
+    """How unsure SAM is of one answer: the mean information gain over its multimask heads
+    (nats) inside the union of their masks, on the decoder's grid; 0 for no mask."""
+    probabilities = 1 / (1 + np.exp(-np.clip(prediction.multimask_logits, -30, 30)))
+    region = (probabilities > 0.5).any(axis=0)
+    if not region.any():
+        return 0.0
+    return float(mutual_information(probabilities)[region].mean())
 
 
 def _extends(prompts: PromptSet, earlier: PromptSet) -> bool:

@@ -1,0 +1,125 @@
+"""Acquisition maps, suggestions, and one click's uncertainty through the session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_active_sam.core.acquisition import (
+    ACQUISITIONS,
+    Acquisition,
+    Source,
+    acquisition_map,
+    mutual_information,
+    predictive_entropy,
+    uncertainty,
+)
+from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.errors import ActiveSamError, ModelError
+from napari_active_sam.core.models import random_model
+from napari_active_sam.core.predictor import Predictor
+from napari_active_sam.core.preprocess import SliceSource
+from napari_active_sam.core.session import AnnotationSession
+from napari_active_sam.core.suggest import pick_peaks
+from napari_active_sam.core.types import Click, Prediction, PromptSet
+
+
+def test_peaks_are_ranked_spaced_and_never_on_excluded_pixels():
+    scores = np.zeros((40, 40))
+    scores[10, 10], scores[10, 12], scores[30, 30], scores[5, 35] = 0.9, 0.8, 0.5, 0.7
+    peaks = pick_peaks(scores, count=5, min_distance=4)
+    assert [p[:2] for p in peaks] == [(10, 10), (5, 35), (30, 30)]  # (10, 12) is too close
+    assert [p[2] for p in peaks] == sorted((p[2] for p in peaks), reverse=True)
+    excluded = np.zeros((40, 40), bool)
+    excluded[10, 10] = True
+    assert pick_peaks(scores, 1, 4, excluded)[0][:2] == (10, 12)
+    assert len(pick_peaks(scores, count=2)) == 2
+
+
+def test_flat_or_empty_maps_give_no_suggestion():
+    assert pick_peaks(np.zeros((20, 20))) == []
+    assert pick_peaks(np.full((20, 20), 0.3)) == []  # uniform: nothing stands out
+    assert pick_peaks(np.full((20, 20), np.nan)) == []
+    with pytest.raises(ValueError, match="2D"):
+        pick_peaks(np.zeros((2, 3, 4)))
+
+
+def test_registry_formulas():
+    heads = np.stack([np.full((4, 4), 0.1), np.full((4, 4), 0.9), np.full((4, 4), 0.5)])
+    assert np.allclose(acquisition_map("eig", heads), mutual_information(heads))
+    assert np.allclose(acquisition_map("bald", heads), mutual_information(heads))
+    assert np.allclose(acquisition_map("entropy", heads), predictive_entropy(heads))
+    agree = np.full((3, 4, 4), 0.5)  # all heads unsure alike: entropy high, EIG zero
+    assert acquisition_map("eig", agree).max() < 1e-6 < acquisition_map("entropy", agree).min()
+    assert ACQUISITIONS[Acquisition.BALD].source == Source.POSTERIOR
+    assert ACQUISITIONS[Acquisition.EIG].source == Source.HEADS
+
+
+@pytest.fixture
+def slice_state(tiny_model):
+    image = np.zeros((60, 90), np.float32)
+    image[15:45, 20:70] = 1.0
+    embedding = embed_slice(tiny_model, SliceSource(image), EmbeddingStore(tiny_model.model_id))
+    prompts = PromptSet((Click(45, 30, True), Click(10, 5, False)))
+    prediction = Predictor(tiny_model).predict(embedding, prompts)
+    return tiny_model, embedding, prompts, prediction
+
+
+@pytest.mark.parametrize("name", ["eig", "entropy", "random", "bald"])
+def test_uncertainty_maps_and_suggestions_fit_the_image(slice_state, tiny_head, name):
+    model, embedding, prompts, prediction = slice_state
+    rng = np.random.default_rng(0)
+    found = uncertainty(name, prediction, prompts, embedding, model, tiny_head, 16, 5, 4, rng)
+    assert found.scores.shape == found.probability.shape == (60, 90)
+    assert found.samples == (3 if name == "eig" else 16)
+    assert 1 <= len(found.suggestions) <= 5
+    clicked = {(round(c.x), round(c.y)) for c in prompts.clicks}
+    for rank, s in enumerate(found.suggestions, 1):
+        assert s.rank == rank and 0 <= s.belief <= 1
+        assert 0 <= s.x <= 89 and 0 <= s.y <= 59
+        assert (round(s.x), round(s.y)) not in clicked
+    scores = [s.score for s in found.suggestions]
+    assert scores == sorted(scores, reverse=True)
+    # The top suggestion sits where the (upscaled) map is high.
+    top = found.top
+    assert found.scores[round(top.y), round(top.x)] >= np.percentile(found.scores, 90)
+
+
+def test_bald_needs_a_head_for_this_model(slice_state, tiny_head):
+    model, embedding, prompts, prediction = slice_state
+    with pytest.raises(ActiveSamError, match="needs a Bayesian head"):
+        uncertainty("bald", prediction, prompts, embedding, model, None)
+    other = random_model(model.architecture, seed=7)
+    with pytest.raises(ModelError, match="fitted for model"):
+        uncertainty("bald", prediction, prompts, embedding, other, tiny_head)
+    with pytest.raises(ActiveSamError, match="at least 1"):
+        uncertainty("bald", prediction, prompts, embedding, model, tiny_head, samples=0)
+
+
+def test_a_model_sure_of_everything_suggests_nothing(slice_state):
+    model, embedding, prompts, _ = slice_state
+    grid = model.architecture.low_res_size
+    logits = np.full((4, grid, grid), -30.0, np.float32)
+    logits[:, 10:20, 10:20] = 30.0  # every head agrees, far from 0.5
+    certain = Prediction(logits, np.ones(4, np.float32), np.zeros((4, 60, 90), np.float32))
+    found = uncertainty("eig", certain, prompts, embedding, model)
+    assert found.suggestions == () and found.top is None
+
+
+def test_session_answer_previews_the_heads_mask_for_bald_and_ranks_slices(
+    tiny_model, tiny_head, ct_volume
+):
+    model = tiny_model
+    session = AnnotationSession(model, SliceSource(ct_volume), EmbeddingStore(model.model_id))
+    session.head = tiny_head
+    prompts = PromptSet((Click(25, 20, True),))
+    plain = session.answer((2,), prompts)
+    assert plain.uncertainty is None
+    bald = session.answer((2,), prompts, "bald", samples=8, rng=np.random.default_rng(0))
+    assert np.array_equal(bald.mask, bald.uncertainty.probability > 0.5)
+    eig = session.answer((3,), prompts, "eig")
+    assert eig.uncertainty.acquisition == Acquisition.EIG
+    ranked = session.most_uncertain()
+    assert {i for i, _ in ranked} == {(2,), (3,)} and ranked[0][1] >= ranked[1][1]
+    session.forget((3,))
+    assert [i for i, _ in session.most_uncertain()] == [(2,)]

@@ -1,0 +1,155 @@
+"""The BALD-SAM head: inputs, MAP training, the laplace-torch posterior, files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_active_sam.core.bayes_head import (
+    MAX_SAMPLES,
+    BayesHead,
+    BayesHeadNet,
+    HeadConfig,
+    bounded_samples,
+    click_maps,
+    click_sigma,
+    find_head,
+    fit_head,
+    generated_examples,
+    grid_to_image,
+    head_for_model,
+    head_path,
+    image_to_grid,
+    shipped_head_path,
+    user_head_path,
+)
+from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
+from napari_active_sam.core.models import SMOKE_ARCHITECTURE as TINY
+from napari_active_sam.core.models import ModelRef, load_model, random_model
+from napari_active_sam.core.types import Click, PromptSet
+
+
+def _drain(generator):
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+def test_click_maps_put_a_unit_gaussian_of_scaled_sigma_on_each_click():
+    prompts = PromptSet((Click(100, 50, True), Click(10, 200, False)))
+    maps = click_maps(prompts, original_size=(256, 256), img_size=1024, grid=256)
+    assert maps.shape == (2, 256, 256) and maps.min() >= 0 and maps.max() <= 1
+    # 256 px image → 1024 input → 256 grid: pixel coordinates carry over.
+    assert np.unravel_index(maps[0].argmax(), maps[0].shape) == (50, 100)
+    assert np.unravel_index(maps[1].argmax(), maps[1].shape) == (200, 10)
+    assert maps[0][50, 100 + 8] == pytest.approx(np.exp(-0.5), rel=1e-3)  # σ = 8 at 256
+    assert click_sigma(64) == 2.0
+    two = click_maps(PromptSet((Click(100, 50), Click(100, 50))), (256, 256), 1024, 256)
+    assert two.max() == 1.0  # overlapping clicks are clamped, not summed past 1
+
+
+def test_grid_and_image_coordinates_round_trip():
+    xy = np.array([[0.0, 0.0], [639.0, 479.0], [320.0, 100.0]])
+    grid = image_to_grid(xy, (480, 640), 1024, 256)
+    assert np.allclose(grid_to_image(grid, (480, 640), 1024, 256), xy, atol=1e-6)
+    assert grid[:, 1].max() < 256 * 480 / 640  # rows stay above SAM's padding
+
+
+def test_an_untrained_head_reproduces_sams_logits(tiny_examples):
+    net = BayesHeadNet()
+    x = torch.as_tensor(tiny_examples[0].inputs)[None]
+    assert torch.equal(net(x), x[:, :1])
+
+
+def test_fit_trains_below_sams_loss_and_samples_differ(tiny_examples, tiny_head):
+    info = tiny_head.info
+    assert info["examples"] == len(tiny_examples) and info["fit_pixels"] > 1000
+    assert info["map_loss"] < info["sam_loss"]  # the head learns from the click maps
+    assert info["prior_precision"][0] > 0
+    assert tiny_head.covariance.shape == (17, 17)
+    assert torch.all(torch.linalg.eigvalsh(tiny_head.covariance.double()) >= 0)
+    sampled, map_probability = tiny_head.sample(tiny_examples[0].inputs, 8)
+    grid = TINY.low_res_size
+    assert sampled.shape == (8, grid, grid) and map_probability.shape == (grid, grid)
+    assert sampled.std(dim=0).max() > 0  # the posterior is not a point mass
+
+
+@pytest.mark.parametrize("structure", ["kron", "full"])
+def test_kron_and_full_posteriors_and_grid_search_prior(tiny_examples, structure):
+    config = HeadConfig(steps=5, fit_pixels=2000, structure=structure, prior="gridsearch")
+    head = _drain(fit_head(tiny_examples, random_model(TINY), config))
+    assert head.info["structure"] == structure
+    assert torch.all(torch.linalg.eigvalsh(head.covariance.double()) > 0)
+    assert (
+        head.covariance.diag().min() > 0
+        and (head.covariance - head.covariance.T).abs().max() < 1e-5
+    )
+
+
+def test_bad_options_and_no_examples_are_clear_errors(tiny_examples):
+    with pytest.raises(ActiveSamError, match="diag/kron/full"):
+        _drain(fit_head(tiny_examples, random_model(TINY), HeadConfig(structure="lowrank")))
+    with pytest.raises(ActiveSamError, match="commit some objects"):
+        _drain(fit_head([], random_model(TINY)))
+
+
+def test_sample_count_is_bounded():
+    with pytest.raises(ActiveSamError, match="at least 1"):
+        bounded_samples(0, 256)
+    assert bounded_samples(10**9, 64) == MAX_SAMPLES
+    assert bounded_samples(10**9, 4096) * 4096**2 <= 2**26  # memory cap for huge grids
+    assert bounded_samples(5, 256) == 5
+
+
+def test_saved_head_loads_with_its_model_and_refuses_another(tmp_path, tiny_head, tiny_examples):
+    path = tiny_head.save(tmp_path / "tiny.head.pt")
+    again = BayesHead.load(path, random_model(TINY, seed=0))
+    seed = torch.Generator().manual_seed(3)
+    first = tiny_head.sample(tiny_examples[1].inputs, 4, generator=seed)[0]
+    second = again.sample(tiny_examples[1].inputs, 4, torch.Generator().manual_seed(3))[0]
+    assert torch.allclose(first, second)
+    with pytest.raises(ModelError, match="fitted for model"):
+        BayesHead.load(path, random_model(TINY, seed=1))
+    (tmp_path / "junk.pt").write_bytes(b"not a head")
+    with pytest.raises(CheckpointError):
+        BayesHead.load(tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="train-head"):
+        BayesHead.load(tmp_path / "missing.pt")
+
+
+def test_heads_are_found_next_to_the_checkpoint_and_the_users_first(
+    tmp_path, monkeypatch, tiny_checkpoint, tiny_head
+):
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
+    ref = ModelRef("tiny", str(tiny_checkpoint))
+    assert find_head(ref) is None
+    assert head_path(tiny_checkpoint) == tiny_checkpoint.with_name("tiny.head.pt")
+    assert shipped_head_path(ref) == head_path(tiny_checkpoint)
+    model = ref.load("cpu")
+    shipped = BayesHead(tiny_head.net, tiny_head.mean, tiny_head.covariance, model.model_id, 32)
+    shipped.save(head_path(tiny_checkpoint))
+    assert find_head(ref) == head_path(tiny_checkpoint)
+    assert head_for_model(model, tiny_checkpoint).model_id == model.model_id
+    shipped.save(user_head_path(model.model_id))
+    assert find_head(ref) == user_head_path(model.model_id)
+
+
+def test_the_shipped_demo_head_improves_on_sam_for_fresh_click_sets():
+    model = load_model("demo", device="cpu")
+    head = head_for_model(model)
+    assert head is not None and head.info["structure"] == "diag"
+    examples = _drain(generated_examples(model, 6, seed=1234, clicks=4))
+    inputs = torch.as_tensor(np.stack([e.inputs for e in examples]))
+    targets = torch.as_tensor(np.stack([e.target for e in examples]))
+    fraction, on_image = targets[:, :1], targets[:, 1:]
+
+    def loss(logits):
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, fraction, weight=on_image
+        )
+
+    with torch.no_grad():
+        assert loss(head.net(inputs)) < loss(inputs[:, :1])
