@@ -17,6 +17,7 @@ def test_manifest_and_sample_data_are_inside_the_package():
     assert manifest.is_file()
     assert yaml.safe_load(manifest.read_text())["name"] == "napari-active-sam"
     assert (package / "sample_data" / "README.md").is_file()
+    assert (package / "sample_data" / "demo_model.head.pt").is_file()  # the demo's Bayes head
 
 
 def test_entry_point_and_classifier():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_active_sam.core.acquisition import (
     ACQUISITIONS,
@@ -51,6 +52,9 @@ def test_registry_formulas():
     assert np.allclose(acquisition_map("entropy", heads), predictive_entropy(heads))
     agree = np.full((3, 4, 4), 0.5)  # all heads unsure alike: entropy high, EIG zero
     assert acquisition_map("eig", agree).max() < 1e-6 < acquisition_map("entropy", agree).min()
+    logits = torch.randn(8, 5, 5) * 4
+    exact = mutual_information(torch.sigmoid(logits))
+    assert torch.allclose(mutual_information(torch.sigmoid(logits), logits), exact, atol=1e-5)
     assert ACQUISITIONS[Acquisition.BALD].source == Source.POSTERIOR
     assert ACQUISITIONS[Acquisition.EIG].source == Source.HEADS
 

@@ -83,6 +83,29 @@ def test_bald_without_a_head_is_refused_before_any_work(scene, dataset, tiny_che
     assert not (tmp_path / "out" / EPISODES_FILE).exists()
 
 
+def test_evaluate_image_plays_every_object_of_an_open_layer(tiny_model, tiny_head):
+    from napari_active_sam.core.errors import ImageError
+    from napari_active_sam.core.evaluate import evaluate_image
+
+    volume = np.zeros((3, 64, 64), np.float32)
+    labels = np.zeros((3, 64, 64), np.int32)
+    volume[1, 10:30, 10:30], labels[1, 10:30, 10:30] = 1, 1
+    volume[2, 40:60, 35:60], labels[2, 40:60, 35:60] = 1, 2
+    source = SliceSource(volume)
+    steps = evaluate_image(tiny_model, source, labels, ["ritm", "bald"], 2, 0, tiny_head)
+    records = _drain(steps)
+    assert sorted((r["label"], r["strategy"], r["slice"][0]) for r in records) == [
+        (1, "bald", 1), (1, "ritm", 1), (2, "bald", 2), (2, "ritm", 2)
+    ]  # fmt: skip
+    assert all(len(r["iou"]) == 2 for r in records)
+    with pytest.raises(ImageError, match="shape"):
+        _drain(evaluate_image(tiny_model, source, labels[0], ["ritm"]))
+    with pytest.raises(ImageError, match="no object"):
+        _drain(evaluate_image(tiny_model, source, np.zeros_like(labels), ["ritm"]))
+    with pytest.raises(ActiveSamError, match="needs a Bayesian head"):
+        _drain(evaluate_image(tiny_model, source, labels, ["bald"]))
+
+
 def test_episodes_are_deterministic_per_seed(scene):
     predictor, embedding, gt = scene
     runs = [

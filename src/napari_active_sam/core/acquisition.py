@@ -14,6 +14,7 @@ from enum import StrEnum
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .bayes_head import (
     DEFAULT_SAMPLES,
@@ -29,33 +30,51 @@ from .predictor import shown_head
 from .suggest import pick_peaks
 from .types import Prediction, PromptSet, Suggestion
 
-_EPS = 1e-7
+_EPS = 1e-6
+Maps = np.ndarray | torch.Tensor
+"""Probability maps: numpy in, numpy out; torch in, torch out (float32 either way)."""
 
 
-def binary_entropy(p: np.ndarray) -> np.ndarray:
+def _tensor(p: Maps) -> torch.Tensor:
+    return p.float() if isinstance(p, torch.Tensor) else torch.from_numpy(np.asarray(p, np.float32))
+
+
+def _like(result: torch.Tensor, template: Maps) -> Maps:
+    return result if isinstance(template, torch.Tensor) else result.numpy()
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(_EPS, 1 - _EPS)
+    return -(p * torch.log(p) + (1 - p) * torch.log1p(-p))
+
+
+def binary_entropy(p: Maps) -> Maps:
     """H(p) = -p log p - (1-p) log(1-p), in nats, elementwise (0 at p = 0 or 1)."""
-    p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
-    return -(p * np.log(p) + (1 - p) * np.log1p(-p))
+    return _like(_entropy(_tensor(p)), p)
 
 
-def predictive_entropy(probabilities: np.ndarray) -> np.ndarray:
+def predictive_entropy(probabilities: Maps) -> Maps:
     """Entropy of the mean belief: ``H(mean_k p_k)``; ``(K, H, W)`` → ``(H, W)``."""
-    return binary_entropy(np.mean(probabilities, axis=0)).astype(np.float32)
+    return _like(_entropy(_tensor(probabilities).mean(dim=0)), probabilities)
 
 
-def mutual_information(probabilities: np.ndarray) -> np.ndarray:
+def mutual_information(probabilities: Maps, logits: torch.Tensor | None = None) -> Maps:
     """``H(mean_k p_k) - mean_k H(p_k)``; ``(K, H, W)`` → ``(H, W)``.
 
     With K posterior samples this is BALD (Houlsby et al. 2011); with SAM's three
     multimask heads as a uniform posterior it is the closed-form expected information gain
     of asking for the label at each pixel (the binary-label case, where the nested Monte
-    Carlo estimator collapses to this expression).
+    Carlo estimator collapses to this expression). Given the ``logits`` behind the
+    probabilities, each map's entropy is taken as ``softplus(z) - z σ(z)``: the same value
+    for one transcendental function per value instead of two.
     """
-    probabilities = np.asarray(probabilities)
-    mean_entropy = binary_entropy(probabilities).mean(axis=0)
-    return np.clip(binary_entropy(probabilities.mean(axis=0)) - mean_entropy, 0, None).astype(
-        np.float32
-    )
+    maps = _tensor(probabilities)
+    if logits is None:
+        each = _entropy(maps).mean(dim=0)
+    else:
+        each = (F.softplus(logits) - logits * maps).mean(dim=0)
+    gain = _entropy(maps.mean(dim=0)) - each
+    return _like(gain.clamp(min=0), probabilities)
 
 
 def nested_monte_carlo_eig(
@@ -120,30 +139,38 @@ class Source(StrEnum):
     """The posterior when a head is loaded, otherwise the multimask heads."""
 
 
-def _random(probabilities: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+def _random(probabilities: Maps, rng: np.random.Generator | None = None, logits=None) -> Maps:
     rng = rng or np.random.default_rng()
-    return rng.random(np.shape(probabilities)[1:]).astype(np.float32)
+    scores = rng.random(tuple(probabilities.shape[1:]), dtype=np.float32)
+    return _like(torch.from_numpy(scores), probabilities)
 
 
 @dataclass(frozen=True)
 class AcquisitionSpec:
     """A registered acquisition function and the probability maps it reads."""
 
-    score: Callable[..., np.ndarray]
-    """``f(probabilities (K, H, W), rng=None) -> scores (H, W)``."""
+    score: Callable[..., Maps]
+    """``f(probabilities (K, H, W), rng=None, logits=None) -> scores (H, W)``, numpy or
+    torch; ``logits`` (torch), when known, may spare work."""
     source: Source
     title: str
 
 
 ACQUISITIONS: dict[Acquisition, AcquisitionSpec] = {
     Acquisition.BALD: AcquisitionSpec(
-        lambda p, rng=None: mutual_information(p), Source.POSTERIOR, "BALD (Laplace samples)"
+        lambda p, rng=None, logits=None: mutual_information(p, logits),
+        Source.POSTERIOR,
+        "BALD (Laplace samples)",
     ),
     Acquisition.EIG: AcquisitionSpec(
-        lambda p, rng=None: mutual_information(p), Source.HEADS, "EIG (multimask heads)"
+        lambda p, rng=None, logits=None: mutual_information(p, logits),
+        Source.HEADS,
+        "EIG (multimask heads)",
     ),
     Acquisition.ENTROPY: AcquisitionSpec(
-        lambda p, rng=None: predictive_entropy(p), Source.ANY, "Predictive entropy"
+        lambda p, rng=None, logits=None: predictive_entropy(p),
+        Source.ANY,
+        "Predictive entropy",
     ),
     Acquisition.RANDOM: AcquisitionSpec(_random, Source.ANY, "Random"),
 }
@@ -255,15 +282,15 @@ def uncertainty(
         if use_posterior:
             head.check_model(model)
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            logits = prediction.low_res_logits[shown_head(prediction, prompts)]
-            maps, _ = head.sample(
-                head_inputs(logits, prompts, embedding, model), samples, generator
-            )
+            shown = prediction.low_res_logits[shown_head(prediction, prompts)]
+            inputs = head_inputs(shown, prompts, embedding, model)
+            logits = head.sample_logits(inputs, samples, generator)[0]
             source = Source.POSTERIOR
         else:
-            maps = torch.sigmoid(torch.as_tensor(prediction.multimask_logits))
+            logits = torch.as_tensor(prediction.multimask_logits)
             source = Source.HEADS
-        grid_scores = torch.as_tensor(spec.score(maps.numpy(), rng=rng))
+        maps = torch.sigmoid(logits)
+        grid_scores = spec.score(maps, rng=rng, logits=logits)
         belief = maps.mean(dim=0)
         upscaled = _upscale(torch.stack([grid_scores, belief]), model, embedding)
 

@@ -243,13 +243,13 @@ class BayesHead:
         return self.mean + noise @ self._scale.T
 
     @torch.inference_mode()
-    def sample(
+    def sample_logits(
         self,
         inputs: np.ndarray | torch.Tensor,
         samples: int = DEFAULT_SAMPLES,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K posterior probability maps and the MAP probabilities, in one batched pass.
+        """K posterior logit maps and the MAP logits, in one batched pass.
 
         Parameters
         ----------
@@ -261,19 +261,28 @@ class BayesHead:
         Returns
         -------
         sampled : torch.Tensor
-            float32 ``(K, g, g)`` probabilities.
-        map_probability : torch.Tensor
-            float32 ``(g, g)`` probabilities of the MAP weights.
+            float32 ``(K, g, g)`` logits.
+        map_logits : torch.Tensor
+            float32 ``(g, g)`` logits of the MAP weights.
         """
         samples = bounded_samples(samples, self.grid)
         x = torch.as_tensor(np.asarray(inputs, np.float32))[None]
-        hidden = self.net.hidden(x)[0]  # (16, g, g)
-        base = x[0, 0]
-        weights = self.sample_weights(samples, generator)
-        logits = base + torch.einsum("chw,kc->khw", hidden, weights[:, :-1])
-        logits = logits + weights[:, -1, None, None]
-        map_logits = base + torch.einsum("chw,c->hw", hidden, self.mean[:-1]) + self.mean[-1]
-        return torch.sigmoid(logits), torch.sigmoid(map_logits)
+        hidden = self.net.hidden(x)[0].reshape(HIDDEN, -1)  # (16, P)
+        base = x[0, 0].reshape(1, -1)
+        weights = torch.cat([self.sample_weights(samples, generator), self.mean[None]])
+        logits = torch.addmm(weights[:, -1:] + base, weights[:, :-1], hidden)  # (K + 1, P)
+        logits = logits.reshape(samples + 1, self.grid, self.grid)
+        return logits[:-1], logits[-1]
+
+    def sample(
+        self,
+        inputs: np.ndarray | torch.Tensor,
+        samples: int = DEFAULT_SAMPLES,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sample_logits` as probabilities: ``(K, g, g)`` and the MAP's ``(g, g)``."""
+        sampled, map_logits = self.sample_logits(inputs, samples, generator)
+        return torch.sigmoid(sampled), torch.sigmoid(map_logits)
 
     # ----------------------------------------------------------------------- files
 

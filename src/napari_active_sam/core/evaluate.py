@@ -26,7 +26,7 @@ from .embeddings import Embedding, EmbeddingStore, embed_slice
 from .errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
 from .metrics import dice, iou, oracle_choice
-from .models import ModelRef, file_sha256, is_writable_dir
+from .models import LoadedModel, ModelRef, file_sha256, is_writable_dir
 from .predictor import Predictor, shown_head
 from .preprocess import IntensityWindow, SliceSource
 from .simulate import STRATEGIES, ClickContext, Strategy, first_click
@@ -345,33 +345,92 @@ def evaluate_pair(
             gt = labels[index] == obj.label
             result = run_episode(predictor, embedding, gt, strategy, clicks, rng, head)
             slices.append((index, gt, result))
-        record: dict[str, Any] = {
-            "image": pair.stem,
-            "label": obj.label,
-            "strategy": str(strategy),
-            "area": int(sum(gt.sum() for _, gt, _ in slices)),
-        }
-        if len(slices) == 1:
-            index, gt, result = slices[0]
-            record.update(
-                slice=list(index),
-                clicks=_clicks_json(result.clicks),
-                iou=[round(v, 6) for v in result.ious],
-                dice=[round(v, 6) for v in result.dices],
-                oracle_dice=[round(v, 6) for v in result.oracle_dices],
-            )
-        else:
-            record.update(_pooled([r.counts for *_, r in slices], record["area"]))
-            record["slices"] = [
-                {
-                    "slice": list(index),
-                    "clicks": _clicks_json(result.clicks),
-                    "iou": [round(v, 6) for v in result.ious],
-                    "dice": [round(v, 6) for v in result.dices],
-                }
-                for index, _, result in slices
-            ]
-        records.append(record)
+        records.append(_record(pair.stem, obj.label, str(strategy), slices))
+    return records
+
+
+def _record(image: str, label: int, strategy: str, slices: list) -> dict[str, Any]:
+    """The JSON record of one object's episode (``slices``: ``(index, gt, result)``)."""
+    record: dict[str, Any] = {
+        "image": image,
+        "label": label,
+        "strategy": strategy,
+        "area": int(sum(gt.sum() for _, gt, _ in slices)),
+    }
+    if len(slices) == 1:
+        index, gt, result = slices[0]
+        record.update(
+            slice=list(index),
+            clicks=_clicks_json(result.clicks),
+            iou=[round(v, 6) for v in result.ious],
+            dice=[round(v, 6) for v in result.dices],
+            oracle_dice=[round(v, 6) for v in result.oracle_dices],
+        )
+    else:
+        record.update(_pooled([r.counts for *_, r in slices], record["area"]))
+        record["slices"] = [
+            {
+                "slice": list(index),
+                "clicks": _clicks_json(result.clicks),
+                "iou": [round(v, 6) for v in result.ious],
+                "dice": [round(v, 6) for v in result.dices],
+            }
+            for index, _, result in slices
+        ]
+    return record
+
+
+def evaluate_image(
+    model: LoadedModel,
+    source: SliceSource,
+    labels: np.ndarray,
+    strategies: Iterable[str],
+    clicks: int = 10,
+    seed: int = 0,
+    bayes_head: BayesHead | None = None,
+    store: EmbeddingStore | None = None,
+) -> Generator[Progress, None, list[dict[str, Any]]]:
+    """Every object of one image (an open napari layer) with every strategy, in-process.
+
+    Objects of a volume are played on their slice of largest area. Yields progress per
+    episode; returns records in the format of ``episodes.jsonl`` (for
+    :func:`~napari_active_sam.core.report.summarise`).
+
+    Raises
+    ------
+    ImageError
+        Labels whose shape differs from the image's slices, or that hold no object.
+    ActiveSamError
+        A strategy that needs a Bayesian head when none is given.
+    """
+    labels = np.asarray(labels)
+    shape = np.shape(source.data)
+    expected = shape[:-1] if source.rgb else shape
+    if labels.shape != expected:
+        raise ImageError(
+            f"The ground truth has shape {labels.shape} but the image has {expected}: choose "
+            "the labels layer drawn on this image."
+        )
+    strategies = [str(Strategy(s)) for s in strategies]
+    for name in strategies:
+        if STRATEGIES[Strategy(name)].needs_head and bayes_head is None:
+            raise ActiveSamError(f"{name} needs a Bayesian head for {model.name}.")
+    objects = object_targets(labels.astype(np.int64))
+    if not objects:
+        raise ImageError("The ground truth holds no object: draw or load labels first.")
+    predictor = Predictor(model)
+    store = store or EmbeddingStore(model.model_id)
+    limits = source.limits()
+    total, records = len(objects) * len(strategies), []
+    for obj in objects:
+        (index,) = obj.indices
+        embedding = embed_slice(model, source, store, index, limits)
+        gt = labels[index] == obj.label
+        for strategy in strategies:
+            rng = np.random.default_rng(episode_seed(seed, "layer", obj.label, strategy))
+            result = run_episode(predictor, embedding, gt, strategy, clicks, rng, bayes_head)
+            records.append(_record("layer", obj.label, strategy, [(index, gt, result)]))
+            yield Progress(len(records), total, f"object {obj.label}, {strategy}")
     return records
 
 

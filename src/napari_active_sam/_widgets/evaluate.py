@@ -1,0 +1,161 @@
+"""The "Evaluate" dock widget: benchmark models and strategies on the user's own image.
+
+Every object of a ground-truth Labels layer is annotated by simulated clicks with each
+chosen strategy, on a worker; the mean IoU after each click is drawn in the dock, with the
+area under each curve and NoC@85 in a table.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+    create_widget,
+)
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+
+from ..core.bayes_head import head_for_model
+from ..core.errors import ActiveSamError
+from ..core.evaluate import evaluate_image
+from ..core.models import load_model, model_names
+from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
+from ..core.report import summarise
+from ..core.simulate import STRATEGIES, Strategy
+
+if TYPE_CHECKING:
+    import napari
+
+LOCAL_FILE = "local file"
+
+
+class EvaluateWidget(Container):
+    """Run the benchmark on the current image against a ground-truth Labels layer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = viewer
+        self.model_name = ComboBox(label="model", choices=[*model_names(), LOCAL_FILE],
+                                   value="demo")  # fmt: skip
+        self.checkpoint = FileEdit(label="checkpoint", mode="r", visible=False)
+        self.image = create_widget(annotation="napari.layers.Image", label="image")
+        self.ground_truth = create_widget(annotation="napari.layers.Labels", label="ground truth")
+        self.window = ComboBox(label="window", choices=["percentile", *CT_PRESETS])
+        self.strategies = Select(label="strategies", choices=[s.value for s in Strategy],
+                                 value=["ritm", "bald", "eig", "random"])  # fmt: skip
+        self.clicks = SpinBox(label="clicks", value=10, min=1, max=50)
+        self.run_button = PushButton(text="Evaluate")
+        self.cancel = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
+        self.table = Label(label="results", value="-")
+        self.status = Label(label="status", value="choose an image and its ground truth")
+        self.extend([self.model_name, self.checkpoint, self.image, self.ground_truth,
+                     self.window, self.strategies, self.clicks, self.run_button, self.cancel,
+                     self.progress, self.table, self.status])  # fmt: skip
+        self.figure = Figure(figsize=(4, 3), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.native.layout().addWidget(self.canvas)
+        self.native.setMaximumWidth(440)
+        self.summary: dict[str, Any] | None = None
+        self._worker = None
+        self.model_name.changed.connect(
+            lambda: setattr(self.checkpoint, "visible", self.model_name.value == LOCAL_FILE)
+        )
+        self.run_button.changed.connect(self.run)
+        self.cancel.changed.connect(self.stop)
+
+    def run(self) -> None:
+        """Start the evaluation on a worker (the GUI thread only copies the layers' data)."""
+        image, truth = self.image.value, self.ground_truth.value
+        if image is None or truth is None:
+            self.status.value = "choose an image and a ground-truth labels layer"
+            return
+        if not self.strategies.value:
+            self.status.value = "choose at least one strategy"
+            return
+        if self._worker is not None:
+            return
+        name = self.model_name.value
+        checkpoint = self.checkpoint.value if name == LOCAL_FILE else None
+        job = create_worker(
+            _evaluation_job, name, checkpoint, image.data, image.rgb, np.asarray(truth.data),
+            self.window.value, list(self.strategies.value), self.clicks.value,
+            _ignore_errors=True,
+        )  # fmt: skip
+        job.yielded.connect(self._progress)
+        job.returned.connect(self._show)
+        job.errored.connect(self._report)
+        job.finished.connect(self._finished)
+        self._worker = job
+        self.run_button.enabled, self.cancel.enabled = False, True
+        self.status.value = "evaluating ..."
+        job.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.value = "cancelled"
+
+    def _progress(self, step) -> None:
+        self.progress.max = max(step.total, 1)
+        self.progress.value = step.done
+        self.status.value = step.message
+
+    def _finished(self) -> None:
+        self._worker = None
+        self.run_button.enabled, self.cancel.enabled = True, False
+
+    def _show(self, summary: dict[str, Any]) -> None:
+        """Draw mean IoU per click for each strategy and list AUC and NoC@85."""
+        self.summary = summary
+        self.figure.clear()
+        ax = self.figure.add_subplot(111)
+        rows = []
+        for name, figures in summary["strategies"].items():
+            curve = figures["miou"]
+            ax.plot(range(1, len(curve) + 1), curve, marker=".", label=name)
+            rows.append(
+                f"{name}: AUC {figures['auc']:.3f}, mIoU@1 {curve[0]:.3f}, "
+                f"NoC@85 {figures['noc']['85']:.1f}"
+            )
+        ax.set_xlabel("click")
+        ax.set_ylabel("mean IoU")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        self.canvas.draw_idle()
+        self.table.value = "\n".join(rows)
+        objects = next(iter(summary["strategies"].values()))["objects"]
+        self.status.value = f"evaluated {objects} objects"
+
+    def _report(self, exc: Exception) -> None:
+        self.status.value = f"error: {exc}"
+        if not isinstance(exc, ActiveSamError):
+            raise exc
+        show_error(str(exc))
+
+
+def _evaluation_job(name, checkpoint, data, rgb, labels, window, strategies, clicks):
+    """Worker generator: load the model (and its head if a strategy needs it), play every
+    episode, return the summary."""
+    model = load_model(name, checkpoint)
+    needs_head = any(STRATEGIES[Strategy(s)].needs_head for s in strategies)
+    head = head_for_model(model, checkpoint) if needs_head or "entropy" in strategies else None
+    source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
+    records = yield from evaluate_image(model, source, labels, strategies, clicks, 0, head)
+    return summarise(records, {"model": model.model_id, "clicks": clicks})
