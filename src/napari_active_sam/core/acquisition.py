@@ -30,7 +30,7 @@ from .predictor import shown_head
 from .suggest import pick_peaks
 from .types import Prediction, PromptSet, Suggestion
 
-_EPS = 1e-6
+_EPS = 1e-7
 Maps = np.ndarray | torch.Tensor
 """Probability maps: numpy in, numpy out; torch in, torch out (float32 either way)."""
 
@@ -44,8 +44,9 @@ def _like(result: torch.Tensor, template: Maps) -> Maps:
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
-    p = p.clamp(_EPS, 1 - _EPS)
-    return -(p * torch.log(p) + (1 - p) * torch.log1p(-p))
+    p = p.clamp(0, 1)
+    q = 1 - p
+    return -(torch.special.xlogy(p, p) + torch.special.xlogy(q, q))
 
 
 def binary_entropy(p: Maps) -> Maps:
