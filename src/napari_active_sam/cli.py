@@ -184,22 +184,6 @@ def _cmd_train_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labelled_objects(data: Path, model, window: str | None):
-    """``(embedding, object mask)`` for every object of a labelled folder, encoded lazily."""
-    from .core.embeddings import EmbeddingStore, embed_slice
-    from .core.evaluate import BenchmarkConfig, discover_pairs, load_pair, object_targets
-    from .core.models import ModelRef
-
-    config = BenchmarkConfig(data=data, model=ModelRef(model.name), window=window)
-    pairs, _ = discover_pairs(data)
-    for pair in pairs:
-        source, labels = load_pair(pair, config.window_for(pair.stem))
-        store, limits = EmbeddingStore(model.model_id), source.limits()
-        for obj in object_targets(labels):
-            (index,) = obj.indices
-            yield embed_slice(model, source, store, index, limits), labels[index] == obj.label
-
-
 def _cmd_train_head(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -218,7 +202,7 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, args.checkpoint)
     if args.data:
-        objects = _labelled_objects(args.data, model, args.window)
+        objects = ((e, m) for _, e, m in _labelled_objects(args.data, model, args.window))
         rng = np.random.default_rng(args.seed)
         steps = examples_from_objects(Predictor(model), objects, rng, args.clicks)
         examples = _drain_with_bar(steps, "simulate", unit="object")
@@ -238,6 +222,109 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
     print(
         f"saved {out}: {info['examples']} click sets, BCE {info['sam_loss']:.4f} (SAM) -> "
         f"{info['map_loss']:.4f} (head), prior precision {info['prior_precision'][0]:.3g}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_quality(args: argparse.Namespace) -> int:
+    import torch
+
+    from .core.errors import ImageError
+    from .core.evaluate import load_pair
+    from .core.models import load_model
+    from .core.preprocess import IntensityWindow
+    from .core.quality import (
+        QualityModels,
+        assess_labels,
+        pair_folders,
+        quality_rows,
+        resolve_estimator,
+        write_quality_csv,
+    )
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pairs, skipped = pair_folders(args.images, args.masks)
+    if not pairs:
+        raise ActiveSamError(
+            f"No image in {args.images} has a mask of the same name in {args.masks}."
+        )
+    window = IntensityWindow.from_name(args.window)
+    model = load_model(args.model, args.checkpoint)
+    models = QualityModels.for_model(model, args.checkpoint, args.head, args.regressor)
+    _, note = resolve_estimator(args.estimator, models)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    rows = []
+    for pair in pairs:
+        try:
+            source, labels = load_pair(pair, window)
+            steps = assess_labels(args.estimator, source, labels, models)
+            results = _drain_with_bar(steps, pair.mask.name, unit="object")
+        except ImageError as exc:  # one bad file does not stop the ranking
+            skipped.append({"file": str(pair.mask), "reason": str(exc)})
+            continue
+        rows += quality_rows(str(pair.mask), results)
+    for entry in skipped:
+        print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
+    if not rows:
+        raise ActiveSamError("No object could be judged: see the skipped files above.")
+    write_quality_csv(rows, args.out)
+    print(f"{len(rows)} objects ranked, worst first, in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _labelled_objects(data: Path, model, window: str | None):
+    """``(SAM input, embedding, object mask)`` for every object of a labelled folder."""
+    from .core.embeddings import EmbeddingStore, embed_slice
+    from .core.evaluate import BenchmarkConfig, discover_pairs, load_pair, object_targets
+    from .core.models import ModelRef
+
+    config = BenchmarkConfig(data=data, model=ModelRef(model.name), window=window)
+    pairs, _ = discover_pairs(data)
+    for pair in pairs:
+        source, labels = load_pair(pair, config.window_for(pair.stem))
+        store, limits = EmbeddingStore(model.model_id), source.limits()
+        for obj in object_targets(labels):
+            (index,) = obj.indices
+            embedding = embed_slice(model, source, store, index, limits)
+            yield source.sam_slice(index, limits), embedding, labels[index] == obj.label
+
+
+def _cmd_train_quality(args: argparse.Namespace) -> int:
+    import torch
+
+    from .core.models import load_model
+    from .core.quality import (
+        QualityConfig,
+        examples_from_objects,
+        fit_quality,
+        generated_examples,
+        user_quality_path,
+    )
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model, args.checkpoint)
+    if args.data:
+        objects = _labelled_objects(args.data, model, args.window)
+        steps = examples_from_objects(model, objects, args.seed, args.clicks)
+        examples = _drain_with_bar(steps, "simulate", unit="object")
+    else:
+        steps = generated_examples(model, args.images, args.seed, args.kind, args.clicks)
+        examples = _drain_with_bar(steps, "simulate", unit="image")
+    config = QualityConfig(
+        crop_steps=args.crop_steps, feature_steps=args.feature_steps, seed=args.seed
+    )
+    regressor = _drain_with_bar(fit_quality(examples, model, config), "fit", unit="step")
+    out = regressor.save(args.out or user_quality_path(model.model_id))
+    info = regressor.info
+    print(
+        f"saved {out}: {info['examples']} masks (mean Dice {info['dice_mean']:.3f}); "
+        f"held-out Pearson {info['crop_validation'].get('pearson', float('nan')):.3f} (crop), "
+        f"{info['feature_validation'].get('pearson', float('nan')):.3f} (embedding); "
+        f"{info['wall_time_s']:.0f} s training",
         file=sys.stderr,
     )
     return 0
@@ -425,6 +512,70 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--seed", type=int, default=0)
     head.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     head.set_defaults(func=_cmd_train_head)
+
+    quality = sub.add_parser(
+        "quality",
+        help="predict each object's Dice without ground truth, to rank masks for review",
+        description="Judges every object of every mask in --masks (instance labels, 0 = "
+        "background; 3D masks slice by slice) against its image of the same name in --images, "
+        "with no ground truth, and writes file,label,slice,predicted_dice,estimator rows, "
+        "worst first (file: the mask file).",
+    )
+    quality.add_argument("--images", type=Path, required=True, help="folder of images")
+    quality.add_argument(
+        "--masks", type=Path, required=True, help="folder of masks named like their images"
+    )
+    quality.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    quality.add_argument(
+        "--estimator",
+        default="iou_head",
+        choices=["iou_head", "posterior", "regressor", "embedding"],
+        help="iou_head (default), posterior (Bayesian head), regressor (EvanySeg crop CNN) or "
+        "embedding (MLP on SAM's embedding); without its network an estimator falls back to "
+        "iou_head, and the estimator column says which answered",
+    )
+    quality.add_argument("--model", default="demo")
+    quality.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    quality.add_argument("--head", type=Path, help="Bayesian head file (default: the model's)")
+    quality.add_argument(
+        "--regressor", type=Path, help="quality regressor file (default: the model's)"
+    )
+    quality.add_argument(
+        "--window",
+        default="percentile",
+        help="intensity window: percentile (default), soft_tissue, lung, bone, brain",
+    )
+    quality.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    quality.set_defaults(func=_cmd_quality)
+
+    train_quality = sub.add_parser(
+        "train-quality",
+        help="train the learned quality estimators (crop CNN and embedding MLP) for a model",
+        description="Simulates prompting on generated scenes (or on the objects of a labelled "
+        "--data folder), collects every head's masks and perturbed ground truth with their "
+        "true Dice, and trains both regressors with MSE.",
+    )
+    train_quality.add_argument("--model", default="demo")
+    train_quality.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    train_quality.add_argument(
+        "--out", type=Path, help="file to write (default: the user's regressor for the model)"
+    )
+    train_quality.add_argument(
+        "--data", type=Path, help="labelled folder (images/, masks/) to learn from"
+    )
+    train_quality.add_argument("--window", help="intensity window for --data")
+    train_quality.add_argument(
+        "--images", type=int, default=200, help="generated scenes without --data"
+    )
+    train_quality.add_argument(
+        "--kind", default="all", choices=["all", "ct", "ultrasound", "nuclei", "mixed"]
+    )
+    train_quality.add_argument("--clicks", type=int, default=3, help="clicks per session")
+    train_quality.add_argument("--crop-steps", type=int, default=2000)
+    train_quality.add_argument("--feature-steps", type=int, default=2000)
+    train_quality.add_argument("--seed", type=int, default=0)
+    train_quality.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    train_quality.set_defaults(func=_cmd_train_quality)
 
     demo = sub.add_parser(
         "demo",

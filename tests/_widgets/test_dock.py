@@ -362,3 +362,40 @@ def test_learn_from_my_annotations_fits_and_saves_a_head(
     path = user_head_path(widget.session.model.model_id)
     assert path.is_file() and "learned from" in widget.status.value
     assert BayesHead.load(path, widget.session.model).info["examples"] == 6
+
+
+# --------------------------------------------------------------------------------- quality
+
+
+def test_quality_panel_flags_a_wrong_object_and_jumps_to_it(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    _ready(qtbot, widget)
+    panel = widget.quality_panel
+    panel.threshold.value = 0.5
+    gt = scene.labels == 1
+    rows, cols = np.nonzero(gt)
+    widget.add_click(float(np.median(rows)), float(np.median(cols)))
+    qtbot.waitUntil(lambda: viewer.layers[PREVIEW].data.any(), timeout=WAIT)
+    good = widget.commit()
+    qtbot.waitUntil(lambda: (good, ()) in panel.results, timeout=WAIT)
+    # A square where no object is: the kind of commit the review list exists for.
+    empty = np.argwhere(scene.labels == 0)
+    top, left = empty[len(empty) // 2]
+    preview = viewer.layers[PREVIEW]
+    preview.data[...] = 0
+    preview.data[max(top - 20, 0) : top + 20, max(left - 20, 0) : left + 20] = 1
+    bad = widget.commit()
+    qtbot.waitUntil(lambda: (bad, ()) in panel.results, timeout=WAIT)
+    assert panel.results[(bad, ())] < panel.results[(good, ())]
+
+    panel.check_all()
+    qtbot.waitUntil(lambda: set(panel.results) == {(good, ()), (bad, ())}, timeout=WAIT)
+    features = viewer.layers[OUTPUT].features
+    assert list(features["index"]) == [0, good, bad]
+    assert 0 <= features["predicted_dice"].iloc[2] < features["predicted_dice"].iloc[1] <= 1
+    panel.threshold.value = (panel.results[(bad, ())] + panel.results[(good, ())]) / 2
+    assert len(panel.review.choices) == 1 and f"object {bad}" in panel.review.choices[0]
+    panel.review.value = [panel.review.choices[0]]
+    assert viewer.layers[OUTPUT].selected_label == bad

@@ -40,6 +40,7 @@ from ..core.errors import ActiveSamError
 from ..core.models import ARCHITECTURES, load_model, model_names
 from ..core.persistence import SavedAnnotation, load_annotation, save_annotation
 from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
+from ..core.quality import QualityModels, regressor_for_model
 from ..core.session import (
     AnnotationSession,
     Answer,
@@ -61,6 +62,7 @@ from .layers import (
     prompts_on_slice,
     suggestion_points,
 )
+from .quality import QualityPanel
 
 if TYPE_CHECKING:
     import napari
@@ -108,18 +110,20 @@ class ActiveSamWidget(Container):
         self.save_button = PushButton(text="Save")
         self.restore_button = PushButton(text="Restore")
         self.status = Label(label="status", value="choose an image")
+        self.quality_panel = QualityPanel(self)
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
                      self.image, self.window, self.encode_slice, self.encode_volume,
                      self.cancel, self.progress, self.acquisition, self.samples,
                      self.learn_button, self.uncertain_slices, self.goto_uncertain,
                      self.propagate_button, self.overwrite,
                      self.use_selected, self.save_folder, self.autosave, self.save_button,
-                     self.restore_button, self.status])  # fmt: skip
+                     self.restore_button, self.quality_panel, self.status])  # fmt: skip
 
         self.native.setMaximumWidth(440)
         self._life = _Lifetime()
         self.native.destroyed.connect(self._life.end)
         self.session: AnnotationSession | None = None
+        self.quality: QualityModels | None = None  # estimators' networks for the model
         self._model = None
         self._model_key: tuple | None = None
         self._encoder = None
@@ -229,7 +233,11 @@ class ActiveSamWidget(Container):
         )
 
     def _session_made(
-        self, layer: napari.layers.Image, session: AnnotationSession, head_problem: str | None
+        self,
+        layer: napari.layers.Image,
+        session: AnnotationSession,
+        quality: QualityModels,
+        head_problem: str | None,
     ) -> None:
         try:
             self.session = None  # no decode against half-made layers
@@ -237,7 +245,7 @@ class ActiveSamWidget(Container):
         except ActiveSamError as exc:
             self._report(exc)
             return
-        self.session = session
+        self.session, self.quality = session, quality
         if head_problem:
             show_error(head_problem)
         if session.head is None and self.acquisition.value == Acquisition.BALD:
@@ -536,13 +544,16 @@ class ActiveSamWidget(Container):
             show_info("No slice has a mask yet: click or propagate first.")
             return
         ((index, score),) = ranked
-        image = self.image.value
-        world = image.data_to_world([*index, 0, 0])
+        self.go_to_slice(index)
+        self.status.value = f"slice {index}: uncertainty {score:.3f}"
+
+    def go_to_slice(self, index: tuple[int, ...]) -> None:
+        """Show the slice at data index ``index`` of the image."""
+        world = self.image.value.data_to_world([*index, 0, 0])
         step = list(self.viewer.dims.point)
         for axis in range(len(index)):
             step[axis] = world[axis]
         self.viewer.dims.point = step
-        self.status.value = f"slice {index}: uncertainty {score:.3f}"
 
     # ------------------------------------------------------------------------------ learn
     def learn(self) -> None:
@@ -568,6 +579,8 @@ class ActiveSamWidget(Container):
         head, path = result
         if self.session is not None and self.session.model.model_id == head.model_id:
             self.session.head = head
+            if self.quality is not None:
+                self.quality.bayes_head = head
         info = head.info
         self.status.value = (
             f"learned from {info['examples']} click sets (loss {info['sam_loss']:.4f} -> "
@@ -610,6 +623,7 @@ class ActiveSamWidget(Container):
         self.clear_prompts()
         self.status.value = f"committed object {label} ({len(rows)} pixels)"
         self._refresh_slice_list()
+        self.quality_panel.check_object(label)
         self._autosave()
         return label
 
@@ -657,6 +671,7 @@ class ActiveSamWidget(Container):
         slices = int(mask.any(axis=(1, 2)).sum())
         self.status.value = f"committed object {label} on {slices} slices"
         self._refresh_slice_list()
+        self.quality_panel.check_object(label)
         self._autosave()
 
     # ------------------------------------------------------------------------ save, restore
@@ -797,15 +812,21 @@ class _Lifetime:
 
 
 def _make_session(model, data, window: str, rgb: bool, checkpoint=None):
-    """Worker: the image as SAM input (percentiles resolved), a fresh embedding store and
-    the model's Bayesian head; returns ``(session, problem with the head or None)``."""
+    """Worker: the image as SAM input (percentiles resolved), a fresh embedding store, the
+    model's Bayesian head and quality regressor; returns ``(session, quality models,
+    problem with the head or regressor or None)``."""
     source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
     session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    problem = None
     try:
         session.head = head_for_model(model, checkpoint)
     except ActiveSamError as exc:
-        return session, f"{exc} Suggestions use EIG until then."
-    return session, None
+        problem = f"{exc} Suggestions use EIG until then."
+    try:
+        regressor = regressor_for_model(model, checkpoint)
+    except ActiveSamError as exc:
+        regressor, problem = None, f"{exc} Quality falls back to SAM's IoU head."
+    return session, QualityModels(model, session.head, regressor), problem
 
 
 def _learning_job(session: AnnotationSession, labels: np.ndarray):

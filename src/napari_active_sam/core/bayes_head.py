@@ -32,8 +32,17 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .embeddings import Embedding
-from .errors import ActiveSamError, CheckpointError, ModelError
-from .models import LoadedModel, ModelRef
+from .errors import ActiveSamError, ModelError
+from .models import (
+    LoadedModel,
+    ModelRef,
+    companion_candidates,
+    companion_path,
+    read_companion,
+    save_companion,
+    shipped_companion_path,
+    user_companion_path,
+)
 from .predictor import Predictor, shown_head
 from .types import Click, Progress, PromptSet
 
@@ -48,6 +57,8 @@ MAX_SAMPLES = 256
 MAX_SAMPLE_VALUES = 2**26
 """At most this many sampled grid values (K × grid²) per call: 256 MiB of float32."""
 HEAD_FORMAT = 1
+HEAD_KIND = "head"
+"""Companion-file kind of a Bayesian head: ``NAME.head.pt``."""
 
 
 class HessianStructure(StrEnum):
@@ -287,11 +298,8 @@ class BayesHead:
     # ----------------------------------------------------------------------- files
 
     def save(self, path: Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": HEAD_FORMAT,
-            "kind": "napari-active-sam bayes head",
             "state_dict": self.net.state_dict(),
             "mean": self.mean,
             "covariance": self.covariance,
@@ -299,27 +307,13 @@ class BayesHead:
             "grid": self.grid,
             "info": self.info,
         }
-        partial = path.with_name(path.name + ".partial")
-        torch.save(payload, partial)
-        partial.replace(path)
-        return path
+        return save_companion(path, HEAD_KIND, payload)
 
     @classmethod
     def load(cls, path: Path, model: LoadedModel | None = None) -> BayesHead:
         """Read a head saved by :meth:`save` (weights only); check it fits ``model``."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(
-                f"No Bayesian head at {path}: fit one with `napari-active-sam train-head`."
-            )
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unreadable file gets one message
-            raise CheckpointError(
-                f"{path} is not a Bayesian head file ({error}); fit a new one."
-            ) from None
-        if not isinstance(payload, dict) or payload.get("kind") != "napari-active-sam bayes head":
-            raise CheckpointError(f"{path} is not a napari-active-sam Bayesian head file.")
+        remedy = "fit one with `napari-active-sam train-head`"
+        payload = read_companion(path, HEAD_KIND, "Bayesian head", remedy)
         net = BayesHeadNet()
         net.load_state_dict(payload["state_dict"])
         head = cls(
@@ -344,8 +338,7 @@ def bounded_samples(samples: int, grid: int) -> int:
 
 def head_path(checkpoint: Path) -> Path:
     """Where the head of a model checkpoint lives: next to it, ``NAME.head.pt``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.head.pt")
+    return companion_path(checkpoint, HEAD_KIND)
 
 
 # --------------------------------------------------------------------------- training
@@ -614,23 +607,12 @@ def generated_examples(
 
 def user_head_path(model_id: str) -> Path:
     """Where a head learned from the user's annotations is kept (the model cache)."""
-    from .models import cache_dir
-
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in model_id)
-    return cache_dir() / "heads" / f"{safe}.head.pt"
+    return user_companion_path(model_id, HEAD_KIND)
 
 
 def shipped_head_path(ref: ModelRef) -> Path:
-    """The head that comes with a model: next to a local checkpoint or the bundled model,
-    else beside the downloaded weights in the cache."""
-    from .models import bundled_path, cache_dir, get_spec
-
-    if ref.checkpoint is not None:
-        return head_path(Path(ref.checkpoint))
-    spec = get_spec(ref.name)
-    if spec.bundled:
-        return head_path(bundled_path(spec.bundled))
-    return head_path(cache_dir() / spec.filename)
+    """The head that comes with a model (see :func:`~.models.shipped_companion_path`)."""
+    return shipped_companion_path(ref, HEAD_KIND)
 
 
 def find_head(ref: ModelRef) -> Path | None:
@@ -650,14 +632,7 @@ def head_for_model(model: LoadedModel, checkpoint: Path | None = None) -> BayesH
     ModelError
         A head file found for the model but fitted for other weights.
     """
-    from .models import ModelName
-
-    candidates = [user_head_path(model.model_id)]
-    if checkpoint is not None:
-        candidates.append(head_path(Path(checkpoint)))
-    elif model.name in {m.value for m in ModelName}:
-        candidates.append(shipped_head_path(ModelRef(model.name)))
-    for path in candidates:
+    for path in companion_candidates(model, HEAD_KIND, checkpoint):
         if path.is_file():
             return BayesHead.load(path, model)
     return None

@@ -1,0 +1,76 @@
+"""Ground-truth-free quality estimators against true Dice on held-out generated scenes.
+
+Prints JSON: for each estimator, Pearson and Spearman correlation (and mean absolute error)
+between predicted and true Dice, for SAM's own masks with their prompts known
+(``sam_outputs``) and for masks judged alone (``masks_only``, as the ``quality`` command
+does for another tool's masks, including perturbed ground truth); and the mean true Dice
+when the best of SAM's three multimask masks is chosen by each estimator instead of by
+SAM's IoU head. Saves a scatter plot of predicted against true Dice.
+
+    python benchmarks/eval_quality.py                         # the demo model, seed 1
+    python benchmarks/eval_quality.py --images 60 --plot quality.png --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from napari_active_sam.core.models import load_model
+from napari_active_sam.core.quality import (
+    Estimator,
+    QualityModels,
+    evaluate_estimators,
+    plot_quality,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--images", type=int, default=40, help="held-out generated scenes")
+    parser.add_argument("--seed", type=int, default=1, help="scene seed (training used 0)")
+    parser.add_argument("--kind", default="all", help="ct, ultrasound, nuclei, mixed or all")
+    parser.add_argument("--clicks", type=int, default=3, help="clicks per simulated session")
+    parser.add_argument("--objects", type=int, default=6, help="objects per scene")
+    parser.add_argument(
+        "--estimators", default=",".join(e.value for e in Estimator), help="comma-separated"
+    )
+    parser.add_argument("--plot", default="quality_scatter.png", help="scatter plot PNG")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    started = time.perf_counter()
+    model = load_model(args.model, args.checkpoint, device="cpu")
+    models = QualityModels.for_model(model, args.checkpoint)
+    steps = evaluate_estimators(
+        models,
+        images=args.images,
+        seed=args.seed,
+        kind=args.kind,
+        clicks=args.clicks,
+        objects_per_image=args.objects,
+        estimators=[e.strip() for e in args.estimators.split(",") if e.strip()],
+    )
+    while True:
+        try:
+            progress = next(steps)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        print(progress.message, file=sys.stderr)
+    summary = result["summary"]
+    summary["plot"] = str(plot_quality(result["records"], args.plot))
+    summary["wall_time_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
