@@ -207,6 +207,8 @@ def test_save_and_restore_an_annotation(make_napari_viewer, qtbot, tiny_checkpoi
     assert (other.layers[OUTPUT].data[10:20, 10:20] == 1).all()
     assert other.layers[OUTPUT].data.sum() == 100
     assert [c.positive for c in restored.current_prompts().clicks] == [True, False]
+    other.layers[OUTPUT].undo()  # a restore is one undoable edit
+    assert not other.layers[OUTPUT].data.any()
 
 
 def test_restore_refuses_another_images_annotation(make_napari_viewer, qtbot, tiny_checkpoint,
@@ -297,8 +299,10 @@ def test_suggestions_uncertainty_layer_and_answer_keys(make_napari_viewer, qtbot
     )
     assert "A inside" in widget.status.value
 
+    assert widget.suggestions == offered
     _press(viewer, "s")  # skip: the second suggestion is offered, nothing is clicked
     assert len(viewer.layers[PROMPTS].data) == 1 and marks.features["rank"][0] == 2
+    assert widget.suggestions == offered[1:]
     second = offered[1]
     _press(viewer, "d")  # outside: a negative click at the offered suggestion
     clicks = widget.current_prompts().clicks

@@ -16,8 +16,9 @@ def run_demo(
     screenshot: Path | None = None,
     checkpoint: Path | None = None,
 ):
-    """Open the demo. With ``screenshot``, click the liver, wait for the mask, save a PNG of
-    the window and quit (works under Xvfb)."""
+    """Open the demo. With ``screenshot``, click the liver, wait for the mask, the
+    uncertainty map and the suggested clicks, save a PNG of the window and quit (works
+    under Xvfb)."""
     import napari
     from qtpy.QtCore import QTimer
 
@@ -28,7 +29,7 @@ def run_demo(
     (volume, image_meta, _), (organs, labels_meta, _) = ct_volume()
     viewer = napari.Viewer(title="napari-active-sam demo")
     viewer.add_image(volume, **image_meta)
-    viewer.add_labels(organs, **labels_meta)
+    viewer.add_labels(organs, visible=False, **labels_meta)  # the answer key, for comparing
     widget = ActiveSamWidget(viewer)
     widget.window.value = "soft_tissue"
     if checkpoint is not None:
@@ -63,7 +64,8 @@ def run_demo(
             widget.add_click(float(np.median(rows)), float(np.median(cols)))
             state["clicked"] = True
             return
-        if viewer.layers[PREVIEW].data[liver_slice].any():
+        suggested = bool(widget.suggestions) or widget.acquisition.value == "off"
+        if viewer.layers[PREVIEW].data[liver_slice].any() and suggested:
             timer.stop()
             widget.cancel_encoding()
             viewer.window.screenshot(str(screenshot), canvas_only=False)

@@ -502,6 +502,11 @@ class ActiveSamWidget(Container):
             layer.border_width = 0.15
         layer.refresh()
 
+    @property
+    def suggestions(self) -> tuple[Suggestion, ...]:
+        """The suggestions still on offer, best first (empty when there are none)."""
+        return self._suggested[2][self._cursor :] if self._suggested is not None else ()
+
     def answer_suggestion(self, inside: bool | None) -> None:
         """Answer the offered suggestion: inside (A), outside (D), or skip it (S)."""
         if self._suggested is None or not self._suggested[2]:
@@ -735,7 +740,9 @@ class ActiveSamWidget(Container):
         except ActiveSamError as exc:
             self._report(exc)
             return
-        output.data = saved.labels
+        # Through the layer's edit history, so Ctrl+Z brings back what was there before.
+        changed = np.nonzero(np.asarray(output.data) != saved.labels)
+        output.data_setitem(changed, saved.labels[changed])
         points = self.viewer.layers[PROMPTS]
         points.data = saved.points
         points.features = {"positive": saved.positive}
