@@ -29,7 +29,7 @@ def run_demo(
     (volume, image_meta, _), (organs, labels_meta, _) = ct_volume()
     viewer = napari.Viewer(title="napari-active-sam demo")
     viewer.add_image(volume, **image_meta)
-    viewer.add_labels(organs, visible=False, **labels_meta)  # the answer key, for comparing
+    viewer.add_labels(organs, **{**labels_meta, "visible": False})  # the answer key
     widget = ActiveSamWidget(viewer)
     widget.window.value = "soft_tissue"
     if checkpoint is not None:
