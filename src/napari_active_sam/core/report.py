@@ -152,7 +152,10 @@ def write_report(summary: dict[str, Any], skipped: list[dict[str, str]], out: Pa
         "",
         f"{summary['clicks']} clicks per object, seed {summary['seed']}. Every strategy but "
         "micro-sam's opens with the RITM click; strategies that do not see the ground truth "
-        "(eig, entropy, random) get the true label of the pixel they ask about.",
+        "(bald, eig, entropy, random) get the true label of the pixel they ask about. "
+        "Columns count iterations: one click each, except micro-sam's protocol, whose "
+        "iterations add a positive and a negative point (its NoC in points is about twice "
+        "the figure shown).",
         "",
         "| strategy | objects | mIoU@1 | mIoU@5 | AUC | NoC@80 | NoC@85 | NoC@90 | NoF@85 "
         "| NoF@90 | mSA |",
