@@ -528,11 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--out", type=Path, required=True, help="CSV file to write")
     quality.add_argument(
         "--estimator",
-        default="iou_head",
+        default="regressor",
         choices=["iou_head", "posterior", "regressor", "embedding"],
-        help="iou_head (default), posterior (Bayesian head), regressor (EvanySeg crop CNN) or "
-        "embedding (MLP on SAM's embedding); without its network an estimator falls back to "
-        "iou_head, and the estimator column says which answered",
+        help="regressor (default; EvanySeg crop CNN), embedding (MLP on SAM's embedding), "
+        "iou_head or posterior (Bayesian head); without its network an estimator falls back "
+        "to iou_head, and the estimator column says which answered",
     )
     quality.add_argument("--model", default="demo")
     quality.add_argument("--checkpoint", type=Path, help="local checkpoint file")
