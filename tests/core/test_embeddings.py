@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import dask
 import numpy as np
 import pytest
 import torch
@@ -201,6 +204,13 @@ def test_local_cluster_precompute_equals_in_process(tiny_checkpoint, ct_volume, 
     list(encode_slices(model, source, local))
     path = tmp_path / "cluster.zarr"
     with dask_client(workers=2) as (client, info):
+        # Workers keep glibc's adaptive allocator and run no stack sampler (both halve the
+        # speed of the click loop).
+        settings = client.run(
+            lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                     dask.config.get("distributed.worker.profile.enabled"))
+        )  # fmt: skip
+        assert set(settings.values()) == {(None, False)}
         distributed = EmbeddingStore(ref.model_id(), path=path)
         steps = list(precompute(ref, source, distributed, client, info.torch_threads, 2))
         assert steps[0].done == 0 and steps[-1].done == steps[-1].total == 6
