@@ -332,9 +332,13 @@ def test_a_suggestion_answered_after_the_slice_changed_adds_nothing(make_napari_
     widget.acquisition.value = "eig"
     widget.add_click(120, 100)
     qtbot.waitUntil(lambda: _suggested(widget), timeout=WAIT)
+    widget.add_click(60, 60, positive=False)  # new clicks: the suggestions on screen are stale
+    widget.answer_suggestion(True)  # before the new answer is back
+    assert len(viewer.layers[PROMPTS].data) == 2  # the user's clicks only
+    qtbot.waitUntil(lambda: widget._decoder is None and _suggested(widget), timeout=WAIT)
     viewer.dims.current_step = (2, 0, 0)
     widget.answer_suggestion(True)
-    assert len(viewer.layers[PROMPTS].data) == 1  # only the user's own click
+    assert len(viewer.layers[PROMPTS].data) == 2
     viewer.dims.current_step = (1, 0, 0)
     qtbot.waitUntil(lambda: widget._decoder is None, timeout=WAIT)
     assert (1,) in dict(widget.session.most_uncertain())

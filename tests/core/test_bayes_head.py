@@ -26,7 +26,7 @@ from napari_active_sam.core.bayes_head import (
 )
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
 from napari_active_sam.core.models import SMOKE_ARCHITECTURE as TINY
-from napari_active_sam.core.models import ModelRef, load_model, random_model
+from napari_active_sam.core.models import ModelRef, load_model, random_model, save_companion
 from napari_active_sam.core.types import Click, PromptSet
 
 
@@ -116,6 +116,9 @@ def test_saved_head_loads_with_its_model_and_refuses_another(tmp_path, tiny_head
     (tmp_path / "junk.pt").write_bytes(b"not a head")
     with pytest.raises(CheckpointError):
         BayesHead.load(tmp_path / "junk.pt")
+    save_companion(tmp_path / "cut.pt", "head", {"format": 1, "mean": torch.zeros(17)})
+    with pytest.raises(CheckpointError, match="damaged"):
+        BayesHead.load(tmp_path / "cut.pt")
     with pytest.raises(CheckpointError, match="train-head"):
         BayesHead.load(tmp_path / "missing.pt")
 

@@ -376,7 +376,7 @@ class ActiveSamWidget(Container):
         self.status.value = step.message
 
     def _encoding_finished(self) -> None:
-        self.cancel.enabled = False
+        self.cancel.enabled = self._learner is not None
 
     # ------------------------------------------------------------------------------ prompts
     def _right_click_adds_negative(self, layer, event):
@@ -429,7 +429,7 @@ class ActiveSamWidget(Container):
         self._decoder = self._start(
             create_worker(self.session.answer, index, prompts, *settings, _ignore_errors=True),
             returned=lambda answer: self._decoded(index, prompts, settings, answer),
-            errored=self._report,
+            errored=self._decode_failed,
             finished=self._decode_finished,
         )
 
@@ -449,6 +449,10 @@ class ActiveSamWidget(Container):
                 self._commit_when_ready = False
                 self.commit()
 
+    def _decode_failed(self, exc: Exception) -> None:
+        self._commit_when_ready = False  # never commit a mask the user did not see
+        self._report(exc)
+
     def _decode_finished(self) -> None:
         self._decoder = None
         if self._decode_again:
@@ -466,7 +470,6 @@ class ActiveSamWidget(Container):
             image.data[index] = 0 if found is None else found.scores
             top = float(found.scores.max()) if found is not None else 0.0
             image.contrast_limits = (0.0, top if top > 0 else 1.0)
-            image.name = UNCERTAINTY  # keep the name even if the user renamed nothing
             image.refresh()
         suggestions = found.suggestions if found is not None else ()
         self._suggested = (index, prompts, suggestions) if found is not None else None
@@ -554,10 +557,12 @@ class ActiveSamWidget(Container):
 
     def go_to_slice(self, index: tuple[int, ...]) -> None:
         """Show the slice at data index ``index`` of the image."""
-        world = self.image.value.data_to_world([*index, 0, 0])
+        image = self.image.value
+        world = image.data_to_world([*index, 0, 0])
         step = list(self.viewer.dims.point)
+        offset = len(step) - image.ndim  # napari aligns layers on their trailing axes
         for axis in range(len(index)):
-            step[axis] = world[axis]
+            step[offset + axis] = world[axis]
         self.viewer.dims.point = step
 
     # ------------------------------------------------------------------------------ learn
@@ -570,7 +575,6 @@ class ActiveSamWidget(Container):
             show_info("Already learning; wait for it to finish.")
             return
         labels = np.asarray(self.viewer.layers[OUTPUT].data).copy()
-        self.cancel_encoding()
         self.cancel.enabled = True
         self._learner = self._start(
             create_worker(_learning_job, self.session, labels, _ignore_errors=True),
@@ -832,7 +836,9 @@ def _make_session(model, data, window: str, rgb: bool, checkpoint=None):
     try:
         regressor = regressor_for_model(model, checkpoint)
     except ActiveSamError as exc:
-        regressor, problem = None, f"{exc} Quality falls back to SAM's IoU head."
+        regressor = None
+        note = f"{exc} Quality falls back to SAM's IoU head."
+        problem = f"{problem} {note}" if problem else note
     return session, QualityModels(model, session.head, regressor), problem
 
 

@@ -206,6 +206,9 @@ class Uncertainty:
         K: posterior samples, or 3 for SAM's multimask heads.
     source : Source
         Where the K maps came from.
+    refined : np.ndarray or None
+        float32 ``(H, W)`` probability of the Bayesian head's MAP weights (the head's own,
+        deterministic mask), when the maps came from its posterior.
     """
 
     acquisition: Acquisition
@@ -214,6 +217,7 @@ class Uncertainty:
     probability: np.ndarray = field(repr=False)
     samples: int
     source: Source
+    refined: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def top(self) -> Suggestion | None:
@@ -285,15 +289,18 @@ def uncertainty(
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
             shown = prediction.low_res_logits[shown_head(prediction, prompts)]
             inputs = head_inputs(shown, prompts, embedding, model)
-            logits = head.sample_logits(inputs, samples, generator)[0]
+            logits, map_logits = head.sample_logits(inputs, samples, generator)
             source = Source.POSTERIOR
         else:
-            logits = torch.as_tensor(prediction.multimask_logits)
+            logits, map_logits = torch.as_tensor(prediction.multimask_logits), None
             source = Source.HEADS
         maps = torch.sigmoid(logits)
         grid_scores = spec.score(maps, rng=rng, logits=logits)
         belief = maps.mean(dim=0)
-        upscaled = _upscale(torch.stack([grid_scores, belief]), model, embedding)
+        planes = [grid_scores, belief]
+        if map_logits is not None:
+            planes.append(torch.sigmoid(map_logits))
+        upscaled = _upscale(torch.stack(planes), model, embedding)
 
     grid = maps.shape[-1]
     img_size = model.architecture.img_size
@@ -328,4 +335,5 @@ def uncertainty(
         probability=np.clip(upscaled[1], 0, 1).astype(np.float32),
         samples=int(maps.shape[0]),
         source=source,
+        refined=np.clip(upscaled[2], 0, 1).astype(np.float32) if len(upscaled) > 2 else None,
     )

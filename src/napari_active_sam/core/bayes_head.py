@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .embeddings import Embedding
-from .errors import ActiveSamError, ModelError
+from .errors import ActiveSamError, CheckpointError, ModelError
 from .models import (
     LoadedModel,
     ModelRef,
@@ -314,16 +314,19 @@ class BayesHead:
         """Read a head saved by :meth:`save` (weights only); check it fits ``model``."""
         remedy = "fit one with `napari-active-sam train-head`"
         payload = read_companion(path, HEAD_KIND, "Bayesian head", remedy)
-        net = BayesHeadNet()
-        net.load_state_dict(payload["state_dict"])
-        head = cls(
-            net,
-            payload["mean"].float(),
-            payload["covariance"].float(),
-            str(payload["model_id"]),
-            int(payload["grid"]),
-            dict(payload["info"]),
-        )
+        try:
+            net = BayesHeadNet()
+            net.load_state_dict(payload["state_dict"])
+            head = cls(
+                net,
+                payload["mean"].float(),
+                payload["covariance"].float(),
+                str(payload["model_id"]),
+                int(payload["grid"]),
+                dict(payload["info"]),
+            )
+        except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{path} is damaged ({error}): {remedy}.") from None
         if model is not None:
             head.check_model(model)
         return head

@@ -130,7 +130,7 @@ def run_episode(
     def current_uncertainty(name: str) -> Uncertainty:
         if name not in computed:
             computed[name] = uncertainty(
-                name, prediction, prompts, embedding, predictor.model, bayes_head, samples, 1,
+                name, prediction, prompts, embedding, predictor.model, bayes_head, samples, 5,
                 rng=rng,
             )  # fmt: skip
         return computed[name]
@@ -158,7 +158,7 @@ def run_episode(
         computed.clear()
         shown = prediction.probabilities[head] > 0.5
         if spec.needs_head:  # strategies that ask the head also show its refined mask
-            shown = current_uncertainty(strategy).probability > 0.5
+            shown = current_uncertainty(strategy).refined > 0.5
         previous = prediction.low_res_logits[head]
         if iteration == 1:
             result.first = prediction

@@ -53,7 +53,7 @@ from torch import nn
 
 from .bayes_head import DEFAULT_SAMPLES, BayesHead, head_for_model, head_inputs
 from .embeddings import Embedding, EmbeddingStore, SliceEncoder, embed_slice
-from .errors import ActiveSamError, ImageError, ModelError
+from .errors import ActiveSamError, CheckpointError, ImageError, ModelError
 from .metrics import dice, iou
 from .models import (
     LoadedModel,
@@ -443,15 +443,19 @@ class QualityRegressor:
         """
         remedy = "train one with `napari-active-sam train-quality`"
         payload = read_companion(path, QUALITY_FILE_KIND, "quality regressor", remedy)
-        crop_net = CropQualityNet(int(payload["crop_size"]))
-        feature_net = FeatureQualityNet(int(payload["in_features"]))
 
         def full(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
-        crop_net.load_state_dict(full(payload["crop_net"]))
-        feature_net.load_state_dict(full(payload["feature_net"]))
-        regressor = cls(crop_net, feature_net, str(payload["model_id"]), dict(payload["info"]))
+        try:
+            crop_net = CropQualityNet(int(payload["crop_size"]))
+            feature_net = FeatureQualityNet(int(payload["in_features"]))
+            crop_net.load_state_dict(full(payload["crop_net"]))
+            feature_net.load_state_dict(full(payload["feature_net"]))
+            info = dict(payload["info"])
+            regressor = cls(crop_net, feature_net, str(payload["model_id"]), info)
+        except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{path} is damaged ({error}): {remedy}.") from None
         if model is not None:
             regressor.check_model(model)
         return regressor

@@ -29,7 +29,7 @@ class Answer:
     ----------
     prediction : Prediction
     mask : np.ndarray
-        Boolean ``(H, W)`` mask to preview: SAM's shown head, or the Bayesian head's mean
+        Boolean ``(H, W)`` mask to preview: SAM's shown head, or the Bayesian head's MAP mask
         when BALD drives the suggestions (the mask the suggestions are about).
     uncertainty : Uncertainty or None
         Map and suggestions, when an acquisition function was asked for.
@@ -115,8 +115,8 @@ class AnnotationSession:
     ) -> Answer:
         """:meth:`predict`, plus the acquisition map and suggestions when one is named.
 
-        BALD (which needs :attr:`head`) also previews the head's mean mask; every other
-        function previews SAM's.
+        BALD (which needs :attr:`head`) also previews the head's own (MAP) mask; every
+        other function previews SAM's.
         """
         prediction = self.predict(index, prompts)
         mask = shown_mask(prediction, prompts)
@@ -128,13 +128,12 @@ class AnnotationSession:
             suggestions, rng=rng,
         )  # fmt: skip
         if found.acquisition == Acquisition.BALD:
-            mask = found.probability > 0.5
+            mask = found.refined > 0.5
         return Answer(prediction, mask, found)
 
     def forget(self, index: tuple[int, ...]) -> None:
         with self._lock:
             self.previous.pop(index, None)
-            self.slice_uncertainty.pop(index, None)
 
     def most_uncertain(self, count: int = 5) -> list[tuple[tuple[int, ...], float]]:
         """Slices with an answer, most uncertain first: ``[(index, score), ...]``."""

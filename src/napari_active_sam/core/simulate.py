@@ -141,16 +141,14 @@ def random_strategy(ctx: ClickContext) -> ClickList:
 
 def _acquisition_strategy(name: str) -> Callable[[ClickContext], ClickList]:
     def choose(ctx: ClickContext) -> ClickList:
-        top = ctx.uncertainty(name).top
-        if top is None:
-            return []  # the model is certain everywhere: nothing to ask
-        row, col = round(top.y), round(top.x)
-        if ctx.clicked[row, col]:
-            return []
-        return [_answered(ctx, row, col)]
+        for suggestion in ctx.uncertainty(name).suggestions:
+            row, col = round(suggestion.y), round(suggestion.x)
+            if not ctx.clicked[row, col]:
+                return [_answered(ctx, row, col)]
+        return []  # the model is certain everywhere: nothing to ask
 
     choose.__name__ = f"{name}_strategy"
-    choose.__doc__ = f"Ask for the label at the top {name} suggestion."
+    choose.__doc__ = f"Ask for the label at the best {name} suggestion not yet clicked."
     return choose
 
 
