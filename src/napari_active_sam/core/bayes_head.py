@@ -191,16 +191,35 @@ def head_inputs(
     return np.concatenate([np.clip(logits, -LOGIT_CLIP, LOGIT_CLIP)[None], maps])
 
 
-def grid_target(gt: np.ndarray, embedding: Embedding, model: LoadedModel) -> np.ndarray:
-    """float32 ``(2, g, g)``: the object's area fraction per grid cell, and the fraction of
-    each cell that lies on the image (0 in SAM's padding)."""
-    img_size, grid = model.architecture.img_size, grid_size(model)
-    h, w = embedding.input_size
-    mask = torch.as_tensor(np.asarray(gt, np.float32))[None, None]
-    resized = F.interpolate(mask, (h, w), mode="bilinear", align_corners=False)
+def grid_fractions(
+    mask: np.ndarray, input_size: tuple[int, int], img_size: int, grid: int
+) -> np.ndarray:
+    """float32 ``(2, grid, grid)``: the share of each grid cell a mask covers, and the share
+    that lies on the image (0 in SAM's padding, which is at the bottom and right).
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        ``(H, W)`` mask of the original slice.
+    input_size : tuple of int
+        The slice's size after ResizeLongestSide (``Embedding.input_size``).
+    img_size : int
+        The model's square input side.
+    grid : int
+        Output grid side (the decoder's low-res grid, or the embedding's).
+    """
+    h, w = input_size
+    tensor = torch.as_tensor(np.asarray(mask, np.float32))[None, None]
+    resized = F.interpolate(tensor, (h, w), mode="bilinear", align_corners=False)
     stacked = torch.cat([resized, torch.ones_like(resized)], dim=1)
     padded = F.pad(stacked, (0, img_size - w, 0, img_size - h))
     return F.adaptive_avg_pool2d(padded, grid)[0].numpy()
+
+
+def grid_target(gt: np.ndarray, embedding: Embedding, model: LoadedModel) -> np.ndarray:
+    """:func:`grid_fractions` of the object on the decoder's grid: its target and weight."""
+    arch = model.architecture
+    return grid_fractions(gt, embedding.input_size, arch.img_size, grid_size(model))
 
 
 # --------------------------------------------------------------------------- the head

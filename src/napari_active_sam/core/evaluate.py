@@ -99,8 +99,7 @@ def run_episode(
         Posterior samples per map.
     """
     spec = STRATEGIES[Strategy(strategy)]
-    if spec.needs_head and bayes_head is None:
-        raise ActiveSamError(f"The {strategy} strategy needs a Bayesian head for the model.")
+    require_head([strategy], bayes_head is not None, predictor.model.name)
     rng = rng or np.random.default_rng(0)
     gt = np.asarray(gt, bool)
     result = EpisodeResult()
@@ -412,9 +411,7 @@ def evaluate_image(
             "the labels layer drawn on this image."
         )
     strategies = [str(Strategy(s)) for s in strategies]
-    for name in strategies:
-        if STRATEGIES[Strategy(name)].needs_head and bayes_head is None:
-            raise ActiveSamError(f"{name} needs a Bayesian head for {model.name}.")
+    require_head(strategies, bayes_head is not None, model.name)
     objects = object_targets(labels.astype(np.int64))
     if not objects:
         raise ImageError("The ground truth holds no object: draw or load labels first.")
@@ -597,20 +594,30 @@ def run_benchmark(
 
 
 def _head_file(config: BenchmarkConfig) -> str | None:
-    """The head file the run needs (checked here, before any worker starts), or None."""
+    """The head file the run needs, or None; a missing one is refused here, before any
+    worker starts (a head for another model is refused by the first worker)."""
     wanted = [s for s in config.strategies if STRATEGIES[Strategy(s)].needs_head]
     uses_head = wanted or Strategy.ENTROPY in config.strategies
+    if not config.head:
+        require_head(wanted, find_head(config.model) is not None, config.model.name)
     if config.head:
         if not Path(config.head).is_file():
             raise ActiveSamError(f"No Bayesian head at {config.head}: give an existing file.")
         return str(config.head)
     found = find_head(config.model) if uses_head else None
-    if wanted and found is None:
-        raise ActiveSamError(
-            f"{', '.join(wanted)} needs a Bayesian head for {config.model.name}: fit one with "
-            "`napari-active-sam train-head` and pass it with --head."
-        )
     return str(found) if found else None
+
+
+def require_head(strategies: Iterable[str], has_head: bool, model_name: str) -> None:
+    """Raise :class:`ActiveSamError` if any of ``strategies`` needs a Bayesian head and
+    there is none."""
+    wanted = [str(s) for s in strategies if STRATEGIES[Strategy(s)].needs_head]
+    if wanted and not has_head:
+        raise ActiveSamError(
+            f"{', '.join(wanted)} needs a Bayesian head for {model_name}: fit one with "
+            "`napari-active-sam train-head` (or 'Learn from my annotations' in napari) and "
+            "pass it with --head, or choose another strategy."
+        )
 
 
 RUN_FILE = "run.json"

@@ -51,7 +51,7 @@ import torchvision
 from scipy import ndimage
 from torch import nn
 
-from .bayes_head import DEFAULT_SAMPLES, BayesHead, head_for_model, head_inputs
+from .bayes_head import DEFAULT_SAMPLES, BayesHead, grid_fractions, head_for_model, head_inputs
 from .embeddings import Embedding, EmbeddingStore, SliceEncoder, embed_slice
 from .errors import ActiveSamError, CheckpointError, ImageError, ModelError
 from .metrics import dice, iou
@@ -276,13 +276,8 @@ def cell_fractions(
     cell that lies on the image (SAM pads the resized image at the bottom and right).
     """
     grid = int(embedding.features.shape[-1])
-    h, w = embedding.input_size
-    tensor = torch.as_tensor(np.asarray(mask, np.float32))[None, None]
-    resized = F.interpolate(tensor, (h, w), mode="bilinear", align_corners=False)
-    stacked = torch.cat([resized, torch.ones_like(resized)], dim=1)
-    padded = F.pad(stacked, (0, img_size - w, 0, img_size - h))
-    pooled = F.adaptive_avg_pool2d(padded, grid)[0].numpy()
-    return pooled[0], pooled[1]
+    fraction, on_image = grid_fractions(mask, embedding.input_size, img_size, grid)
+    return fraction, on_image
 
 
 def embedding_features(embedding: Embedding, mask: np.ndarray, img_size: int) -> np.ndarray:
