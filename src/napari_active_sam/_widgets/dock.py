@@ -30,9 +30,9 @@ from ..core.bayes_head import (
     MAX_SAMPLES,
     BayesHead,
     HeadConfig,
+    examples_from_objects,
     fit_head,
     head_for_model,
-    simulate_examples,
     user_head_path,
 )
 from ..core.embeddings import EmbeddingStore, embed_slice
@@ -48,7 +48,7 @@ from ..core.session import (
     next_free_label,
     shown_mask,
 )
-from ..core.types import Progress, PromptSet, Suggestion
+from ..core.types import PromptSet, Suggestion
 from ..core.volume import propagate
 from .layers import (
     OUTPUT,
@@ -845,21 +845,20 @@ def _make_session(model, data, window: str, rgb: bool, checkpoint=None):
 def _learning_job(session: AnnotationSession, labels: np.ndarray):
     """Worker generator: click sets simulated on every committed object, then the head
     fitted on them (starting from the current head) and saved as the user's own."""
-    indices = session.source.slice_indices()
+
+    def embedding(index):
+        return lambda: embed_slice(session.model, session.source, session.store, index,
+                                   session.limits)  # fmt: skip
+
     pairs = []
-    for index in indices:
+    for index in session.source.slice_indices():
         plane = labels[index] if index else labels
         for label in np.unique(plane[plane > 0]):
-            pairs.append((index, plane == label))
+            pairs.append((embedding(index), plane == label))
     if not pairs:
         raise ActiveSamError("No committed objects to learn from: commit some objects first.")
     rng = np.random.default_rng(0)
-    examples = []
-    for done, (index, mask) in enumerate(pairs, 1):
-        embedding = embed_slice(session.model, session.source, session.store, index,
-                                session.limits)  # fmt: skip
-        examples += simulate_examples(session.predictor, embedding, mask, rng)
-        yield Progress(done, len(pairs), f"simulating clicks on object {done}/{len(pairs)}")
+    examples = yield from examples_from_objects(session.predictor, pairs, rng)
     config = HeadConfig(steps=300)
     head = yield from fit_head(examples, session.model, config, initial=session.head)
     path = head.save(user_head_path(session.model.model_id))

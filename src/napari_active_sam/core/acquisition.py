@@ -243,6 +243,7 @@ def uncertainty(
     suggestions: int = 5,
     min_distance: float = 8.0,
     rng: np.random.Generator | None = None,
+    shown: int | None = None,
 ) -> Uncertainty:
     """Acquisition map and ranked suggestions for the current answer on one slice.
 
@@ -266,6 +267,9 @@ def uncertainty(
         Minimum distance between suggestions, in image pixels.
     rng : np.random.Generator, optional
         Seeds the posterior samples and the random acquisition.
+    shown : int, optional
+        The head whose mask the user sees (default: :func:`shown_head`'s choice); the
+        Bayesian head refines that head's logits.
 
     Raises
     ------
@@ -287,8 +291,8 @@ def uncertainty(
         if use_posterior:
             head.check_model(model)
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            shown = prediction.low_res_logits[shown_head(prediction, prompts)]
-            inputs = head_inputs(shown, prompts, embedding, model)
+            index = shown_head(prediction, prompts) if shown is None else shown
+            inputs = head_inputs(prediction.low_res_logits[index], prompts, embedding, model)
             logits, map_logits = head.sample_logits(inputs, samples, generator)
             source = Source.POSTERIOR
         else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -581,14 +581,20 @@ def _covariance(laplace: Any, structure: HessianStructure) -> torch.Tensor:
 
 def examples_from_objects(
     predictor: Predictor,
-    pairs: Iterable[tuple[Embedding, np.ndarray]],
+    pairs: Iterable[tuple[Embedding | Callable[[], Embedding], np.ndarray]],
     rng: np.random.Generator,
     clicks: int = 6,
 ) -> Generator[Progress, None, list[HeadExample]]:
-    """Simulated click sets on each ``(embedding, object mask)`` pair; yield progress."""
+    """Simulated click sets on each ``(embedding, object mask)`` pair; yield progress.
+
+    An embedding may be given as a function that computes it, so slices are encoded one by
+    one, with progress, instead of all before the first click.
+    """
     pairs = list(pairs)
     examples: list[HeadExample] = []
     for done, (embedding, mask) in enumerate(pairs, 1):
+        if callable(embedding):
+            embedding = embedding()
         examples += simulate_examples(predictor, embedding, mask, rng, clicks)
         yield Progress(done, len(pairs), f"simulating clicks on object {done}/{len(pairs)}")
     return examples

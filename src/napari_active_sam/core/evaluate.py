@@ -130,7 +130,7 @@ def run_episode(
         if name not in computed:
             computed[name] = uncertainty(
                 name, prediction, prompts, embedding, predictor.model, bayes_head, samples, 5,
-                rng=rng,
+                rng=rng, shown=head,
             )  # fmt: skip
         return computed[name]
 
