@@ -786,11 +786,16 @@ class ActiveSamWidget(Container):
         points.feature_defaults["positive"] = True
 
     def _report(self, exc: Exception) -> None:
-        """Show an error the user can act on; let anything else surface as the bug it is."""
-        self.status.value = f"error: {exc}"
-        if not isinstance(exc, ActiveSamError):
-            raise exc
-        show_error(str(exc))
+        report_error(self.status, exc)
+
+
+def report_error(status: Label, exc: Exception) -> None:
+    """Show an error the user can act on in ``status`` and a notification; let anything
+    else surface as the bug it is."""
+    status.value = f"error: {exc}"
+    if not isinstance(exc, ActiveSamError):
+        raise exc
+    show_error(str(exc))
 
 
 class _Lifetime:

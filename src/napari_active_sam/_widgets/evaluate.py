@@ -24,20 +24,17 @@ from magicgui.widgets import (
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error
 
 from ..core.bayes_head import head_for_model
-from ..core.errors import ActiveSamError
 from ..core.evaluate import evaluate_image
 from ..core.models import load_model, model_names
 from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
 from ..core.report import summarise
 from ..core.simulate import STRATEGIES, Strategy
+from .dock import LOCAL_FILE, _Lifetime, report_error
 
 if TYPE_CHECKING:
     import napari
-
-LOCAL_FILE = "local file"
 
 
 class EvaluateWidget(Container):
@@ -73,6 +70,8 @@ class EvaluateWidget(Container):
         self.native.layout().addWidget(self.canvas)
         self.native.setMaximumWidth(440)
         self.summary: dict[str, Any] | None = None
+        self._life = _Lifetime()
+        self.native.destroyed.connect(self._life.end)
         self._worker = None
         self.model_name.changed.connect(
             lambda: setattr(self.checkpoint, "visible", self.model_name.value == LOCAL_FILE)
@@ -98,10 +97,11 @@ class EvaluateWidget(Container):
             self.window.value, list(self.strategies.value), self.clicks.value,
             _ignore_errors=True,
         )  # fmt: skip
-        job.yielded.connect(self._progress)
-        job.returned.connect(self._show)
-        job.errored.connect(self._report)
-        job.finished.connect(self._finished)
+        slots = {"yielded": self._progress, "returned": self._show,
+                 "errored": self._report, "finished": self._finished}  # fmt: skip
+        for signal, callback in slots.items():
+            getattr(job, signal).connect(self._life.guard(callback))
+        self._life.track(job)  # closing the dock stops the run
         self._worker = job
         self.run_button.enabled, self.cancel.enabled = False, True
         self.status.value = "evaluating ..."
@@ -144,10 +144,7 @@ class EvaluateWidget(Container):
         self.status.value = f"evaluated {objects} objects"
 
     def _report(self, exc: Exception) -> None:
-        self.status.value = f"error: {exc}"
-        if not isinstance(exc, ActiveSamError):
-            raise exc
-        show_error(str(exc))
+        report_error(self.status, exc)
 
 
 def _evaluation_job(name, checkpoint, data, rgb, labels, window, strategies, clicks):

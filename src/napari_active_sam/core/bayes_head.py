@@ -36,8 +36,8 @@ from .errors import ActiveSamError, CheckpointError, ModelError
 from .models import (
     LoadedModel,
     ModelRef,
-    companion_candidates,
     companion_path,
+    find_companion,
     read_companion,
     save_companion,
     shipped_companion_path,
@@ -660,7 +660,5 @@ def head_for_model(model: LoadedModel, checkpoint: Path | None = None) -> BayesH
     ModelError
         A head file found for the model but fitted for other weights.
     """
-    for path in companion_candidates(model, HEAD_KIND, checkpoint):
-        if path.is_file():
-            return BayesHead.load(path, model)
-    return None
+    path = find_companion(model, HEAD_KIND, checkpoint)
+    return BayesHead.load(path, model) if path is not None else None

@@ -886,3 +886,8 @@ def read_companion(path: Path, kind: str, title: str, remedy: str) -> dict[str, 
     if not isinstance(payload, dict) or payload.get("kind") != f"napari-active-sam {kind}":
         raise CheckpointError(f"{path} is not a napari-active-sam {title} file: {remedy}.")
     return payload
+
+
+def find_companion(model: LoadedModel, kind: str, checkpoint: Path | None) -> Path | None:
+    """The first of :func:`companion_candidates` that exists, or None."""
+    return next((p for p in companion_candidates(model, kind, checkpoint) if p.is_file()), None)

@@ -58,8 +58,8 @@ from .metrics import dice, iou
 from .models import (
     LoadedModel,
     ModelRef,
-    companion_candidates,
     companion_path,
+    find_companion,
     read_companion,
     save_companion,
     shipped_companion_path,
@@ -482,10 +482,8 @@ def regressor_for_model(
     ModelError
         A regressor file found for the model but trained for other weights.
     """
-    for path in companion_candidates(model, QUALITY_FILE_KIND, checkpoint):
-        if path.is_file():
-            return QualityRegressor.load(path, model)
-    return None
+    path = find_companion(model, QUALITY_FILE_KIND, checkpoint)
+    return QualityRegressor.load(path, model) if path is not None else None
 
 
 # ------------------------------------------------------------------------- estimators
