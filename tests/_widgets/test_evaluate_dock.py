@@ -43,3 +43,19 @@ def test_ground_truth_of_another_shape_is_a_clear_error(make_napari_viewer, qtbo
     qtbot.waitUntil(lambda: widget.status.value.startswith("error"), timeout=WAIT)
     assert "shape (32, 32)" in widget.status.value
     assert truth.data.shape == (32, 32) and widget.summary is None
+
+
+def test_a_local_checkpoint_asks_for_its_architecture(make_napari_viewer, tiny_checkpoint):
+    from napari_active_sam._widgets.dock import LOCAL_FILE, chosen_model
+
+    viewer = make_napari_viewer()
+    widget = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert not widget.architecture.native.isVisibleTo(widget.native)
+    widget.model_name.value = LOCAL_FILE
+    assert widget.architecture.native.isVisibleTo(widget.native)
+    widget.checkpoint.value = tiny_checkpoint
+    widget.architecture.value = "vit_b"
+    assert chosen_model(widget.model_name, widget.checkpoint, widget.architecture) == (
+        "vit_b", tiny_checkpoint
+    )  # fmt: skip

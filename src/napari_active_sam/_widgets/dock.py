@@ -72,6 +72,31 @@ FROM_FILE = "from the file"
 OFF = "off"
 
 
+def model_choosers() -> tuple[ComboBox, FileEdit, ComboBox]:
+    """Model, local checkpoint and architecture choosers (the last two shown only for a
+    local file), as both docks offer them."""
+    name = ComboBox(label="model", choices=[*model_names(), LOCAL_FILE], value="demo")
+    checkpoint = FileEdit(label="checkpoint", mode="r", visible=False)
+    architecture = ComboBox(label="architecture", choices=[FROM_FILE, *ARCHITECTURES],
+                            visible=False)  # fmt: skip
+
+    def show_local() -> None:
+        checkpoint.visible = architecture.visible = name.value == LOCAL_FILE
+
+    name.changed.connect(show_local)
+    return name, checkpoint, architecture
+
+
+def chosen_model(name: ComboBox, checkpoint: FileEdit, architecture: ComboBox):
+    """``(name, checkpoint or None)`` for :func:`~napari_active_sam.core.models.load_model`
+    from :func:`model_choosers`; a checkpoint written by this project names its own
+    architecture."""
+    if name.value != LOCAL_FILE:
+        return name.value, None
+    arch = architecture.value
+    return (LOCAL_FILE if arch == FROM_FILE else arch), checkpoint.value
+
+
 class ActiveSamWidget(Container):
     """Dock widget for interactive SAM segmentation with suggested clicks.
 
@@ -83,11 +108,7 @@ class ActiveSamWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self.viewer = viewer
-        self.model_name = ComboBox(label="model", choices=[*model_names(), LOCAL_FILE],
-                                   value="demo")  # fmt: skip
-        self.checkpoint = FileEdit(label="checkpoint", mode="r", visible=False)
-        self.architecture = ComboBox(label="architecture", choices=[FROM_FILE, *ARCHITECTURES],
-                                     visible=False)  # fmt: skip
+        self.model_name, self.checkpoint, self.architecture = model_choosers()
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         self.window = ComboBox(label="window", choices=["percentile", *CT_PRESETS])
@@ -141,8 +162,14 @@ class ActiveSamWidget(Container):
         self._suggested: tuple[tuple, PromptSet, tuple[Suggestion, ...]] | None = None
         self._cursor = 0
 
-        self.model_name.changed.connect(self._model_changed)
-        for control in (self.checkpoint, self.architecture, self.device, self.image, self.window):
+        for control in (
+            self.model_name,
+            self.checkpoint,
+            self.architecture,
+            self.device,
+            self.image,
+            self.window,
+        ):
             control.changed.connect(self.start_session)
         self.encode_slice.changed.connect(lambda: self.encode([self.current_index()]))
         self.encode_volume.changed.connect(self.encode_all)
@@ -171,19 +198,9 @@ class ActiveSamWidget(Container):
         return worker
 
     # ----------------------------------------------------------------------- model, session
-    def _model_changed(self) -> None:
-        self.checkpoint.visible = self.model_name.value == LOCAL_FILE
-        self.architecture.visible = self.model_name.value == LOCAL_FILE
-        self.start_session()
-
     def _model_request(self) -> tuple[str, Any, str]:
         """(name, checkpoint, device) as chosen now, for a worker to load."""
-        name = self.model_name.value
-        if name != LOCAL_FILE:
-            return name, None, self.device.value
-        # A checkpoint written by this project names its own architecture.
-        arch = self.architecture.value
-        return (LOCAL_FILE if arch == FROM_FILE else arch), self.checkpoint.value, self.device.value
+        return *chosen_model(self.model_name, self.checkpoint, self.architecture), self.device.value
 
     def start_session(self) -> None:
         """(Re)start on the chosen image: load the model if needed, then encode."""

@@ -13,7 +13,6 @@ import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
-    FileEdit,
     Label,
     ProgressBar,
     PushButton,
@@ -27,11 +26,11 @@ from napari.qt.threading import create_worker
 
 from ..core.bayes_head import head_for_model
 from ..core.evaluate import evaluate_image
-from ..core.models import load_model, model_names
+from ..core.models import load_model
 from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
 from ..core.report import summarise
 from ..core.simulate import STRATEGIES, Strategy
-from .dock import LOCAL_FILE, _Lifetime, report_error
+from .dock import _Lifetime, chosen_model, model_choosers, report_error
 
 if TYPE_CHECKING:
     import napari
@@ -48,9 +47,7 @@ class EvaluateWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self.viewer = viewer
-        self.model_name = ComboBox(label="model", choices=[*model_names(), LOCAL_FILE],
-                                   value="demo")  # fmt: skip
-        self.checkpoint = FileEdit(label="checkpoint", mode="r", visible=False)
+        self.model_name, self.checkpoint, self.architecture = model_choosers()
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         self.ground_truth = create_widget(annotation="napari.layers.Labels", label="ground truth")
         self.window = ComboBox(label="window", choices=["percentile", *CT_PRESETS])
@@ -62,9 +59,10 @@ class EvaluateWidget(Container):
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.table = Label(label="results", value="-")
         self.status = Label(label="status", value="choose an image and its ground truth")
-        self.extend([self.model_name, self.checkpoint, self.image, self.ground_truth,
-                     self.window, self.strategies, self.clicks, self.run_button, self.cancel,
-                     self.progress, self.table, self.status])  # fmt: skip
+        self.extend([self.model_name, self.checkpoint, self.architecture, self.image,
+                     self.ground_truth, self.window, self.strategies, self.clicks,
+                     self.run_button, self.cancel, self.progress, self.table,
+                     self.status])  # fmt: skip
         self.figure = Figure(figsize=(4, 3), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.native.layout().addWidget(self.canvas)
@@ -73,9 +71,6 @@ class EvaluateWidget(Container):
         self._life = _Lifetime()
         self.native.destroyed.connect(self._life.end)
         self._worker = None
-        self.model_name.changed.connect(
-            lambda: setattr(self.checkpoint, "visible", self.model_name.value == LOCAL_FILE)
-        )
         self.run_button.changed.connect(self.run)
         self.cancel.changed.connect(self.stop)
 
@@ -90,8 +85,7 @@ class EvaluateWidget(Container):
             return
         if self._worker is not None:
             return
-        name = self.model_name.value
-        checkpoint = self.checkpoint.value if name == LOCAL_FILE else None
+        name, checkpoint = chosen_model(self.model_name, self.checkpoint, self.architecture)
         job = create_worker(
             _evaluation_job, name, checkpoint, image.data, image.rgb, np.asarray(truth.data),
             self.window.value, list(self.strategies.value), self.clicks.value,
