@@ -58,17 +58,17 @@ class QualityPanel(Container):
     def check_all(self) -> None:
         """Estimate every committed object on every slice (on a worker)."""
         labels = self._committed_labels()
-        if labels is None or not labels.any():
+        if labels is None:
             self.dock.status.value = "commit some objects first"
             return
-        self._run(labels, replace=True)
+        self._run(labels, None, replace=True)
 
     def check_object(self, label: int) -> None:
         """Estimate one just-committed object and warn if it falls under the threshold."""
         labels = self._committed_labels()
         if labels is None:
             return
-        self._run(np.where(labels == label, label, 0), replace=False, warn=True)
+        self._run(labels, label, replace=False, warn=True)
 
     def _committed_labels(self) -> np.ndarray | None:
         dock = self.dock
@@ -76,10 +76,10 @@ class QualityPanel(Container):
             return None
         return np.asarray(dock.viewer.layers[OUTPUT].data).copy()
 
-    def _run(self, labels: np.ndarray, replace: bool, warn: bool = False) -> None:
+    def _run(self, labels: np.ndarray, label: int | None, replace: bool, warn: bool = False):
         dock = self.dock
         session = dock.session
-        job = create_worker(assess_labels, self.estimator.value, session.source, labels,
+        job = create_worker(_assess, self.estimator.value, session.source, labels, label,
                             dock.quality, session.store, _ignore_errors=True)  # fmt: skip
         dock._start(
             job,
@@ -94,11 +94,13 @@ class QualityPanel(Container):
         for item in found:
             self.results[(item.label, item.index)] = item.estimate.predicted_dice
         self._refresh()
+        if not found:
+            self.dock.status.value = "no committed object to judge: commit some objects first"
+            return
         notes = {item.estimate.note for item in found if item.estimate.note}
         self.dock.status.value = (
             f"predicted Dice of {len({i.label for i in found})} object(s) by "
-            f"{found[0].estimate.estimator if found else self.estimator.value}"
-            + (f" ({'; '.join(sorted(notes))})" if notes else "")
+            f"{found[0].estimate.estimator}" + (f" ({'; '.join(sorted(notes))})" if notes else "")
         )
         if warn:
             low = [i for i in found if i.estimate.predicted_dice < self.threshold.value]
@@ -124,8 +126,7 @@ class QualityPanel(Container):
         if OUTPUT in dock.viewer.layers:
             output = dock.viewer.layers[OUTPUT]
             objects = self.per_object()
-            present = set(np.unique(np.asarray(output.data)).tolist()) - {0}
-            keep = sorted(label for label in objects if label in present)
+            keep = sorted(objects)
             output.features = {
                 "index": np.array([0, *keep], int),
                 "predicted_dice": np.array([np.nan, *(objects[k] for k in keep)]),
@@ -174,3 +175,13 @@ class QualityPanel(Container):
         if OUTPUT in dock.viewer.layers:
             dock.viewer.layers[OUTPUT].selected_label = label
         dock.status.value = f"object {label}" + (f" on slice {index}" if index else "")
+
+
+def _assess(estimator, source, labels: np.ndarray, label: int | None, models, store):
+    """Worker generator: :func:`assess_labels` on every object, or on object ``label``
+    alone (selected here, off the GUI thread)."""
+    if label is not None:
+        labels = np.where(labels == label, label, 0)
+    if not labels.any():
+        return []
+    return (yield from assess_labels(estimator, source, labels, models, store))
