@@ -176,10 +176,14 @@ def _cmd_train_demo_model(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = DemoTrainingConfig(batch_size=args.batch_size, pool_size=args.pool_size)
+    config = DemoTrainingConfig(
+        batch_size=args.batch_size, pool_size=args.pool_size, click_iterations=args.prompts
+    )
     if args.steps:
         config = replace(config, steps=args.steps)
-    _drain_with_bar(train_demo_model(args.out, args.seed, config), "train", unit="step")
+    _drain_with_bar(
+        train_demo_model(args.out, args.seed, config, init=args.init), "train", unit="step"
+    )
     print(f"saved {args.out}", file=sys.stderr)
     return 0
 
@@ -476,9 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--size", type=int, default=256, help="image side in pixels")
     data.set_defaults(func=_cmd_make_dataset)
 
-    train = sub.add_parser(
-        "train-demo-model", help="train the small demo model from scratch on generated data"
-    )
+    train = sub.add_parser("train-demo-model", help="train the small demo model on generated data")
     train.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
@@ -486,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--pool-size", type=int, default=2000, help="generated training scenes")
+    train.add_argument(
+        "--prompts", type=int, default=8, help="prompts per simulated session (default 8)"
+    )
+    train.add_argument(
+        "--init", type=Path, help="continue training from this demo-architecture checkpoint"
+    )
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     train.set_defaults(func=_cmd_train_demo_model)
 

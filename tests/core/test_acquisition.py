@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,17 +13,20 @@ from napari_active_sam.core.acquisition import (
     Acquisition,
     Source,
     acquisition_map,
+    acquisition_stride,
     mutual_information,
     predictive_entropy,
     uncertainty,
 )
+from napari_active_sam.core.bayes_head import BayesHead, BayesHeadNet, head_inputs
 from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.errors import ActiveSamError, ModelError
-from napari_active_sam.core.models import random_model
-from napari_active_sam.core.predictor import Predictor
+from napari_active_sam.core.models import ARCHITECTURES, random_model
+from napari_active_sam.core.predictor import Predictor, shown_head
 from napari_active_sam.core.preprocess import SliceSource
 from napari_active_sam.core.session import AnnotationSession
 from napari_active_sam.core.suggest import pick_peaks
+from napari_active_sam.core.training import DEMO_ARCHITECTURE
 from napari_active_sam.core.types import Click, Prediction, PromptSet
 
 
@@ -87,6 +92,43 @@ def test_uncertainty_maps_and_suggestions_fit_the_image(slice_state, tiny_head, 
     # The top suggestion sits where the (upscaled) map is high.
     top = found.top
     assert found.scores[round(top.y), round(top.x)] >= np.percentile(found.scores, 90)
+
+
+def test_fine_grids_are_averaged_to_sams_cell_size(tiny_model):
+    assert acquisition_stride(tiny_model) == 1
+    vit_b = random_model(ARCHITECTURES["vit_b"], seed=0)
+    assert acquisition_stride(vit_b) == 1
+    fine = random_model(replace(tiny_model.architecture, name="fine", patch_size=8), seed=1)
+    assert fine.architecture.low_res_size == 64 and acquisition_stride(fine) == 2
+    assert DEMO_ARCHITECTURE.low_res_size == 128  # the demo model: stride 2
+
+    torch.manual_seed(0)
+    net = BayesHeadNet()
+    torch.nn.init.normal_(net.out.weight, std=0.3)
+    mean = torch.cat([net.out.weight.reshape(-1), net.out.bias]).detach()
+    head = BayesHead(net, mean, torch.eye(17) * 0.05, fine.model_id, 64)
+    image = np.zeros((60, 90), np.float32)
+    image[15:45, 20:70] = 1.0
+    embedding = embed_slice(fine, SliceSource(image), EmbeddingStore(fine.model_id))
+    prompts = PromptSet((Click(45, 30, True),))
+    prediction = Predictor(fine).predict(embedding, prompts)
+    for name in ("bald", "eig", "entropy"):
+        found = uncertainty(name, prediction, prompts, embedding, fine, head, 8, 5, 4)
+        assert found.scores.shape == found.probability.shape == (60, 90)
+        assert found.suggestions and all(
+            0 <= s.x <= 89 and 0 <= s.y <= 59 for s in found.suggestions
+        )
+        top = found.top
+        assert found.scores[round(top.y), round(top.x)] >= np.percentile(found.scores, 90)
+        if name == "bald":  # the head's own mask keeps the full grid
+            inputs = head_inputs(prediction.low_res_logits[shown_head(prediction, prompts)],
+                                 prompts, embedding, fine)  # fmt: skip
+            with torch.no_grad():
+                logits = head.net(torch.as_tensor(inputs)[None])
+                expected = fine.sam.postprocess_masks(
+                    torch.sigmoid(logits), embedding.input_size, embedding.original_size
+                )[0, 0].numpy()
+            np.testing.assert_allclose(found.refined, expected, atol=1e-5)
 
 
 def test_bald_needs_a_head_for_this_model(slice_state, tiny_head):

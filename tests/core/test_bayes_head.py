@@ -77,6 +77,18 @@ def test_fit_trains_below_sams_loss_and_samples_differ(tiny_examples, tiny_head)
     assert sampled.std(dim=0).max() > 0  # the posterior is not a point mass
 
 
+def test_samples_on_coarser_cells_are_the_cell_means_of_the_full_grid(tiny_examples, tiny_head):
+    inputs = tiny_examples[0].inputs
+    full, map_full = tiny_head.sample_logits(inputs, 6, torch.Generator().manual_seed(3))
+    coarse, map_coarse = tiny_head.sample_logits(
+        inputs, 6, torch.Generator().manual_seed(3), stride=2
+    )
+    grid = TINY.low_res_size
+    assert coarse.shape == (6, grid // 2, grid // 2) and map_coarse.shape == (grid, grid)
+    torch.testing.assert_close(coarse, torch.nn.functional.avg_pool2d(full, 2))
+    torch.testing.assert_close(map_coarse, map_full)
+
+
 @pytest.mark.parametrize("structure", ["kron", "full"])
 def test_kron_and_full_posteriors_and_grid_search_prior(tiny_examples, structure):
     config = HeadConfig(steps=5, fit_pixels=2000, structure=structure, prior="gridsearch")

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from napari_active_sam.core.errors import CheckpointError
 from napari_active_sam.core.models import LoadedModel, load_checkpoint
 from napari_active_sam.core.training import (
+    DEMO_ARCHITECTURE,
     DemoTrainingConfig,
     SceneBank,
+    decode_batch,
     dice_loss,
     error_click,
     focal_loss,
@@ -36,6 +39,26 @@ def test_error_click_lands_in_the_error_region_with_the_right_sign():
     for _ in range(20):
         row, col, positive = error_click(gt, pred, np.zeros_like(gt), rng)
         assert (gt ^ pred)[row, col] and positive == gt[row, col]
+
+
+def test_batched_decoding_matches_sams_own_decoder_per_image(tiny_model):
+    sam = tiny_model.sam
+    torch.manual_seed(0)
+    grid = sam.prompt_encoder.image_embedding_size
+    embeddings = torch.randn(3, sam.prompt_encoder.embed_dim, *grid)
+    size = tiny_model.architecture.img_size
+    points = (torch.rand(3, 2, 2) * size, torch.tensor([[1, 0], [1, 1], [0, 1]]))
+    masks = torch.randn(3, 1, *sam.prompt_encoder.mask_input_size)
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(points=points, boxes=None, masks=masks)
+        image_pe = sam.prompt_encoder.get_dense_pe()
+        low_res, iou = decode_batch(sam.mask_decoder, embeddings, image_pe, sparse, dense)
+        for b in range(3):
+            own, own_iou = sam.mask_decoder.predict_masks(
+                embeddings[b : b + 1], image_pe, sparse[b : b + 1], dense[b : b + 1]
+            )
+            torch.testing.assert_close(low_res[b : b + 1], own, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(iou[b : b + 1], own_iou, rtol=1e-4, atol=1e-5)
 
 
 def test_interactive_step_backpropagates_into_every_part(tiny_arch):
@@ -67,3 +90,33 @@ def test_short_training_improves_and_saves_a_loadable_checkpoint(tiny_arch, tmp_
     assert last < 0.8 * first
     model = load_checkpoint(tmp_path / "m.pt", device="cpu")
     assert model.architecture == tiny_arch and model.extra["steps"] == 60
+
+
+def test_training_continues_from_a_checkpoint_and_sums_the_stages(tiny_arch, tmp_path):
+    config = DemoTrainingConfig(steps=2, batch_size=2, pool_size=4, size=tiny_arch.img_size,
+                                warmup_steps=1, click_iterations=2)  # fmt: skip
+    first = tmp_path / "first.pt"
+    list(train_demo_model(first, 0, config, tiny_arch, kind="nuclei"))
+    start = load_checkpoint(first, device="cpu")
+    second = tmp_path / "second.pt"
+    list(train_demo_model(second, 1, config, tiny_arch, kind="nuclei", init=first))
+    model = load_checkpoint(second, device="cpu")
+    assert model.extra["init_sha256"] == start.weights_sha256
+    assert model.extra["total_steps"] == 4 and model.extra["steps"] == 2
+    assert model.extra["total_wall_time_s"] > model.extra["wall_time_s"] > 0
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(
+            start.sam.state_dict().values(), model.sam.state_dict().values(), strict=True
+        )
+    ]
+    assert any(changed)
+
+
+def test_training_refuses_to_continue_from_another_architecture(tiny_arch, tmp_path):
+    first = tmp_path / "first.pt"
+    config = DemoTrainingConfig(steps=1, batch_size=2, pool_size=2, size=tiny_arch.img_size,
+                                warmup_steps=1, click_iterations=1)  # fmt: skip
+    list(train_demo_model(first, 0, config, tiny_arch, kind="nuclei"))
+    with pytest.raises(CheckpointError, match="architecture"):
+        list(train_demo_model(tmp_path / "x.pt", 0, config, DEMO_ARCHITECTURE, init=first))

@@ -188,6 +188,19 @@ def acquisition_map(
 
 # ------------------------------------------------------------------- one click's answer
 
+ACQUISITION_CELL = 4
+"""Acquisition maps are computed on cells of about this many model-input pixels: SAM's own
+low-resolution grid at 1024 px input (256 × 256 cells). Models with a finer grid (the
+256 px demo model's 128 × 128) average their logits over cells of this size, which keeps
+the K-sample work, the map and the peak search the same size relative to the image."""
+
+
+def acquisition_stride(model: LoadedModel) -> int:
+    """Grid pixels per acquisition cell side for ``model`` (1 for SAM at 1024 px)."""
+    grid, img_size = model.architecture.low_res_size, model.architecture.img_size
+    stride = max(1, round(ACQUISITION_CELL * grid / img_size))
+    return stride if grid % stride == 0 else 1
+
 
 @dataclass(frozen=True, eq=False)
 class Uncertainty:
@@ -225,11 +238,17 @@ class Uncertainty:
 
 
 def _upscale(maps: torch.Tensor, model: LoadedModel, embedding: Embedding) -> np.ndarray:
-    """Grid maps ``(C, g, g)`` → ``(C, H, W)`` the way SAM upscales its masks."""
-    upscaled = model.sam.postprocess_masks(
-        maps[None].float(), embedding.input_size, embedding.original_size
-    )
-    return upscaled[0].numpy()
+    """Grid maps ``(C, g, g)`` → ``(C, H, W)`` the way SAM upscales its masks.
+
+    Same steps as :meth:`Sam.postprocess_masks` (to the padded input, crop, to the image),
+    without the last resize when the image already has the input's size (an identity).
+    """
+    size = model.architecture.img_size
+    maps = F.interpolate(maps[None].float(), (size, size), mode="bilinear", align_corners=False)
+    maps = maps[..., : embedding.input_size[0], : embedding.input_size[1]]
+    if tuple(embedding.input_size) != tuple(embedding.original_size):
+        maps = F.interpolate(maps, embedding.original_size, mode="bilinear", align_corners=False)
+    return maps[0].numpy()
 
 
 def uncertainty(
@@ -287,24 +306,27 @@ def uncertainty(
             f"{spec.title} needs a Bayesian head for {model.name}: fit one with 'Learn from "
             "my annotations' or `napari-active-sam train-head`, or choose EIG."
         )
+    stride = acquisition_stride(model)
     with torch.inference_mode():
         if use_posterior:
             head.check_model(model)
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
             index = shown_head(prediction, prompts) if shown is None else shown
             inputs = head_inputs(prediction.low_res_logits[index], prompts, embedding, model)
-            logits, map_logits = head.sample_logits(inputs, samples, generator)
+            logits, map_logits = head.sample_logits(inputs, samples, generator, stride)
             source = Source.POSTERIOR
         else:
             logits, map_logits = torch.as_tensor(prediction.multimask_logits), None
+            if stride > 1:
+                logits = F.avg_pool2d(logits[None], stride)[0]
             source = Source.HEADS
         maps = torch.sigmoid(logits)
         grid_scores = spec.score(maps, rng=rng, logits=logits)
         belief = maps.mean(dim=0)
-        planes = [grid_scores, belief]
+        upscaled = _upscale(torch.stack([grid_scores, belief]), model, embedding)
+        refined = None
         if map_logits is not None:
-            planes.append(torch.sigmoid(map_logits))
-        upscaled = _upscale(torch.stack(planes), model, embedding)
+            refined = _upscale(torch.sigmoid(map_logits)[None], model, embedding)[0]
 
     grid = maps.shape[-1]
     img_size = model.architecture.img_size
@@ -339,5 +361,5 @@ def uncertainty(
         probability=np.clip(upscaled[1], 0, 1).astype(np.float32),
         samples=int(maps.shape[0]),
         source=source,
-        refined=np.clip(upscaled[2], 0, 1).astype(np.float32) if len(upscaled) > 2 else None,
+        refined=None if refined is None else np.clip(refined, 0, 1).astype(np.float32),
     )

@@ -278,6 +278,7 @@ class BayesHead:
         inputs: np.ndarray | torch.Tensor,
         samples: int = DEFAULT_SAMPLES,
         generator: torch.Generator | None = None,
+        stride: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """K posterior logit maps and the MAP logits, in one batched pass.
 
@@ -287,22 +288,36 @@ class BayesHead:
             float32 ``(3, g, g)`` from :func:`head_inputs`.
         samples : int
             K, at least 1; capped at :data:`MAX_SAMPLES` and by :data:`MAX_SAMPLE_VALUES`.
+        stride : int
+            Draw the K maps on cells of ``stride × stride`` grid pixels: the last layer is
+            linear, so averaging its input features over a cell gives each sample's mean
+            logit over that cell. The MAP logits stay at the full grid.
 
         Returns
         -------
         sampled : torch.Tensor
-            float32 ``(K, g, g)`` logits.
+            float32 ``(K, g // stride, g // stride)`` logits.
         map_logits : torch.Tensor
             float32 ``(g, g)`` logits of the MAP weights.
         """
-        samples = bounded_samples(samples, self.grid)
         x = torch.as_tensor(np.asarray(inputs, np.float32))[None]
-        hidden = self.net.hidden(x)[0].reshape(HIDDEN, -1)  # (16, P)
-        base = x[0, 0].reshape(1, -1)
-        weights = torch.cat([self.sample_weights(samples, generator), self.mean[None]])
-        logits = torch.addmm(weights[:, -1:] + base, weights[:, :-1], hidden)  # (K + 1, P)
-        logits = logits.reshape(samples + 1, self.grid, self.grid)
-        return logits[:-1], logits[-1]
+        features = torch.cat([self.net.hidden(x), x[:, :1]], dim=1)  # (1, 17, g, g)
+        map_logits = self._logits(self.mean[None], features[0])[0]
+        if stride > 1:
+            features = F.avg_pool2d(features, stride)
+        cells = features.shape[-1]
+        samples = bounded_samples(samples, cells)
+        sampled = self._logits(self.sample_weights(samples, generator), features[0])
+        return sampled, map_logits
+
+    @staticmethod
+    def _logits(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logit maps ``(K, h, w)`` of last-layer weights ``(K, 17)`` on ``(17, h, w)``
+        features whose last channel is SAM's logit (a fixed offset)."""
+        _, h, w = features.shape
+        flat = features.reshape(len(features), -1)
+        logits = torch.addmm(weights[:, -1:] + flat[-1:], weights[:, :-1], flat[:-1])
+        return logits.reshape(len(weights), h, w)
 
     def sample(
         self,

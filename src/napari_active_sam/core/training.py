@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling import MaskDecoder
 
-from .models import Architecture, LoadedModel, save_checkpoint
+from .errors import CheckpointError
+from .models import Architecture, LoadedModel, load_checkpoint, save_checkpoint
 from .preprocess import to_sam_rgb
 from .simulate import ritm_next_click
 from .synthetic import Scene, SceneKind, make_scene
@@ -55,7 +57,7 @@ class DemoTrainingConfig:
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 100
-    click_iterations: int = 4
+    click_iterations: int = 8
     box_fraction: float = 0.25
     pool_size: int = 2000
     size: int = 256
@@ -176,6 +178,45 @@ def _learning_rate(step: int, config: DemoTrainingConfig) -> float:
     return config.learning_rate * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
 
 
+def decode_batch(
+    decoder: MaskDecoder,
+    embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of SAM's mask heads for a batch of images with one prompt set each.
+
+    :meth:`MaskDecoder.predict_masks` decodes many prompt sets against *one* image (it
+    repeats the embedding per prompt set); training needs one prompt set per image, so the
+    same modules are run here in that layout, in one pass for the whole batch.
+
+    Returns
+    -------
+    low_res : torch.Tensor
+        ``(B, 1 + num_multimask_outputs, h, w)`` logits, the single-mask head first.
+    iou_pred : torch.Tensor
+        ``(B, 1 + num_multimask_outputs)``.
+    """
+    batch = embeddings.shape[0]
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse), dim=1)
+    src = embeddings + dense
+    pos_src = image_pe.expand(batch, -1, -1, -1)
+    b, c, h, w = src.shape
+    hs, src = decoder.transformer(src, pos_src, tokens)
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
+    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
+        dim=1,
+    )
+    b, c, h, w = upscaled.shape
+    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+    return masks, decoder.iou_prediction_head(iou_token_out)
+
+
 def interactive_step(
     model: LoadedModel,
     images: np.ndarray,
@@ -226,16 +267,7 @@ def interactive_step(
                 torch.as_tensor(np.array(labels), device=device),
             )
         sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=previous)
-        low_res, iou_pred = zip(
-            *(
-                sam.mask_decoder.predict_masks(
-                    embeddings[b : b + 1], image_pe, sparse[b : b + 1], dense[b : b + 1]
-                )
-                for b in range(batch)
-            ),
-            strict=True,
-        )
-        low_res, iou_pred = torch.cat(low_res), torch.cat(iou_pred)
+        low_res, iou_pred = decode_batch(sam.mask_decoder, embeddings, image_pe, sparse, dense)
         logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
         losses = mask_loss(logits, target[:, None].expand_as(logits))
         with torch.no_grad():
@@ -275,11 +307,14 @@ def train_demo_model(
     config: DemoTrainingConfig | None = None,
     architecture: Architecture = DEMO_ARCHITECTURE,
     kind: str = SceneKind.MIXED,
+    init: Path | None = None,
 ) -> Generator[Progress, None, Path]:
-    """Train the demo model from scratch on generated scenes; yield progress; save it.
+    """Train the demo model on generated scenes; yield progress; save it.
 
     The checkpoint (written with :func:`~napari_active_sam.core.models.save_checkpoint`)
-    carries its architecture, the seed, the configuration, the step count and the wall time.
+    carries its architecture, the seed, the configuration, the step count and the wall time;
+    with ``init`` also the starting checkpoint's hash and the steps and wall time summed
+    over every stage.
 
     Parameters
     ----------
@@ -289,14 +324,31 @@ def train_demo_model(
         Seeds the scene generator, the click sampler and torch.
     config : DemoTrainingConfig, optional
         Defaults to :class:`DemoTrainingConfig`.
+    init : Path, optional
+        Continue from this checkpoint (same architecture) instead of random weights.
     """
     config = config or DemoTrainingConfig()
+    previous: dict = {"total_steps": 0, "total_wall_time_s": 0.0}
+    if init is not None:
+        start = load_checkpoint(init, device="cpu")
+        if start.architecture != architecture:
+            raise CheckpointError(
+                f"{init} holds a {start.architecture.name!r} model; training continues only "
+                f"from a checkpoint of the {architecture.name!r} architecture."
+            )
+        previous = {
+            "init_sha256": start.weights_sha256,
+            "total_steps": int(start.extra.get("total_steps", start.extra.get("steps", 0))),
+            "total_wall_time_s": float(
+                start.extra.get("total_wall_time_s", start.extra.get("wall_time_s", 0.0))
+            ),
+        }
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     yield Progress(0, config.steps, f"generating {config.pool_size} training scenes")
     bank = SceneBank.generate(config.pool_size, rng, config.size, kind)
-    sam = architecture.build().train()
+    sam = start.sam.train() if init is not None else architecture.build().train()
     model = LoadedModel(sam, architecture.name, architecture, "training")
     optimizer = torch.optim.AdamW(
         sam.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -327,6 +379,7 @@ def train_demo_model(
                 "loss {loss:.3f}  IoU first {iou_first:.3f}  last {iou_last:.3f}".format(**summary),
             )
     sam.eval()
+    wall_time = time.perf_counter() - started
     save_checkpoint(
         out,
         sam,
@@ -334,7 +387,12 @@ def train_demo_model(
         seed=seed,
         steps=config.steps,
         config=asdict(config),
-        wall_time_s=time.perf_counter() - started,
+        wall_time_s=wall_time,
+        **{
+            **previous,
+            "total_steps": previous["total_steps"] + config.steps,
+            "total_wall_time_s": previous["total_wall_time_s"] + wall_time,
+        },
         torch_version=str(torch.__version__),
         device=str(sam.device),
         threads=torch.get_num_threads(),
