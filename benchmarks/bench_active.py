@@ -39,7 +39,7 @@ import torch
 from segment_anything import SamPredictor
 
 from bench_engine import comparison, log, paired_times
-from napari_active_sam.core.acquisition import uncertainty
+from napari_active_sam.core.acquisition import acquisition_stride, uncertainty
 from napari_active_sam.core.bayes_head import (
     DEFAULT_SAMPLES,
     BayesHead,
@@ -104,6 +104,7 @@ def bench_model(model, head: BayesHead, size: int, repeats: int, samples: int, s
         "model": model.name,
         "image": [size, size],
         "grid": model.architecture.low_res_size,
+        "acquisition_grid": model.architecture.low_res_size // acquisition_stride(model),
         "samples": samples,
         "suggestions": len(found.suggestions),
     }

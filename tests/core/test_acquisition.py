@@ -120,6 +120,13 @@ def test_fine_grids_are_averaged_to_sams_cell_size(tiny_model):
         )
         top = found.top
         assert found.scores[round(top.y), round(top.x)] >= np.percentile(found.scores, 90)
+        if name == "eig":  # the map is the heads' information gain on 2 × 2 cells
+            logits = torch.nn.functional.avg_pool2d(torch.as_tensor(prediction.multimask_logits), 2)
+            gain = mutual_information(torch.sigmoid(logits), logits)
+            expected = fine.sam.postprocess_masks(
+                gain[None, None], embedding.input_size, embedding.original_size
+            )[0, 0].numpy()
+            np.testing.assert_allclose(found.scores, expected, atol=1e-6)
         if name == "bald":  # the head's own mask keeps the full grid
             inputs = head_inputs(prediction.low_res_logits[shown_head(prediction, prompts)],
                                  prompts, embedding, fine)  # fmt: skip

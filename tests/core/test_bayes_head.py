@@ -87,6 +87,8 @@ def test_samples_on_coarser_cells_are_the_cell_means_of_the_full_grid(tiny_examp
     assert coarse.shape == (6, grid // 2, grid // 2) and map_coarse.shape == (grid, grid)
     torch.testing.assert_close(coarse, torch.nn.functional.avg_pool2d(full, 2))
     torch.testing.assert_close(map_coarse, map_full)
+    with pytest.raises(ValueError, match="does not divide"):
+        tiny_head.sample_logits(inputs, 2, stride=3)
 
 
 @pytest.mark.parametrize("structure", ["kron", "full"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from napari_active_sam.core.errors import CheckpointError
+from napari_active_sam.core.errors import ActiveSamError, CheckpointError
 from napari_active_sam.core.models import LoadedModel, load_checkpoint
 from napari_active_sam.core.training import (
     DEMO_ARCHITECTURE,
@@ -111,6 +113,19 @@ def test_training_continues_from_a_checkpoint_and_sums_the_stages(tiny_arch, tmp
         )
     ]
     assert any(changed)
+    # A stage that cannot move the weights hands the starting checkpoint on unchanged.
+    frozen = tmp_path / "frozen.pt"
+    still = replace(config, learning_rate=0.0)
+    list(train_demo_model(frozen, 2, still, tiny_arch, kind="nuclei", init=second))
+    unchanged = load_checkpoint(frozen, device="cpu").sam.state_dict()
+    for key, value in model.sam.state_dict().items():
+        assert torch.equal(unchanged[key], value), key
+
+
+@pytest.mark.parametrize("field", ["steps", "batch_size", "click_iterations", "pool_size"])
+def test_training_options_below_one_are_a_clear_error(field):
+    with pytest.raises(ActiveSamError, match=f"{field} of at least 1"):
+        DemoTrainingConfig(**{field: 0})
 
 
 def test_training_refuses_to_continue_from_another_architecture(tiny_arch, tmp_path):

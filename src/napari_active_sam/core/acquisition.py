@@ -266,8 +266,9 @@ def uncertainty(
 ) -> Uncertainty:
     """Acquisition map and ranked suggestions for the current answer on one slice.
 
-    Everything is computed on SAM's low-resolution grid (where the model's belief lives)
-    and only the final map is upscaled, so a map costs a fraction of a decoder pass.
+    Everything is computed on acquisition cells (:data:`ACQUISITION_CELL`; SAM's own
+    low-resolution grid at 1024 px, where the model's belief lives) and only the final maps
+    are upscaled, so a map costs a fraction of a decoder pass.
 
     Parameters
     ----------

@@ -9,8 +9,8 @@ added to SAM's clipped logits, so an untrained head reproduces SAM.
 The head is first trained to its MAP estimate on simulated click sets, then a Laplace
 posterior over the final 1×1 convolution (16 weights and a bias) is fitted with
 laplace-torch, every grid pixel a data point with features ``(P, 16)``. Each posterior
-sample of those 17 weights turns the shared features into one probability map, so K maps
-cost one matrix product.
+sample of those 17 weights turns the shared features into one probability map, so the K
+maps cost one matrix product.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ class BayesHead:
         generator: torch.Generator | None = None,
         stride: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K posterior logit maps and the MAP logits, in one batched pass.
+        """K posterior logit maps (one matrix product) and the MAP logits.
 
         Parameters
         ----------
@@ -300,6 +300,8 @@ class BayesHead:
         map_logits : torch.Tensor
             float32 ``(g, g)`` logits of the MAP weights.
         """
+        if stride < 1 or self.grid % stride:
+            raise ValueError(f"stride {stride} does not divide the {self.grid}-cell grid")
         x = torch.as_tensor(np.asarray(inputs, np.float32))[None]
         features = torch.cat([self.net.hidden(x), x[:, :1]], dim=1)  # (1, 17, g, g)
         map_logits = self._logits(self.mean[None], features[0])[0]

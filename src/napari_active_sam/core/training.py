@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder
 
-from .errors import CheckpointError
+from .errors import ActiveSamError, CheckpointError
 from .models import Architecture, LoadedModel, load_checkpoint, save_checkpoint
 from .preprocess import to_sam_rgb
 from .simulate import ritm_next_click
@@ -61,6 +61,13 @@ class DemoTrainingConfig:
     box_fraction: float = 0.25
     pool_size: int = 2000
     size: int = 256
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "click_iterations", "pool_size"):
+            if getattr(self, name) < 1:
+                raise ActiveSamError(
+                    f"Demo-model training needs {name} of at least 1, got {getattr(self, name)}."
+                )
 
 
 # ------------------------------------------------------------------------------- losses
