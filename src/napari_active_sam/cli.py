@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--steps", type=int, help="optimiser steps (default 1400: about an hour on one CPU core)"
+        "--steps", type=int, help="optimiser steps (default 1400: ~45 min on 2 CPU cores)"
     )
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--pool-size", type=int, default=2000, help="generated training scenes")

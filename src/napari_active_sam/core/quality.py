@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -1263,8 +1264,10 @@ def _scores(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> dict
         return {}
     with torch.inference_mode():
         predicted = torch.cat([net(chunk) for chunk in torch.split(inputs, 256)]).numpy()
-    truth = targets.numpy()
-    pearson = stats.pearsonr(predicted, truth)[0] if np.std(predicted) > 0 else 0.0
+    predicted, truth = predicted.astype(np.float64), targets.numpy().astype(np.float64)
+    with warnings.catch_warnings():  # a barely trained net may predict a near-constant
+        warnings.simplefilter("ignore", stats.NearConstantInputWarning)
+        pearson = stats.pearsonr(predicted, truth)[0] if np.std(predicted) > 0 else 0.0
     return {"mse": float(np.mean((predicted - truth) ** 2)), "pearson": float(pearson)}
 
 
