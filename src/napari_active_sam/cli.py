@@ -397,6 +397,16 @@ def _demo_figure(panels, path: Path) -> None:
     plt.close(fig)
 
 
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model`` (default the demo model) and ``--checkpoint`` (a local file)."""
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+
+
+def _threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-active-sam",
@@ -441,8 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dask.distributed; rerunning with the same --out resumes.",
     )
     bench.add_argument("--data", type=Path, required=True, help="folder with images/, masks/")
-    bench.add_argument("--model", default="demo")
-    bench.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    _model_options(bench)
     bench.add_argument(
         "--strategies",
         default="ritm,eig,entropy,random,oracle,microsam",
@@ -494,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--init", type=Path, help="continue training from this demo-architecture checkpoint"
     )
-    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    _threads_option(train)
     train.set_defaults(func=_cmd_train_demo_model)
 
     head = sub.add_parser(
@@ -504,8 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         "labelled --data folder), trains the head to its MAP and fits a Laplace posterior over "
         "its last layer with laplace-torch.",
     )
-    head.add_argument("--model", default="demo")
-    head.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    _model_options(head)
     head.add_argument(
         "--out", type=Path, help="head file to write (default: the user's head for the model)"
     )
@@ -518,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--prior", default="marglik", choices=["marglik", "gridsearch"])
     head.add_argument("--fit-pixels", type=int, default=20_000, help="pixels for the posterior")
     head.add_argument("--seed", type=int, default=0)
-    head.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    _threads_option(head)
     head.set_defaults(func=_cmd_train_head)
 
     quality = sub.add_parser(
@@ -542,8 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         "iou_head or posterior (Bayesian head); without its network an estimator falls back "
         "to iou_head, and the estimator column says which answered",
     )
-    quality.add_argument("--model", default="demo")
-    quality.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    _model_options(quality)
     quality.add_argument("--head", type=Path, help="Bayesian head file (default: the model's)")
     quality.add_argument(
         "--regressor", type=Path, help="quality regressor file (default: the model's)"
@@ -553,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="percentile",
         help="intensity window: percentile (default), soft_tissue, lung, bone, brain",
     )
-    quality.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    _threads_option(quality)
     quality.set_defaults(func=_cmd_quality)
 
     train_quality = sub.add_parser(
@@ -563,8 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data folder), collects every head's masks and perturbed ground truth with their "
         "true Dice, and trains both regressors with MSE.",
     )
-    train_quality.add_argument("--model", default="demo")
-    train_quality.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    _model_options(train_quality)
     train_quality.add_argument(
         "--out", type=Path, help="file to write (default: the user's regressor for the model)"
     )
@@ -582,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_quality.add_argument("--crop-steps", type=int, default=2000)
     train_quality.add_argument("--feature-steps", type=int, default=2000)
     train_quality.add_argument("--seed", type=int, default=0)
-    train_quality.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    _threads_option(train_quality)
     train_quality.set_defaults(func=_cmd_train_quality)
 
     demo = sub.add_parser(
@@ -593,8 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ultrasound and nuclei images with simulated clicks and prints the IoU instead.",
     )
     demo.add_argument("--headless", action="store_true", help="no window: print IoU per click")
-    demo.add_argument("--model", default="demo")
-    demo.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    _model_options(demo)
     demo.add_argument("--device", help="auto, cuda, mps or cpu")
     demo.add_argument("--clicks", type=int, default=5)
     demo.add_argument("--seed", type=int, default=3)
