@@ -156,7 +156,10 @@ def test_a_model_sure_of_everything_suggests_nothing(slice_state):
     grid = model.architecture.low_res_size
     logits = np.full((4, grid, grid), -30.0, np.float32)
     logits[:, 10:20, 10:20] = 30.0  # every head agrees, far from 0.5
-    certain = Prediction(logits, np.ones(4, np.float32), np.zeros((4, 60, 90), np.float32))
+    certain = Prediction(
+        logits, np.ones(4, np.float32), model.architecture.img_size, embedding.input_size,
+        embedding.original_size,
+    )  # fmt: skip
     found = uncertainty("eig", certain, prompts, embedding, model)
     assert found.suggestions == () and found.top is None
 

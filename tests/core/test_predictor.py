@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -49,6 +51,11 @@ def test_all_heads_match_sam_predictor(tiny_model, prompts):
         expected = torch.sigmoid(torch.from_numpy(logits)).numpy()
         np.testing.assert_allclose(ours.probabilities[heads], expected, atol=5e-3)
     assert ours.probabilities.shape == (4, 70, 100)
+    for head in range(4):
+        np.testing.assert_array_equal(ours.probability(head), ours.probabilities[head])
+    np.testing.assert_array_equal(ours.probability(-1), ours.probabilities[3])
+    copy = pickle.loads(pickle.dumps(Predictor(tiny_model).predict(embedding, prompts)))
+    np.testing.assert_array_equal(copy.probabilities, ours.probabilities)
     assert ours.multimask_logits.shape == (3, 32, 32)
     assert ours.single_mask_logits.shape == (1, 32, 32)
     assert ours.mask().shape == (70, 100) and ours.mask().dtype == bool

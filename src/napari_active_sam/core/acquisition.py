@@ -28,7 +28,7 @@ from .errors import ActiveSamError
 from .models import LoadedModel
 from .predictor import shown_head
 from .suggest import pick_peaks
-from .types import Prediction, PromptSet, Suggestion
+from .types import Prediction, PromptSet, Suggestion, upscale_grid
 
 _EPS = 1e-7
 Maps = np.ndarray | torch.Tensor
@@ -238,17 +238,9 @@ class Uncertainty:
 
 
 def _upscale(maps: torch.Tensor, model: LoadedModel, embedding: Embedding) -> np.ndarray:
-    """Grid maps ``(C, g, g)`` → ``(C, H, W)`` the way SAM upscales its masks.
-
-    Same steps as :meth:`Sam.postprocess_masks` (to the padded input, crop, to the image),
-    without the last resize when the image already has the input's size (an identity).
-    """
+    """Grid maps ``(C, g, g)`` → ``(C, H, W)`` the way SAM upscales its masks."""
     size = model.architecture.img_size
-    maps = F.interpolate(maps[None].float(), (size, size), mode="bilinear", align_corners=False)
-    maps = maps[..., : embedding.input_size[0], : embedding.input_size[1]]
-    if tuple(embedding.input_size) != tuple(embedding.original_size):
-        maps = F.interpolate(maps, embedding.original_size, mode="bilinear", align_corners=False)
-    return maps[0].numpy()
+    return upscale_grid(maps, size, embedding.input_size, embedding.original_size).numpy()
 
 
 def uncertainty(

@@ -424,7 +424,7 @@ def simulate_examples(
         examples.append(HeadExample(head_inputs(logits, prompts, embedding, model), target))
         if step == clicks - 1:
             break
-        shown = prediction.probabilities[head] > 0.5
+        shown = prediction.probability(head) > 0.5
         row, col, positive = error_click(gt, shown, clicked, rng)
         clicked[row, col] = True
         prompts = prompts.with_click(Click(float(col), float(row), positive))

@@ -122,7 +122,7 @@ def run_episode(
 
     def dice_if_clicked(click: tuple[int, int, bool]) -> float:
         _, prediction, head = decode([click], state["iteration"])
-        return dice(gt, prediction.probabilities[head] > 0.5)
+        return dice(gt, prediction.probability(head) > 0.5)
 
     computed: dict[str, Uncertainty] = {}
 
@@ -155,7 +155,7 @@ def run_episode(
             clicked[row, col] = True
         prompts, prediction, head = decode(clicks, iteration)
         computed.clear()
-        shown = prediction.probabilities[head] > 0.5
+        shown = prediction.probability(head) > 0.5
         if spec.needs_head:  # strategies that ask the head also show its refined mask
             shown = current_uncertainty(strategy).refined > 0.5
         previous = prediction.low_res_logits[head]
@@ -164,7 +164,7 @@ def run_episode(
         result.clicks.append(list(clicks))
         result.ious.append(iou(gt, shown))
         result.dices.append(dice(gt, shown))
-        best, best_dice = oracle_choice(gt, prediction.probabilities[1:])
+        best, best_dice = oracle_choice(gt, [prediction.probability(h) for h in (1, 2, 3)])
         result.oracle_dices.append(best_dice)
         result.counts.append(
             (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -39,9 +41,11 @@ MSA_THRESHOLDS = tuple(np.round(np.arange(0.50, 0.951, 0.05), 2))
 """IoU thresholds averaged by micro-sam's mean segmentation accuracy."""
 
 
-def oracle_choice(gt: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, float]:
-    """Oracle Dice: the candidate mask (of SAM's multimask heads, ``(K, H, W)``
-    probabilities) with the best Dice against ``gt``, and that Dice."""
+def oracle_choice(
+    gt: np.ndarray, probabilities: np.ndarray | Sequence[np.ndarray]
+) -> tuple[np.ndarray, float]:
+    """Oracle Dice: the candidate mask (of SAM's multimask heads: ``(K, H, W)``
+    probabilities, or K ``(H, W)`` maps) with the best Dice against ``gt``, and that Dice."""
     masks = np.asarray(probabilities) > 0.5
     scores = [dice(gt, m) for m in masks]
     best = int(np.argmax(scores))

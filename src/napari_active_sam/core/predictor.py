@@ -65,7 +65,8 @@ class Predictor:
         Returns
         -------
         Prediction
-            Low-res logits and probabilities of all four heads, and SAM's predicted IoUs.
+            Low-res logits of all four heads and SAM's predicted IoUs; each head's
+            probabilities at the slice's resolution are upscaled when first asked for.
 
         Raises
         ------
@@ -111,11 +112,12 @@ class Predictor:
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
         )
-        upscaled = sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
         return Prediction(
             low_res_logits=low_res[0].float().cpu().numpy(),
             iou=iou[0].float().cpu().numpy(),
-            probabilities=torch.sigmoid(upscaled[0]).float().cpu().numpy(),
+            img_size=self.model.architecture.img_size,
+            input_size=tuple(embedding.input_size),
+            original_size=tuple(embedding.original_size),
         )
 
 

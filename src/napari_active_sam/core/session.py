@@ -119,9 +119,8 @@ class AnnotationSession:
         other function previews SAM's.
         """
         prediction = self.predict(index, prompts)
-        mask = shown_mask(prediction, prompts)
         if not acquisition:
-            return Answer(prediction, mask)
+            return Answer(prediction, shown_mask(prediction, prompts))
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
         found = uncertainty(
             acquisition, prediction, prompts, embedding, self.model, self.head, samples,
@@ -129,6 +128,8 @@ class AnnotationSession:
         )  # fmt: skip
         if found.acquisition == Acquisition.BALD:
             mask = found.refined > 0.5
+        else:
+            mask = shown_mask(prediction, prompts)
         return Answer(prediction, mask, found)
 
     def forget(self, index: tuple[int, ...]) -> None:

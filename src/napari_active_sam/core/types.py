@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,34 @@ class Progress:
         return self.done / self.total if self.total else 0.0
 
 
+def upscale_grid(
+    maps: torch.Tensor,
+    img_size: int,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> torch.Tensor:
+    """Maps on SAM's low-resolution grid ``(C, g, g)`` → ``(C, H, W)`` at the image's size.
+
+    The steps of :meth:`Sam.postprocess_masks` (bilinear to the padded model input, crop the
+    padding, bilinear to the original size), without the last resize when the image already
+    has the input's size (an identity).
+    """
+    maps = F.interpolate(
+        maps[None].float(), (img_size, img_size), mode="bilinear", align_corners=False
+    )
+    maps = maps[..., : input_size[0], : input_size[1]]
+    if tuple(input_size) != tuple(original_size):
+        maps = F.interpolate(maps, tuple(original_size), mode="bilinear", align_corners=False)
+    return maps[0]
+
+
 @dataclass(frozen=True, eq=False)
 class Prediction:
     """SAM's answer to one prompt set on one slice.
 
     Head order everywhere is SAM's: index 0 is the single-mask head, indices 1-3 the three
-    multimask heads.
+    multimask heads. Masks at the image's resolution are upscaled from the low-resolution
+    logits when first asked for, head by head: an answer usually shows one head.
 
     Attributes
     ----------
@@ -88,13 +112,46 @@ class Prediction:
         float32 (4, h, w) logits on SAM's low-resolution grid (256 × 256 for a 1024 model).
     iou : np.ndarray
         float32 (4,) SAM's predicted IoU of each head.
-    probabilities : np.ndarray
-        float32 (4, H, W) sigmoid of the logits at the original image resolution.
+    img_size : int
+        The model's square input size.
+    input_size : tuple of int
+        ``(h, w)`` of the slice resized for the model (before padding).
+    original_size : tuple of int
+        ``(H, W)`` of the slice.
     """
 
     low_res_logits: np.ndarray
     iou: np.ndarray
-    probabilities: np.ndarray = field(repr=False)
+    img_size: int
+    input_size: tuple[int, int]
+    original_size: tuple[int, int]
+    _upscaled: dict[int, np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def probability(self, head: int) -> np.ndarray:
+        """float32 ``(H, W)`` sigmoid of ``head``'s logits at the image's resolution."""
+        head = range(len(self.low_res_logits))[head]
+        if head not in self._upscaled:
+            self._upscale([head])
+        return self._upscaled[head]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """float32 ``(4, H, W)``: :meth:`probability` of every head."""
+        heads = range(len(self.low_res_logits))
+        missing = [h for h in heads if h not in self._upscaled]
+        if missing:
+            self._upscale(missing)
+        return np.stack([self._upscaled[h] for h in heads])
+
+    def _upscale(self, heads: list[int]) -> None:
+        with torch.inference_mode():
+            logits = torch.from_numpy(np.asarray(self.low_res_logits[heads], np.float32))
+            maps = upscale_grid(logits, self.img_size, self.input_size, self.original_size)
+            maps = torch.sigmoid(maps).numpy()
+        for head, probability in zip(heads, maps, strict=True):
+            self._upscaled[head] = probability
 
     @property
     def multimask_logits(self) -> np.ndarray:
@@ -114,7 +171,7 @@ class Prediction:
     def mask(self, head: int | None = None, threshold: float = 0.5) -> np.ndarray:
         """Boolean (H, W) mask of ``head`` (default: SAM's best multimask head)."""
         head = self.best_multimask_head if head is None else head
-        return self.probabilities[head] > threshold
+        return self.probability(head) > threshold
 
 
 @dataclass(frozen=True)
