@@ -174,10 +174,12 @@ def click_maps(
     coords, labels = prompts.point_arrays()
     centres = image_to_grid(coords, original_size, img_size, grid)
     sigma = click_sigma(grid)
-    axis = np.arange(grid, dtype=np.float32)
-    for (gx, gy), label in zip(centres, labels, strict=True):
-        bump = np.exp(-((axis[None, :] - gx) ** 2 + (axis[:, None] - gy) ** 2) / (2 * sigma**2))
-        maps[0 if label else 1] += bump.astype(np.float32)
+    axis = np.arange(grid, dtype=np.float64)
+    # A Gaussian is separable: one outer product of two 1D profiles per click.
+    across = np.exp(-((axis[None, :] - centres[:, :1]) ** 2) / (2 * sigma**2))
+    down = np.exp(-((axis[None, :] - centres[:, 1:]) ** 2) / (2 * sigma**2))
+    for x_profile, y_profile, label in zip(across, down, labels, strict=True):
+        maps[0 if label else 1] += np.outer(y_profile, x_profile).astype(np.float32)
     return np.clip(maps, 0, 1)
 
 
