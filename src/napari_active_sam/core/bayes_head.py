@@ -255,7 +255,7 @@ class BayesHead:
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        self.net.eval()
+        self.net.eval().to(memory_format=torch.channels_last)
         jitter = 1e-9 * torch.eye(len(self.mean))
         self._scale = torch.linalg.cholesky(self.covariance.double() + jitter).float()
 
@@ -305,6 +305,8 @@ class BayesHead:
         if stride < 1 or self.grid % stride:
             raise ValueError(f"stride {stride} does not divide the {self.grid}-cell grid")
         x = torch.as_tensor(np.asarray(inputs, np.float32))[None]
+        # Channels-last: faster convolutions on so few channels, and a much faster pooling.
+        x = x.contiguous(memory_format=torch.channels_last)
         features = torch.cat([self.net.hidden(x), x[:, :1]], dim=1)  # (1, 17, g, g)
         map_logits = self._logits(self.mean[None], features[0])[0]
         if stride > 1:
