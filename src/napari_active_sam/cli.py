@@ -544,11 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--out", type=Path, required=True, help="CSV file to write")
     quality.add_argument(
         "--estimator",
-        default="regressor",
-        choices=["iou_head", "posterior", "regressor", "embedding"],
-        help="regressor (default; EvanySeg crop CNN), embedding (MLP on SAM's embedding), "
-        "iou_head or posterior (Bayesian head); without its network an estimator falls back "
-        "to iou_head, and the estimator column says which answered",
+        default="ensemble",
+        choices=["iou_head", "posterior", "regressor", "embedding", "ensemble"],
+        help="ensemble (default; the mean of the other four), regressor (EvanySeg crop CNN), "
+        "embedding (MLP on SAM's embedding), iou_head or posterior (Bayesian head); without "
+        "its network an estimator falls back to iou_head, and the estimator column says "
+        "which answered",
     )
     _model_options(quality)
     quality.add_argument("--head", type=Path, help="Bayesian head file (default: the model's)")

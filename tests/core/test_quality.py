@@ -15,6 +15,7 @@ from napari_active_sam.core.models import load_model, random_model
 from napari_active_sam.core.preprocess import IntensityWindow, SliceSource, to_sam_rgb
 from napari_active_sam.core.quality import (
     COLUMNS,
+    ENSEMBLE_MEMBERS,
     ESTIMATORS,
     PERTURBATIONS,
     Estimator,
@@ -156,13 +157,35 @@ def test_posterior_without_a_bayesian_head_falls_back_to_the_iou_head(demo, ct_s
     _, rgb, embedding = ct_scene
     no_head = QualityModels(demo)
     sample = QualitySample(rgb, segmentable[0], embedding)
-    for estimator in (Estimator.POSTERIOR, Estimator.REGRESSOR, Estimator.EMBEDDING):
+    for estimator in (
+        Estimator.POSTERIOR,
+        Estimator.REGRESSOR,
+        Estimator.EMBEDDING,
+        Estimator.ENSEMBLE,
+    ):
         estimate = estimate_quality(estimator, sample, no_head)
         assert estimate.requested == estimator and estimate.estimator == Estimator.IOU_HEAD
         assert estimate.fell_back
         assert ("Bayesian head" if estimator == "posterior" else "regressor") in estimate.note
         iou_only = estimate_quality("iou_head", sample, no_head)
         assert estimate.predicted_dice == iou_only.predicted_dice
+
+
+def test_the_ensemble_is_the_mean_of_the_estimators_the_models_have(
+    demo, full_models, ct_scene, segmentable
+):
+    _, rgb, embedding = ct_scene
+    sample = QualitySample(rgb, _wrong_masks(segmentable[0])["eroded"], embedding)
+
+    def estimate(estimator, models):
+        return estimate_quality(estimator, sample, models, np.random.default_rng(5)).predicted_dice
+
+    members = [estimate(e, full_models) for e in ENSEMBLE_MEMBERS]
+    assert len(set(members)) == 4  # four different opinions
+    assert estimate("ensemble", full_models) == pytest.approx(np.mean(members))
+    head_only = QualityModels(demo, bayes_head=full_models.bayes_head)
+    both = [estimate(e, head_only) for e in ("iou_head", "posterior")]
+    assert estimate("ensemble", head_only) == pytest.approx(np.mean(both))
 
 
 def test_posterior_differs_from_the_iou_head_and_repeats_with_its_seed(

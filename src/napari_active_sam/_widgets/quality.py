@@ -37,7 +37,7 @@ class QualityPanel(Container):
         super().__init__(label="quality")
         self.dock = dock
         self.estimator = ComboBox(label="quality by", choices=[e.value for e in Estimator],
-                                  value=Estimator.REGRESSOR.value)  # fmt: skip
+                                  value=Estimator.ENSEMBLE.value)  # fmt: skip
         self.threshold = FloatSpinBox(label="review below", value=0.8, min=0.0, max=1.0,
                                       step=0.05)  # fmt: skip
         self.check_button = PushButton(text="Check quality of all objects")
