@@ -157,7 +157,7 @@ def test_heads_are_found_next_to_the_checkpoint_and_the_users_first(
 def test_the_shipped_demo_head_improves_on_sam_for_fresh_click_sets():
     model = load_model("demo", device="cpu")
     head = head_for_model(model)
-    assert head is not None and head.info["structure"] == "diag"
+    assert head is not None and head.info["structure"] == "full"
     examples = _drain(generated_examples(model, 6, seed=1234, clicks=4))
     inputs = torch.as_tensor(np.stack([e.inputs for e in examples]))
     targets = torch.as_tensor(np.stack([e.target for e in examples]))
