@@ -50,8 +50,9 @@ from napari_active_sam.core.bayes_head import (
 )
 from napari_active_sam.core.embeddings import SliceEncoder
 from napari_active_sam.core.models import ARCHITECTURES, choose_device, load_model, random_model
-from napari_active_sam.core.predictor import Predictor, shown_head
+from napari_active_sam.core.predictor import Predictor
 from napari_active_sam.core.preprocess import to_sam_rgb
+from napari_active_sam.core.session import shown_mask
 from napari_active_sam.core.synthetic import make_scene
 from napari_active_sam.core.types import Click, PromptSet
 
@@ -98,12 +99,7 @@ def bench_model(model, head: BayesHead, size: int, repeats: int, samples: int, s
         def run() -> Any:
             prediction = predictor.predict(embedding, prompts)
             found = uncertainty(name, prediction, prompts, embedding, model, head, samples, 5)
-            shown = (
-                found.refined
-                if found.refined is not None
-                else prediction.probability(shown_head(prediction, prompts))
-            )
-            return found, shown > 0.5
+            return found, shown_mask(prediction, prompts, found)
 
         return run
 

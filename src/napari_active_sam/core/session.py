@@ -126,11 +126,7 @@ class AnnotationSession:
             acquisition, prediction, prompts, embedding, self.model, self.head, samples,
             suggestions, rng=rng,
         )  # fmt: skip
-        if found.acquisition == Acquisition.BALD:
-            mask = found.refined > 0.5
-        else:
-            mask = shown_mask(prediction, prompts)
-        return Answer(prediction, mask, found)
+        return Answer(prediction, shown_mask(prediction, prompts, found), found)
 
     def forget(self, index: tuple[int, ...]) -> None:
         with self._lock:
@@ -162,8 +158,13 @@ def _extends(prompts: PromptSet, earlier: PromptSet) -> bool:
     )
 
 
-def shown_mask(prediction: Prediction, prompts: PromptSet) -> np.ndarray:
-    """Boolean ``(H, W)`` mask of the head :func:`shown_head` picks."""
+def shown_mask(
+    prediction: Prediction, prompts: PromptSet, found: Uncertainty | None = None
+) -> np.ndarray:
+    """Boolean ``(H, W)`` mask an answer shows: the Bayesian head's own (MAP) mask when
+    ``found`` is BALD's, else the mask of the head :func:`shown_head` picks."""
+    if found is not None and found.acquisition == Acquisition.BALD:
+        return found.refined > 0.5
     return prediction.mask(shown_head(prediction, prompts))
 
 
