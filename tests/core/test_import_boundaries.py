@@ -28,3 +28,17 @@ def test_the_check_itself_detects_a_gui_import():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "qtpy" in result.stdout
+
+
+def test_the_command_line_parses_without_loading_torch():
+    """``napari-active-sam --help`` answers at once: torch loads only when a command runs."""
+    code = (
+        "import sys\n"
+        "from napari_active_sam.cli import build_parser\n"
+        "build_parser()\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"

@@ -26,9 +26,9 @@ from .bayes_head import (
 from .embeddings import Embedding
 from .errors import ActiveSamError
 from .models import LoadedModel
-from .predictor import shown_head
+from .predictor import shown_head, upscale_grid
 from .suggest import pick_peaks
-from .types import Prediction, PromptSet, Suggestion, upscale_grid
+from .types import Prediction, PromptSet, Suggestion
 
 _EPS = 1e-7
 Maps = np.ndarray | torch.Tensor

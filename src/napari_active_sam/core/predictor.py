@@ -4,12 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from .embeddings import Embedding
 from .errors import PromptError
 from .models import LoadedModel
 from .types import Prediction, PromptSet
+
+
+def upscale_grid(
+    maps: torch.Tensor,
+    img_size: int,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> torch.Tensor:
+    """Maps on SAM's low-resolution grid ``(C, g, g)`` → ``(C, H, W)`` at the image's size.
+
+    The steps of :meth:`Sam.postprocess_masks` (bilinear to the padded model input, crop the
+    padding, bilinear to the original size), without the last resize when the image already
+    has the input's size (an identity).
+    """
+    maps = F.interpolate(
+        maps[None].float(), (img_size, img_size), mode="bilinear", align_corners=False
+    )
+    maps = maps[..., : input_size[0], : input_size[1]]
+    if tuple(input_size) != tuple(original_size):
+        maps = F.interpolate(maps, tuple(original_size), mode="bilinear", align_corners=False)
+    return maps[0]
 
 
 class Predictor:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -77,27 +75,6 @@ class Progress:
         return self.done / self.total if self.total else 0.0
 
 
-def upscale_grid(
-    maps: torch.Tensor,
-    img_size: int,
-    input_size: tuple[int, int],
-    original_size: tuple[int, int],
-) -> torch.Tensor:
-    """Maps on SAM's low-resolution grid ``(C, g, g)`` → ``(C, H, W)`` at the image's size.
-
-    The steps of :meth:`Sam.postprocess_masks` (bilinear to the padded model input, crop the
-    padding, bilinear to the original size), without the last resize when the image already
-    has the input's size (an identity).
-    """
-    maps = F.interpolate(
-        maps[None].float(), (img_size, img_size), mode="bilinear", align_corners=False
-    )
-    maps = maps[..., : input_size[0], : input_size[1]]
-    if tuple(input_size) != tuple(original_size):
-        maps = F.interpolate(maps, tuple(original_size), mode="bilinear", align_corners=False)
-    return maps[0]
-
-
 @dataclass(frozen=True, eq=False)
 class Prediction:
     """SAM's answer to one prompt set on one slice.
@@ -146,6 +123,10 @@ class Prediction:
         return np.stack([self._upscaled[h] for h in heads])
 
     def _upscale(self, heads: list[int]) -> None:
+        import torch  # here, not at the top: these records load without torch
+
+        from .predictor import upscale_grid
+
         with torch.inference_mode():
             logits = torch.from_numpy(np.asarray(self.low_res_logits[heads], np.float32))
             maps = upscale_grid(logits, self.img_size, self.input_size, self.original_size)
