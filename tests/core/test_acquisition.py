@@ -18,11 +18,11 @@ from napari_active_sam.core.acquisition import (
     predictive_entropy,
     uncertainty,
 )
-from napari_active_sam.core.bayes_head import BayesHead, BayesHeadNet, head_inputs
+from napari_active_sam.core.bayes_head import BayesHead, BayesHeadNet
 from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.errors import ActiveSamError, ModelError
 from napari_active_sam.core.models import ARCHITECTURES, random_model
-from napari_active_sam.core.predictor import Predictor, shown_head
+from napari_active_sam.core.predictor import Predictor
 from napari_active_sam.core.preprocess import SliceSource
 from napari_active_sam.core.session import AnnotationSession
 from napari_active_sam.core.suggest import pick_peaks
@@ -129,15 +129,27 @@ def test_fine_grids_are_averaged_to_sams_cell_size(tiny_model):
                 gain[None, None], embedding.input_size, embedding.original_size
             )[0, 0].numpy()
             np.testing.assert_allclose(found.scores, expected, atol=1e-6)
-        if name == "bald":  # the head's own mask keeps the full grid
-            inputs = head_inputs(prediction.low_res_logits[shown_head(prediction, prompts)],
-                                 prompts, embedding, fine)  # fmt: skip
-            with torch.no_grad():
-                logits = head.net(torch.as_tensor(inputs)[None])
-                expected = fine.sam.postprocess_masks(
-                    torch.sigmoid(logits), embedding.input_size, embedding.original_size
-                )[0, 0].numpy()
-            np.testing.assert_allclose(found.refined, expected, atol=1e-5)
+
+
+def test_bald_samples_the_head_over_sams_three_heads(slice_state):
+    """A head that adds nothing and is certain of it leaves SAM's three heads as the
+    posterior: BALD then equals EIG; a head of real spread adds information on top."""
+    model, embedding, prompts, prediction = slice_state
+    grid = model.architecture.low_res_size
+
+    def head_with(covariance: float) -> BayesHead:
+        net = BayesHeadNet()  # zero last layer: the head's output is SAM's logit
+        return BayesHead(net, torch.zeros(17), torch.eye(17) * covariance, model.model_id, grid)
+
+    eig = uncertainty("eig", prediction, prompts, embedding, model, None)
+    for samples in (3, 30):
+        bald = uncertainty("bald", prediction, prompts, embedding, model, head_with(1e-12),
+                           samples)  # fmt: skip
+        np.testing.assert_allclose(bald.scores, eig.scores, atol=1e-5)
+        np.testing.assert_allclose(bald.probability, eig.probability, atol=1e-5)
+    wide = uncertainty("bald", prediction, prompts, embedding, model, head_with(1.0), 30,
+                       rng=np.random.default_rng(0))  # fmt: skip
+    assert wide.scores.mean() > eig.scores.mean()
 
 
 def test_bald_needs_a_head_for_this_model(slice_state, tiny_head):
@@ -164,9 +176,7 @@ def test_a_model_sure_of_everything_suggests_nothing(slice_state):
     assert found.suggestions == () and found.top is None
 
 
-def test_session_answer_previews_the_heads_mask_for_bald_and_ranks_slices(
-    tiny_model, tiny_head, ct_volume
-):
+def test_session_answer_previews_sams_mask_and_ranks_slices(tiny_model, tiny_head, ct_volume):
     model = tiny_model
     session = AnnotationSession(model, SliceSource(ct_volume), EmbeddingStore(model.model_id))
     session.head = tiny_head
@@ -174,11 +184,10 @@ def test_session_answer_previews_the_heads_mask_for_bald_and_ranks_slices(
     plain = session.answer((2,), prompts)
     assert plain.uncertainty is None
     bald = session.answer((2,), prompts, "bald", samples=8, rng=np.random.default_rng(0))
-    assert np.array_equal(bald.mask, bald.uncertainty.refined > 0.5)
-    again = session.answer((2,), prompts, "bald", samples=8, rng=np.random.default_rng(5))
-    assert np.array_equal(again.mask, bald.mask)  # the MAP mask: no sampling noise
+    assert bald.uncertainty.acquisition == Acquisition.BALD and bald.uncertainty.samples == 8
+    assert bald.mask.any() and np.array_equal(bald.mask, plain.mask)
     eig = session.answer((3,), prompts, "eig")
-    assert eig.uncertainty.acquisition == Acquisition.EIG and eig.uncertainty.refined is None
+    assert eig.uncertainty.acquisition == Acquisition.EIG and eig.uncertainty.samples == 3
     ranked = session.most_uncertain()
     assert {i for i, _ in ranked} == {(2,), (3,)} and ranked[0][1] >= ranked[1][1]
     session.forget((3,))  # a fresh start on a slice keeps its last known uncertainty

@@ -91,6 +91,19 @@ def test_samples_on_coarser_cells_are_the_cell_means_of_the_full_grid(tiny_examp
         tiny_head.sample_logits(inputs, 2, stride=3)
 
 
+def test_samples_of_several_inputs_take_turns(tiny_examples, tiny_head):
+    """K samples over M inputs: sample k refines input k mod M with the k-th weight draw."""
+    inputs = np.stack([tiny_examples[i].inputs for i in range(3)])
+    sampled, maps = tiny_head.sample_logits(inputs, 7, torch.Generator().manual_seed(4))
+    grid = TINY.low_res_size
+    assert sampled.shape == (7, grid, grid) and maps.shape == (3, grid, grid)
+    for m in range(3):  # the same seed draws the same 7 weights
+        alone, map_alone = tiny_head.sample_logits(inputs[m], 7, torch.Generator().manual_seed(4))
+        torch.testing.assert_close(maps[m], map_alone)
+        torch.testing.assert_close(sampled[m::3], alone[m::3])
+    assert not torch.allclose(sampled[0], sampled[1])
+
+
 @pytest.mark.parametrize("structure", ["kron", "full"])
 def test_kron_and_full_posteriors_and_grid_search_prior(tiny_examples, structure):
     config = HeadConfig(steps=5, fit_pixels=2000, structure=structure, prior="gridsearch")

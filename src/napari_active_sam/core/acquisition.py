@@ -26,7 +26,7 @@ from .bayes_head import (
 from .embeddings import Embedding
 from .errors import ActiveSamError
 from .models import LoadedModel
-from .predictor import shown_head, upscale_grid
+from .predictor import upscale_grid
 from .suggest import pick_peaks
 from .types import Prediction, PromptSet, Suggestion
 
@@ -219,9 +219,6 @@ class Uncertainty:
         K: posterior samples, or 3 for SAM's multimask heads.
     source : Source
         Where the K maps came from.
-    refined : np.ndarray or None
-        float32 ``(H, W)`` probability of the Bayesian head's MAP weights (the head's own,
-        deterministic mask), when the maps came from its posterior.
     """
 
     acquisition: Acquisition
@@ -230,7 +227,6 @@ class Uncertainty:
     probability: np.ndarray = field(repr=False)
     samples: int
     source: Source
-    refined: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def top(self) -> Suggestion | None:
@@ -254,13 +250,14 @@ def uncertainty(
     suggestions: int = 5,
     min_distance: float = 8.0,
     rng: np.random.Generator | None = None,
-    shown: int | None = None,
 ) -> Uncertainty:
     """Acquisition map and ranked suggestions for the current answer on one slice.
 
     Everything is computed on acquisition cells (:data:`ACQUISITION_CELL`; SAM's own
     low-resolution grid at 1024 px, where the model's belief lives) and only the final maps
-    are upscaled, so a map costs a fraction of a decoder pass.
+    are upscaled, so a map costs a fraction of a decoder pass. The posterior samples are
+    the Bayesian head's refinements of SAM's three multimask heads, K spread evenly over
+    them (see :meth:`BayesHead.sample_logits`); the mask the user sees stays SAM's.
 
     Parameters
     ----------
@@ -279,9 +276,6 @@ def uncertainty(
         Minimum distance between suggestions, in image pixels.
     rng : np.random.Generator, optional
         Seeds the posterior samples and the random acquisition.
-    shown : int, optional
-        The head whose mask the user sees (default: :func:`shown_head`'s choice); the
-        Bayesian head refines that head's logits.
 
     Raises
     ------
@@ -304,12 +298,11 @@ def uncertainty(
         if use_posterior:
             head.check_model(model)
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            index = shown_head(prediction, prompts) if shown is None else shown
-            inputs = head_inputs(prediction.low_res_logits[index], prompts, embedding, model)
-            logits, map_logits = head.sample_logits(inputs, samples, generator, stride)
+            inputs = head_inputs(prediction.multimask_logits, prompts, embedding, model)
+            logits, _ = head.sample_logits(inputs, samples, generator, stride)
             source = Source.POSTERIOR
         else:
-            logits, map_logits = torch.as_tensor(prediction.multimask_logits), None
+            logits = torch.as_tensor(prediction.multimask_logits)
             if stride > 1:
                 logits = F.avg_pool2d(logits[None], stride)[0]
             source = Source.HEADS
@@ -317,9 +310,6 @@ def uncertainty(
         grid_scores = spec.score(maps, rng=rng, logits=logits)
         belief = maps.mean(dim=0)
         upscaled = _upscale(torch.stack([grid_scores, belief]), model, embedding)
-        refined = None
-        if map_logits is not None:
-            refined = _upscale(torch.sigmoid(map_logits)[None], model, embedding)[0]
 
     grid = maps.shape[-1]
     img_size = model.architecture.img_size
@@ -354,5 +344,4 @@ def uncertainty(
         probability=np.clip(upscaled[1], 0, 1).astype(np.float32),
         samples=int(maps.shape[0]),
         source=source,
-        refined=None if refined is None else np.clip(refined, 0, 1).astype(np.float32),
     )

@@ -1,6 +1,6 @@
 """The BALD-SAM head: a small Bayesian network on SAM's output that samples masks.
 
-Input, at SAM's low-resolution grid (256 × 256 for a 1024 model): the shown head's logits
+Input, at SAM's low-resolution grid (256 × 256 for a 1024 model): one SAM head's logits
 clipped to ±20, and a positive- and a negative-click map (a Gaussian of σ = 8 grid pixels
 at the 256 grid, scaled with the model's grid, per click, summed and clamped to [0, 1]).
 Layers: conv3×3 (3→16) + ReLU, conv3×3 (16→16) + ReLU, conv1×1 (16→1), whose output is
@@ -10,7 +10,9 @@ The head is first trained to its MAP estimate on simulated click sets, then a La
 posterior over the final 1×1 convolution (16 weights and a bias) is fitted with
 laplace-torch, every grid pixel a data point with features ``(P, 16)``. Each posterior
 sample of those 17 weights turns the shared features into one probability map, so the K
-maps cost one matrix product.
+maps cost one matrix product. For BALD the head refines each of SAM's three multimask heads
+and the K samples are spread over them: the posterior is uniform over SAM's heads (EIG's
+posterior) and, within each, the head's Laplace posterior.
 """
 
 from __future__ import annotations
@@ -186,11 +188,18 @@ def click_maps(
 def head_inputs(
     logits: np.ndarray, prompts: PromptSet, embedding: Embedding, model: LoadedModel
 ) -> np.ndarray:
-    """float32 ``(3, g, g)``: clipped logits of the shown head and the two click maps."""
+    """The head's input: clipped SAM logits and the two click maps.
+
+    ``logits`` of one head, ``(g, g)``, give float32 ``(3, g, g)``; the logits of M heads,
+    ``(M, g, g)``, give ``(M, 3, g, g)`` (the click maps are built once and shared).
+    """
     grid = grid_size(model)
-    logits = np.asarray(logits, np.float32).reshape(grid, grid)
+    logits = np.asarray(logits, np.float32)
+    several = logits.ndim == 3
+    logits = np.clip(logits.reshape(-1, 1, grid, grid), -LOGIT_CLIP, LOGIT_CLIP)
     maps = click_maps(prompts, embedding.original_size, model.architecture.img_size, grid)
-    return np.concatenate([np.clip(logits, -LOGIT_CLIP, LOGIT_CLIP)[None], maps])
+    inputs = np.concatenate([logits, np.broadcast_to(maps, (len(logits), *maps.shape))], axis=1)
+    return inputs if several else inputs[0]
 
 
 def grid_fractions(
@@ -282,12 +291,15 @@ class BayesHead:
         generator: torch.Generator | None = None,
         stride: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K posterior logit maps (one matrix product) and the MAP logits.
+        """K posterior logit maps (one matrix product per input) and the MAP logits.
 
         Parameters
         ----------
         inputs : array
-            float32 ``(3, g, g)`` from :func:`head_inputs`.
+            float32 ``(3, g, g)`` from :func:`head_inputs`, or ``(M, 3, g, g)`` for the
+            logits of M SAM heads: sample k then refines input ``k mod M``, so the K maps
+            sample the mixture of the M heads (uniform over heads, and over the Laplace
+            posterior within each).
         samples : int
             K, at least 1; capped at :data:`MAX_SAMPLES` and by :data:`MAX_SAMPLE_VALUES`.
         stride : int
@@ -300,21 +312,25 @@ class BayesHead:
         sampled : torch.Tensor
             float32 ``(K, g // stride, g // stride)`` logits.
         map_logits : torch.Tensor
-            float32 ``(g, g)`` logits of the MAP weights.
+            float32 MAP logits, ``(g, g)``, or ``(M, g, g)`` for M inputs.
         """
         if stride < 1 or self.grid % stride:
             raise ValueError(f"stride {stride} does not divide the {self.grid}-cell grid")
-        x = torch.as_tensor(np.asarray(inputs, np.float32))[None]
+        x = torch.as_tensor(np.asarray(inputs, np.float32))
+        several = x.ndim == 4
+        x = x if several else x[None]
         # Channels-last: faster convolutions on so few channels, and a much faster pooling.
         x = x.contiguous(memory_format=torch.channels_last)
-        features = torch.cat([self.net.hidden(x), x[:, :1]], dim=1)  # (1, 17, g, g)
-        map_logits = self._logits(self.mean[None], features[0])[0]
+        features = torch.cat([self.net.hidden(x), x[:, :1]], dim=1)  # (M, 17, g, g)
+        map_logits = torch.cat([self._logits(self.mean[None], f) for f in features])
         if stride > 1:
             features = F.avg_pool2d(features, stride)
         cells = features.shape[-1]
-        samples = bounded_samples(samples, cells)
-        sampled = self._logits(self.sample_weights(samples, generator), features[0])
-        return sampled, map_logits
+        weights = self.sample_weights(bounded_samples(samples, cells), generator)
+        sampled = torch.empty(len(weights), cells, cells)
+        for m, f in enumerate(features):
+            sampled[m :: len(features)] = self._logits(weights[m :: len(features)], f)
+        return sampled, map_logits if several else map_logits[0]
 
     @staticmethod
     def _logits(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -130,7 +130,7 @@ def run_episode(
         if name not in computed:
             computed[name] = uncertainty(
                 name, prediction, prompts, embedding, predictor.model, bayes_head, samples, 5,
-                rng=rng, shown=head,
+                rng=rng,
             )  # fmt: skip
         return computed[name]
 
@@ -156,8 +156,6 @@ def run_episode(
         prompts, prediction, head = decode(clicks, iteration)
         computed.clear()
         shown = prediction.probability(head) > 0.5
-        if spec.needs_head:  # strategies that ask the head also show its refined mask
-            shown = current_uncertainty(strategy).refined > 0.5
         previous = prediction.low_res_logits[head]
         if iteration == 1:
             result.first = prediction

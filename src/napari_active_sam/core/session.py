@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .acquisition import Acquisition, Uncertainty, mutual_information, uncertainty
+from .acquisition import Uncertainty, mutual_information, uncertainty
 from .bayes_head import DEFAULT_SAMPLES, BayesHead
 from .embeddings import EmbeddingStore, embed_slice, encode_slices, slice_key, slice_signature
 from .models import LoadedModel
@@ -29,8 +29,7 @@ class Answer:
     ----------
     prediction : Prediction
     mask : np.ndarray
-        Boolean ``(H, W)`` mask to preview: SAM's shown head, or the Bayesian head's MAP mask
-        when BALD drives the suggestions (the mask the suggestions are about).
+        Boolean ``(H, W)`` mask to preview: that of SAM's shown head.
     uncertainty : Uncertainty or None
         Map and suggestions, when an acquisition function was asked for.
     """
@@ -113,20 +112,18 @@ class AnnotationSession:
         suggestions: int = 5,
         rng: np.random.Generator | None = None,
     ) -> Answer:
-        """:meth:`predict`, plus the acquisition map and suggestions when one is named.
-
-        BALD (which needs :attr:`head`) also previews the head's own (MAP) mask; every
-        other function previews SAM's.
-        """
+        """:meth:`predict`, plus the acquisition map and suggestions when one is named
+        (BALD needs :attr:`head`)."""
         prediction = self.predict(index, prompts)
+        mask = shown_mask(prediction, prompts)
         if not acquisition:
-            return Answer(prediction, shown_mask(prediction, prompts))
+            return Answer(prediction, mask)
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
         found = uncertainty(
             acquisition, prediction, prompts, embedding, self.model, self.head, samples,
             suggestions, rng=rng,
         )  # fmt: skip
-        return Answer(prediction, shown_mask(prediction, prompts, found), found)
+        return Answer(prediction, mask, found)
 
     def forget(self, index: tuple[int, ...]) -> None:
         with self._lock:
@@ -158,13 +155,8 @@ def _extends(prompts: PromptSet, earlier: PromptSet) -> bool:
     )
 
 
-def shown_mask(
-    prediction: Prediction, prompts: PromptSet, found: Uncertainty | None = None
-) -> np.ndarray:
-    """Boolean ``(H, W)`` mask an answer shows: the Bayesian head's own (MAP) mask when
-    ``found`` is BALD's, else the mask of the head :func:`shown_head` picks."""
-    if found is not None and found.acquisition == Acquisition.BALD:
-        return found.refined > 0.5
+def shown_mask(prediction: Prediction, prompts: PromptSet) -> np.ndarray:
+    """Boolean ``(H, W)`` mask an answer shows: that of the head :func:`shown_head` picks."""
     return prediction.mask(shown_head(prediction, prompts))
 
 
