@@ -299,7 +299,7 @@ def uncertainty(
             head.check_model(model)
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
             inputs = head_inputs(prediction.multimask_logits, prompts, embedding, model)
-            logits, _ = head.sample_logits(inputs, samples, generator, stride)
+            logits = head.sample_logits(inputs, samples, generator, stride)
             source = Source.POSTERIOR
         else:
             logits = torch.as_tensor(prediction.multimask_logits)

@@ -290,8 +290,8 @@ class BayesHead:
         samples: int = DEFAULT_SAMPLES,
         generator: torch.Generator | None = None,
         stride: int = 1,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K posterior logit maps (one matrix product per input) and the MAP logits.
+    ) -> torch.Tensor:
+        """K posterior logit maps, one matrix product per input.
 
         Parameters
         ----------
@@ -305,40 +305,37 @@ class BayesHead:
         stride : int
             Draw the K maps on cells of ``stride × stride`` grid pixels: the last layer is
             linear, so averaging its input features over a cell gives each sample's mean
-            logit over that cell. The MAP logits stay at the full grid.
+            logit over that cell.
 
         Returns
         -------
-        sampled : torch.Tensor
+        torch.Tensor
             float32 ``(K, g // stride, g // stride)`` logits.
-        map_logits : torch.Tensor
-            float32 MAP logits, ``(g, g)``, or ``(M, g, g)`` for M inputs.
         """
         if stride < 1 or self.grid % stride:
             raise ValueError(f"stride {stride} does not divide the {self.grid}-cell grid")
         x = torch.as_tensor(np.asarray(inputs, np.float32))
-        several = x.ndim == 4
-        x = x if several else x[None]
-        # Channels-last: faster convolutions on so few channels, and a much faster pooling.
-        x = x.contiguous(memory_format=torch.channels_last)
-        features = torch.cat([self.net.hidden(x), x[:, :1]], dim=1)  # (M, 17, g, g)
-        map_logits = torch.cat([self._logits(self.mean[None], f) for f in features])
-        if stride > 1:
-            features = F.avg_pool2d(features, stride)
-        cells = features.shape[-1]
+        x = x.reshape(-1, *x.shape[-3:])
+        cells = self.grid // stride
         weights = self.sample_weights(bounded_samples(samples, cells), generator)
         sampled = torch.empty(len(weights), cells, cells)
-        for m, f in enumerate(features):
-            sampled[m :: len(features)] = self._logits(weights[m :: len(features)], f)
-        return sampled, map_logits if several else map_logits[0]
+        for m in range(len(x)):
+            # One input at a time and channels-last: on CPU both are several times faster
+            # for convolutions with so few channels (and the pooling after them).
+            one = x[m : m + 1].contiguous(memory_format=torch.channels_last)
+            features, offset = self.net.hidden(one), one[:, :1]
+            if stride > 1:
+                features, offset = F.avg_pool2d(features, stride), F.avg_pool2d(offset, stride)
+            sampled[m :: len(x)] = self._logits(weights[m :: len(x)], features[0], offset[0])
+        return sampled
 
     @staticmethod
-    def _logits(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """Logit maps ``(K, h, w)`` of last-layer weights ``(K, 17)`` on ``(17, h, w)``
-        features whose last channel is SAM's logit (a fixed offset)."""
+    def _logits(weights: torch.Tensor, features: torch.Tensor, offset: torch.Tensor):
+        """Logit maps ``(K, h, w)`` of last-layer weights ``(K, 17)`` (bias last) on
+        ``(16, h, w)`` features, plus SAM's logits ``(1, h, w)``."""
         _, h, w = features.shape
         flat = features.reshape(len(features), -1)
-        logits = torch.addmm(weights[:, -1:] + flat[-1:], weights[:, :-1], flat[:-1])
+        logits = torch.addmm(weights[:, -1:] + offset.reshape(1, -1), weights[:, :-1], flat)
         return logits.reshape(len(weights), h, w)
 
     def sample(
@@ -346,10 +343,9 @@ class BayesHead:
         inputs: np.ndarray | torch.Tensor,
         samples: int = DEFAULT_SAMPLES,
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`sample_logits` as probabilities: ``(K, g, g)`` and the MAP's ``(g, g)``."""
-        sampled, map_logits = self.sample_logits(inputs, samples, generator)
-        return torch.sigmoid(sampled), torch.sigmoid(map_logits)
+    ) -> torch.Tensor:
+        """:meth:`sample_logits` as probabilities, ``(K, g, g)``."""
+        return torch.sigmoid(self.sample_logits(inputs, samples, generator))
 
     # ----------------------------------------------------------------------- files
 
@@ -493,6 +489,22 @@ def _pixel_data(
     return torch.cat(features), torch.cat(labels)
 
 
+def _losses(net: BayesHeadNet, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """Mean binary cross-entropy of SAM's logits and of the head's MAP over on-image pixels,
+    in chunks of examples (the hidden features of all of them at once can fill the RAM)."""
+    totals = torch.zeros(3, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(inputs), 64):
+            x, target = inputs[start : start + 64], targets[start : start + 64]
+            fraction, on_image = target[:, 0:1], target[:, 1:2]
+            for i, logits in enumerate((x[:, :1], net(x))):
+                totals[i] += F.binary_cross_entropy_with_logits(
+                    logits, fraction, weight=on_image, reduction="sum"
+                )
+            totals[2] += on_image.sum()
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
 def fit_head(
     examples: Sequence[HeadExample],
     model: LoadedModel,
@@ -551,20 +563,7 @@ def fit_head(
                 f"training the Bayesian head: loss {np.mean(losses[-25:]):.4f}",
             )
     net.eval()
-    with torch.no_grad():
-        fraction, on_image = targets[:, 0:1], targets[:, 1:2]
-        base = inputs[:, :1]
-        weight = on_image.sum()
-        sam_loss = float(
-            F.binary_cross_entropy_with_logits(base, fraction, weight=on_image, reduction="sum")
-            / weight
-        )
-        head_loss = float(
-            F.binary_cross_entropy_with_logits(
-                net(inputs), fraction, weight=on_image, reduction="sum"
-            )
-            / weight
-        )
+    sam_loss, head_loss = _losses(net, inputs, targets)
 
     yield Progress(config.steps, config.steps + 1, "fitting the Laplace posterior")
     features, labels = _pixel_data(net, examples, config.fit_pixels, rng)

@@ -605,7 +605,7 @@ def _posterior(sample: QualitySample, models: QualityModels, rng: np.random.Gene
     prediction, prompts, head = sam_answer(sample, models)
     inputs = head_inputs(prediction.low_res_logits[head], prompts, embedding, model)
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    sampled, _ = models.bayes_head.sample(inputs, models.samples, generator)
+    sampled = models.bayes_head.sample(inputs, models.samples, generator)
     mask = torch.as_tensor(sample.mask)
     area = int(mask.sum())
     scores = []
