@@ -89,6 +89,13 @@ def test_unknown_model_is_a_clear_error(tmp_path, capsys):
     assert code == 2 and "Unknown model 'vit_q'" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_training_on_a_missing_gpu_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    assert main(["train-demo-model", "--out", str(out), "--steps", "1", "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err and not out.exists()
+
+
 def test_make_dataset_then_benchmark_writes_every_output(tmp_path, tiny_checkpoint, capsys):
     data, out = tmp_path / "data", tmp_path / "results"
     assert main(["make-dataset", "--out", str(data), "--n", "2", "--seed", "3",

@@ -172,6 +172,7 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
 def _cmd_train_demo_model(args: argparse.Namespace) -> int:
     import torch
 
+    from .core.models import choose_device
     from .core.training import DemoTrainingConfig, train_demo_model
 
     if args.threads:
@@ -181,8 +182,11 @@ def _cmd_train_demo_model(args: argparse.Namespace) -> int:
     )
     if args.steps:
         config = replace(config, steps=args.steps)
+    device = choose_device(args.device)
     _drain_with_bar(
-        train_demo_model(args.out, args.seed, config, init=args.init), "train", unit="step"
+        train_demo_model(args.out, args.seed, config, init=args.init, device=device),
+        "train",
+        unit="step",
     )
     print(f"saved {args.out}", file=sys.stderr)
     return 0
@@ -503,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--init", type=Path, help="continue training from this demo-architecture checkpoint"
     )
+    train.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     _threads_option(train)
     train.set_defaults(func=_cmd_train_demo_model)
 

@@ -106,6 +106,7 @@ def test_training_continues_from_a_checkpoint_and_sums_the_stages(tiny_arch, tmp
     assert model.extra["init_sha256"] == start.weights_sha256
     assert model.extra["total_steps"] == 4 and model.extra["steps"] == 2
     assert model.extra["total_wall_time_s"] > model.extra["wall_time_s"] > 0
+    assert model.extra["device"] == "cpu"
     changed = [
         not torch.equal(a, b)
         for a, b in zip(

@@ -308,6 +308,13 @@ def interactive_step(
     return total, stats
 
 
+def _device_name(device: torch.device) -> str:
+    """``cpu``, or the accelerator's product name (``cuda: NVIDIA H100 80GB HBM3``)."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return device.type
+
+
 def train_demo_model(
     out: Path,
     seed: int = 0,
@@ -315,6 +322,7 @@ def train_demo_model(
     architecture: Architecture = DEMO_ARCHITECTURE,
     kind: str = SceneKind.MIXED,
     init: Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> Generator[Progress, None, Path]:
     """Train the demo model on generated scenes; yield progress; save it.
 
@@ -333,6 +341,8 @@ def train_demo_model(
         Defaults to :class:`DemoTrainingConfig`.
     init : Path, optional
         Continue from this checkpoint (same architecture) instead of random weights.
+    device : str or torch.device
+        Where the network trains (the scenes and clicks are made on the CPU).
     """
     config = config or DemoTrainingConfig()
     previous: dict = {"total_steps": 0, "total_wall_time_s": 0.0}
@@ -355,7 +365,7 @@ def train_demo_model(
     started = time.perf_counter()
     yield Progress(0, config.steps, f"generating {config.pool_size} training scenes")
     bank = SceneBank.generate(config.pool_size, rng, config.size, kind)
-    sam = start.sam.train() if init is not None else architecture.build().train()
+    sam = (start.sam if init is not None else architecture.build()).to(device).train()
     model = LoadedModel(sam, architecture.name, architecture, "training")
     optimizer = torch.optim.AdamW(
         sam.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -401,7 +411,7 @@ def train_demo_model(
             "total_wall_time_s": previous["total_wall_time_s"] + wall_time,
         },
         torch_version=str(torch.__version__),
-        device=str(sam.device),
+        device=_device_name(sam.device),
         threads=torch.get_num_threads(),
     )
     return Path(out)
