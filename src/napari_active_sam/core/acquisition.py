@@ -133,7 +133,8 @@ class Source(StrEnum):
     """Where an acquisition function's K probability maps come from."""
 
     POSTERIOR = "posterior"
-    """K samples of the Bayesian head's Laplace posterior (a head is required)."""
+    """K samples of the Bayesian head's Laplace posterior on each of SAM's three multimask
+    heads, taking turns over them (a head is required)."""
     HEADS = "heads"
     """SAM's three multimask heads as a uniform posterior."""
     ANY = "any"
