@@ -188,6 +188,29 @@ def test_the_ensemble_is_the_mean_of_the_estimators_the_models_have(
     assert estimate("ensemble", head_only) == pytest.approx(np.mean(both))
 
 
+def test_the_ensemble_encodes_and_asks_sam_once(
+    demo, full_models, ct_scene, segmentable, monkeypatch
+):
+    _, rgb, _ = ct_scene
+    sample = QualitySample(rgb, _wrong_masks(segmentable[0])["eroded"])  # no embedding
+    calls = {"predict": 0, "encode": 0}
+    predict, encode = full_models.predictor.predict, SliceEncoder.encode
+
+    def counted_predict(*args, **kwargs):
+        calls["predict"] += 1
+        return predict(*args, **kwargs)
+
+    def counted_encode(self, *args, **kwargs):
+        calls["encode"] += 1
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(full_models.predictor, "predict", counted_predict)
+    monkeypatch.setattr(SliceEncoder, "encode", counted_encode)
+    estimate = estimate_quality("ensemble", sample, full_models)
+    assert estimate.estimator == Estimator.ENSEMBLE and 0 < estimate.predicted_dice <= 1
+    assert calls == {"predict": 1, "encode": 1}
+
+
 def test_posterior_differs_from_the_iou_head_and_repeats_with_its_seed(
     full_models, ct_scene, segmentable
 ):

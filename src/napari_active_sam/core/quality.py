@@ -43,7 +43,7 @@ import csv
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -649,8 +649,12 @@ def ensemble_members(models: QualityModels) -> list[Estimator]:
 
 
 def _ensemble(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
+    # Encode the slice and ask SAM once; the members then read both from the sample.
+    shared = replace(sample, embedding=models.embedding_of(sample))
+    prediction, prompts, head = sam_answer(shared, models)
+    shared = replace(shared, prompts=prompts, prediction=prediction, head=head)
     members = ensemble_members(models)
-    return float(np.mean([ESTIMATORS[e].estimate(sample, models, rng) for e in members]))
+    return float(np.mean([ESTIMATORS[e].estimate(shared, models, rng) for e in members]))
 
 
 def _needs_head_or_regressor(models: QualityModels) -> str | None:
