@@ -40,11 +40,12 @@ import torch
 from segment_anything import SamPredictor
 
 from bench_engine import comparison, log, paired_times
-from napari_active_sam.core.acquisition import acquisition_stride, uncertainty
+from napari_active_sam.core.acquisition import uncertainty
 from napari_active_sam.core.bayes_head import (
     DEFAULT_SAMPLES,
     BayesHead,
     BayesHeadNet,
+    acquisition_grid,
     head_for_model,
 )
 from napari_active_sam.core.embeddings import SliceEncoder
@@ -75,7 +76,7 @@ def random_head(model, seed: int) -> BayesHead:
     torch.nn.init.normal_(net.out.weight, std=0.1)
     mean = torch.cat([net.out.weight.reshape(-1), net.out.bias]).detach()
     covariance = torch.eye(len(mean)) * 1e-3
-    return BayesHead(net, mean, covariance, model.model_id, model.architecture.low_res_size)
+    return BayesHead(net, mean, covariance, model.model_id, acquisition_grid(model))
 
 
 def bench_model(model, head: BayesHead, size: int, repeats: int, samples: int, seed: int):
@@ -107,7 +108,7 @@ def bench_model(model, head: BayesHead, size: int, repeats: int, samples: int, s
         "model": model.name,
         "image": [size, size],
         "grid": model.architecture.low_res_size,
-        "acquisition_grid": model.architecture.low_res_size // acquisition_stride(model),
+        "acquisition_grid": acquisition_grid(model),
         "samples": samples,
         "suggestions": len(found.suggestions),
     }

@@ -13,12 +13,16 @@ from napari_active_sam.core.acquisition import (
     Acquisition,
     Source,
     acquisition_map,
-    acquisition_stride,
     mutual_information,
     predictive_entropy,
     uncertainty,
 )
-from napari_active_sam.core.bayes_head import BayesHead, BayesHeadNet
+from napari_active_sam.core.bayes_head import (
+    BayesHead,
+    BayesHeadNet,
+    acquisition_grid,
+    acquisition_stride,
+)
 from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.errors import ActiveSamError, ModelError
 from napari_active_sam.core.models import ARCHITECTURES, random_model
@@ -106,7 +110,8 @@ def test_fine_grids_are_averaged_to_sams_cell_size(tiny_model):
     net = BayesHeadNet()
     torch.nn.init.normal_(net.out.weight, std=0.3)
     mean = torch.cat([net.out.weight.reshape(-1), net.out.bias]).detach()
-    head = BayesHead(net, mean, torch.eye(17) * 0.05, fine.model_id, 64)
+    assert acquisition_grid(fine) == 32  # the head works on the cells too
+    head = BayesHead(net, mean, torch.eye(17) * 0.05, fine.model_id, 32)
     image = np.zeros((60, 90), np.float32)
     image[15:45, 20:70] = 1.0
     embedding = embed_slice(fine, SliceSource(image), EmbeddingStore(fine.model_id))
@@ -135,7 +140,7 @@ def test_bald_samples_the_head_over_sams_three_heads(slice_state):
     """A head that adds nothing and is certain of it leaves SAM's three heads as the
     posterior: BALD then equals EIG; a head of real spread adds information on top."""
     model, embedding, prompts, prediction = slice_state
-    grid = model.architecture.low_res_size
+    grid = acquisition_grid(model)
 
     def head_with(covariance: float) -> BayesHead:
         net = BayesHeadNet()  # zero last layer: the head's output is SAM's logit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from napari_active_sam.core.bayes_head import (
     BayesHead,
     BayesHeadNet,
     HeadConfig,
+    acquisition_grid,
     bounded_samples,
     click_maps,
     click_sigma,
@@ -19,14 +22,17 @@ from napari_active_sam.core.bayes_head import (
     generated_examples,
     grid_to_image,
     head_for_model,
+    head_inputs,
     head_path,
     image_to_grid,
     shipped_head_path,
     user_head_path,
 )
+from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
 from napari_active_sam.core.models import SMOKE_ARCHITECTURE as TINY
 from napari_active_sam.core.models import ModelRef, load_model, random_model, save_companion
+from napari_active_sam.core.preprocess import SliceSource
 from napari_active_sam.core.types import Click, PromptSet
 
 
@@ -83,25 +89,35 @@ def test_fit_trains_below_sams_loss_and_samples_differ(tiny_examples, tiny_head)
     torch.testing.assert_close(many.mean(dim=0), map_logits, atol=0.3 * spread, rtol=0)
 
 
-def test_samples_on_coarser_cells_are_the_cell_means_of_the_full_grid(tiny_examples, tiny_head):
-    inputs = tiny_examples[0].inputs
-    full = tiny_head.sample_logits(inputs, 6, torch.Generator().manual_seed(3))
-    coarse = tiny_head.sample_logits(inputs, 6, torch.Generator().manual_seed(3), stride=2)
-    grid = TINY.low_res_size
-    assert coarse.shape == (6, grid // 2, grid // 2)
-    torch.testing.assert_close(coarse, torch.nn.functional.avg_pool2d(full, 2))
-    with pytest.raises(ValueError, match="does not divide"):
-        tiny_head.sample_logits(inputs, 2, stride=3)
+def test_a_finer_grid_is_averaged_to_acquisition_cells_before_the_head():
+    fine = random_model(replace(TINY, name="fine", patch_size=8), seed=1)
+    assert fine.architecture.low_res_size == 64 and acquisition_grid(fine) == 32
+    image = np.zeros((60, 90), np.float32)
+    image[15:45, 20:70] = 1.0
+    embedding = embed_slice(fine, SliceSource(image), EmbeddingStore(fine.model_id))
+    prompts = PromptSet((Click(45, 30, True), Click(5, 5, False)))
+    logits = np.random.default_rng(0).normal(0, 30, (3, 64, 64)).astype(np.float32)
+    inputs = head_inputs(logits, prompts, embedding, fine)
+    assert inputs.shape == (3, 3, 32, 32)
+    pooled = torch.nn.functional.avg_pool2d(torch.as_tensor(logits)[:, None], 2)[:, 0]
+    np.testing.assert_allclose(inputs[:, 0], pooled.clamp(-20, 20).numpy(), atol=1e-5)
+    maps = click_maps(prompts, embedding.original_size, fine.architecture.img_size, 32)
+    np.testing.assert_array_equal(inputs[1, 1:], maps)
+    np.testing.assert_array_equal(head_inputs(logits[1], prompts, embedding, fine), inputs[1])
+    # A head fitted on the full 64-cell grid (an older version's) is refused by name.
+    head = BayesHead(BayesHeadNet(), torch.zeros(17), torch.eye(17), fine.model_id, 64)
+    with pytest.raises(ModelError, match="works on a 64-cell grid.*fit it again"):
+        head.check_model(fine)
 
 
 def test_samples_of_several_inputs_take_turns(tiny_examples, tiny_head):
     """K samples over M inputs: sample k refines input k mod M with the k-th weight draw."""
     inputs = np.stack([tiny_examples[i].inputs for i in range(3)])
-    sampled = tiny_head.sample_logits(inputs, 7, torch.Generator().manual_seed(4), stride=2)
+    sampled = tiny_head.sample_logits(inputs, 7, torch.Generator().manual_seed(4))
     grid = TINY.low_res_size
-    assert sampled.shape == (7, grid // 2, grid // 2)
+    assert sampled.shape == (7, grid, grid)
     for m in range(3):  # the same seed draws the same 7 weights
-        alone = tiny_head.sample_logits(inputs[m], 7, torch.Generator().manual_seed(4), stride=2)
+        alone = tiny_head.sample_logits(inputs[m], 7, torch.Generator().manual_seed(4))
         torch.testing.assert_close(sampled[m::3], alone[m::3])
     assert not torch.allclose(sampled[0], sampled[1])
 

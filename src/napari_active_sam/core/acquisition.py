@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .bayes_head import (
     DEFAULT_SAMPLES,
     BayesHead,
+    cell_logits,
     grid_to_image,
     head_inputs,
     image_to_grid,
@@ -189,19 +190,6 @@ def acquisition_map(
 
 # ------------------------------------------------------------------- one click's answer
 
-ACQUISITION_CELL = 4
-"""Acquisition maps are computed on cells of about this many model-input pixels: SAM's own
-low-resolution grid at 1024 px input (256 × 256 cells). Models with a finer grid (the
-256 px demo model's 128 × 128) average their logits over cells of this size, which keeps
-the K-sample work, the map and the peak search the same size relative to the image."""
-
-
-def acquisition_stride(model: LoadedModel) -> int:
-    """Grid pixels per acquisition cell side for ``model`` (1 for SAM at 1024 px)."""
-    grid, img_size = model.architecture.low_res_size, model.architecture.img_size
-    stride = max(1, round(ACQUISITION_CELL * grid / img_size))
-    return stride if grid % stride == 0 else 1
-
 
 @dataclass(frozen=True, eq=False)
 class Uncertainty:
@@ -254,7 +242,8 @@ def uncertainty(
 ) -> Uncertainty:
     """Acquisition map and ranked suggestions for the current answer on one slice.
 
-    Everything is computed on acquisition cells (:data:`ACQUISITION_CELL`; SAM's own
+    Everything is computed on acquisition cells
+    (:data:`~napari_active_sam.core.bayes_head.ACQUISITION_CELL`; SAM's own
     low-resolution grid at 1024 px, where the model's belief lives) and only the final maps
     are upscaled, so a map costs a fraction of a decoder pass. The posterior samples are
     the Bayesian head's refinements of SAM's three multimask heads, K spread evenly over
@@ -294,18 +283,15 @@ def uncertainty(
             f"{spec.title} needs a Bayesian head for {model.name}: fit one with 'Learn from "
             "my annotations' or `napari-active-sam train-head`, or choose EIG."
         )
-    stride = acquisition_stride(model)
     with torch.inference_mode():
         if use_posterior:
             head.check_model(model)
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
             inputs = head_inputs(prediction.multimask_logits, prompts, embedding, model)
-            logits = head.sample_logits(inputs, samples, generator, stride)
+            logits = head.sample_logits(inputs, samples, generator)
             source = Source.POSTERIOR
         else:
-            logits = torch.as_tensor(prediction.multimask_logits)
-            if stride > 1:
-                logits = F.avg_pool2d(logits[None], stride)[0]
+            logits = cell_logits(prediction.multimask_logits, model)
             source = Source.HEADS
         maps = torch.sigmoid(logits)
         grid_scores = spec.score(maps, rng=rng, logits=logits)

@@ -1,8 +1,9 @@
 """The BALD-SAM head: a small Bayesian network on SAM's output that samples masks.
 
-Input, at SAM's low-resolution grid (256 × 256 for a 1024 model): one SAM head's logits
-clipped to ±20, and a positive- and a negative-click map (a Gaussian of σ = 8 grid pixels
-at the 256 grid, scaled with the model's grid, per click, summed and clamped to [0, 1]).
+Input, on acquisition cells (:data:`ACQUISITION_CELL`; SAM's own low-resolution grid,
+256 × 256, for a 1024 model): one SAM head's logits, averaged over each cell and clipped to
+±20, and a positive- and a negative-click map (a Gaussian of σ = 8 cells at a 256-cell grid,
+scaled with the grid, per click, summed and clamped to [0, 1]).
 Layers: conv3×3 (3→16) + ReLU, conv3×3 (16→16) + ReLU, conv1×1 (16→1), whose output is
 added to SAM's clipped logits, so an untrained head reproduces SAM.
 
@@ -58,6 +59,14 @@ MAX_SAMPLES = 256
 """Posterior samples are capped here (and by :data:`MAX_SAMPLE_VALUES`)."""
 MAX_SAMPLE_VALUES = 2**26
 """At most this many sampled grid values (K × grid²) per call: 256 MiB of float32."""
+ACQUISITION_CELL = 4
+"""The head and the acquisition maps work on cells of about this many model-input pixels:
+SAM's own low-resolution grid at 1024 px input (256 × 256 cells). Models with a finer grid
+(the 256 px demo model's 128 × 128) average their logits over cells of this size, which keeps
+the head's work, its K maps and the peak search the same size relative to the image."""
+BATCH_CELLS = 128
+"""Grids up to this side run the head on all of SAM's heads in one batch (see
+:meth:`BayesHead.sample_logits`)."""
 HEAD_FORMAT = 1
 HEAD_KIND = "head"
 """Companion-file kind of a Bayesian head: ``NAME.head.pt``."""
@@ -133,8 +142,27 @@ class _PixelModel(nn.Module):
 # ------------------------------------------------------------------------------ inputs
 
 
-def grid_size(model: LoadedModel) -> int:
-    return model.architecture.low_res_size
+def acquisition_stride(model: LoadedModel) -> int:
+    """Low-resolution grid pixels per acquisition cell side (1 for SAM at 1024 px)."""
+    grid, img_size = model.architecture.low_res_size, model.architecture.img_size
+    stride = max(1, round(ACQUISITION_CELL * grid / img_size))
+    return stride if grid % stride == 0 else 1
+
+
+def acquisition_grid(model: LoadedModel) -> int:
+    """Side of the grid of acquisition cells: the head's grid."""
+    return model.architecture.low_res_size // acquisition_stride(model)
+
+
+def cell_logits(logits: np.ndarray | torch.Tensor, model: LoadedModel) -> torch.Tensor:
+    """Low-resolution logits ``(..., g, g)`` averaged over acquisition cells."""
+    logits = torch.as_tensor(np.asarray(logits, np.float32))
+    stride = acquisition_stride(model)
+    if stride == 1:
+        return logits
+    shape = logits.shape[:-2]
+    pooled = F.avg_pool2d(logits.reshape(-1, 1, *logits.shape[-2:]), stride)
+    return pooled.reshape(*shape, *pooled.shape[-2:])
 
 
 def click_sigma(grid: int) -> float:
@@ -188,15 +216,17 @@ def click_maps(
 def head_inputs(
     logits: np.ndarray, prompts: PromptSet, embedding: Embedding, model: LoadedModel
 ) -> np.ndarray:
-    """The head's input: clipped SAM logits and the two click maps.
+    """The head's input on acquisition cells: SAM's logits averaged over each cell and
+    clipped, and the two click maps.
 
-    ``logits`` of one head, ``(g, g)``, give float32 ``(3, g, g)``; the logits of M heads,
-    ``(M, g, g)``, give ``(M, 3, g, g)`` (the click maps are built once and shared).
+    ``logits`` of one head at the low-resolution grid, ``(g, g)``, give float32
+    ``(3, c, c)`` with ``c`` the :func:`acquisition_grid`; the logits of M heads,
+    ``(M, g, g)``, give ``(M, 3, c, c)`` (the click maps are built once and shared).
     """
-    grid = grid_size(model)
-    logits = np.asarray(logits, np.float32)
-    several = logits.ndim == 3
-    logits = np.clip(logits.reshape(-1, 1, grid, grid), -LOGIT_CLIP, LOGIT_CLIP)
+    grid = acquisition_grid(model)
+    several = np.ndim(logits) == 3
+    pooled = cell_logits(logits, model).numpy()
+    logits = np.clip(pooled.reshape(-1, 1, grid, grid), -LOGIT_CLIP, LOGIT_CLIP)
     maps = click_maps(prompts, embedding.original_size, model.architecture.img_size, grid)
     inputs = np.concatenate([logits, np.broadcast_to(maps, (len(logits), *maps.shape))], axis=1)
     return inputs if several else inputs[0]
@@ -228,9 +258,9 @@ def grid_fractions(
 
 
 def grid_target(gt: np.ndarray, embedding: Embedding, model: LoadedModel) -> np.ndarray:
-    """:func:`grid_fractions` of the object on the decoder's grid: its target and weight."""
+    """:func:`grid_fractions` of the object on the head's grid: its target and weight."""
     arch = model.architecture
-    return grid_fractions(gt, embedding.input_size, arch.img_size, grid_size(model))
+    return grid_fractions(gt, embedding.input_size, arch.img_size, acquisition_grid(model))
 
 
 # --------------------------------------------------------------------------- the head
@@ -251,7 +281,7 @@ class BayesHead:
     model_id : str
         :attr:`LoadedModel.model_id` of the model the head was fitted for.
     grid : int
-        The model's low-resolution grid.
+        The model's :func:`acquisition_grid`, which the head works on.
     info : dict
         How it was fitted: structure, prior precision, pixels, steps, losses, wall time.
     """
@@ -270,7 +300,14 @@ class BayesHead:
 
     def check_model(self, model: LoadedModel) -> None:
         """Raise :class:`ModelError` unless the head was fitted for ``model``."""
-        if model.model_id != self.model_id or grid_size(model) != self.grid:
+        if model.model_id == self.model_id and acquisition_grid(model) != self.grid:
+            raise ModelError(
+                f"This Bayesian head works on a {self.grid}-cell grid, but model "
+                f"{model.model_id} is read on {acquisition_grid(model)} cells (a head made by "
+                "an older version): fit it again with the dock's 'Learn from my annotations' "
+                "or `napari-active-sam train-head`."
+            )
+        if model.model_id != self.model_id:
             raise ModelError(
                 f"This Bayesian head was fitted for model {self.model_id}, not "
                 f"{model.model_id}: fit one for this model (the dock's 'Learn from my "
@@ -289,44 +326,39 @@ class BayesHead:
         inputs: np.ndarray | torch.Tensor,
         samples: int = DEFAULT_SAMPLES,
         generator: torch.Generator | None = None,
-        stride: int = 1,
     ) -> torch.Tensor:
         """K posterior logit maps, one matrix product per input.
 
         Parameters
         ----------
         inputs : array
-            float32 ``(3, g, g)`` from :func:`head_inputs`, or ``(M, 3, g, g)`` for the
+            float32 ``(3, c, c)`` from :func:`head_inputs`, or ``(M, 3, c, c)`` for the
             logits of M SAM heads: sample k then refines input ``k mod M``, so the K maps
             sample the mixture of the M heads (uniform over heads, and over the Laplace
             posterior within each).
         samples : int
             K, at least 1; capped at :data:`MAX_SAMPLES` and by :data:`MAX_SAMPLE_VALUES`.
-        stride : int
-            Draw the K maps on cells of ``stride × stride`` grid pixels: the last layer is
-            linear, so averaging its input features over a cell gives each sample's mean
-            logit over that cell.
 
         Returns
         -------
         torch.Tensor
-            float32 ``(K, g // stride, g // stride)`` logits.
+            float32 ``(K, c, c)`` logits.
         """
-        if stride < 1 or self.grid % stride:
-            raise ValueError(f"stride {stride} does not divide the {self.grid}-cell grid")
         x = torch.as_tensor(np.asarray(inputs, np.float32))
         x = x.reshape(-1, *x.shape[-3:])
-        cells = self.grid // stride
+        cells = x.shape[-1]
         weights = self.sample_weights(bounded_samples(samples, cells), generator)
         sampled = torch.empty(len(weights), cells, cells)
-        for m in range(len(x)):
-            # One input at a time and channels-last: on CPU both are several times faster
-            # for convolutions with so few channels (and the pooling after them).
-            one = x[m : m + 1].contiguous(memory_format=torch.channels_last)
-            features, offset = self.net.hidden(one), one[:, :1]
-            if stride > 1:
-                features, offset = F.avg_pool2d(features, stride), F.avg_pool2d(offset, stride)
-            sampled[m :: len(x)] = self._logits(weights[m :: len(x)], features[0], offset[0])
+        # Channels-last: several times faster on CPU for convolutions with so few channels.
+        # Up to BATCH_CELLS the M inputs share one call (a call's fixed cost dominates
+        # there); larger grids go one at a time, which keeps each input's features in cache.
+        batch = len(x) if cells <= BATCH_CELLS else 1
+        for start in range(0, len(x), batch):
+            part = x[start : start + batch].contiguous(memory_format=torch.channels_last)
+            features = self.net.hidden(part)
+            for i in range(len(part)):
+                m = start + i
+                sampled[m :: len(x)] = self._logits(weights[m :: len(x)], features[i], part[i, :1])
         return sampled
 
     @staticmethod
@@ -603,7 +635,9 @@ def fit_head(
         "torch_version": str(torch.__version__),
     }
     yield Progress(config.steps + 1, config.steps + 1, "Bayesian head ready")
-    return BayesHead(net, mean.float(), covariance.float(), model.model_id, grid_size(model), info)
+    return BayesHead(
+        net, mean.float(), covariance.float(), model.model_id, acquisition_grid(model), info
+    )
 
 
 def _covariance(laplace: Any, structure: HessianStructure) -> torch.Tensor:
