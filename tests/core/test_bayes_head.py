@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_active_sam.core import bayes_head
 from napari_active_sam.core.bayes_head import (
     MAX_SAMPLES,
     BayesHead,
@@ -110,7 +111,7 @@ def test_a_finer_grid_is_averaged_to_acquisition_cells_before_the_head():
         head.check_model(fine)
 
 
-def test_samples_of_several_inputs_take_turns(tiny_examples, tiny_head):
+def test_samples_of_several_inputs_take_turns(tiny_examples, tiny_head, monkeypatch):
     """K samples over M inputs: sample k refines input k mod M with the k-th weight draw."""
     inputs = np.stack([tiny_examples[i].inputs for i in range(3)])
     sampled = tiny_head.sample_logits(inputs, 7, torch.Generator().manual_seed(4))
@@ -120,6 +121,10 @@ def test_samples_of_several_inputs_take_turns(tiny_examples, tiny_head):
         alone = tiny_head.sample_logits(inputs[m], 7, torch.Generator().manual_seed(4))
         torch.testing.assert_close(sampled[m::3], alone[m::3])
     assert not torch.allclose(sampled[0], sampled[1])
+    # Large grids run the inputs one at a time: the same maps.
+    monkeypatch.setattr(bayes_head, "BATCH_CELLS", grid - 1)
+    one_by_one = tiny_head.sample_logits(inputs, 7, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(one_by_one, sampled)
 
 
 @pytest.mark.parametrize("structure", ["kron", "full"])
