@@ -247,7 +247,7 @@ def grid_fractions(
     img_size : int
         The model's square input side.
     grid : int
-        Output grid side (the decoder's low-res grid, or the embedding's).
+        Output grid side (the head's grid of acquisition cells, or the embedding's).
     """
     h, w = input_size
     tensor = torch.as_tensor(np.asarray(mask, np.float32))[None, None]
