@@ -22,6 +22,8 @@ from napari_active_sam.core.bayes_head import (
     BayesHeadNet,
     acquisition_grid,
     acquisition_stride,
+    grid_to_image,
+    image_to_grid,
 )
 from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.errors import ActiveSamError, ModelError
@@ -179,6 +181,35 @@ def test_a_model_sure_of_everything_suggests_nothing(slice_state):
     )  # fmt: skip
     found = uncertainty("eig", certain, prompts, embedding, model)
     assert found.suggestions == () and found.top is None
+
+
+def test_suggestions_go_first_where_the_answer_would_correct_the_mask(slice_state):
+    """Two patches the heads dispute; the mask shown agrees with most heads in the more
+    uncertain one and is the odd one out in the other: the other is asked about first."""
+    model, embedding, _, _ = slice_state
+    grid = model.architecture.low_res_size
+    logits = np.full((4, grid, grid), -30.0, np.float32)
+    logits[1:3, 4:10, 4:10] = 30.0  # heads 1 and 2 of 3 say inside
+    logits[1, 4:10, 20:26] = 2.0  # head 1 of 3 says inside, less sure
+    iou = np.array([0.5, 0.9, 0.6, 0.3], np.float32)  # head 1 is shown for a lone click
+    disputed = Prediction(
+        logits, iou, model.architecture.img_size, embedding.input_size, embedding.original_size
+    )
+    lone = PromptSet((Click(60, 50, True),))
+    found = uncertainty("eig", disputed, lone, embedding, model)
+    size = model.architecture.img_size
+    centres = grid_to_image(
+        np.array([[6.5, 6.5], [22.5, 6.5]]), embedding.original_size, size, grid
+    )
+    (x1, y1), (x2, y2) = np.rint(centres).astype(int)
+    assert found.scores[y1, x1] > found.scores[y2, x2] + 0.1  # the map alone prefers the first
+    top = image_to_grid(np.array([[found.top.x, found.top.y]]), embedding.original_size, size, grid)
+    col, row = np.rint(top[0]).astype(int)
+    assert 4 <= row < 10 and 20 <= col < 26
+    assert found.top.belief == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))) / 3, abs=1e-3)
+    # The random baseline ranks by its scores alone (uniform; the best of hundreds).
+    shuffled = uncertainty("random", disputed, lone, embedding, model, rng=np.random.default_rng(0))
+    assert shuffled.top.score > 0.9
 
 
 def test_session_answer_previews_sams_mask_and_ranks_slices(tiny_model, tiny_head, ct_volume):

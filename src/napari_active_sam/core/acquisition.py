@@ -27,7 +27,7 @@ from .bayes_head import (
 from .embeddings import Embedding
 from .errors import ActiveSamError
 from .models import LoadedModel
-from .predictor import upscale_grid
+from .predictor import shown_head, upscale_grid
 from .suggest import pick_peaks
 from .types import Prediction, PromptSet, Suggestion
 
@@ -157,6 +157,9 @@ class AcquisitionSpec:
     torch; ``logits`` (torch), when known, may spare work."""
     source: Source
     title: str
+    corrections_first: bool = True
+    """Rank suggestions by the score times the chance that the answer corrects the mask
+    shown (see :func:`uncertainty`); the random baseline ranks by its scores alone."""
 
 
 ACQUISITIONS: dict[Acquisition, AcquisitionSpec] = {
@@ -175,7 +178,7 @@ ACQUISITIONS: dict[Acquisition, AcquisitionSpec] = {
         Source.ANY,
         "Predictive entropy",
     ),
-    Acquisition.RANDOM: AcquisitionSpec(_random, Source.ANY, "Random"),
+    Acquisition.RANDOM: AcquisitionSpec(_random, Source.ANY, "Random", corrections_first=False),
 }
 """Acquisition name → spec. EIG and BALD share the formula; they differ in where the K maps
 come from (SAM's heads or the head's posterior samples)."""
@@ -249,6 +252,11 @@ def uncertainty(
     the Bayesian head's refinements of SAM's three multimask heads, K spread evenly over
     them (see :meth:`BayesHead.sample_logits`); the mask the user sees stays SAM's.
 
+    The map shows the acquisition function itself. Suggestions are its peaks after weighting
+    each cell by the chance that the answer contradicts the mask shown (the mean belief
+    where the mask is empty, one minus it where the mask covers the cell): an answer that
+    confirms the mask teaches the user's mask little, one that corrects it changes it.
+
     Parameters
     ----------
     acquisition : str
@@ -297,6 +305,10 @@ def uncertainty(
         grid_scores = spec.score(maps, rng=rng, logits=logits)
         belief = maps.mean(dim=0)
         upscaled = _upscale(torch.stack([grid_scores, belief]), model, embedding)
+        ranking = grid_scores
+        if spec.corrections_first:
+            shown = cell_logits(prediction.low_res_logits[shown_head(prediction, prompts)], model)
+            ranking = grid_scores * torch.where(shown > 0, 1 - belief, belief)
 
     grid = maps.shape[-1]
     img_size = model.architecture.img_size
@@ -312,7 +324,7 @@ def uncertainty(
     on_image[: int(np.ceil(h * grid / img_size)), : int(np.ceil(w * grid / img_size))] = True
     per_pixel = grid / img_size * img_size / max(embedding.original_size)
     peaks = pick_peaks(
-        grid_scores.numpy(),
+        ranking.numpy(),
         count=suggestions,
         min_distance=max(1, int(round(min_distance * per_pixel))),
         excluded=clicked | ~on_image,

@@ -164,7 +164,8 @@ class Suggestion:
     x, y : float
         Column and row in pixels of the original image (SAM's (X, Y) order).
     score : float
-        The acquisition function's value there.
+        What suggestions are ranked by: the acquisition function's value there, times the
+        chance that the answer corrects the mask shown (the value alone for random).
     belief : float
         The model's current probability that the pixel is inside the object.
     rank : int
