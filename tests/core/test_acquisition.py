@@ -207,6 +207,12 @@ def test_suggestions_go_first_where_the_answer_would_correct_the_mask(slice_stat
     col, row = np.rint(top[0]).astype(int)
     assert 4 <= row < 10 and 20 <= col < 26
     assert found.top.belief == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))) / 3, abs=1e-3)
+    # Where the mask shown is another head's (the benchmark's multimask strategies), the
+    # ranking follows that mask: head 3 leaves both patches out, so the first is asked.
+    other = uncertainty("eig", disputed, lone, embedding, model, shown=3)
+    top = image_to_grid(np.array([[other.top.x, other.top.y]]), embedding.original_size, size, grid)
+    col, row = np.rint(top[0]).astype(int)
+    assert 4 <= row < 10 and 4 <= col < 10
     # The random baseline ranks by its scores alone (uniform; the best of hundreds).
     shuffled = uncertainty("random", disputed, lone, embedding, model, rng=np.random.default_rng(0))
     assert shuffled.top.score > 0.9

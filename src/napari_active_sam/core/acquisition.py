@@ -242,6 +242,7 @@ def uncertainty(
     suggestions: int = 5,
     min_distance: float = 8.0,
     rng: np.random.Generator | None = None,
+    shown: int | None = None,
 ) -> Uncertainty:
     """Acquisition map and ranked suggestions for the current answer on one slice.
 
@@ -274,6 +275,9 @@ def uncertainty(
         Minimum distance between suggestions, in image pixels.
     rng : np.random.Generator, optional
         Seeds the posterior samples and the random acquisition.
+    shown : int, optional
+        The head whose mask the user sees (default: :func:`shown_head`'s choice); the
+        suggestions are ranked by the chance that an answer corrects it.
 
     Raises
     ------
@@ -307,8 +311,9 @@ def uncertainty(
         upscaled = _upscale(torch.stack([grid_scores, belief]), model, embedding)
         ranking = grid_scores
         if spec.corrections_first:
-            shown = cell_logits(prediction.low_res_logits[shown_head(prediction, prompts)], model)
-            ranking = grid_scores * torch.where(shown > 0, 1 - belief, belief)
+            index = shown_head(prediction, prompts) if shown is None else shown
+            inside = cell_logits(prediction.low_res_logits[index], model) > 0
+            ranking = grid_scores * torch.where(inside, 1 - belief, belief)
 
     grid = maps.shape[-1]
     img_size = model.architecture.img_size

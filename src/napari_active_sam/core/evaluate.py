@@ -130,11 +130,12 @@ def run_episode(
         if name not in computed:
             computed[name] = uncertainty(
                 name, prediction, prompts, embedding, predictor.model, bayes_head, samples, 5,
-                rng=rng,
+                rng=rng, shown=head,
             )  # fmt: skip
         return computed[name]
 
     prediction: Prediction | None = None
+    head: int | None = None
     for iteration in range(1, max_clicks + 1):
         state["iteration"] = iteration
         if iteration == 1:
