@@ -5,7 +5,7 @@ Measures, side by side in one process, on the same embedded image and the same c
 ``bald``
     ``Predictor.predict`` (all four heads) + the Bayesian head on each of SAM's three
     multimask heads and its K posterior maps + the BALD map upscaled to the image + the
-    top-5 suggestions (:func:`napari_active_sam.core.acquisition.uncertainty`) + the mask
+    top-5 suggestions (:func:`napari_active_sam.core.active.acquisition.uncertainty`) + the mask
     the user sees (SAM's shown head, upscaled), against
     ``SamPredictor.predict(..., multimask_output=True)``. Goal: ratio <= 1.5.
 ``eig``
@@ -40,21 +40,21 @@ import torch
 from segment_anything import SamPredictor
 
 from bench_engine import comparison, log, paired_times
-from napari_active_sam.core.acquisition import uncertainty
-from napari_active_sam.core.bayes_head import (
+from napari_active_sam.core.active.acquisition import uncertainty
+from napari_active_sam.core.active.bayes_head import (
     DEFAULT_SAMPLES,
     BayesHead,
     BayesHeadNet,
-    acquisition_grid,
     head_for_model,
 )
-from napari_active_sam.core.embeddings import SliceEncoder
-from napari_active_sam.core.models import ARCHITECTURES, choose_device, load_model, random_model
-from napari_active_sam.core.predictor import Predictor
-from napari_active_sam.core.preprocess import to_sam_rgb
-from napari_active_sam.core.session import shown_mask
-from napari_active_sam.core.synthetic import make_scene
-from napari_active_sam.core.types import Click, PromptSet
+from napari_active_sam.core.data.scenes import make_scene
+from napari_active_sam.core.engine.architectures import ARCHITECTURES
+from napari_active_sam.core.engine.checkpoints import choose_device, load_model, random_model
+from napari_active_sam.core.engine.embeddings import SliceEncoder
+from napari_active_sam.core.engine.geometry import acquisition_grid
+from napari_active_sam.core.engine.predictor import Predictor, shown_mask
+from napari_active_sam.core.engine.preprocess import to_sam_rgb
+from napari_active_sam.core.prompts import Click, PromptSet
 
 GOALS = {"bald": 1.5, "eig": 1.2}
 

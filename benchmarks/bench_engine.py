@@ -60,7 +60,9 @@ import psutil
 import torch
 from segment_anything import SamPredictor
 
-from napari_active_sam.core.embeddings import (
+from napari_active_sam.core.engine.architectures import ARCHITECTURES, SMOKE_ARCHITECTURE
+from napari_active_sam.core.engine.checkpoints import LoadedModel, choose_device, random_model
+from napari_active_sam.core.engine.embeddings import (
     Embedding,
     EmbeddingStore,
     SliceEncoder,
@@ -68,16 +70,9 @@ from napari_active_sam.core.embeddings import (
     slice_key,
     slice_signature,
 )
-from napari_active_sam.core.models import (
-    ARCHITECTURES,
-    SMOKE_ARCHITECTURE,
-    LoadedModel,
-    choose_device,
-    random_model,
-)
-from napari_active_sam.core.predictor import Predictor
-from napari_active_sam.core.preprocess import SliceSource, to_sam_rgb
-from napari_active_sam.core.types import Click, PromptSet
+from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
+from napari_active_sam.core.prompts import Click, PromptSet
 
 GOALS = {"embedding": 1.05, "click": 1.10, "bytes_per_value": 2.0}
 """Upper bounds: time ratios ours/baseline, and bytes per stored feature value."""

@@ -23,21 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_active_sam.core.bench.episodes import evaluate_pair
+from napari_active_sam.core.bench.runner import BenchmarkConfig, run_benchmark
 from napari_active_sam.core.cluster import dask_client, load_on_worker
-from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
-from napari_active_sam.core.evaluate import (
-    BenchmarkConfig,
-    discover_pairs,
-    evaluate_pair,
-    load_pair,
-    object_targets,
-    run_benchmark,
-)
-from napari_active_sam.core.models import ModelRef
-from napari_active_sam.core.predictor import Predictor
-from napari_active_sam.core.simulate import ritm_next_click
-from napari_active_sam.core.synthetic import write_dataset
-from napari_active_sam.core.types import Click, PromptSet
+from napari_active_sam.core.data.datasets import discover_pairs, load_pair, object_targets
+from napari_active_sam.core.data.scenes import write_dataset
+from napari_active_sam.core.engine.checkpoints import ModelRef
+from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.prompts import Click, PromptSet
+from napari_active_sam.core.sim.clicker import ritm_next_click
 
 
 def first_click_latency(config: BenchmarkConfig) -> dict[str, float]:

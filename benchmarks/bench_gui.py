@@ -40,9 +40,9 @@ def main() -> None:
 
     from napari_active_sam._widgets.dock import LOCAL_FILE, ActiveSamWidget
     from napari_active_sam._widgets.layers import PREVIEW
-    from napari_active_sam.core.embeddings import EmbeddingStore, SliceEncoder
-    from napari_active_sam.core.preprocess import to_sam_rgb
-    from napari_active_sam.core.synthetic import make_ct_volume
+    from napari_active_sam.core.data.scenes import make_ct_volume
+    from napari_active_sam.core.engine.embeddings import EmbeddingStore, SliceEncoder
+    from napari_active_sam.core.engine.preprocess import to_sam_rgb
 
     volume, organs, _ = make_ct_volume(np.random.default_rng(0), slices=args.slices)
     viewer = napari.Viewer(show=True)

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from napari_active_sam.cli import main as cli
-from napari_active_sam.core.models import load_model, save_checkpoint
-from napari_active_sam.core.synthetic import write_dataset
+from napari_active_sam.core.data.scenes import write_dataset
+from napari_active_sam.core.engine.checkpoints import load_model, save_checkpoint
 
 
 def misranking_copy(path: Path) -> Path:

@@ -18,13 +18,14 @@ import time
 import numpy as np
 import torch
 
-from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
-from napari_active_sam.core.evaluate import run_episode
+from napari_active_sam.core.bench.episodes import run_episode
+from napari_active_sam.core.data.scenes import make_scene
+from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.enums import SceneKind
 from napari_active_sam.core.metrics import number_of_clicks
-from napari_active_sam.core.models import load_model
-from napari_active_sam.core.predictor import Predictor
-from napari_active_sam.core.preprocess import SliceSource
-from napari_active_sam.core.synthetic import SceneKind, make_scene
 
 
 def head_variance(first, gt: np.ndarray) -> float:

@@ -20,13 +20,10 @@ import time
 
 import torch
 
-from napari_active_sam.core.models import load_model
-from napari_active_sam.core.quality import (
-    Estimator,
-    QualityModels,
-    evaluate_estimators,
-    plot_quality,
-)
+from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.core.enums import Estimator
+from napari_active_sam.core.quality.estimators import QualityModels
+from napari_active_sam.core.quality.evaluation import evaluate_estimators, plot_quality
 
 
 def main() -> None:

@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_active_sam.core.models import (
-    SMOKE_ARCHITECTURE,
-    Architecture,
-    random_model,
-    save_checkpoint,
-)
+from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE, Architecture
+from napari_active_sam.core.engine.checkpoints import random_model, save_checkpoint
 
 TINY = SMOKE_ARCHITECTURE
 
@@ -53,7 +49,7 @@ def _drain(generator):
 @pytest.fixture(scope="session")
 def tiny_examples():
     """Click sets simulated with the tiny random model on two generated scenes."""
-    from napari_active_sam.core.bayes_head import generated_examples
+    from napari_active_sam.core.active.head_training import generated_examples
 
     return _drain(generated_examples(random_model(TINY, seed=0), 2, seed=5, clicks=3))
 
@@ -61,7 +57,7 @@ def tiny_examples():
 @pytest.fixture(scope="session")
 def tiny_head(tiny_examples):
     """A Bayesian head fitted (briefly) for the tiny random model."""
-    from napari_active_sam.core.bayes_head import HeadConfig, fit_head
+    from napari_active_sam.core.active.head_training import HeadConfig, fit_head
 
     config = HeadConfig(steps=30, fit_pixels=3000)
     return _drain(fit_head(tiny_examples, random_model(TINY, seed=0), config))

@@ -11,15 +11,15 @@ import tifffile
 import torch
 
 from napari_active_sam.cli import main
-from napari_active_sam.core.embeddings import (
+from napari_active_sam.core.data.files import read_image
+from napari_active_sam.core.engine.checkpoints import CACHE_ENV, load_checkpoint
+from napari_active_sam.core.engine.embeddings import (
     EmbeddingStore,
     encode_slices,
     slice_key,
     slice_signature,
 )
-from napari_active_sam.core.files import read_image
-from napari_active_sam.core.models import CACHE_ENV, load_checkpoint
-from napari_active_sam.core.preprocess import SliceSource
+from napari_active_sam.core.engine.preprocess import SliceSource
 
 
 def test_models_lists_registry_and_cache(capsys, monkeypatch, tmp_path):

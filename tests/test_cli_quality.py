@@ -8,8 +8,12 @@ import numpy as np
 import tifffile
 
 from napari_active_sam.cli import main
-from napari_active_sam.core.quality import CropQualityNet, FeatureQualityNet, QualityRegressor
-from napari_active_sam.core.synthetic import make_scene
+from napari_active_sam.core.data.scenes import make_scene
+from napari_active_sam.core.quality.networks import (
+    CropQualityNet,
+    FeatureQualityNet,
+    QualityRegressor,
+)
 
 
 def _read(path):

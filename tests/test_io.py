@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_active_sam.core.data.files import read_image, stem, write_labels
 from napari_active_sam.core.errors import ImageError
-from napari_active_sam.core.files import read_image, stem, write_labels
 from napari_active_sam.io import napari_get_reader
 
 

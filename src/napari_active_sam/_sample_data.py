@@ -10,8 +10,8 @@ import json
 
 import tifffile
 
-from .core.models import bundled_path
-from .core.preprocess import CT_PRESETS
+from .core.engine.checkpoints import bundled_path
+from .core.engine.preprocess import CT_PRESETS
 
 
 def _pair(name: str, title: str, image_kwargs: dict) -> list[tuple]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import ActiveSamError
-from .core.types import Progress
+from .core.progress import Progress
 
 
 def _drain_with_bar(
@@ -33,7 +33,8 @@ def _drain_with_bar(
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .core.models import MODELS, cache_dir, cached_path, choose_device
+    from .core.engine.checkpoints import cache_dir, cached_path, choose_device
+    from .core.engine.registry import MODELS
 
     rows = []
     for spec in MODELS.values():
@@ -75,7 +76,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _image_files(path: Path) -> list[Path]:
-    from .core.files import IMAGE_SUFFIXES, has_suffix
+    from .core.data.files import IMAGE_SUFFIXES, has_suffix
 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and has_suffix(p, IMAGE_SUFFIXES))
@@ -89,16 +90,16 @@ def _image_files(path: Path) -> list[Path]:
 
 def _model_ref(args: argparse.Namespace):
     """The model named on the command line, downloaded here once rather than per worker."""
-    from .core.models import ModelRef
+    from .core.engine.checkpoints import ModelRef
 
     return ModelRef(args.model, str(args.checkpoint) if args.checkpoint else None).fetch()
 
 
 def _cmd_precompute(args: argparse.Namespace) -> int:
     from .core.cluster import dask_client
-    from .core.embeddings import EmbeddingStore, precompute
-    from .core.files import read_image, stem
-    from .core.preprocess import IntensityWindow, SliceSource
+    from .core.data.files import read_image, stem
+    from .core.engine.embeddings import EmbeddingStore, precompute
+    from .core.engine.preprocess import IntensityWindow, SliceSource
 
     ref = _model_ref(args)
     identity = ref.model_id()
@@ -120,9 +121,9 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from .core.bench.report import write_outputs
+    from .core.bench.runner import BenchmarkConfig, run_benchmark
     from .core.cluster import dask_client
-    from .core.evaluate import BenchmarkConfig, run_benchmark
-    from .core.report import write_outputs
 
     ref = _model_ref(args)
     config = BenchmarkConfig(
@@ -158,7 +159,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
-    from .core.synthetic import write_dataset
+    from .core.data.scenes import write_dataset
 
     progress = (
         Progress(done, args.n, "scenes written")
@@ -172,8 +173,8 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
 def _cmd_train_demo_model(args: argparse.Namespace) -> int:
     import torch
 
-    from .core.models import choose_device
-    from .core.training import DemoTrainingConfig, train_demo_model
+    from .core.engine.checkpoints import choose_device
+    from .core.sim.training import DemoTrainingConfig, train_demo_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,15 +197,15 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .core.bayes_head import (
+    from .core.active.bayes_head import user_head_path
+    from .core.active.head_training import (
         HeadConfig,
         examples_from_objects,
         fit_head,
         generated_examples,
-        user_head_path,
     )
-    from .core.models import load_model
-    from .core.predictor import Predictor
+    from .core.engine.checkpoints import load_model
+    from .core.engine.predictor import Predictor
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -238,18 +239,12 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
 def _cmd_quality(args: argparse.Namespace) -> int:
     import torch
 
+    from .core.data.datasets import load_pair, pair_folders
+    from .core.engine.checkpoints import load_model
+    from .core.engine.preprocess import IntensityWindow
     from .core.errors import ImageError
-    from .core.evaluate import load_pair
-    from .core.models import load_model
-    from .core.preprocess import IntensityWindow
-    from .core.quality import (
-        QualityModels,
-        assess_labels,
-        pair_folders,
-        quality_rows,
-        resolve_estimator,
-        write_quality_csv,
-    )
+    from .core.quality.assess import assess_labels, quality_rows, write_quality_csv
+    from .core.quality.estimators import QualityModels, resolve_estimator
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -285,9 +280,10 @@ def _cmd_quality(args: argparse.Namespace) -> int:
 
 def _labelled_objects(data: Path, model, window: str | None):
     """``(SAM input, embedding, object mask)`` for every object of a labelled folder."""
-    from .core.embeddings import EmbeddingStore, embed_slice
-    from .core.evaluate import BenchmarkConfig, discover_pairs, load_pair, object_targets
-    from .core.models import ModelRef
+    from .core.bench.runner import BenchmarkConfig
+    from .core.data.datasets import discover_pairs, load_pair, object_targets
+    from .core.engine.checkpoints import ModelRef
+    from .core.engine.embeddings import EmbeddingStore, embed_slice
 
     config = BenchmarkConfig(data=data, model=ModelRef(model.name), window=window)
     pairs, _ = discover_pairs(data)
@@ -303,13 +299,13 @@ def _labelled_objects(data: Path, model, window: str | None):
 def _cmd_train_quality(args: argparse.Namespace) -> int:
     import torch
 
-    from .core.models import load_model
-    from .core.quality import (
+    from .core.engine.checkpoints import load_model
+    from .core.quality.networks import user_quality_path
+    from .core.quality.training import (
         QualityConfig,
         examples_from_objects,
         fit_quality,
         generated_examples,
-        user_quality_path,
     )
 
     if args.threads:
@@ -348,12 +344,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 0
     import numpy as np
 
-    from .core.embeddings import EmbeddingStore, embed_slice
-    from .core.evaluate import run_episode
-    from .core.models import load_model
-    from .core.predictor import Predictor
-    from .core.preprocess import SliceSource
-    from .core.synthetic import make_scene
+    from .core.bench.episodes import run_episode
+    from .core.data.scenes import make_scene
+    from .core.engine.checkpoints import load_model
+    from .core.engine.embeddings import EmbeddingStore, embed_slice
+    from .core.engine.predictor import Predictor
+    from .core.engine.preprocess import SliceSource
 
     model = load_model(args.model, args.checkpoint, device=args.device)
     predictor = Predictor(model)

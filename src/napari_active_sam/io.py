@@ -6,7 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .core.files import NIFTI_SUFFIXES, TIFF_SUFFIXES, has_suffix, read_image, stem, write_labels
+from .core.data.files import (
+    NIFTI_SUFFIXES,
+    TIFF_SUFFIXES,
+    has_suffix,
+    read_image,
+    stem,
+    write_labels,
+)
 
 
 def napari_get_reader(path: str | list[str]) -> Callable | None:

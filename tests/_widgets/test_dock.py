@@ -7,7 +7,7 @@ import pytest
 
 from napari_active_sam._widgets.dock import LOCAL_FILE, ActiveSamWidget
 from napari_active_sam._widgets.layers import OUTPUT, PREVIEW, PROMPTS, SUGGESTIONS, UNCERTAINTY
-from napari_active_sam.core.synthetic import make_scene
+from napari_active_sam.core.data.scenes import make_scene
 
 WAIT = 60_000  # ms; encoder runs on a 2-core CPU
 
@@ -213,7 +213,7 @@ def test_save_and_restore_an_annotation(make_napari_viewer, qtbot, tiny_checkpoi
 
 def test_restore_refuses_another_images_annotation(make_napari_viewer, qtbot, tiny_checkpoint,
                                                    tmp_path):  # fmt: skip
-    from napari_active_sam.core.persistence import SavedAnnotation, save_annotation
+    from napari_active_sam.core.annotate.persistence import SavedAnnotation, save_annotation
 
     small = SavedAnnotation(np.zeros((5, 5), np.int32), np.empty((0, 2)), np.array([], bool))
     save_annotation(tmp_path / "a", small)
@@ -350,7 +350,7 @@ def test_a_suggestion_answered_after_the_slice_changed_adds_nothing(make_napari_
 def test_learn_from_my_annotations_fits_and_saves_a_head(
     make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
 ):
-    from napari_active_sam.core.bayes_head import BayesHead, user_head_path
+    from napari_active_sam.core.active.bayes_head import BayesHead, user_head_path
 
     monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
     image = np.zeros((128, 128), np.float32)

@@ -8,32 +8,30 @@ import numpy as np
 import pytest
 import torch
 
-from napari_active_sam.core.acquisition import (
+from napari_active_sam.core.active.acquisition import (
     ACQUISITIONS,
-    Acquisition,
-    Source,
     acquisition_map,
     mutual_information,
     predictive_entropy,
     uncertainty,
 )
-from napari_active_sam.core.bayes_head import (
-    BayesHead,
-    BayesHeadNet,
+from napari_active_sam.core.active.bayes_head import BayesHead, BayesHeadNet
+from napari_active_sam.core.active.suggest import pick_peaks
+from napari_active_sam.core.annotate.session import AnnotationSession
+from napari_active_sam.core.engine.architectures import ARCHITECTURES, DEMO_ARCHITECTURE
+from napari_active_sam.core.engine.checkpoints import random_model
+from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.geometry import (
     acquisition_grid,
     acquisition_stride,
     grid_to_image,
     image_to_grid,
 )
-from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.predictor import Prediction, Predictor
+from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.enums import Acquisition, Source
 from napari_active_sam.core.errors import ActiveSamError, ModelError
-from napari_active_sam.core.models import ARCHITECTURES, random_model
-from napari_active_sam.core.predictor import Predictor
-from napari_active_sam.core.preprocess import SliceSource
-from napari_active_sam.core.session import AnnotationSession
-from napari_active_sam.core.suggest import pick_peaks
-from napari_active_sam.core.training import DEMO_ARCHITECTURE
-from napari_active_sam.core.types import Click, Prediction, PromptSet
+from napari_active_sam.core.prompts import Click, PromptSet
 
 
 def test_peaks_are_ranked_spaced_and_never_on_excluded_pixels():

@@ -8,33 +8,30 @@ import numpy as np
 import pytest
 import torch
 
-from napari_active_sam.core import bayes_head
-from napari_active_sam.core.bayes_head import (
+from napari_active_sam.core.active import bayes_head
+from napari_active_sam.core.active.bayes_head import (
     MAX_SAMPLES,
     BayesHead,
     BayesHeadNet,
-    HeadConfig,
-    acquisition_grid,
     bounded_samples,
     click_maps,
     click_sigma,
     find_head,
-    fit_head,
-    generated_examples,
-    grid_to_image,
     head_for_model,
     head_inputs,
     head_path,
-    image_to_grid,
     shipped_head_path,
     user_head_path,
 )
-from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.active.head_training import HeadConfig, fit_head, generated_examples
+from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE as TINY
+from napari_active_sam.core.engine.checkpoints import ModelRef, load_model, random_model
+from napari_active_sam.core.engine.companions import save_companion
+from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.geometry import acquisition_grid, grid_to_image, image_to_grid
+from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
-from napari_active_sam.core.models import SMOKE_ARCHITECTURE as TINY
-from napari_active_sam.core.models import ModelRef, load_model, random_model, save_companion
-from napari_active_sam.core.preprocess import SliceSource
-from napari_active_sam.core.types import Click, PromptSet
+from napari_active_sam.core.prompts import Click, PromptSet
 
 
 def _drain(generator):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam
 
-from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
-from napari_active_sam.core.evaluate import run_episode
-from napari_active_sam.core.models import bundled_path, get_spec, load_model, random_model
-from napari_active_sam.core.predictor import Predictor
-from napari_active_sam.core.preprocess import SliceSource
-from napari_active_sam.core.synthetic import make_scene
+from napari_active_sam.core.bench.episodes import run_episode
+from napari_active_sam.core.data.scenes import make_scene
+from napari_active_sam.core.engine.checkpoints import bundled_path, load_model, random_model
+from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.registry import get_spec
 
 
 def test_demo_model_ships_small_and_is_a_segment_anything_model():

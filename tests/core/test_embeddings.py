@@ -12,7 +12,8 @@ import zarr
 from segment_anything import SamPredictor
 
 from napari_active_sam.core.cluster import dask_client
-from napari_active_sam.core.embeddings import (
+from napari_active_sam.core.engine.checkpoints import ModelRef, load_checkpoint, random_model
+from napari_active_sam.core.engine.embeddings import (
     Embedding,
     EmbeddingStore,
     SliceEncoder,
@@ -22,9 +23,8 @@ from napari_active_sam.core.embeddings import (
     slice_key,
     slice_signature,
 )
+from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource, to_sam_rgb
 from napari_active_sam.core.errors import EmbeddingStoreError
-from napari_active_sam.core.models import ModelRef, load_checkpoint, random_model
-from napari_active_sam.core.preprocess import IntensityWindow, SliceSource, to_sam_rgb
 
 
 def _store_for(model, **kwargs) -> EmbeddingStore:

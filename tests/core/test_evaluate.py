@@ -9,25 +9,23 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_active_sam.core.cluster import dask_client
-from napari_active_sam.core.embeddings import EmbeddingStore, embed_slice
-from napari_active_sam.core.errors import ActiveSamError
-from napari_active_sam.core.evaluate import (
+from napari_active_sam.core.bench.episodes import evaluate_pair, run_episode
+from napari_active_sam.core.bench.report import summarise, write_outputs
+from napari_active_sam.core.bench.runner import (
     EPISODES_FILE,
     BenchmarkConfig,
-    discover_pairs,
-    evaluate_pair,
-    object_targets,
     read_episodes,
     run_benchmark,
-    run_episode,
 )
-from napari_active_sam.core.models import ModelRef
-from napari_active_sam.core.predictor import Predictor
-from napari_active_sam.core.preprocess import SliceSource
-from napari_active_sam.core.report import summarise, write_outputs
-from napari_active_sam.core.simulate import Strategy
-from napari_active_sam.core.synthetic import write_dataset
+from napari_active_sam.core.cluster import dask_client
+from napari_active_sam.core.data.datasets import discover_pairs, object_targets
+from napari_active_sam.core.data.scenes import write_dataset
+from napari_active_sam.core.engine.checkpoints import ModelRef
+from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.enums import Strategy
+from napari_active_sam.core.errors import ActiveSamError
 
 
 def _drain(generator):
@@ -84,8 +82,8 @@ def test_bald_without_a_head_is_refused_before_any_work(scene, dataset, tiny_che
 
 
 def test_evaluate_image_plays_every_object_of_an_open_layer(tiny_model, tiny_head):
+    from napari_active_sam.core.bench.episodes import evaluate_image
     from napari_active_sam.core.errors import ImageError
-    from napari_active_sam.core.evaluate import evaluate_image
 
     volume = np.zeros((3, 64, 64), np.float32)
     labels = np.zeros((3, 64, 64), np.int32)

@@ -10,8 +10,8 @@ def test_core_modules_import_no_gui_package():
     code = (
         "import pkgutil, sys, importlib\n"
         "import napari_active_sam.core as core\n"
-        "for info in pkgutil.iter_modules(core.__path__):\n"
-        "    importlib.import_module(f'napari_active_sam.core.{info.name}')\n"
+        "for info in pkgutil.walk_packages(core.__path__, 'napari_active_sam.core.'):\n"
+        "    importlib.import_module(info.name)\n"
         "import napari_active_sam.cli, napari_active_sam.io\n"
         f"bad = [m for m in {GUI_MODULES!r} if m in sys.modules]\n"
         "print(','.join(bad))\n"

@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_active_sam.core.annotate.persistence import (
+    SavedAnnotation,
+    load_annotation,
+    save_annotation,
+)
 from napari_active_sam.core.errors import ActiveSamError
-from napari_active_sam.core.persistence import SavedAnnotation, load_annotation, save_annotation
 
 
 def test_round_trip(tmp_path):

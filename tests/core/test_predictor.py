@@ -9,12 +9,13 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from napari_active_sam.core.embeddings import SliceEncoder
+from napari_active_sam.core.engine.architectures import Architecture
+from napari_active_sam.core.engine.checkpoints import random_model
+from napari_active_sam.core.engine.embeddings import SliceEncoder
+from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.preprocess import to_sam_rgb
 from napari_active_sam.core.errors import PromptError
-from napari_active_sam.core.models import Architecture, random_model
-from napari_active_sam.core.predictor import Predictor
-from napari_active_sam.core.preprocess import to_sam_rgb
-from napari_active_sam.core.types import Click, PromptSet
+from napari_active_sam.core.prompts import Click, PromptSet
 
 
 def _setup(model, shape=(70, 100), seed=0):

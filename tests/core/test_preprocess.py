@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_active_sam.core.errors import ImageError
-from napari_active_sam.core.preprocess import (
+from napari_active_sam.core.engine.preprocess import (
     CT_PRESETS,
     IntensityWindow,
     SliceSource,
-    WindowKind,
     select_slice,
     to_sam_rgb,
 )
+from napari_active_sam.core.enums import WindowKind
+from napari_active_sam.core.errors import ImageError
 
 
 @pytest.mark.parametrize(

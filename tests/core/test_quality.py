@@ -7,41 +7,42 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_active_sam.core.bayes_head import head_for_model
-from napari_active_sam.core.embeddings import SliceEncoder
+from napari_active_sam.core.active.bayes_head import head_for_model
+from napari_active_sam.core.data.scenes import make_scene
+from napari_active_sam.core.engine.checkpoints import load_model, random_model
+from napari_active_sam.core.engine.embeddings import SliceEncoder
+from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource, to_sam_rgb
+from napari_active_sam.core.enums import Estimator
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ImageError, ModelError
 from napari_active_sam.core.metrics import dice, iou
-from napari_active_sam.core.models import load_model, random_model
-from napari_active_sam.core.preprocess import IntensityWindow, SliceSource, to_sam_rgb
-from napari_active_sam.core.quality import (
+from napari_active_sam.core.progress import Progress
+from napari_active_sam.core.quality.assess import (
     COLUMNS,
-    ENSEMBLE_MEMBERS,
-    ESTIMATORS,
-    PERTURBATIONS,
-    Estimator,
-    QualityConfig,
-    QualityModels,
-    QualityRegressor,
-    QualitySample,
     assess_labels,
     assess_mask,
-    dice_to_iou,
-    embedding_features,
-    estimate_quality,
-    evaluate_estimators,
-    fit_quality,
-    generated_examples,
-    iou_to_dice,
-    overlay_crop,
-    perturbed_mask,
-    plot_quality,
-    prompts_for_mask,
     quality_rows,
-    regressor_for_model,
     write_quality_csv,
 )
-from napari_active_sam.core.synthetic import make_scene
-from napari_active_sam.core.types import Progress
+from napari_active_sam.core.quality.estimators import (
+    ENSEMBLE_MEMBERS,
+    ESTIMATORS,
+    QualityModels,
+    QualitySample,
+    dice_to_iou,
+    estimate_quality,
+    iou_to_dice,
+    prompts_for_mask,
+)
+from napari_active_sam.core.quality.evaluation import evaluate_estimators, plot_quality
+from napari_active_sam.core.quality.features import embedding_features, overlay_crop
+from napari_active_sam.core.quality.networks import QualityRegressor, regressor_for_model
+from napari_active_sam.core.quality.training import (
+    PERTURBATIONS,
+    QualityConfig,
+    fit_quality,
+    generated_examples,
+    perturbed_mask,
+)
 
 
 def _drain(generator):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_active_sam.core.metrics import dice, iou, number_of_clicks
-from napari_active_sam.core.simulate import ritm_next_click
+from napari_active_sam.core.sim.clicker import ritm_next_click
 
 
 def test_click_goes_to_the_deepest_false_negative_ties_row_major():
@@ -67,7 +67,7 @@ def test_iou_dice_and_noc():
 
 
 def test_nested_monte_carlo_eig_converges_to_the_closed_form():
-    from napari_active_sam.core.acquisition import mutual_information, nested_monte_carlo_eig
+    from napari_active_sam.core.active.acquisition import mutual_information, nested_monte_carlo_eig
 
     heads = np.array([[0.9, 0.5, 0.02, 0.7], [0.1, 0.5, 0.03, 0.7], [0.8, 0.5, 0.01, 0.2]])
     exact = mutual_information(heads)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_active_sam.core.synthetic import SceneKind, make_scene, write_dataset
+from napari_active_sam.core.data.scenes import make_scene, write_dataset
+from napari_active_sam.core.enums import SceneKind
 
 DTYPES = {"ct": np.int16, "ultrasound": np.uint8, "nuclei": np.uint16}
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from napari_active_sam.core.engine.architectures import DEMO_ARCHITECTURE
+from napari_active_sam.core.engine.checkpoints import LoadedModel, load_checkpoint
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError
-from napari_active_sam.core.models import LoadedModel, load_checkpoint
-from napari_active_sam.core.training import (
-    DEMO_ARCHITECTURE,
+from napari_active_sam.core.sim.clicker import error_click
+from napari_active_sam.core.sim.training import (
     DemoTrainingConfig,
     SceneBank,
     decode_batch,
     dice_loss,
-    error_click,
     focal_loss,
     interactive_step,
     train_demo_model,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from napari_active_sam._sample_data import ct_volume
-from napari_active_sam.core.embeddings import EmbeddingStore
-from napari_active_sam.core.models import load_model
-from napari_active_sam.core.preprocess import IntensityWindow, SliceSource
-from napari_active_sam.core.session import AnnotationSession
-from napari_active_sam.core.volume import prompts_from_mask, propagate
+from napari_active_sam.core.annotate.session import AnnotationSession
+from napari_active_sam.core.annotate.volume import propagate
+from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.core.engine.embeddings import EmbeddingStore
+from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.sim.clicker import prompts_from_mask
 
 
 def _drain(generator):

@@ -24,32 +24,29 @@ from magicgui.widgets import (
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from ..core.acquisition import ACQUISITIONS, Acquisition, Uncertainty
-from ..core.bayes_head import (
+from ..core.active.acquisition import ACQUISITIONS, Uncertainty
+from ..core.active.bayes_head import (
     DEFAULT_SAMPLES,
     MAX_SAMPLES,
     BayesHead,
-    HeadConfig,
-    examples_from_objects,
-    fit_head,
     head_for_model,
     user_head_path,
 )
-from ..core.embeddings import EmbeddingStore, embed_slice
+from ..core.active.head_training import HeadConfig, examples_from_objects, fit_head
+from ..core.annotate.persistence import SavedAnnotation, load_annotation, save_annotation
+from ..core.annotate.session import AnnotationSession, Answer, commit_pixels, next_free_label
+from ..core.annotate.volume import propagate
+from ..core.engine.architectures import ARCHITECTURES
+from ..core.engine.checkpoints import load_model
+from ..core.engine.embeddings import EmbeddingStore, embed_slice
+from ..core.engine.predictor import shown_mask
+from ..core.engine.preprocess import CT_PRESETS, IntensityWindow, SliceSource
+from ..core.engine.registry import model_names
+from ..core.enums import Acquisition
 from ..core.errors import ActiveSamError
-from ..core.models import ARCHITECTURES, load_model, model_names
-from ..core.persistence import SavedAnnotation, load_annotation, save_annotation
-from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
-from ..core.quality import QualityModels, regressor_for_model
-from ..core.session import (
-    AnnotationSession,
-    Answer,
-    commit_pixels,
-    next_free_label,
-    shown_mask,
-)
-from ..core.types import PromptSet, Suggestion
-from ..core.volume import propagate
+from ..core.prompts import PromptSet, Suggestion
+from ..core.quality.estimators import QualityModels
+from ..core.quality.networks import regressor_for_model
 from .layers import (
     OUTPUT,
     PREVIEW,

@@ -24,12 +24,13 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.qt.threading import create_worker
 
-from ..core.bayes_head import head_for_model
-from ..core.evaluate import evaluate_image
-from ..core.models import load_model
-from ..core.preprocess import CT_PRESETS, IntensityWindow, SliceSource
-from ..core.report import summarise
-from ..core.simulate import STRATEGIES, Strategy
+from ..core.active.bayes_head import head_for_model
+from ..core.bench.episodes import evaluate_image
+from ..core.bench.report import summarise
+from ..core.bench.strategies import STRATEGIES
+from ..core.engine.checkpoints import load_model
+from ..core.engine.preprocess import CT_PRESETS, IntensityWindow, SliceSource
+from ..core.enums import Strategy
 from .dock import _Lifetime, chosen_model, model_choosers, report_error
 
 if TYPE_CHECKING:

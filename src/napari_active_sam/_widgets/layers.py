@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.types import Click, PromptSet, Suggestion
+from ..core.prompts import Click, PromptSet, Suggestion
 
 if TYPE_CHECKING:
     import napari

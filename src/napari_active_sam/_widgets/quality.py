@@ -17,7 +17,9 @@ from matplotlib.figure import Figure
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_warning
 
-from ..core.quality import Estimator, ObjectQuality, assess_labels
+from ..core.enums import Estimator
+from ..core.quality.assess import assess_labels
+from ..core.quality.estimators import ObjectQuality
 from .layers import OUTPUT
 
 if TYPE_CHECKING:

@@ -1,9 +1,8 @@
-"""Model registry, checkpoint download and cache, secure loading, device choice.
+"""Checkpoints: device choice, the cache, verified downloads, secure loading.
 
 A *model* is a named set of weights (``vit_b``, ``medsam``, ``demo`` ...); an *architecture*
 is the segment-anything configuration those weights fit. Every checkpoint is read with
-``torch.load(..., weights_only=True)``; downloads are checked against a published SHA-256.
-"""
+``torch.load(..., weights_only=True)``; downloads are checked against a published SHA-256."""
 
 from __future__ import annotations
 
@@ -12,352 +11,33 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pooch
 import requests
 import torch
 from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
     Sam,
-    TwoWayTransformer,
 )
-from segment_anything.modeling.common import LayerNorm2d
 
-from .errors import CheckpointError, DownloadError, ModelError, ModelNotAvailableError
-from .types import Progress
+from ..enums import ModelName
+from ..errors import CheckpointError, DownloadError, ModelError, ModelNotAvailableError
+from ..progress import Progress
+from .architectures import ARCHITECTURES, Architecture, resolve_architecture
+from .registry import ModelSpec, get_spec
 
 CACHE_ENV = "NAPARI_ACTIVE_SAM_CACHE"
 """Environment variable that overrides the checkpoint/embedding cache directory."""
 
+
 DEVICE_ENV = "NAPARI_ACTIVE_SAM_DEVICE"
 """Environment variable that overrides the automatic device choice (cuda, mps, cpu)."""
 
+
 CHECKPOINT_FORMAT = "napari-active-sam/1"
 """Tag of checkpoints written by this project (they carry their architecture)."""
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A segment-anything configuration: ViT image encoder, prompt encoder, mask decoder.
-
-    The official models differ only in the encoder's width, depth, heads and global-attention
-    blocks; the small test and demo models also shrink the image size and decoder.
-    """
-
-    name: str
-    encoder_embed_dim: int
-    encoder_depth: int
-    encoder_num_heads: int
-    encoder_global_attn_indexes: tuple[int, ...]
-    img_size: int = 1024
-    patch_size: int = 16
-    window_size: int = 14
-    prompt_embed_dim: int = 256
-    mask_in_chans: int = 16
-    decoder_depth: int = 2
-    decoder_mlp_dim: int = 2048
-    decoder_num_heads: int = 8
-    iou_head_hidden_dim: int = 256
-    encoder: str = "vit"
-
-    @property
-    def embedding_size(self) -> int:
-        """Side of the square image embedding (64 for the 1024 models)."""
-        return self.img_size // self.patch_size
-
-    @property
-    def low_res_size(self) -> int:
-        """Side of the decoder's low-resolution mask grid (256 for the 1024 models)."""
-        return 4 * self.embedding_size
-
-    def build(self) -> Sam:
-        """Return a randomly initialised ``Sam`` in eval mode."""
-        dim = self.prompt_embed_dim
-        grid = self.embedding_size
-        if self.encoder == "vit":
-            image_encoder: torch.nn.Module = ImageEncoderViT(
-                depth=self.encoder_depth,
-                embed_dim=self.encoder_embed_dim,
-                img_size=self.img_size,
-                mlp_ratio=4,
-                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                num_heads=self.encoder_num_heads,
-                patch_size=self.patch_size,
-                qkv_bias=True,
-                use_rel_pos=True,
-                global_attn_indexes=self.encoder_global_attn_indexes,
-                window_size=self.window_size,
-                out_chans=dim,
-            )
-        elif self.encoder == "cnn":
-            image_encoder = ConvImageEncoder(
-                self.img_size, self.patch_size, self.encoder_embed_dim, self.encoder_depth, dim
-            )
-        else:
-            raise ModelError(f"Unknown encoder type {self.encoder!r}: use vit or cnn.")
-        sam = Sam(
-            image_encoder=image_encoder,
-            prompt_encoder=PromptEncoder(
-                embed_dim=dim,
-                image_embedding_size=(grid, grid),
-                input_image_size=(self.img_size, self.img_size),
-                mask_in_chans=self.mask_in_chans,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=self.decoder_depth,
-                    embedding_dim=dim,
-                    mlp_dim=self.decoder_mlp_dim,
-                    num_heads=self.decoder_num_heads,
-                ),
-                transformer_dim=dim,
-                iou_head_depth=3,
-                iou_head_hidden_dim=self.iou_head_hidden_dim,
-            ),
-        )
-        return sam.eval()
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Architecture:
-        fields = dict(data)
-        fields["encoder_global_attn_indexes"] = tuple(fields["encoder_global_attn_indexes"])
-        return cls(**fields)
-
-
-class _ResidualBlock(torch.nn.Module):
-    def __init__(self, channels: int, dilation: int):
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation),
-            LayerNorm2d(channels),
-            torch.nn.GELU(),
-            torch.nn.Conv2d(channels, channels, 3, padding=1),
-            LayerNorm2d(channels),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.gelu(x + self.body(x))
-
-
-class ConvImageEncoder(torch.nn.Module):
-    """A small convolutional stand-in for SAM's ViT encoder, same output contract.
-
-    Strided convolutions bring the ``img_size`` input down by ``patch_size`` (a power of
-    two), dilated residual blocks widen the receptive field to most of the image, and a
-    SAM-style neck projects to ``out_chans``. It trains far faster than a ViT on a CPU,
-    which is what the bundled demo model needs.
-
-    Parameters
-    ----------
-    img_size : int
-        Side of the square input.
-    patch_size : int
-        Downsampling factor; the embedding is ``img_size // patch_size`` square.
-    width : int
-        Channels of the last stage (earlier stages use a quarter and a half of it).
-    depth : int
-        Dilated residual blocks at the embedding resolution (dilations 1, 2, 4, 8, ...).
-    out_chans : int
-        Embedding channels (the prompt embedding dimension).
-    """
-
-    def __init__(self, img_size: int, patch_size: int, width: int, depth: int, out_chans: int):
-        super().__init__()
-        self.img_size = img_size
-        stages = int(np.log2(patch_size))
-        if 2**stages != patch_size:
-            raise ModelError(f"patch_size must be a power of two, got {patch_size}.")
-        layers: list[torch.nn.Module] = []
-        channels = 3
-        for i in range(stages):
-            out = max(width >> (stages - 1 - i), 16)
-            layers += [
-                torch.nn.Conv2d(channels, out, 3, stride=2, padding=1),
-                LayerNorm2d(out),
-                torch.nn.GELU(),
-            ]
-            channels = out
-        layers += [_ResidualBlock(channels, 2 ** (i % 4)) for i in range(depth)]
-        self.body = torch.nn.Sequential(*layers)
-        self.neck = torch.nn.Sequential(
-            torch.nn.Conv2d(channels, out_chans, 1, bias=False),
-            LayerNorm2d(out_chans),
-            torch.nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.neck(self.body(x))
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    arch.name: arch
-    for arch in (
-        Architecture("vit_b", 768, 12, 12, (2, 5, 8, 11)),
-        Architecture("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
-        Architecture("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
-    )
-}
-"""Architectures a local checkpoint can name; keys match segment-anything's registry."""
-
-SMOKE_ARCHITECTURE = Architecture(
-    name="tiny",
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    img_size=128,
-    window_size=4,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=32,
-)
-"""A SAM small enough for tests and smoke runs: segment-anything's own modules with a 128 px
-input, an 8×8 embedding and a 32×32 low-resolution grid."""
-
-
-class ModelName(StrEnum):
-    """Registered models."""
-
-    VIT_B = "vit_b"
-    """SAM ViT-B (Kirillov et al. 2023), 358 MB."""
-    VIT_L = "vit_l"
-    """SAM ViT-L, 1.2 GB."""
-    VIT_H = "vit_h"
-    """SAM ViT-H, 2.4 GB: the most accurate and the slowest."""
-    MEDSAM = "medsam"
-    """MedSAM (Ma et al. 2024): SAM ViT-B fine-tuned on 1.5 M medical image-mask pairs."""
-    DEMO = "demo"
-    """This project's small model, shipped in the wheel: works offline and on a CPU."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where a model's weights come from and what they are.
-
-    Exactly one of ``url`` (downloaded into the cache) and ``bundled`` (a file shipped in the
-    package's ``sample_data``) is set for a model that is available.
-    """
-
-    name: str
-    title: str
-    architecture: str
-    license: str
-    description: str
-    url: str | None = None
-    sha256: str | None = None
-    size_bytes: int | None = None
-    bundled: str | None = None
-    homepage: str = ""
-
-    @property
-    def filename(self) -> str:
-        if self.bundled:
-            return self.bundled
-        if self.url:
-            return self.url.rsplit("/", 1)[-1].split("?", 1)[0]
-        return f"{self.name}.pt"
-
-
-_SAM_HOME = "https://github.com/facebookresearch/segment-anything"
-_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-
-MODELS: dict[ModelName, ModelSpec] = {
-    ModelName.VIT_B: ModelSpec(
-        name="vit_b",
-        title="SAM ViT-B",
-        architecture="vit_b",
-        license="Apache-2.0",
-        description="Segment Anything, base encoder. The practical choice on a CPU.",
-        url=_SAM_URL + "sam_vit_b_01ec64.pth",
-        sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-        size_bytes=375_042_383,
-        homepage=_SAM_HOME,
-    ),
-    ModelName.VIT_L: ModelSpec(
-        name="vit_l",
-        title="SAM ViT-L",
-        architecture="vit_l",
-        license="Apache-2.0",
-        description="Segment Anything, large encoder.",
-        url=_SAM_URL + "sam_vit_l_0b3195.pth",
-        sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-        size_bytes=1_249_524_607,
-        homepage=_SAM_HOME,
-    ),
-    ModelName.VIT_H: ModelSpec(
-        name="vit_h",
-        title="SAM ViT-H",
-        architecture="vit_h",
-        license="Apache-2.0",
-        description="Segment Anything, huge encoder. Best masks; wants a GPU.",
-        url=_SAM_URL + "sam_vit_h_4b8939.pth",
-        sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-        size_bytes=2_564_550_879,
-        homepage=_SAM_HOME,
-    ),
-    ModelName.MEDSAM: ModelSpec(
-        name="medsam",
-        title="MedSAM ViT-B",
-        architecture="vit_b",
-        license="Apache-2.0 (code); see the MedSAM repository for the weights' terms",
-        description="SAM ViT-B fine-tuned on CT, MRI, ultrasound, X-ray and more; "
-        "trained with box prompts.",
-        url="https://zenodo.org/records/10689643/files/medsam_vit_b.pth",
-        sha256="34b34b78c1d18cb8c6bf84cf9c00e135d6d6c965699f3c0e31ef1bc9dcb5be74",
-        size_bytes=375_049_145,
-        homepage="https://github.com/bowang-lab/MedSAM",
-    ),
-    ModelName.DEMO: ModelSpec(
-        name="demo",
-        title="napari-active-sam demo",
-        architecture="demo",
-        license="BSD-3-Clause",
-        description="Small SAM-family model trained by this project on generated images; "
-        "ships with the plugin, runs offline on a CPU.",
-        bundled="demo_model.pt",
-    ),
-}
-
-
-def model_names() -> list[str]:
-    """Names of every registered model, in registry order."""
-    return [name.value for name in MODELS]
-
-
-def get_spec(name: str) -> ModelSpec:
-    """Return the registry entry for ``name``.
-
-    Raises
-    ------
-    ModelError
-        If no model of that name is registered.
-    """
-    try:
-        return MODELS[ModelName(name)]
-    except ValueError:
-        raise ModelError(
-            f"Unknown model {name!r}. Choose one of {', '.join(model_names())}, "
-            "or load a local checkpoint with its architecture name."
-        ) from None
-
-
-# --------------------------------------------------------------------------- cache and device
 
 
 def cache_dir() -> Path:
@@ -423,9 +103,6 @@ def choose_device(requested: str | None = None) -> torch.device:
     if device.type == "mps" and not mps_ok:
         raise ModelError("Apple MPS was requested but is not available: choose 'auto' or 'cpu'.")
     return device
-
-
-# ------------------------------------------------------------------------------- downloading
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -525,7 +202,7 @@ def bundled_path(filename: str) -> Path:
     if packaged.exists():
         return packaged
     # A source checkout keeps sample_data/ at the repository's top level.
-    return Path(__file__).resolve().parents[3] / "sample_data" / filename
+    return Path(__file__).resolve().parents[4] / "sample_data" / filename
 
 
 def file_sha256(path: Path) -> str:
@@ -535,9 +212,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------------- loading
 
 
 @dataclass(eq=False)
@@ -574,16 +248,6 @@ class LoadedModel:
     def to(self, device: torch.device | str) -> LoadedModel:
         self.sam.to(device)
         return self
-
-
-def resolve_architecture(architecture: str | Architecture) -> Architecture:
-    if isinstance(architecture, Architecture):
-        return architecture
-    if architecture in ARCHITECTURES:
-        return ARCHITECTURES[architecture]
-    raise ModelError(
-        f"Unknown architecture {architecture!r}: use one of {', '.join(ARCHITECTURES)}."
-    )
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -818,76 +482,3 @@ def random_model(architecture: Architecture, seed: int = 0) -> LoadedModel:
         architecture=architecture,
         weights_sha256=f"random-seed-{seed}".ljust(16, "0"),
     )
-
-
-# ---------------------------------------------------------------------- companion files
-
-
-def companion_path(checkpoint: Path, kind: str) -> Path:
-    """A file fitted for a checkpoint, kept next to it: ``NAME.KIND.pt`` (e.g. its
-    Bayesian head, ``kind="head"``)."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.{kind}.pt")
-
-
-def user_companion_path(model_id: str, kind: str) -> Path:
-    """Where a companion the user fitted for a model is kept: the cache, by model id."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in model_id)
-    return cache_dir() / kind / f"{safe}.{kind}.pt"
-
-
-def shipped_companion_path(ref: ModelRef, kind: str) -> Path:
-    """The companion that comes with a model: next to a local checkpoint or the bundled
-    file, else beside the downloaded weights in the cache."""
-    if ref.checkpoint is not None:
-        return companion_path(Path(ref.checkpoint), kind)
-    spec = get_spec(ref.name)
-    base = bundled_path(spec.bundled) if spec.bundled else cache_dir() / spec.filename
-    return companion_path(base, kind)
-
-
-def companion_candidates(model: LoadedModel, kind: str, checkpoint: Path | None) -> list[Path]:
-    """Where to look for a loaded model's companion, in order: the user's own, then the one
-    next to ``checkpoint`` or shipped with a registered model."""
-    candidates = [user_companion_path(model.model_id, kind)]
-    if checkpoint is not None:
-        candidates.append(companion_path(Path(checkpoint), kind))
-    elif model.name in {m.value for m in ModelName}:
-        candidates.append(shipped_companion_path(ModelRef(model.name), kind))
-    return candidates
-
-
-def save_companion(path: Path, kind: str, payload: dict[str, Any]) -> Path:
-    """Write a companion file atomically with ``torch.save``, tagged with its ``kind``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save({**payload, "kind": f"napari-active-sam {kind}"}, partial)
-    partial.replace(path)
-    return path
-
-
-def read_companion(path: Path, kind: str, title: str, remedy: str) -> dict[str, Any]:
-    """Read a companion file written by :func:`save_companion`, weights only.
-
-    Raises
-    ------
-    CheckpointError
-        No file, an unreadable one, or one of another kind; the message names ``title``
-        (e.g. "Bayesian head") and what to do (``remedy``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"No {title} at {path}: {remedy}.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets one message
-        raise CheckpointError(f"{path} is not a {title} file ({error}): {remedy}.") from None
-    if not isinstance(payload, dict) or payload.get("kind") != f"napari-active-sam {kind}":
-        raise CheckpointError(f"{path} is not a napari-active-sam {title} file: {remedy}.")
-    return payload
-
-
-def find_companion(model: LoadedModel, kind: str, checkpoint: Path | None) -> Path | None:
-    """The first of :func:`companion_candidates` that exists, or None."""
-    return next((p for p in companion_candidates(model, kind, checkpoint) if p.is_file()), None)

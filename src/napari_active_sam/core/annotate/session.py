@@ -12,13 +12,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .acquisition import Uncertainty, mutual_information, uncertainty
-from .bayes_head import DEFAULT_SAMPLES, BayesHead
-from .embeddings import EmbeddingStore, embed_slice, encode_slices, slice_key, slice_signature
-from .models import LoadedModel
-from .predictor import Predictor, shown_head
-from .preprocess import SliceSource
-from .types import Prediction, Progress, PromptSet
+from ..active.acquisition import Uncertainty, mutual_information, uncertainty
+from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
+from ..engine.checkpoints import LoadedModel
+from ..engine.embeddings import (
+    EmbeddingStore,
+    embed_slice,
+    encode_slices,
+    slice_key,
+    slice_signature,
+)
+from ..engine.predictor import Prediction, Predictor, shown_head, shown_mask
+from ..engine.preprocess import SliceSource
+from ..progress import Progress
+from ..prompts import PromptSet
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,11 +160,6 @@ def _extends(prompts: PromptSet, earlier: PromptSet) -> bool:
         and len(prompts.clicks) > count
         and prompts.clicks[:count] == earlier.clicks
     )
-
-
-def shown_mask(prediction: Prediction, prompts: PromptSet) -> np.ndarray:
-    """Boolean ``(H, W)`` mask an answer shows: that of the head :func:`shown_head` picks."""
-    return prediction.mask(shown_head(prediction, prompts))
 
 
 def next_free_label(labels: np.ndarray) -> int:

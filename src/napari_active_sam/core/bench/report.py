@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import (
+from ..metrics import (
     NOC_THRESHOLDS,
     area_under_curve,
     delta_iou_curve,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageError
+from ..errors import ImageError
 
 MIN_SIDE = 2
 """Smallest image side (pixels) accepted; SAM cannot place a prompt in less."""

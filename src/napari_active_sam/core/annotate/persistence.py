@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ActiveSamError
+from ..errors import ActiveSamError
 
 ANNOTATION_FORMAT = "napari-active-sam-annotation/1"
 

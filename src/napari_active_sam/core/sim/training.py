@@ -4,8 +4,7 @@ The recipe follows Segment Anything's: the first prompt is a click inside the ob
 box around it; further clicks are sampled from the error region of the current prediction
 while the previous low-resolution logits are fed back as the mask prompt. The loss is
 focal + Dice (20:1) on the best of the three multimask heads plus the single-mask head, and
-mean squared error between the IoU head and each head's true IoU.
-"""
+mean squared error between the IoU head and each head's true IoU."""
 
 from __future__ import annotations
 
@@ -19,33 +18,14 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder
 
-from .errors import ActiveSamError, CheckpointError
-from .models import Architecture, LoadedModel, load_checkpoint, save_checkpoint
-from .preprocess import to_sam_rgb
-from .simulate import ritm_next_click
-from .synthetic import Scene, SceneKind, make_scene
-from .types import Progress
-
-DEMO_ARCHITECTURE = Architecture(
-    name="demo",
-    encoder="cnn",
-    encoder_embed_dim=96,
-    encoder_depth=4,
-    encoder_num_heads=0,
-    encoder_global_attn_indexes=(),
-    img_size=256,
-    patch_size=8,
-    window_size=0,
-    prompt_embed_dim=128,
-    mask_in_chans=16,
-    decoder_depth=2,
-    decoder_mlp_dim=512,
-    decoder_num_heads=4,
-    iou_head_hidden_dim=128,
-)
-"""The demo model: segment-anything's prompt encoder, mask decoder (three multimask heads
-plus the single-mask head) and IoU head, on a small convolutional image encoder; 256 px
-input, 32×32 embedding, 128×128 low-resolution masks."""
+from ..data.scenes import Scene, make_scene
+from ..engine.architectures import DEMO_ARCHITECTURE, Architecture
+from ..engine.checkpoints import LoadedModel, load_checkpoint, save_checkpoint
+from ..engine.preprocess import to_sam_rgb
+from ..enums import SceneKind
+from ..errors import ActiveSamError, CheckpointError
+from ..progress import Progress
+from .clicker import _noisy_box, click_inside, error_click
 
 
 @dataclass(frozen=True)
@@ -70,9 +50,6 @@ class DemoTrainingConfig:
                 )
 
 
-# ------------------------------------------------------------------------------- losses
-
-
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha=0.25):
     """Sigmoid focal loss averaged over pixels; ``(..., H, W)`` → ``(...)``."""
     prob = torch.sigmoid(logits)
@@ -93,9 +70,6 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0):
 def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SAM's mask loss: 20 × focal + 1 × Dice; ``(..., H, W)`` → ``(...)``."""
     return 20 * focal_loss(logits, target) + dice_loss(logits, target)
-
-
-# ------------------------------------------------------------------------------ sampling
 
 
 @dataclass
@@ -135,47 +109,6 @@ class SceneBank:
         has_children = label in scene.parents.values()
         target = scene.object_mask(label, with_children=has_children and rng.random() < 0.5)
         return target, own
-
-
-def click_inside(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    """A click in ``region``: half the time its deepest point, else a uniform pixel."""
-    if rng.random() < 0.5:
-        hit = ritm_next_click(region, np.zeros_like(region))
-        if hit is not None:
-            return hit[0], hit[1]
-    rows, cols = np.nonzero(region)
-    i = rng.integers(len(rows))
-    return int(rows[i]), int(cols[i])
-
-
-def error_click(
-    gt: np.ndarray, pred: np.ndarray, clicked: np.ndarray, rng: np.random.Generator
-) -> tuple[int, int, bool]:
-    """A correcting click: the RITM clicker's half the time, else uniform in the error."""
-    if rng.random() < 0.5:
-        hit = ritm_next_click(gt, pred, clicked)
-        if hit is not None:
-            return hit
-    error = (gt ^ pred) & ~clicked
-    if not error.any():  # perfect prediction: confirm with a click inside
-        row, col = click_inside(gt & ~clicked if (gt & ~clicked).any() else gt, rng)
-        return row, col, True
-    rows, cols = np.nonzero(error)
-    i = rng.integers(len(rows))
-    return int(rows[i]), int(cols[i]), bool(gt[rows[i], cols[i]])
-
-
-def _noisy_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    rows, cols = np.nonzero(mask)
-    y0, y1, x0, x1 = rows.min(), rows.max(), cols.min(), cols.max()
-    h, w = y1 - y0 + 1, x1 - x0 + 1
-    jitter = rng.normal(0, 0.08, 4) * np.array([w, h, w, h])
-    box = np.array([x0, y0, x1, y1], np.float32) + jitter
-    limit = np.array(mask.shape[::-1] * 2, np.float32) - 1
-    return np.clip(box, 0, limit)
-
-
-# ------------------------------------------------------------------------------ training
 
 
 def _learning_rate(step: int, config: DemoTrainingConfig) -> float:

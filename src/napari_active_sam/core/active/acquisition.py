@@ -10,28 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bayes_head import (
-    DEFAULT_SAMPLES,
-    BayesHead,
-    cell_logits,
-    grid_to_image,
-    head_inputs,
-    image_to_grid,
-)
-from .embeddings import Embedding
-from .errors import ActiveSamError
-from .models import LoadedModel
-from .predictor import shown_head, upscale_grid
+from ..engine.checkpoints import LoadedModel
+from ..engine.embeddings import Embedding
+from ..engine.geometry import cell_logits, grid_to_image, image_to_grid, upscale_grid
+from ..engine.predictor import Prediction, shown_head
+from ..enums import Acquisition, Source
+from ..errors import ActiveSamError
+from ..prompts import PromptSet, Suggestion
+from .bayes_head import DEFAULT_SAMPLES, BayesHead, head_inputs
 from .suggest import pick_peaks
-from .types import Prediction, PromptSet, Suggestion
 
 _EPS = 1e-7
+
+
 Maps = np.ndarray | torch.Tensor
 """Probability maps: numpy in, numpy out; torch in, torch out (float32 either way)."""
 
@@ -48,11 +44,6 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     p = p.clamp(0, 1)
     q = 1 - p
     return -(torch.special.xlogy(p, p) + torch.special.xlogy(q, q))
-
-
-def binary_entropy(p: Maps) -> Maps:
-    """H(p) = -p log p - (1-p) log(1-p), in nats, elementwise (0 at p = 0 or 1)."""
-    return _like(_entropy(_tensor(p)), p)
 
 
 def predictive_entropy(probabilities: Maps) -> Maps:
@@ -116,32 +107,6 @@ def nested_monte_carlo_eig(
     return np.mean(log_lik - log_marginal, axis=0).astype(np.float32)
 
 
-class Acquisition(StrEnum):
-    """Registered acquisition functions."""
-
-    BALD = "bald"
-    """Mutual information over Laplace posterior samples of the Bayesian head."""
-    EIG = "eig"
-    """Expected information gain over SAM's three multimask heads (closed form)."""
-    ENTROPY = "entropy"
-    """Predictive entropy of the mean belief (posterior samples if a head is loaded, else
-    SAM's multimask heads)."""
-    RANDOM = "random"
-    """Uniform scores: the baseline every other function must beat."""
-
-
-class Source(StrEnum):
-    """Where an acquisition function's K probability maps come from."""
-
-    POSTERIOR = "posterior"
-    """K samples of the Bayesian head's Laplace posterior on each of SAM's three multimask
-    heads, taking turns over them (a head is required)."""
-    HEADS = "heads"
-    """SAM's three multimask heads as a uniform posterior."""
-    ANY = "any"
-    """The posterior when a head is loaded, otherwise the multimask heads."""
-
-
 def _random(probabilities: Maps, rng: np.random.Generator | None = None, logits=None) -> Maps:
     rng = rng or np.random.default_rng()
     scores = rng.random(tuple(probabilities.shape[1:]), dtype=np.float32)
@@ -189,9 +154,6 @@ def acquisition_map(
 ) -> np.ndarray:
     """Scores ``(H, W)`` of acquisition ``name`` for probability maps ``(K, H, W)``."""
     return ACQUISITIONS[Acquisition(name)].score(probabilities, rng=rng)
-
-
-# ------------------------------------------------------------------- one click's answer
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageError
+from ..errors import ImageError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TIFF_SUFFIXES = (".tif", ".tiff")

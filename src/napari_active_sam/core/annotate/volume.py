@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .session import AnnotationSession, shown_mask
-from .simulate import ritm_next_click
-from .types import Click, Progress, PromptSet
+from ..engine.predictor import shown_mask
+from ..progress import Progress
+from ..sim.clicker import prompts_from_mask
+from .session import AnnotationSession
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,6 @@ class PropagationSettings:
     min_iou: float = 0.5
     min_area_fraction: float = 0.2
     max_area_growth: float = 2.0
-
-
-def prompts_from_mask(mask: np.ndarray) -> PromptSet:
-    """A box around ``mask`` (pixel edges, so a one-pixel-thin mask still has an area) and
-    a positive click at its deepest point."""
-    rows, cols = np.nonzero(mask)
-    row, col, _ = ritm_next_click(mask, np.zeros_like(mask))
-    box = (cols.min() - 0.5, rows.min() - 0.5, cols.max() + 0.5, rows.max() + 0.5)
-    box = tuple(float(v) for v in box)
-    return PromptSet(clicks=(Click(float(col), float(row), True),), box=box)
 
 
 def propagate(

@@ -2,36 +2,96 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from ..errors import PromptError
+from ..prompts import PromptSet
+from .checkpoints import LoadedModel
 from .embeddings import Embedding
-from .errors import PromptError
-from .models import LoadedModel
-from .types import Prediction, PromptSet
 
 
-def upscale_grid(
-    maps: torch.Tensor,
-    img_size: int,
-    input_size: tuple[int, int],
-    original_size: tuple[int, int],
-) -> torch.Tensor:
-    """Maps on SAM's low-resolution grid ``(C, g, g)`` → ``(C, H, W)`` at the image's size.
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """SAM's answer to one prompt set on one slice.
 
-    The steps of :meth:`Sam.postprocess_masks` (bilinear to the padded model input, crop the
-    padding, bilinear to the original size), without the last resize when the image already
-    has the input's size (an identity).
+    Head order everywhere is SAM's: index 0 is the single-mask head, indices 1-3 the three
+    multimask heads. Masks at the image's resolution are upscaled from the low-resolution
+    logits when first asked for, head by head: an answer usually shows one head.
+
+    Attributes
+    ----------
+    low_res_logits : np.ndarray
+        float32 (4, h, w) logits on SAM's low-resolution grid (256 × 256 for a 1024 model).
+    iou : np.ndarray
+        float32 (4,) SAM's predicted IoU of each head.
+    img_size : int
+        The model's square input size.
+    input_size : tuple of int
+        ``(h, w)`` of the slice resized for the model (before padding).
+    original_size : tuple of int
+        ``(H, W)`` of the slice.
     """
-    maps = F.interpolate(
-        maps[None].float(), (img_size, img_size), mode="bilinear", align_corners=False
+
+    low_res_logits: np.ndarray
+    iou: np.ndarray
+    img_size: int
+    input_size: tuple[int, int]
+    original_size: tuple[int, int]
+    _upscaled: dict[int, np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
     )
-    maps = maps[..., : input_size[0], : input_size[1]]
-    if tuple(input_size) != tuple(original_size):
-        maps = F.interpolate(maps, tuple(original_size), mode="bilinear", align_corners=False)
-    return maps[0]
+
+    def probability(self, head: int) -> np.ndarray:
+        """float32 ``(H, W)`` sigmoid of ``head``'s logits at the image's resolution."""
+        head = range(len(self.low_res_logits))[head]
+        if head not in self._upscaled:
+            self._upscale([head])
+        return self._upscaled[head]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """float32 ``(4, H, W)``: :meth:`probability` of every head."""
+        heads = range(len(self.low_res_logits))
+        missing = [h for h in heads if h not in self._upscaled]
+        if missing:
+            self._upscale(missing)
+        return np.stack([self._upscaled[h] for h in heads])
+
+    def _upscale(self, heads: list[int]) -> None:
+        import torch  # here, not at the top: these records load without torch
+
+        from .geometry import upscale_grid
+
+        with torch.inference_mode():
+            logits = torch.from_numpy(np.asarray(self.low_res_logits[heads], np.float32))
+            maps = upscale_grid(logits, self.img_size, self.input_size, self.original_size)
+            maps = torch.sigmoid(maps).numpy()
+        for head, probability in zip(heads, maps, strict=True):
+            self._upscaled[head] = probability
+
+    @property
+    def multimask_logits(self) -> np.ndarray:
+        """float32 (3, h, w) low-res logits of the three multimask heads."""
+        return self.low_res_logits[1:]
+
+    @property
+    def single_mask_logits(self) -> np.ndarray:
+        """float32 (1, h, w) low-res logits of the single-mask head."""
+        return self.low_res_logits[:1]
+
+    @property
+    def best_multimask_head(self) -> int:
+        """Index (1-3) of the multimask head SAM rates best."""
+        return int(np.argmax(self.iou[1:])) + 1
+
+    def mask(self, head: int | None = None, threshold: float = 0.5) -> np.ndarray:
+        """Boolean (H, W) mask of ``head`` (default: SAM's best multimask head)."""
+        head = self.best_multimask_head if head is None else head
+        return self.probability(head) > threshold
 
 
 class Predictor:
@@ -149,3 +209,8 @@ def shown_head(prediction: Prediction, prompts: PromptSet) -> int:
     if len(prompts.clicks) <= 1 and prompts.box is None:
         return prediction.best_multimask_head
     return 0
+
+
+def shown_mask(prediction: Prediction, prompts: PromptSet) -> np.ndarray:
+    """Boolean ``(H, W)`` mask an answer shows: that of the head :func:`shown_head` picks."""
+    return prediction.mask(shown_head(prediction, prompts))

@@ -22,16 +22,16 @@ import torch
 import zarr
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from .errors import EmbeddingStoreError
-from .models import LoadedModel, ModelRef, is_writable_dir
+from ..errors import EmbeddingStoreError
+from ..progress import Progress
+from .checkpoints import LoadedModel, ModelRef, is_writable_dir
 from .preprocess import SliceSource, to_sam_rgb
-from .types import Progress
 
 STORE_FORMAT = "napari-active-sam-embeddings/1"
 
 
 def _package_version() -> str:
-    from .. import __version__
+    from ... import __version__
 
     return __version__
 
@@ -391,7 +391,7 @@ def _encode_on_worker(
     torch_threads: int | None,
 ) -> list[tuple[np.ndarray, tuple[int, int], tuple[int, int], str]]:
     """dask task: encode a chunk of uint8 RGB slices; plain arrays travel back."""
-    from .cluster import load_on_worker
+    from ..cluster import load_on_worker
 
     if torch_threads:
         torch.set_num_threads(torch_threads)

@@ -24,7 +24,7 @@ from enum import StrEnum
 import numpy as np
 from scipy import ndimage
 
-from .preprocess import IntensityWindow
+from ..engine.preprocess import IntensityWindow
 
 
 class SceneKind(StrEnum):

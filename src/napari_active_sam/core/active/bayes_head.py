@@ -1,0 +1,343 @@
+"""The BALD-SAM head: a small Bayesian network on SAM's output that samples masks.
+
+Input, on acquisition cells (:data:`ACQUISITION_CELL`; SAM's own low-resolution grid,
+256 × 256, for a 1024 model): one SAM head's logits, averaged over each cell and clipped to
+±20, and a positive- and a negative-click map (a Gaussian of σ = 8 cells at a 256-cell grid,
+scaled with the grid, per click, summed and clamped to [0, 1]).
+Layers: conv3×3 (3→16) + ReLU, conv3×3 (16→16) + ReLU, conv1×1 (16→1), whose output is
+added to SAM's clipped logits, so an untrained head reproduces SAM.
+
+The head is first trained to its MAP estimate on simulated click sets, then a Laplace
+posterior over the final 1×1 convolution (16 weights and a bias) is fitted with
+laplace-torch, every grid pixel a data point with features ``(P, 16)``. Each posterior
+sample of those 17 weights turns the shared features into one probability map, so the K
+maps cost one matrix product. For BALD the head refines each of SAM's three multimask heads
+and the K samples are spread over them: the posterior is uniform over SAM's heads (EIG's
+posterior) and, within each, the head's Laplace posterior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..engine.checkpoints import LoadedModel, ModelRef
+from ..engine.companions import (
+    companion_path,
+    find_companion,
+    read_companion,
+    save_companion,
+    shipped_companion_path,
+    user_companion_path,
+)
+from ..engine.embeddings import Embedding
+from ..engine.geometry import acquisition_grid, cell_logits, grid_fractions, image_to_grid
+from ..errors import ActiveSamError, CheckpointError, ModelError
+from ..prompts import PromptSet
+
+LOGIT_CLIP = 20.0
+"""SAM's logits enter the head clipped to ``[-LOGIT_CLIP, LOGIT_CLIP]``."""
+
+
+CLICK_SIGMA = 8.0
+"""Click-map Gaussian σ in pixels of a 256 grid; other grids scale it."""
+
+
+HIDDEN = 16
+
+
+DEFAULT_SAMPLES = 32
+
+
+MAX_SAMPLES = 256
+"""Posterior samples are capped here (and by :data:`MAX_SAMPLE_VALUES`)."""
+
+
+MAX_SAMPLE_VALUES = 2**26
+"""At most this many sampled grid values (K × grid²) per call: 256 MiB of float32."""
+
+
+BATCH_CELLS = 128
+"""Grids up to this side run the head on all of SAM's heads in one batch (see
+:meth:`BayesHead.sample_logits`)."""
+
+
+HEAD_FORMAT = 1
+
+
+HEAD_KIND = "head"
+"""Companion-file kind of a Bayesian head: ``NAME.head.pt``."""
+
+
+class BayesHeadNet(nn.Module):
+    """conv3×3 (3→16) + ReLU, conv3×3 (16→16) + ReLU, conv1×1 (16→1), plus SAM's logits.
+
+    ``forward`` takes ``(B, 3, g, g)``: clipped SAM logits and the two click maps.
+    """
+
+    def __init__(self, hidden: int = HIDDEN):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.out = nn.Conv2d(hidden, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, 16, g, g)`` feeding the final 1×1 convolution."""
+        scaled = torch.cat([inputs[:, :1] / 10.0, inputs[:, 1:]], dim=1)
+        return self.features(scaled)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """MAP logits ``(B, 1, g, g)``."""
+        return inputs[:, :1] + self.out(self.hidden(inputs))
+
+
+def click_sigma(grid: int) -> float:
+    return CLICK_SIGMA * grid / 256
+
+
+def click_maps(
+    prompts: PromptSet, original_size: tuple[int, int], img_size: int, grid: int
+) -> np.ndarray:
+    """float32 ``(2, g, g)``: positive and negative click maps on the grid."""
+    maps = np.zeros((2, grid, grid), np.float32)
+    if not prompts.clicks:
+        return maps
+    coords, labels = prompts.point_arrays()
+    centres = image_to_grid(coords, original_size, img_size, grid)
+    sigma = click_sigma(grid)
+    axis = np.arange(grid, dtype=np.float64)
+    # A Gaussian is separable: one outer product of two 1D profiles per click.
+    across = np.exp(-((axis[None, :] - centres[:, :1]) ** 2) / (2 * sigma**2))
+    down = np.exp(-((axis[None, :] - centres[:, 1:]) ** 2) / (2 * sigma**2))
+    for x_profile, y_profile, label in zip(across, down, labels, strict=True):
+        maps[0 if label else 1] += np.outer(y_profile, x_profile).astype(np.float32)
+    return np.clip(maps, 0, 1)
+
+
+def head_inputs(
+    logits: np.ndarray, prompts: PromptSet, embedding: Embedding, model: LoadedModel
+) -> np.ndarray:
+    """The head's input on acquisition cells: SAM's logits averaged over each cell and
+    clipped, and the two click maps.
+
+    ``logits`` of one head at the low-resolution grid, ``(g, g)``, give float32
+    ``(3, c, c)`` with ``c`` the :func:`acquisition_grid`; the logits of M heads,
+    ``(M, g, g)``, give ``(M, 3, c, c)`` (the click maps are built once and shared).
+    """
+    grid = acquisition_grid(model)
+    several = np.ndim(logits) == 3
+    pooled = cell_logits(logits, model).numpy()
+    logits = np.clip(pooled.reshape(-1, 1, grid, grid), -LOGIT_CLIP, LOGIT_CLIP)
+    maps = click_maps(prompts, embedding.original_size, model.architecture.img_size, grid)
+    inputs = np.concatenate([logits, np.broadcast_to(maps, (len(logits), *maps.shape))], axis=1)
+    return inputs if several else inputs[0]
+
+
+def grid_target(gt: np.ndarray, embedding: Embedding, model: LoadedModel) -> np.ndarray:
+    """:func:`grid_fractions` of the object on the head's grid: its target and weight."""
+    arch = model.architecture
+    return grid_fractions(gt, embedding.input_size, arch.img_size, acquisition_grid(model))
+
+
+@dataclass(eq=False)
+class BayesHead:
+    """A MAP head with its Laplace posterior over the final 1×1 convolution.
+
+    Attributes
+    ----------
+    net : BayesHeadNet
+        MAP weights.
+    mean : torch.Tensor
+        float32 ``(17,)`` posterior mean (the MAP weights of the last layer, bias last).
+    covariance : torch.Tensor
+        float32 ``(17, 17)`` posterior covariance (diagonal for the diagonal posterior).
+    model_id : str
+        :attr:`LoadedModel.model_id` of the model the head was fitted for.
+    grid : int
+        The model's :func:`acquisition_grid`, which the head works on.
+    info : dict
+        How it was fitted: structure, prior precision, pixels, steps, losses, wall time.
+    """
+
+    net: BayesHeadNet
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    model_id: str
+    grid: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.net.eval().to(memory_format=torch.channels_last)
+        jitter = 1e-9 * torch.eye(len(self.mean))
+        self._scale = torch.linalg.cholesky(self.covariance.double() + jitter).float()
+
+    def check_model(self, model: LoadedModel) -> None:
+        """Raise :class:`ModelError` unless the head was fitted for ``model``."""
+        if model.model_id == self.model_id and acquisition_grid(model) != self.grid:
+            raise ModelError(
+                f"This Bayesian head works on a {self.grid}-cell grid, but model "
+                f"{model.model_id} is read on {acquisition_grid(model)} cells (a head made by "
+                "an older version): fit it again with the dock's 'Learn from my annotations' "
+                "or `napari-active-sam train-head`."
+            )
+        if model.model_id != self.model_id:
+            raise ModelError(
+                f"This Bayesian head was fitted for model {self.model_id}, not "
+                f"{model.model_id}: fit one for this model (the dock's 'Learn from my "
+                "annotations', or `napari-active-sam train-head`) or choose the model it was "
+                "made for."
+            )
+
+    def sample_weights(self, samples: int, generator: torch.Generator | None = None):
+        """``(K, 17)`` draws from the posterior over the last layer."""
+        noise = torch.randn(samples, len(self.mean), generator=generator)
+        return self.mean + noise @ self._scale.T
+
+    @torch.inference_mode()
+    def sample_logits(
+        self,
+        inputs: np.ndarray | torch.Tensor,
+        samples: int = DEFAULT_SAMPLES,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """K posterior logit maps, one matrix product per input.
+
+        Parameters
+        ----------
+        inputs : array
+            float32 ``(3, c, c)`` from :func:`head_inputs`, or ``(M, 3, c, c)`` for the
+            logits of M SAM heads: sample k then refines input ``k mod M``, so the K maps
+            sample the mixture of the M heads (uniform over heads, and over the Laplace
+            posterior within each).
+        samples : int
+            K, at least 1; capped at :data:`MAX_SAMPLES` and by :data:`MAX_SAMPLE_VALUES`.
+
+        Returns
+        -------
+        torch.Tensor
+            float32 ``(K, c, c)`` logits.
+        """
+        x = torch.as_tensor(np.asarray(inputs, np.float32))
+        x = x.reshape(-1, *x.shape[-3:])
+        cells = x.shape[-1]
+        weights = self.sample_weights(bounded_samples(samples, cells), generator)
+        sampled = torch.empty(len(weights), cells, cells)
+        # Channels-last: several times faster on CPU for convolutions with so few channels.
+        # Up to BATCH_CELLS the M inputs share one call (a call's fixed cost dominates
+        # there); larger grids go one at a time, which keeps each input's features in cache.
+        batch = len(x) if cells <= BATCH_CELLS else 1
+        for start in range(0, len(x), batch):
+            part = x[start : start + batch].contiguous(memory_format=torch.channels_last)
+            features = self.net.hidden(part)
+            for i in range(len(part)):
+                m = start + i
+                sampled[m :: len(x)] = self._logits(weights[m :: len(x)], features[i], part[i, :1])
+        return sampled
+
+    @staticmethod
+    def _logits(weights: torch.Tensor, features: torch.Tensor, offset: torch.Tensor):
+        """Logit maps ``(K, h, w)`` of last-layer weights ``(K, 17)`` (bias last) on
+        ``(16, h, w)`` features, plus SAM's logits ``(1, h, w)``."""
+        _, h, w = features.shape
+        flat = features.reshape(len(features), -1)
+        logits = torch.addmm(weights[:, -1:] + offset.reshape(1, -1), weights[:, :-1], flat)
+        return logits.reshape(len(weights), h, w)
+
+    def sample(
+        self,
+        inputs: np.ndarray | torch.Tensor,
+        samples: int = DEFAULT_SAMPLES,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """:meth:`sample_logits` as probabilities, ``(K, g, g)``."""
+        return torch.sigmoid(self.sample_logits(inputs, samples, generator))
+
+    # ----------------------------------------------------------------------- files
+
+    def save(self, path: Path) -> Path:
+        payload = {
+            "format": HEAD_FORMAT,
+            "state_dict": self.net.state_dict(),
+            "mean": self.mean,
+            "covariance": self.covariance,
+            "model_id": self.model_id,
+            "grid": self.grid,
+            "info": self.info,
+        }
+        return save_companion(path, HEAD_KIND, payload)
+
+    @classmethod
+    def load(cls, path: Path, model: LoadedModel | None = None) -> BayesHead:
+        """Read a head saved by :meth:`save` (weights only); check it fits ``model``."""
+        remedy = "fit one with `napari-active-sam train-head`"
+        payload = read_companion(path, HEAD_KIND, "Bayesian head", remedy)
+        try:
+            net = BayesHeadNet()
+            net.load_state_dict(payload["state_dict"])
+            head = cls(
+                net,
+                payload["mean"].float(),
+                payload["covariance"].float(),
+                str(payload["model_id"]),
+                int(payload["grid"]),
+                dict(payload["info"]),
+            )
+        except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{path} is damaged ({error}): {remedy}.") from None
+        if model is not None:
+            head.check_model(model)
+        return head
+
+
+def bounded_samples(samples: int, grid: int) -> int:
+    """K within [1, :data:`MAX_SAMPLES`] and the memory cap; K < 1 is an error."""
+    if int(samples) < 1:
+        raise ActiveSamError(f"The number of posterior samples must be at least 1, got {samples}.")
+    return int(min(samples, MAX_SAMPLES, max(1, MAX_SAMPLE_VALUES // (grid * grid))))
+
+
+def head_path(checkpoint: Path) -> Path:
+    """Where the head of a model checkpoint lives: next to it, ``NAME.head.pt``."""
+    return companion_path(checkpoint, HEAD_KIND)
+
+
+def user_head_path(model_id: str) -> Path:
+    """Where a head learned from the user's annotations is kept (the model cache)."""
+    return user_companion_path(model_id, HEAD_KIND)
+
+
+def shipped_head_path(ref: ModelRef) -> Path:
+    """The head that comes with a model (see :func:`~.models.shipped_companion_path`)."""
+    return shipped_companion_path(ref, HEAD_KIND)
+
+
+def find_head(ref: ModelRef) -> Path | None:
+    """The head to use for ``ref``: the user's own if they trained one, else the shipped
+    one, else None."""
+    for path in (user_head_path(ref.model_id()), shipped_head_path(ref)):
+        if path.is_file():
+            return path
+    return None
+
+
+def head_for_model(model: LoadedModel, checkpoint: Path | None = None) -> BayesHead | None:
+    """The head to use with a loaded model (see :func:`find_head`), or None if it has none.
+
+    Raises
+    ------
+    ModelError
+        A head file found for the model but fitted for other weights.
+    """
+    path = find_companion(model, HEAD_KIND, checkpoint)
+    return BayesHead.load(path, model) if path is not None else None

@@ -1,0 +1,324 @@
+"""Benchmark episodes: one object annotated with one strategy, and its JSON record."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..active.acquisition import Uncertainty, uncertainty
+from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
+from ..cluster import load_on_worker
+from ..data.datasets import ImagePair, ObjectTarget, load_pair, object_targets
+from ..engine.checkpoints import LoadedModel, ModelRef
+from ..engine.embeddings import Embedding, EmbeddingStore, embed_slice
+from ..engine.predictor import Prediction, Predictor, shown_head
+from ..engine.preprocess import IntensityWindow, SliceSource
+from ..enums import Strategy
+from ..errors import ActiveSamError, ImageError
+from ..metrics import dice, iou, oracle_choice
+from ..progress import Progress
+from ..prompts import Click, PromptSet
+from .strategies import STRATEGIES, ClickContext, first_click
+
+
+@dataclass
+class EpisodeResult:
+    """One object annotated with one strategy.
+
+    Attributes
+    ----------
+    clicks : list of list of tuple
+        Per iteration, the ``(row, col, positive)`` clicks added (one, or two for micro-sam).
+    ious, dices : list of float
+        Scores of the shown mask after each iteration.
+    oracle_dices : list of float
+        Best Dice among the three multimask heads after each iteration ("Oracle Dice").
+    first : Prediction
+        The model's answer to the first click (all heads).
+    shown : np.ndarray
+        Boolean ``(H, W)`` mask shown after the last click.
+    counts : list of tuple of int
+        Per iteration ``(intersection, union, shown area, oracle intersection, oracle
+        area)`` in pixels, for metrics pooled over the slices of a volume.
+    """
+
+    clicks: list[list[tuple[int, int, bool]]] = field(default_factory=list)
+    ious: list[float] = field(default_factory=list)
+    dices: list[float] = field(default_factory=list)
+    oracle_dices: list[float] = field(default_factory=list)
+    first: Prediction | None = None
+    shown: np.ndarray | None = None
+    counts: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+
+
+def run_episode(
+    predictor: Predictor,
+    embedding: Embedding,
+    gt: np.ndarray,
+    strategy: str = Strategy.RITM,
+    max_clicks: int = 20,
+    rng: np.random.Generator | None = None,
+    bayes_head: BayesHead | None = None,
+    samples: int = DEFAULT_SAMPLES,
+) -> EpisodeResult:
+    """Annotate ``gt`` with ``strategy``, feeding back the shown head's logits.
+
+    Every strategy but micro-sam's opens with the RITM click (the object's centre); once a
+    strategy has nothing left to ask, the last scores are repeated.
+
+    Parameters
+    ----------
+    predictor : Predictor
+    embedding : Embedding
+        Of the image ``gt`` belongs to.
+    gt : np.ndarray
+        Boolean ``(H, W)`` object mask, not empty.
+    strategy : str
+        A key of :data:`~napari_active_sam.core.simulate.STRATEGIES`.
+    max_clicks : int
+        Iterations per episode.
+    rng : np.random.Generator, optional
+        For the random parts of strategies.
+    bayes_head : BayesHead, optional
+        The Bayesian head (required by BALD; used by entropy when given).
+    samples : int
+        Posterior samples per map.
+    """
+    spec = STRATEGIES[Strategy(strategy)]
+    require_head([strategy], bayes_head is not None, predictor.model.name)
+    rng = rng or np.random.default_rng(0)
+    gt = np.asarray(gt, bool)
+    result = EpisodeResult()
+    shown = np.zeros_like(gt)
+    clicked = np.zeros_like(gt)
+    prompts = PromptSet()
+    previous: np.ndarray | None = None
+    state: dict[str, Any] = {}
+
+    def decode(extra: Iterable[tuple[int, int, bool]], iteration: int):
+        added = prompts
+        for row, col, positive in extra:
+            added = added.with_click(Click(x=float(col), y=float(row), positive=positive))
+        prediction = predictor.predict(embedding, added, previous)
+        if spec.multimask_every_step:
+            head = prediction.best_multimask_head
+        else:
+            head = shown_head(prediction, added)
+        return added, prediction, head
+
+    def dice_if_clicked(click: tuple[int, int, bool]) -> float:
+        _, prediction, head = decode([click], state["iteration"])
+        return dice(gt, prediction.probability(head) > 0.5)
+
+    computed: dict[str, Uncertainty] = {}
+
+    def current_uncertainty(name: str) -> Uncertainty:
+        if name not in computed:
+            computed[name] = uncertainty(
+                name, prediction, prompts, embedding, predictor.model, bayes_head, samples, 5,
+                rng=rng, shown=head,
+            )  # fmt: skip
+        return computed[name]
+
+    prediction: Prediction | None = None
+    head: int | None = None
+    for iteration in range(1, max_clicks + 1):
+        state["iteration"] = iteration
+        if iteration == 1:
+            clicks = first_click(spec, gt, rng)
+        else:
+            ctx = ClickContext(
+                gt, shown, clicked, prediction, rng, dice_if_clicked, current_uncertainty
+            )
+            clicks = spec.next_clicks(ctx)
+        if not clicks:
+            if not result.ious:
+                raise ActiveSamError("The object has no pixel to click: its mask is empty.")
+            for series in (result.ious, result.dices, result.oracle_dices, result.counts):
+                series.append(series[-1])
+            result.clicks.append([])
+            continue
+        for row, col, _ in clicks:
+            clicked[row, col] = True
+        prompts, prediction, head = decode(clicks, iteration)
+        computed.clear()
+        shown = prediction.probability(head) > 0.5
+        previous = prediction.low_res_logits[head]
+        if iteration == 1:
+            result.first = prediction
+        result.clicks.append(list(clicks))
+        result.ious.append(iou(gt, shown))
+        result.dices.append(dice(gt, shown))
+        best, best_dice = oracle_choice(gt, [prediction.probability(h) for h in (1, 2, 3)])
+        result.oracle_dices.append(best_dice)
+        result.counts.append(
+            (
+                int(np.count_nonzero(gt & shown)),
+                int(np.count_nonzero(gt | shown)),
+                int(np.count_nonzero(shown)),
+                int(np.count_nonzero(gt & best)),
+                int(np.count_nonzero(best)),
+            )
+        )
+    result.shown = shown
+    return result
+
+
+def _pooled(counts: list[list[tuple[int, ...]]], gt_area: int) -> dict[str, list[float]]:
+    """IoU, Dice and Oracle Dice per iteration, pooled over slices (volume metrics)."""
+    totals = np.sum(np.array(counts, np.int64), axis=0)  # (iterations, 5)
+    inter, union, shown, oracle_inter, oracle_area = totals.T
+    return {
+        "iou": [round(float(v), 6) for v in inter / np.maximum(union, 1)],
+        "dice": [round(float(v), 6) for v in 2 * inter / np.maximum(gt_area + shown, 1)],
+        "oracle_dice": [
+            round(float(v), 6) for v in 2 * oracle_inter / np.maximum(gt_area + oracle_area, 1)
+        ],
+    }
+
+
+def _clicks_json(clicks: list[list[tuple[int, int, bool]]]) -> list[list[list]]:
+    return [[[int(r), int(c), bool(p)] for r, c, p in iteration] for iteration in clicks]
+
+
+def episode_seed(seed: int, *parts: object) -> int:
+    """A seed for one episode that does not depend on scheduling or order."""
+    text = "|".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def evaluate_pair(
+    ref: ModelRef,
+    pair: ImagePair,
+    window: IntensityWindow,
+    todo: list[tuple[ObjectTarget, str]],
+    clicks: int,
+    seed: int,
+    torch_threads: int | None = None,
+    head_file: str | None = None,
+) -> list[dict[str, Any]]:
+    """Play episodes on one image (a dask task): ``todo`` lists (object, strategy) pairs.
+
+    Returns one JSON-ready record per episode.
+    """
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    model = load_on_worker(ref)
+    predictor = Predictor(model)
+    head = BayesHead.load(Path(head_file), model) if head_file else None
+    source, labels = load_pair(pair, window)
+    limits = source.limits()
+    store = EmbeddingStore(model.model_id)
+    records = []
+    for obj, strategy in todo:
+        rng = np.random.default_rng(episode_seed(seed, pair.stem, obj.label, strategy))
+        slices = []
+        for index in obj.indices:
+            embedding = embed_slice(model, source, store, index, limits)
+            gt = labels[index] == obj.label
+            result = run_episode(predictor, embedding, gt, strategy, clicks, rng, head)
+            slices.append((index, gt, result))
+        records.append(_record(pair.stem, obj.label, str(strategy), slices))
+    return records
+
+
+def _record(image: str, label: int, strategy: str, slices: list) -> dict[str, Any]:
+    """The JSON record of one object's episode (``slices``: ``(index, gt, result)``)."""
+    record: dict[str, Any] = {
+        "image": image,
+        "label": label,
+        "strategy": strategy,
+        "area": int(sum(gt.sum() for _, gt, _ in slices)),
+    }
+    if len(slices) == 1:
+        index, gt, result = slices[0]
+        record.update(
+            slice=list(index),
+            clicks=_clicks_json(result.clicks),
+            iou=[round(v, 6) for v in result.ious],
+            dice=[round(v, 6) for v in result.dices],
+            oracle_dice=[round(v, 6) for v in result.oracle_dices],
+        )
+    else:
+        record.update(_pooled([r.counts for *_, r in slices], record["area"]))
+        record["slices"] = [
+            {
+                "slice": list(index),
+                "clicks": _clicks_json(result.clicks),
+                "iou": [round(v, 6) for v in result.ious],
+                "dice": [round(v, 6) for v in result.dices],
+            }
+            for index, _, result in slices
+        ]
+    return record
+
+
+def evaluate_image(
+    model: LoadedModel,
+    source: SliceSource,
+    labels: np.ndarray,
+    strategies: Iterable[str],
+    clicks: int = 10,
+    seed: int = 0,
+    bayes_head: BayesHead | None = None,
+    store: EmbeddingStore | None = None,
+) -> Generator[Progress, None, list[dict[str, Any]]]:
+    """Every object of one image (an open napari layer) with every strategy, in-process.
+
+    Objects of a volume are played on their slice of largest area. Yields progress per
+    episode; returns records in the format of ``episodes.jsonl`` (for
+    :func:`~napari_active_sam.core.report.summarise`).
+
+    Raises
+    ------
+    ImageError
+        Labels whose shape differs from the image's slices, or that hold no object.
+    ActiveSamError
+        A strategy that needs a Bayesian head when none is given.
+    """
+    labels = np.asarray(labels)
+    shape = np.shape(source.data)
+    expected = shape[:-1] if source.rgb else shape
+    if labels.shape != expected:
+        raise ImageError(
+            f"The ground truth has shape {labels.shape} but the image has {expected}: choose "
+            "the labels layer drawn on this image."
+        )
+    strategies = [str(Strategy(s)) for s in strategies]
+    require_head(strategies, bayes_head is not None, model.name)
+    objects = object_targets(labels.astype(np.int64))
+    if not objects:
+        raise ImageError("The ground truth holds no object: draw or load labels first.")
+    predictor = Predictor(model)
+    store = store or EmbeddingStore(model.model_id)
+    limits = source.limits()
+    total, records = len(objects) * len(strategies), []
+    for obj in objects:
+        (index,) = obj.indices
+        embedding = embed_slice(model, source, store, index, limits)
+        gt = labels[index] == obj.label
+        for strategy in strategies:
+            rng = np.random.default_rng(episode_seed(seed, "layer", obj.label, strategy))
+            result = run_episode(predictor, embedding, gt, strategy, clicks, rng, bayes_head)
+            records.append(_record("layer", obj.label, strategy, [(index, gt, result)]))
+            yield Progress(len(records), total, f"object {obj.label}, {strategy}")
+    return records
+
+
+def require_head(strategies: Iterable[str], has_head: bool, model_name: str) -> None:
+    """Raise :class:`ActiveSamError` if any of ``strategies`` needs a Bayesian head and
+    there is none."""
+    wanted = [str(s) for s in strategies if STRATEGIES[Strategy(s)].needs_head]
+    if wanted and not has_head:
+        raise ActiveSamError(
+            f"{', '.join(wanted)} needs a Bayesian head for {model_name}: fit one with "
+            "`napari-active-sam train-head` (or 'Learn from my annotations' in napari) and "
+            "pass it with --head, or choose another strategy."
+        )

@@ -1,0 +1,227 @@
+"""The benchmark run: every (object, strategy) episode of a labelled folder on a dask cluster,
+resumable from ``episodes.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..active.bayes_head import find_head
+from ..data.datasets import ImagePair, ObjectTarget, discover_pairs, load_pair, object_targets
+from ..engine.checkpoints import ModelRef, file_sha256, is_writable_dir
+from ..engine.preprocess import IntensityWindow
+from ..enums import Strategy
+from ..errors import ActiveSamError, ImageError
+from ..progress import Progress
+from .episodes import evaluate_pair, require_head
+from .strategies import STRATEGIES
+
+EPISODES_FILE = "episodes.jsonl"
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What :func:`run_benchmark` evaluates.
+
+    Attributes
+    ----------
+    data : Path
+        Folder with ``images/`` and ``masks/``.
+    model : ModelRef
+    strategies : tuple of str
+    clicks : int
+        Iterations per episode (20 for NoC).
+    seed : int
+    limit : int, optional
+        Evaluate at most this many objects (the first in file and label order).
+    window : str, optional
+        ``percentile`` or a CT preset for every image; default: the window recorded in
+        ``data/objects.json`` by ``make-dataset``, else percentile.
+    volume : bool
+        Annotate 3D objects on every slice (scores pooled over the volume) instead of on
+        their slice of largest area.
+    head : str, optional
+        Bayesian head file for BALD (and entropy); default: the model's own
+        (:func:`~napari_active_sam.core.bayes_head.find_head`).
+    """
+
+    data: Path
+    model: ModelRef
+    strategies: tuple[str, ...] = ("ritm",)
+    clicks: int = 20
+    seed: int = 0
+    limit: int | None = None
+    window: str | None = None
+    volume: bool = False
+    head: str | None = None
+
+    def __post_init__(self):
+        for name in self.strategies:
+            if name not in {s.value for s in Strategy}:
+                raise ActiveSamError(
+                    f"Unknown strategy {name!r}: use {', '.join(s.value for s in Strategy)}."
+                )
+        if self.clicks < 1:
+            raise ActiveSamError("--clicks must be at least 1.")
+
+    def window_for(self, stem: str) -> IntensityWindow:
+        if self.window:
+            return IntensityWindow.from_name(self.window)
+        index = Path(self.data) / "objects.json"
+        if index.is_file():
+            entry = json.loads(index.read_text()).get("images", {}).get(stem)
+            if entry and "window" in entry:
+                spec = entry["window"]
+                if spec["kind"] == "fixed":
+                    return IntensityWindow.fixed(spec["low"], spec["high"], spec["name"])
+                return IntensityWindow.percentile(spec["low"], spec["high"])
+        return IntensityWindow.percentile()
+
+
+def read_episodes(out: Path) -> list[dict[str, Any]]:
+    """Records already in ``out/episodes.jsonl`` (a truncated last line is ignored)."""
+    path = Path(out) / EPISODES_FILE
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by an interruption: that episode is redone
+    return records
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    out: Path,
+    client: Any,
+    torch_threads: int | None = None,
+) -> Generator[Progress, None, list[dict[str, Any]]]:
+    """Play every (object, strategy) episode on a dask cluster; resumable.
+
+    Finished episodes are appended to ``out/episodes.jsonl`` as each image completes; a
+    rerun skips what is there. Yields :class:`Progress` in episodes; returns all records
+    and, in ``out/skipped.json``, the files that could not be evaluated and why.
+
+    Raises
+    ------
+    ActiveSamError
+        If ``out`` cannot be written or ``data`` has no image/mask pairs.
+    """
+    from distributed import as_completed
+
+    out = Path(out)
+    if not is_writable_dir(out):
+        raise ActiveSamError(f"Cannot write to {out}: choose a writable output folder.")
+    head_file = _head_file(config)
+    _check_same_run(config, out, head_file)
+    pairs, skipped = discover_pairs(config.data)
+    kept = read_episodes(out)
+    done = {(r["image"], r["label"], r["strategy"]) for r in kept}
+    # Rewrite what was read (atomically), so a line cut short by an interruption goes.
+    temporary = out / f".{EPISODES_FILE}.tmp"
+    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(temporary, out / EPISODES_FILE)
+
+    tasks: list[tuple[ImagePair, IntensityWindow, list[tuple[ObjectTarget, str]]]] = []
+    planned: set[tuple[str, int, str]] = set()
+    total = 0
+    for pair in pairs:
+        if config.limit is not None and total >= config.limit * len(config.strategies):
+            break
+        window = config.window_for(pair.stem)
+        try:
+            _, labels = load_pair(pair, window)
+        except ImageError as exc:
+            skipped.append({"file": str(pair.mask), "reason": str(exc)})
+            continue
+        objects = object_targets(labels, config.volume)
+        if config.limit is not None:
+            room = config.limit - total // len(config.strategies)
+            objects = objects[:room]
+        keys = [((pair.stem, obj.label, s), obj, s) for obj in objects for s in config.strategies]
+        planned.update(key for key, *_ in keys)
+        todo = [(obj, s) for key, obj, s in keys if key not in done]
+        total += len(objects) * len(config.strategies)
+        if todo:
+            tasks.append((pair, window, todo))
+    if not pairs:
+        raise ActiveSamError(f"{config.data} has no image with a mask of the same name.")
+
+    finished = total - sum(len(todo) for *_, todo in tasks)
+    yield Progress(finished, total, f"{finished} of {total} episodes already done")
+    futures = {
+        client.submit(
+            evaluate_pair,
+            config.model,
+            pair,
+            window,
+            todo,
+            config.clicks,
+            config.seed,
+            torch_threads,
+            head_file,
+            pure=False,
+        ): (pair, todo)
+        for pair, window, todo in tasks
+    }
+    with open(out / EPISODES_FILE, "a") as handle:
+        for future in as_completed(futures):
+            pair, todo = futures[future]
+            try:
+                records = future.result()
+            except ActiveSamError as exc:  # one unreadable image does not stop the run
+                skipped.append({"file": str(pair.image), "reason": str(exc)})
+                records = []
+            handle.writelines(json.dumps(r) + "\n" for r in records)
+            handle.flush()
+            finished += len(todo)
+            yield Progress(finished, total, f"{finished}/{total} episodes")
+    (out / "skipped.json").write_text(json.dumps(skipped, indent=1))
+    return [r for r in read_episodes(out) if (r["image"], r["label"], r["strategy"]) in planned]
+
+
+def _head_file(config: BenchmarkConfig) -> str | None:
+    """The head file the run needs, or None; a missing one is refused here, before any
+    worker starts (a head for another model is refused by the first worker)."""
+    wanted = [s for s in config.strategies if STRATEGIES[Strategy(s)].needs_head]
+    uses_head = wanted or Strategy.ENTROPY in config.strategies
+    if not config.head:
+        require_head(wanted, find_head(config.model) is not None, config.model.name)
+    if config.head:
+        if not Path(config.head).is_file():
+            raise ActiveSamError(f"No Bayesian head at {config.head}: give an existing file.")
+        return str(config.head)
+    found = find_head(config.model) if uses_head else None
+    return str(found) if found else None
+
+
+RUN_FILE = "run.json"
+
+
+def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -> None:
+    """Refuse to resume into a folder holding another run's episodes."""
+    identity = {
+        "head": file_sha256(Path(head_file))[:16] if head_file else None,
+        "model": config.model.model_id(),
+        "data": str(Path(config.data).resolve()),
+        "clicks": config.clicks,
+        "seed": config.seed,
+        "window": config.window,
+        "volume": config.volume,
+    }
+    path = out / RUN_FILE
+    if path.is_file():
+        earlier = json.loads(path.read_text())
+        if earlier != identity:
+            changed = sorted(k for k in identity if earlier.get(k) != identity[k])
+            raise ActiveSamError(
+                f"{out} holds results of another benchmark run (different {', '.join(changed)})"
+                ": choose another --out folder, or delete it to start again."
+            )
+    else:
+        path.write_text(json.dumps(identity, indent=1))

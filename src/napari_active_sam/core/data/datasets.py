@@ -1,0 +1,157 @@
+"""Labelled data sets: images paired with instance masks, label checks, the objects in them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engine.preprocess import IntensityWindow, SliceSource
+from ..errors import ActiveSamError, ImageError
+from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """An image file and its instance-label mask file."""
+
+    stem: str
+    image: Path
+    mask: Path
+
+
+def discover_pairs(data: Path) -> tuple[list[ImagePair], list[dict[str, str]]]:
+    """Match ``data/images/*`` with ``data/masks/*`` by file stem.
+
+    Returns
+    -------
+    pairs, skipped
+        Matched pairs (sorted by stem), and ``{"file", "reason"}`` for files without a
+        partner.
+    """
+    images_dir, masks_dir = Path(data) / "images", Path(data) / "masks"
+    if not images_dir.is_dir() or not masks_dir.is_dir():
+        raise ActiveSamError(
+            f"{data} must hold an images/ and a masks/ folder with matching file names."
+        )
+
+    def by_stem(folder: Path) -> dict[str, Path]:
+        return {stem(p): p for p in sorted(folder.iterdir()) if has_suffix(p, IMAGE_SUFFIXES)}
+
+    images, masks = by_stem(images_dir), by_stem(masks_dir)
+    pairs = [ImagePair(s, images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
+    skipped = [
+        {"file": str(masks[s]), "reason": "mask file with no image of the same name"}
+        for s in sorted(masks.keys() - images.keys())
+    ] + [
+        {"file": str(images[s]), "reason": "image with no mask of the same name"}
+        for s in sorted(images.keys() - masks.keys())
+    ]
+    return pairs, skipped
+
+
+def pair_folders(images: Path, masks: Path) -> tuple[list[Any], list[dict[str, str]]]:
+    """Match ``images/*`` with ``masks/*`` by file stem.
+
+    Returns
+    -------
+    pairs, skipped
+        :class:`~napari_active_sam.core.evaluate.ImagePair` (sorted by stem; paths built
+        from the folders as given), and ``{"file", "reason"}`` for files without a partner.
+
+    Raises
+    ------
+    ActiveSamError
+        A folder that does not exist.
+    """
+    from .datasets import ImagePair
+    from .files import IMAGE_SUFFIXES, has_suffix, stem
+
+    for folder in (images, masks):
+        if not Path(folder).is_dir():
+            raise ActiveSamError(f"{folder} is not a folder: give a folder of image files.")
+
+    def by_stem(folder: Path) -> dict[str, Path]:
+        files = sorted(p for p in Path(folder).iterdir() if has_suffix(p, IMAGE_SUFFIXES))
+        return {stem(p): p for p in files}
+
+    found_images, found_masks = by_stem(images), by_stem(masks)
+    common = sorted(found_images.keys() & found_masks.keys())
+    pairs = [ImagePair(s, found_images[s], found_masks[s]) for s in common]
+    skipped = [
+        {"file": str(found_masks[s]), "reason": "mask with no image of the same name"}
+        for s in sorted(found_masks.keys() - found_images.keys())
+    ] + [
+        {"file": str(found_images[s]), "reason": "image with no mask of the same name"}
+        for s in sorted(found_images.keys() - found_masks.keys())
+    ]
+    return pairs, skipped
+
+
+def load_pair(pair: ImagePair, window: IntensityWindow) -> tuple[SliceSource, np.ndarray]:
+    """Read an image and its mask; check they fit; return the source and integer labels.
+
+    Raises
+    ------
+    ImageError
+        Shapes that differ, a mask with non-integer values, or a mask with no object.
+    """
+    image, mask = read_image(pair.image), read_image(pair.mask)
+    spatial = image.data.shape[:-1] if image.rgb else image.data.shape
+    if mask.data.shape != spatial:
+        raise ImageError(
+            f"{pair.mask.name} has shape {mask.data.shape} but its image {pair.image.name} "
+            f"has {spatial}: masks must match their image pixel for pixel."
+        )
+    labels = np.asarray(mask.data)
+    if labels.dtype.kind == "f" and not (
+        np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))
+    ):
+        raise ImageError(
+            f"{pair.mask.name} holds non-integer values: save instance labels as "
+            "integers (0 = background, 1, 2, ... = objects)."
+        )
+    labels = labels.astype(np.int64)
+    if not (labels > 0).any():
+        raise ImageError(f"{pair.mask.name} contains no object (all pixels are 0).")
+    return SliceSource(image.data, window, rgb=image.rgb), labels
+
+
+@dataclass(frozen=True)
+class ObjectTarget:
+    """Where an object is evaluated: its label and the slice(s) of it to annotate.
+
+    Attributes
+    ----------
+    label : int
+    indices : tuple of tuple of int
+        Leading indices of the slices: ``((),)`` for a 2D image, one slice (the largest)
+        for a volume, or every slice the object is on in 3D mode.
+    """
+
+    label: int
+    indices: tuple[tuple[int, ...], ...]
+
+
+def object_targets(labels: np.ndarray, volume: bool = False) -> list[ObjectTarget]:
+    """Every object of an instance-label image.
+
+    In a volume an object is evaluated on its slice of largest area, or, with ``volume``,
+    on every slice it appears on (each slice gets its own clicks; scores are pooled over
+    the volume).
+    """
+    objects = []
+    for label in np.unique(labels[labels > 0]):
+        if labels.ndim == 2:
+            objects.append(ObjectTarget(int(label), ((),)))
+            continue
+        mask = labels == label
+        areas = mask.reshape(-1, *mask.shape[-2:]).sum(axis=(1, 2))
+        flats = np.flatnonzero(areas) if volume else [int(np.argmax(areas))]
+        indices = tuple(
+            tuple(int(i) for i in np.unravel_index(flat, mask.shape[:-2])) for flat in flats
+        )
+        objects.append(ObjectTarget(int(label), indices))
+    return objects

@@ -1,0 +1,240 @@
+"""SAM architectures: the official ViT configurations, the small test and demo models."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
+from segment_anything.modeling.common import LayerNorm2d
+
+from ..errors import ModelError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A segment-anything configuration: ViT image encoder, prompt encoder, mask decoder.
+
+    The official models differ only in the encoder's width, depth, heads and global-attention
+    blocks; the small test and demo models also shrink the image size and decoder.
+    """
+
+    name: str
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    img_size: int = 1024
+    patch_size: int = 16
+    window_size: int = 14
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_hidden_dim: int = 256
+    encoder: str = "vit"
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the square image embedding (64 for the 1024 models)."""
+        return self.img_size // self.patch_size
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-resolution mask grid (256 for the 1024 models)."""
+        return 4 * self.embedding_size
+
+    def build(self) -> Sam:
+        """Return a randomly initialised ``Sam`` in eval mode."""
+        dim = self.prompt_embed_dim
+        grid = self.embedding_size
+        if self.encoder == "vit":
+            image_encoder: torch.nn.Module = ImageEncoderViT(
+                depth=self.encoder_depth,
+                embed_dim=self.encoder_embed_dim,
+                img_size=self.img_size,
+                mlp_ratio=4,
+                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                num_heads=self.encoder_num_heads,
+                patch_size=self.patch_size,
+                qkv_bias=True,
+                use_rel_pos=True,
+                global_attn_indexes=self.encoder_global_attn_indexes,
+                window_size=self.window_size,
+                out_chans=dim,
+            )
+        elif self.encoder == "cnn":
+            image_encoder = ConvImageEncoder(
+                self.img_size, self.patch_size, self.encoder_embed_dim, self.encoder_depth, dim
+            )
+        else:
+            raise ModelError(f"Unknown encoder type {self.encoder!r}: use vit or cnn.")
+        sam = Sam(
+            image_encoder=image_encoder,
+            prompt_encoder=PromptEncoder(
+                embed_dim=dim,
+                image_embedding_size=(grid, grid),
+                input_image_size=(self.img_size, self.img_size),
+                mask_in_chans=self.mask_in_chans,
+            ),
+            mask_decoder=MaskDecoder(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(
+                    depth=self.decoder_depth,
+                    embedding_dim=dim,
+                    mlp_dim=self.decoder_mlp_dim,
+                    num_heads=self.decoder_num_heads,
+                ),
+                transformer_dim=dim,
+                iou_head_depth=3,
+                iou_head_hidden_dim=self.iou_head_hidden_dim,
+            ),
+        )
+        return sam.eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        fields = dict(data)
+        fields["encoder_global_attn_indexes"] = tuple(fields["encoder_global_attn_indexes"])
+        return cls(**fields)
+
+
+class _ResidualBlock(torch.nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation),
+            LayerNorm2d(channels),
+            torch.nn.GELU(),
+            torch.nn.Conv2d(channels, channels, 3, padding=1),
+            LayerNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x + self.body(x))
+
+
+class ConvImageEncoder(torch.nn.Module):
+    """A small convolutional stand-in for SAM's ViT encoder, same output contract.
+
+    Strided convolutions bring the ``img_size`` input down by ``patch_size`` (a power of
+    two), dilated residual blocks widen the receptive field to most of the image, and a
+    SAM-style neck projects to ``out_chans``. It trains far faster than a ViT on a CPU,
+    which is what the bundled demo model needs.
+
+    Parameters
+    ----------
+    img_size : int
+        Side of the square input.
+    patch_size : int
+        Downsampling factor; the embedding is ``img_size // patch_size`` square.
+    width : int
+        Channels of the last stage (earlier stages use a quarter and a half of it).
+    depth : int
+        Dilated residual blocks at the embedding resolution (dilations 1, 2, 4, 8, ...).
+    out_chans : int
+        Embedding channels (the prompt embedding dimension).
+    """
+
+    def __init__(self, img_size: int, patch_size: int, width: int, depth: int, out_chans: int):
+        super().__init__()
+        self.img_size = img_size
+        stages = int(np.log2(patch_size))
+        if 2**stages != patch_size:
+            raise ModelError(f"patch_size must be a power of two, got {patch_size}.")
+        layers: list[torch.nn.Module] = []
+        channels = 3
+        for i in range(stages):
+            out = max(width >> (stages - 1 - i), 16)
+            layers += [
+                torch.nn.Conv2d(channels, out, 3, stride=2, padding=1),
+                LayerNorm2d(out),
+                torch.nn.GELU(),
+            ]
+            channels = out
+        layers += [_ResidualBlock(channels, 2 ** (i % 4)) for i in range(depth)]
+        self.body = torch.nn.Sequential(*layers)
+        self.neck = torch.nn.Sequential(
+            torch.nn.Conv2d(channels, out_chans, 1, bias=False),
+            LayerNorm2d(out_chans),
+            torch.nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.body(x))
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.name: arch
+    for arch in (
+        Architecture("vit_b", 768, 12, 12, (2, 5, 8, 11)),
+        Architecture("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
+        Architecture("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
+    )
+}
+"""Architectures a local checkpoint can name; keys match segment-anything's registry."""
+
+
+SMOKE_ARCHITECTURE = Architecture(
+    name="tiny",
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    img_size=128,
+    window_size=4,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+)
+"""A SAM small enough for tests and smoke runs: segment-anything's own modules with a 128 px
+input, an 8×8 embedding and a 32×32 low-resolution grid."""
+
+
+DEMO_ARCHITECTURE = Architecture(
+    name="demo",
+    encoder="cnn",
+    encoder_embed_dim=96,
+    encoder_depth=4,
+    encoder_num_heads=0,
+    encoder_global_attn_indexes=(),
+    img_size=256,
+    patch_size=8,
+    window_size=0,
+    prompt_embed_dim=128,
+    mask_in_chans=16,
+    decoder_depth=2,
+    decoder_mlp_dim=512,
+    decoder_num_heads=4,
+    iou_head_hidden_dim=128,
+)
+"""The demo model: segment-anything's prompt encoder, mask decoder (three multimask heads
+plus the single-mask head) and IoU head, on a small convolutional image encoder; 256 px
+input, 32×32 embedding, 128×128 low-resolution masks."""
+
+
+def resolve_architecture(architecture: str | Architecture) -> Architecture:
+    if isinstance(architecture, Architecture):
+        return architecture
+    if architecture in ARCHITECTURES:
+        return ARCHITECTURES[architecture]
+    raise ModelError(
+        f"Unknown architecture {architecture!r}: use one of {', '.join(ARCHITECTURES)}."
+    )

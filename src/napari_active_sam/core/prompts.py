@@ -1,0 +1,82 @@
+"""What a user tells SAM and what the plugin asks back: clicks, prompt sets, suggestions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Click:
+    """One point prompt in image pixel coordinates.
+
+    Attributes
+    ----------
+    x, y : float
+        Column and row of the click in pixels of the original image (SAM's (X, Y) order).
+    positive : bool
+        True for "inside the object", False for "outside".
+    """
+
+    x: float
+    y: float
+    positive: bool = True
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Everything the user told SAM about one object on one slice.
+
+    Attributes
+    ----------
+    clicks : tuple of Click
+        Point prompts, in the order they were given.
+    box : tuple of float or None
+        ``(x0, y0, x1, y1)`` box in pixels of the original image, or None.
+    """
+
+    clicks: tuple[Click, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.clicks and self.box is None
+
+    def with_click(self, click: Click) -> PromptSet:
+        """Return a new prompt set with ``click`` appended."""
+        return PromptSet(clicks=(*self.clicks, click), box=self.box)
+
+    def point_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(coords, labels)``: float32 (N, 2) in (x, y) and int32 (N,) with 1/0."""
+        coords = np.array([(c.x, c.y) for c in self.clicks], dtype=np.float32).reshape(-1, 2)
+        labels = np.array([int(c.positive) for c in self.clicks], dtype=np.int32)
+        return coords, labels
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A pixel whose label the model would most like to know.
+
+    Attributes
+    ----------
+    x, y : float
+        Column and row in pixels of the original image (SAM's (X, Y) order).
+    score : float
+        What suggestions are ranked by: the acquisition function's value there, times the
+        chance that the answer corrects the mask shown (the value alone for random).
+    belief : float
+        The model's current probability that the pixel is inside the object.
+    rank : int
+        1 for the best suggestion.
+    """
+
+    x: float
+    y: float
+    score: float
+    belief: float
+    rank: int
+
+    def click(self, positive: bool) -> Click:
+        """The click that answers this suggestion."""
+        return Click(self.x, self.y, positive)

@@ -1,0 +1,468 @@
+"""Ground-truth-free quality: the predicted Dice of a mask, without the ground truth.
+
+Five estimators share one interface, :func:`estimate_quality`, keyed by :class:`Estimator`:
+
+- ``iou_head``: SAM's own IoU head, converted to Dice (Dice = 2·IoU / (1 + IoU)). For a
+  mask that is not SAM's answer (made by another tool, or edited), SAM is prompted (with the
+  mask's prompts if known, else with a box around the mask and a click at its deepest
+  point) and the estimate is ``q · IoU(mask, S)``: SAM's predicted IoU ``q`` of its answer
+  ``S`` times the mask's agreement with that answer, converted to Dice. Jaccard distance
+  (1 − IoU) is a metric, so the triangle inequality bounds the mask's true IoU between
+  ``q + a − 1`` and ``1 − |q − a|`` (``a`` = IoU(mask, S)); the product always lies inside
+  those bounds and equals ``q`` for SAM's own mask.
+- ``posterior``: the expected Dice between the mask and masks sampled from the Bayesian
+  head's Laplace posterior (:meth:`~napari_active_sam.core.bayes_head.BayesHead.sample`).
+  For SAM's own mask this is the agreement of the posterior samples with their mean mask;
+  for another mask it also measures how far the mask is from what the model believes.
+  Without a Bayesian head for the model it falls back to ``iou_head``.
+- ``regressor`` (EvanySeg): a small CNN (torchvision's MobileNetV3-Small at half width)
+  on a square crop around the mask's box, with a margin, whose red channel is replaced by
+  0.5·R + 0.5·mask·255, resized to 64 × 64; trained with MSE on true Dice.
+- ``embedding``: the fast variant, a small MLP (torchvision's ``MLP``) on SAM's frozen
+  image embedding averaged inside the mask and in a ring around it (the mask downsampled to
+  the embedding grid as area fractions), plus four shape numbers.
+- ``ensemble``: the mean of the four estimates (of those whose networks the model has).
+  Their errors differ (SAM's opinion, the posterior's spread, the image around the mask), so
+  the mean ranks masks better than any one of them on held-out data.
+
+The learned estimators are trained on simulated prompting (:func:`generated_examples`):
+click sessions as in :func:`~napari_active_sam.core.bayes_head.simulate_examples`, each
+step giving the masks of all four heads, a box-prompted answer, and perturbed ground truth
+(shifted, eroded, dilated, cut, the whole image), so that good and bad masks are both
+seen. :func:`fit_quality` trains both networks and yields :class:`Progress`. Without
+weights for the model, they fall back to ``iou_head``; every :class:`QualityEstimate`
+says which estimator answered.
+
+An empty mask has predicted Dice 0 (nothing was segmented). :func:`assess_mask` and
+:func:`assess_labels` take 2D images or volumes; a volume is judged slice by slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead, head_for_model, head_inputs
+from ..engine.checkpoints import LoadedModel
+from ..engine.embeddings import Embedding, SliceEncoder
+from ..engine.predictor import Prediction, Predictor, shown_head
+from ..enums import Estimator
+from ..errors import ActiveSamError, ImageError
+from ..metrics import iou
+from ..prompts import PromptSet
+from .features import embedding_features, overlay_crop
+from .networks import QualityRegressor, regressor_for_model
+
+
+def iou_to_dice(value: float) -> float:
+    """Dice = 2·IoU / (1 + IoU) (exact for one pair of masks)."""
+    value = float(np.clip(value, 0.0, 1.0))
+    return 2 * value / (1 + value)
+
+
+def dice_to_iou(value: float) -> float:
+    """IoU = Dice / (2 − Dice)."""
+    value = float(np.clip(value, 0.0, 1.0))
+    return value / (2 - value)
+
+
+@dataclass(frozen=True, eq=False)
+class QualitySample:
+    """One mask on one slice, with what is known about how it was made.
+
+    Attributes
+    ----------
+    image : np.ndarray
+        uint8 ``(H, W, 3)`` SAM input of the slice (``SliceSource.sam_slice``); uint8
+        ``(H, W)`` is taken as grey.
+    mask : np.ndarray
+        Boolean ``(H, W)`` mask to judge (any nonzero value counts as inside).
+    embedding : Embedding, optional
+        The slice's embedding; encoded when an estimator needs it and it is missing.
+    prompts : PromptSet, optional
+        The prompts that made the mask, if SAM made it; else prompts are derived from the
+        mask (a box around it and a positive click at its deepest point).
+    prediction : Prediction, optional
+        SAM's answer to ``prompts`` (saves a decoder pass).
+    head : int, optional
+        Which head of ``prediction`` the mask came from (default: the head a user sees).
+
+    Raises
+    ------
+    ImageError
+        An image that is not a 2D slice, or a mask whose shape differs from the image's.
+    """
+
+    image: np.ndarray = field(repr=False)
+    mask: np.ndarray = field(repr=False)
+    embedding: Embedding | None = None
+    prompts: PromptSet | None = None
+    prediction: Prediction | None = None
+    head: int | None = None
+
+    def __post_init__(self):
+        image = np.asarray(self.image)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise ImageError(
+                f"Expected SAM's input, a uint8 (H, W, 3) slice, got {image.dtype} "
+                f"{image.shape}: convert it with to_sam_rgb or use assess_mask."
+            )
+        mask = np.asarray(self.mask)
+        if mask.ndim != 2:
+            raise ImageError(
+                f"A quality sample is one 2D slice, but the mask has shape {mask.shape}: judge "
+                "volumes slice by slice with assess_mask."
+            )
+        if mask.shape != image.shape[:2]:
+            raise ImageError(
+                f"The mask has shape {mask.shape} but the image has {image.shape[:2]}: masks "
+                "must match their image pixel for pixel."
+            )
+        object.__setattr__(self, "image", image)
+        object.__setattr__(self, "mask", mask.astype(bool))
+
+
+@dataclass(frozen=True)
+class QualityEstimate:
+    """A predicted Dice and where it came from.
+
+    Attributes
+    ----------
+    predicted_dice : float
+        In [0, 1].
+    estimator : Estimator
+        The estimator that answered.
+    requested : Estimator
+        The estimator asked for (differs from ``estimator`` after a fallback).
+    note : str
+        Why it fell back, or that the mask was empty; "" otherwise.
+    """
+
+    predicted_dice: float
+    estimator: Estimator
+    requested: Estimator
+    note: str = ""
+
+    @property
+    def fell_back(self) -> bool:
+        return self.estimator != self.requested
+
+
+@dataclass(frozen=True)
+class ObjectQuality:
+    """The estimate for one object on one slice.
+
+    Attributes
+    ----------
+    label : int
+        Instance label of the object.
+    index : tuple of int
+        Leading index of the slice: ``()`` for a 2D image, ``(z,)`` for a volume.
+    estimate : QualityEstimate
+    """
+
+    label: int
+    index: tuple[int, ...]
+    estimate: QualityEstimate
+
+
+@dataclass(eq=False)
+class QualityModels:
+    """The networks the estimators may use, for one SAM model.
+
+    Attributes
+    ----------
+    model : LoadedModel
+    bayes_head : BayesHead, optional
+        For ``posterior``.
+    regressor : QualityRegressor, optional
+        For ``regressor`` and ``embedding``.
+    samples : int
+        Posterior samples per estimate.
+
+    Raises
+    ------
+    ModelError
+        A head or regressor made for another model.
+    """
+
+    model: LoadedModel
+    bayes_head: BayesHead | None = None
+    regressor: QualityRegressor | None = None
+    samples: int = DEFAULT_SAMPLES
+
+    def __post_init__(self):
+        if self.bayes_head is not None:
+            self.bayes_head.check_model(self.model)
+        if self.regressor is not None:
+            self.regressor.check_model(self.model)
+        self.predictor = Predictor(self.model)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: LoadedModel,
+        checkpoint: Path | None = None,
+        head: Path | None = None,
+        regressor: Path | None = None,
+    ) -> QualityModels:
+        """The model with its own Bayesian head and regressor, where it has them.
+
+        Parameters
+        ----------
+        checkpoint : Path, optional
+            The model's local checkpoint (its head and regressor sit next to it).
+        head, regressor : Path, optional
+            Files to use instead of the model's own.
+        """
+        bayes_head = BayesHead.load(head, model) if head else head_for_model(model, checkpoint)
+        learned = (
+            QualityRegressor.load(regressor, model)
+            if regressor
+            else regressor_for_model(model, checkpoint)
+        )
+        return cls(model, bayes_head, learned)
+
+    def embedding_of(self, sample: QualitySample) -> Embedding:
+        """The sample's embedding, encoded from its image when it has none."""
+        if sample.embedding is not None:
+            return sample.embedding
+        (embedding,) = SliceEncoder(self.model).encode([sample.image], ["quality-sample"])
+        return embedding
+
+
+def prompts_for_mask(mask: np.ndarray) -> PromptSet:
+    """A box around ``mask`` (pixel edges) and a positive click at its deepest point.
+
+    The same prompt :func:`~napari_active_sam.core.volume.prompts_from_mask` gives a
+    neighbouring slice.
+    """
+    from ..sim.clicker import prompts_from_mask
+
+    return prompts_from_mask(np.asarray(mask, bool))
+
+
+def sam_answer(sample: QualitySample, models: QualityModels) -> tuple[Prediction, PromptSet, int]:
+    """SAM's answer for the sample's object: ``(prediction, prompts, head)``.
+
+    The sample's own prediction when given; else SAM prompted with the sample's prompts, or
+    with :func:`prompts_for_mask`. ``head`` is the sample's head, else the head a user sees
+    for those prompts (the single-mask head for a box).
+    """
+    if sample.prediction is not None:
+        prompts = sample.prompts or PromptSet()
+        head = sample.head if sample.head is not None else shown_head(sample.prediction, prompts)
+        return sample.prediction, prompts, head
+    if sample.prompts is not None and not sample.prompts.is_empty:
+        prompts = sample.prompts
+    else:
+        prompts = prompts_for_mask(sample.mask)
+    prediction = models.predictor.predict(models.embedding_of(sample), prompts)
+    head = sample.head if sample.head is not None else shown_head(prediction, prompts)
+    return prediction, prompts, head
+
+
+def _iou_head(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
+    prediction, _, head = sam_answer(sample, models)
+    predicted_iou = float(np.clip(prediction.iou[head], 0.0, 1.0))
+    agreement = iou(sample.mask, prediction.mask(head))
+    return iou_to_dice(predicted_iou * agreement)
+
+
+def _posterior(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
+    assert models.bayes_head is not None
+    model = models.model
+    embedding = models.embedding_of(sample)
+    prediction, prompts, head = sam_answer(sample, models)
+    inputs = head_inputs(prediction.low_res_logits[head], prompts, embedding, model)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    sampled = models.bayes_head.sample(inputs, models.samples, generator)
+    mask = torch.as_tensor(sample.mask)
+    area = int(mask.sum())
+    scores = []
+    with torch.inference_mode():
+        for chunk in torch.split(sampled, 8):
+            maps = model.sam.postprocess_masks(
+                chunk[None].float(), embedding.input_size, embedding.original_size
+            )[0]
+            masks = maps > 0.5
+            inter = (masks & mask).sum(dim=(1, 2))
+            total = masks.sum(dim=(1, 2)) + area
+            scores.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), 1.0))
+    return float(torch.cat(scores).mean())
+
+
+def _regressor(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
+    assert models.regressor is not None
+    crop = overlay_crop(sample.image, sample.mask, models.regressor.crop_size)
+    return float(models.regressor.predict_crops(crop[None])[0])
+
+
+def _embedding(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
+    assert models.regressor is not None
+    img_size = models.model.architecture.img_size
+    features = embedding_features(models.embedding_of(sample), sample.mask, img_size)
+    return float(models.regressor.predict_features(features[None])[0])
+
+
+ENSEMBLE_MEMBERS = (
+    Estimator.IOU_HEAD,
+    Estimator.POSTERIOR,
+    Estimator.REGRESSOR,
+    Estimator.EMBEDDING,
+)
+
+
+def ensemble_members(models: QualityModels) -> list[Estimator]:
+    """The estimators :data:`Estimator.ENSEMBLE` averages with ``models``: every member whose
+    network the models have."""
+    return [e for e in ENSEMBLE_MEMBERS if ESTIMATORS[e].missing(models) is None]
+
+
+def _ensemble(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
+    # Encode the slice and ask SAM once; the members then read both from the sample.
+    shared = replace(sample, embedding=models.embedding_of(sample))
+    prediction, prompts, head = sam_answer(shared, models)
+    shared = replace(shared, prompts=prompts, prediction=prediction, head=head)
+    members = ensemble_members(models)
+    return float(np.mean([ESTIMATORS[e].estimate(shared, models, rng) for e in members]))
+
+
+def _needs_head_or_regressor(models: QualityModels) -> str | None:
+    if len(ensemble_members(models)) > 1:
+        return None
+    return (
+        f"neither a Bayesian head nor a quality regressor for {models.model.name}, so SAM's "
+        "IoU head answered alone (fit them with `napari-active-sam train-head` and "
+        "`train-quality`)"
+    )
+
+
+def _needs_head(models: QualityModels) -> str | None:
+    if models.bayes_head is not None:
+        return None
+    return (
+        f"no Bayesian head for {models.model.name}, so SAM's IoU head answered (fit one with "
+        "`napari-active-sam train-head`)"
+    )
+
+
+def _needs_regressor(models: QualityModels) -> str | None:
+    if models.regressor is not None:
+        return None
+    return (
+        f"no quality regressor for {models.model.name}, so SAM's IoU head answered (train "
+        "one with `napari-active-sam train-quality`)"
+    )
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """One estimator: how it estimates, what it needs, and who answers without it.
+
+    Attributes
+    ----------
+    title : str
+    estimate : callable
+        ``(sample, models, rng) -> float`` for a non-empty mask.
+    missing : callable
+        ``(models) -> str | None``: why it cannot answer with these models, or None.
+    fallback : Estimator, optional
+        Answers when ``missing`` gives a reason.
+    needs_embedding : bool
+        Whether it reads the slice's embedding (callers may skip encoding otherwise).
+    """
+
+    title: str
+    estimate: Callable[[QualitySample, QualityModels, np.random.Generator], float]
+    missing: Callable[[QualityModels], str | None] = lambda models: None
+    fallback: Estimator | None = None
+    needs_embedding: bool = True
+
+
+ESTIMATORS: dict[Estimator, EstimatorSpec] = {
+    Estimator.IOU_HEAD: EstimatorSpec("SAM's IoU head", _iou_head),
+    Estimator.POSTERIOR: EstimatorSpec(
+        "Posterior agreement", _posterior, _needs_head, Estimator.IOU_HEAD
+    ),
+    Estimator.REGRESSOR: EstimatorSpec(
+        "Learned regressor (image crop)",
+        _regressor,
+        _needs_regressor,
+        Estimator.IOU_HEAD,
+        needs_embedding=False,
+    ),
+    Estimator.EMBEDDING: EstimatorSpec(
+        "Learned regressor (SAM embedding)", _embedding, _needs_regressor, Estimator.IOU_HEAD
+    ),
+    Estimator.ENSEMBLE: EstimatorSpec(
+        "Mean of the estimators", _ensemble, _needs_head_or_regressor, Estimator.IOU_HEAD
+    ),
+}
+
+
+def parse_estimator(estimator: str) -> Estimator:
+    """The :class:`Estimator` named ``estimator``; a clear error for an unknown name."""
+    try:
+        return Estimator(estimator)
+    except ValueError:
+        raise ActiveSamError(
+            f"Unknown quality estimator {estimator!r}: use {', '.join(e.value for e in Estimator)}."
+        ) from None
+
+
+def resolve_estimator(estimator: str, models: QualityModels) -> tuple[Estimator, str]:
+    """The estimator that will answer for ``estimator`` with ``models``, and why it differs
+    ("" when it does not)."""
+    answered, reasons = parse_estimator(estimator), []
+    while (reason := ESTIMATORS[answered].missing(models)) is not None:
+        reasons.append(reason)
+        fallback = ESTIMATORS[answered].fallback
+        if fallback is None:
+            raise ActiveSamError(reason)
+        answered = fallback
+    return answered, "; ".join(reasons)
+
+
+def estimate_quality(
+    estimator: str,
+    sample: QualitySample,
+    models: QualityModels,
+    rng: np.random.Generator | None = None,
+) -> QualityEstimate:
+    """Predicted Dice of ``sample.mask`` against the (unknown) true object.
+
+    Parameters
+    ----------
+    estimator : str
+        A key of :data:`ESTIMATORS`.
+    sample : QualitySample
+        One 2D slice and mask (see :func:`assess_mask` for volumes).
+    models : QualityModels
+    rng : np.random.Generator, optional
+        Seeds the posterior samples (default: a fixed seed, so estimates repeat).
+
+    Returns
+    -------
+    QualityEstimate
+        0 for an empty mask. Estimators that lack their network fall back to ``iou_head``;
+        the estimate says so.
+
+    Raises
+    ------
+    ActiveSamError
+        An unknown estimator.
+    """
+    requested = parse_estimator(estimator)
+    if not sample.mask.any():
+        return QualityEstimate(0.0, requested, requested, "empty mask: nothing segmented")
+    answered, note = resolve_estimator(requested, models)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    value = ESTIMATORS[answered].estimate(sample, models, rng)
+    return QualityEstimate(float(np.clip(value, 0.0, 1.0)), answered, requested, note)

@@ -1,0 +1,216 @@
+"""How well each quality estimator ranks masks, on held-out generated scenes."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engine.embeddings import SliceEncoder
+from ..engine.predictor import shown_head
+from ..enums import Estimator
+from ..errors import ActiveSamError
+from ..metrics import dice
+from ..progress import Progress
+from ..prompts import Click, PromptSet
+from .estimators import ESTIMATORS, QualityModels, QualitySample, estimate_quality, parse_estimator
+from .training import PERTURBATIONS, perturbed_mask
+
+
+def _correlations(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float | int | None]:
+    from scipy import stats
+
+    predicted, truth = np.asarray(predicted, float), np.asarray(truth, float)
+    constant = len(truth) < 3 or np.std(predicted) == 0 or np.std(truth) == 0
+    return {
+        "objects": int(len(truth)),
+        "pearson": None if constant else round(float(stats.pearsonr(predicted, truth)[0]), 4),
+        "spearman": None if constant else round(float(stats.spearmanr(predicted, truth)[0]), 4),
+        "mae": round(float(np.mean(np.abs(predicted - truth))), 4) if len(truth) else None,
+    }
+
+
+def evaluate_estimators(
+    models: QualityModels,
+    images: int = 30,
+    seed: int = 1,
+    kind: str = "all",
+    clicks: int = 3,
+    objects_per_image: int = 6,
+    perturbations: int = 3,
+    estimators: Sequence[str] = tuple(Estimator),
+) -> Generator[Progress, None, dict[str, Any]]:
+    """Predicted against true Dice on held-out generated scenes, for each estimator.
+
+    Two settings: ``sam_outputs`` judges the masks of SAM's four heads after each click of
+    a simulated session, knowing the prompts and SAM's answer (the interactive case);
+    ``masks_only`` judges those masks and perturbed ground truth (:func:`perturbed_mask`)
+    from the mask alone, as the ``quality`` command does for another tool's masks. For
+    each, Pearson and Spearman correlation and mean absolute error. ``selection`` is the
+    mean true Dice when the best of SAM's three multimask masks after each click is
+    chosen by each estimator, by SAM's IoU head, and by an oracle, and each estimator's
+    gain over SAM's choice.
+
+    Parameters
+    ----------
+    models : QualityModels
+    images, seed, kind
+        Held-out scenes (see :func:`generated_examples`; use a seed not used in training).
+    clicks : int
+        Clicks per simulated session.
+    estimators : sequence of str
+        Keys of :data:`ESTIMATORS`; those whose network is missing are skipped.
+
+    Returns
+    -------
+    dict
+        ``{"summary": {...}, "records": [...]}``; a record per judged mask with its
+        ``setting``, ``origin``, ``true_dice`` and ``predicted`` per estimator.
+    """
+    from ..data.scenes import make_scene
+    from ..engine.preprocess import to_sam_rgb
+    from ..enums import SceneKind
+    from ..sim.clicker import click_inside, error_click
+
+    names = [parse_estimator(e) for e in estimators]
+    names = [e for e in names if ESTIMATORS[e].missing(models) is None]
+    if not names:
+        raise ActiveSamError("None of the estimators can answer with these models.")
+    model, predictor = models.model, models.predictor
+    rng = np.random.default_rng(seed)
+    kinds = list(SceneKind) if kind == "all" else [SceneKind(kind)]
+    encoder = SliceEncoder(model)
+    records: list[dict[str, Any]] = []
+    selections: list[dict[str, float]] = []
+
+    def judge(sample: QualitySample, chosen: Sequence[Estimator]) -> dict[str, float]:
+        return {
+            e.value: estimate_quality(e, sample, models, np.random.default_rng(0)).predicted_dice
+            for e in chosen
+        }
+
+    prompted = (Estimator.IOU_HEAD, Estimator.POSTERIOR, Estimator.ENSEMBLE)
+    mask_only = [e for e in names if e in prompted]
+    for done in range(1, images + 1):
+        scene = make_scene(kinds[(done - 1) % len(kinds)], rng, model.architecture.img_size)
+        rgb = to_sam_rgb(scene.image, scene.window.limits(scene.image))
+        (embedding,) = encoder.encode([rgb], [f"quality-eval-{seed}-{done}"])
+        labels = np.unique(scene.labels[scene.labels > 0])
+        for label in rng.permutation(labels)[:objects_per_image]:
+            gt = scene.object_mask(int(label))
+            where = {"image": done, "kind": scene.kind.value, "label": int(label)}
+            clicked = np.zeros_like(gt)
+            row, col = click_inside(gt, rng)
+            prompts = PromptSet((Click(float(col), float(row), True),))
+            clicked[row, col] = True
+            previous = None
+            for step in range(1, clicks + 1):
+                prediction = predictor.predict(embedding, prompts, previous)
+                truths, predicted = [], []
+                for head in range(4):
+                    mask = prediction.mask(head)
+                    truth = dice(gt, mask)
+                    sample = QualitySample(rgb, mask, embedding, prompts, prediction, head)
+                    own = judge(sample, names)
+                    records.append({**where, "step": step, "setting": "sam_outputs",
+                                    "origin": f"head{head}", "true_dice": truth,
+                                    "predicted": own})  # fmt: skip
+                    if mask.any():
+                        external = QualitySample(rgb, mask, embedding)
+                        alone = {**own, **judge(external, mask_only)}
+                        records.append({**where, "step": step, "setting": "masks_only",
+                                        "origin": f"head{head}", "true_dice": truth,
+                                        "predicted": alone})  # fmt: skip
+                    truths.append(truth)
+                    predicted.append(own)
+                multimask = range(1, 4)
+                choice = {"sam_iou_head": truths[prediction.best_multimask_head],
+                          "oracle": max(truths[h] for h in multimask)}  # fmt: skip
+                for e in names:
+                    best = max(multimask, key=lambda h: predicted[h][e.value])
+                    choice[e.value] = truths[best]
+                selections.append(choice)
+                head = shown_head(prediction, prompts)
+                shown = prediction.mask(head)
+                row, col, positive = error_click(gt, shown, clicked, rng)
+                clicked[row, col] = True
+                prompts = prompts.with_click(Click(float(col), float(row), positive))
+                previous = prediction.low_res_logits[head]
+            kinds_left = rng.choice(PERTURBATIONS, perturbations, replace=False)
+            for perturbation in kinds_left:
+                mask = perturbed_mask(gt, str(perturbation), rng)
+                if not mask.any():
+                    continue
+                sample = QualitySample(rgb, mask, embedding)
+                records.append({**where, "step": 0, "setting": "masks_only",
+                                "origin": str(perturbation), "true_dice": dice(gt, mask),
+                                "predicted": judge(sample, names)})  # fmt: skip
+        yield Progress(done, images, f"judged masks on held-out image {done}/{images}")
+
+    summary: dict[str, Any] = {
+        "model": model.model_id,
+        "images": images,
+        "seed": seed,
+        "kind": kind,
+        "clicks": clicks,
+        "estimators": [e.value for e in names],
+    }
+    for setting in ("sam_outputs", "masks_only"):
+        chosen = [r for r in records if r["setting"] == setting]
+        truth = np.array([r["true_dice"] for r in chosen])
+        summary[setting] = {
+            e.value: _correlations(np.array([r["predicted"][e.value] for r in chosen]), truth)
+            for e in names
+        }
+    base = float(np.mean([s["sam_iou_head"] for s in selections])) if selections else 0.0
+    summary["selection"] = {
+        "choices": len(selections),
+        "mean_dice": {
+            k: round(float(np.mean([s[k] for s in selections])), 4)
+            for k in (selections[0] if selections else {})
+        },  # fmt: skip
+        "gain_over_sam": {
+            e.value: round(float(np.mean([s[e.value] for s in selections])) - base, 4)
+            for e in names
+        },
+    }
+    return {"summary": summary, "records": records}
+
+
+def plot_quality(records: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Scatter plots of predicted against true Dice: a row per setting, a column per
+    estimator (records from :func:`evaluate_estimators`); saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = ["sam_outputs", "masks_only"]
+    names = sorted({k for r in records for k in r["predicted"]}, key=list(Estimator).index)
+    fig, axes = plt.subplots(
+        len(settings), len(names), figsize=(3.2 * len(names), 3.2 * len(settings)), squeeze=False
+    )
+    for row, setting in enumerate(settings):
+        chosen = [r for r in records if r["setting"] == setting]
+        truth = np.array([r["true_dice"] for r in chosen])
+        for col, name in enumerate(names):
+            ax = axes[row, col]
+            predicted = np.array([r["predicted"][name] for r in chosen])
+            ax.scatter(truth, predicted, s=4, alpha=0.4)
+            ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            scores = _correlations(predicted, truth)
+            ax.set_title(
+                f"{name} ({setting})\nPearson {scores['pearson']}, Spearman {scores['spearman']}",
+                fontsize=8,
+            )
+            ax.set_xlabel("true Dice", fontsize=8)
+            ax.set_ylabel("predicted Dice", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
