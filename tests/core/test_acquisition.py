@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -18,6 +20,7 @@ from napari_active_sam.core.active.acquisition import (
 from napari_active_sam.core.active.bayes_head import BayesHead, BayesHeadNet
 from napari_active_sam.core.active.suggest import pick_peaks
 from napari_active_sam.core.annotate.session import AnnotationSession
+from napari_active_sam.core.engine import embeddings, predictor
 from napari_active_sam.core.engine.architectures import ARCHITECTURES, DEMO_ARCHITECTURE
 from napari_active_sam.core.engine.checkpoints import random_model
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
@@ -232,3 +235,44 @@ def test_session_answer_previews_sams_mask_and_ranks_slices(tiny_model, tiny_hea
     assert {i for i, _ in ranked} == {(2,), (3,)} and ranked[0][1] >= ranked[1][1]
     session.forget((3,))  # a fresh start on a slice keeps its last known uncertainty
     assert {i for i, _ in session.most_uncertain()} == {(2,), (3,)}
+
+
+def _count_calls(functions, call):
+    """Run ``call()`` and count how often each of ``functions`` ran (by code object, so a
+    function counts wherever it was imported to)."""
+    codes = {inspect.unwrap(f).__code__: name for name, f in functions.items()}
+    counts = dict.fromkeys(functions, 0)
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            counts[codes[frame.f_code]] += 1
+
+    sys.setprofile(profile)
+    try:
+        result = call()
+    finally:
+        sys.setprofile(None)
+    return result, counts
+
+
+@pytest.mark.parametrize("acquisition", [None, *Acquisition])
+def test_a_click_looks_up_the_slice_and_chooses_the_shown_head_once(
+    tiny_model, tiny_head, ct_volume, acquisition
+):
+    session = AnnotationSession(
+        tiny_model, SliceSource(ct_volume), EmbeddingStore(tiny_model.model_id)
+    )
+    session.head = tiny_head
+    watched = {
+        "signature": embeddings.slice_signature,
+        "encoder": embeddings.SliceEncoder.encode,
+        "shown_head": predictor.shown_head,
+        "decoder": predictor.Predictor.predict,
+    }
+    first = PromptSet((Click(25, 20, True),))
+    _, counts = _count_calls(watched, lambda: session.answer((2,), first, acquisition))
+    assert counts == {"signature": 1, "encoder": 1, "shown_head": 1, "decoder": 1}
+    second = first.with_click(Click(10, 10, False))
+    answer, counts = _count_calls(watched, lambda: session.answer((2,), second, acquisition))
+    assert counts == {"signature": 1, "encoder": 0, "shown_head": 1, "decoder": 1}
+    assert answer.head == 0 and np.array_equal(answer.mask, answer.prediction.mask(0))

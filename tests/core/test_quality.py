@@ -408,7 +408,9 @@ def test_evaluation_reports_correlations_selection_and_a_plot(full_models, tmp_p
         for estimator in ESTIMATORS:
             scores = summary[setting][estimator.value]
             assert scores["objects"] > 5 and -1 <= scores["pearson"] <= 1
-    assert summary["selection"]["choices"] == 2 * 2 * 2
+    judged = {(r["image"], r["label"]) for r in result["records"]}
+    assert {r["image"] for r in result["records"]} == {1, 2}
+    assert summary["selection"]["choices"] == 2 * len(judged)  # a choice per click per object
     assert summary["selection"]["gain_over_sam"]["iou_head"] == 0.0  # SAM's own choice
     oracle = summary["selection"]["mean_dice"]["oracle"]
     assert all(v <= oracle + 1e-9 for v in summary["selection"]["mean_dice"].values())

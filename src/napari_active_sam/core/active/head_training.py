@@ -16,14 +16,15 @@ from laplace import Laplace
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..data.scenes import encoded_scenes
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding
 from ..engine.geometry import acquisition_grid
-from ..engine.predictor import Predictor, shown_head
-from ..enums import HessianStructure, PriorMethod
+from ..engine.predictor import Predictor
+from ..enums import HessianStructure, PriorMethod, SceneKind
 from ..errors import ActiveSamError
 from ..progress import Progress
-from ..prompts import Click, PromptSet
+from ..sim.episode import episode, sam_recipe
 from .bayes_head import HIDDEN, BayesHead, BayesHeadNet, grid_target, head_inputs
 
 
@@ -63,36 +64,21 @@ def simulate_examples(
 ) -> list[HeadExample]:
     """Click sets on one object, as a user would build them, each with its target.
 
-    The first click goes inside the object, later ones into the error of the mask shown
-    (SAM's interactive recipe, :func:`~napari_active_sam.core.training.error_click`), with
-    the shown logits fed back. Every step gives one example.
+    One :func:`~napari_active_sam.core.sim.episode.episode` of SAM's interactive recipe
+    (:func:`~napari_active_sam.core.sim.episode.sam_recipe`: the first click inside the
+    object, later ones into the error of the mask shown, its logits fed back); every step
+    gives one example.
     """
-    from ..sim.clicker import click_inside, error_click
-
     gt = np.asarray(gt, bool)
     if not gt.any():
         return []
     model = predictor.model
     target = grid_target(gt, embedding, model)
-    clicked = np.zeros_like(gt)
-    row, col = click_inside(gt, rng)
-    prompts = PromptSet((Click(float(col), float(row), True),))
-    clicked[row, col] = True
-    previous = None
-    examples = []
-    for step in range(clicks):
-        prediction = predictor.predict(embedding, prompts, previous)
-        head = shown_head(prediction, prompts)
-        logits = prediction.low_res_logits[head]
-        examples.append(HeadExample(head_inputs(logits, prompts, embedding, model), target))
-        if step == clicks - 1:
-            break
-        shown = prediction.probability(head) > 0.5
-        row, col, positive = error_click(gt, shown, clicked, rng)
-        clicked[row, col] = True
-        prompts = prompts.with_click(Click(float(col), float(row), positive))
-        previous = logits
-    return examples
+    opening, correct = sam_recipe(gt, rng)
+    return [
+        HeadExample(head_inputs(step.feedback, step.prompts, embedding, model), target)
+        for step in episode(predictor, embedding, opening, correct, clicks)
+    ]
 
 
 @dataclass(frozen=True)
@@ -294,22 +280,12 @@ def generated_examples(
     objects_per_image: int = 4,
 ) -> Generator[Progress, None, list[HeadExample]]:
     """Simulated click sets on freshly generated scenes (the shipped model's head data)."""
-    from ..data.scenes import make_scene
-    from ..engine.embeddings import SliceEncoder
-    from ..engine.preprocess import to_sam_rgb
-
     rng = np.random.default_rng(seed)
-    encoder, predictor = SliceEncoder(model), Predictor(model)
-    size = model.architecture.img_size
+    predictor = Predictor(model)
+    scenes = encoded_scenes(model, images, rng, [SceneKind(kind)], f"generated-{seed}")
     examples: list[HeadExample] = []
-    for done in range(1, images + 1):
-        scene = make_scene(kind, rng, size)
-        rgb = to_sam_rgb(scene.image, scene.window.limits(scene.image))
-        (embedding,) = encoder.encode([rgb], [f"generated-{seed}-{done}"])
-        labels = np.unique(scene.labels[scene.labels > 0])
-        for label in rng.permutation(labels)[:objects_per_image]:
-            examples += simulate_examples(
-                predictor, embedding, scene.object_mask(int(label)), rng, clicks
-            )
+    for done, (scene, _, embedding) in enumerate(scenes, 1):
+        for _, gt in scene.sample_objects(rng, objects_per_image):
+            examples += simulate_examples(predictor, embedding, gt, rng, clicks)
         yield Progress(done, images, f"simulating clicks on generated image {done}/{images}")
     return examples

@@ -22,7 +22,7 @@ from ..engine.embeddings import (
     slice_key,
     slice_signature,
 )
-from ..engine.predictor import Prediction, Predictor, shown_head, shown_mask
+from ..engine.predictor import Prediction, Predictor, shown_head
 from ..engine.preprocess import SliceSource
 from ..progress import Progress
 from ..prompts import PromptSet
@@ -35,13 +35,17 @@ class Answer:
     Attributes
     ----------
     prediction : Prediction
+    head : int
+        The head whose mask is shown (:func:`~napari_active_sam.core.engine.predictor.
+        shown_head`).
     mask : np.ndarray
-        Boolean ``(H, W)`` mask to preview: that of SAM's shown head.
+        Boolean ``(H, W)`` mask to preview: that of ``head``.
     uncertainty : Uncertainty or None
         Map and suggestions, when an acquisition function was asked for.
     """
 
     prediction: Prediction
+    head: int
     mask: np.ndarray
     uncertainty: Uncertainty | None = None
 
@@ -92,24 +96,6 @@ class AnnotationSession:
         here = np.array(current or (0,), float)
         return sorted(indices, key=lambda i: float(np.abs(np.array(i or (0,)) - here).sum()))
 
-    def predict(self, index: tuple[int, ...], prompts: PromptSet) -> Prediction:
-        """Decode ``prompts`` on slice ``index`` (encoding it first if needed).
-
-        The logits of the previous answer on this slice are fed back, as in SAM's
-        interactive use, but only when ``prompts`` extend the prompts of that answer (clicks
-        added, nothing moved, removed or flipped); otherwise SAM starts afresh. Safe to call
-        from several worker threads.
-        """
-        embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
-        with self._lock:
-            earlier = self.previous.get(index)
-            logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
-            prediction = self.predictor.predict(embedding, prompts, logits)
-            head = shown_head(prediction, prompts)
-            self.previous[index] = (prompts, prediction.low_res_logits[head])
-            self.slice_uncertainty[index] = object_uncertainty(prediction)
-        return prediction
-
     def answer(
         self,
         index: tuple[int, ...],
@@ -119,18 +105,31 @@ class AnnotationSession:
         suggestions: int = 5,
         rng: np.random.Generator | None = None,
     ) -> Answer:
-        """:meth:`predict`, plus the acquisition map and suggestions when one is named
-        (BALD needs :attr:`head`)."""
-        prediction = self.predict(index, prompts)
-        mask = shown_mask(prediction, prompts)
-        if not acquisition:
-            return Answer(prediction, mask)
+        """Decode ``prompts`` on slice ``index`` (encoding it first if needed), and draw the
+        acquisition map and suggestions when one is named (BALD needs :attr:`head`).
+
+        The slice's embedding is looked up once and the shown head chosen once; both serve
+        the mask and the map. The logits of the previous answer on this slice are fed back,
+        as in SAM's interactive use, but only when ``prompts`` extend the prompts of that
+        answer (clicks added, nothing moved, removed or flipped); otherwise SAM starts
+        afresh. Safe to call from several worker threads.
+        """
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
+        with self._lock:
+            earlier = self.previous.get(index)
+            logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
+            prediction = self.predictor.predict(embedding, prompts, logits)
+            head = shown_head(prediction, prompts)
+            self.previous[index] = (prompts, prediction.low_res_logits[head])
+            self.slice_uncertainty[index] = object_uncertainty(prediction)
+        mask = prediction.mask(head)
+        if not acquisition:
+            return Answer(prediction, head, mask)
         found = uncertainty(
             acquisition, prediction, prompts, embedding, self.model, self.head, samples,
-            suggestions, rng=rng,
+            suggestions, rng=rng, shown=head,
         )  # fmt: skip
-        return Answer(prediction, mask, found)
+        return Answer(prediction, head, mask, found)
 
     def forget(self, index: tuple[int, ...]) -> None:
         with self._lock:

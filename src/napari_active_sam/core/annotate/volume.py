@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.predictor import shown_mask
 from ..progress import Progress
 from ..sim.clicker import prompts_from_mask
 from .session import AnnotationSession
@@ -104,9 +103,9 @@ def _from_neighbour(
         return None
     prompts = prompts_from_mask(neighbour)
     session.forget((z,))
-    prediction = session.predict((z,), prompts)
-    mask = shown_mask(prediction, prompts)
-    if prediction.iou[0] < settings.min_iou:
+    answer = session.answer((z,), prompts)
+    mask = answer.mask
+    if answer.prediction.iou[0] < settings.min_iou:
         return None
     area, before = mask.sum(), neighbour.sum()
     if area < settings.min_area_fraction * before or area > settings.max_area_growth * before:

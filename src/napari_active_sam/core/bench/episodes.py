@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from ..enums import Strategy
 from ..errors import ActiveSamError, ImageError
 from ..metrics import dice, iou, oracle_choice
 from ..progress import Progress
-from ..prompts import Click, PromptSet
+from ..prompts import PromptSet
+from ..sim.episode import ClickList, Step, clicks_to_prompts, episode
 from .strategies import STRATEGIES, ClickContext, first_click
 
 
@@ -54,6 +56,35 @@ class EpisodeResult:
     first: Prediction | None = None
     shown: np.ndarray | None = None
     counts: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+
+    def record(self, gt: np.ndarray, step: Step) -> None:
+        """Add one step's clicks and scores."""
+        shown, prediction = step.shown, step.prediction
+        if step.iteration == 1:
+            self.first = prediction
+        self.clicks.append(list(step.turn.added))
+        self.ious.append(iou(gt, shown))
+        self.dices.append(dice(gt, shown))
+        best, best_dice = oracle_choice(gt, [prediction.probability(h) for h in (1, 2, 3)])
+        self.oracle_dices.append(best_dice)
+        self.counts.append(
+            (
+                int(np.count_nonzero(gt & shown)),
+                int(np.count_nonzero(gt | shown)),
+                int(np.count_nonzero(shown)),
+                int(np.count_nonzero(gt & best)),
+                int(np.count_nonzero(best)),
+            )
+        )
+        self.shown = shown
+
+    def repeat_last(self, iterations: int) -> None:
+        """Repeat the last scores up to ``iterations`` (a strategy with nothing left to ask
+        keeps the mask it has)."""
+        while len(self.ious) < iterations:
+            for series in (self.ious, self.dices, self.oracle_dices, self.counts):
+                series.append(series[-1])
+            self.clicks.append([])
 
 
 def run_episode(
@@ -93,80 +124,39 @@ def run_episode(
     require_head([strategy], bayes_head is not None, predictor.model.name)
     rng = rng or np.random.default_rng(0)
     gt = np.asarray(gt, bool)
-    result = EpisodeResult()
-    shown = np.zeros_like(gt)
-    clicked = np.zeros_like(gt)
-    prompts = PromptSet()
-    previous: np.ndarray | None = None
-    state: dict[str, Any] = {}
+    opening = first_click(spec, gt, rng)
+    if not opening:
+        raise ActiveSamError("The object has no pixel to click: its mask is empty.")
+    choose = _best_multimask if spec.multimask_every_step else shown_head
 
-    def decode(extra: Iterable[tuple[int, int, bool]], iteration: int):
-        added = prompts
-        for row, col, positive in extra:
-            added = added.with_click(Click(x=float(col), y=float(row), positive=positive))
-        prediction = predictor.predict(embedding, added, previous)
-        if spec.multimask_every_step:
-            head = prediction.best_multimask_head
-        else:
-            head = shown_head(prediction, added)
-        return added, prediction, head
+    def correct(step: Step) -> ClickList:
+        def dice_if_clicked(click: tuple[int, int, bool]) -> float:
+            prompts = step.prompts.with_click(clicks_to_prompts([click]).clicks[0])
+            prediction = predictor.predict(embedding, prompts, step.feedback)
+            return dice(gt, prediction.mask(choose(prediction, prompts)))
 
-    def dice_if_clicked(click: tuple[int, int, bool]) -> float:
-        _, prediction, head = decode([click], state["iteration"])
-        return dice(gt, prediction.probability(head) > 0.5)
-
-    computed: dict[str, Uncertainty] = {}
-
-    def current_uncertainty(name: str) -> Uncertainty:
-        if name not in computed:
-            computed[name] = uncertainty(
-                name, prediction, prompts, embedding, predictor.model, bayes_head, samples, 5,
-                rng=rng, shown=head,
+        @functools.cache
+        def current_uncertainty(name: str) -> Uncertainty:
+            return uncertainty(
+                name, step.prediction, step.prompts, embedding, predictor.model, bayes_head,
+                samples, 5, rng=rng, shown=step.head,
             )  # fmt: skip
-        return computed[name]
 
-    prediction: Prediction | None = None
-    head: int | None = None
-    for iteration in range(1, max_clicks + 1):
-        state["iteration"] = iteration
-        if iteration == 1:
-            clicks = first_click(spec, gt, rng)
-        else:
-            ctx = ClickContext(
-                gt, shown, clicked, prediction, rng, dice_if_clicked, current_uncertainty
-            )
-            clicks = spec.next_clicks(ctx)
-        if not clicks:
-            if not result.ious:
-                raise ActiveSamError("The object has no pixel to click: its mask is empty.")
-            for series in (result.ious, result.dices, result.oracle_dices, result.counts):
-                series.append(series[-1])
-            result.clicks.append([])
-            continue
-        for row, col, _ in clicks:
-            clicked[row, col] = True
-        prompts, prediction, head = decode(clicks, iteration)
-        computed.clear()
-        shown = prediction.probability(head) > 0.5
-        previous = prediction.low_res_logits[head]
-        if iteration == 1:
-            result.first = prediction
-        result.clicks.append(list(clicks))
-        result.ious.append(iou(gt, shown))
-        result.dices.append(dice(gt, shown))
-        best, best_dice = oracle_choice(gt, [prediction.probability(h) for h in (1, 2, 3)])
-        result.oracle_dices.append(best_dice)
-        result.counts.append(
-            (
-                int(np.count_nonzero(gt & shown)),
-                int(np.count_nonzero(gt | shown)),
-                int(np.count_nonzero(shown)),
-                int(np.count_nonzero(gt & best)),
-                int(np.count_nonzero(best)),
-            )
-        )
-    result.shown = shown
+        context = ClickContext(gt, step.shown, step.clicked, step.prediction, rng,
+                               dice_if_clicked, current_uncertainty)  # fmt: skip
+        return spec.next_clicks(context)
+
+    result = EpisodeResult()
+    steps = episode(predictor, embedding, clicks_to_prompts(opening), correct, max_clicks, choose)
+    for step in steps:
+        result.record(gt, step)
+    result.repeat_last(max_clicks)
     return result
+
+
+def _best_multimask(prediction: Prediction, prompts: PromptSet) -> int:
+    """SAM's top-rated multimask head whatever the prompts (EIG's and entropy's episodes)."""
+    return prediction.best_multimask_head
 
 
 def _pooled(counts: list[list[tuple[int, ...]]], gt_area: int) -> dict[str, list[float]]:

@@ -13,7 +13,7 @@ import numpy as np
 from ..active.acquisition import Uncertainty
 from ..engine.predictor import Prediction
 from ..enums import Strategy
-from ..sim.clicker import ClickList, _random_pixel, ritm_next_click
+from ..sim.clicker import ClickList, random_pixel, ritm_next_click
 
 
 @dataclass
@@ -62,17 +62,17 @@ def microsam_strategy(ctx: ClickContext) -> ClickList:
     """micro-sam's iterative protocol: one random positive from the false negatives and one
     random negative from the false positives."""
     clicks = []
-    fn = _random_pixel(ctx.gt & ~ctx.shown & ~ctx.clicked, ctx.rng)
+    fn = random_pixel(ctx.gt & ~ctx.shown & ~ctx.clicked, ctx.rng)
     if fn is not None:
         clicks.append((*fn, True))
-    fp = _random_pixel(~ctx.gt & ctx.shown & ~ctx.clicked, ctx.rng)
+    fp = random_pixel(~ctx.gt & ctx.shown & ~ctx.clicked, ctx.rng)
     if fp is not None:
         clicks.append((*fp, False))
     return clicks
 
 
 def random_strategy(ctx: ClickContext) -> ClickList:
-    pixel = _random_pixel(~ctx.clicked, ctx.rng)
+    pixel = random_pixel(~ctx.clicked, ctx.rng)
     return [] if pixel is None else [_answered(ctx, *pixel)]
 
 
@@ -102,7 +102,7 @@ def oracle_strategy(ctx: ClickContext) -> ClickList:
     if first is not None:
         candidates.append(first)
     for _ in range(ORACLE_CANDIDATES):
-        pixel = _random_pixel(error, ctx.rng)
+        pixel = random_pixel(error, ctx.rng)
         if pixel is not None:
             candidates.append(_answered(ctx, *pixel))
     if not candidates:
@@ -148,7 +148,7 @@ STRATEGIES: dict[Strategy, StrategySpec] = {
 def first_click(spec: StrategySpec, gt: np.ndarray, rng: np.random.Generator) -> ClickList:
     """The opening click of an episode: RITM's (object centre) or a random inside pixel."""
     if spec.random_first_click:
-        pixel = _random_pixel(gt, rng)
+        pixel = random_pixel(gt, rng)
         return [] if pixel is None else [(*pixel, True)]
     click = ritm_next_click(gt, np.zeros_like(gt))
     return [] if click is None else [click]

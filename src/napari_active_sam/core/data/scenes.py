@@ -18,26 +18,16 @@ what SAM's multimask heads are for.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 from scipy import ndimage
 
-from ..engine.preprocess import IntensityWindow
-
-
-class SceneKind(StrEnum):
-    """Kinds of generated scene."""
-
-    CT = "ct"
-    """CT-like slice in Hounsfield units."""
-    ULTRASOUND = "ultrasound"
-    """B-mode-like image with speckle."""
-    NUCLEI = "nuclei"
-    """Fluorescence microscopy-like nuclei."""
-    MIXED = "mixed"
-    """Generic shapes on textured backgrounds."""
+from ..engine.checkpoints import LoadedModel
+from ..engine.embeddings import Embedding, SliceEncoder
+from ..engine.preprocess import IntensityWindow, to_sam_rgb
+from ..enums import SceneKind
 
 
 @dataclass
@@ -72,6 +62,12 @@ class Scene:
                 if parent == label:
                     mask |= self.labels == child
         return mask
+
+    def sample_objects(self, rng: np.random.Generator, count: int) -> list[tuple[int, np.ndarray]]:
+        """Up to ``count`` of the scene's objects in random order: ``(label, mask)`` each,
+        the mask with its children (:meth:`object_mask`)."""
+        labels = rng.permutation(np.unique(self.labels[self.labels > 0]))[:count]
+        return [(int(label), self.object_mask(int(label))) for label in labels]
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -338,6 +334,46 @@ def make_scene(kind: str | SceneKind, rng: np.random.Generator, size: int = 256)
         scene = _GENERATORS[kind](rng, size)
         if scene.labels.max() > 0:
             return scene
+
+
+def scene_kinds(kind: str) -> list[SceneKind]:
+    """The kinds a run of generated scenes cycles through: every kind for ``"all"``, else
+    ``kind`` alone.
+
+    Raises
+    ------
+    ValueError
+        An unknown kind.
+    """
+    return list(SceneKind) if kind == "all" else [SceneKind(kind)]
+
+
+def encoded_scenes(
+    model: LoadedModel, count: int, rng: np.random.Generator, kinds: list[SceneKind], tag: str
+) -> Iterator[tuple[Scene, np.ndarray, Embedding]]:
+    """Generated scenes at the model's input size, windowed and encoded one at a time.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    count : int
+        Scenes to make; their kinds cycle through ``kinds``.
+    rng : np.random.Generator
+        Draws the scenes (and is shared with the caller's clicks).
+    tag : str
+        Prefix of the embeddings' signatures (``f"{tag}-{n}"``, n from 1).
+
+    Yields
+    ------
+    (Scene, np.ndarray, Embedding)
+        The scene, its uint8 ``(S, S, 3)`` SAM input and its embedding.
+    """
+    encoder = SliceEncoder(model)
+    for done in range(1, count + 1):
+        scene = make_scene(kinds[(done - 1) % len(kinds)], rng, model.architecture.img_size)
+        rgb = to_sam_rgb(scene.image, scene.window.limits(scene.image))
+        (embedding,) = encoder.encode([rgb], [f"{tag}-{done}"])
+        yield scene, rgb, embedding
 
 
 def write_dataset(

@@ -8,11 +8,11 @@ high end, -inf as its low end; a slice with no finite value is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from ..enums import WindowKind
 from ..errors import ImageError
 
 MIN_SIDE = 2
@@ -22,13 +22,6 @@ _PERCENTILE_SAMPLE = 4_000_000
 """Values sampled (evenly strided) to estimate percentiles of a large volume."""
 
 
-class WindowKind(StrEnum):
-    """How intensities are mapped to 0-255."""
-
-    PERCENTILE = "percentile"
-    """Between two percentiles of the data (robust default for any modality)."""
-    FIXED = "fixed"
-    """Between two fixed values in the data's units (e.g. Hounsfield units)."""
 
 
 CT_PRESETS: dict[str, tuple[float, float]] = {

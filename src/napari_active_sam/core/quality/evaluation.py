@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.embeddings import SliceEncoder
-from ..engine.predictor import shown_head
+from ..data.scenes import encoded_scenes, scene_kinds
+from ..engine.embeddings import Embedding
 from ..enums import Estimator
 from ..errors import ActiveSamError
 from ..metrics import dice
 from ..progress import Progress
-from ..prompts import Click, PromptSet
+from ..sim.episode import Step, episode, sam_recipe
 from .estimators import ESTIMATORS, QualityModels, QualitySample, estimate_quality, parse_estimator
 from .training import PERTURBATIONS, perturbed_mask
 
@@ -30,6 +30,53 @@ def _correlations(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float |
         "spearman": None if constant else round(float(stats.spearmanr(predicted, truth)[0]), 4),
         "mae": round(float(np.mean(np.abs(predicted - truth))), 4) if len(truth) else None,
     }
+
+
+PROMPTED = (Estimator.IOU_HEAD, Estimator.POSTERIOR, Estimator.ENSEMBLE)
+"""Estimators whose answer depends on the prompts (judged again from the mask alone)."""
+
+
+def _judge(
+    sample: QualitySample, models: QualityModels, names: Sequence[Estimator]
+) -> dict[str, float]:
+    """Each estimator's predicted Dice of one sample, with a fixed seed."""
+    return {
+        e.value: estimate_quality(e, sample, models, np.random.default_rng(0)).predicted_dice
+        for e in names
+    }
+
+
+def _judge_heads(
+    step: Step,
+    gt: np.ndarray,
+    rgb: np.ndarray,
+    embedding: Embedding,
+    models: QualityModels,
+    names: Sequence[Estimator],
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Every head's mask after one step, judged knowing SAM's answer and from the mask
+    alone; and the true Dice of the multimask mask each estimator (SAM's IoU head, an
+    oracle) would pick."""
+    prediction, prompts = step.prediction, step.prompts
+    records, truths, predicted = [], [], []
+    for head in range(4):
+        mask = prediction.mask(head)
+        truth = dice(gt, mask)
+        own = _judge(QualitySample(rgb, mask, embedding, prompts, prediction, head), models, names)
+        found = {"step": step.iteration, "origin": f"head{head}", "true_dice": truth}
+        records.append({**found, "setting": "sam_outputs", "predicted": own})
+        if mask.any():
+            alone = _judge(QualitySample(rgb, mask, embedding), models,
+                           [e for e in names if e in PROMPTED])  # fmt: skip
+            records.append({**found, "setting": "masks_only", "predicted": {**own, **alone}})
+        truths.append(truth)
+        predicted.append(own)
+    multimask = range(1, 4)
+    choice = {"sam_iou_head": truths[prediction.best_multimask_head],
+              "oracle": max(truths[h] for h in multimask)}  # fmt: skip
+    for e in names:
+        choice[e.value] = truths[max(multimask, key=lambda h: predicted[h][e.value])]
+    return records, choice
 
 
 def evaluate_estimators(
@@ -69,84 +116,31 @@ def evaluate_estimators(
         ``{"summary": {...}, "records": [...]}``; a record per judged mask with its
         ``setting``, ``origin``, ``true_dice`` and ``predicted`` per estimator.
     """
-    from ..data.scenes import make_scene
-    from ..engine.preprocess import to_sam_rgb
-    from ..enums import SceneKind
-    from ..sim.clicker import click_inside, error_click
-
     names = [parse_estimator(e) for e in estimators]
     names = [e for e in names if ESTIMATORS[e].missing(models) is None]
     if not names:
         raise ActiveSamError("None of the estimators can answer with these models.")
     model, predictor = models.model, models.predictor
     rng = np.random.default_rng(seed)
-    kinds = list(SceneKind) if kind == "all" else [SceneKind(kind)]
-    encoder = SliceEncoder(model)
+    scenes = encoded_scenes(model, images, rng, scene_kinds(kind), f"quality-eval-{seed}")
     records: list[dict[str, Any]] = []
     selections: list[dict[str, float]] = []
-
-    def judge(sample: QualitySample, chosen: Sequence[Estimator]) -> dict[str, float]:
-        return {
-            e.value: estimate_quality(e, sample, models, np.random.default_rng(0)).predicted_dice
-            for e in chosen
-        }
-
-    prompted = (Estimator.IOU_HEAD, Estimator.POSTERIOR, Estimator.ENSEMBLE)
-    mask_only = [e for e in names if e in prompted]
-    for done in range(1, images + 1):
-        scene = make_scene(kinds[(done - 1) % len(kinds)], rng, model.architecture.img_size)
-        rgb = to_sam_rgb(scene.image, scene.window.limits(scene.image))
-        (embedding,) = encoder.encode([rgb], [f"quality-eval-{seed}-{done}"])
-        labels = np.unique(scene.labels[scene.labels > 0])
-        for label in rng.permutation(labels)[:objects_per_image]:
-            gt = scene.object_mask(int(label))
-            where = {"image": done, "kind": scene.kind.value, "label": int(label)}
-            clicked = np.zeros_like(gt)
-            row, col = click_inside(gt, rng)
-            prompts = PromptSet((Click(float(col), float(row), True),))
-            clicked[row, col] = True
-            previous = None
-            for step in range(1, clicks + 1):
-                prediction = predictor.predict(embedding, prompts, previous)
-                truths, predicted = [], []
-                for head in range(4):
-                    mask = prediction.mask(head)
-                    truth = dice(gt, mask)
-                    sample = QualitySample(rgb, mask, embedding, prompts, prediction, head)
-                    own = judge(sample, names)
-                    records.append({**where, "step": step, "setting": "sam_outputs",
-                                    "origin": f"head{head}", "true_dice": truth,
-                                    "predicted": own})  # fmt: skip
-                    if mask.any():
-                        external = QualitySample(rgb, mask, embedding)
-                        alone = {**own, **judge(external, mask_only)}
-                        records.append({**where, "step": step, "setting": "masks_only",
-                                        "origin": f"head{head}", "true_dice": truth,
-                                        "predicted": alone})  # fmt: skip
-                    truths.append(truth)
-                    predicted.append(own)
-                multimask = range(1, 4)
-                choice = {"sam_iou_head": truths[prediction.best_multimask_head],
-                          "oracle": max(truths[h] for h in multimask)}  # fmt: skip
-                for e in names:
-                    best = max(multimask, key=lambda h: predicted[h][e.value])
-                    choice[e.value] = truths[best]
+    for done, (scene, rgb, embedding) in enumerate(scenes, 1):
+        for label, gt in scene.sample_objects(rng, objects_per_image):
+            where = {"image": done, "kind": scene.kind.value, "label": label}
+            opening, correct = sam_recipe(gt, rng)
+            for step in episode(predictor, embedding, opening, correct, clicks):
+                judged, choice = _judge_heads(step, gt, rgb, embedding, models, names)
+                records += [{**where, **record} for record in judged]
                 selections.append(choice)
-                head = shown_head(prediction, prompts)
-                shown = prediction.mask(head)
-                row, col, positive = error_click(gt, shown, clicked, rng)
-                clicked[row, col] = True
-                prompts = prompts.with_click(Click(float(col), float(row), positive))
-                previous = prediction.low_res_logits[head]
-            kinds_left = rng.choice(PERTURBATIONS, perturbations, replace=False)
-            for perturbation in kinds_left:
+            for perturbation in rng.choice(PERTURBATIONS, perturbations, replace=False):
                 mask = perturbed_mask(gt, str(perturbation), rng)
                 if not mask.any():
                     continue
                 sample = QualitySample(rgb, mask, embedding)
                 records.append({**where, "step": 0, "setting": "masks_only",
                                 "origin": str(perturbation), "true_dice": dice(gt, mask),
-                                "predicted": judge(sample, names)})  # fmt: skip
+                                "predicted": _judge(sample, models, names)})  # fmt: skip
         yield Progress(done, images, f"judged masks on held-out image {done}/{images}")
 
     summary: dict[str, Any] = {

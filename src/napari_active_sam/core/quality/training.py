@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
+from ..data.scenes import encoded_scenes, scene_kinds
 from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import Embedding, SliceEncoder
-from ..engine.predictor import Predictor, shown_head
+from ..engine.embeddings import Embedding
+from ..engine.predictor import Predictor
 from ..errors import ActiveSamError
 from ..metrics import dice
 from ..progress import Progress
-from ..prompts import Click, PromptSet
+from ..sim.episode import episode, sam_recipe
 from .estimators import prompts_for_mask
 from .features import CROP_SIZE, embedding_features, overlay_crop
 from .networks import CropQualityNet, FeatureQualityNet, QualityRegressor
@@ -114,34 +115,19 @@ def candidate_masks(
 ) -> list[tuple[str, np.ndarray]]:
     """Masks of one object from simulated prompting, good and bad, named by origin.
 
-    A click session as in :func:`~napari_active_sam.core.bayes_head.simulate_examples`
-    (first click inside, later ones into the error of the shown mask, logits fed back)
-    gives all four heads' masks after every click; a box-and-click prompt from the ground
+    An episode of SAM's interactive recipe (:func:`~napari_active_sam.core.sim.episode.
+    sam_recipe`: first click inside, later ones into the error of the shown mask, logits fed
+    back) gives all four heads' masks after every click; a box-and-click prompt from the ground
     truth gives four more; ``perturbations`` random :func:`perturbed_mask` results follow.
     Empty masks are left out.
     """
-    from ..sim.clicker import click_inside, error_click
-
     gt = np.asarray(gt, bool)
     candidates: list[tuple[str, np.ndarray]] = []
     if not gt.any():
         return candidates
-    clicked = np.zeros_like(gt)
-    row, col = click_inside(gt, rng)
-    prompts = PromptSet((Click(float(col), float(row), True),))
-    clicked[row, col] = True
-    previous = None
-    for step in range(clicks):
-        prediction = predictor.predict(embedding, prompts, previous)
-        candidates += [(f"click-head{h}", prediction.mask(h)) for h in range(4)]
-        if step == clicks - 1:
-            break
-        head = shown_head(prediction, prompts)
-        shown = prediction.mask(head)
-        row, col, positive = error_click(gt, shown, clicked, rng)
-        clicked[row, col] = True
-        prompts = prompts.with_click(Click(float(col), float(row), positive))
-        previous = prediction.low_res_logits[head]
+    opening, correct = sam_recipe(gt, rng)
+    for step in episode(predictor, embedding, opening, correct, clicks):
+        candidates += [(f"click-head{h}", step.prediction.mask(h)) for h in range(4)]
     boxed = predictor.predict(embedding, prompts_for_mask(gt))
     candidates += [(f"box-head{h}", boxed.mask(h)) for h in range(4)]
     weights = np.array([1.0, 2.0, 2.0, 2.0, 2.0, 0.5])
@@ -204,29 +190,19 @@ def generated_examples(
     seed : int
         Seeds the scenes and the clicks.
     kind : str
-        A :class:`~napari_active_sam.core.synthetic.SceneKind`, or ``"all"``.
+        A :class:`~napari_active_sam.core.enums.SceneKind`, or ``"all"``.
 
     Yields
     ------
     Progress
         After each scene.
     """
-    from ..data.scenes import make_scene
-    from ..engine.preprocess import to_sam_rgb
-    from ..enums import SceneKind
-
     rng = np.random.default_rng(seed)
-    kinds = list(SceneKind) if kind == "all" else [SceneKind(kind)]
-    encoder, predictor = SliceEncoder(model), Predictor(model)
-    size = model.architecture.img_size
+    predictor = Predictor(model)
+    scenes = encoded_scenes(model, images, rng, scene_kinds(kind), f"quality-{seed}")
     examples: list[QualityExample] = []
-    for done in range(1, images + 1):
-        scene = make_scene(kinds[(done - 1) % len(kinds)], rng, size)
-        rgb = to_sam_rgb(scene.image, scene.window.limits(scene.image))
-        (embedding,) = encoder.encode([rgb], [f"quality-{seed}-{done}"])
-        labels = np.unique(scene.labels[scene.labels > 0])
-        for label in rng.permutation(labels)[:objects_per_image]:
-            gt = scene.object_mask(int(label))
+    for done, (scene, rgb, embedding) in enumerate(scenes, 1):
+        for _, gt in scene.sample_objects(rng, objects_per_image):
             found = candidate_masks(predictor, embedding, gt, rng, clicks, perturbations)
             examples += quality_examples(rgb, embedding, gt, found, model)
         yield Progress(done, images, f"simulating prompts on generated image {done}/{images}")

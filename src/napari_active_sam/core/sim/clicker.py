@@ -54,9 +54,10 @@ def ritm_next_click(
 
 
 ClickList = list[tuple[int, int, bool]]
+"""Clicks as ``(row, col, positive)`` in pixels of the slice."""
 
 
-def _random_pixel(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
+def random_pixel(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
     rows, cols = np.nonzero(region)
     if rows.size == 0:
         return None
@@ -92,7 +93,7 @@ def error_click(
     return int(rows[i]), int(cols[i]), bool(gt[rows[i], cols[i]])
 
 
-def _noisy_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def noisy_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rows, cols = np.nonzero(mask)
     y0, y1, x0, x1 = rows.min(), rows.max(), cols.min(), cols.max()
     h, w = y1 - y0 + 1, x1 - x0 + 1

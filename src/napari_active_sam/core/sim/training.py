@@ -25,7 +25,9 @@ from ..engine.preprocess import to_sam_rgb
 from ..enums import SceneKind
 from ..errors import ActiveSamError, CheckpointError
 from ..progress import Progress
-from .clicker import _noisy_box, click_inside, error_click
+from ..prompts import PromptSet
+from .clicker import click_inside, noisy_box
+from .episode import Step, clicks_to_prompts, corrections, interaction
 
 
 @dataclass(frozen=True)
@@ -183,29 +185,21 @@ def interactive_step(
     image_pe = sam.prompt_encoder.get_dense_pe()
     target = torch.as_tensor(targets, device=device, dtype=torch.float32)
 
-    coords: list[list[tuple[float, float]]] = [[] for _ in range(batch)]
-    labels: list[list[int]] = [[] for _ in range(batch)]
-    clicked = np.zeros(targets.shape, bool)
-    boxes = None
     if use_box:
-        boxes = torch.as_tensor(np.stack([_noisy_box(t, rng) for t in targets]), device=device)
+        openings = [PromptSet(box=tuple(map(float, noisy_box(t, rng)))) for t in targets]
     else:
-        for b in range(batch):
-            row, col = click_inside(first_regions[b], rng)
-            coords[b].append((col, row))
-            labels[b].append(1)
-            clicked[b, row, col] = True
-
+        openings = [clicks_to_prompts([(*click_inside(r, rng), True)]) for r in first_regions]
+    # One interaction per image, driven in lockstep: each round is decoded for the batch.
+    loops = [
+        interaction(gt.shape, opening, corrections(gt, rng), iterations)
+        for gt, opening in zip(targets, openings, strict=True)
+    ]
+    turns = [next(loop) for loop in loops]
     previous = None
     total = torch.zeros((), device=device)
     stats = {"loss": 0.0, "iou_first": 0.0, "iou_last": 0.0}
     for iteration in range(iterations):
-        points = None
-        if coords[0]:
-            points = (
-                torch.as_tensor(np.array(coords, np.float32), device=device),
-                torch.as_tensor(np.array(labels), device=device),
-            )
+        points, boxes = _batch_prompts([turn.prompts for turn in turns], device)
         sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=previous)
         low_res, iou_pred = decode_batch(sam.mask_decoder, embeddings, image_pe, sparse, dense)
         logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
@@ -231,14 +225,32 @@ def interactive_step(
         chosen_iou = true_iou[chosen, head].mean().item()
         stats["iou_first" if iteration == 0 else "iou_last"] = chosen_iou
         if iteration < iterations - 1:
-            for b in range(batch):
-                row, col, positive = error_click(targets[b], shown[b], clicked[b], rng)
-                coords[b].append((col, row))
-                labels[b].append(int(positive))
-                clicked[b, row, col] = True
+            turns = [
+                loop.send(Step(turn, mask=mask))
+                for loop, turn, mask in zip(loops, turns, shown, strict=True)
+            ]
     total = total / iterations
     stats["loss"] = float(total.item())
     return total, stats
+
+
+def _batch_prompts(
+    prompts: list[PromptSet], device: torch.device
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+    """SAM's prompt-encoder inputs for a batch of prompt sets with equally many clicks:
+    ``((B, N, 2) coordinates, (B, N) labels)`` or None, and ``(B, 4)`` boxes or None."""
+    points = None
+    if prompts[0].clicks:
+        arrays = [p.point_arrays() for p in prompts]
+        points = (
+            torch.as_tensor(np.stack([coords for coords, _ in arrays]), device=device),
+            torch.as_tensor(np.stack([labels for _, labels in arrays]).astype(np.int64),
+                            device=device),
+        )  # fmt: skip
+    boxes = None
+    if prompts[0].box is not None:
+        boxes = torch.as_tensor(np.array([p.box for p in prompts], np.float32), device=device)
+    return points, boxes
 
 
 def _device_name(device: torch.device) -> str:
