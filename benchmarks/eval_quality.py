@@ -22,6 +22,7 @@ import torch
 
 from napari_active_sam.core.engine.checkpoints import load_model
 from napari_active_sam.core.enums import Estimator
+from napari_active_sam.core.progress import drain
 from napari_active_sam.core.quality.estimators import QualityModels
 from napari_active_sam.core.quality.evaluation import evaluate_estimators, plot_quality
 
@@ -56,13 +57,7 @@ def main() -> None:
         objects_per_image=args.objects,
         estimators=[e.strip() for e in args.estimators.split(",") if e.strip()],
     )
-    while True:
-        try:
-            progress = next(steps)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        print(progress.message, file=sys.stderr)
+    result = drain(steps, lambda progress: print(progress.message, file=sys.stderr))
     summary = result["summary"]
     summary["plot"] = str(plot_quality(result["records"], args.plot))
     summary["wall_time_s"] = round(time.perf_counter() - started, 1)

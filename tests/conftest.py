@@ -7,6 +7,7 @@ import pytest
 
 from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE, Architecture
 from napari_active_sam.core.engine.checkpoints import random_model, save_checkpoint
+from napari_active_sam.core.progress import drain
 
 TINY = SMOKE_ARCHITECTURE
 
@@ -38,12 +39,6 @@ def ct_volume() -> np.ndarray:
     return (volume + rng.normal(0, 10, volume.shape)).astype(np.int16)
 
 
-def _drain(generator):
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +46,7 @@ def tiny_examples():
     """Click sets simulated with the tiny random model on two generated scenes."""
     from napari_active_sam.core.active.head_training import generated_examples
 
-    return _drain(generated_examples(random_model(TINY, seed=0), 2, seed=5, clicks=3))
+    return drain(generated_examples(random_model(TINY, seed=0), 2, seed=5, clicks=3))
 
 
 @pytest.fixture(scope="session")
@@ -60,4 +55,4 @@ def tiny_head(tiny_examples):
     from napari_active_sam.core.active.head_training import HeadConfig, fit_head
 
     config = HeadConfig(steps=30, fit_pixels=3000)
-    return _drain(fit_head(tiny_examples, random_model(TINY, seed=0), config))
+    return drain(fit_head(tiny_examples, random_model(TINY, seed=0), config))

@@ -197,7 +197,7 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .core.active.bayes_head import user_head_path
+    from .core.active.bayes_head import HEAD
     from .core.active.head_training import (
         HeadConfig,
         examples_from_objects,
@@ -226,7 +226,7 @@ def _cmd_train_head(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     head = _drain_with_bar(fit_head(examples, model, config), "fit", unit="step")
-    out = head.save(args.out or user_head_path(model.model_id))
+    out = head.save(args.out or HEAD.users(model.model_id))
     info = head.info
     print(
         f"saved {out}: {info['examples']} click sets, BCE {info['sam_loss']:.4f} (SAM) -> "
@@ -300,7 +300,7 @@ def _cmd_train_quality(args: argparse.Namespace) -> int:
     import torch
 
     from .core.engine.checkpoints import load_model
-    from .core.quality.networks import user_quality_path
+    from .core.quality.networks import QUALITY
     from .core.quality.training import (
         QualityConfig,
         examples_from_objects,
@@ -322,7 +322,7 @@ def _cmd_train_quality(args: argparse.Namespace) -> int:
         crop_steps=args.crop_steps, feature_steps=args.feature_steps, seed=args.seed
     )
     regressor = _drain_with_bar(fit_quality(examples, model, config), "fit", unit="step")
-    out = regressor.save(args.out or user_quality_path(model.model_id))
+    out = regressor.save(args.out or QUALITY.users(model.model_id))
     info = regressor.info
     print(
         f"saved {out}: {info['examples']} masks (mean Dice {info['dice_mean']:.3f}); "

@@ -10,36 +10,25 @@ import torch
 
 from napari_active_sam.core.active import bayes_head
 from napari_active_sam.core.active.bayes_head import (
+    HEAD,
     MAX_SAMPLES,
     BayesHead,
     BayesHeadNet,
     bounded_samples,
     click_maps,
     click_sigma,
-    find_head,
     head_for_model,
     head_inputs,
-    head_path,
-    shipped_head_path,
-    user_head_path,
 )
 from napari_active_sam.core.active.head_training import HeadConfig, fit_head, generated_examples
 from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE as TINY
 from napari_active_sam.core.engine.checkpoints import ModelRef, load_model, random_model
-from napari_active_sam.core.engine.companions import save_companion
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.engine.geometry import acquisition_grid, grid_to_image, image_to_grid
 from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
+from napari_active_sam.core.progress import drain
 from napari_active_sam.core.prompts import Click, PromptSet
-
-
-def _drain(generator):
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
 
 
 def test_click_maps_put_a_unit_gaussian_of_scaled_sigma_on_each_click():
@@ -127,7 +116,7 @@ def test_samples_of_several_inputs_take_turns(tiny_examples, tiny_head, monkeypa
 @pytest.mark.parametrize("structure", ["kron", "full"])
 def test_kron_and_full_posteriors_and_grid_search_prior(tiny_examples, structure):
     config = HeadConfig(steps=5, fit_pixels=2000, structure=structure, prior="gridsearch")
-    head = _drain(fit_head(tiny_examples, random_model(TINY), config))
+    head = drain(fit_head(tiny_examples, random_model(TINY), config))
     assert head.info["structure"] == structure
     assert torch.all(torch.linalg.eigvalsh(head.covariance.double()) > 0)
     assert (
@@ -138,9 +127,9 @@ def test_kron_and_full_posteriors_and_grid_search_prior(tiny_examples, structure
 
 def test_bad_options_and_no_examples_are_clear_errors(tiny_examples):
     with pytest.raises(ActiveSamError, match="diag/kron/full"):
-        _drain(fit_head(tiny_examples, random_model(TINY), HeadConfig(structure="lowrank")))
+        drain(fit_head(tiny_examples, random_model(TINY), HeadConfig(structure="lowrank")))
     with pytest.raises(ActiveSamError, match="commit some objects"):
-        _drain(fit_head([], random_model(TINY)))
+        drain(fit_head([], random_model(TINY)))
 
 
 def test_sample_count_is_bounded():
@@ -163,7 +152,7 @@ def test_saved_head_loads_with_its_model_and_refuses_another(tmp_path, tiny_head
     (tmp_path / "junk.pt").write_bytes(b"not a head")
     with pytest.raises(CheckpointError):
         BayesHead.load(tmp_path / "junk.pt")
-    save_companion(tmp_path / "cut.pt", "head", {"format": 1, "mean": torch.zeros(17)})
+    HEAD.save(tmp_path / "cut.pt", {"format": 1, "mean": torch.zeros(17)})
     with pytest.raises(CheckpointError, match="damaged"):
         BayesHead.load(tmp_path / "cut.pt")
     with pytest.raises(CheckpointError, match="train-head"):
@@ -175,23 +164,23 @@ def test_heads_are_found_next_to_the_checkpoint_and_the_users_first(
 ):
     monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
     ref = ModelRef("tiny", str(tiny_checkpoint))
-    assert find_head(ref) is None
-    assert head_path(tiny_checkpoint) == tiny_checkpoint.with_name("tiny.head.pt")
-    assert shipped_head_path(ref) == head_path(tiny_checkpoint)
+    assert HEAD.find_for(ref) is None
+    assert HEAD.beside(tiny_checkpoint) == tiny_checkpoint.with_name("tiny.head.pt")
+    assert HEAD.shipped(ref) == HEAD.beside(tiny_checkpoint)
     model = ref.load("cpu")
     shipped = BayesHead(tiny_head.net, tiny_head.mean, tiny_head.covariance, model.model_id, 32)
-    shipped.save(head_path(tiny_checkpoint))
-    assert find_head(ref) == head_path(tiny_checkpoint)
+    shipped.save(HEAD.beside(tiny_checkpoint))
+    assert HEAD.find_for(ref) == HEAD.beside(tiny_checkpoint)
     assert head_for_model(model, tiny_checkpoint).model_id == model.model_id
-    shipped.save(user_head_path(model.model_id))
-    assert find_head(ref) == user_head_path(model.model_id)
+    shipped.save(HEAD.users(model.model_id))
+    assert HEAD.find_for(ref) == HEAD.users(model.model_id)
 
 
 def test_the_shipped_demo_head_improves_on_sam_for_fresh_click_sets():
     model = load_model("demo", device="cpu")
     head = head_for_model(model)
     assert head is not None and head.info["structure"] == "full"
-    examples = _drain(generated_examples(model, 6, seed=1234, clicks=4))
+    examples = drain(generated_examples(model, 6, seed=1234, clicks=4))
     inputs = torch.as_tensor(np.stack([e.inputs for e in examples]))
     targets = torch.as_tensor(np.stack([e.target for e in examples]))
     fraction, on_image = targets[:, :1], targets[:, 1:]

@@ -26,14 +26,7 @@ from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.enums import Strategy
 from napari_active_sam.core.errors import ActiveSamError
-
-
-def _drain(generator):
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
+from napari_active_sam.core.progress import drain
 
 
 @pytest.fixture
@@ -74,10 +67,10 @@ def test_bald_without_a_head_is_refused_before_any_work(scene, dataset, tiny_che
         run_episode(predictor, embedding, gt, "bald", 2)
     config = BenchmarkConfig(dataset, ModelRef("tiny", str(tiny_checkpoint)), ("bald",), 2)
     with pytest.raises(ActiveSamError, match="train-head"):
-        _drain(run_benchmark(config, tmp_path / "out", client=None))
+        drain(run_benchmark(config, tmp_path / "out", client=None))
     missing = BenchmarkConfig(dataset, config.model, ("bald",), 2, head=str(tmp_path / "no.pt"))
     with pytest.raises(ActiveSamError, match="No Bayesian head"):
-        _drain(run_benchmark(missing, tmp_path / "out", client=None))
+        drain(run_benchmark(missing, tmp_path / "out", client=None))
     assert not (tmp_path / "out" / EPISODES_FILE).exists()
 
 
@@ -91,17 +84,17 @@ def test_evaluate_image_plays_every_object_of_an_open_layer(tiny_model, tiny_hea
     volume[2, 40:60, 35:60], labels[2, 40:60, 35:60] = 1, 2
     source = SliceSource(volume)
     steps = evaluate_image(tiny_model, source, labels, ["ritm", "bald"], 2, 0, tiny_head)
-    records = _drain(steps)
+    records = drain(steps)
     assert sorted((r["label"], r["strategy"], r["slice"][0]) for r in records) == [
         (1, "bald", 1), (1, "ritm", 1), (2, "bald", 2), (2, "ritm", 2)
     ]  # fmt: skip
     assert all(len(r["iou"]) == 2 for r in records)
     with pytest.raises(ImageError, match="shape"):
-        _drain(evaluate_image(tiny_model, source, labels[0], ["ritm"]))
+        drain(evaluate_image(tiny_model, source, labels[0], ["ritm"]))
     with pytest.raises(ImageError, match="no object"):
-        _drain(evaluate_image(tiny_model, source, np.zeros_like(labels), ["ritm"]))
+        drain(evaluate_image(tiny_model, source, np.zeros_like(labels), ["ritm"]))
     with pytest.raises(ActiveSamError, match="needs a Bayesian head"):
-        _drain(evaluate_image(tiny_model, source, labels, ["bald"]))
+        drain(evaluate_image(tiny_model, source, labels, ["bald"]))
 
 
 def test_episodes_are_deterministic_per_seed(scene):
@@ -165,7 +158,7 @@ def test_cluster_run_equals_in_process_run_and_resumes(dataset, tiny_checkpoint,
 
     out = tmp_path / "out"
     with dask_client(workers=2) as (client, info):
-        records = _drain(run_benchmark(config, out, client, info.torch_threads))
+        records = drain(run_benchmark(config, out, client, info.torch_threads))
         assert sorted(records, key=key) == sorted(expected, key=key)
 
         # Interrupt: keep half of the episodes and half a line of the next one.
@@ -175,7 +168,7 @@ def test_cluster_run_equals_in_process_run_and_resumes(dataset, tiny_checkpoint,
         steps = run_benchmark(config, out, client)
         first = next(steps)
         assert first.done == half and first.total == len(lines)
-        resumed = _drain(steps)
+        resumed = drain(steps)
     assert sorted(resumed, key=key) == sorted(expected, key=key)
     assert len(read_episodes(out)) == len(lines)
 
@@ -210,7 +203,7 @@ def test_bad_files_are_skipped_with_reasons(tmp_path, tiny_checkpoint):
     tifffile.imwrite(data / "masks" / "orphan.tif", good)
     out = tmp_path / "out"
     with dask_client(workers=1) as (client, _):
-        records = _drain(run_benchmark(_config(data, tiny_checkpoint), out, client))
+        records = drain(run_benchmark(_config(data, tiny_checkpoint), out, client))
     assert {(r["image"], r["label"]) for r in records} == {("good", 1), ("good", 2)}
     one_pixel = next(r for r in records if r["label"] == 2)
     assert one_pixel["area"] == 1 and one_pixel["clicks"][0][0][:2] == [30, 30]
@@ -226,7 +219,7 @@ def test_unwritable_output_and_bad_options(tmp_path, dataset, tiny_checkpoint):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with dask_client(workers=1) as (client, _), pytest.raises(ActiveSamError, match="Cannot write"):
-        _drain(run_benchmark(_config(dataset, tiny_checkpoint), blocker / "out", client))
+        drain(run_benchmark(_config(dataset, tiny_checkpoint), blocker / "out", client))
     with pytest.raises(ActiveSamError, match="Unknown strategy"):
         BenchmarkConfig(data=dataset, model=ModelRef("tiny"), strategies=("clever",))
     with pytest.raises(ActiveSamError, match="images/ and a masks/"):
@@ -266,12 +259,12 @@ def test_3d_mode_pools_scores_over_the_slices(tmp_path, tiny_checkpoint):
 def test_resuming_into_another_runs_folder_is_refused(dataset, tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
     with dask_client(workers=1) as (client, _):
-        _drain(run_benchmark(_config(dataset, tiny_checkpoint), out, client))
+        drain(run_benchmark(_config(dataset, tiny_checkpoint), out, client))
         other = BenchmarkConfig(data=dataset, model=ModelRef("tiny", str(tiny_checkpoint)),
                                 strategies=("ritm",), clicks=4, seed=5)  # fmt: skip
         with pytest.raises(ActiveSamError, match="different clicks"):
-            _drain(run_benchmark(other, out, client))
+            drain(run_benchmark(other, out, client))
         # A subset of the same run returns only what was asked for.
         subset = _config(dataset, tiny_checkpoint, limit=1)
-        records = _drain(run_benchmark(subset, out, client))
+        records = drain(run_benchmark(subset, out, client))
     assert {r["strategy"] for r in records} == {"ritm", "random"} and len(records) == 2

@@ -15,7 +15,7 @@ from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSourc
 from napari_active_sam.core.enums import Estimator
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ImageError, ModelError
 from napari_active_sam.core.metrics import dice, iou
-from napari_active_sam.core.progress import Progress
+from napari_active_sam.core.progress import Progress, drain
 from napari_active_sam.core.quality.assess import (
     COLUMNS,
     assess_labels,
@@ -47,11 +47,9 @@ from napari_active_sam.core.quality.training import (
 
 def _drain(generator):
     steps = []
-    while True:
-        try:
-            steps.append(next(generator))
-        except StopIteration as stop:
-            return stop.value, steps
+    return drain(generator, steps.append), steps
+
+
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,16 @@ from napari_active_sam.core.annotate.volume import propagate
 from napari_active_sam.core.engine.checkpoints import load_model
 from napari_active_sam.core.engine.embeddings import EmbeddingStore
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.progress import drain
 from napari_active_sam.core.sim.clicker import prompts_from_mask
 
 
 def _drain(generator):
     steps = []
-    while True:
-        try:
-            steps.append(next(generator))
-        except StopIteration as stop:
-            return steps, stop.value
+    result = drain(generator, steps.append)
+    return steps, result
+
+
 
 
 def test_prompts_from_a_mask_box_and_deepest_point():

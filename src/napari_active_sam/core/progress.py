@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -24,3 +28,24 @@ class Progress:
     @property
     def fraction(self) -> float:
         return self.done / self.total if self.total else 0.0
+
+
+def drain(
+    steps: Generator[Progress, Any, Result], report: Callable[[Progress], Any] | None = None
+) -> Result:
+    """Run a generator of progress to its end and return what it returns.
+
+    Parameters
+    ----------
+    steps : generator
+        Yields :class:`Progress`, returns the result (the shape of every long job in core).
+    report : callable, optional
+        Called with each progress record (a progress bar, a log line).
+    """
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if report is not None:
+            report(step)

@@ -26,18 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine.checkpoints import LoadedModel, ModelRef
-from ..engine.companions import (
-    companion_path,
-    find_companion,
-    read_companion,
-    save_companion,
-    shipped_companion_path,
-    user_companion_path,
-)
+from ..engine.checkpoints import LoadedModel
+from ..engine.companions import Companion
 from ..engine.embeddings import Embedding
 from ..engine.geometry import acquisition_grid, cell_logits, grid_fractions, image_to_grid
-from ..errors import ActiveSamError, CheckpointError, ModelError
+from ..errors import ActiveSamError, ModelError
 from ..prompts import PromptSet
 
 LOGIT_CLIP = 20.0
@@ -70,8 +63,8 @@ BATCH_CELLS = 128
 HEAD_FORMAT = 1
 
 
-HEAD_KIND = "head"
-"""Companion-file kind of a Bayesian head: ``NAME.head.pt``."""
+HEAD = Companion("head", "Bayesian head", "fit one with `napari-active-sam train-head`")
+"""A Bayesian head's file: ``NAME.head.pt`` beside its model, or the user's own in the cache."""
 
 
 class BayesHeadNet(nn.Module):
@@ -275,13 +268,12 @@ class BayesHead:
             "grid": self.grid,
             "info": self.info,
         }
-        return save_companion(path, HEAD_KIND, payload)
+        return HEAD.save(path, payload)
 
     @classmethod
     def load(cls, path: Path, model: LoadedModel | None = None) -> BayesHead:
         """Read a head saved by :meth:`save` (weights only); check it fits ``model``."""
-        remedy = "fit one with `napari-active-sam train-head`"
-        payload = read_companion(path, HEAD_KIND, "Bayesian head", remedy)
+        payload = HEAD.read(path)
         try:
             net = BayesHeadNet()
             net.load_state_dict(payload["state_dict"])
@@ -294,7 +286,7 @@ class BayesHead:
                 dict(payload["info"]),
             )
         except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{path} is damaged ({error}): {remedy}.") from None
+            raise HEAD.damaged(path, error) from None
         if model is not None:
             head.check_model(model)
         return head
@@ -307,37 +299,14 @@ def bounded_samples(samples: int, grid: int) -> int:
     return int(min(samples, MAX_SAMPLES, max(1, MAX_SAMPLE_VALUES // (grid * grid))))
 
 
-def head_path(checkpoint: Path) -> Path:
-    """Where the head of a model checkpoint lives: next to it, ``NAME.head.pt``."""
-    return companion_path(checkpoint, HEAD_KIND)
-
-
-def user_head_path(model_id: str) -> Path:
-    """Where a head learned from the user's annotations is kept (the model cache)."""
-    return user_companion_path(model_id, HEAD_KIND)
-
-
-def shipped_head_path(ref: ModelRef) -> Path:
-    """The head that comes with a model (see :func:`~.models.shipped_companion_path`)."""
-    return shipped_companion_path(ref, HEAD_KIND)
-
-
-def find_head(ref: ModelRef) -> Path | None:
-    """The head to use for ``ref``: the user's own if they trained one, else the shipped
-    one, else None."""
-    for path in (user_head_path(ref.model_id()), shipped_head_path(ref)):
-        if path.is_file():
-            return path
-    return None
-
-
 def head_for_model(model: LoadedModel, checkpoint: Path | None = None) -> BayesHead | None:
-    """The head to use with a loaded model (see :func:`find_head`), or None if it has none.
+    """The head to use with a loaded model: the user's own if they fitted one, else the one
+    next to ``checkpoint`` or shipped with a registered model; None if it has none.
 
     Raises
     ------
     ModelError
         A head file found for the model but fitted for other weights.
     """
-    path = find_companion(model, HEAD_KIND, checkpoint)
+    path = HEAD.find(model, checkpoint)
     return BayesHead.load(path, model) if path is not None else None

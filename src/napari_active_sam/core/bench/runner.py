@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..active.bayes_head import find_head
+from ..active.bayes_head import HEAD
 from ..data.datasets import ImagePair, ObjectTarget, discover_pairs, load_pair, object_targets
 from ..engine.checkpoints import ModelRef, file_sha256, is_writable_dir
 from ..engine.preprocess import IntensityWindow
@@ -46,7 +46,7 @@ class BenchmarkConfig:
         their slice of largest area.
     head : str, optional
         Bayesian head file for BALD (and entropy); default: the model's own
-        (:func:`~napari_active_sam.core.bayes_head.find_head`).
+        (:meth:`~napari_active_sam.core.engine.companions.Companion.find_for`).
     """
 
     data: Path
@@ -191,12 +191,12 @@ def _head_file(config: BenchmarkConfig) -> str | None:
     wanted = [s for s in config.strategies if STRATEGIES[Strategy(s)].needs_head]
     uses_head = wanted or Strategy.ENTROPY in config.strategies
     if not config.head:
-        require_head(wanted, find_head(config.model) is not None, config.model.name)
+        require_head(wanted, HEAD.find_for(config.model) is not None, config.model.name)
     if config.head:
         if not Path(config.head).is_file():
             raise ActiveSamError(f"No Bayesian head at {config.head}: give an existing file.")
         return str(config.head)
-    found = find_head(config.model) if uses_head else None
+    found = HEAD.find_for(config.model) if uses_head else None
     return str(found) if found else None
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,53 +21,20 @@ class ImagePair:
     mask: Path
 
 
-def discover_pairs(data: Path) -> tuple[list[ImagePair], list[dict[str, str]]]:
-    """Match ``data/images/*`` with ``data/masks/*`` by file stem.
-
-    Returns
-    -------
-    pairs, skipped
-        Matched pairs (sorted by stem), and ``{"file", "reason"}`` for files without a
-        partner.
-    """
-    images_dir, masks_dir = Path(data) / "images", Path(data) / "masks"
-    if not images_dir.is_dir() or not masks_dir.is_dir():
-        raise ActiveSamError(
-            f"{data} must hold an images/ and a masks/ folder with matching file names."
-        )
-
-    def by_stem(folder: Path) -> dict[str, Path]:
-        return {stem(p): p for p in sorted(folder.iterdir()) if has_suffix(p, IMAGE_SUFFIXES)}
-
-    images, masks = by_stem(images_dir), by_stem(masks_dir)
-    pairs = [ImagePair(s, images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
-    skipped = [
-        {"file": str(masks[s]), "reason": "mask file with no image of the same name"}
-        for s in sorted(masks.keys() - images.keys())
-    ] + [
-        {"file": str(images[s]), "reason": "image with no mask of the same name"}
-        for s in sorted(images.keys() - masks.keys())
-    ]
-    return pairs, skipped
-
-
-def pair_folders(images: Path, masks: Path) -> tuple[list[Any], list[dict[str, str]]]:
+def pair_folders(images: Path, masks: Path) -> tuple[list[ImagePair], list[dict[str, str]]]:
     """Match ``images/*`` with ``masks/*`` by file stem.
 
     Returns
     -------
     pairs, skipped
-        :class:`~napari_active_sam.core.evaluate.ImagePair` (sorted by stem; paths built
-        from the folders as given), and ``{"file", "reason"}`` for files without a partner.
+        Matched pairs (sorted by stem; paths built from the folders as given), and
+        ``{"file", "reason"}`` for files without a partner.
 
     Raises
     ------
     ActiveSamError
         A folder that does not exist.
     """
-    from .datasets import ImagePair
-    from .files import IMAGE_SUFFIXES, has_suffix, stem
-
     for folder in (images, masks):
         if not Path(folder).is_dir():
             raise ActiveSamError(f"{folder} is not a folder: give a folder of image files.")
@@ -90,6 +56,59 @@ def pair_folders(images: Path, masks: Path) -> tuple[list[Any], list[dict[str, s
     return pairs, skipped
 
 
+def discover_pairs(data: Path) -> tuple[list[ImagePair], list[dict[str, str]]]:
+    """:func:`pair_folders` of a labelled data set: ``data/images`` and ``data/masks``.
+
+    Raises
+    ------
+    ActiveSamError
+        ``data`` without both folders.
+    """
+    images, masks = Path(data) / "images", Path(data) / "masks"
+    if not images.is_dir() or not masks.is_dir():
+        raise ActiveSamError(
+            f"{data} must hold an images/ and a masks/ folder with matching file names."
+        )
+    return pair_folders(images, masks)
+
+
+def check_labels(
+    labels: np.ndarray, shape: tuple[int, ...], mask: str = "The mask", image: str = "the image"
+) -> np.ndarray:
+    """Instance labels checked against their image: int64, same shape, whole numbers.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        The mask: 0 = background, 1, 2, ... = objects.
+    shape : tuple of int
+        The image's spatial shape.
+    mask, image : str
+        How messages name the two (file names, when they come from files).
+
+    Raises
+    ------
+    ImageError
+        Another shape, a dtype that is not numeric, or values that are not whole numbers.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != tuple(shape):
+        raise ImageError(
+            f"{mask} has shape {labels.shape} but {image} has {tuple(shape)}: masks must "
+            "match their image pixel for pixel."
+        )
+    if labels.dtype.kind not in "biuf":
+        raise ImageError(f"{mask} has dtype {labels.dtype}: give integer instance labels.")
+    if labels.dtype.kind == "f" and not (
+        np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))
+    ):
+        raise ImageError(
+            f"{mask} holds non-integer values: give instance labels as integers "
+            "(0 = background, 1, 2, ... = objects)."
+        )
+    return labels.astype(np.int64)
+
+
 def load_pair(pair: ImagePair, window: IntensityWindow) -> tuple[SliceSource, np.ndarray]:
     """Read an image and its mask; check they fit; return the source and integer labels.
 
@@ -99,21 +118,9 @@ def load_pair(pair: ImagePair, window: IntensityWindow) -> tuple[SliceSource, np
         Shapes that differ, a mask with non-integer values, or a mask with no object.
     """
     image, mask = read_image(pair.image), read_image(pair.mask)
-    spatial = image.data.shape[:-1] if image.rgb else image.data.shape
-    if mask.data.shape != spatial:
-        raise ImageError(
-            f"{pair.mask.name} has shape {mask.data.shape} but its image {pair.image.name} "
-            f"has {spatial}: masks must match their image pixel for pixel."
-        )
-    labels = np.asarray(mask.data)
-    if labels.dtype.kind == "f" and not (
-        np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))
-    ):
-        raise ImageError(
-            f"{pair.mask.name} holds non-integer values: save instance labels as "
-            "integers (0 = background, 1, 2, ... = objects)."
-        )
-    labels = labels.astype(np.int64)
+    labels = check_labels(
+        mask.data, image.spatial_shape, pair.mask.name, f"its image {pair.image.name}"
+    )
     if not (labels > 0).any():
         raise ImageError(f"{pair.mask.name} contains no object (all pixels are 0).")
     return SliceSource(image.data, window, rgb=image.rgb), labels

@@ -42,6 +42,11 @@ class ImageData:
     rgb: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape of ``data`` without the colour axis: what a mask of it must have."""
+        return self.data.shape[:-1] if self.rgb else self.data.shape
+
 
 def has_suffix(path: Path | str, suffixes: tuple[str, ...]) -> bool:
     return str(path).lower().endswith(suffixes)

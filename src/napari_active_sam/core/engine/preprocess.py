@@ -245,6 +245,12 @@ class SliceSource:
         _real_values(self.data)  # refuse empty, complex and non-numeric data up front
 
     @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape of the data without a colour axis: what a mask of it must have."""
+        shape = np.shape(self.data)
+        return shape[:-1] if self.rgb else shape
+
+    @property
     def leading_shape(self) -> tuple[int, ...]:
         """Shape of the axes before the image plane (``(Z,)`` for a volume)."""
         return np.shape(self.data)[: np.ndim(self.data) - (3 if self.rgb else 2)]

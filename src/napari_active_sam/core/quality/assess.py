@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.datasets import check_labels
 from ..engine.embeddings import EmbeddingStore, embed_slice
 from ..engine.preprocess import IntensityWindow, SliceSource
-from ..errors import ImageError
-from ..progress import Progress
+from ..progress import Progress, drain
 from .estimators import (
     ESTIMATORS,
     ObjectQuality,
@@ -26,11 +26,6 @@ from .estimators import (
 
 COLUMNS = ("file", "label", "slice", "predicted_dice", "estimator")
 """Columns of the quality CSV, in order."""
-
-
-def _spatial_shape(source: SliceSource) -> tuple[int, ...]:
-    shape = np.shape(source.data)
-    return shape[:-1] if source.rgb else shape
 
 
 def assess_labels(
@@ -71,23 +66,7 @@ def assess_labels(
         Labels whose shape differs from the image's, or that are not integers.
     """
     requested = parse_estimator(estimator)
-    labels = np.asarray(labels)
-    expected = _spatial_shape(source)
-    if labels.shape != expected:
-        raise ImageError(
-            f"The mask has shape {labels.shape} but the image has {expected}: masks must "
-            "match their image pixel for pixel."
-        )
-    if labels.dtype.kind not in "biuf":
-        raise ImageError(f"The mask has dtype {labels.dtype}: give integer instance labels.")
-    if labels.dtype.kind == "f" and not (
-        np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))
-    ):
-        raise ImageError(
-            "The mask holds non-integer values: give instance labels as integers "
-            "(0 = background, 1, 2, ... = objects)."
-        )
-    labels = labels.astype(np.int64)
+    labels = check_labels(labels, source.spatial_shape)
     answered, _ = resolve_estimator(requested, models)
     needs_embedding = ESTIMATORS[answered].needs_embedding
     store = store or EmbeddingStore(models.model.model_id)
@@ -151,23 +130,12 @@ def assess_mask(
         source = image
     else:
         source = SliceSource(np.asarray(image), window or IntensityWindow(), rgb=rgb)
-    mask = np.asarray(mask)
-    if mask.shape != _spatial_shape(source):
-        raise ImageError(
-            f"The mask has shape {mask.shape} but the image has {_spatial_shape(source)}: "
-            "masks must match their image pixel for pixel."
-        )
-    labels = (mask != 0).astype(np.int32)
+    labels = (check_labels(mask, source.spatial_shape) != 0).astype(np.int32)
     if not labels.any():
         requested = parse_estimator(estimator)
         empty = QualityEstimate(0.0, requested, requested, "empty mask: nothing segmented")
         return [ObjectQuality(1, (), empty)]
-    steps = assess_labels(estimator, source, labels, models)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return drain(assess_labels(estimator, source, labels, models))
 
 
 def quality_rows(file: str, results: Iterable[ObjectQuality]) -> list[dict[str, Any]]:

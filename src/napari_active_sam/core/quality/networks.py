@@ -11,23 +11,19 @@ import torch
 import torchvision
 from torch import nn
 
-from ..engine.checkpoints import LoadedModel, ModelRef
-from ..engine.companions import (
-    companion_path,
-    find_companion,
-    read_companion,
-    save_companion,
-    shipped_companion_path,
-    user_companion_path,
-)
-from ..errors import CheckpointError, ModelError
+from ..engine.checkpoints import LoadedModel
+from ..engine.companions import Companion
+from ..errors import ModelError
 from .features import CROP_SIZE
 
 QUALITY_FORMAT = 1
 
 
-QUALITY_FILE_KIND = "quality"
-"""Companion-file kind of a quality regressor: ``NAME.quality.pt``."""
+QUALITY = Companion(
+    "quality", "quality regressor", "train one with `napari-active-sam train-quality`"
+)
+"""The regressors' file: ``NAME.quality.pt`` beside their model, or the user's own in the
+cache."""
 
 
 class CropQualityNet(nn.Module):
@@ -128,7 +124,7 @@ class QualityRegressor:
             "model_id": self.model_id,
             "info": self.info,
         }
-        return save_companion(path, QUALITY_FILE_KIND, payload)
+        return QUALITY.save(path, payload)
 
     @classmethod
     def load(cls, path: Path, model: LoadedModel | None = None) -> QualityRegressor:
@@ -141,8 +137,7 @@ class QualityRegressor:
         ModelError
             A regressor trained for another model than ``model``.
         """
-        remedy = "train one with `napari-active-sam train-quality`"
-        payload = read_companion(path, QUALITY_FILE_KIND, "quality regressor", remedy)
+        payload = QUALITY.read(path)
 
         def full(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
@@ -155,25 +150,10 @@ class QualityRegressor:
             info = dict(payload["info"])
             regressor = cls(crop_net, feature_net, str(payload["model_id"]), info)
         except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{path} is damaged ({error}): {remedy}.") from None
+            raise QUALITY.damaged(path, error) from None
         if model is not None:
             regressor.check_model(model)
         return regressor
-
-
-def quality_path(checkpoint: Path) -> Path:
-    """Where the regressor of a model checkpoint lives: next to it, ``NAME.quality.pt``."""
-    return companion_path(checkpoint, QUALITY_FILE_KIND)
-
-
-def user_quality_path(model_id: str) -> Path:
-    """Where a regressor the user trained is kept (the model cache)."""
-    return user_companion_path(model_id, QUALITY_FILE_KIND)
-
-
-def shipped_quality_path(ref: ModelRef) -> Path:
-    """The regressor that comes with a model (see :func:`~.models.shipped_companion_path`)."""
-    return shipped_companion_path(ref, QUALITY_FILE_KIND)
 
 
 def regressor_for_model(
@@ -187,5 +167,5 @@ def regressor_for_model(
     ModelError
         A regressor file found for the model but trained for other weights.
     """
-    path = find_companion(model, QUALITY_FILE_KIND, checkpoint)
+    path = QUALITY.find(model, checkpoint)
     return QualityRegressor.load(path, model) if path is not None else None
