@@ -81,7 +81,7 @@ def slice_state(tiny_model):
     return tiny_model, embedding, prompts, prediction
 
 
-@pytest.mark.parametrize("name", ["eig", "entropy", "random", "bald"])
+@pytest.mark.parametrize("name", list(Acquisition))
 def test_uncertainty_maps_and_suggestions_fit_the_image(slice_state, tiny_head, name):
     model, embedding, prompts, prediction = slice_state
     rng = np.random.default_rng(0)

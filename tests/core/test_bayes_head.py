@@ -26,6 +26,7 @@ from napari_active_sam.core.engine.checkpoints import ModelRef, load_model, rand
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.engine.geometry import acquisition_grid, grid_to_image, image_to_grid
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.enums import HessianStructure, PriorMethod
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
 from napari_active_sam.core.progress import drain
 from napari_active_sam.core.prompts import Click, PromptSet
@@ -113,9 +114,10 @@ def test_samples_of_several_inputs_take_turns(tiny_examples, tiny_head, monkeypa
     torch.testing.assert_close(one_by_one, sampled)
 
 
-@pytest.mark.parametrize("structure", ["kron", "full"])
-def test_kron_and_full_posteriors_and_grid_search_prior(tiny_examples, structure):
-    config = HeadConfig(steps=5, fit_pixels=2000, structure=structure, prior="gridsearch")
+@pytest.mark.parametrize("prior", list(PriorMethod))
+@pytest.mark.parametrize("structure", list(HessianStructure))
+def test_every_posterior_structure_and_prior_method(tiny_examples, structure, prior):
+    config = HeadConfig(steps=5, fit_pixels=2000, structure=structure, prior=prior)
     head = drain(fit_head(tiny_examples, random_model(TINY), config))
     assert head.info["structure"] == structure
     assert torch.all(torch.linalg.eigvalsh(head.covariance.double()) > 0)
@@ -126,8 +128,10 @@ def test_kron_and_full_posteriors_and_grid_search_prior(tiny_examples, structure
 
 
 def test_bad_options_and_no_examples_are_clear_errors(tiny_examples):
-    with pytest.raises(ActiveSamError, match="diag/kron/full"):
-        drain(fit_head(tiny_examples, random_model(TINY), HeadConfig(structure="lowrank")))
+    with pytest.raises(ActiveSamError, match="structure 'lowrank': use diag, kron, full"):
+        HeadConfig(structure="lowrank")
+    with pytest.raises(ActiveSamError, match="prior method 'bayes': use marglik, gridsearch"):
+        HeadConfig(prior="bayes")
     with pytest.raises(ActiveSamError, match="commit some objects"):
         drain(fit_head([], random_model(TINY)))
 

@@ -55,7 +55,7 @@ def test_unknown_model_name_lists_the_choices():
         get_spec("vit_x")
 
 
-@pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_architectures_match_segment_anything_official_layout(name):
     # Built on the meta device: identical keys and shapes mean official checkpoints fit.
     with torch.device("meta"):

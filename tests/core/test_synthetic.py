@@ -11,13 +11,14 @@ import tifffile
 from napari_active_sam.core.data.scenes import make_scene, write_dataset
 from napari_active_sam.core.enums import SceneKind
 
-DTYPES = {"ct": np.int16, "ultrasound": np.uint8, "nuclei": np.uint16}
+DTYPES = {"ct": np.int16, "ultrasound": np.uint8, "nuclei": np.uint16, "mixed": np.uint8}
 
 
-@pytest.mark.parametrize("kind", ["ct", "ultrasound", "nuclei"])
+@pytest.mark.parametrize("kind", list(SceneKind))
 def test_each_kind_has_objects_and_its_dtype(kind):
     scene = make_scene(kind, np.random.default_rng(5), 128)
-    assert scene.kind == kind and scene.image.dtype == DTYPES[kind]
+    assert scene.kind == kind or kind == SceneKind.MIXED  # mixed draws any kind
+    assert scene.image.dtype == DTYPES[scene.kind]
     assert scene.image.shape == scene.labels.shape == (128, 128)
     labels = np.unique(scene.labels)
     assert labels[0] == 0 and list(labels[1:]) == list(range(1, labels[-1] + 1))

@@ -4,6 +4,9 @@ builds its choices from them)."""
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
+
+from .errors import ActiveSamError
 
 
 class ModelName(StrEnum):
@@ -118,3 +121,22 @@ class Estimator(StrEnum):
     """A small MLP on SAM's embedding pooled inside and around the mask."""
     ENSEMBLE = "ensemble"
     """The mean of the four above, of those the models can answer with."""
+
+
+Option = TypeVar("Option", bound=StrEnum)
+
+
+def parse_option(kind: type[Option], value: str, what: str) -> Option:
+    """The member of ``kind`` named ``value``; a clear error naming ``what`` (e.g. "quality
+    estimator") and the choices for an unknown name.
+
+    Raises
+    ------
+    ActiveSamError
+        No member has that value.
+    """
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise ActiveSamError(f"Unknown {what} {value!r}: use {choices}.") from None

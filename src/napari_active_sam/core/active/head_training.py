@@ -21,7 +21,7 @@ from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding
 from ..engine.geometry import acquisition_grid
 from ..engine.predictor import Predictor
-from ..enums import HessianStructure, PriorMethod, SceneKind
+from ..enums import HessianStructure, PriorMethod, SceneKind, parse_option
 from ..errors import ActiveSamError
 from ..progress import Progress
 from ..sim.episode import episode, sam_recipe
@@ -89,11 +89,16 @@ class HeadConfig:
     batch_size: int = 16
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
-    structure: str = HessianStructure.DIAG
-    prior: str = PriorMethod.MARGLIK
+    structure: HessianStructure = HessianStructure.DIAG
+    prior: PriorMethod = PriorMethod.MARGLIK
     fit_pixels: int = 20_000
     """Grid pixels the Laplace posterior is fitted on (a random, balanced subset)."""
     seed: int = 0
+
+    def __post_init__(self):
+        structure = parse_option(HessianStructure, self.structure, "posterior structure")
+        object.__setattr__(self, "structure", structure)
+        object.__setattr__(self, "prior", parse_option(PriorMethod, self.prior, "prior method"))
 
 
 def _pixel_data(
@@ -159,13 +164,7 @@ def fit_head(
     config = config or HeadConfig()
     if len(examples) == 0:
         raise ActiveSamError("No annotated objects to learn from: commit some objects first.")
-    try:
-        structure = HessianStructure(config.structure)
-        prior = PriorMethod(config.prior)
-    except ValueError as error:
-        raise ActiveSamError(
-            f"{error}; choose one of diag/kron/full and marglik/gridsearch."
-        ) from None
+    structure, prior = config.structure, config.prior
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -11,14 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from ..active.bayes_head import HEAD
-from ..data.datasets import ImagePair, ObjectTarget, discover_pairs, load_pair, object_targets
+from ..data.datasets import (
+    ImagePair,
+    ObjectTarget,
+    dataset_window,
+    discover_pairs,
+    load_pair,
+    object_targets,
+)
 from ..engine.checkpoints import ModelRef, file_sha256, is_writable_dir
 from ..engine.preprocess import IntensityWindow
 from ..enums import Strategy
 from ..errors import ActiveSamError, ImageError
 from ..progress import Progress
 from .episodes import evaluate_pair, require_head
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, parse_strategy
 
 EPISODES_FILE = "episodes.jsonl"
 
@@ -51,7 +58,7 @@ class BenchmarkConfig:
 
     data: Path
     model: ModelRef
-    strategies: tuple[str, ...] = ("ritm",)
+    strategies: tuple[Strategy, ...] = (Strategy.RITM,)
     clicks: int = 20
     seed: int = 0
     limit: int | None = None
@@ -60,26 +67,13 @@ class BenchmarkConfig:
     head: str | None = None
 
     def __post_init__(self):
-        for name in self.strategies:
-            if name not in {s.value for s in Strategy}:
-                raise ActiveSamError(
-                    f"Unknown strategy {name!r}: use {', '.join(s.value for s in Strategy)}."
-                )
+        object.__setattr__(self, "strategies", tuple(parse_strategy(s) for s in self.strategies))
         if self.clicks < 1:
             raise ActiveSamError("--clicks must be at least 1.")
 
     def window_for(self, stem: str) -> IntensityWindow:
-        if self.window:
-            return IntensityWindow.from_name(self.window)
-        index = Path(self.data) / "objects.json"
-        if index.is_file():
-            entry = json.loads(index.read_text()).get("images", {}).get(stem)
-            if entry and "window" in entry:
-                spec = entry["window"]
-                if spec["kind"] == "fixed":
-                    return IntensityWindow.fixed(spec["low"], spec["high"], spec["name"])
-                return IntensityWindow.percentile(spec["low"], spec["high"])
-        return IntensityWindow.percentile()
+        """The intensity window of image ``stem`` (see :func:`dataset_window`)."""
+        return dataset_window(self.data, stem, self.window)
 
 
 def read_episodes(out: Path) -> list[dict[str, Any]]:

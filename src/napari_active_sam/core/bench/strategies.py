@@ -12,7 +12,7 @@ import numpy as np
 
 from ..active.acquisition import Uncertainty
 from ..engine.predictor import Prediction
-from ..enums import Strategy
+from ..enums import Strategy, parse_option
 from ..sim.clicker import ClickList, random_pixel, ritm_next_click
 
 
@@ -152,3 +152,8 @@ def first_click(spec: StrategySpec, gt: np.ndarray, rng: np.random.Generator) ->
         return [] if pixel is None else [(*pixel, True)]
     click = ritm_next_click(gt, np.zeros_like(gt))
     return [] if click is None else [click]
+
+
+def parse_strategy(strategy: str) -> Strategy:
+    """The :class:`Strategy` named ``strategy``; a clear error for an unknown name."""
+    return parse_option(Strategy, strategy, "strategy")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..engine.checkpoints import LoadedModel
+from ..engine.embeddings import Embedding, EmbeddingStore, embed_slice
 from ..engine.preprocess import IntensityWindow, SliceSource
 from ..errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
@@ -162,3 +166,41 @@ def object_targets(labels: np.ndarray, volume: bool = False) -> list[ObjectTarge
         )
         objects.append(ObjectTarget(int(label), indices))
     return objects
+
+
+def dataset_window(data: Path, stem: str, override: str | None = None) -> IntensityWindow:
+    """The intensity window of image ``stem`` of a labelled data set: ``override`` (a window
+    name) when given, else the one ``make-dataset`` recorded in ``data/objects.json``, else
+    percentiles."""
+    if override:
+        return IntensityWindow.from_name(override)
+    index = Path(data) / "objects.json"
+    if index.is_file():
+        entry = json.loads(index.read_text()).get("images", {}).get(stem)
+        if entry and "window" in entry:
+            spec = entry["window"]
+            if spec["kind"] == "fixed":
+                return IntensityWindow.fixed(spec["low"], spec["high"], spec["name"])
+            return IntensityWindow.percentile(spec["low"], spec["high"])
+    return IntensityWindow.percentile()
+
+
+def labelled_objects(
+    data: Path, model: LoadedModel, window: str | None = None
+) -> Iterator[tuple[np.ndarray, Embedding, np.ndarray]]:
+    """Every object of a labelled data set, on its slice of largest area, encoded.
+
+    Yields
+    ------
+    (np.ndarray, Embedding, np.ndarray)
+        The slice's uint8 ``(H, W, 3)`` SAM input, its embedding and the object's boolean
+        ``(H, W)`` mask.
+    """
+    pairs, _ = discover_pairs(data)
+    for pair in pairs:
+        source, labels = load_pair(pair, dataset_window(data, pair.stem, window))
+        store, limits = EmbeddingStore(model.model_id), source.limits()
+        for target in object_targets(labels):
+            (index,) = target.indices
+            embedding = embed_slice(model, source, store, index, limits)
+            yield source.sam_slice(index, limits), embedding, labels[index] == target.label

@@ -50,7 +50,7 @@ from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead, head_for_model, head
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding, SliceEncoder
 from ..engine.predictor import Prediction, Predictor, shown_head
-from ..enums import Estimator
+from ..enums import Estimator, parse_option
 from ..errors import ActiveSamError, ImageError
 from ..metrics import iou
 from ..prompts import PromptSet
@@ -409,12 +409,7 @@ ESTIMATORS: dict[Estimator, EstimatorSpec] = {
 
 def parse_estimator(estimator: str) -> Estimator:
     """The :class:`Estimator` named ``estimator``; a clear error for an unknown name."""
-    try:
-        return Estimator(estimator)
-    except ValueError:
-        raise ActiveSamError(
-            f"Unknown quality estimator {estimator!r}: use {', '.join(e.value for e in Estimator)}."
-        ) from None
+    return parse_option(Estimator, estimator, "quality estimator")
 
 
 def resolve_estimator(estimator: str, models: QualityModels) -> tuple[Estimator, str]:

@@ -1,0 +1,61 @@
+"""The command line's parser and entry point.
+
+Building the parser loads no torch: each command imports what it needs when it runs, and
+choices come from :mod:`napari_active_sam.core.enums`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..core.errors import ActiveSamError
+from . import (
+    benchmark,
+    demo,
+    make_dataset,
+    models,
+    precompute,
+    quality,
+    train_demo_model,
+    train_head,
+    train_quality,
+)
+
+COMMANDS = (
+    models,
+    precompute,
+    benchmark,
+    make_dataset,
+    train_demo_model,
+    train_head,
+    quality,
+    train_quality,
+    demo,
+)
+"""Every subcommand, in the order ``--help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-active-sam",
+        description="Segment Anything with uncertainty and suggested clicks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub).set_defaults(func=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ActiveSamError as exc:
+        print(f"napari-active-sam: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""``napari-active-sam models``: the registered models, the cache and what is in it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser("models", help="list models, the cache folder and what is cached")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.engine.checkpoints import cache_dir, cached_path, choose_device
+    from ..core.engine.registry import MODELS
+
+    rows = []
+    for spec in MODELS.values():
+        path = cached_path(spec)
+        rows.append(
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "architecture": spec.architecture,
+                "size_mb": round(spec.size_bytes / 1e6) if spec.size_bytes else None,
+                "license": spec.license,
+                "source": spec.url or "bundled with the plugin",
+                "sha256": spec.sha256,
+                "cached": str(path) if path else None,
+            }
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {"cache_dir": str(cache_dir()), "device": str(choose_device()), "models": rows},
+                indent=2,
+            )
+        )
+        return 0
+    print(f"cache: {cache_dir()}    device: {choose_device()}")
+    header = f"{'name':8} {'architecture':13} {'size':>8}  {'status':14} license"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        size = f"{row['size_mb']} MB" if row["size_mb"] else "-"
+        if row["cached"]:
+            status = "ready"
+        elif row["sha256"]:
+            status = "downloads"
+        else:
+            status = "not available"
+        print(f"{row['name']:8} {row['architecture']:13} {size:>8}  {status:14} {row['license']}")
+    return 0

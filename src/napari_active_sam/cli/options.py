@@ -1,0 +1,83 @@
+"""What several commands share: model, threads, cluster and window options, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from ..core.engine.preprocess import CT_PRESETS
+from ..core.enums import ModelName
+from ..core.progress import Progress, drain
+
+WINDOWS = ("percentile", *CT_PRESETS)
+"""Intensity windows by name: percentiles, or a CT preset in Hounsfield units."""
+
+
+def model_options(parser: argparse.ArgumentParser, default: str = ModelName.DEMO) -> None:
+    """``--model`` and ``--checkpoint`` (a local file, whose architecture ``--model`` names
+    unless the file carries it)."""
+    parser.add_argument(
+        "--model",
+        default=str(default),
+        help=f"registered model ({', '.join(ModelName)}; default {default}), or the "
+        "architecture of --checkpoint",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+
+
+def threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
+
+def cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where batch work runs: a running dask scheduler, or local worker processes."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running dask scheduler")
+    where.add_argument("--workers", type=int, help="local worker processes (default: cores)")
+
+
+def window_option(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    parser.add_argument("--window", default=default, choices=WINDOWS, help=help)
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` to torch (imported here: the parser itself stays light)."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def load_chosen_model(args: argparse.Namespace):
+    """The model of ``--model``/``--checkpoint``, loaded."""
+    from ..core.engine.checkpoints import load_model
+
+    return load_model(args.model, args.checkpoint)
+
+
+def model_ref(args: argparse.Namespace):
+    """The model of ``--model``/``--checkpoint`` for cluster workers, downloaded here once
+    rather than by each worker."""
+    from ..core.engine.checkpoints import ModelRef
+
+    return ModelRef(args.model, str(args.checkpoint) if args.checkpoint else None).fetch()
+
+
+def drain_with_bar(
+    progress: Generator[Progress, None, Any], description: str, unit: str = "slice"
+) -> Any:
+    """Run a core generator to its end, drawing a tqdm bar on stderr; return its value."""
+    from tqdm import tqdm
+
+    with tqdm(desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def show(step: Progress) -> None:
+            bar.total = step.total
+            bar.n = step.done
+            bar.set_postfix_str(step.message, refresh=False)
+            bar.refresh()
+
+        return drain(progress, show)

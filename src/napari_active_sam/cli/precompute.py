@@ -1,0 +1,68 @@
+"""``napari-active-sam precompute``: encode every slice into a zarr store on a dask cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..core.enums import ModelName
+from ..core.errors import ActiveSamError
+from .options import cluster_options, drain_with_bar, model_options, model_ref, window_option
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "precompute",
+        help="encode every slice of a volume or folder of images into a zarr store",
+        description="Encode slices through dask.distributed; rerunning skips finished slices.",
+    )
+    parser.add_argument("image", type=Path, help="image or volume file, or a folder of images")
+    model_options(parser, default=ModelName.VIT_B)
+    parser.add_argument(
+        "--out", type=Path, required=True, help="zarr store to write (STORE.zarr)"
+    )
+    window_option(parser, "percentile", "intensity window (default percentile)")
+    cluster_options(parser)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a store made with another model"
+    )
+    return parser
+
+
+def _image_files(path: Path) -> list[Path]:
+    from ..core.data.files import IMAGE_SUFFIXES, has_suffix
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and has_suffix(p, IMAGE_SUFFIXES))
+        if not files:
+            raise ActiveSamError(
+                f"{path} holds no image file ({', '.join(IMAGE_SUFFIXES)}): nothing to encode."
+            )
+        return files
+    return [path]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.cluster import dask_client
+    from ..core.data.files import read_image, stem
+    from ..core.engine.embeddings import EmbeddingStore, precompute
+    from ..core.engine.preprocess import IntensityWindow, SliceSource
+
+    ref = model_ref(args)
+    identity = ref.model_id()
+    window = IntensityWindow.from_name(args.window)
+    inputs = Path(args.image)
+    files = _image_files(inputs)
+    with dask_client(args.scheduler, args.workers) as (client, info):
+        for file in files:
+            image = read_image(file)
+            source = SliceSource(image.data, window=window, rgb=image.rgb)
+            out = Path(args.out) / stem(file) if inputs.is_dir() else Path(args.out)
+            store = EmbeddingStore(identity, max_bytes=0, path=out, overwrite=args.overwrite)
+            if store.path is None:
+                raise ActiveSamError(f"Cannot write the store {out}: choose a writable --out.")
+            steps = precompute(ref, source, store, client, torch_threads=info.torch_threads)
+            drain_with_bar(steps, file.name)
+            print(f"{file} -> {store.path or 'memory only'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,87 @@
+"""``napari-active-sam train-head``: fit a model's Bayesian head (MAP and Laplace posterior)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..core.enums import HessianStructure, PriorMethod
+from .options import (
+    WINDOWS,
+    drain_with_bar,
+    load_chosen_model,
+    model_options,
+    set_threads,
+    threads_option,
+)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "train-head",
+        help="fit the Bayesian head (MAP + Laplace posterior) for a model",
+        description="Simulates click sets on generated scenes (or on the objects of a "
+        "labelled --data folder), trains the head to its MAP and fits a Laplace posterior over "
+        "its last layer with laplace-torch.",
+    )
+    model_options(parser)
+    parser.add_argument(
+        "--out", type=Path, help="head file to write (default: the user's head for the model)"
+    )
+    parser.add_argument("--data", type=Path, help="labelled folder (images/, masks/) to learn from")
+    parser.add_argument(
+        "--window", choices=WINDOWS, help="intensity window for --data (default: per dataset)"
+    )
+    parser.add_argument("--images", type=int, default=150, help="generated scenes without --data")
+    parser.add_argument("--clicks", type=int, default=6, help="clicks simulated per object")
+    parser.add_argument("--steps", type=int, default=600, help="MAP optimiser steps")
+    parser.add_argument(
+        "--structure", default=HessianStructure.DIAG, choices=list(HessianStructure)
+    )
+    parser.add_argument("--prior", default=PriorMethod.MARGLIK, choices=list(PriorMethod))
+    parser.add_argument("--fit-pixels", type=int, default=20_000, help="pixels for the posterior")
+    parser.add_argument("--seed", type=int, default=0)
+    threads_option(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..core.active.bayes_head import HEAD
+    from ..core.active.head_training import (
+        HeadConfig,
+        examples_from_objects,
+        fit_head,
+        generated_examples,
+    )
+    from ..core.data.datasets import labelled_objects
+    from ..core.engine.predictor import Predictor
+
+    set_threads(args)
+    model = load_chosen_model(args)
+    if args.data:
+        objects = ((e, m) for _, e, m in labelled_objects(args.data, model, args.window))
+        rng = np.random.default_rng(args.seed)
+        steps = examples_from_objects(Predictor(model), objects, rng, args.clicks)
+        examples = drain_with_bar(steps, "simulate", unit="object")
+    else:
+        steps = generated_examples(model, args.images, args.seed, clicks=args.clicks)
+        examples = drain_with_bar(steps, "simulate", unit="image")
+    config = HeadConfig(
+        steps=args.steps,
+        structure=args.structure,
+        prior=args.prior,
+        fit_pixels=args.fit_pixels,
+        seed=args.seed,
+    )
+    head = drain_with_bar(fit_head(examples, model, config), "fit", unit="step")
+    out = head.save(args.out or HEAD.users(model.model_id))
+    info = head.info
+    print(
+        f"saved {out}: {info['examples']} click sets, BCE {info['sam_loss']:.4f} (SAM) -> "
+        f"{info['map_loss']:.4f} (head), prior precision {info['prior_precision'][0]:.3g}",
+        file=sys.stderr,
+    )
+    return 0

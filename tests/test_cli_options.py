@@ -1,0 +1,67 @@
+"""The command line's choices are the registries' enums, and every member is accepted."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from napari_active_sam.cli import build_parser
+from napari_active_sam.cli.options import WINDOWS
+from napari_active_sam.core.bench.strategies import STRATEGIES
+from napari_active_sam.core.engine.preprocess import CT_PRESETS
+from napari_active_sam.core.engine.registry import MODELS
+from napari_active_sam.core.enums import (
+    Estimator,
+    HessianStructure,
+    ModelName,
+    PriorMethod,
+    SceneKind,
+    Strategy,
+)
+from napari_active_sam.core.quality.estimators import ESTIMATORS
+
+
+def _choices(command: str, option: str) -> list[str]:
+    sub = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices[command]
+    (action,) = [a for a in sub._actions if option in a.option_strings]
+    return [str(c) for c in action.choices]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "members"),
+    [
+        ("quality", "--estimator", list(Estimator)),
+        ("train-head", "--structure", list(HessianStructure)),
+        ("train-head", "--prior", list(PriorMethod)),
+        ("make-dataset", "--kind", list(SceneKind)),
+        ("train-quality", "--kind", ["all", *SceneKind]),
+        ("precompute", "--window", ["percentile", *CT_PRESETS]),
+    ],
+)
+def test_choices_are_the_enums_members(command, option, members):
+    assert _choices(command, option) == [str(m) for m in members]
+
+
+def test_every_registry_covers_its_enum():
+    assert set(MODELS) == set(ModelName)
+    assert set(STRATEGIES) == set(Strategy)
+    assert set(ESTIMATORS) == set(Estimator)
+    assert list(WINDOWS) == ["percentile", *CT_PRESETS]
+
+
+@pytest.mark.parametrize("estimator", list(Estimator))
+def test_every_estimator_parses(estimator, tmp_path):
+    args = build_parser().parse_args(
+        ["quality", "--images", str(tmp_path), "--masks", str(tmp_path),
+         "--out", str(tmp_path / "q.csv"), "--estimator", str(estimator)]
+    )  # fmt: skip
+    assert args.estimator == estimator
+
+
+def test_an_unknown_choice_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["make-dataset", "--out", "x", "--kind", "mri"])
+    assert exit_.value.code == 2 and "invalid choice: 'mri'" in capsys.readouterr().err
