@@ -12,7 +12,6 @@ import torch
 
 from napari_active_sam.core.active.acquisition import (
     ACQUISITIONS,
-    acquisition_map,
     mutual_information,
     predictive_entropy,
     uncertainty,
@@ -59,11 +58,14 @@ def test_flat_or_empty_maps_give_no_suggestion():
 
 def test_registry_formulas():
     heads = np.stack([np.full((4, 4), 0.1), np.full((4, 4), 0.9), np.full((4, 4), 0.5)])
-    assert np.allclose(acquisition_map("eig", heads), mutual_information(heads))
-    assert np.allclose(acquisition_map("bald", heads), mutual_information(heads))
-    assert np.allclose(acquisition_map("entropy", heads), predictive_entropy(heads))
+    def score(name, maps):
+        return ACQUISITIONS[Acquisition(name)].score(maps)
+
+    assert np.allclose(score("eig", heads), mutual_information(heads))
+    assert np.allclose(score("bald", heads), mutual_information(heads))
+    assert np.allclose(score("entropy", heads), predictive_entropy(heads))
     agree = np.full((3, 4, 4), 0.5)  # all heads unsure alike: entropy high, EIG zero
-    assert acquisition_map("eig", agree).max() < 1e-6 < acquisition_map("entropy", agree).min()
+    assert score("eig", agree).max() < 1e-6 < score("entropy", agree).min()
     logits = torch.randn(8, 5, 5) * 4
     exact = mutual_information(torch.sigmoid(logits))
     assert torch.allclose(mutual_information(torch.sigmoid(logits), logits), exact, atol=1e-5)

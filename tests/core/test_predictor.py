@@ -58,7 +58,7 @@ def test_all_heads_match_sam_predictor(tiny_model, prompts):
     copy = pickle.loads(pickle.dumps(Predictor(tiny_model).predict(embedding, prompts)))
     np.testing.assert_array_equal(copy.probabilities, ours.probabilities)
     assert ours.multimask_logits.shape == (3, 32, 32)
-    assert ours.single_mask_logits.shape == (1, 32, 32)
+    assert ours.low_res_logits.shape == (4, 32, 32)
     assert ours.mask().shape == (70, 100) and ours.mask().dtype == bool
     assert 1 <= ours.best_multimask_head <= 3
 

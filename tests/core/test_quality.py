@@ -28,7 +28,6 @@ from napari_active_sam.core.quality.estimators import (
     ESTIMATORS,
     QualityModels,
     QualitySample,
-    dice_to_iou,
     estimate_quality,
     iou_to_dice,
     prompts_for_mask,
@@ -105,11 +104,12 @@ def _wrong_masks(gt: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def test_iou_and_dice_convert_both_ways():
+def test_iou_converts_to_dice():
     assert iou_to_dice(1 / 3) == pytest.approx(0.5)
     assert iou_to_dice(0.0) == 0.0 and iou_to_dice(1.0) == 1.0
     for value in np.linspace(0, 1, 11):
-        assert dice_to_iou(iou_to_dice(value)) == pytest.approx(value)
+        iou = value / (2 - value)  # IoU from Dice
+        assert iou_to_dice(iou) == pytest.approx(value)
 
 
 @pytest.mark.parametrize("estimator", list(Estimator))
@@ -120,7 +120,7 @@ def test_each_estimator_ranks_clearly_wrong_masks_below_the_correct_one(
     for gt in segmentable:
         correct = estimate_quality(estimator, QualitySample(rgb, gt, embedding), full_models)
         assert correct.estimator == estimator and correct.requested == estimator
-        assert not correct.fell_back and correct.note == ""
+        assert correct.estimator == correct.requested and correct.note == ""
         assert 0.5 < correct.predicted_dice <= 1.0
         for name, wrong in _wrong_masks(gt).items():
             assert dice(gt, wrong) < 0.6  # clearly wrong indeed
@@ -164,7 +164,7 @@ def test_posterior_without_a_bayesian_head_falls_back_to_the_iou_head(demo, ct_s
     ):
         estimate = estimate_quality(estimator, sample, no_head)
         assert estimate.requested == estimator and estimate.estimator == Estimator.IOU_HEAD
-        assert estimate.fell_back
+        assert estimate.estimator != estimate.requested
         assert ("Bayesian head" if estimator == "posterior" else "regressor") in estimate.note
         iou_only = estimate_quality("iou_head", sample, no_head)
         assert estimate.predicted_dice == iou_only.predicted_dice

@@ -149,13 +149,6 @@ ACQUISITIONS: dict[Acquisition, AcquisitionSpec] = {
 come from (SAM's heads or the head's posterior samples)."""
 
 
-def acquisition_map(
-    name: str, probabilities: np.ndarray, rng: np.random.Generator | None = None
-) -> np.ndarray:
-    """Scores ``(H, W)`` of acquisition ``name`` for probability maps ``(K, H, W)``."""
-    return ACQUISITIONS[Acquisition(name)].score(probabilities, rng=rng)
-
-
 @dataclass(frozen=True, eq=False)
 class Uncertainty:
     """Where the model is unsure after one click, and what it would ask next.

@@ -410,7 +410,7 @@ def write_dataset(
 
 
 def make_ct_volume(
-    rng: np.random.Generator, slices: int = 24, size: int = 256, spacing=(2.5, 0.8, 0.8)
+    rng: np.random.Generator, slices: int = 24, size: int = 256
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """A CT-like abdominal volume in Hounsfield units with organ ground truth.
 

@@ -22,6 +22,7 @@ import torch
 import zarr
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from ... import __version__
 from ..errors import EmbeddingStoreError
 from ..progress import Progress
 from .checkpoints import LoadedModel, ModelRef, is_writable_dir
@@ -31,8 +32,6 @@ STORE_FORMAT = "napari-active-sam-embeddings/1"
 
 
 def _package_version() -> str:
-    from ... import __version__
-
     return __version__
 
 
@@ -248,9 +247,6 @@ class EmbeddingStore:
     def memory_bytes(self) -> int:
         """Bytes held by features in memory."""
         return self._memory_bytes
-
-    def keys_on_disk(self) -> list[str]:
-        return sorted(self._group.array_keys()) if self._group is not None else []
 
     def has(self, key: str, signature: str) -> bool:
         """True if a valid embedding for ``key`` is in memory or on disk (nothing is read)."""

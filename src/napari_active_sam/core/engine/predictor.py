@@ -12,6 +12,7 @@ from ..errors import PromptError
 from ..prompts import PromptSet
 from .checkpoints import LoadedModel
 from .embeddings import Embedding
+from .geometry import upscale_grid
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,10 +63,6 @@ class Prediction:
         return np.stack([self._upscaled[h] for h in heads])
 
     def _upscale(self, heads: list[int]) -> None:
-        import torch  # here, not at the top: these records load without torch
-
-        from .geometry import upscale_grid
-
         with torch.inference_mode():
             logits = torch.from_numpy(np.asarray(self.low_res_logits[heads], np.float32))
             maps = upscale_grid(logits, self.img_size, self.input_size, self.original_size)
@@ -77,11 +74,6 @@ class Prediction:
     def multimask_logits(self) -> np.ndarray:
         """float32 (3, h, w) low-res logits of the three multimask heads."""
         return self.low_res_logits[1:]
-
-    @property
-    def single_mask_logits(self) -> np.ndarray:
-        """float32 (1, h, w) low-res logits of the single-mask head."""
-        return self.low_res_logits[:1]
 
     @property
     def best_multimask_head(self) -> int:

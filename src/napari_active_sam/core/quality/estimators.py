@@ -54,6 +54,7 @@ from ..enums import Estimator, parse_option
 from ..errors import ActiveSamError, ImageError
 from ..metrics import iou
 from ..prompts import PromptSet
+from ..sim.clicker import prompts_from_mask
 from .features import embedding_features, overlay_crop
 from .networks import QualityRegressor, regressor_for_model
 
@@ -62,12 +63,6 @@ def iou_to_dice(value: float) -> float:
     """Dice = 2·IoU / (1 + IoU) (exact for one pair of masks)."""
     value = float(np.clip(value, 0.0, 1.0))
     return 2 * value / (1 + value)
-
-
-def dice_to_iou(value: float) -> float:
-    """IoU = Dice / (2 − Dice)."""
-    value = float(np.clip(value, 0.0, 1.0))
-    return value / (2 - value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,11 +143,6 @@ class QualityEstimate:
     estimator: Estimator
     requested: Estimator
     note: str = ""
-
-    @property
-    def fell_back(self) -> bool:
-        return self.estimator != self.requested
-
 
 @dataclass(frozen=True)
 class ObjectQuality:
@@ -243,8 +233,6 @@ def prompts_for_mask(mask: np.ndarray) -> PromptSet:
     The same prompt :func:`~napari_active_sam.core.volume.prompts_from_mask` gives a
     neighbouring slice.
     """
-    from ..sim.clicker import prompts_from_mask
-
     return prompts_from_mask(np.asarray(mask, bool))
 
 
