@@ -45,7 +45,6 @@ from napari_active_sam.core.active.bayes_head import (
     DEFAULT_SAMPLES,
     BayesHead,
     BayesHeadNet,
-    head_for_model,
 )
 from napari_active_sam.core.data.scenes import make_scene
 from napari_active_sam.core.engine.architectures import ARCHITECTURES
@@ -131,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": str(torch.__version__),
     }
     demo = load_model("demo", device=device)
-    results["demo"] = bench_model(demo, head_for_model(demo), 256, repeats, args.samples, args.seed)
+    head = BayesHead.for_model(demo)
+    results["demo"] = bench_model(demo, head, 256, repeats, args.samples, args.seed)
     if not args.quick:
         log("building vit_b with random weights")
         vit_b = random_model(ARCHITECTURES["vit_b"], seed=args.seed).to(device)

@@ -23,7 +23,7 @@ PACKAGE = "napari_active_sam"
 
 
 def main() -> None:
-    from napari_active_sam.core.active.bayes_head import head_for_model
+    from napari_active_sam.core.active.bayes_head import BayesHead
     from napari_active_sam.core.annotate.session import AnnotationSession
     from napari_active_sam.core.data.scenes import make_scene
     from napari_active_sam.core.engine.checkpoints import load_model
@@ -36,7 +36,7 @@ def main() -> None:
     session = AnnotationSession(
         model, SliceSource(scene.image, scene.window), EmbeddingStore(model.model_id)
     )
-    session.head = head_for_model(model)
+    session.head = BayesHead.for_model(model)
     for _ in session.encode([()]):
         pass
     rows, cols = np.nonzero(scene.labels == 1)

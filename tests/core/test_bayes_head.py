@@ -17,7 +17,6 @@ from napari_active_sam.core.active.bayes_head import (
     bounded_samples,
     click_maps,
     click_sigma,
-    head_for_model,
     head_inputs,
 )
 from napari_active_sam.core.active.head_training import HeadConfig, fit_head, generated_examples
@@ -66,7 +65,7 @@ def test_fit_trains_below_sams_loss_and_samples_differ(tiny_examples, tiny_head)
     assert tiny_head.covariance.shape == (17, 17)
     assert torch.all(torch.linalg.eigvalsh(tiny_head.covariance.double()) >= 0)
     inputs = tiny_examples[0].inputs
-    sampled = tiny_head.sample(inputs, 8)
+    sampled = torch.sigmoid(tiny_head.sample_logits(inputs, 8))
     grid = TINY.low_res_size
     assert sampled.shape == (8, grid, grid) and sampled.min() >= 0 and sampled.max() <= 1
     many = tiny_head.sample_logits(inputs, 256, torch.Generator().manual_seed(0))
@@ -148,8 +147,8 @@ def test_saved_head_loads_with_its_model_and_refuses_another(tmp_path, tiny_head
     path = tiny_head.save(tmp_path / "tiny.head.pt")
     again = BayesHead.load(path, random_model(TINY, seed=0))
     seed = torch.Generator().manual_seed(3)
-    first = tiny_head.sample(tiny_examples[1].inputs, 4, generator=seed)[0]
-    second = again.sample(tiny_examples[1].inputs, 4, torch.Generator().manual_seed(3))[0]
+    first = tiny_head.sample_logits(tiny_examples[1].inputs, 4, generator=seed)[0]
+    second = again.sample_logits(tiny_examples[1].inputs, 4, torch.Generator().manual_seed(3))[0]
     assert torch.allclose(first, second)
     with pytest.raises(ModelError, match="fitted for model"):
         BayesHead.load(path, random_model(TINY, seed=1))
@@ -175,14 +174,14 @@ def test_heads_are_found_next_to_the_checkpoint_and_the_users_first(
     shipped = BayesHead(tiny_head.net, tiny_head.mean, tiny_head.covariance, model.model_id, 32)
     shipped.save(HEAD.beside(tiny_checkpoint))
     assert HEAD.find_for(ref) == HEAD.beside(tiny_checkpoint)
-    assert head_for_model(model, tiny_checkpoint).model_id == model.model_id
+    assert BayesHead.for_model(model, tiny_checkpoint).model_id == model.model_id
     shipped.save(HEAD.users(model.model_id))
     assert HEAD.find_for(ref) == HEAD.users(model.model_id)
 
 
 def test_the_shipped_demo_head_improves_on_sam_for_fresh_click_sets():
     model = load_model("demo", device="cpu")
-    head = head_for_model(model)
+    head = BayesHead.for_model(model)
     assert head is not None and head.info["structure"] == "full"
     examples = drain(generated_examples(model, 6, seed=1234, clicks=4))
     inputs = torch.as_tensor(np.stack([e.inputs for e in examples]))

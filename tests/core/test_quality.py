@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_active_sam.core.active.bayes_head import head_for_model
+from napari_active_sam.core.active.bayes_head import BayesHead
 from napari_active_sam.core.data.scenes import make_scene
 from napari_active_sam.core.engine.checkpoints import load_model, random_model
 from napari_active_sam.core.engine.embeddings import SliceEncoder
@@ -34,7 +34,7 @@ from napari_active_sam.core.quality.estimators import (
 )
 from napari_active_sam.core.quality.evaluation import evaluate_estimators, plot_quality
 from napari_active_sam.core.quality.features import embedding_features, overlay_crop
-from napari_active_sam.core.quality.networks import QualityRegressor, regressor_for_model
+from napari_active_sam.core.quality.networks import QualityRegressor
 from napari_active_sam.core.quality.training import (
     PERTURBATIONS,
     QualityConfig,
@@ -386,14 +386,14 @@ def test_fit_quality_trains_both_regressors_and_saves_them_for_their_model(demo,
 
 
 def test_the_shipped_regressor_belongs_to_the_demo_model(demo):
-    regressor = regressor_for_model(demo)
+    regressor = QualityRegressor.for_model(demo)
     assert regressor is not None and regressor.model_id == demo.model_id
     assert regressor.info["examples"] > 1000
     # Trained, not merely shaped right: an untrained network correlates near 0. How well it
     # ranks masks is the benchmark's to measure (benchmarks/eval_quality.py).
     assert regressor.info["crop_validation"]["pearson"] > 0.6
     assert regressor.info["feature_validation"]["pearson"] > 0.6
-    assert head_for_model(demo) is not None
+    assert BayesHead.for_model(demo) is not None
 
 
 def test_evaluation_reports_correlations_selection_and_a_plot(full_models, tmp_path):

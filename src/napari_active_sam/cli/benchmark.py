@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..core.enums import Strategy
-from .options import cluster_options, drain_with_bar, model_options, model_ref, window_option
+from . import options
 
 DEFAULT_STRATEGIES = (
     Strategy.RITM,
@@ -19,15 +19,17 @@ DEFAULT_STRATEGIES = (
 )
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "benchmark",
-        help="simulate click strategies against ground truth (NoC, mIoU, EIG vs oracle)",
-        description="Runs every object of DATA/images + DATA/masks with each strategy through "
-        "dask.distributed; rerunning with the same --out resumes.",
-    )
+NAME = "benchmark"
+HELP = "simulate click strategies against ground truth (NoC, mIoU, EIG vs oracle)"
+DESCRIPTION = (
+    "Runs every object of DATA/images + DATA/masks with each strategy through "
+    "dask.distributed; rerunning with the same --out resumes."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder with images/, masks/")
-    model_options(parser)
+    options.model_options(parser)
     parser.add_argument(
         "--strategies",
         default=",".join(DEFAULT_STRATEGIES),
@@ -40,15 +42,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="evaluate at most N objects")
-    window_option(parser, None, "one window for all images (default: per dataset)")
+    options.window_option(parser, None, "one window for all images (default: per dataset)")
     parser.add_argument(
         "--3d",
         dest="volume",
         action="store_true",
         help="annotate 3D objects on every slice (volume scores) instead of the largest slice",
     )
-    cluster_options(parser)
-    return parser
+    options.cluster_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.bench.runner import BenchmarkConfig, run_benchmark
     from ..core.cluster import dask_client
 
-    ref = model_ref(args)
+    ref = options.model_ref(args)
     config = BenchmarkConfig(
         data=args.data,
         model=ref,
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with dask_client(args.scheduler, args.workers) as (client, info):
         steps = run_benchmark(config, args.out, client, info.torch_threads)
-        records = drain_with_bar(steps, "benchmark", unit="episode")
+        records = options.drain_with_bar(steps, "benchmark", unit="episode")
     meta = {
         "model": ref.model_id(),
         "data": str(args.data),

@@ -6,28 +6,29 @@ import argparse
 from pathlib import Path
 
 from ..core.enums import SceneKind, Strategy
-from .options import model_options
+from . import options
 
 HEADLESS_SCENES = (SceneKind.CT, SceneKind.ULTRASOUND, SceneKind.NUCLEI)
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "demo",
-        help="open napari with the sample CT volume, the demo model and the Active SAM widget",
-        description="Opens napari ready to click. --screenshot clicks once, saves the window "
-        "and exits (use xvfb-run without a display); --headless segments generated CT, "
-        "ultrasound and nuclei images with simulated clicks and prints the IoU instead.",
-    )
+NAME = "demo"
+HELP = "open napari with the sample CT volume, the demo model and the Active SAM widget"
+DESCRIPTION = (
+    "Opens napari ready to click. --screenshot clicks once, saves the window "
+    "and exits (use xvfb-run without a display); --headless segments generated CT, "
+    "ultrasound and nuclei images with simulated clicks and prints the IoU instead."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headless", action="store_true", help="no window: print IoU per click")
-    model_options(parser)
+    options.model_options(parser)
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
     parser.add_argument("--clicks", type=int, default=5)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
         "--screenshot", type=Path, help="save a PNG (of the window, or with --headless a figure)"
     )
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

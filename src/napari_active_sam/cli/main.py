@@ -1,5 +1,8 @@
 """The command line's parser and entry point.
 
+Each command module names itself (``NAME``, ``HELP``, optionally ``DESCRIPTION``) and has
+``add_arguments(parser)`` and ``run(args)``.
+
 Building the parser loads no torch: each command imports what it needs when it runs, and
 choices come from :mod:`napari_active_sam.core.enums`.
 """
@@ -44,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
-        command.add_parser(sub).set_defaults(func=command.run)
+        description = getattr(command, "DESCRIPTION", None)
+        parser_ = sub.add_parser(command.NAME, help=command.HELP, description=description)
+        command.add_arguments(parser_)
+        parser_.set_defaults(func=command.run)
     return parser
 
 

@@ -8,20 +8,18 @@ from pathlib import Path
 
 from ..core.enums import SceneKind
 from ..core.progress import Progress
-from .options import drain_with_bar
+from . import options
+
+NAME = "make-dataset"
+HELP = "generate images with instance ground truth (images/ and masks/ TIFFs)"
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "make-dataset",
-        help="generate images with instance ground truth (images/ and masks/ TIFFs)",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to write")
     parser.add_argument("--n", type=int, default=100, help="number of images (default 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kind", default=SceneKind.MIXED, choices=list(SceneKind))
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
         Progress(done, args.n, "scenes written")
         for done in write_dataset(args.out, args.n, args.seed, args.kind, args.size)
     )
-    drain_with_bar(progress, "make-dataset", unit="scene")
+    options.drain_with_bar(progress, "make-dataset", unit="scene")
     print(f"wrote {args.n} scenes to {args.out}", file=sys.stderr)
     return 0

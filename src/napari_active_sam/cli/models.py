@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+NAME = "models"
+HELP = "list models, the cache folder and what is cached"
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser("models", help="list models, the cache folder and what is cached")
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

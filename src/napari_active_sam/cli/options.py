@@ -43,6 +43,13 @@ def window_option(parser: argparse.ArgumentParser, default: str | None, help: st
     parser.add_argument("--window", default=default, choices=WINDOWS, help=help)
 
 
+def labelled_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--data`` (a labelled folder to learn from instead of generated scenes) and its
+    ``--window``."""
+    parser.add_argument("--data", type=Path, help="labelled folder (images/, masks/) to learn from")
+    window_option(parser, None, "intensity window for --data (default: per dataset)")
+
+
 def set_threads(args: argparse.Namespace) -> None:
     """Apply ``--threads`` to torch (imported here: the parser itself stays light)."""
     if args.threads:

@@ -8,26 +8,22 @@ from pathlib import Path
 
 from ..core.enums import ModelName
 from ..core.errors import ActiveSamError
-from .options import cluster_options, drain_with_bar, model_options, model_ref, window_option
+from . import options
+
+NAME = "precompute"
+HELP = "encode every slice of a volume or folder of images into a zarr store"
+DESCRIPTION = "Encode slices through dask.distributed; rerunning skips finished slices."
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "precompute",
-        help="encode every slice of a volume or folder of images into a zarr store",
-        description="Encode slices through dask.distributed; rerunning skips finished slices.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="image or volume file, or a folder of images")
-    model_options(parser, default=ModelName.VIT_B)
-    parser.add_argument(
-        "--out", type=Path, required=True, help="zarr store to write (STORE.zarr)"
-    )
-    window_option(parser, "percentile", "intensity window (default percentile)")
-    cluster_options(parser)
+    options.model_options(parser, default=ModelName.VIT_B)
+    parser.add_argument("--out", type=Path, required=True, help="zarr store to write (STORE.zarr)")
+    options.window_option(parser, "percentile", "intensity window (default percentile)")
+    options.cluster_options(parser)
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a store made with another model"
     )
-    return parser
 
 
 def _image_files(path: Path) -> list[Path]:
@@ -49,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.engine.embeddings import EmbeddingStore, precompute
     from ..core.engine.preprocess import IntensityWindow, SliceSource
 
-    ref = model_ref(args)
+    ref = options.model_ref(args)
     identity = ref.model_id()
     window = IntensityWindow.from_name(args.window)
     inputs = Path(args.image)
@@ -63,6 +59,6 @@ def run(args: argparse.Namespace) -> int:
             if store.path is None:
                 raise ActiveSamError(f"Cannot write the store {out}: choose a writable --out.")
             steps = precompute(ref, source, store, client, torch_threads=info.torch_threads)
-            drain_with_bar(steps, file.name)
+            options.drain_with_bar(steps, file.name)
             print(f"{file} -> {store.path or 'memory only'}", file=sys.stderr)
     return 0

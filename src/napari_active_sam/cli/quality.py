@@ -8,25 +8,19 @@ from pathlib import Path
 
 from ..core.enums import Estimator
 from ..core.errors import ActiveSamError, ImageError
-from .options import (
-    drain_with_bar,
-    load_chosen_model,
-    model_options,
-    set_threads,
-    threads_option,
-    window_option,
+from . import options
+
+NAME = "quality"
+HELP = "predict each object's Dice without ground truth, to rank masks for review"
+DESCRIPTION = (
+    "Judges every object of every mask in --masks (instance labels, 0 = "
+    "background; 3D masks slice by slice) against its image of the same name in --images, "
+    "with no ground truth, and writes file,label,slice,predicted_dice,estimator rows, "
+    "worst first (file: the mask file)."
 )
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "quality",
-        help="predict each object's Dice without ground truth, to rank masks for review",
-        description="Judges every object of every mask in --masks (instance labels, 0 = "
-        "background; 3D masks slice by slice) against its image of the same name in --images, "
-        "with no ground truth, and writes file,label,slice,predicted_dice,estimator rows, "
-        "worst first (file: the mask file).",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder of images")
     parser.add_argument(
         "--masks", type=Path, required=True, help="folder of masks named like their images"
@@ -41,14 +35,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "its network an estimator falls back to iou_head, and the estimator column says "
         "which answered",
     )
-    model_options(parser)
+    options.model_options(parser)
     parser.add_argument("--head", type=Path, help="Bayesian head file (default: the model's)")
     parser.add_argument(
         "--regressor", type=Path, help="quality regressor file (default: the model's)"
     )
-    window_option(parser, "percentile", "intensity window (default percentile)")
-    threads_option(parser)
-    return parser
+    options.window_option(parser, "percentile", "intensity window (default percentile)")
+    options.threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,14 +50,14 @@ def run(args: argparse.Namespace) -> int:
     from ..core.quality.assess import assess_labels, quality_rows, write_quality_csv
     from ..core.quality.estimators import QualityModels, resolve_estimator
 
-    set_threads(args)
+    options.set_threads(args)
     pairs, skipped = pair_folders(args.images, args.masks)
     if not pairs:
         raise ActiveSamError(
             f"No image in {args.images} has a mask of the same name in {args.masks}."
         )
     window = IntensityWindow.from_name(args.window)
-    model = load_chosen_model(args)
+    model = options.load_chosen_model(args)
     models = QualityModels.for_model(model, args.checkpoint, args.head, args.regressor)
     _, note = resolve_estimator(args.estimator, models)
     if note:
@@ -74,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             source, labels = load_pair(pair, window)
             steps = assess_labels(args.estimator, source, labels, models)
-            results = drain_with_bar(steps, pair.mask.name, unit="object")
+            results = options.drain_with_bar(steps, pair.mask.name, unit="object")
         except ImageError as exc:  # one bad file does not stop the ranking
             skipped.append({"file": str(pair.mask), "reason": str(exc)})
             continue

@@ -7,13 +7,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .options import drain_with_bar, set_threads, threads_option
+from . import options
+
+NAME = "train-demo-model"
+HELP = "train the small demo model on generated data"
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "train-demo-model", help="train the small demo model on generated data"
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -28,22 +28,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--init", type=Path, help="continue training from this demo-architecture checkpoint"
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
-    threads_option(parser)
-    return parser
+    options.threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..core.engine.checkpoints import choose_device
     from ..core.sim.training import DemoTrainingConfig, train_demo_model
 
-    set_threads(args)
+    options.set_threads(args)
     config = DemoTrainingConfig(
         batch_size=args.batch_size, pool_size=args.pool_size, click_iterations=args.prompts
     )
     if args.steps:
         config = replace(config, steps=args.steps)
     device = choose_device(args.device)
-    drain_with_bar(
+    options.drain_with_bar(
         train_demo_model(args.out, args.seed, config, init=args.init, device=device),
         "train",
         unit="step",

@@ -7,32 +7,23 @@ import sys
 from pathlib import Path
 
 from ..core.enums import HessianStructure, PriorMethod
-from .options import (
-    WINDOWS,
-    drain_with_bar,
-    load_chosen_model,
-    model_options,
-    set_threads,
-    threads_option,
+from . import options
+
+NAME = "train-head"
+HELP = "fit the Bayesian head (MAP + Laplace posterior) for a model"
+DESCRIPTION = (
+    "Simulates click sets on generated scenes (or on the objects of a labelled --data "
+    "folder), trains the head to its MAP and fits a Laplace posterior over its last layer "
+    "with laplace-torch."
 )
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "train-head",
-        help="fit the Bayesian head (MAP + Laplace posterior) for a model",
-        description="Simulates click sets on generated scenes (or on the objects of a "
-        "labelled --data folder), trains the head to its MAP and fits a Laplace posterior over "
-        "its last layer with laplace-torch.",
-    )
-    model_options(parser)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.model_options(parser)
     parser.add_argument(
         "--out", type=Path, help="head file to write (default: the user's head for the model)"
     )
-    parser.add_argument("--data", type=Path, help="labelled folder (images/, masks/) to learn from")
-    parser.add_argument(
-        "--window", choices=WINDOWS, help="intensity window for --data (default: per dataset)"
-    )
+    options.labelled_data_options(parser)
     parser.add_argument("--images", type=int, default=150, help="generated scenes without --data")
     parser.add_argument("--clicks", type=int, default=6, help="clicks simulated per object")
     parser.add_argument("--steps", type=int, default=600, help="MAP optimiser steps")
@@ -42,8 +33,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--prior", default=PriorMethod.MARGLIK, choices=list(PriorMethod))
     parser.add_argument("--fit-pixels", type=int, default=20_000, help="pixels for the posterior")
     parser.add_argument("--seed", type=int, default=0)
-    threads_option(parser)
-    return parser
+    options.threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,16 +49,16 @@ def run(args: argparse.Namespace) -> int:
     from ..core.data.datasets import labelled_objects
     from ..core.engine.predictor import Predictor
 
-    set_threads(args)
-    model = load_chosen_model(args)
+    options.set_threads(args)
+    model = options.load_chosen_model(args)
     if args.data:
         objects = ((e, m) for _, e, m in labelled_objects(args.data, model, args.window))
         rng = np.random.default_rng(args.seed)
         steps = examples_from_objects(Predictor(model), objects, rng, args.clicks)
-        examples = drain_with_bar(steps, "simulate", unit="object")
+        examples = options.drain_with_bar(steps, "simulate", unit="object")
     else:
         steps = generated_examples(model, args.images, args.seed, clicks=args.clicks)
-        examples = drain_with_bar(steps, "simulate", unit="image")
+        examples = options.drain_with_bar(steps, "simulate", unit="image")
     config = HeadConfig(
         steps=args.steps,
         structure=args.structure,
@@ -76,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         fit_pixels=args.fit_pixels,
         seed=args.seed,
     )
-    head = drain_with_bar(fit_head(examples, model, config), "fit", unit="step")
+    head = options.drain_with_bar(fit_head(examples, model, config), "fit", unit="step")
     out = head.save(args.out or HEAD.users(model.model_id))
     info = head.info
     print(

@@ -7,40 +7,30 @@ import sys
 from pathlib import Path
 
 from ..core.enums import SceneKind
-from .options import (
-    WINDOWS,
-    drain_with_bar,
-    load_chosen_model,
-    model_options,
-    set_threads,
-    threads_option,
+from . import options
+
+NAME = "train-quality"
+HELP = "train the learned quality estimators (crop CNN and embedding MLP) for a model"
+DESCRIPTION = (
+    "Simulates prompting on generated scenes (or on the objects of a labelled --data "
+    "folder), collects every head's masks and perturbed ground truth with their true Dice, "
+    "and trains both regressors with MSE."
 )
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser(
-        "train-quality",
-        help="train the learned quality estimators (crop CNN and embedding MLP) for a model",
-        description="Simulates prompting on generated scenes (or on the objects of a labelled "
-        "--data folder), collects every head's masks and perturbed ground truth with their "
-        "true Dice, and trains both regressors with MSE.",
-    )
-    model_options(parser)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.model_options(parser)
     parser.add_argument(
         "--out", type=Path, help="file to write (default: the user's regressor for the model)"
     )
-    parser.add_argument(
-        "--data", type=Path, help="labelled folder (images/, masks/) to learn from"
-    )
-    parser.add_argument("--window", choices=WINDOWS, help="intensity window for --data")
+    options.labelled_data_options(parser)
     parser.add_argument("--images", type=int, default=200, help="generated scenes without --data")
     parser.add_argument("--kind", default="all", choices=["all", *SceneKind])
     parser.add_argument("--clicks", type=int, default=3, help="clicks per session")
     parser.add_argument("--crop-steps", type=int, default=2000)
     parser.add_argument("--feature-steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    threads_option(parser)
-    return parser
+    options.threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,19 +43,19 @@ def run(args: argparse.Namespace) -> int:
         generated_examples,
     )
 
-    set_threads(args)
-    model = load_chosen_model(args)
+    options.set_threads(args)
+    model = options.load_chosen_model(args)
     if args.data:
         objects = labelled_objects(args.data, model, args.window)
         steps = examples_from_objects(model, objects, args.seed, args.clicks)
-        examples = drain_with_bar(steps, "simulate", unit="object")
+        examples = options.drain_with_bar(steps, "simulate", unit="object")
     else:
         steps = generated_examples(model, args.images, args.seed, args.kind, args.clicks)
-        examples = drain_with_bar(steps, "simulate", unit="image")
+        examples = options.drain_with_bar(steps, "simulate", unit="image")
     config = QualityConfig(
         crop_steps=args.crop_steps, feature_steps=args.feature_steps, seed=args.seed
     )
-    regressor = drain_with_bar(fit_quality(examples, model, config), "fit", unit="step")
+    regressor = options.drain_with_bar(fit_quality(examples, model, config), "fit", unit="step")
     out = regressor.save(args.out or QUALITY.users(model.model_id))
     info = regressor.info
     print(

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..engine.checkpoints import LoadedModel
-from ..engine.companions import Companion
+from ..engine.companions import Companion, FittedCompanion
 from ..engine.embeddings import Embedding
 from ..engine.geometry import acquisition_grid, cell_logits, grid_fractions, image_to_grid
 from ..errors import ActiveSamError, ModelError
@@ -144,7 +144,7 @@ def grid_target(gt: np.ndarray, embedding: Embedding, model: LoadedModel) -> np.
 
 
 @dataclass(eq=False)
-class BayesHead:
+class BayesHead(FittedCompanion):
     """A MAP head with its Laplace posterior over the final 1×1 convolution.
 
     Attributes
@@ -169,6 +169,7 @@ class BayesHead:
     model_id: str
     grid: int
     info: dict[str, Any] = field(default_factory=dict)
+    companion: ClassVar[Companion] = HEAD
 
     def __post_init__(self):
         self.net.eval().to(memory_format=torch.channels_last)
@@ -247,15 +248,6 @@ class BayesHead:
         logits = torch.addmm(weights[:, -1:] + offset.reshape(1, -1), weights[:, :-1], flat)
         return logits.reshape(len(weights), h, w)
 
-    def sample(
-        self,
-        inputs: np.ndarray | torch.Tensor,
-        samples: int = DEFAULT_SAMPLES,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """:meth:`sample_logits` as probabilities, ``(K, g, g)``."""
-        return torch.sigmoid(self.sample_logits(inputs, samples, generator))
-
     # ----------------------------------------------------------------------- files
 
     def save(self, path: Path) -> Path:
@@ -297,16 +289,3 @@ def bounded_samples(samples: int, grid: int) -> int:
     if int(samples) < 1:
         raise ActiveSamError(f"The number of posterior samples must be at least 1, got {samples}.")
     return int(min(samples, MAX_SAMPLES, max(1, MAX_SAMPLE_VALUES // (grid * grid))))
-
-
-def head_for_model(model: LoadedModel, checkpoint: Path | None = None) -> BayesHead | None:
-    """The head to use with a loaded model: the user's own if they fitted one, else the one
-    next to ``checkpoint`` or shipped with a registered model; None if it has none.
-
-    Raises
-    ------
-    ModelError
-        A head file found for the model but fitted for other weights.
-    """
-    path = HEAD.find(model, checkpoint)
-    return BayesHead.load(path, model) if path is not None else None

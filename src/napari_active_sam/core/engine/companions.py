@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import torch
 
@@ -116,3 +116,27 @@ class Companion:
     def damaged(self, path: Path, error: Exception) -> CheckpointError:
         """The error for a file of this kind whose contents do not fit."""
         return CheckpointError(f"{path} is damaged ({error}): {self.remedy}.")
+
+
+class FittedCompanion:
+    """What is saved as a companion of a model (a Bayesian head, quality regressors): its
+    :class:`Companion` kind and a ``load`` that checks the file fits the model."""
+
+    companion: ClassVar[Companion]
+
+    @classmethod
+    def load(cls, path: Path, model: LoadedModel | None = None) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def for_model(cls, model: LoadedModel, checkpoint: Path | None = None) -> Self | None:
+        """The one to use with a loaded model: the user's own, else the one next to
+        ``checkpoint`` or shipped with a registered model; None if it has none.
+
+        Raises
+        ------
+        ModelError
+            A file found for the model but fitted for other weights.
+        """
+        path = cls.companion.find(model, checkpoint)
+        return cls.load(path, model) if path is not None else None

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead, head_for_model, head_inputs
+from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead, head_inputs
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding, SliceEncoder
 from ..engine.predictor import Prediction, Predictor, shown_head
@@ -56,7 +56,7 @@ from ..metrics import iou
 from ..prompts import PromptSet
 from ..sim.clicker import prompts_from_mask
 from .features import embedding_features, overlay_crop
-from .networks import QualityRegressor, regressor_for_model
+from .networks import QualityRegressor
 
 
 def iou_to_dice(value: float) -> float:
@@ -211,11 +211,11 @@ class QualityModels:
         head, regressor : Path, optional
             Files to use instead of the model's own.
         """
-        bayes_head = BayesHead.load(head, model) if head else head_for_model(model, checkpoint)
+        bayes_head = BayesHead.load(head, model) if head else BayesHead.for_model(model, checkpoint)
         learned = (
             QualityRegressor.load(regressor, model)
             if regressor
-            else regressor_for_model(model, checkpoint)
+            else QualityRegressor.for_model(model, checkpoint)
         )
         return cls(model, bayes_head, learned)
 
@@ -270,7 +270,9 @@ def _posterior(sample: QualitySample, models: QualityModels, rng: np.random.Gene
     prediction, prompts, head = sam_answer(sample, models)
     inputs = head_inputs(prediction.low_res_logits[head], prompts, embedding, model)
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    sampled = models.bayes_head.sample(inputs, models.samples, generator)
+    sampled = torch.sigmoid(
+        models.bayes_head.sample_logits(inputs, models.samples, generator)
+    )
     mask = torch.as_tensor(sample.mask)
     area = int(mask.sum())
     scores = []
@@ -322,32 +324,33 @@ def _ensemble(sample: QualitySample, models: QualityModels, rng: np.random.Gener
     return float(np.mean([ESTIMATORS[e].estimate(shared, models, rng) for e in members]))
 
 
-def _needs_head_or_regressor(models: QualityModels) -> str | None:
-    if len(ensemble_members(models)) > 1:
-        return None
-    return (
-        f"neither a Bayesian head nor a quality regressor for {models.model.name}, so SAM's "
-        "IoU head answered alone (fit them with `napari-active-sam train-head` and "
-        "`train-quality`)"
-    )
+def _needs(has: Callable[[QualityModels], bool], missing: str, remedy: str):
+    """A ``missing`` check for :class:`EstimatorSpec`: why SAM's IoU head answers instead
+    (``missing`` for the model, and what to fit) when ``has`` is false."""
+
+    def why(models: QualityModels) -> str | None:
+        if has(models):
+            return None
+        return f"{missing} for {models.model.name}, so SAM's IoU head answered ({remedy})"
+
+    return why
 
 
-def _needs_head(models: QualityModels) -> str | None:
-    if models.bayes_head is not None:
-        return None
-    return (
-        f"no Bayesian head for {models.model.name}, so SAM's IoU head answered (fit one with "
-        "`napari-active-sam train-head`)"
-    )
-
-
-def _needs_regressor(models: QualityModels) -> str | None:
-    if models.regressor is not None:
-        return None
-    return (
-        f"no quality regressor for {models.model.name}, so SAM's IoU head answered (train "
-        "one with `napari-active-sam train-quality`)"
-    )
+_needs_head = _needs(
+    lambda models: models.bayes_head is not None,
+    "no Bayesian head",
+    "fit one with `napari-active-sam train-head`",
+)
+_needs_regressor = _needs(
+    lambda models: models.regressor is not None,
+    "no quality regressor",
+    "train one with `napari-active-sam train-quality`",
+)
+_needs_head_or_regressor = _needs(
+    lambda models: len(ensemble_members(models)) > 1,
+    "neither a Bayesian head nor a quality regressor",
+    "fit them with `napari-active-sam train-head` and `train-quality`",
+)
 
 
 @dataclass(frozen=True)

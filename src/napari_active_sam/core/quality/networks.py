@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 from ..engine.checkpoints import LoadedModel
-from ..engine.companions import Companion
+from ..engine.companions import Companion, FittedCompanion
 from ..errors import ModelError
 from .features import CROP_SIZE
 
@@ -62,7 +62,7 @@ class FeatureQualityNet(nn.Module):
 
 
 @dataclass(eq=False)
-class QualityRegressor:
+class QualityRegressor(FittedCompanion):
     """The two learned estimators of one model, saved together.
 
     Attributes
@@ -79,6 +79,7 @@ class QualityRegressor:
     feature_net: FeatureQualityNet
     model_id: str
     info: dict[str, Any] = field(default_factory=dict)
+    companion: ClassVar[Companion] = QUALITY
 
     def __post_init__(self):
         self.crop_net.eval()
@@ -154,18 +155,3 @@ class QualityRegressor:
         if model is not None:
             regressor.check_model(model)
         return regressor
-
-
-def regressor_for_model(
-    model: LoadedModel, checkpoint: Path | None = None
-) -> QualityRegressor | None:
-    """The regressor to use with a loaded model: the user's own if trained, else the one
-    next to ``checkpoint`` or shipped with a registered model; None if it has none.
-
-    Raises
-    ------
-    ModelError
-        A regressor file found for the model but trained for other weights.
-    """
-    path = QUALITY.find(model, checkpoint)
-    return QualityRegressor.load(path, model) if path is not None else None
