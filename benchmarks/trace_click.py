@@ -3,8 +3,10 @@
 The bundled demo model answers one click on a generated CT slice that is already encoded
 (as after the dock's background encoding), the way the dock's worker asks:
 ``AnnotationSession.answer(index, prompts, "bald")``. Every call of a function of the
-package is recorded; a *hop* is a call from one of its modules into another. Also counted:
-encoder runs, slice signatures (the slice hashed) and ``shown_head`` choices.
+package is recorded; a *hop* is a call from one of its modules into another. Hops are
+counted twice: all of them, and those into functions and methods (leaving out property
+reads and the constructors of records). Also counted: encoder runs, slice signatures (the
+slice hashed) and ``shown_head`` choices.
 
 Prints JSON.
 
@@ -13,6 +15,9 @@ Prints JSON.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import sys
 from collections import Counter
@@ -42,7 +47,7 @@ def main() -> None:
     rows, cols = np.nonzero(scene.labels == 1)
     prompts = PromptSet((Click(float(cols[len(cols) // 2]), float(rows[len(rows) // 2])),))
 
-    calls: list[tuple[str, str, str]] = []
+    calls: list[tuple[str, str, str, bool]] = []
 
     def profile(frame, event, arg):
         if event != "call":
@@ -56,30 +61,47 @@ def main() -> None:
         ):
             caller = caller.f_back
         source = caller.f_globals["__name__"] if caller is not None else "<caller>"
-        calls.append((source, module, frame.f_code.co_name))
+        name = frame.f_code.co_name
+        calls.append((source, module, name, _is_function(frame, name)))
 
     sys.setprofile(profile)
     try:
         session.answer((), prompts, "bald", rng=np.random.default_rng(0))
     finally:
         sys.setprofile(None)
-    names = Counter(name for *_, name in calls)
-    hops = [(a, b, n) for a, b, n in calls if a != b and a != "<caller>"]
+    names = Counter(name for _, _, name, _ in calls)
+    hops = [(a, b, n, f) for a, b, n, f in calls if a != b and a != "<caller>"]
     print(
         json.dumps(
             {
                 "calls": len(calls),
                 "hops_between_modules": len(hops),
-                "modules": len({m for _, m, _ in calls}),
+                "hops_into_functions": sum(f for *_, f in hops),
+                "modules": len({m for _, m, _, _ in calls}),
                 "slice_signature": names["slice_signature"],
                 "encoder_runs": names["encode"],
                 "shown_head": names["shown_head"],
-                "hops": [f"{a.removeprefix(PACKAGE)} -> {b.removeprefix(PACKAGE)}.{n}"
-                         for a, b, n in hops],
+                "hops": [
+                    f"{a.removeprefix(PACKAGE)} -> {b.removeprefix(PACKAGE)}.{n}"
+                    + ("" if f else " (property or record)")
+                    for a, b, n, f in hops
+                ],
             },
             indent=1,
         )
     )
+
+
+def _is_function(frame, name: str) -> bool:
+    """False for a property read or a record's generated constructor."""
+    owner = frame.f_locals.get("self")
+    if owner is not None:
+        attribute = inspect.getattr_static(type(owner), name, None)
+        if isinstance(attribute, property | functools.cached_property):
+            return False
+        if name == "__init__" and dataclasses.is_dataclass(owner):
+            return False
+    return True
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_active_sam._widgets.dock import LOCAL_FILE, ActiveSamWidget
+from napari_active_sam._widgets.dock import ActiveSamWidget
 from napari_active_sam._widgets.layers import OUTPUT, PREVIEW, PROMPTS, SUGGESTIONS, UNCERTAINTY
+from napari_active_sam._widgets.models import LOCAL_FILE
 from napari_active_sam.core.data.scenes import make_scene
 
 WAIT = 60_000  # ms; encoder runs on a 2-core CPU
@@ -178,7 +179,7 @@ def test_closing_the_viewer_while_encoding(make_napari_viewer, qtbot, tiny_check
     widget = _tiny_widget(viewer, tiny_checkpoint)
     viewer.window.add_dock_widget(widget)
     qtbot.waitUntil(lambda: widget.session is not None and widget.cancel.enabled, timeout=WAIT)
-    worker = widget._encoder
+    worker = widget.controller.encoder
     viewer.close()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=WAIT)
 
@@ -240,7 +241,7 @@ def test_rgb_volume_and_time_series_are_annotated_slice_by_slice(make_napari_vie
         assert viewer.layers[OUTPUT].data.shape == data.shape[:3]
         viewer.dims.current_step = (1, 0, 0)
         widget.add_click(40, 50)
-        qtbot.waitUntil(lambda w=widget: w._decoder is None, timeout=WAIT)
+        qtbot.waitUntil(lambda w=widget: not w.controller.decoding, timeout=WAIT)
         assert widget.current_index() == (1,)
         assert widget.current_prompts().clicks[0].x == 50
 
@@ -276,7 +277,8 @@ def _press(viewer, key):
 
 
 def _suggested(widget):
-    return widget._suggested is not None and len(widget._suggested[2]) > 0
+    offer = widget.controller.offer
+    return offer is not None and len(offer.suggestions) > 0
 
 
 def test_suggestions_uncertainty_layer_and_answer_keys(make_napari_viewer, qtbot, scene):
@@ -293,7 +295,7 @@ def test_suggestions_uncertainty_layer_and_answer_keys(make_napari_viewer, qtbot
     uncertainty = viewer.layers[UNCERTAINTY]
     assert uncertainty.data.max() > 0 and uncertainty.colormap.name == "magma"
     marks = viewer.layers[SUGGESTIONS]
-    _, _, offered = widget._suggested
+    offered = widget.controller.offer.suggestions
     assert len(marks.data) == len(offered) and list(marks.features["rank"]) == list(
         range(1, len(offered) + 1)
     )
@@ -309,13 +311,14 @@ def test_suggestions_uncertainty_layer_and_answer_keys(make_napari_viewer, qtbot
     assert len(clicks) == 2 and not clicks[-1].positive
     assert (clicks[-1].x, clicks[-1].y) == (second.x, second.y)
     qtbot.waitUntil(lambda: _suggested(widget), timeout=WAIT)  # fresh map after the answer
-    assert widget._suggested[1] == widget.current_prompts()
-    top = widget._suggested[2][0]
+    assert widget.controller.offer.prompts == widget.current_prompts()
+    top = widget.controller.offer.suggestions[0]
     _press(viewer, "a")
     assert widget.current_prompts().clicks[-1] == top.click(True)
 
     widget.acquisition.value = "off"
-    qtbot.waitUntil(lambda: widget._decoder is None and widget._suggested is None, timeout=WAIT)
+    qtbot.waitUntil(lambda: not widget.controller.decoding and widget.controller.offer is None,
+                    timeout=WAIT)  # fmt: skip
     assert len(marks.data) == 0
 
 
@@ -335,12 +338,12 @@ def test_a_suggestion_answered_after_the_slice_changed_adds_nothing(make_napari_
     widget.add_click(60, 60, positive=False)  # new clicks: the suggestions on screen are stale
     widget.answer_suggestion(True)  # before the new answer is back
     assert len(viewer.layers[PROMPTS].data) == 2  # the user's clicks only
-    qtbot.waitUntil(lambda: widget._decoder is None and _suggested(widget), timeout=WAIT)
+    qtbot.waitUntil(lambda: not widget.controller.decoding and _suggested(widget), timeout=WAIT)
     viewer.dims.current_step = (2, 0, 0)
     widget.answer_suggestion(True)
     assert len(viewer.layers[PROMPTS].data) == 2
     viewer.dims.current_step = (1, 0, 0)
-    qtbot.waitUntil(lambda: widget._decoder is None, timeout=WAIT)
+    qtbot.waitUntil(lambda: not widget.controller.decoding, timeout=WAIT)
     assert (1,) in dict(widget.session.most_uncertain())
     viewer.dims.current_step = (3, 0, 0)
     widget.go_to_most_uncertain()
@@ -350,7 +353,7 @@ def test_a_suggestion_answered_after_the_slice_changed_adds_nothing(make_napari_
 def test_learn_from_my_annotations_fits_and_saves_a_head(
     make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
 ):
-    from napari_active_sam.core.active.bayes_head import BayesHead, user_head_path
+    from napari_active_sam.core.active.bayes_head import HEAD, BayesHead
 
     monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
     image = np.zeros((128, 128), np.float32)
@@ -361,13 +364,13 @@ def test_learn_from_my_annotations_fits_and_saves_a_head(
     _ready(qtbot, widget)
     assert widget.session.head is None and widget.acquisition.value == "eig"
     widget.learn()
-    qtbot.waitUntil(lambda: widget._learner is None, timeout=WAIT)
+    qtbot.waitUntil(lambda: not widget.controller.objects.learning, timeout=WAIT)
     assert widget.session.head is None  # nothing committed: nothing learned
     viewer.layers[PREVIEW].data[30:80, 40:100] = 1
     widget.commit()
     widget.learn()
     qtbot.waitUntil(lambda: widget.session.head is not None, timeout=WAIT)
-    path = user_head_path(widget.session.model.model_id)
+    path = HEAD.users(widget.session.model.model_id)
     assert path.is_file() and "learned from" in widget.status.value
     assert BayesHead.load(path, widget.session.model).info["examples"] == 6
 

@@ -46,7 +46,7 @@ def test_ground_truth_of_another_shape_is_a_clear_error(make_napari_viewer, qtbo
 
 
 def test_a_local_checkpoint_asks_for_its_architecture(make_napari_viewer, tiny_checkpoint):
-    from napari_active_sam._widgets.dock import LOCAL_FILE, chosen_model
+    from napari_active_sam._widgets.models import LOCAL_FILE, chosen_model
 
     viewer = make_napari_viewer()
     widget = EvaluateWidget(viewer)

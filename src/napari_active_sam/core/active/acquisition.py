@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding
-from ..engine.geometry import cell_logits, grid_to_image, image_to_grid, upscale_grid
+from ..engine.geometry import CellGrid
 from ..engine.predictor import Prediction, shown_head
 from ..enums import Acquisition, Source
 from ..errors import ActiveSamError
@@ -180,12 +180,6 @@ class Uncertainty:
         return self.suggestions[0] if self.suggestions else None
 
 
-def _upscale(maps: torch.Tensor, model: LoadedModel, embedding: Embedding) -> np.ndarray:
-    """Grid maps ``(C, g, g)`` → ``(C, H, W)`` the way SAM upscales its masks."""
-    size = model.architecture.img_size
-    return upscale_grid(maps, size, embedding.input_size, embedding.original_size).numpy()
-
-
 def uncertainty(
     acquisition: str,
     prediction: Prediction,
@@ -250,49 +244,39 @@ def uncertainty(
             f"{spec.title} needs a Bayesian head for {model.name}: fit one with 'Learn from "
             "my annotations' or `napari-active-sam train-head`, or choose EIG."
         )
+    cells = CellGrid.of(model, embedding)
     with torch.inference_mode():
         if use_posterior:
             head.check_model(model)
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            inputs = head_inputs(prediction.multimask_logits, prompts, embedding, model)
+            inputs = head_inputs(prediction.multimask_logits, prompts, cells)
             logits = head.sample_logits(inputs, samples, generator)
             source = Source.POSTERIOR
         else:
-            logits = cell_logits(prediction.multimask_logits, model)
+            logits = cells.pool(prediction.multimask_logits)
             source = Source.HEADS
         maps = torch.sigmoid(logits)
         grid_scores = spec.score(maps, rng=rng, logits=logits)
         belief = maps.mean(dim=0)
-        upscaled = _upscale(torch.stack([grid_scores, belief]), model, embedding)
+        upscaled = cells.upscale(torch.stack([grid_scores, belief]))
         ranking = grid_scores
         if spec.corrections_first:
             index = shown_head(prediction, prompts) if shown is None else shown
-            inside = cell_logits(prediction.low_res_logits[index], model) > 0
+            inside = cells.pool(prediction.low_res_logits[index]) > 0
             ranking = grid_scores * torch.where(inside, 1 - belief, belief)
 
-    grid = maps.shape[-1]
-    img_size = model.architecture.img_size
-    clicked = np.zeros((grid, grid), bool)
-    if prompts.clicks:
-        coords, _ = prompts.point_arrays()
-        cells = np.rint(image_to_grid(coords, embedding.original_size, img_size, grid))
-        cells = np.clip(cells, 0, grid - 1).astype(int)
-        clicked[cells[:, 1], cells[:, 0]] = True
-    # Padding cells (outside the image) never hold a suggestion.
-    h, w = embedding.input_size
-    on_image = np.zeros((grid, grid), bool)
-    on_image[: int(np.ceil(h * grid / img_size)), : int(np.ceil(w * grid / img_size))] = True
-    per_pixel = grid / img_size * img_size / max(embedding.original_size)
+    # Clicked cells and padding cells (outside the image) never hold a suggestion.
+    per_pixel = cells.side / cells.img_size * cells.img_size / max(cells.original_size)
     peaks = pick_peaks(
         ranking.numpy(),
         count=suggestions,
         min_distance=max(1, int(round(min_distance * per_pixel))),
-        excluded=clicked | ~on_image,
+        excluded=cells.clicked(prompts) | ~cells.on_image(),
     )
     taken = {(round(c.x), round(c.y)) for c in prompts.clicks}
     found = []
-    for row, col, score in peaks:
-        x, y = grid_to_image(np.array([[col, row]]), embedding.original_size, img_size, grid)[0]
+    places = cells.to_image(np.array([[col, row] for row, col, _ in peaks]).reshape(-1, 2))
+    for (row, col, score), (x, y) in zip(peaks, places, strict=True):
         if (round(x), round(y)) in taken:
             continue
         found.append(Suggestion(float(x), float(y), score, float(belief[row, col]), len(found) + 1))

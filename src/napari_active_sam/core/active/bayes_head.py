@@ -28,8 +28,7 @@ from torch import nn
 
 from ..engine.checkpoints import LoadedModel
 from ..engine.companions import Companion, FittedCompanion
-from ..engine.embeddings import Embedding
-from ..engine.geometry import acquisition_grid, cell_logits, grid_fractions, image_to_grid
+from ..engine.geometry import CellGrid, acquisition_grid
 from ..errors import ActiveSamError, ModelError
 from ..prompts import PromptSet
 
@@ -99,15 +98,14 @@ def click_sigma(grid: int) -> float:
     return CLICK_SIGMA * grid / 256
 
 
-def click_maps(
-    prompts: PromptSet, original_size: tuple[int, int], img_size: int, grid: int
-) -> np.ndarray:
-    """float32 ``(2, g, g)``: positive and negative click maps on the grid."""
+def click_maps(prompts: PromptSet, cells: CellGrid) -> np.ndarray:
+    """float32 ``(2, c, c)``: positive and negative click maps on the cells."""
+    grid = cells.side
     maps = np.zeros((2, grid, grid), np.float32)
     if not prompts.clicks:
         return maps
     coords, labels = prompts.point_arrays()
-    centres = image_to_grid(coords, original_size, img_size, grid)
+    centres = cells.to_cells(coords)
     sigma = click_sigma(grid)
     axis = np.arange(grid, dtype=np.float64)
     # A Gaussian is separable: one outer product of two 1D profiles per click.
@@ -118,29 +116,21 @@ def click_maps(
     return np.clip(maps, 0, 1)
 
 
-def head_inputs(
-    logits: np.ndarray, prompts: PromptSet, embedding: Embedding, model: LoadedModel
-) -> np.ndarray:
+def head_inputs(logits: np.ndarray, prompts: PromptSet, cells: CellGrid) -> np.ndarray:
     """The head's input on acquisition cells: SAM's logits averaged over each cell and
     clipped, and the two click maps.
 
     ``logits`` of one head at the low-resolution grid, ``(g, g)``, give float32
-    ``(3, c, c)`` with ``c`` the :func:`acquisition_grid`; the logits of M heads,
-    ``(M, g, g)``, give ``(M, 3, c, c)`` (the click maps are built once and shared).
+    ``(3, c, c)`` with ``c`` the cells per side; the logits of M heads, ``(M, g, g)``, give
+    ``(M, 3, c, c)`` (the click maps are built once and shared).
     """
-    grid = acquisition_grid(model)
+    grid = cells.side
     several = np.ndim(logits) == 3
-    pooled = cell_logits(logits, model).numpy()
+    pooled = cells.pool(logits).numpy()
     logits = np.clip(pooled.reshape(-1, 1, grid, grid), -LOGIT_CLIP, LOGIT_CLIP)
-    maps = click_maps(prompts, embedding.original_size, model.architecture.img_size, grid)
+    maps = click_maps(prompts, cells)
     inputs = np.concatenate([logits, np.broadcast_to(maps, (len(logits), *maps.shape))], axis=1)
     return inputs if several else inputs[0]
-
-
-def grid_target(gt: np.ndarray, embedding: Embedding, model: LoadedModel) -> np.ndarray:
-    """:func:`grid_fractions` of the object on the head's grid: its target and weight."""
-    arch = model.architecture
-    return grid_fractions(gt, embedding.input_size, arch.img_size, acquisition_grid(model))
 
 
 @dataclass(eq=False)
@@ -178,19 +168,20 @@ class BayesHead(FittedCompanion):
 
     def check_model(self, model: LoadedModel) -> None:
         """Raise :class:`ModelError` unless the head was fitted for ``model``."""
-        if model.model_id == self.model_id and acquisition_grid(model) != self.grid:
-            raise ModelError(
-                f"This Bayesian head works on a {self.grid}-cell grid, but model "
-                f"{model.model_id} is read on {acquisition_grid(model)} cells (a head made by "
-                "an older version): fit it again with the dock's 'Learn from my annotations' "
-                "or `napari-active-sam train-head`."
-            )
-        if model.model_id != self.model_id:
+        model_id = model.model_id
+        if model_id != self.model_id:
             raise ModelError(
                 f"This Bayesian head was fitted for model {self.model_id}, not "
-                f"{model.model_id}: fit one for this model (the dock's 'Learn from my "
+                f"{model_id}: fit one for this model (the dock's 'Learn from my "
                 "annotations', or `napari-active-sam train-head`) or choose the model it was "
                 "made for."
+            )
+        if (grid := acquisition_grid(model)) != self.grid:
+            raise ModelError(
+                f"This Bayesian head works on a {self.grid}-cell grid, but model "
+                f"{model_id} is read on {grid} cells (a head made by an older version): fit "
+                "it again with the dock's 'Learn from my annotations' or "
+                "`napari-active-sam train-head`."
             )
 
     def sample_weights(self, samples: int, generator: torch.Generator | None = None):

@@ -19,13 +19,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..data.scenes import encoded_scenes
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding
-from ..engine.geometry import acquisition_grid
+from ..engine.geometry import CellGrid, acquisition_grid
 from ..engine.predictor import Predictor
 from ..enums import HessianStructure, PriorMethod, SceneKind, parse_option
 from ..errors import ActiveSamError
 from ..progress import Progress
 from ..sim.episode import episode, sam_recipe
-from .bayes_head import HIDDEN, BayesHead, BayesHeadNet, grid_target, head_inputs
+from .bayes_head import HIDDEN, BayesHead, BayesHeadNet, head_inputs
 
 
 class _PixelModel(nn.Module):
@@ -72,11 +72,11 @@ def simulate_examples(
     gt = np.asarray(gt, bool)
     if not gt.any():
         return []
-    model = predictor.model
-    target = grid_target(gt, embedding, model)
+    cells = CellGrid.of(predictor.model, embedding)
+    target = cells.fractions(gt)
     opening, correct = sam_recipe(gt, rng)
     return [
-        HeadExample(head_inputs(step.feedback, step.prompts, embedding, model), target)
+        HeadExample(head_inputs(step.feedback, step.prompts, cells), target)
         for step in episode(predictor, embedding, opening, correct, clicks)
     ]
 

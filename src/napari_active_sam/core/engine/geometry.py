@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from ..prompts import PromptSet
 from .checkpoints import LoadedModel
+from .embeddings import Embedding
 
 
 def upscale_grid(
@@ -40,25 +44,20 @@ the head's work, its K maps and the peak search the same size relative to the im
 
 def acquisition_stride(model: LoadedModel) -> int:
     """Low-resolution grid pixels per acquisition cell side (1 for SAM at 1024 px)."""
-    grid, img_size = model.architecture.low_res_size, model.architecture.img_size
-    stride = max(1, round(ACQUISITION_CELL * grid / img_size))
-    return stride if grid % stride == 0 else 1
+    return _cells(model)[0]
 
 
 def acquisition_grid(model: LoadedModel) -> int:
     """Side of the grid of acquisition cells: the head's grid."""
-    return model.architecture.low_res_size // acquisition_stride(model)
+    return _cells(model)[1]
 
 
-def cell_logits(logits: np.ndarray | torch.Tensor, model: LoadedModel) -> torch.Tensor:
-    """Low-resolution logits ``(..., g, g)`` averaged over acquisition cells."""
-    logits = torch.as_tensor(np.asarray(logits, np.float32))
-    stride = acquisition_stride(model)
-    if stride == 1:
-        return logits
-    shape = logits.shape[:-2]
-    pooled = F.avg_pool2d(logits.reshape(-1, 1, *logits.shape[-2:]), stride)
-    return pooled.reshape(*shape, *pooled.shape[-2:])
+def _cells(model: LoadedModel) -> tuple[int, int]:
+    """``(stride, side)``: low-resolution pixels per cell side, and cells per side."""
+    grid, img_size = model.architecture.low_res_size, model.architecture.img_size
+    stride = max(1, round(ACQUISITION_CELL * grid / img_size))
+    stride = stride if grid % stride == 0 else 1
+    return stride, grid // stride
 
 
 def _scales(original_size: tuple[int, int], img_size: int) -> np.ndarray:
@@ -109,3 +108,85 @@ def grid_fractions(
     stacked = torch.cat([resized, torch.ones_like(resized)], dim=1)
     padded = F.pad(stacked, (0, img_size - w, 0, img_size - h))
     return F.adaptive_avg_pool2d(padded, grid)[0].numpy()
+
+
+@dataclass(frozen=True)
+class CellGrid:
+    """The acquisition cells of one slice for one model: where the Bayesian head, the
+    acquisition maps and the suggestions live (SAM's low-resolution grid, averaged over
+    :func:`acquisition_stride` pixels per side).
+
+    Attributes
+    ----------
+    img_size : int
+        The model's square input side.
+    stride : int
+        Low-resolution grid pixels per cell side.
+    side : int
+        Cells per side (:func:`acquisition_grid`).
+    original_size, input_size : tuple of int
+        ``(H, W)`` of the slice, and after ResizeLongestSide (before padding).
+    """
+
+    img_size: int
+    stride: int
+    side: int
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+    @classmethod
+    def of(cls, model: LoadedModel, embedding: Embedding) -> CellGrid:
+        """The cells of the slice ``embedding`` was computed from."""
+        stride, side = _cells(model)
+        return cls(
+            model.architecture.img_size,
+            stride,
+            side,
+            tuple(embedding.original_size),
+            tuple(embedding.input_size),
+        )
+
+    def pool(self, logits: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Low-resolution logits ``(..., g, g)`` averaged over the cells: ``(..., c, c)``."""
+        logits = torch.as_tensor(np.asarray(logits, np.float32))
+        if self.stride == 1:
+            return logits
+        shape = logits.shape[:-2]
+        pooled = F.avg_pool2d(logits.reshape(-1, 1, *logits.shape[-2:]), self.stride)
+        return pooled.reshape(*shape, *pooled.shape[-2:])
+
+    def to_cells(self, xy: np.ndarray) -> np.ndarray:
+        """Image pixels ``(N, 2)`` in ``(x, y)`` → cell coordinates ``(N, 2)``."""
+        return image_to_grid(xy, self.original_size, self.img_size, self.side)
+
+    def to_image(self, cxy: np.ndarray) -> np.ndarray:
+        """Cell coordinates ``(N, 2)`` → image pixels ``(x, y)``, clipped to the image."""
+        return grid_to_image(cxy, self.original_size, self.img_size, self.side)
+
+    def upscale(self, maps: torch.Tensor) -> np.ndarray:
+        """Cell maps ``(C, c, c)`` → ``(C, H, W)`` the way SAM upscales its masks."""
+        return upscale_grid(maps, self.img_size, self.input_size, self.original_size).numpy()
+
+    def fractions(self, mask: np.ndarray) -> np.ndarray:
+        """:func:`grid_fractions` of ``mask`` on the cells: ``(2, c, c)``."""
+        return grid_fractions(mask, self.input_size, self.img_size, self.side)
+
+    def clicked(self, prompts: PromptSet) -> np.ndarray:
+        """Boolean ``(c, c)``: the cells the prompts' clicks fall in."""
+        cells = np.zeros((self.side, self.side), bool)
+        if prompts.clicks:
+            coords, _ = prompts.point_arrays()
+            at = np.clip(np.rint(self.to_cells(coords)), 0, self.side - 1).astype(int)
+            cells[at[:, 1], at[:, 0]] = True
+        return cells
+
+    def on_image(self) -> np.ndarray:
+        """Boolean ``(c, c)``: the cells on the slice (not in SAM's padding, at the bottom
+        and right)."""
+        h, w = self.input_size
+        inside = np.zeros((self.side, self.side), bool)
+        inside[
+            : int(np.ceil(h * self.side / self.img_size)),
+            : int(np.ceil(w * self.side / self.img_size)),
+        ] = True
+        return inside

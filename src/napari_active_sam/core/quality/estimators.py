@@ -49,6 +49,7 @@ import torch
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead, head_inputs
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding, SliceEncoder
+from ..engine.geometry import CellGrid
 from ..engine.predictor import Prediction, Predictor, shown_head
 from ..enums import Estimator, parse_option
 from ..errors import ActiveSamError, ImageError
@@ -268,7 +269,7 @@ def _posterior(sample: QualitySample, models: QualityModels, rng: np.random.Gene
     model = models.model
     embedding = models.embedding_of(sample)
     prediction, prompts, head = sam_answer(sample, models)
-    inputs = head_inputs(prediction.low_res_logits[head], prompts, embedding, model)
+    inputs = head_inputs(prediction.low_res_logits[head], prompts, CellGrid.of(model, embedding))
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
     sampled = torch.sigmoid(
         models.bayes_head.sample_logits(inputs, models.samples, generator)

@@ -23,7 +23,12 @@ from napari_active_sam.core.active.head_training import HeadConfig, fit_head, ge
 from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE as TINY
 from napari_active_sam.core.engine.checkpoints import ModelRef, load_model, random_model
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
-from napari_active_sam.core.engine.geometry import acquisition_grid, grid_to_image, image_to_grid
+from napari_active_sam.core.engine.geometry import (
+    CellGrid,
+    acquisition_grid,
+    grid_to_image,
+    image_to_grid,
+)
 from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.enums import HessianStructure, PriorMethod
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
@@ -33,14 +38,16 @@ from napari_active_sam.core.prompts import Click, PromptSet
 
 def test_click_maps_put_a_unit_gaussian_of_scaled_sigma_on_each_click():
     prompts = PromptSet((Click(100, 50, True), Click(10, 200, False)))
-    maps = click_maps(prompts, original_size=(256, 256), img_size=1024, grid=256)
+    cells = CellGrid(img_size=1024, stride=1, side=256, original_size=(256, 256),
+                     input_size=(1024, 1024))  # fmt: skip
+    maps = click_maps(prompts, cells)
     assert maps.shape == (2, 256, 256) and maps.min() >= 0 and maps.max() <= 1
     # 256 px image → 1024 input → 256 grid: pixel coordinates carry over.
     assert np.unravel_index(maps[0].argmax(), maps[0].shape) == (50, 100)
     assert np.unravel_index(maps[1].argmax(), maps[1].shape) == (200, 10)
     assert maps[0][50, 100 + 8] == pytest.approx(np.exp(-0.5), rel=1e-3)  # σ = 8 at 256
     assert click_sigma(64) == 2.0
-    two = click_maps(PromptSet((Click(100, 50), Click(100, 50))), (256, 256), 1024, 256)
+    two = click_maps(PromptSet((Click(100, 50), Click(100, 50))), cells)
     assert two.max() == 1.0  # overlapping clicks are clamped, not summed past 1
 
 
@@ -84,13 +91,15 @@ def test_a_finer_grid_is_averaged_to_acquisition_cells_before_the_head():
     embedding = embed_slice(fine, SliceSource(image), EmbeddingStore(fine.model_id))
     prompts = PromptSet((Click(45, 30, True), Click(5, 5, False)))
     logits = np.random.default_rng(0).normal(0, 30, (3, 64, 64)).astype(np.float32)
-    inputs = head_inputs(logits, prompts, embedding, fine)
+    cells = CellGrid.of(fine, embedding)
+    assert (cells.stride, cells.side) == (2, 32)
+    inputs = head_inputs(logits, prompts, cells)
     assert inputs.shape == (3, 3, 32, 32)
     pooled = torch.nn.functional.avg_pool2d(torch.as_tensor(logits)[:, None], 2)[:, 0]
     np.testing.assert_allclose(inputs[:, 0], pooled.clamp(-20, 20).numpy(), atol=1e-5)
-    maps = click_maps(prompts, embedding.original_size, fine.architecture.img_size, 32)
+    maps = click_maps(prompts, cells)
     np.testing.assert_array_equal(inputs[1, 1:], maps)
-    np.testing.assert_array_equal(head_inputs(logits[1], prompts, embedding, fine), inputs[1])
+    np.testing.assert_array_equal(head_inputs(logits[1], prompts, cells), inputs[1])
     # A head fitted on the full 64-cell grid (an older version's) is refused by name.
     head = BayesHead(BayesHeadNet(), torch.zeros(17), torch.eye(17), fine.model_id, 64)
     with pytest.raises(ModelError, match="works on a 64-cell grid.*fit it again"):
