@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_active_sam.cli import options
 from napari_active_sam.core.bench.episodes import evaluate_pair
 from napari_active_sam.core.bench.runner import BenchmarkConfig, run_benchmark
 from napari_active_sam.core.cluster import dask_client, load_on_worker
 from napari_active_sam.core.data.datasets import discover_pairs, load_pair, object_targets
 from napari_active_sam.core.data.scenes import write_dataset
-from napari_active_sam.core.engine.checkpoints import ModelRef
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.prompts import Click, PromptSet
@@ -61,8 +61,7 @@ def first_click_latency(config: BenchmarkConfig) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="demo")
-    parser.add_argument("--checkpoint")
+    options.model_options(parser)
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--kind", default="mixed")
@@ -70,7 +69,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        ref = ModelRef(args.model, args.checkpoint)
+        ref = options.model_ref(args)
         size = ref.load().architecture.img_size
         list(write_dataset(data, args.images, seed=11, kind=args.kind, size=size))
         config = BenchmarkConfig(data=data, model=ref, strategies=("ritm",), clicks=args.clicks)

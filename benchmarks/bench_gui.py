@@ -25,11 +25,12 @@ import time
 
 import numpy as np
 
+from napari_active_sam.cli import options
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="demo")
-    parser.add_argument("--checkpoint")
+    options.model_options(parser)
     parser.add_argument("--slices", type=int, default=50)
     parser.add_argument("--clicks", type=int, default=7)
     args = parser.parse_args()
@@ -38,8 +39,9 @@ def main() -> None:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_active_sam._widgets.dock import LOCAL_FILE, ActiveSamWidget
+    from napari_active_sam._widgets.dock import ActiveSamWidget
     from napari_active_sam._widgets.layers import PREVIEW
+    from napari_active_sam._widgets.models import LOCAL_FILE
     from napari_active_sam.core.data.scenes import make_ct_volume
     from napari_active_sam.core.engine.embeddings import EmbeddingStore, SliceEncoder
     from napari_active_sam.core.engine.preprocess import to_sam_rgb
@@ -77,9 +79,9 @@ def main() -> None:
     finished = []
     ticks.clear()
     started = time.perf_counter()
-    widget.encode_all()
+    worker = widget.encode_all()
     # Wait on the worker's own signal: polling the store here would load the GUI thread.
-    widget._encoder.finished.connect(lambda: finished.append(time.perf_counter()))
+    worker.finished.connect(lambda: finished.append(time.perf_counter()))
     wait_until(lambda: finished)
     encode_s = finished[0] - started
     assert all_encoded()

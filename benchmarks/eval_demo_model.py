@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
+from napari_active_sam.cli import options
 from napari_active_sam.core.bench.episodes import run_episode
 from napari_active_sam.core.data.scenes import make_scene
-from napari_active_sam.core.engine.checkpoints import load_model
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
@@ -53,14 +53,13 @@ def summarise(curves: list[list[float]]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="demo")
-    parser.add_argument("--checkpoint")
+    options.model_options(parser)
     parser.add_argument("--objects", type=int, default=240, help="at least this many objects")
     parser.add_argument("--seed", type=int, default=1, help="scene seed (training used 0)")
     parser.add_argument("--clicks", type=int, default=20)
     args = parser.parse_args()
 
-    model = load_model(args.model, args.checkpoint, device="cpu")
+    model = options.load_chosen_model(args, device="cpu")
     predictor = Predictor(model)
     rng = np.random.default_rng(args.seed)
     kinds = [k for k in SceneKind if k is not SceneKind.MIXED]
@@ -87,7 +86,7 @@ def main() -> None:
         print(f"{count} objects", file=sys.stderr, end="\r")
     report = {
         "model": model.model_id,
-        "checkpoint": args.checkpoint,
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "protocol": "RITM clicker, previous logits fed back, first click multimask "
         "(SAM's top-rated head shown), later clicks single-mask head",
         "seed": args.seed,

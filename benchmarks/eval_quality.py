@@ -18,9 +18,7 @@ import json
 import sys
 import time
 
-import torch
-
-from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.cli import options
 from napari_active_sam.core.enums import Estimator
 from napari_active_sam.core.progress import drain
 from napari_active_sam.core.quality.estimators import QualityModels
@@ -29,8 +27,7 @@ from napari_active_sam.core.quality.evaluation import evaluate_estimators, plot_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="demo")
-    parser.add_argument("--checkpoint")
+    options.model_options(parser)
     parser.add_argument("--images", type=int, default=40, help="held-out generated scenes")
     parser.add_argument("--seed", type=int, default=1, help="scene seed (training used 0)")
     parser.add_argument("--kind", default="all", help="ct, ultrasound, nuclei, mixed or all")
@@ -40,13 +37,12 @@ def main() -> None:
         "--estimators", default=",".join(e.value for e in Estimator), help="comma-separated"
     )
     parser.add_argument("--plot", default="quality_scatter.png", help="scatter plot PNG")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    options.threads_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options.set_threads(args)
 
     started = time.perf_counter()
-    model = load_model(args.model, args.checkpoint, device="cpu")
+    model = options.load_chosen_model(args, device="cpu")
     models = QualityModels.for_model(model, args.checkpoint)
     steps = evaluate_estimators(
         models,

@@ -58,11 +58,12 @@ def set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def load_chosen_model(args: argparse.Namespace):
-    """The model of ``--model``/``--checkpoint``, loaded."""
+def load_chosen_model(args: argparse.Namespace, device: str | None = None):
+    """The model of ``--model``/``--checkpoint``, loaded (on ``device``, default the best
+    one present)."""
     from ..core.engine.checkpoints import load_model
 
-    return load_model(args.model, args.checkpoint)
+    return load_model(args.model, args.checkpoint, device=device)
 
 
 def model_ref(args: argparse.Namespace):
