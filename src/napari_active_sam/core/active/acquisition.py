@@ -23,7 +23,7 @@ from ..enums import Acquisition, Source
 from ..errors import ActiveSamError
 from ..prompts import PromptSet, Suggestion
 from .bayes_head import DEFAULT_SAMPLES, BayesHead, head_inputs
-from .suggest import pick_peaks
+from .suggest import suggest
 
 _EPS = 1e-7
 
@@ -265,25 +265,11 @@ def uncertainty(
             inside = cells.pool(prediction.low_res_logits[index]) > 0
             ranking = grid_scores * torch.where(inside, 1 - belief, belief)
 
-    # Clicked cells and padding cells (outside the image) never hold a suggestion.
-    per_pixel = cells.side / cells.img_size * cells.img_size / max(cells.original_size)
-    peaks = pick_peaks(
-        ranking.numpy(),
-        count=suggestions,
-        min_distance=max(1, int(round(min_distance * per_pixel))),
-        excluded=cells.clicked(prompts) | ~cells.on_image(),
-    )
-    taken = {(round(c.x), round(c.y)) for c in prompts.clicks}
-    found = []
-    places = cells.to_image(np.array([[col, row] for row, col, _ in peaks]).reshape(-1, 2))
-    for (row, col, score), (x, y) in zip(peaks, places, strict=True):
-        if (round(x), round(y)) in taken:
-            continue
-        found.append(Suggestion(float(x), float(y), score, float(belief[row, col]), len(found) + 1))
+    found = suggest(ranking.numpy(), belief.numpy(), cells, prompts, suggestions, min_distance)
     return Uncertainty(
         acquisition=name,
         scores=upscaled[0].astype(np.float32),
-        suggestions=tuple(found),
+        suggestions=found,
         probability=np.clip(upscaled[1], 0, 1).astype(np.float32),
         samples=int(maps.shape[0]),
         source=source,

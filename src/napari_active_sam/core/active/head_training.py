@@ -164,7 +164,6 @@ def fit_head(
     config = config or HeadConfig()
     if len(examples) == 0:
         raise ActiveSamError("No annotated objects to learn from: commit some objects first.")
-    structure, prior = config.structure, config.prior
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -200,33 +199,13 @@ def fit_head(
     yield Progress(config.steps, config.steps + 1, "fitting the Laplace posterior")
     features, labels = _pixel_data(net, examples, config.fit_pixels, rng)
     pixel_model = _PixelModel(net.out)
-    order = torch.as_tensor(rng.permutation(len(labels)))
-    features, labels = features[order], labels[order]
-    held_out = max(1, len(labels) // 5) if prior == PriorMethod.GRIDSEARCH else 0
-    fit_set = TensorDataset(features[held_out:], labels[held_out:])
-    laplace = Laplace(
-        pixel_model,
-        "classification",
-        subset_of_weights="all",
-        hessian_structure=structure.value,
-    )
-    laplace.fit(DataLoader(fit_set, batch_size=4096))
-    with warnings.catch_warnings():
-        # laplace-torch reminds callers of its own predictive's link; samples are drawn here.
-        warnings.filterwarnings("ignore", message="By default `link_approx`")
-        if prior == PriorMethod.MARGLIK:
-            laplace.optimize_prior_precision(pred_type="glm", method="marglik", n_steps=200)
-        else:
-            validation = DataLoader(TensorDataset(features[:held_out], labels[:held_out]), 4096)
-            laplace.optimize_prior_precision(
-                pred_type="glm", method="gridsearch", val_loader=validation, progress_bar=False
-            )
-    covariance = _covariance(laplace, structure)
+    laplace, fit_pixels = _laplace(pixel_model, features, labels, config, rng)
+    covariance = _covariance(laplace, config.structure)
     mean = torch.cat([pixel_model.linear.weight.reshape(-1), pixel_model.linear.bias]).detach()
     info = {
         **{k: str(v) if isinstance(v, StrEnum) else v for k, v in asdict(config).items()},
         "examples": len(examples),
-        "fit_pixels": int(len(fit_set)),
+        "fit_pixels": fit_pixels,
         "prior_precision": laplace.prior_precision.detach().reshape(-1).tolist(),
         "log_marginal_likelihood": float(laplace.log_marginal_likelihood().detach()),
         "map_loss": head_loss,
@@ -238,6 +217,40 @@ def fit_head(
     return BayesHead(
         net, mean.float(), covariance.float(), model.model_id, acquisition_grid(model), info
     )
+
+
+def _laplace(
+    pixel_model: _PixelModel,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    config: HeadConfig,
+    rng: np.random.Generator,
+) -> tuple[Any, int]:
+    """laplace-torch's posterior over the last layer, its prior precision chosen by
+    ``config.prior`` (a fifth of the pixels held out for the grid search); and the number
+    of pixels it was fitted on."""
+    order = torch.as_tensor(rng.permutation(len(labels)))
+    features, labels = features[order], labels[order]
+    held_out = max(1, len(labels) // 5) if config.prior == PriorMethod.GRIDSEARCH else 0
+    fit_set = TensorDataset(features[held_out:], labels[held_out:])
+    laplace = Laplace(
+        pixel_model,
+        "classification",
+        subset_of_weights="all",
+        hessian_structure=config.structure.value,
+    )
+    laplace.fit(DataLoader(fit_set, batch_size=4096))
+    with warnings.catch_warnings():
+        # laplace-torch reminds callers of its own predictive's link; samples are drawn here.
+        warnings.filterwarnings("ignore", message="By default `link_approx`")
+        if config.prior == PriorMethod.MARGLIK:
+            laplace.optimize_prior_precision(pred_type="glm", method="marglik", n_steps=200)
+        else:
+            validation = DataLoader(TensorDataset(features[:held_out], labels[:held_out]), 4096)
+            laplace.optimize_prior_precision(
+                pred_type="glm", method="gridsearch", val_loader=validation, progress_bar=False
+            )
+    return laplace, int(len(fit_set))
 
 
 def _covariance(laplace: Any, structure: HessianStructure) -> torch.Tensor:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 from skimage.feature import peak_local_max
 
+from ..engine.geometry import CellGrid
+from ..prompts import PromptSet, Suggestion
+
 MIN_SCORE = 1e-5
 """Scores at or below this mean "nothing to learn here" (nats for the information gains;
 float32 rounding alone leaves about 1e-6 where every map agrees)."""
@@ -54,3 +57,52 @@ def pick_peaks(
         num_peaks=count,
     )
     return [(int(r), int(c), float(scores[r, c])) for r, c in peaks]
+
+
+def suggest(
+    ranking: np.ndarray,
+    belief: np.ndarray,
+    cells: CellGrid,
+    prompts: PromptSet,
+    count: int = 5,
+    min_distance: float = 8.0,
+) -> tuple[Suggestion, ...]:
+    """Ranked suggestions from a ranking map on one slice's acquisition cells.
+
+    Clicked cells and padding cells (outside the image) never hold a suggestion, and no
+    suggestion lands on a pixel already clicked.
+
+    Parameters
+    ----------
+    ranking : np.ndarray
+        ``(c, c)`` what suggestions are ranked by (the score of :class:`Suggestion`).
+    belief : np.ndarray
+        ``(c, c)`` the model's probability that each cell is inside the object.
+    cells : CellGrid
+    prompts : PromptSet
+        The clicks so far.
+    count : int
+        At most this many suggestions.
+    min_distance : float
+        Minimum distance between suggestions, in image pixels.
+
+    Returns
+    -------
+    tuple of Suggestion
+        Best first, in image pixels; empty where the map is flat.
+    """
+    per_pixel = cells.side / cells.img_size * cells.img_size / max(cells.original_size)
+    peaks = pick_peaks(
+        ranking,
+        count=count,
+        min_distance=max(1, int(round(min_distance * per_pixel))),
+        excluded=cells.clicked(prompts) | ~cells.on_image(),
+    )
+    taken = {(round(c.x), round(c.y)) for c in prompts.clicks}
+    found: list[Suggestion] = []
+    places = cells.to_image(np.array([[col, row] for row, col, _ in peaks]).reshape(-1, 2))
+    for (row, col, score), (x, y) in zip(peaks, places, strict=True):
+        if (round(x), round(y)) not in taken:
+            rank = len(found) + 1
+            found.append(Suggestion(float(x), float(y), score, float(belief[row, col]), rank))
+    return tuple(found)

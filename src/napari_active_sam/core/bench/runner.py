@@ -121,31 +121,9 @@ def run_benchmark(
     temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(temporary, out / EPISODES_FILE)
 
-    tasks: list[tuple[ImagePair, IntensityWindow, list[tuple[ObjectTarget, str]]]] = []
-    planned: set[tuple[str, int, str]] = set()
-    total = 0
-    for pair in pairs:
-        if config.limit is not None and total >= config.limit * len(config.strategies):
-            break
-        window = config.window_for(pair.stem)
-        try:
-            _, labels = load_pair(pair, window)
-        except ImageError as exc:
-            skipped.append({"file": str(pair.mask), "reason": str(exc)})
-            continue
-        objects = object_targets(labels, config.volume)
-        if config.limit is not None:
-            room = config.limit - total // len(config.strategies)
-            objects = objects[:room]
-        keys = [((pair.stem, obj.label, s), obj, s) for obj in objects for s in config.strategies]
-        planned.update(key for key, *_ in keys)
-        todo = [(obj, s) for key, obj, s in keys if key not in done]
-        total += len(objects) * len(config.strategies)
-        if todo:
-            tasks.append((pair, window, todo))
     if not pairs:
         raise ActiveSamError(f"{config.data} has no image with a mask of the same name.")
-
+    tasks, planned, total = _plan(config, pairs, done, skipped)
     finished = total - sum(len(todo) for *_, todo in tasks)
     yield Progress(finished, total, f"{finished} of {total} episodes already done")
     futures = {
@@ -177,6 +155,44 @@ def run_benchmark(
             yield Progress(finished, total, f"{finished}/{total} episodes")
     (out / "skipped.json").write_text(json.dumps(skipped, indent=1))
     return [r for r in read_episodes(out) if (r["image"], r["label"], r["strategy"]) in planned]
+
+
+Task = tuple[ImagePair, IntensityWindow, list[tuple[ObjectTarget, Strategy]]]
+"""One image's episodes still to play: the pair, its window, (object, strategy) pairs."""
+
+
+def _plan(
+    config: BenchmarkConfig,
+    pairs: list[ImagePair],
+    done: set[tuple[str, int, str]],
+    skipped: list[dict[str, str]],
+) -> tuple[list[Task], set[tuple[str, int, str]], int]:
+    """The episodes of a run, up to ``config.limit`` objects: the tasks still to play (not
+    in ``done``), the keys of every episode planned, and their number. Images that cannot
+    be read are added to ``skipped``."""
+    tasks: list[Task] = []
+    planned: set[tuple[str, int, str]] = set()
+    total = 0
+    for pair in pairs:
+        if config.limit is not None and total >= config.limit * len(config.strategies):
+            break
+        window = config.window_for(pair.stem)
+        try:
+            _, labels = load_pair(pair, window)
+        except ImageError as exc:
+            skipped.append({"file": str(pair.mask), "reason": str(exc)})
+            continue
+        objects = object_targets(labels, config.volume)
+        if config.limit is not None:
+            room = config.limit - total // len(config.strategies)
+            objects = objects[:room]
+        keys = [((pair.stem, obj.label, s), obj, s) for obj in objects for s in config.strategies]
+        planned.update(key for key, *_ in keys)
+        todo = [(obj, s) for key, obj, s in keys if key not in done]
+        total += len(objects) * len(config.strategies)
+        if todo:
+            tasks.append((pair, window, todo))
+    return tasks, planned, total
 
 
 def _head_file(config: BenchmarkConfig) -> str | None:
