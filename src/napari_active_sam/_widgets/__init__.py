@@ -1,1 +1,1 @@
-"""The napari layer: the dock widget, its workers, layers and key bindings."""
+"""The napari layer: docks, the annotation controller they subscribe to, the worker host."""

@@ -23,8 +23,9 @@ def run_demo(
     from qtpy.QtCore import QTimer
 
     from .._sample_data import ct_volume
-    from .dock import LOCAL_FILE, ActiveSamWidget
+    from .dock import ActiveSamWidget
     from .layers import PREVIEW
+    from .models import LOCAL_FILE
 
     (volume, image_meta, _), (organs, labels_meta, _) = ct_volume()
     viewer = napari.Viewer(title="napari-active-sam demo")

@@ -22,16 +22,12 @@ from magicgui.widgets import (
 )
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from napari.qt.threading import create_worker
 
-from ..core.active.bayes_head import head_for_model
-from ..core.bench.episodes import evaluate_image
-from ..core.bench.report import summarise
-from ..core.bench.strategies import STRATEGIES
-from ..core.engine.checkpoints import load_model
-from ..core.engine.preprocess import CT_PRESETS, IntensityWindow, SliceSource
+from ..core.engine.preprocess import CT_PRESETS
 from ..core.enums import Strategy
-from .dock import _Lifetime, chosen_model, model_choosers, report_error
+from .jobs import evaluation_job
+from .models import chosen_model, model_choosers
+from .workers import WorkerHost
 
 if TYPE_CHECKING:
     import napari
@@ -69,8 +65,9 @@ class EvaluateWidget(Container):
         self.native.layout().addWidget(self.canvas)
         self.native.setMaximumWidth(440)
         self.summary: dict[str, Any] | None = None
-        self._life = _Lifetime()
-        self.native.destroyed.connect(self._life.end)
+        self.workers = WorkerHost(status=self._say)
+        # The host is no Qt object, so this still reaches it once the dock is gone.
+        self.native.destroyed.connect(self.workers.close)
         self._worker = None
         self.run_button.changed.connect(self.run)
         self.cancel.changed.connect(self.stop)
@@ -87,24 +84,18 @@ class EvaluateWidget(Container):
         if self._worker is not None:
             return
         name, checkpoint = chosen_model(self.model_name, self.checkpoint, self.architecture)
-        job = create_worker(
-            _evaluation_job, name, checkpoint, image.data, image.rgb, np.asarray(truth.data),
-            self.window.value, list(self.strategies.value), self.clicks.value,
-            _ignore_errors=True,
-        )  # fmt: skip
-        slots = {"yielded": self._progress, "returned": self._show,
-                 "errored": self._report, "finished": self._finished}  # fmt: skip
-        for signal, callback in slots.items():
-            getattr(job, signal).connect(self._life.guard(callback))
-        self._life.track(job)  # closing the dock stops the run
-        self._worker = job
         self.run_button.enabled, self.cancel.enabled = False, True
         self.status.value = "evaluating ..."
-        job.start()
+        self._worker = self.workers.start(
+            evaluation_job, name, checkpoint, image.data, image.rgb, np.asarray(truth.data),
+            self.window.value, list(self.strategies.value), self.clicks.value,
+            progress=self._progress, returned=self._show, finished=self._finished,
+        )  # fmt: skip
 
     def stop(self) -> None:
+        """Stop the evaluation before its next episode."""
         if self._worker is not None:
-            self._worker.quit()
+            self.workers.cancel(self._worker)
             self.status.value = "cancelled"
 
     def _progress(self, step) -> None:
@@ -138,16 +129,5 @@ class EvaluateWidget(Container):
         objects = next(iter(summary["strategies"].values()))["objects"]
         self.status.value = f"evaluated {objects} objects"
 
-    def _report(self, exc: Exception) -> None:
-        report_error(self.status, exc)
-
-
-def _evaluation_job(name, checkpoint, data, rgb, labels, window, strategies, clicks):
-    """Worker generator: load the model (and its head if a strategy needs it), play every
-    episode, return the summary."""
-    model = load_model(name, checkpoint)
-    needs_head = any(STRATEGIES[Strategy(s)].needs_head for s in strategies)
-    head = head_for_model(model, checkpoint) if needs_head or "entropy" in strategies else None
-    source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
-    records = yield from evaluate_image(model, source, labels, strategies, clicks, 0, head)
-    return summarise(records, {"model": model.model_id, "clicks": clicks})
+    def _say(self, message: str) -> None:
+        self.status.value = message

@@ -1,11 +1,17 @@
-"""Layers the widget manages, and the one place napari's (row, col) becomes SAM's (x, y)."""
+"""Layers the widget manages, and the one place napari's (row, col) becomes SAM's (x, y).
+
+Every layer is found by name, so a user may hide, restyle or remove one: the functions
+here create what is missing, keep what the user made, and draw into the layers that exist.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.errors import ActiveSamError
 from ..core.prompts import Click, PromptSet, Suggestion
 
 if TYPE_CHECKING:
@@ -16,11 +22,13 @@ PREVIEW = "SAM preview"
 OUTPUT = "SAM labels"
 UNCERTAINTY = "SAM uncertainty"
 SUGGESTIONS = "SAM suggestions"
+MANAGED = (PROMPTS, PREVIEW, OUTPUT, UNCERTAINTY, SUGGESTIONS)
 
 POSITIVE_COLOUR = "#2ecc71"
 NEGATIVE_COLOUR = "#e74c3c"
 
 
+# ------------------------------------------------------------------------ coordinates
 def prompts_on_slice(points: napari.layers.Points, index: tuple[int, ...]) -> PromptSet:
     """The clicks of ``points`` that lie on slice ``index``, as SAM prompts.
 
@@ -31,8 +39,7 @@ def prompts_on_slice(points: napari.layers.Points, index: tuple[int, ...]) -> Pr
         return PromptSet()
     data = np.asarray(points.data)
     positive = np.asarray(points.features.get("positive", np.ones(len(data), bool)), bool)
-    leading = np.round(data[:, :-2]).astype(int)
-    here = np.all(leading == np.array(index, int), axis=1) if index else np.ones(len(data), bool)
+    here = _on_slice(data, index)
     return PromptSet(
         clicks=tuple(
             Click(x=float(col), y=float(row), positive=bool(p))
@@ -41,16 +48,16 @@ def prompts_on_slice(points: napari.layers.Points, index: tuple[int, ...]) -> Pr
     )
 
 
+def prompted_slices(points: napari.layers.Points) -> dict[int, PromptSet]:
+    """The prompts of every slice of a volume ``(z, row, col)`` that has clicks, by ``z``."""
+    slices = sorted({int(round(p[0])) for p in np.asarray(points.data)})
+    prompted = {z: prompts_on_slice(points, (z,)) for z in slices}
+    return {z: p for z, p in prompted.items() if p.clicks}
+
+
 def point_for(index: tuple[int, ...], row: float, col: float) -> np.ndarray:
     """napari data coordinates of a click at (row, col) on slice ``index``."""
     return np.array([*index, row, col], float)
-
-
-def colour_points(points: napari.layers.Points) -> None:
-    """Green for positive clicks, red for negative ones."""
-    if len(points.data):
-        positive = np.asarray(points.features["positive"], bool)
-        points.face_color = [POSITIVE_COLOUR if p else NEGATIVE_COLOUR for p in positive]
 
 
 def suggestion_points(index: tuple[int, ...], suggestions: tuple[Suggestion, ...]) -> np.ndarray:
@@ -58,6 +65,226 @@ def suggestion_points(index: tuple[int, ...], suggestions: tuple[Suggestion, ...
     if not suggestions:
         return np.empty((0, len(index) + 2))
     return np.array([point_for(index, s.y, s.x) for s in suggestions])
+
+
+def slice_at_cursor(
+    viewer: napari.Viewer, image: napari.layers.Image | None, leading_shape: tuple[int, ...]
+) -> tuple[int, ...]:
+    """The data index of ``image``'s slice on screen (``()`` for a 2D image).
+
+    ``leading_shape`` is the image's shape before its two (row, col) axes, channels left
+    out.
+    """
+    leading = len(leading_shape)
+    if not leading or image is None:
+        return ()
+    # World to the image's data coordinates: right even when other layers differ in scale.
+    point = image.world_to_data(viewer.dims.point)
+    return tuple(
+        int(np.clip(round(float(v)), 0, n - 1))
+        for v, n in zip(point[:leading], leading_shape, strict=True)
+    )
+
+
+def show_slice(viewer: napari.Viewer, image: napari.layers.Image, index: tuple[int, ...]):
+    """Move the viewer to the slice at data index ``index`` of ``image``."""
+    world = image.data_to_world([*index, 0, 0])
+    step = list(viewer.dims.point)
+    offset = len(step) - image.ndim  # napari aligns layers on their trailing axes
+    for axis in range(len(index)):
+        step[offset + axis] = world[axis]
+    viewer.dims.point = step
+
+
+def _on_slice(data: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
+    """Which rows of point ``data`` ``(N, ndim)`` lie on slice ``index``."""
+    if not index:
+        return np.ones(len(data), bool)
+    leading = np.round(data[:, :-2]).astype(int)
+    return np.all(leading == np.array(index, int), axis=1)
+
+
+# --------------------------------------------------------------------------- creation
+def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
+                  prompts_changed: Callable, keys: dict[str, Callable]) -> None:  # fmt: skip
+    """Create the output, preview, uncertainty, suggestions and prompts layers on
+    ``image``'s grid, keeping what the user made.
+
+    ``prompts_changed`` hears every edit of the prompts layer (connected once, so a
+    restarted session keeps the user's clicks); each key of ``keys`` runs its action (no
+    arguments) in every managed layer.
+
+    Raises
+    ------
+    ActiveSamError
+        If the output labels layer exists with another shape (it is left untouched).
+    """
+    shape = image.data.shape[:-1] if image.rgb else image.data.shape
+    ndim = len(shape)
+    placement = {"scale": image.scale[:ndim], "translate": image.translate[:ndim]}
+    layers = viewer.layers
+    if OUTPUT in layers and layers[OUTPUT].data.shape != shape:
+        raise ActiveSamError(
+            f"The labels layer '{OUTPUT}' has shape {layers[OUTPUT].data.shape} but the "
+            f"image has {shape}: rename or remove that layer to start a new one."
+        )
+    if OUTPUT not in layers:
+        # The image's metadata (a NIfTI affine) lets the labels be saved onto its grid.
+        viewer.add_labels(np.zeros(shape, np.int32), name=OUTPUT,
+                          metadata=dict(image.metadata), **placement)  # fmt: skip
+    if PREVIEW in layers and layers[PREVIEW].data.shape != shape:
+        layers.remove(PREVIEW)
+    if PREVIEW not in layers:
+        viewer.add_labels(np.zeros(shape, np.uint8), name=PREVIEW, opacity=0.5, **placement)
+    layers[PREVIEW].data[...] = 0
+    layers[PREVIEW].refresh()
+    if UNCERTAINTY in layers and layers[UNCERTAINTY].data.shape != shape:
+        layers.remove(UNCERTAINTY)
+    if UNCERTAINTY not in layers:
+        viewer.add_image(np.zeros(shape, np.float32), name=UNCERTAINTY, colormap="magma",
+                         opacity=0.6, blending="additive", contrast_limits=(0, 1),
+                         **placement)  # fmt: skip
+    layers[UNCERTAINTY].data[...] = 0
+    if SUGGESTIONS in layers and layers[SUGGESTIONS].ndim != ndim:
+        layers.remove(SUGGESTIONS)
+    if SUGGESTIONS not in layers:
+        viewer.add_points(
+            np.empty((0, ndim)), name=SUGGESTIONS, ndim=ndim, size=14, symbol="ring",
+            features={"rank": np.array([], int), "belief": np.array([], float)},
+            text={"string": "{rank}", "color": "white", "anchor": "upper_left", "size": 10},
+            border_width=0, **placement,
+        )  # fmt: skip
+    layers[SUGGESTIONS].editable = False
+    if PROMPTS in layers and layers[PROMPTS].ndim != ndim:
+        layers.remove(PROMPTS)
+    if PROMPTS not in layers:
+        points = viewer.add_points(
+            np.empty((0, ndim)), name=PROMPTS, ndim=ndim, size=8,
+            features={"positive": np.array([], bool)}, border_color="white", **placement,
+        )  # fmt: skip
+        points.feature_defaults["positive"] = True
+        points.mode = "add"
+    points = layers[PROMPTS]
+    if right_click_adds_negative not in points.mouse_drag_callbacks:
+        # First in the list, so napari's own "add" sees the negative default.
+        points.mouse_drag_callbacks.insert(0, right_click_adds_negative)
+    points.events.data.disconnect(prompts_changed)
+    points.events.data.connect(prompts_changed)
+    for name in MANAGED:
+        for key, action in keys.items():
+            layers[name].bind_key(key, _on_key(action), overwrite=True)
+    viewer.layers.selection.active = points
+
+
+def right_click_adds_negative(layer: napari.layers.Points, event):
+    """A right click adds a negative point: napari's "add" mode makes the point, with
+    the polarity default switched for the duration of the press."""
+    if event.button != 2 or layer.mode != "add":
+        return
+    layer.feature_defaults["positive"] = False
+    yield
+    while event.type == "mouse_move":
+        yield
+    layer.feature_defaults["positive"] = True
+
+
+# ----------------------------------------------------------------------------- editing
+def _on_key(action):
+    return lambda _layer: action()  # napari passes the layer
+
+
+def add_point(points: napari.layers.Points, index: tuple[int, ...], row: float, col: float,
+              positive: bool = True) -> None:  # fmt: skip
+    """Add a click at (row, col) on slice ``index``, as napari's "add" mode would."""
+    points.feature_defaults["positive"] = positive
+    points.add(point_for(index, row, col))
+    points.feature_defaults["positive"] = True
+
+
+def toggle_last_point(points: napari.layers.Points) -> bool:
+    """Flip the polarity of the last point; False when there is none."""
+    if not len(points.data):
+        return False
+    positive = np.asarray(points.features["positive"], bool).copy()
+    positive[-1] = not positive[-1]
+    points.features = {"positive": positive}
+    return True
+
+
+def remove_points_on_slice(points: napari.layers.Points, index: tuple[int, ...]) -> None:
+    """Delete the points of slice ``index`` (through napari, so the removal is an event)."""
+    if len(points.data):
+        here = _on_slice(np.asarray(points.data), index)
+        points.selected_data = set(np.flatnonzero(here).tolist())
+        points.remove_selected()
+
+
+# ---------------------------------------------------------------------------- drawing
+def colour_points(points: napari.layers.Points) -> None:
+    """Green for positive clicks, red for negative ones."""
+    if len(points.data):
+        positive = np.asarray(points.features["positive"], bool)
+        points.face_color = [POSITIVE_COLOUR if p else NEGATIVE_COLOUR for p in positive]
+
+
+def show_preview(viewer: napari.Viewer, index: tuple[int, ...], mask: np.ndarray | None):
+    """Draw the boolean ``(H, W)`` ``mask`` (None: nothing) on slice ``index``."""
+    if PREVIEW not in viewer.layers:
+        return
+    preview = viewer.layers[PREVIEW]
+    preview.data[index] = 0 if mask is None else mask.astype(np.uint8)
+    preview.refresh()
+
+
+def previewed(viewer: napari.Viewer, index: tuple[int, ...]) -> np.ndarray:
+    """The boolean ``(H, W)`` mask the preview layer shows on slice ``index``."""
+    return np.asarray(viewer.layers[PREVIEW].data[index]) > 0
+
+
+def show_uncertainty(viewer: napari.Viewer, index: tuple[int, ...], scores: np.ndarray | None):
+    """Draw an acquisition map ``(H, W)`` in nats (None: nothing) on slice ``index``,
+    scaled to its own maximum."""
+    if UNCERTAINTY not in viewer.layers:
+        return
+    image = viewer.layers[UNCERTAINTY]
+    image.data[index] = 0 if scores is None else scores
+    top = float(scores.max()) if scores is not None else 0.0
+    image.contrast_limits = (0.0, top if top > 0 else 1.0)
+    image.refresh()
+
+
+def show_suggestions(
+    viewer: napari.Viewer, index: tuple[int, ...], offered: tuple[Suggestion, ...] | None
+) -> None:
+    """Mark the ``offered`` suggestions on slice ``index`` with their rank, coloured by
+    belief (None: clear the marks)."""
+    if SUGGESTIONS not in viewer.layers:
+        return
+    layer = viewer.layers[SUGGESTIONS]
+    if offered is None:
+        layer.data = np.empty((0, layer.ndim))
+        return
+    layer.data = suggestion_points(index, offered)
+    layer.features = {
+        "rank": np.array([s.rank for s in offered], int),
+        "belief": np.array([s.belief for s in offered], float),
+    }
+    if offered:
+        layer.border_color = belief_colours(layer.features["belief"].to_numpy())
+        layer.border_width = 0.15
+    layer.refresh()
+
+
+def show_predicted_dice(viewer: napari.Viewer, objects: dict[int, float]) -> None:
+    """Predicted Dice per object as the output layer's features (napari shows them when
+    the pointer is over an object)."""
+    if OUTPUT not in viewer.layers:
+        return
+    keep = sorted(objects)
+    viewer.layers[OUTPUT].features = {
+        "index": np.array([0, *keep], int),
+        "predicted_dice": np.array([np.nan, *(objects[k] for k in keep)]),
+    }
 
 
 def belief_colours(beliefs: np.ndarray) -> np.ndarray:

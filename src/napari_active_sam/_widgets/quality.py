@@ -1,9 +1,10 @@
 """Ground-truth-free quality in the dock: predicted Dice per object, per-slice plot, review list.
 
-The panel belongs to the Active SAM dock; every estimate runs on a worker through the
-dock's worker bookkeeping. Predicted Dice lands in the output labels layer's features (so
-napari shows it when hovering an object), a plot per slice for volumes, and a review list of
-the objects and slices under the user's threshold; choosing an entry jumps there.
+The panel asks the annotation controller for estimates (each runs on a worker) and draws
+what comes back: predicted Dice in the output labels layer's features (so napari shows it
+when hovering an object), a plot per slice for volumes, and a review list of the objects and
+slices under the user's threshold; choosing an entry jumps there. A just-committed object
+is judged at once, and a warning names it if it falls under the threshold.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, Select
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_warning
 
 from ..core.enums import Estimator
-from ..core.quality.assess import assess_labels
-from ..core.quality.estimators import ObjectQuality
-from .layers import OUTPUT
+from .layers import show_predicted_dice
 
 if TYPE_CHECKING:
-    from .dock import ActiveSamWidget
+    from ..core.quality.estimators import ObjectQuality
+    from .controller import AnnotationController
 
 
 class QualityPanel(Container):
@@ -31,13 +30,14 @@ class QualityPanel(Container):
 
     Parameters
     ----------
-    dock : ActiveSamWidget
-        The dock whose session, layers and workers the panel uses.
+    controller : AnnotationController
+        Its ``objects`` run the estimates; its events announce them (``quality_checked``)
+        and the commits.
     """
 
-    def __init__(self, dock: ActiveSamWidget):
+    def __init__(self, controller: AnnotationController):
         super().__init__(label="quality")
-        self.dock = dock
+        self.controller = controller
         self.estimator = ComboBox(label="quality by", choices=[e.value for e in Estimator],
                                   value=Estimator.ENSEMBLE.value)  # fmt: skip
         self.threshold = FloatSpinBox(label="review below", value=0.8, min=0.0, max=1.0,
@@ -50,63 +50,36 @@ class QualityPanel(Container):
         self.canvas.setVisible(False)
         self.native.layout().addWidget(self.canvas)
         self.results: dict[tuple[int, tuple[int, ...]], float] = {}
-        self._worker = None
         self._entries: dict[str, tuple[int, tuple[int, ...]]] = {}
         self.check_button.changed.connect(self.check_all)
         self.threshold.changed.connect(self._refresh)
         self.review.changed.connect(self._jump)
+        controller.events.committed.connect(self._committed)
+        controller.events.quality_checked.connect(self._checked)
 
     # ------------------------------------------------------------------------------ runs
     def check_all(self) -> None:
         """Estimate every committed object on every slice (on a worker)."""
-        labels = self._committed_labels()
-        if labels is None:
-            self.dock.status.value = "commit some objects first"
-            return
-        self._run(labels, None, replace=True)
+        self.controller.objects.check_quality(self.estimator.value)
 
     def check_object(self, label: int) -> None:
-        """Estimate one just-committed object and warn if it falls under the threshold."""
-        labels = self._committed_labels()
-        if labels is None:
-            return
-        self._run(labels, label, replace=False, warn=True)
+        """Estimate one object; a warning follows if it falls under the threshold."""
+        self.controller.objects.check_quality(self.estimator.value, label)
 
-    def _committed_labels(self) -> np.ndarray | None:
-        dock = self.dock
-        if dock.session is None or dock.quality is None or OUTPUT not in dock.viewer.layers:
-            return None
-        return np.asarray(dock.viewer.layers[OUTPUT].data).copy()
+    def _committed(self, event) -> None:
+        self.check_object(event.label)
 
-    def _run(self, labels: np.ndarray, label: int | None, replace: bool, warn: bool = False):
-        dock = self.dock
-        session = dock.session
-        job = create_worker(_assess, self.estimator.value, session.source, labels, label,
-                            dock.quality, session.store, _ignore_errors=True)  # fmt: skip
-        dock._start(
-            job,
-            yielded=dock._encoding_progress,
-            returned=lambda found: self._found(found, replace, warn),
-            errored=dock._report,
-        )
-
-    def _found(self, found: list[ObjectQuality], replace: bool, warn: bool) -> None:
-        if replace:
+    def _checked(self, event) -> None:
+        found: list[ObjectQuality] = event.found
+        if event.label is None:  # every object was judged: these results replace the old
             self.results = {}
         for item in found:
             self.results[(item.label, item.index)] = item.estimate.predicted_dice
         self._refresh()
-        if not found:
-            self.dock.status.value = "no committed object to judge: commit some objects first"
+        if event.label is None:
             return
-        notes = {item.estimate.note for item in found if item.estimate.note}
-        self.dock.status.value = (
-            f"predicted Dice of {len({i.label for i in found})} object(s) by "
-            f"{found[0].estimate.estimator}" + (f" ({'; '.join(sorted(notes))})" if notes else "")
-        )
-        if warn:
-            low = [i for i in found if i.estimate.predicted_dice < self.threshold.value]
-            for item in low:
+        for item in found:
+            if item.estimate.predicted_dice < self.threshold.value:
                 where = f" on slice {item.index}" if item.index else ""
                 show_warning(
                     f"Object {item.label}{where} has predicted Dice "
@@ -124,15 +97,7 @@ class QualityPanel(Container):
 
     def _refresh(self, *_) -> None:
         """Labels features, review list and per-slice plot from the current results."""
-        dock = self.dock
-        if OUTPUT in dock.viewer.layers:
-            output = dock.viewer.layers[OUTPUT]
-            objects = self.per_object()
-            keep = sorted(objects)
-            output.features = {
-                "index": np.array([0, *keep], int),
-                "predicted_dice": np.array([np.nan, *(objects[k] for k in keep)]),
-            }
+        show_predicted_dice(self.controller.viewer, self.per_object())
         under = sorted(
             (value, label, index)
             for (label, index), value in self.results.items()
@@ -168,22 +133,5 @@ class QualityPanel(Container):
 
     def _jump(self, *_) -> None:
         chosen = self.review.value
-        if not chosen:
-            return
-        label, index = self._entries[chosen[0]]
-        dock = self.dock
-        if index:
-            dock.go_to_slice(index)
-        if OUTPUT in dock.viewer.layers:
-            dock.viewer.layers[OUTPUT].selected_label = label
-        dock.status.value = f"object {label}" + (f" on slice {index}" if index else "")
-
-
-def _assess(estimator, source, labels: np.ndarray, label: int | None, models, store):
-    """Worker generator: :func:`assess_labels` on every object, or on object ``label``
-    alone (selected here, off the GUI thread)."""
-    if label is not None:
-        labels = np.where(labels == label, label, 0)
-    if not labels.any():
-        return []
-    return (yield from assess_labels(estimator, source, labels, models, store))
+        if chosen:
+            self.controller.show_object(*self._entries[chosen[0]])

@@ -1,0 +1,397 @@
+"""Annotation state of the Active SAM dock: session, latest-request-wins decoding, suggestions.
+
+The controller builds no widget. It holds the napari viewer and draws into the layers it
+manages, found by name through :mod:`.layers`: the preview mask, the uncertainty map and the
+suggestion marks are napari model data, not Qt, and a commit reads back the mask the user
+saw. The committed objects (writing, propagating, saving, judging, learning) are kept by
+its :attr:`~AnnotationController.objects` (:mod:`.objects`). Every encoder run, decode,
+training step and estimate runs on a worker of :attr:`~AnnotationController.workers`.
+
+A dock keeps the controller's choices (``acquisition``, ``samples``, the ``objects``'
+``overwrite``, ``folder`` ...) in step with its controls, and learns everything else from
+the :attr:`~AnnotationController.events` listed in :data:`EVENTS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+from napari.utils.events import EmitterGroup, Event
+from napari.utils.notifications import show_error, show_info
+
+from ..core.active.acquisition import Uncertainty
+from ..core.active.bayes_head import DEFAULT_SAMPLES
+from ..core.annotate.session import AnnotationSession, Answer
+from ..core.enums import Acquisition
+from ..core.errors import ActiveSamError
+from ..core.prompts import PromptSet, Suggestion
+from . import layers
+from .loading import ModelRequest, SessionLoader
+from .objects import CommittedObjects
+from .workers import LatestRequest, WorkerHost
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..core.quality.estimators import QualityModels
+
+EVENTS = {
+    "status": "(message) a line for the status bar",
+    "progress": "(step) Progress of encoding, propagation, learning or a quality check",
+    "busy": "(value) whether work that cancel_all stops is running",
+    "acquisition": "(value) the acquisition switched to by the controller (BALD needs a head)",
+    "session_ready": "(session) a session is ready on an image and the layers exist",
+    "answered": "(index, prompts, answer) the answer to the prompts on screen is drawn; "
+    "answers overtaken by newer prompts are dropped unseen",
+    "uncertain_slices": "(ranked) [(index, score), ...] most uncertain first; None in 2D",
+    "committed": "(label) an object was written into the output layer",
+    "quality_checked": "(found, label) predicted Dice of object label, or of all if None",
+    "learned": "(head, path) a Bayesian head was fitted on the committed objects and saved",
+    "error": "(error) a job failed; one the user can act on is also in status and a "
+    "notification, anything else is raised again",
+}
+"""The controller's events: name → "(attributes) meaning"."""
+
+
+@dataclass
+class Offer:
+    """Suggestions on screen: the slice and prompts they answer, and how many were skipped."""
+
+    index: tuple[int, ...]
+    prompts: PromptSet
+    suggestions: tuple[Suggestion, ...]
+    skipped: int = 0
+
+    @property
+    def remaining(self) -> tuple[Suggestion, ...]:
+        return self.suggestions[self.skipped :]
+
+
+class AnnotationController:
+    """Interactive segmentation of one image layer in a viewer, with suggested clicks.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+
+    Attributes
+    ----------
+    session : AnnotationSession or None
+    acquisition : str or None
+        The acquisition function drawn after each decode (None: no map, no suggestions).
+    samples : int
+        Posterior samples of the Bayesian head.
+    offer : Offer or None
+        The suggestions on screen.
+    encoder : WorkerBase or None
+        The latest encoding or propagation worker.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        self.viewer = viewer
+        self.events = EmitterGroup(source=self, **dict.fromkeys(EVENTS, Event))
+        self.workers = WorkerHost(status=self._say,
+                                  busy=lambda value: self.events.busy(value=value))  # fmt: skip
+        self.objects = CommittedObjects(viewer, self.workers, self.events, self._report,
+                                        lambda: (self.session, self.quality))  # fmt: skip
+        self.loader = SessionLoader(self.workers, self._session_made, self._say, self._report)
+        self.session: AnnotationSession | None = None
+        self.quality: QualityModels | None = None  # estimators' networks for the model
+        self.image: napari.layers.Image | None = None
+        self.acquisition: str | None = Acquisition.BALD.value
+        self.samples = DEFAULT_SAMPLES
+        self.offer: Offer | None = None
+        self.encoder = None
+        self._decodes = LatestRequest(self._decode)
+        self._shown: tuple | None = None  # (slice, prompts) the preview was made from
+        self._shown_settings: tuple | None = None  # and the map settings
+        self._commit_when_ready = False
+        self.events.learned.connect(self._learned)
+        self.events.committed.connect(self._refresh_slice_list)
+        viewer.dims.events.current_step.connect(self._slice_changed)
+
+    @property
+    def _points(self):
+        return self.viewer.layers[layers.PROMPTS]
+
+    @property
+    def decoding(self) -> bool:
+        """Whether a decode is running (a newer request may wait behind it)."""
+        return self._decodes.running
+
+    def close(self, *_) -> None:
+        """Stop every worker and stop listening to the viewer (the dock is gone)."""
+        self.workers.close()
+        self.viewer.dims.events.current_step.disconnect(self._slice_changed)
+        if layers.PROMPTS in self.viewer.layers:
+            self._points.events.data.disconnect(self._prompts_changed)
+
+    # ------------------------------------------------------------------- model, session
+    def start_session(self, image: napari.layers.Image, request: ModelRequest, window: str):
+        """(Re)start on ``image``: load the model if needed, read the image with intensity
+        ``window`` on a worker, then encode. The latest request wins."""
+        self.image = image
+        self.objects.settings = {"model": request.choice, "window": window,
+                                 "image": image.name}  # fmt: skip
+        self.cancel_encoding()
+        self.loader.request(image, request, window)
+
+    def _session_made(self, image, session, quality, head_problem) -> None:
+        keys = {"c": self.commit, "x": self.clear_prompts, "t": self.toggle_last,
+                "a": partial(self.answer_suggestion, True),
+                "d": partial(self.answer_suggestion, False),
+                "s": partial(self.answer_suggestion, None)}  # fmt: skip
+        try:
+            self.session = None  # no decode against half-made layers
+            layers.ensure_layers(self.viewer, image, self._prompts_changed, keys)
+        except ActiveSamError as exc:
+            self._report(exc)
+            return
+        self.session, self.quality = session, quality
+        self._shown, self.offer = None, None
+        if head_problem:
+            show_error(head_problem)
+        if session.head is None and self.acquisition == Acquisition.BALD:
+            self.acquisition = Acquisition.EIG.value
+            self.events.acquisition(value=self.acquisition)
+        self.events.session_ready(session=session)
+        self.request_decode()  # prompts kept from an earlier session get a fresh mask
+        head = "with its Bayesian head" if session.head else "without a Bayesian head"
+        self._say(f"{session.model.name} ready on {session.model.device}, {head}")
+        self.encode_all()
+
+    # ----------------------------------------------------------------------- long work
+    def encode(self, indices: list[tuple[int, ...]]):
+        """Encode slices on a worker, with progress and cancel; return the worker."""
+        if self.session is None:
+            return None
+        self.cancel_encoding()
+        self.encoder = self.workers.start(
+            self.session.encode, indices, progress=self._progress, errored=self._report,
+            cancellable=True,
+        )  # fmt: skip
+        return self.encoder
+
+    def encode_all(self):
+        """The current slice first, then the rest of the volume outwards."""
+        if self.session is not None:
+            return self.encode(self.session.order_from(self.current_index()))
+        return None
+
+    def cancel_encoding(self) -> None:
+        """Stop encoding or propagation between slices."""
+        self.workers.cancel(self.encoder)
+        self.encoder = None
+
+    def cancel_all(self) -> None:
+        """Stop encoding, propagation and learning."""
+        self.cancel_encoding()
+        self.objects.cancel_learning()
+
+    def propagate(self) -> None:
+        """Grow the prompted object through the volume on a worker; commit it as one object.
+
+        Every slice with prompts seeds the growth (its prompts stay in place).
+        """
+        if self.session is None or len(self.session.source.leading_shape) != 1:
+            show_info("Propagation needs a volume (z, y, x).")
+            return
+        prompted = layers.prompted_slices(self._points)
+        if not prompted:
+            show_info("Click inside the object on at least one slice first.")
+            return
+        self.cancel_encoding()
+        # The slice on screen seeds with the mask the user sees, if it is up to date.
+        current = self.current_index()
+        shown = {}
+        if current and self._shown == (current, prompted.get(current[0])):
+            shown[current[0]] = layers.previewed(self.viewer, current)
+        self.encoder = self.objects.propagate(self.session, prompted, shown)
+
+    def _learned(self, event=None) -> None:
+        self._shown_settings = None  # same prompts, new head: a new map
+        self.request_decode()
+
+    # ------------------------------------------------------------------------ prompts
+    def current_index(self) -> tuple[int, ...]:
+        """The data index of the slice on screen (``()`` for a single image)."""
+        leading = self.session.source.leading_shape if self.session is not None else ()
+        return layers.slice_at_cursor(self.viewer, self.image, leading)
+
+    def current_prompts(self) -> PromptSet:
+        if layers.PROMPTS not in self.viewer.layers:
+            return PromptSet()
+        return layers.prompts_on_slice(self._points, self.current_index())
+
+    def add_click(self, row: float, col: float, positive: bool = True) -> None:
+        """Add a click on the current slice (what a mouse click in the prompts layer does)."""
+        layers.add_point(self._points, self.current_index(), row, col, positive)
+
+    def toggle_last(self) -> None:
+        """Flip the polarity of the last click."""
+        if layers.toggle_last_point(self._points):
+            self._prompts_changed()
+
+    def clear_prompts(self) -> None:
+        """Remove the prompts of the current slice and its preview."""
+        index = self.current_index()
+        layers.remove_points_on_slice(self._points, index)
+        if self.session is not None:
+            self.session.forget(index)
+        self._show(index, PromptSet(), None)
+
+    def commit(self) -> int | None:
+        """Write the previewed object into the output layer (undoable with Ctrl+Z); None
+        when there is nothing to commit yet."""
+        index, prompts = self.current_index(), self.current_prompts()
+        if prompts.clicks and self._shown != (index, prompts):
+            # The preview is behind the clicks: commit once it has caught up.
+            self._commit_when_ready = True
+            self._say("committing when the mask is up to date ...")
+            self.request_decode()
+            return None
+        mask = layers.previewed(self.viewer, index)
+        if not mask.any():
+            show_info("Nothing to commit: click inside an object first.")
+            return None
+        label, pixels = self.objects.write(mask, index)
+        self.clear_prompts()  # before an autosave: the prompts of a committed object go
+        self.objects.announce(label, f"committed object {label} ({pixels} pixels)")
+        return label
+
+    def _prompts_changed(self, event=None) -> None:
+        action = str(getattr(event, "action", "changed"))
+        if action.endswith("ing"):  # adding, removing, changing: the change is not made yet
+            return
+        layers.colour_points(self._points)
+        self.request_decode()
+
+    def _slice_changed(self, event=None) -> None:
+        if self.session is not None and layers.PREVIEW in self.viewer.layers:
+            self.request_decode()
+
+    # ----------------------------------------------------------------------- decoding
+    def choose_map(self, acquisition: str | None, samples: int) -> None:
+        """Set the acquisition function (None: none) and posterior samples; redraw."""
+        self.acquisition, self.samples = acquisition, samples
+        self.request_decode()  # same prompts, another map
+
+    def request_decode(self) -> None:
+        """Decode the current prompts on a worker; the latest request wins."""
+        self._decodes.request()
+
+    def _decode(self, finished):
+        if self.session is None or not {layers.PROMPTS, layers.PREVIEW} <= {
+            lay.name for lay in self.viewer.layers
+        }:
+            return None  # no session, or the user removed our layers
+        index, prompts = self.current_index(), self.current_prompts()
+        settings = (self.acquisition, self.samples)
+        if self._shown == (index, prompts) and self._shown_settings == settings:
+            return None  # the preview already shows these prompts
+        if not prompts.clicks:
+            self.session.forget(index)
+            self._show(index, prompts, None)
+            self._shown_settings = settings
+            self._refresh_slice_list()
+            return None
+        return self.workers.start(
+            self.session.answer, index, prompts, *settings,
+            returned=lambda answer: self._decoded(index, prompts, settings, answer),
+            errored=self._decode_failed, finished=finished,
+        )  # fmt: skip
+
+    def _decoded(self, index, prompts, settings, answer: Answer) -> None:
+        if index != self.current_index() or prompts != self.current_prompts():
+            return  # the user moved on: a newer decode follows
+        self._show(index, prompts, answer)
+        self._shown_settings = settings
+        self._refresh_slice_list()
+        self.events.answered(index=index, prompts=prompts, answer=answer)
+        if self._commit_when_ready:
+            self._commit_when_ready = False
+            self.commit()
+
+    def _decode_failed(self, exc: Exception) -> None:
+        self._commit_when_ready = False  # never commit a mask the user did not see
+        self._report(exc)
+
+    def _show(self, index, prompts: PromptSet, answer: Answer | None) -> None:
+        """Draw ``answer`` (None: nothing) for ``prompts`` on slice ``index``; offer its
+        suggestions."""
+        found: Uncertainty | None = None if answer is None else answer.uncertainty
+        layers.show_preview(self.viewer, index, None if answer is None else answer.mask)
+        layers.show_uncertainty(self.viewer, index, None if found is None else found.scores)
+        self.offer = None if found is None else Offer(index, prompts, found.suggestions)
+        layers.show_suggestions(self.viewer, index, None if found is None else found.suggestions)
+        self._shown = (index, prompts)
+
+    # -------------------------------------------------------------------- suggestions
+    @property
+    def suggestions(self) -> tuple[Suggestion, ...]:
+        """The suggestions still on offer, best first (empty when there are none)."""
+        return self.offer.remaining if self.offer is not None else ()
+
+    def answer_suggestion(self, inside: bool | None) -> None:
+        """Answer the offered suggestion: inside (A), outside (D), or skip it (S)."""
+        offer = self.offer
+        if offer is None or not offer.suggestions:
+            show_info("No suggestion to answer: click inside an object first.")
+            return
+        if (offer.index, offer.prompts) != (self.current_index(), self.current_prompts()):
+            show_info("These suggestions belong to other clicks or another slice: wait for "
+                      "the new ones.")  # fmt: skip
+            return
+        if not offer.remaining:
+            show_info("No more suggestions here: click where the mask is wrong.")
+            return
+        offered = offer.remaining[0]
+        if inside is None:
+            offer.skipped += 1
+            layers.show_suggestions(self.viewer, offer.index, offer.remaining)
+            self._say(f"skipped suggestion {offered.rank}; {len(offer.remaining)} left")
+            return
+        self.offer = None
+        self.add_click(offered.y, offered.x, positive=inside)
+
+    # --------------------------------------------------------------------- navigation
+    def _refresh_slice_list(self, event=None) -> None:
+        volume = self.session is not None and bool(self.session.source.leading_shape)
+        self.events.uncertain_slices(ranked=self.session.most_uncertain(5) if volume else None)
+
+    def go_to_most_uncertain(self) -> None:
+        """Move the viewer to the answered slice SAM is least sure of."""
+        if self.session is None or not self.session.source.leading_shape:
+            show_info("Slices to compare need a volume.")
+            return
+        ranked = self.session.most_uncertain(1)
+        if not ranked:
+            show_info("No slice has a mask yet: click or propagate first.")
+            return
+        ((index, score),) = ranked
+        self.go_to_slice(index)
+        self._say(f"slice {index}: uncertainty {score:.3f}")
+
+    def go_to_slice(self, index: tuple[int, ...]) -> None:
+        """Show the slice at data index ``index`` of the image."""
+        layers.show_slice(self.viewer, self.image, index)
+
+    def show_object(self, label: int, index: tuple[int, ...]) -> None:
+        """Go to object ``label`` on slice ``index`` and select it in the output layer."""
+        if index:
+            self.go_to_slice(index)
+        self.objects.select(label)
+        self._say(f"object {label}" + (f" on slice {index}" if index else ""))
+
+    # ------------------------------------------------------------------------ helpers
+    def _say(self, message: str) -> None:
+        self.events.status(message=message)
+
+    def _progress(self, step) -> None:
+        self.events.progress(step=step)
+
+    def _report(self, exc: Exception) -> None:
+        self.events.error(error=exc)
+        self.workers.report(exc)

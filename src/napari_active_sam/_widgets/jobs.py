@@ -1,0 +1,111 @@
+"""The jobs the docks run on workers: plain functions and generators over core, no Qt.
+
+Each runs off the GUI thread through :class:`~napari_active_sam._widgets.workers.WorkerHost`;
+generators yield :class:`~napari_active_sam.core.progress.Progress` and can be cancelled
+between yields.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.active.bayes_head import HEAD, BayesHead
+from ..core.active.head_training import HeadConfig, examples_from_objects, fit_head
+from ..core.annotate.session import AnnotationSession
+from ..core.annotate.volume import propagate
+from ..core.bench.episodes import evaluate_image
+from ..core.bench.report import summarise
+from ..core.bench.strategies import STRATEGIES
+from ..core.engine.checkpoints import LoadedModel, load_model
+from ..core.engine.embeddings import EmbeddingStore, embed_slice
+from ..core.engine.preprocess import IntensityWindow, SliceSource
+from ..core.enums import Strategy
+from ..core.errors import ActiveSamError
+from ..core.prompts import PromptSet
+from ..core.quality.assess import assess_labels
+from ..core.quality.estimators import QualityModels
+from ..core.quality.networks import QualityRegressor
+
+
+def make_session(model: LoadedModel, data, window: str, rgb: bool, checkpoint=None):
+    """The image as SAM input (percentiles resolved), a fresh embedding store, the model's
+    Bayesian head and quality regressor.
+
+    Returns
+    -------
+    tuple
+        ``(session, quality models, problem with the head or regressor or None)``.
+    """
+    source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
+    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    problem = None
+    try:
+        session.head = BayesHead.for_model(model, checkpoint)
+    except ActiveSamError as exc:
+        problem = f"{exc} Suggestions use EIG until then."
+    try:
+        regressor = QualityRegressor.for_model(model, checkpoint)
+    except ActiveSamError as exc:
+        regressor = None
+        note = f"{exc} Quality falls back to SAM's IoU head."
+        problem = f"{problem} {note}" if problem else note
+    return session, QualityModels(model, session.head, regressor), problem
+
+
+def learning_job(session: AnnotationSession, labels: np.ndarray):
+    """Click sets simulated on every committed object of ``labels`` (same shape as the
+    image, without channels), then the head fitted on them (starting from the current
+    head) and saved as the user's own; returns ``(head, path)``."""
+
+    def embedding(index):
+        return lambda: embed_slice(session.model, session.source, session.store, index,
+                                   session.limits)  # fmt: skip
+
+    pairs = []
+    for index in session.source.slice_indices():
+        plane = labels[index] if index else labels
+        for label in np.unique(plane[plane > 0]):
+            pairs.append((embedding(index), plane == label))
+    if not pairs:
+        raise ActiveSamError("No committed objects to learn from: commit some objects first.")
+    rng = np.random.default_rng(0)
+    examples = yield from examples_from_objects(session.predictor, pairs, rng)
+    config = HeadConfig(steps=300)
+    head: BayesHead = yield from fit_head(examples, session.model, config, initial=session.head)
+    path = head.save(HEAD.users(session.model.model_id))
+    return head, str(path)
+
+
+def propagation_job(
+    session: AnnotationSession, prompted: dict[int, PromptSet], shown: dict[int, np.ndarray]
+):
+    """Seed masks from the prompted slices (the previewed ``(H, W)`` mask where the user
+    saw one), then grow through the volume; returns the ``(Z, H, W)`` boolean object."""
+    seeds = dict(shown)
+    for z, prompts in prompted.items():
+        if z not in seeds:
+            seeds[z] = session.answer((z,), prompts).mask
+    return (yield from propagate(session, seeds))
+
+
+def assess_job(estimator, source, labels: np.ndarray, label: int | None, models, store):
+    """:func:`~napari_active_sam.core.quality.assess.assess_labels` on every object, or on
+    object ``label`` alone (selected here, off the GUI thread)."""
+    if label is not None:
+        labels = np.where(labels == label, label, 0)
+    if not labels.any():
+        return []
+    return (yield from assess_labels(estimator, source, labels, models, store))
+
+
+def evaluation_job(name, checkpoint, data, rgb: bool, labels: np.ndarray, window: str,
+                   strategies: list[str], clicks: int):  # fmt: skip
+    """Load the model (and its head if a strategy needs it), play every episode against
+    ``labels``, return the summary."""
+    model = load_model(name, checkpoint)
+    needs_head = any(STRATEGIES[Strategy(s)].needs_head for s in strategies)
+    wanted = needs_head or "entropy" in strategies
+    head = BayesHead.for_model(model, checkpoint) if wanted else None
+    source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
+    records = yield from evaluate_image(model, source, labels, strategies, clicks, 0, head)
+    return summarise(records, {"model": model.model_id, "clicks": clicks})

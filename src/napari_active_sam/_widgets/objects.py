@@ -1,0 +1,249 @@
+"""The committed objects of the output labels layer: writing, propagating, saving, judging.
+
+A commit never overwrites another object's pixels unless asked, and every write goes
+through the layer's edit history so that Ctrl+Z undoes it. Propagation, saving (one save
+at a time, the newest state winning), quality estimates and learning the Bayesian head
+from the objects run on workers. Results are announced on the controller's event group
+(see :mod:`.controller`): ``status``, ``progress``, ``committed``, ``quality_checked`` and
+``learned``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.utils.notifications import show_info
+
+from ..core.annotate.persistence import SavedAnnotation, load_annotation, save_annotation
+from ..core.annotate.session import AnnotationSession, commit_pixels, next_free_label
+from ..core.errors import ActiveSamError
+from ..core.prompts import PromptSet
+from .jobs import assess_job, learning_job, propagation_job
+from .layers import OUTPUT, PROMPTS, colour_points
+from .workers import LatestRequest, WorkerHost
+
+if TYPE_CHECKING:
+    import napari
+    from napari.utils.events import EmitterGroup
+
+    from ..core.active.bayes_head import BayesHead
+    from ..core.quality.estimators import ObjectQuality
+
+
+class CommittedObjects:
+    """Commit, propagate, save, restore, judge and learn from the output layer's objects.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    workers : WorkerHost
+    events : napari.utils.events.EmitterGroup
+        The controller's events, announced through here too.
+    report : callable
+        Shows an error (the controller's error path).
+    current : callable
+        Returns the session and its quality models now, ``(session, quality)``, either
+        possibly None.
+
+    Attributes
+    ----------
+    overwrite, use_selected : bool
+        Commit over other objects; commit with the output layer's selected label.
+    folder : Path or None
+        Where annotations are saved; ``autosave`` saves there after each commit.
+    settings : dict
+        Model, window and image name, saved with the annotation.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, workers: WorkerHost,
+                 events: EmitterGroup, report, current) -> None:  # fmt: skip
+        self.viewer, self.workers, self.events = viewer, workers, events
+        self._report, self._current = report, current
+        self.overwrite = False
+        self.use_selected = False
+        self.folder: Path | None = None
+        self.autosave = True
+        self.settings: dict[str, Any] = {}
+        self._saves = LatestRequest(self._save)
+        self._learner = None
+
+    # ---------------------------------------------------------------------------- writing
+    def write(self, mask: np.ndarray, index: tuple[int, ...] = ()) -> tuple[int, int]:
+        """Write boolean ``mask`` (a slice ``(H, W)`` at ``index``, or the whole image) as
+        one object; return ``(label, pixels written)``."""
+        output = self.viewer.layers[OUTPUT]
+        if self.use_selected and output.selected_label > 0:
+            label = int(output.selected_label)
+        else:
+            label = next_free_label(output.data)
+        written = commit_pixels(np.asarray(output.data[index]), mask, self.overwrite)
+        count = len(written[0])
+        indices = (*(np.full(count, i) for i in index), *written)
+        output.data_setitem(indices, label)
+        return label, count
+
+    def announce(self, label: int, message: str) -> None:
+        """Tell the docks about committed object ``label``; save if asked to."""
+        self._say(message)
+        self.events.committed(label=label)
+        if self.autosave and self.folder is not None:
+            self.save()
+
+    def propagate(self, session: AnnotationSession, prompted: dict[int, PromptSet],
+                  shown: dict[int, np.ndarray]):  # fmt: skip
+        """Grow one object through the volume from the ``prompted`` slices (seeded with the
+        ``shown`` masks where given) on a worker, and commit it; return the worker."""
+
+        def commit(mask: np.ndarray) -> None:
+            label, _ = self.write(mask)
+            slices = int(mask.any(axis=(1, 2)).sum())
+            self.announce(label, f"committed object {label} on {slices} slices")
+
+        return self.workers.start(
+            propagation_job, session, prompted, shown, progress=self._progress,
+            returned=commit, errored=self._report, cancellable=True,
+        )  # fmt: skip
+
+    def select(self, label: int) -> None:
+        """Make ``label`` the output layer's selected label."""
+        if OUTPUT in self.viewer.layers:
+            self.viewer.layers[OUTPUT].selected_label = label
+
+    def committed_labels(self) -> np.ndarray | None:
+        """A copy of the output layer's labels for a worker (None without the layer)."""
+        if OUTPUT not in self.viewer.layers:
+            return None
+        return np.asarray(self.viewer.layers[OUTPUT].data).copy()
+
+    # ----------------------------------------------------------------------- save, restore
+    def save(self) -> None:
+        """Save labels, prompts and settings to :attr:`folder` (on a worker)."""
+        if self.folder is None:
+            show_info("Choose an annotation folder first.")
+            return
+        self._saves.request()  # one save at a time; the newest state wins
+
+    @property
+    def saving(self) -> bool:
+        """Whether a save is running (another may wait behind it)."""
+        return self._saves.running
+
+    def _save(self, finished):
+        if self.folder is None:
+            return None
+        points = self.viewer.layers[PROMPTS]
+        annotation = SavedAnnotation(
+            labels=np.array(self.viewer.layers[OUTPUT].data),
+            points=np.asarray(points.data),
+            positive=np.asarray(points.features["positive"], bool),
+            settings=dict(self.settings),
+        )
+        return self.workers.start(
+            save_annotation, self.folder, annotation,
+            returned=lambda path: self._say(f"saved to {path}"),
+            errored=self._report, finished=finished,
+        )  # fmt: skip
+
+    def restore(self) -> None:
+        """Load the annotation saved in :attr:`folder` into the output and prompts layers,
+        as one undoable edit; the user's labels stay as they are if it does not fit."""
+        folder = self.folder
+        if folder is None or OUTPUT not in self.viewer.layers:
+            show_info("Choose an image and the annotation folder first.")
+            return
+        try:
+            saved = load_annotation(folder)
+            output = self.viewer.layers[OUTPUT]
+            if saved.labels.shape != output.data.shape:
+                raise ActiveSamError(
+                    f"The saved labels have shape {saved.labels.shape} but this image needs "
+                    f"{output.data.shape}: choose the image the annotation was made on."
+                )
+        except ActiveSamError as exc:
+            self._report(exc)
+            return
+        # Through the layer's edit history, so Ctrl+Z brings back what was there before.
+        changed = np.nonzero(np.asarray(output.data) != saved.labels)
+        output.data_setitem(changed, saved.labels[changed])
+        points = self.viewer.layers[PROMPTS]
+        points.data = saved.points
+        points.features = {"positive": saved.positive}
+        colour_points(points)
+        self._say(f"restored {int(saved.labels.max())} objects from {folder}")
+
+    # ---------------------------------------------------------------------------- quality
+    def check_quality(self, estimator: str, label: int | None = None) -> None:
+        """Estimate the Dice of object ``label``, or of every object (on a worker); the
+        result comes as a ``quality_checked(found, label)`` event."""
+        session, quality = self._current()
+        labels = self.committed_labels()
+        if session is None or quality is None or labels is None:
+            if label is None:
+                self._say("commit some objects first")
+            return
+        self.workers.start(
+            assess_job, estimator, session.source, labels, label, quality, session.store,
+            progress=self._progress, returned=lambda found: self._judged(found, label),
+            errored=self._report,
+        )  # fmt: skip
+
+    def _judged(self, found: list[ObjectQuality], label: int | None) -> None:
+        self.events.quality_checked(found=found, label=label)
+        if not found:
+            self._say("no committed object to judge: commit some objects first")
+            return
+        notes = {item.estimate.note for item in found if item.estimate.note}
+        self._say(
+            f"predicted Dice of {len({i.label for i in found})} object(s) by "
+            f"{found[0].estimate.estimator}" + (f" ({'; '.join(sorted(notes))})" if notes else "")
+        )
+
+    # ---------------------------------------------------------------------------- learning
+    @property
+    def learning(self) -> bool:
+        return self._learner is not None
+
+    def learn(self) -> None:
+        """Retrain the Bayesian head on the committed objects (on a worker); the session
+        takes it, and a ``learned(head, path)`` event follows."""
+        session, _ = self._current()
+        if session is None or OUTPUT not in self.viewer.layers:
+            show_info("Choose an image and commit some objects first.")
+            return
+        if self._learner is not None:
+            show_info("Already learning; wait for it to finish.")
+            return
+        worker = self.workers.start(
+            learning_job, session, self.committed_labels(), progress=self._progress,
+            returned=self._learned, errored=self._report,
+            finished=lambda: self._learning_finished(worker), cancellable=True,
+        )  # fmt: skip
+        self._learner = worker
+
+    def cancel_learning(self) -> None:
+        self.workers.cancel(self._learner)
+        self._learner = None
+
+    def _learned(self, result: tuple[BayesHead, str]) -> None:
+        head, path = result
+        session, quality = self._current()  # the session now, perhaps another image's
+        if session is not None and session.model.model_id == head.model_id:
+            session.head = head
+            if quality is not None:
+                quality.bayes_head = head
+        info = head.info
+        self._say(f"learned from {info['examples']} click sets (loss {info['sam_loss']:.4f} "
+                  f"-> {info['map_loss']:.4f}); saved {path}")  # fmt: skip
+        self.events.learned(head=head, path=path)
+
+    def _learning_finished(self, worker) -> None:
+        if self._learner is worker:  # not a run started after this one was cancelled
+            self._learner = None
+
+    def _say(self, message: str) -> None:
+        self.events.status(message=message)
+
+    def _progress(self, step) -> None:
+        self.events.progress(step=step)
