@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,23 @@ def window_option(parser: argparse.ArgumentParser, default: str | None, help: st
     parser.add_argument("--window", default=default, choices=WINDOWS, help=help)
 
 
-def labelled_data_options(parser: argparse.ArgumentParser) -> None:
-    """``--data`` (a labelled folder to learn from instead of generated scenes) and its
-    ``--window``."""
+def fitting_options(parser: argparse.ArgumentParser, what: str, images: int, clicks: int) -> None:
+    """What the commands that fit a model's companion share: the model, ``--out`` (default
+    the user's own ``what`` for the model), the data (``--data`` and its ``--window``, or
+    ``--images`` generated scenes), ``--clicks`` per simulated object, ``--seed`` and
+    ``--threads``."""
+    model_options(parser)
+    parser.add_argument(
+        "--out", type=Path, help=f"file to write (default: the user's {what} for the model)"
+    )
     parser.add_argument("--data", type=Path, help="labelled folder (images/, masks/) to learn from")
     window_option(parser, None, "intensity window for --data (default: per dataset)")
+    parser.add_argument(
+        "--images", type=int, default=images, help="generated scenes without --data"
+    )
+    parser.add_argument("--clicks", type=int, default=clicks, help="clicks per simulated object")
+    parser.add_argument("--seed", type=int, default=0)
+    threads_option(parser)
 
 
 def set_threads(args: argparse.Namespace) -> None:
@@ -72,6 +84,18 @@ def model_ref(args: argparse.Namespace):
     from ..core.engine.checkpoints import ModelRef
 
     return ModelRef(args.model, str(args.checkpoint) if args.checkpoint else None).fetch()
+
+
+def simulate(
+    args: argparse.Namespace,
+    from_objects: Callable[[], Generator[Progress, None, Any]],
+    generated: Callable[[], Generator[Progress, None, Any]],
+) -> Any:
+    """Training examples simulated on the objects of ``--data`` when given, else on
+    generated scenes; with a progress bar."""
+    if args.data:
+        return drain_with_bar(from_objects(), "simulate", unit="object")
+    return drain_with_bar(generated(), "simulate", unit="image")
 
 
 def drain_with_bar(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..core.enums import HessianStructure, PriorMethod
 from . import options
@@ -19,21 +18,13 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    options.model_options(parser)
-    parser.add_argument(
-        "--out", type=Path, help="head file to write (default: the user's head for the model)"
-    )
-    options.labelled_data_options(parser)
-    parser.add_argument("--images", type=int, default=150, help="generated scenes without --data")
-    parser.add_argument("--clicks", type=int, default=6, help="clicks simulated per object")
+    options.fitting_options(parser, "head", images=150, clicks=6)
     parser.add_argument("--steps", type=int, default=600, help="MAP optimiser steps")
     parser.add_argument(
         "--structure", default=HessianStructure.DIAG, choices=list(HessianStructure)
     )
     parser.add_argument("--prior", default=PriorMethod.MARGLIK, choices=list(PriorMethod))
     parser.add_argument("--fit-pixels", type=int, default=20_000, help="pixels for the posterior")
-    parser.add_argument("--seed", type=int, default=0)
-    options.threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,14 +42,17 @@ def run(args: argparse.Namespace) -> int:
 
     options.set_threads(args)
     model = options.load_chosen_model(args)
-    if args.data:
+
+    def from_objects():
         objects = ((e, m) for _, e, m in labelled_objects(args.data, model, args.window))
         rng = np.random.default_rng(args.seed)
-        steps = examples_from_objects(Predictor(model), objects, rng, args.clicks)
-        examples = options.drain_with_bar(steps, "simulate", unit="object")
-    else:
-        steps = generated_examples(model, args.images, args.seed, clicks=args.clicks)
-        examples = options.drain_with_bar(steps, "simulate", unit="image")
+        return examples_from_objects(Predictor(model), objects, rng, args.clicks)
+
+    examples = options.simulate(
+        args,
+        from_objects,
+        lambda: generated_examples(model, args.images, args.seed, clicks=args.clicks),
+    )
     config = HeadConfig(
         steps=args.steps,
         structure=args.structure,

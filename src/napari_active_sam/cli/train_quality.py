@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..core.enums import SceneKind
 from . import options
@@ -19,18 +18,10 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    options.model_options(parser)
-    parser.add_argument(
-        "--out", type=Path, help="file to write (default: the user's regressor for the model)"
-    )
-    options.labelled_data_options(parser)
-    parser.add_argument("--images", type=int, default=200, help="generated scenes without --data")
+    options.fitting_options(parser, "regressor", images=200, clicks=3)
     parser.add_argument("--kind", default="all", choices=["all", *SceneKind])
-    parser.add_argument("--clicks", type=int, default=3, help="clicks per session")
     parser.add_argument("--crop-steps", type=int, default=2000)
     parser.add_argument("--feature-steps", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    options.threads_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
 
     options.set_threads(args)
     model = options.load_chosen_model(args)
-    if args.data:
-        objects = labelled_objects(args.data, model, args.window)
-        steps = examples_from_objects(model, objects, args.seed, args.clicks)
-        examples = options.drain_with_bar(steps, "simulate", unit="object")
-    else:
-        steps = generated_examples(model, args.images, args.seed, args.kind, args.clicks)
-        examples = options.drain_with_bar(steps, "simulate", unit="image")
+    examples = options.simulate(
+        args,
+        lambda: examples_from_objects(
+            model, labelled_objects(args.data, model, args.window), args.seed, args.clicks
+        ),
+        lambda: generated_examples(model, args.images, args.seed, args.kind, args.clicks),
+    )
     config = QualityConfig(
         crop_steps=args.crop_steps, feature_steps=args.feature_steps, seed=args.seed
     )

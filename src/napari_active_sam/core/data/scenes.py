@@ -162,6 +162,15 @@ class _Painter:
         }
         return labels, parents
 
+    def scene(
+        self, image: np.ndarray, kind: SceneKind, window: IntensityWindow | None = None
+    ) -> Scene:
+        """The finished scene: ``image`` over the painted objects (see :meth:`finish`),
+        shown with ``window`` (percentiles by default)."""
+        labels, parents = self.finish()
+        window = window or IntensityWindow.percentile()
+        return Scene(image=image, labels=labels, window=window, kind=kind, parents=parents)
+
 
 # ----------------------------------------------------------------------------- scenes
 
@@ -203,15 +212,9 @@ def _ct(rng: np.random.Generator, size: int) -> Scene:
             radius = rng.uniform(0.02, 0.045) * size
             lesion = blob(shape, (ys[i], xs[i]), radius, rng, 0.2)
             painter.add(lesion, rng.choice([10.0, 110.0]), parent=parent)
-    labels, parents = painter.finish()
     image = painter.image + 3 * smooth_field(shape, rng, 20) + rng.normal(0, 12, shape)
-    return Scene(
-        image=np.clip(image, -1024, 3071).astype(np.int16),
-        labels=labels,
-        window=IntensityWindow.ct("soft_tissue"),
-        kind=SceneKind.CT,
-        parents=parents,
-    )
+    hounsfield = np.clip(image, -1024, 3071).astype(np.int16)
+    return painter.scene(hounsfield, SceneKind.CT, IntensityWindow.ct("soft_tissue"))
 
 
 def _ultrasound(rng: np.random.Generator, size: int) -> Scene:
@@ -227,7 +230,7 @@ def _ultrasound(rng: np.random.Generator, size: int) -> Scene:
         if label and rng.random() < 0.3:
             inner = blob(shape, center, radius * rng.uniform(0.3, 0.5), rng, 0.1)
             painter.add(inner, float(rng.uniform(1.2, 1.6)), parent=label)
-    labels, parents = painter.finish()
+    labels, _ = painter.finish()
     edges = ndimage.gaussian_gradient_magnitude(labels.astype(np.float32), 1.0) > 0
     intensity = painter.image + 0.4 * edges
     speckle = rng.rayleigh(1.0, shape).astype(np.float32)
@@ -236,13 +239,7 @@ def _ultrasound(rng: np.random.Generator, size: int) -> Scene:
     log_image = 20 * np.log10(envelope + 1e-3)
     image = np.clip((log_image + 40) / 50 * 255, 0, 255)
     depth = np.linspace(1.0, 0.6, size, dtype=np.float32)[:, None]  # attenuation with depth
-    return Scene(
-        image=(image * depth).astype(np.uint8),
-        labels=labels,
-        window=IntensityWindow.percentile(),
-        kind=SceneKind.ULTRASOUND,
-        parents=parents,
-    )
+    return painter.scene((image * depth).astype(np.uint8), SceneKind.ULTRASOUND)
 
 
 def _nuclei(rng: np.random.Generator, size: int) -> Scene:
@@ -260,18 +257,11 @@ def _nuclei(rng: np.random.Generator, size: int) -> Scene:
             brightness = rng.uniform(0.4, 1.0)
             texture = brightness * (1 + 0.15 * smooth_field(shape, rng, 1.5))
             painter.add(mask, texture)
-    labels, parents = painter.finish()
     signal = ndimage.gaussian_filter(painter.image, rng.uniform(0.7, 1.5))
     photons = rng.uniform(40, 400)
     counts = rng.poisson(np.clip(signal + 0.03, 0, None) * photons).astype(np.float32)
     image = counts + rng.normal(100, 2, shape)  # camera offset and read noise
-    return Scene(
-        image=np.clip(image, 0, 65535).astype(np.uint16),
-        labels=labels,
-        window=IntensityWindow.percentile(),
-        kind=SceneKind.NUCLEI,
-        parents=parents,
-    )
+    return painter.scene(np.clip(image, 0, 65535).astype(np.uint16), SceneKind.NUCLEI)
 
 
 def _mixed(rng: np.random.Generator, size: int) -> Scene:
@@ -295,16 +285,9 @@ def _mixed(rng: np.random.Generator, size: int) -> Scene:
         if label and choice < 0.7 and rng.random() < 0.35:
             inner = blob(shape, center, rng.uniform(0.3, 0.5) * mask.sum() ** 0.5 / 1.8, rng, 0.2)
             painter.add(inner, float(np.clip(level + rng.choice([-1, 1]) * 0.25, 0, 1)), label)
-    labels, parents = painter.finish()
     noise = rng.uniform(0.02, 0.08)
     image = painter.image + noise * rng.standard_normal(shape)
-    return Scene(
-        image=np.clip(image * 255, 0, 255).astype(np.uint8),
-        labels=labels,
-        window=IntensityWindow.percentile(),
-        kind=SceneKind.MIXED,
-        parents=parents,
-    )
+    return painter.scene(np.clip(image * 255, 0, 255).astype(np.uint8), SceneKind.MIXED)
 
 
 _GENERATORS = {

@@ -42,36 +42,47 @@ _SAM_HOME = "https://github.com/facebookresearch/segment-anything"
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 
-def _sam(name: ModelName, title: str, description: str, file: str, sha256: str, size: int):
-    """One of the official SAM checkpoints (Kirillov et al. 2023), Apache-2.0."""
-    return ModelSpec(
-        name=name.value,
-        title=title,
-        architecture=name.value,
-        license="Apache-2.0",
-        description=description,
-        url=_SAM_URL + file,
-        sha256=sha256,
-        size_bytes=size,
-        homepage=_SAM_HOME,
-    )
-
+_SAM_CHECKPOINTS = {
+    ModelName.VIT_B: (
+        "SAM ViT-B",
+        "Segment Anything, base encoder. The practical choice on a CPU.",
+        "sam_vit_b_01ec64.pth",
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+        375_042_383,
+    ),
+    ModelName.VIT_L: (
+        "SAM ViT-L",
+        "Segment Anything, large encoder.",
+        "sam_vit_l_0b3195.pth",
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        1_249_524_607,
+    ),
+    ModelName.VIT_H: (
+        "SAM ViT-H",
+        "Segment Anything, huge encoder. Best masks; wants a GPU.",
+        "sam_vit_h_4b8939.pth",
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        2_564_550_879,
+    ),
+}
+"""The official SAM checkpoints (Kirillov et al. 2023, Apache-2.0): title, description,
+file, SHA-256 and size, by model name (the architecture has the same name)."""
 
 MODELS: dict[ModelName, ModelSpec] = {
-    ModelName.VIT_B: _sam(
-        ModelName.VIT_B, "SAM ViT-B", "Segment Anything, base encoder. The practical choice on "
-        "a CPU.", "sam_vit_b_01ec64.pth",
-        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375_042_383,
-    ),
-    ModelName.VIT_L: _sam(
-        ModelName.VIT_L, "SAM ViT-L", "Segment Anything, large encoder.", "sam_vit_l_0b3195.pth",
-        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1_249_524_607,
-    ),
-    ModelName.VIT_H: _sam(
-        ModelName.VIT_H, "SAM ViT-H", "Segment Anything, huge encoder. Best masks; wants a GPU.",
-        "sam_vit_h_4b8939.pth",
-        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2_564_550_879,
-    ),
+    **{
+        name: ModelSpec(
+            name=name.value,
+            title=title,
+            architecture=name.value,
+            license="Apache-2.0",
+            description=description,
+            url=_SAM_URL + file,
+            sha256=sha256,
+            size_bytes=size,
+            homepage=_SAM_HOME,
+        )
+        for name, (title, description, file, sha256, size) in _SAM_CHECKPOINTS.items()
+    },
     ModelName.MEDSAM: ModelSpec(
         name="medsam",
         title="MedSAM ViT-B",
