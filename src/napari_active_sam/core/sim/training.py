@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import MaskDecoder
+from segment_anything.modeling import MaskDecoder, Sam
 
 from ..data.scenes import Scene, make_scene
 from ..engine.architectures import DEMO_ARCHITECTURE, Architecture
@@ -260,6 +260,25 @@ def _device_name(device: torch.device) -> str:
     return device.type
 
 
+def _starting_point(init: Path | None, architecture: Architecture) -> tuple[Sam | None, dict]:
+    """The network training continues from (None: fresh weights, built after seeding) and
+    what the checkpoint says of the stages before: its hash, steps and wall time."""
+    if init is None:
+        return None, {"total_steps": 0, "total_wall_time_s": 0.0}
+    start = load_checkpoint(init, device="cpu")
+    if start.architecture != architecture:
+        raise CheckpointError(
+            f"{init} holds a {start.architecture.name!r} model; training continues only "
+            f"from a checkpoint of the {architecture.name!r} architecture."
+        )
+    extra = start.extra
+    return start.sam, {
+        "init_sha256": start.weights_sha256,
+        "total_steps": int(extra.get("total_steps", extra.get("steps", 0))),
+        "total_wall_time_s": float(extra.get("total_wall_time_s", extra.get("wall_time_s", 0.0))),
+    }
+
+
 def train_demo_model(
     out: Path,
     seed: int = 0,
@@ -290,27 +309,13 @@ def train_demo_model(
         Where the network trains (the scenes and clicks are made on the CPU).
     """
     config = config or DemoTrainingConfig()
-    previous: dict = {"total_steps": 0, "total_wall_time_s": 0.0}
-    if init is not None:
-        start = load_checkpoint(init, device="cpu")
-        if start.architecture != architecture:
-            raise CheckpointError(
-                f"{init} holds a {start.architecture.name!r} model; training continues only "
-                f"from a checkpoint of the {architecture.name!r} architecture."
-            )
-        previous = {
-            "init_sha256": start.weights_sha256,
-            "total_steps": int(start.extra.get("total_steps", start.extra.get("steps", 0))),
-            "total_wall_time_s": float(
-                start.extra.get("total_wall_time_s", start.extra.get("wall_time_s", 0.0))
-            ),
-        }
+    start, previous = _starting_point(init, architecture)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     yield Progress(0, config.steps, f"generating {config.pool_size} training scenes")
     bank = SceneBank.generate(config.pool_size, rng, config.size, kind)
-    sam = (start.sam if init is not None else architecture.build()).to(device).train()
+    sam = (start if start is not None else architecture.build()).to(device).train()
     model = LoadedModel(sam, architecture.name, architecture, "training")
     optimizer = torch.optim.AdamW(
         sam.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
