@@ -30,7 +30,6 @@ from napari_active_sam.core.quality.estimators import (
     QualitySample,
     estimate_quality,
     iou_to_dice,
-    prompts_for_mask,
 )
 from napari_active_sam.core.quality.evaluation import evaluate_estimators, plot_quality
 from napari_active_sam.core.quality.features import embedding_features, overlay_crop
@@ -42,6 +41,7 @@ from napari_active_sam.core.quality.training import (
     generated_examples,
     perturbed_mask,
 )
+from napari_active_sam.core.sim.clicker import prompts_from_mask
 
 
 def _drain(generator):
@@ -81,7 +81,7 @@ def segmentable(demo, ct_scene, full_models):
     chosen = []
     for label in np.unique(scene.labels[scene.labels > 0]):
         gt = scene.object_mask(int(label))
-        answer = full_models.predictor.predict(embedding, prompts_for_mask(gt))
+        answer = full_models.predictor.predict(embedding, prompts_from_mask(gt))
         if gt.sum() >= 150 and dice(gt, answer.mask(0)) >= 0.85:
             chosen.append(gt)
     assert len(chosen) >= 3
@@ -132,7 +132,7 @@ def test_sams_own_mask_gets_its_iou_heads_estimate_and_a_changed_mask_less(
     full_models, ct_scene, segmentable
 ):
     _, rgb, embedding = ct_scene
-    prompts = prompts_for_mask(segmentable[0])
+    prompts = prompts_from_mask(segmentable[0])
     prediction = full_models.predictor.predict(embedding, prompts)
     for head in range(4):
         own = QualitySample(rgb, prediction.mask(head), embedding, prompts, prediction, head)

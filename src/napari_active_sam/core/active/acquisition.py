@@ -196,7 +196,7 @@ def uncertainty(
     """Acquisition map and ranked suggestions for the current answer on one slice.
 
     Everything is computed on acquisition cells
-    (:data:`~napari_active_sam.core.bayes_head.ACQUISITION_CELL`; SAM's own
+    (:data:`~napari_active_sam.core.engine.geometry.ACQUISITION_CELL`; SAM's own
     low-resolution grid at 1024 px, where the model's belief lives) and only the final maps
     are upscaled, so a map costs a fraction of a decoder pass. The posterior samples are
     the Bayesian head's refinements of SAM's three multimask heads, K spread evenly over

@@ -110,7 +110,7 @@ def run_episode(
     gt : np.ndarray
         Boolean ``(H, W)`` object mask, not empty.
     strategy : str
-        A key of :data:`~napari_active_sam.core.simulate.STRATEGIES`.
+        A key of :data:`~napari_active_sam.core.bench.strategies.STRATEGIES`.
     max_clicks : int
         Iterations per episode.
     rng : np.random.Generator, optional
@@ -264,7 +264,7 @@ def evaluate_image(
 
     Objects of a volume are played on their slice of largest area. Yields progress per
     episode; returns records in the format of ``episodes.jsonl`` (for
-    :func:`~napari_active_sam.core.report.summarise`).
+    :func:`~napari_active_sam.core.bench.report.summarise`).
 
     Raises
     ------

@@ -37,7 +37,7 @@ class ClickContext:
         adding that click (the greedy oracle's look-ahead).
     uncertainty : callable or None
         ``f(acquisition name) -> Uncertainty`` for the current answer (maps and
-        suggestions, :func:`~napari_active_sam.core.acquisition.uncertainty`).
+        suggestions, :func:`~napari_active_sam.core.active.acquisition.uncertainty`).
     """
 
     gt: np.ndarray

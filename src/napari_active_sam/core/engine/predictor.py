@@ -129,7 +129,7 @@ class Predictor:
         Parameters
         ----------
         embedding : Embedding
-            From :class:`~napari_active_sam.core.embeddings.SliceEncoder` or the store.
+            From :class:`~napari_active_sam.core.engine.embeddings.SliceEncoder` or the store.
         prompts : PromptSet
             Clicks and box in (x, y) pixels of the original slice.
         previous_logits : np.ndarray, optional

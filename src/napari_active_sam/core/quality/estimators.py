@@ -11,7 +11,8 @@ Five estimators share one interface, :func:`estimate_quality`, keyed by :class:`
   ``q + a − 1`` and ``1 − |q − a|`` (``a`` = IoU(mask, S)); the product always lies inside
   those bounds and equals ``q`` for SAM's own mask.
 - ``posterior``: the expected Dice between the mask and masks sampled from the Bayesian
-  head's Laplace posterior (:meth:`~napari_active_sam.core.bayes_head.BayesHead.sample`).
+  head's Laplace posterior
+  (:meth:`~napari_active_sam.core.active.bayes_head.BayesHead.sample_logits`).
   For SAM's own mask this is the agreement of the posterior samples with their mean mask;
   for another mask it also measures how far the mask is from what the model believes.
   Without a Bayesian head for the model it falls back to ``iou_head``.
@@ -25,16 +26,16 @@ Five estimators share one interface, :func:`estimate_quality`, keyed by :class:`
   Their errors differ (SAM's opinion, the posterior's spread, the image around the mask), so
   the mean ranks masks better than any one of them on held-out data.
 
-The learned estimators are trained on simulated prompting (:func:`generated_examples`):
-click sessions as in :func:`~napari_active_sam.core.bayes_head.simulate_examples`, each
-step giving the masks of all four heads, a box-prompted answer, and perturbed ground truth
-(shifted, eroded, dilated, cut, the whole image), so that good and bad masks are both
-seen. :func:`fit_quality` trains both networks and yields :class:`Progress`. Without
-weights for the model, they fall back to ``iou_head``; every :class:`QualityEstimate`
-says which estimator answered.
+The learned estimators are trained on simulated prompting
+(:func:`~napari_active_sam.core.quality.training.generated_examples`): episodes of SAM's
+interactive recipe, each step giving the masks of all four heads, a box-prompted answer,
+and perturbed ground truth (shifted, eroded, dilated, cut, the whole image), so that good
+and bad masks are both seen; :func:`~napari_active_sam.core.quality.training.fit_quality`
+trains both networks. Without weights for the model, they fall back to ``iou_head``; every
+:class:`QualityEstimate` says which estimator answered.
 
-An empty mask has predicted Dice 0 (nothing was segmented). :func:`assess_mask` and
-:func:`assess_labels` take 2D images or volumes; a volume is judged slice by slice.
+An empty mask has predicted Dice 0 (nothing was segmented). Whole images and volumes are
+judged by :mod:`napari_active_sam.core.quality.assess`, slice by slice.
 """
 
 from __future__ import annotations
@@ -228,21 +229,14 @@ class QualityModels:
         return embedding
 
 
-def prompts_for_mask(mask: np.ndarray) -> PromptSet:
-    """A box around ``mask`` (pixel edges) and a positive click at its deepest point.
-
-    The same prompt :func:`~napari_active_sam.core.volume.prompts_from_mask` gives a
-    neighbouring slice.
-    """
-    return prompts_from_mask(np.asarray(mask, bool))
-
-
 def sam_answer(sample: QualitySample, models: QualityModels) -> tuple[Prediction, PromptSet, int]:
     """SAM's answer for the sample's object: ``(prediction, prompts, head)``.
 
     The sample's own prediction when given; else SAM prompted with the sample's prompts, or
-    with :func:`prompts_for_mask`. ``head`` is the sample's head, else the head a user sees
-    for those prompts (the single-mask head for a box).
+    with a box around the mask and a click at its deepest point
+    (:func:`~napari_active_sam.core.sim.clicker.prompts_from_mask`). ``head`` is the
+    sample's head, else the head a user sees for those prompts (the single-mask head for a
+    box).
     """
     if sample.prediction is not None:
         prompts = sample.prompts or PromptSet()
@@ -251,7 +245,7 @@ def sam_answer(sample: QualitySample, models: QualityModels) -> tuple[Prediction
     if sample.prompts is not None and not sample.prompts.is_empty:
         prompts = sample.prompts
     else:
-        prompts = prompts_for_mask(sample.mask)
+        prompts = prompts_from_mask(sample.mask)
     prediction = models.predictor.predict(models.embedding_of(sample), prompts)
     head = sample.head if sample.head is not None else shown_head(prediction, prompts)
     return prediction, prompts, head

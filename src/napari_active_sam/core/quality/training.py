@@ -20,8 +20,8 @@ from ..engine.predictor import Predictor
 from ..errors import ActiveSamError
 from ..metrics import dice
 from ..progress import Progress
+from ..sim.clicker import prompts_from_mask
 from ..sim.episode import episode, sam_recipe
-from .estimators import prompts_for_mask
 from .features import CROP_SIZE, embedding_features, overlay_crop
 from .networks import CropQualityNet, FeatureQualityNet, QualityRegressor
 
@@ -128,7 +128,7 @@ def candidate_masks(
     opening, correct = sam_recipe(gt, rng)
     for step in episode(predictor, embedding, opening, correct, clicks):
         candidates += [(f"click-head{h}", step.prediction.mask(h)) for h in range(4)]
-    boxed = predictor.predict(embedding, prompts_for_mask(gt))
+    boxed = predictor.predict(embedding, prompts_from_mask(gt))
     candidates += [(f"box-head{h}", boxed.mask(h)) for h in range(4)]
     weights = np.array([1.0, 2.0, 2.0, 2.0, 2.0, 0.5])
     for kind in rng.choice(PERTURBATIONS, perturbations, replace=False, p=weights / weights.sum()):

@@ -290,7 +290,7 @@ def train_demo_model(
 ) -> Generator[Progress, None, Path]:
     """Train the demo model on generated scenes; yield progress; save it.
 
-    The checkpoint (written with :func:`~napari_active_sam.core.models.save_checkpoint`)
+    The checkpoint (written with :func:`~napari_active_sam.core.engine.checkpoints.save_checkpoint`)
     carries its architecture, the seed, the configuration, the step count and the wall time;
     with ``init`` also the starting checkpoint's hash and the steps and wall time summed
     over every stage.
