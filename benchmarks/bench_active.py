@@ -51,7 +51,7 @@ from napari_active_sam.core.engine.architectures import ARCHITECTURES
 from napari_active_sam.core.engine.checkpoints import choose_device, load_model, random_model
 from napari_active_sam.core.engine.embeddings import SliceEncoder
 from napari_active_sam.core.engine.geometry import acquisition_grid
-from napari_active_sam.core.engine.predictor import Predictor, shown_mask
+from napari_active_sam.core.engine.predictor import Predictor, shown_head
 from napari_active_sam.core.engine.preprocess import to_sam_rgb
 from napari_active_sam.core.prompts import Click, PromptSet
 
@@ -97,8 +97,11 @@ def bench_model(model, head: BayesHead, size: int, repeats: int, samples: int, s
     def active(name: str):
         def run() -> Any:
             prediction = predictor.predict(embedding, prompts)
-            found = uncertainty(name, prediction, prompts, embedding, model, head, samples, 5)
-            return found, shown_mask(prediction, prompts)
+            shown = shown_head(prediction, prompts)
+            found = uncertainty(
+                name, prediction, prompts, embedding, model, head, samples, 5, shown=shown
+            )
+            return found, prediction.mask(shown)
 
         return run
 

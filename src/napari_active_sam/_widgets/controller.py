@@ -186,9 +186,9 @@ class AnnotationController:
         self.encoder = None
 
     def cancel_all(self) -> None:
-        """Stop encoding, propagation and learning."""
-        self.cancel_encoding()
-        self.objects.cancel_learning()
+        """Stop encoding, propagation and learning: every cancellable job."""
+        self.workers.cancel_all()
+        self.encoder = None
 
     def propagate(self) -> None:
         """Grow the prompted object through the volume on a worker; commit it as one object.

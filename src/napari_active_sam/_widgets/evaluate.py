@@ -87,7 +87,7 @@ class EvaluateWidget(Container):
         self.run_button.enabled, self.cancel.enabled = False, True
         self.status.value = "evaluating ..."
         self._worker = self.workers.start(
-            evaluation_job, name, checkpoint, image.data, image.rgb, np.asarray(truth.data),
+            evaluation_job, name, checkpoint, image.data, image.rgb, np.array(truth.data),
             self.window.value, list(self.strategies.value), self.clicks.value,
             progress=self._progress, returned=self._show, finished=self._finished,
         )  # fmt: skip

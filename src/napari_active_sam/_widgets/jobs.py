@@ -15,11 +15,10 @@ from ..core.annotate.session import AnnotationSession
 from ..core.annotate.volume import propagate
 from ..core.bench.episodes import evaluate_image
 from ..core.bench.report import summarise
-from ..core.bench.strategies import STRATEGIES
+from ..core.bench.strategies import reads_head
 from ..core.engine.checkpoints import LoadedModel, load_model
 from ..core.engine.embeddings import EmbeddingStore, embed_slice
 from ..core.engine.preprocess import IntensityWindow, SliceSource
-from ..core.enums import Strategy
 from ..core.errors import ActiveSamError
 from ..core.prompts import PromptSet
 from ..core.quality.assess import assess_labels
@@ -103,9 +102,7 @@ def evaluation_job(name, checkpoint, data, rgb: bool, labels: np.ndarray, window
     """Load the model (and its head if a strategy needs it), play every episode against
     ``labels``, return the summary."""
     model = load_model(name, checkpoint)
-    needs_head = any(STRATEGIES[Strategy(s)].needs_head for s in strategies)
-    wanted = needs_head or "entropy" in strategies
-    head = BayesHead.for_model(model, checkpoint) if wanted else None
+    head = BayesHead.for_model(model, checkpoint) if reads_head(strategies) else None
     source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
     records = yield from evaluate_image(model, source, labels, strategies, clicks, 0, head)
     return summarise(records, {"model": model.model_id, "clicks": clicks})

@@ -222,10 +222,6 @@ class CommittedObjects:
         )  # fmt: skip
         self._learner = worker
 
-    def cancel_learning(self) -> None:
-        self.workers.cancel(self._learner)
-        self._learner = None
-
     def _learned(self, result: tuple[BayesHead, str]) -> None:
         head, path = result
         session, quality = self._current()  # the session now, perhaps another image's

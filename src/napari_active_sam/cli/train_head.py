@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
         fit_head,
         generated_examples,
     )
-    from ..core.data.datasets import labelled_objects
     from ..core.engine.predictor import Predictor
+    from ..core.sim.sources import labelled_objects
 
     options.set_threads(args)
     model = options.load_chosen_model(args)

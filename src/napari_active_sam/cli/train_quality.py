@@ -25,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.data.datasets import labelled_objects
     from ..core.quality.networks import QUALITY
     from ..core.quality.training import (
         QualityConfig,
@@ -33,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         fit_quality,
         generated_examples,
     )
+    from ..core.sim.sources import labelled_objects
 
     options.set_threads(args)
     model = options.load_chosen_model(args)

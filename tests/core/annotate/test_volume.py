@@ -16,8 +16,7 @@ from napari_active_sam.core.sim.clicker import prompts_from_mask
 
 def _drain(generator):
     steps = []
-    result = drain(generator, steps.append)
-    return steps, result
+    return drain(generator, steps.append), steps
 
 
 
@@ -37,7 +36,7 @@ def test_spine_grows_from_one_slice_through_the_volume():
     source = SliceSource(volume[4:20], IntensityWindow.ct("soft_tissue"))
     session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
     truth = organs[4:20] == 7
-    steps, grown = _drain(propagate(session, {8: truth[8]}))
+    grown, steps = _drain(propagate(session, {8: truth[8]}))
     assert steps[-1].done == steps[-1].total
     assert grown[8].sum() == truth[8].sum()  # the seed slice is kept as given
     per_slice = [
@@ -54,7 +53,7 @@ def test_growth_stops_where_the_object_ends():
     lesion = organs == 2
     present = np.flatnonzero(lesion.any(axis=(1, 2)))
     middle = int(present[len(present) // 2])
-    _, grown = _drain(propagate(session, {middle: lesion[middle]}))
+    grown, _ = _drain(propagate(session, {middle: lesion[middle]}))
     grown_slices = np.flatnonzero(grown.any(axis=(1, 2)))
     # The lesion spans a few slices; growth must not run through the whole volume.
     assert len(grown_slices) < volume.shape[0] // 2

@@ -1,9 +1,11 @@
 """The BALD-SAM head: a small Bayesian network on SAM's output that samples masks.
 
-Input, on acquisition cells (:data:`ACQUISITION_CELL`; SAM's own low-resolution grid,
-256 × 256, for a 1024 model): one SAM head's logits, averaged over each cell and clipped to
-±20, and a positive- and a negative-click map (a Gaussian of σ = 8 cells at a 256-cell grid,
-scaled with the grid, per click, summed and clamped to [0, 1]).
+Input, on acquisition cells
+(:data:`~napari_active_sam.core.engine.geometry.ACQUISITION_CELL`; SAM's own
+low-resolution grid, 256 × 256, for a 1024 model): one SAM head's logits, averaged over
+each cell and clipped to ±20, and a positive- and a negative-click map (a Gaussian of
+σ = 8 cells at a 256-cell grid, scaled with the grid, per click, summed and clamped to
+[0, 1]).
 Layers: conv3×3 (3→16) + ReLU, conv3×3 (16→16) + ReLU, conv1×1 (16→1), whose output is
 added to SAM's clipped logits, so an untrained head reproduces SAM.
 

@@ -16,15 +16,15 @@ from laplace import Laplace
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..data.scenes import encoded_scenes
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding
 from ..engine.geometry import CellGrid, acquisition_grid
 from ..engine.predictor import Predictor
-from ..enums import HessianStructure, PriorMethod, SceneKind, parse_option
+from ..enums import HessianStructure, PriorMethod, parse_option
 from ..errors import ActiveSamError
 from ..progress import Progress
 from ..sim.episode import episode, sam_recipe
+from ..sim.sources import on_generated_scenes
 from .bayes_head import HIDDEN, BayesHead, BayesHeadNet, head_inputs
 
 
@@ -291,13 +291,13 @@ def generated_examples(
     clicks: int = 6,
     objects_per_image: int = 4,
 ) -> Generator[Progress, None, list[HeadExample]]:
-    """Simulated click sets on freshly generated scenes (the shipped model's head data)."""
-    rng = np.random.default_rng(seed)
+    """Simulated click sets on freshly generated scenes (the shipped model's head data);
+    ``kind`` a :class:`~napari_active_sam.core.enums.SceneKind` or ``"all"``."""
     predictor = Predictor(model)
-    scenes = encoded_scenes(model, images, rng, [SceneKind(kind)], f"generated-{seed}")
-    examples: list[HeadExample] = []
-    for done, (scene, _, embedding) in enumerate(scenes, 1):
-        for _, gt in scene.sample_objects(rng, objects_per_image):
-            examples += simulate_examples(predictor, embedding, gt, rng, clicks)
-        yield Progress(done, images, f"simulating clicks on generated image {done}/{images}")
-    return examples
+
+    def simulate(rgb, embedding, gt, rng):
+        return simulate_examples(predictor, embedding, gt, rng, clicks)
+
+    return (
+        yield from on_generated_scenes(model, images, seed, kind, objects_per_image, simulate)
+    )

@@ -91,7 +91,7 @@ def suggest(
     tuple of Suggestion
         Best first, in image pixels; empty where the map is flat.
     """
-    per_pixel = cells.side / cells.img_size * cells.img_size / max(cells.original_size)
+    per_pixel = cells.side / max(cells.original_size)  # cells per image pixel
     peaks = pick_peaks(
         ranking,
         count=count,

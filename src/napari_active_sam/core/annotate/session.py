@@ -36,8 +36,8 @@ class Answer:
     ----------
     prediction : Prediction
     head : int
-        The head whose mask is shown (:func:`~napari_active_sam.core.engine.predictor.
-        shown_head`).
+        The head whose mask is shown
+        (:func:`~napari_active_sam.core.engine.predictor.shown_head`).
     mask : np.ndarray
         Boolean ``(H, W)`` mask to preview: that of ``head``.
     uncertainty : Uncertainty or None

@@ -13,8 +13,7 @@ import numpy as np
 
 from ..active.acquisition import Uncertainty, uncertainty
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
-from ..cluster import load_on_worker
-from ..data.datasets import ImagePair, ObjectTarget, load_pair, object_targets
+from ..data.datasets import ImagePair, ObjectTarget, check_labels, load_pair, object_targets
 from ..engine.checkpoints import LoadedModel, ModelRef
 from ..engine.embeddings import Embedding, EmbeddingStore, embed_slice
 from ..engine.predictor import Prediction, Predictor, shown_head
@@ -25,7 +24,7 @@ from ..metrics import dice, iou, oracle_choice
 from ..progress import Progress
 from ..prompts import PromptSet
 from ..sim.episode import ClickList, Step, clicks_to_prompts, episode
-from .strategies import STRATEGIES, ClickContext, first_click
+from .strategies import STRATEGIES, ClickContext, first_click, parse_strategy, require_head
 
 
 @dataclass
@@ -120,7 +119,7 @@ def run_episode(
     samples : int
         Posterior samples per map.
     """
-    spec = STRATEGIES[Strategy(strategy)]
+    spec = STRATEGIES[parse_strategy(strategy)]
     require_head([strategy], bayes_head is not None, predictor.model.name)
     rng = rng or np.random.default_rng(0)
     gt = np.asarray(gt, bool)
@@ -200,6 +199,8 @@ def evaluate_pair(
         import torch
 
         torch.set_num_threads(torch_threads)
+    from ..cluster import load_on_worker  # dask, only where episodes run on a cluster
+
     model = load_on_worker(ref)
     predictor = Predictor(model)
     head = BayesHead.load(Path(head_file), model) if head_file else None
@@ -273,17 +274,10 @@ def evaluate_image(
     ActiveSamError
         A strategy that needs a Bayesian head when none is given.
     """
-    labels = np.asarray(labels)
-    shape = np.shape(source.data)
-    expected = shape[:-1] if source.rgb else shape
-    if labels.shape != expected:
-        raise ImageError(
-            f"The ground truth has shape {labels.shape} but the image has {expected}: choose "
-            "the labels layer drawn on this image."
-        )
-    strategies = [str(Strategy(s)) for s in strategies]
+    labels = check_labels(labels, source.spatial_shape, "The ground truth")
+    strategies = [str(parse_strategy(s)) for s in strategies]
     require_head(strategies, bayes_head is not None, model.name)
-    objects = object_targets(labels.astype(np.int64))
+    objects = object_targets(labels)
     if not objects:
         raise ImageError("The ground truth holds no object: draw or load labels first.")
     predictor = Predictor(model)
@@ -300,15 +294,3 @@ def evaluate_image(
             records.append(_record("layer", obj.label, strategy, [(index, gt, result)]))
             yield Progress(len(records), total, f"object {obj.label}, {strategy}")
     return records
-
-
-def require_head(strategies: Iterable[str], has_head: bool, model_name: str) -> None:
-    """Raise :class:`ActiveSamError` if any of ``strategies`` needs a Bayesian head and
-    there is none."""
-    wanted = [str(s) for s in strategies if STRATEGIES[Strategy(s)].needs_head]
-    if wanted and not has_head:
-        raise ActiveSamError(
-            f"{', '.join(wanted)} needs a Bayesian head for {model_name}: fit one with "
-            "`napari-active-sam train-head` (or 'Learn from my annotations' in napari) and "
-            "pass it with --head, or choose another strategy."
-        )

@@ -24,8 +24,8 @@ from ..engine.preprocess import IntensityWindow
 from ..enums import Strategy
 from ..errors import ActiveSamError, ImageError
 from ..progress import Progress
-from .episodes import evaluate_pair, require_head
-from .strategies import STRATEGIES, parse_strategy
+from .episodes import evaluate_pair
+from .strategies import parse_strategy, reads_head, require_head
 
 EPISODES_FILE = "episodes.jsonl"
 
@@ -198,15 +198,12 @@ def _plan(
 def _head_file(config: BenchmarkConfig) -> str | None:
     """The head file the run needs, or None; a missing one is refused here, before any
     worker starts (a head for another model is refused by the first worker)."""
-    wanted = [s for s in config.strategies if STRATEGIES[Strategy(s)].needs_head]
-    uses_head = wanted or Strategy.ENTROPY in config.strategies
-    if not config.head:
-        require_head(wanted, HEAD.find_for(config.model) is not None, config.model.name)
     if config.head:
         if not Path(config.head).is_file():
             raise ActiveSamError(f"No Bayesian head at {config.head}: give an existing file.")
         return str(config.head)
-    found = HEAD.find_for(config.model) if uses_head else None
+    found = HEAD.find_for(config.model) if reads_head(config.strategies) else None
+    require_head(config.strategies, found is not None, config.model.name)
     return str(found) if found else None
 
 

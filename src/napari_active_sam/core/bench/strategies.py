@@ -5,7 +5,7 @@ and the tests all use it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +13,7 @@ import numpy as np
 from ..active.acquisition import Uncertainty
 from ..engine.predictor import Prediction
 from ..enums import Strategy, parse_option
+from ..errors import ActiveSamError
 from ..sim.clicker import ClickList, random_pixel, ritm_next_click
 
 
@@ -125,22 +126,29 @@ class StrategySpec:
     random_first_click : bool
         Start from a random pixel inside the object instead of the RITM click.
     needs_head : bool
-        Reads the Bayesian head's posterior.
+        Cannot play without the Bayesian head's posterior.
+    reads_head : bool
+        Reads the Bayesian head's posterior when there is one.
     """
 
     next_clicks: Callable[[ClickContext], ClickList]
     multimask_every_step: bool = False
     random_first_click: bool = False
     needs_head: bool = False
+    reads_head: bool = False
 
 
 STRATEGIES: dict[Strategy, StrategySpec] = {
     Strategy.RITM: StrategySpec(ritm_strategy),
     Strategy.MICROSAM: StrategySpec(microsam_strategy, random_first_click=True),
     Strategy.ORACLE: StrategySpec(oracle_strategy),
-    Strategy.BALD: StrategySpec(_acquisition_strategy("bald"), needs_head=True),
+    Strategy.BALD: StrategySpec(
+        _acquisition_strategy("bald"), needs_head=True, reads_head=True
+    ),
     Strategy.EIG: StrategySpec(_acquisition_strategy("eig"), multimask_every_step=True),
-    Strategy.ENTROPY: StrategySpec(_acquisition_strategy("entropy"), multimask_every_step=True),
+    Strategy.ENTROPY: StrategySpec(
+        _acquisition_strategy("entropy"), multimask_every_step=True, reads_head=True
+    ),
     Strategy.RANDOM: StrategySpec(random_strategy),
 }
 
@@ -157,3 +165,20 @@ def first_click(spec: StrategySpec, gt: np.ndarray, rng: np.random.Generator) ->
 def parse_strategy(strategy: str) -> Strategy:
     """The :class:`Strategy` named ``strategy``; a clear error for an unknown name."""
     return parse_option(Strategy, strategy, "strategy")
+
+
+def reads_head(strategies: Iterable[str]) -> bool:
+    """Whether any of ``strategies`` reads the Bayesian head (so one should be loaded)."""
+    return any(STRATEGIES[parse_strategy(s)].reads_head for s in strategies)
+
+
+def require_head(strategies: Iterable[str], has_head: bool, model_name: str) -> None:
+    """Raise :class:`ActiveSamError` if any of ``strategies`` needs a Bayesian head and
+    there is none."""
+    wanted = [str(s) for s in map(parse_strategy, strategies) if STRATEGIES[s].needs_head]
+    if wanted and not has_head:
+        raise ActiveSamError(
+            f"{', '.join(wanted)} needs a Bayesian head for {model_name}: fit one with "
+            "`napari-active-sam train-head` (or 'Learn from my annotations' in napari) and "
+            "pass it with --head, or choose another strategy."
+        )

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import Embedding, EmbeddingStore, embed_slice
 from ..engine.preprocess import IntensityWindow, SliceSource
 from ..errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
@@ -110,7 +107,7 @@ def check_labels(
             f"{mask} holds non-integer values: give instance labels as integers "
             "(0 = background, 1, 2, ... = objects)."
         )
-    return labels.astype(np.int64)
+    return labels.astype(np.int64, copy=False)
 
 
 def load_pair(pair: ImagePair, window: IntensityWindow) -> tuple[SliceSource, np.ndarray]:
@@ -185,22 +182,3 @@ def dataset_window(data: Path, stem: str, override: str | None = None) -> Intens
     return IntensityWindow.percentile()
 
 
-def labelled_objects(
-    data: Path, model: LoadedModel, window: str | None = None
-) -> Iterator[tuple[np.ndarray, Embedding, np.ndarray]]:
-    """Every object of a labelled data set, on its slice of largest area, encoded.
-
-    Yields
-    ------
-    (np.ndarray, Embedding, np.ndarray)
-        The slice's uint8 ``(H, W, 3)`` SAM input, its embedding and the object's boolean
-        ``(H, W)`` mask.
-    """
-    pairs, _ = discover_pairs(data)
-    for pair in pairs:
-        source, labels = load_pair(pair, dataset_window(data, pair.stem, window))
-        store, limits = EmbeddingStore(model.model_id), source.limits()
-        for target in object_targets(labels):
-            (index,) = target.indices
-            embedding = embed_slice(model, source, store, index, limits)
-            yield source.sam_slice(index, limits), embedding, labels[index] == target.label

@@ -18,15 +18,15 @@ what SAM's multimask heads are for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import tifffile
 from scipy import ndimage
 
-from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import Embedding, SliceEncoder
-from ..engine.preprocess import IntensityWindow, to_sam_rgb
+from ..engine.preprocess import IntensityWindow
 from ..enums import SceneKind
 
 
@@ -136,6 +136,7 @@ class _Painter:
         self.labels = np.zeros(shape, np.int32)
         self.image = background.astype(np.float32)
         self.parents: dict[int, int] = {}
+        self._finished: tuple[np.ndarray, dict[int, int]] | None = None
 
     def add(self, mask: np.ndarray, value, parent: int = 0, min_pixels: int = 12) -> int:
         visible = mask & (self.labels == parent) if parent else mask
@@ -149,7 +150,13 @@ class _Painter:
         return label
 
     def finish(self) -> tuple[np.ndarray, dict[int, int]]:
-        """Drop objects left too small by occlusion and renumber labels 1..n."""
+        """Drop objects left too small by occlusion and renumber labels 1..n (painting is
+        over: the result is kept)."""
+        if self._finished is None:
+            self._finished = self._renumbered()
+        return self._finished
+
+    def _renumbered(self) -> tuple[np.ndarray, dict[int, int]]:
         sizes = np.bincount(self.labels.ravel())
         keep = [lab for lab in range(1, len(sizes)) if sizes[lab] >= 12]
         mapping = np.zeros(len(sizes), np.int32)
@@ -331,34 +338,6 @@ def scene_kinds(kind: str) -> list[SceneKind]:
     return list(SceneKind) if kind == "all" else [SceneKind(kind)]
 
 
-def encoded_scenes(
-    model: LoadedModel, count: int, rng: np.random.Generator, kinds: list[SceneKind], tag: str
-) -> Iterator[tuple[Scene, np.ndarray, Embedding]]:
-    """Generated scenes at the model's input size, windowed and encoded one at a time.
-
-    Parameters
-    ----------
-    model : LoadedModel
-    count : int
-        Scenes to make; their kinds cycle through ``kinds``.
-    rng : np.random.Generator
-        Draws the scenes (and is shared with the caller's clicks).
-    tag : str
-        Prefix of the embeddings' signatures (``f"{tag}-{n}"``, n from 1).
-
-    Yields
-    ------
-    (Scene, np.ndarray, Embedding)
-        The scene, its uint8 ``(S, S, 3)`` SAM input and its embedding.
-    """
-    encoder = SliceEncoder(model)
-    for done in range(1, count + 1):
-        scene = make_scene(kinds[(done - 1) % len(kinds)], rng, model.architecture.img_size)
-        rgb = to_sam_rgb(scene.image, scene.window.limits(scene.image))
-        (embedding,) = encoder.encode([rgb], [f"{tag}-{done}"])
-        yield scene, rgb, embedding
-
-
 def write_dataset(
     out, count: int, seed: int, kind: str | SceneKind = SceneKind.MIXED, size: int = 256
 ):
@@ -368,11 +347,6 @@ def write_dataset(
     intensity window and which objects lie inside which (child → parent). A generator,
     yielding the number of scenes written so far.
     """
-    import json
-    from pathlib import Path
-
-    import tifffile
-
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -474,11 +448,6 @@ def write_sample_data(folder) -> list:
     ``*_labels.tif``; ``samples.json`` holds the volume's spacing and organ names. Returns
     the paths written.
     """
-    import json
-    from pathlib import Path
-
-    import tifffile
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(SAMPLE_SEED)

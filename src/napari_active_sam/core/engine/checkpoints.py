@@ -22,11 +22,10 @@ from segment_anything.modeling import (
     Sam,
 )
 
-from ..enums import ModelName
 from ..errors import CheckpointError, DownloadError, ModelError, ModelNotAvailableError
 from ..progress import Progress
 from .architectures import ARCHITECTURES, Architecture, resolve_architecture
-from .registry import ModelSpec, get_spec
+from .registry import ModelSpec, get_spec, model_names
 
 CACHE_ENV = "NAPARI_ACTIVE_SAM_CACHE"
 """Environment variable that overrides the checkpoint/embedding cache directory."""
@@ -405,7 +404,7 @@ def load_model(
     """
     if checkpoint is not None:
         arch: str | None = None  # files written by this project carry their architecture
-        if name in {m.value for m in ModelName}:
+        if name in model_names():
             arch = get_spec(name).architecture
         elif name in ARCHITECTURES:
             arch = name

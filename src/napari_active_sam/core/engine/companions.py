@@ -15,10 +15,9 @@ from typing import Any, ClassVar, Self
 
 import torch
 
-from ..enums import ModelName
 from ..errors import CheckpointError
 from .checkpoints import LoadedModel, ModelRef, bundled_path, cache_dir
-from .registry import get_spec
+from .registry import get_spec, model_names
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class Companion:
         found = [self.users(model.model_id)]
         if checkpoint is not None:
             found.append(self.beside(Path(checkpoint)))
-        elif model.name in {m.value for m in ModelName}:
+        elif model.name in model_names():
             found.append(self.shipped(ModelRef(model.name)))
         return found
 

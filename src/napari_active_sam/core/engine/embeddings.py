@@ -31,10 +31,6 @@ from .preprocess import SliceSource, to_sam_rgb
 STORE_FORMAT = "napari-active-sam-embeddings/1"
 
 
-def _package_version() -> str:
-    return __version__
-
-
 def slice_signature(raw_slice: np.ndarray, model_id: str, preprocessing: dict[str, Any]) -> str:
     """Hex digest identifying an embedding's input.
 
@@ -49,7 +45,7 @@ def slice_signature(raw_slice: np.ndarray, model_id: str, preprocessing: dict[st
         "dtype": str(data.dtype),
         "model": model_id,
         "preprocessing": preprocessing,
-        "version": _package_version(),
+        "version": __version__,
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 

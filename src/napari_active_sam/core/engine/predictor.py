@@ -201,8 +201,3 @@ def shown_head(prediction: Prediction, prompts: PromptSet) -> int:
     if len(prompts.clicks) <= 1 and prompts.box is None:
         return prediction.best_multimask_head
     return 0
-
-
-def shown_mask(prediction: Prediction, prompts: PromptSet) -> np.ndarray:
-    """Boolean ``(H, W)`` mask an answer shows: that of the head :func:`shown_head` picks."""
-    return prediction.mask(shown_head(prediction, prompts))

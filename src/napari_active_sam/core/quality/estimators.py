@@ -311,10 +311,9 @@ def ensemble_members(models: QualityModels) -> list[Estimator]:
 
 
 def _ensemble(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
-    # Encode the slice and ask SAM once; the members then read both from the sample.
-    shared = replace(sample, embedding=models.embedding_of(sample))
-    prediction, prompts, head = sam_answer(shared, models)
-    shared = replace(shared, prompts=prompts, prediction=prediction, head=head)
+    # Ask SAM once; the members read its answer from the sample.
+    prediction, prompts, head = sam_answer(sample, models)
+    shared = replace(sample, prompts=prompts, prediction=prediction, head=head)
     members = ensemble_members(models)
     return float(np.mean([ESTIMATORS[e].estimate(shared, models, rng) for e in members]))
 
@@ -424,7 +423,8 @@ def estimate_quality(
     estimator : str
         A key of :data:`ESTIMATORS`.
     sample : QualitySample
-        One 2D slice and mask (see :func:`assess_mask` for volumes).
+        One 2D slice and mask (see
+        :func:`~napari_active_sam.core.quality.assess.assess_mask` for volumes).
     models : QualityModels
     rng : np.random.Generator, optional
         Seeds the posterior samples (default: a fixed seed, so estimates repeat).
@@ -445,5 +445,7 @@ def estimate_quality(
         return QualityEstimate(0.0, requested, requested, "empty mask: nothing segmented")
     answered, note = resolve_estimator(requested, models)
     rng = rng if rng is not None else np.random.default_rng(0)
+    if ESTIMATORS[answered].needs_embedding and sample.embedding is None:
+        sample = replace(sample, embedding=models.embedding_of(sample))  # encoded once
     value = ESTIMATORS[answered].estimate(sample, models, rng)
     return QualityEstimate(float(np.clip(value, 0.0, 1.0)), answered, requested, note)

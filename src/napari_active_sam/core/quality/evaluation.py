@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ..data.scenes import encoded_scenes, scene_kinds
+from ..data.scenes import scene_kinds
 from ..engine.embeddings import Embedding
 from ..enums import Estimator
 from ..errors import ActiveSamError
 from ..metrics import dice
 from ..progress import Progress
 from ..sim.episode import Step, episode, sam_recipe
+from ..sim.sources import encoded_scenes
 from .estimators import ESTIMATORS, QualityModels, QualitySample, estimate_quality, parse_estimator
 from .training import PERTURBATIONS, perturbed_mask
 
@@ -104,7 +105,9 @@ def evaluate_estimators(
     ----------
     models : QualityModels
     images, seed, kind
-        Held-out scenes (see :func:`generated_examples`; use a seed not used in training).
+        Held-out scenes (see
+        :func:`~napari_active_sam.core.quality.training.generated_examples`; use a seed not
+        used in training).
     clicks : int
         Clicks per simulated session.
     estimators : sequence of str

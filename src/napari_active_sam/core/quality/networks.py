@@ -46,7 +46,7 @@ class CropQualityNet(nn.Module):
 class FeatureQualityNet(nn.Module):
     """The fast regressor: standardised features into torchvision's ``MLP`` (64, 32, 1).
 
-    ``forward`` takes ``(B, F)`` features from :func:`embedding_features` and returns the
+    ``forward`` takes ``(B, F)`` features from :func:`.features.embedding_features` and returns the
     predicted Dice ``(B,)`` in [0, 1].
     """
 

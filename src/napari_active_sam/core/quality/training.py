@@ -13,15 +13,15 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ..data.scenes import encoded_scenes, scene_kinds
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding
 from ..engine.predictor import Predictor
 from ..errors import ActiveSamError
 from ..metrics import dice
 from ..progress import Progress
-from ..sim.clicker import prompts_from_mask
+from ..sim.clicker import prompts_from_mask, random_pixel
 from ..sim.episode import episode, sam_recipe
+from ..sim.sources import on_generated_scenes
 from .features import CROP_SIZE, embedding_features, overlay_crop
 from .networks import CropQualityNet, FeatureQualityNet, QualityRegressor
 
@@ -96,11 +96,10 @@ def perturbed_mask(gt: np.ndarray, kind: str, rng: np.random.Generator) -> np.nd
         grow = ndimage.binary_dilation if kind == "dilated" else ndimage.binary_erosion
         return grow(gt, iterations=steps)
     if kind == "cut":
-        rows, cols = np.nonzero(gt)
         angle = rng.uniform(0, 2 * np.pi)
-        i = rng.integers(len(rows))
+        row, col = random_pixel(gt, rng)
         yy, xx = np.mgrid[: gt.shape[0], : gt.shape[1]]
-        side = (yy - rows[i]) * np.sin(angle) + (xx - cols[i]) * np.cos(angle)
+        side = (yy - row) * np.sin(angle) + (xx - col) * np.cos(angle)
         return gt & (side < 0)
     raise ActiveSamError(f"Unknown perturbation {kind!r}: use {', '.join(PERTURBATIONS)}.")
 
@@ -115,9 +114,10 @@ def candidate_masks(
 ) -> list[tuple[str, np.ndarray]]:
     """Masks of one object from simulated prompting, good and bad, named by origin.
 
-    An episode of SAM's interactive recipe (:func:`~napari_active_sam.core.sim.episode.
-    sam_recipe`: first click inside, later ones into the error of the shown mask, logits fed
-    back) gives all four heads' masks after every click; a box-and-click prompt from the ground
+    An episode of SAM's interactive recipe
+    (:func:`~napari_active_sam.core.sim.episode.sam_recipe`: first click inside, later ones
+    into the error of the shown mask, logits fed back) gives all four heads' masks after
+    every click; a box-and-click prompt from the ground
     truth gives four more; ``perturbations`` random :func:`perturbed_mask` results follow.
     Empty masks are left out.
     """
@@ -197,16 +197,17 @@ def generated_examples(
     Progress
         After each scene.
     """
-    rng = np.random.default_rng(seed)
     predictor = Predictor(model)
-    scenes = encoded_scenes(model, images, rng, scene_kinds(kind), f"quality-{seed}")
-    examples: list[QualityExample] = []
-    for done, (scene, rgb, embedding) in enumerate(scenes, 1):
-        for _, gt in scene.sample_objects(rng, objects_per_image):
-            found = candidate_masks(predictor, embedding, gt, rng, clicks, perturbations)
-            examples += quality_examples(rgb, embedding, gt, found, model)
-        yield Progress(done, images, f"simulating prompts on generated image {done}/{images}")
-    return examples
+
+    def simulate(rgb, embedding, gt, rng):
+        found = candidate_masks(predictor, embedding, gt, rng, clicks, perturbations)
+        return quality_examples(rgb, embedding, gt, found, model)
+
+    return (
+        yield from on_generated_scenes(
+            model, images, seed, kind, objects_per_image, simulate, "simulating prompts"
+        )
+    )
 
 
 def examples_from_objects(

@@ -58,6 +58,7 @@ ClickList = list[tuple[int, int, bool]]
 
 
 def random_pixel(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
+    """A uniformly random ``(row, col)`` of a boolean region, or None for an empty one."""
     rows, cols = np.nonzero(region)
     if rows.size == 0:
         return None
@@ -71,9 +72,7 @@ def click_inside(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int
         hit = ritm_next_click(region, np.zeros_like(region))
         if hit is not None:
             return hit[0], hit[1]
-    rows, cols = np.nonzero(region)
-    i = rng.integers(len(rows))
-    return int(rows[i]), int(cols[i])
+    return random_pixel(region, rng)
 
 
 def error_click(
@@ -88,9 +87,8 @@ def error_click(
     if not error.any():  # perfect prediction: confirm with a click inside
         row, col = click_inside(gt & ~clicked if (gt & ~clicked).any() else gt, rng)
         return row, col, True
-    rows, cols = np.nonzero(error)
-    i = rng.integers(len(rows))
-    return int(rows[i]), int(cols[i]), bool(gt[rows[i], cols[i]])
+    row, col = random_pixel(error, rng)
+    return row, col, bool(gt[row, col])
 
 
 def noisy_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
