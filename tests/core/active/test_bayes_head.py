@@ -93,13 +93,13 @@ def test_a_finer_grid_is_averaged_to_acquisition_cells_before_the_head():
     logits = np.random.default_rng(0).normal(0, 30, (3, 64, 64)).astype(np.float32)
     cells = CellGrid.of(fine, embedding)
     assert (cells.stride, cells.side) == (2, 32)
-    inputs = head_inputs(logits, prompts, cells)
+    inputs = head_inputs(cells.pool(logits), prompts, cells)
     assert inputs.shape == (3, 3, 32, 32)
     pooled = torch.nn.functional.avg_pool2d(torch.as_tensor(logits)[:, None], 2)[:, 0]
     np.testing.assert_allclose(inputs[:, 0], pooled.clamp(-20, 20).numpy(), atol=1e-5)
     maps = click_maps(prompts, cells)
     np.testing.assert_array_equal(inputs[1, 1:], maps)
-    np.testing.assert_array_equal(head_inputs(logits[1], prompts, cells), inputs[1])
+    np.testing.assert_array_equal(head_inputs(cells.pool(logits[1]), prompts, cells), inputs[1])
     # A head fitted on the full 64-cell grid (an older version's) is refused by name.
     head = BayesHead(BayesHeadNet(), torch.zeros(17), torch.eye(17), fine.model_id, 64)
     with pytest.raises(ModelError, match="works on a 64-cell grid.*fit it again"):

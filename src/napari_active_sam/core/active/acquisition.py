@@ -246,14 +246,15 @@ def uncertainty(
         )
     cells = CellGrid.of(model, embedding)
     with torch.inference_mode():
+        pooled = cells.pool(prediction.low_res_logits)  # every head, in SAM's order
         if use_posterior:
             head.check_model(model)
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            inputs = head_inputs(prediction.multimask_logits, prompts, cells)
+            inputs = head_inputs(pooled[1:], prompts, cells)
             logits = head.sample_logits(inputs, samples, generator)
             source = Source.POSTERIOR
         else:
-            logits = cells.pool(prediction.multimask_logits)
+            logits = pooled[1:]
             source = Source.HEADS
         maps = torch.sigmoid(logits)
         grid_scores = spec.score(maps, rng=rng, logits=logits)
@@ -262,7 +263,7 @@ def uncertainty(
         ranking = grid_scores
         if spec.corrections_first:
             index = shown_head(prediction, prompts) if shown is None else shown
-            inside = cells.pool(prediction.low_res_logits[index]) > 0
+            inside = pooled[index] > 0
             ranking = grid_scores * torch.where(inside, 1 - belief, belief)
 
     found = suggest(ranking.numpy(), belief.numpy(), cells, prompts, suggestions, min_distance)

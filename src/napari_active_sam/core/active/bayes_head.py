@@ -118,17 +118,19 @@ def click_maps(prompts: PromptSet, cells: CellGrid) -> np.ndarray:
     return np.clip(maps, 0, 1)
 
 
-def head_inputs(logits: np.ndarray, prompts: PromptSet, cells: CellGrid) -> np.ndarray:
-    """The head's input on acquisition cells: SAM's logits averaged over each cell and
-    clipped, and the two click maps.
+def head_inputs(
+    cell_logits: np.ndarray | torch.Tensor, prompts: PromptSet, cells: CellGrid
+) -> np.ndarray:
+    """The head's input on acquisition cells: SAM's logits averaged over each cell
+    (:meth:`CellGrid.pool`) and clipped, and the two click maps.
 
-    ``logits`` of one head at the low-resolution grid, ``(g, g)``, give float32
-    ``(3, c, c)`` with ``c`` the cells per side; the logits of M heads, ``(M, g, g)``, give
-    ``(M, 3, c, c)`` (the click maps are built once and shared).
+    The pooled logits of one head, ``(c, c)``, give float32 ``(3, c, c)`` with ``c`` the
+    cells per side; those of M heads, ``(M, c, c)``, give ``(M, 3, c, c)`` (the click maps
+    are built once and shared).
     """
     grid = cells.side
-    several = np.ndim(logits) == 3
-    pooled = cells.pool(logits).numpy()
+    several = np.ndim(cell_logits) == 3
+    pooled = np.asarray(cell_logits, np.float32)
     logits = np.clip(pooled.reshape(-1, 1, grid, grid), -LOGIT_CLIP, LOGIT_CLIP)
     maps = click_maps(prompts, cells)
     inputs = np.concatenate([logits, np.broadcast_to(maps, (len(logits), *maps.shape))], axis=1)

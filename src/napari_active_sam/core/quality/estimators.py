@@ -263,7 +263,8 @@ def _posterior(sample: QualitySample, models: QualityModels, rng: np.random.Gene
     model = models.model
     embedding = models.embedding_of(sample)
     prediction, prompts, head = sam_answer(sample, models)
-    inputs = head_inputs(prediction.low_res_logits[head], prompts, CellGrid.of(model, embedding))
+    cells = CellGrid.of(model, embedding)
+    inputs = head_inputs(cells.pool(prediction.low_res_logits[head]), prompts, cells)
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
     sampled = torch.sigmoid(
         models.bayes_head.sample_logits(inputs, models.samples, generator)
