@@ -27,6 +27,12 @@ MANAGED = (PROMPTS, PREVIEW, OUTPUT, UNCERTAINTY, SUGGESTIONS)
 POSITIVE_COLOUR = "#2ecc71"
 NEGATIVE_COLOUR = "#e74c3c"
 
+MAP_LIMIT = float(np.log(2))
+"""The uncertainty map's fixed scale, 0 to ln 2 nats: the most a binary label can hold
+(BALD, EIG and entropy alike), so the map glows only where the model is unsure."""
+PREVIEW_CONTOUR = 2
+"""The preview mask is drawn as its outline, this many pixels wide, over the map."""
+
 
 # ------------------------------------------------------------------------ coordinates
 def prompts_on_slice(points: napari.layers.Points, index: tuple[int, ...]) -> PromptSet:
@@ -135,16 +141,21 @@ def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
     if PREVIEW in layers and layers[PREVIEW].data.shape != shape:
         layers.remove(PREVIEW)
     if PREVIEW not in layers:
-        viewer.add_labels(np.zeros(shape, np.uint8), name=PREVIEW, opacity=0.5, **placement)
+        viewer.add_labels(np.zeros(shape, np.uint8), name=PREVIEW, opacity=1.0,
+                          **placement).contour = PREVIEW_CONTOUR  # fmt: skip
     layers[PREVIEW].data[...] = 0
     layers[PREVIEW].refresh()
     if UNCERTAINTY in layers and layers[UNCERTAINTY].data.shape != shape:
         layers.remove(UNCERTAINTY)
     if UNCERTAINTY not in layers:
-        viewer.add_image(np.zeros(shape, np.float32), name=UNCERTAINTY, colormap="magma",
-                         opacity=0.6, blending="additive", contrast_limits=(0, 1),
-                         **placement)  # fmt: skip
+        uncertainty = viewer.add_image(
+            np.zeros(shape, np.float32), name=UNCERTAINTY, colormap="magma", opacity=0.6,
+            blending="additive", contrast_limits=(0, MAP_LIMIT), **placement,
+        )  # fmt: skip
+        uncertainty.colorbar.visible = True
     layers[UNCERTAINTY].data[...] = 0
+    if layers.index(UNCERTAINTY) > layers.index(PREVIEW):  # the mask outline stays on top
+        layers.move(layers.index(UNCERTAINTY), layers.index(PREVIEW))
     if SUGGESTIONS in layers and layers[SUGGESTIONS].ndim != ndim:
         layers.remove(SUGGESTIONS)
     if SUGGESTIONS not in layers:
@@ -165,9 +176,9 @@ def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
         points.feature_defaults["positive"] = True
         points.mode = "add"
     points = layers[PROMPTS]
-    if right_click_adds_negative not in points.mouse_drag_callbacks:
-        # First in the list, so napari's own "add" sees the negative default.
-        points.mouse_drag_callbacks.insert(0, right_click_adds_negative)
+    if polarity_from_button not in points.mouse_drag_callbacks:
+        # First in the list, so napari's own "add" sees the polarity of this press.
+        points.mouse_drag_callbacks.insert(0, polarity_from_button)
     points.events.data.disconnect(prompts_changed)
     points.events.data.connect(prompts_changed)
     for name in MANAGED:
@@ -176,16 +187,16 @@ def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
     viewer.layers.selection.active = points
 
 
-def right_click_adds_negative(layer: napari.layers.Points, event):
-    """A right click adds a negative point: napari's "add" mode makes the point, with
-    the polarity default switched for the duration of the press."""
-    if event.button != 2 or layer.mode != "add":
-        return
-    layer.feature_defaults["positive"] = False
-    yield
-    while event.type == "mouse_move":
-        yield
-    layer.feature_defaults["positive"] = True
+def polarity_from_button(layer: napari.layers.Points, event) -> None:
+    """Each press in "add" mode sets the polarity of the point napari's "add" makes: left
+    positive, right negative.
+
+    napari adds the point when the button is released, after the press's callbacks have
+    run to their end, so the polarity is set at the press and left as it is until the next
+    one (a default reset at the release would come before the point exists).
+    """
+    if layer.mode == "add" and event.button in (1, 2):
+        layer.feature_defaults["positive"] = event.button == 1
 
 
 # ----------------------------------------------------------------------------- editing
@@ -242,14 +253,12 @@ def previewed(viewer: napari.Viewer, index: tuple[int, ...]) -> np.ndarray:
 
 
 def show_uncertainty(viewer: napari.Viewer, index: tuple[int, ...], scores: np.ndarray | None):
-    """Draw an acquisition map ``(H, W)`` in nats (None: nothing) on slice ``index``,
-    scaled to its own maximum."""
+    """Draw an acquisition map ``(H, W)`` in nats (None: nothing) on slice ``index``, on
+    the fixed scale 0 to :data:`MAP_LIMIT`."""
     if UNCERTAINTY not in viewer.layers:
         return
     image = viewer.layers[UNCERTAINTY]
     image.data[index] = 0 if scores is None else scores
-    top = float(scores.max()) if scores is not None else 0.0
-    image.contrast_limits = (0.0, top if top > 0 else 1.0)
     image.refresh()
 
 

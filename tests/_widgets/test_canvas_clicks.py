@@ -1,0 +1,77 @@
+"""Clicks as a user makes them: real Qt mouse presses and releases on napari's canvas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QPoint, Qt
+from qtpy.QtTest import QTest
+
+from napari_active_sam._widgets.dock import ActiveSamWidget
+from napari_active_sam._widgets.layers import PREVIEW, PROMPTS, UNCERTAINTY
+from napari_active_sam.core.data.scenes import make_scene
+
+WAIT = 60_000  # ms; the encoder runs on a 2-core CPU
+
+
+def canvas_point(viewer, row: float, col: float) -> QPoint:
+    """Where data pixel (row, col) of a 2D layer at scale 1 sits on the canvas widget."""
+    canvas = viewer.window._qt_viewer.canvas.native
+    centre_row, centre_col = viewer.camera.center[-2:]
+    zoom = viewer.camera.zoom
+    x = (col - centre_col) * zoom + canvas.width() / 2
+    y = (row - centre_row) * zoom + canvas.height() / 2
+    return QPoint(round(x), round(y))
+
+
+def click(viewer, row: float, col: float, button=Qt.MouseButton.LeftButton) -> None:
+    """Press and release ``button`` over data pixel (row, col), as a hand would."""
+    canvas = viewer.window._qt_viewer.canvas.native
+    where = canvas_point(viewer, row, col)
+    QTest.mouseMove(canvas, where)
+    QTest.mousePress(canvas, button, Qt.KeyboardModifier.NoModifier, where)
+    QTest.mouseRelease(canvas, button, Qt.KeyboardModifier.NoModifier, where)
+
+
+@pytest.fixture
+def scene():
+    return make_scene("ultrasound", np.random.default_rng(8), 256)
+
+
+def test_left_click_inside_and_right_click_outside_on_the_canvas(make_napari_viewer, qtbot,
+                                                                 scene):  # fmt: skip
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.window.value = "percentile"
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.session.is_encoded(()), timeout=WAIT)
+    viewer.reset_view()
+    qtbot.wait(50)
+
+    gt = scene.labels == 1
+    rows, cols = np.nonzero(gt)
+    inside = float(np.median(rows)), float(np.median(cols))
+    outside = np.argwhere(scene.labels == 0)[0]
+    click(viewer, *inside)
+    qtbot.waitUntil(lambda: len(viewer.layers[PROMPTS].data) == 1, timeout=5_000)
+    click(viewer, float(outside[0] + 5), float(outside[1] + 5), Qt.MouseButton.RightButton)
+    qtbot.waitUntil(lambda: len(viewer.layers[PROMPTS].data) == 2, timeout=5_000)
+
+    points = viewer.layers[PROMPTS]
+    assert list(points.features["positive"]) == [True, False]
+    np.testing.assert_allclose(points.data[0], inside, atol=1.0)
+    preview = viewer.layers[PREVIEW]
+    qtbot.waitUntil(lambda: preview.data.any(), timeout=WAIT)
+    overlap = (preview.data > 0) & gt
+    assert overlap.sum() / ((preview.data > 0) | gt).sum() > 0.5
+    # The mask is drawn as an outline above the map, and the map keeps a fixed scale in
+    # nats, so a confident model does not glow as brightly as an unsure one.
+    layers = viewer.layers
+    uncertainty = layers[UNCERTAINTY]
+    qtbot.waitUntil(lambda: uncertainty.data.any(), timeout=WAIT)
+    assert layers.index(PREVIEW) > layers.index(UNCERTAINTY)
+    assert preview.visible and preview.opacity == 1 and preview.contour > 0
+    assert uncertainty.contrast_limits == pytest.approx([0, np.log(2)])
+    assert uncertainty.data.max() <= np.log(2) + 1e-6
