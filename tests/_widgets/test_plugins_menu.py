@@ -17,6 +17,7 @@ SESSION = r'''
 import json, sys, time
 import numpy as np
 import napari
+from napari.qt.threading import WorkerBase
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication
@@ -64,6 +65,7 @@ print(json.dumps({
     "mask_pixels": int((preview.data > 0).sum()),
     "preview_visible": bool(preview.visible and preview.opacity > 0),
 }))
+WorkerBase.await_workers(msecs=120_000)  # the right click's decode, before Qt goes away
 viewer.close()
 '''
 
