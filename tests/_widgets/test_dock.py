@@ -414,3 +414,18 @@ def test_quality_panel_flags_a_wrong_object_and_jumps_to_it(make_napari_viewer, 
     assert len(panel.review.choices) == 1 and f"object {bad}" in panel.review.choices[0]
     panel.review.value = [panel.review.choices[0]]
     assert viewer.layers[OUTPUT].selected_label == bad
+
+
+def test_removing_the_image_stops_its_encoding(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((40, 128, 128)).astype(np.float32))
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    qtbot.waitUntil(lambda: widget.session is not None and widget.cancel.enabled, timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.progress.value >= 2, timeout=WAIT)
+    worker, session = widget.controller.encoder, widget.session
+    viewer.layers.remove(image)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=WAIT)
+    encoded = sum(session.is_encoded((z,)) for z in range(40))
+    assert encoded < 40 and not widget.cancel.enabled
+    qtbot.wait(300)
+    assert sum(session.is_encoded((z,)) for z in range(40)) == encoded

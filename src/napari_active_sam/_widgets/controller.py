@@ -111,6 +111,7 @@ class AnnotationController:
         self.events.learned.connect(self._learned)
         self.events.committed.connect(self._refresh_slice_list)
         viewer.dims.events.current_step.connect(self._slice_changed)
+        viewer.layers.events.removed.connect(self._layer_removed)
 
     @property
     def _points(self):
@@ -125,8 +126,15 @@ class AnnotationController:
         """Stop every worker and stop listening to the viewer (the dock is gone)."""
         self.workers.close()
         self.viewer.dims.events.current_step.disconnect(self._slice_changed)
+        self.viewer.layers.events.removed.disconnect(self._layer_removed)
         if layers.PROMPTS in self.viewer.layers:
             self._points.events.data.disconnect(self._prompts_changed)
+
+    def _layer_removed(self, event) -> None:
+        if self.image is not None and event.value is self.image:  # nothing reads it now
+            self.cancel_encoding()
+            self.image = None
+            self._say("the image was removed: its encoding stopped")
 
     # ------------------------------------------------------------------- model, session
     def start_session(self, image: napari.layers.Image, request: ModelRequest, window: str):
@@ -338,15 +346,11 @@ class AnnotationController:
         """Answer the offered suggestion: inside (A), outside (D), or skip it (S)."""
         offer = self.offer
         if offer is None or not offer.suggestions:
-            show_info("No suggestion to answer: click inside an object first.")
-            return
+            return show_info("No suggestion to answer: click inside an object first.")
         if (offer.index, offer.prompts) != (self.current_index(), self.current_prompts()):
-            show_info("These suggestions belong to other clicks or another slice: wait for "
-                      "the new ones.")  # fmt: skip
-            return
+            return show_info("These suggestions belong to other clicks or another slice.")
         if not offer.remaining:
-            show_info("No more suggestions here: click where the mask is wrong.")
-            return
+            return show_info("No more suggestions here: click where the mask is wrong.")
         offered = offer.remaining[0]
         if inside is None:
             offer.skipped += 1
@@ -364,12 +368,10 @@ class AnnotationController:
     def go_to_most_uncertain(self) -> None:
         """Move the viewer to the answered slice SAM is least sure of."""
         if self.session is None or not self.session.source.leading_shape:
-            show_info("Slices to compare need a volume.")
-            return
+            return show_info("Slices to compare need a volume.")
         ranked = self.session.most_uncertain(1)
         if not ranked:
-            show_info("No slice has a mask yet: click or propagate first.")
-            return
+            return show_info("No slice has a mask yet: click or propagate first.")
         ((index, score),) = ranked
         self.go_to_slice(index)
         self._say(f"slice {index}: uncertainty {score:.3f}")
