@@ -429,3 +429,34 @@ def test_removing_the_image_stops_its_encoding(make_napari_viewer, qtbot, tiny_c
     assert encoded < 40 and not widget.cancel.enabled
     qtbot.wait(300)
     assert sum(session.is_encoded((z,)) for z in range(40)) == encoded
+
+
+def test_a_propagated_object_under_the_threshold_gets_one_warning():
+    from napari_active_sam._widgets.quality import low_quality_warnings
+    from napari_active_sam.core.enums import Estimator
+    from napari_active_sam.core.quality.estimators import ObjectQuality, QualityEstimate
+
+    def judged(label, z, dice):
+        estimate = QualityEstimate(dice, Estimator.ENSEMBLE, Estimator.ENSEMBLE)
+        return ObjectQuality(label, (z,), estimate)
+
+    found = [judged(3, z, 0.5 + 0.01 * z) for z in range(10)] + [judged(4, 2, 0.95)]
+    found += [judged(5, 7, 0.3)]
+    warnings = low_quality_warnings(found, 0.8)
+    assert warnings == [
+        "Object 3 has predicted Dice 0.50 < 0.80 on 10 slices (worst: slice 0): review it "
+        "(the review list has every slice).",
+        "Object 5 has predicted Dice 0.30 < 0.80 on slice 7: review it (the review list has "
+        "every slice).",
+    ]
+
+
+def test_the_per_slice_plot_counts_slices_in_whole_numbers(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = ActiveSamWidget(viewer)
+    panel = widget.quality_panel
+    panel.results = {(1, (z,)): 0.9 - 0.1 * z for z in (2, 3, 4)}
+    panel._refresh()
+    (axes,) = panel.figure.axes
+    ticks = [t for t in axes.get_xticks() if 2 <= t <= 4]
+    assert ticks and all(float(t).is_integer() for t in ticks)

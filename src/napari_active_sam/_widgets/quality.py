@@ -15,6 +15,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton, Select
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from napari.utils.notifications import show_warning
 
 from ..core.enums import Estimator
@@ -78,14 +79,8 @@ class QualityPanel(Container):
         self._refresh()
         if event.label is None:
             return
-        for item in found:
-            if item.estimate.predicted_dice < self.threshold.value:
-                where = f" on slice {item.index}" if item.index else ""
-                show_warning(
-                    f"Object {item.label}{where} has predicted Dice "
-                    f"{item.estimate.predicted_dice:.2f} < {self.threshold.value:.2f}: "
-                    "review it (it is in the review list)."
-                )
+        for message in low_quality_warnings(found, self.threshold.value):
+            show_warning(message)
 
     # ------------------------------------------------------------------------- display
     def per_object(self) -> dict[int, float]:
@@ -126,7 +121,8 @@ class QualityPanel(Container):
         ax.plot(zs, [worst[z] for z in zs], marker=".", color="tab:blue")
         ax.axhline(self.threshold.value, color="tab:red", linewidth=0.8)
         ax.set_xlabel("slice", fontsize=7)
-        ax.set_ylabel("predicted Dice\n(worst object)", fontsize=7)
+        ax.set_ylabel("worst predicted Dice", fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # slices are whole numbers
         ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=7)
         self.canvas.draw_idle()
@@ -135,3 +131,28 @@ class QualityPanel(Container):
         chosen = self.review.value
         if chosen:
             self.controller.show_object(*self._entries[chosen[0]])
+
+
+def low_quality_warnings(found: list[ObjectQuality], threshold: float) -> list[str]:
+    """One warning per object with slices under ``threshold`` (a propagated object judged
+    on many slices gets one, naming how many and the worst), none for the others."""
+    low: dict[int, list[ObjectQuality]] = {}
+    for item in found:
+        if item.estimate.predicted_dice < threshold:
+            low.setdefault(item.label, []).append(item)
+    messages = []
+    for label, items in sorted(low.items()):
+        worst = min(items, key=lambda item: item.estimate.predicted_dice)
+        dice = worst.estimate.predicted_dice
+        slice_ = ",".join(map(str, worst.index))
+        if not worst.index:
+            where = ""
+        elif len(items) == 1:
+            where = f" on slice {slice_}"
+        else:
+            where = f" on {len(items)} slices (worst: slice {slice_})"
+        messages.append(
+            f"Object {label} has predicted Dice {dice:.2f} < {threshold:.2f}{where}: review "
+            "it (the review list has every slice)."
+        )
+    return messages
