@@ -460,3 +460,19 @@ def test_the_per_slice_plot_counts_slices_in_whole_numbers(make_napari_viewer, q
     (axes,) = panel.figure.axes
     ticks = [t for t in axes.get_xticks() if 2 <= t <= 4]
     assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_a_model_that_fails_to_load_leaves_the_chooser_on_the_model_in_use(
+    make_napari_viewer, qtbot, scene, tmp_path
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    _ready(qtbot, widget)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a checkpoint")
+    widget.checkpoint.value = damaged
+    widget.model_name.value = LOCAL_FILE  # a user picks a file that cannot be read
+    qtbot.waitUntil(lambda: widget.model_name.value == "demo", timeout=WAIT)
+    assert "could not be read" in widget.status.value and not widget.checkpoint.visible
+    assert widget.session.model.name == "demo"  # what the chooser shows is what clicks use

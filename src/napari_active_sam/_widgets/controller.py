@@ -1,15 +1,11 @@
 """Annotation state of the Active SAM dock: session, latest-request-wins decoding, suggestions.
 
-The controller builds no widget. It holds the napari viewer and draws into the layers it
-manages, found by name through :mod:`.layers`: the preview mask, the uncertainty map and the
-suggestion marks are napari model data, not Qt, and a commit reads back the mask the user
-saw. The committed objects (writing, propagating, saving, judging, learning) are kept by
-its :attr:`~AnnotationController.objects` (:mod:`.objects`). Every encoder run, decode,
-training step and estimate runs on a worker of :attr:`~AnnotationController.workers`.
-
-A dock keeps the controller's choices (``acquisition``, ``samples``, the ``objects``'
-``overwrite``, ``folder`` ...) in step with its controls, and learns everything else from
-the :attr:`~AnnotationController.events` listed in :data:`EVENTS`.
+The controller builds no widget. It draws into the layers it manages (:mod:`.layers`): the
+preview, the map and the suggestion marks are napari model data, not Qt, and a commit reads
+back the mask the user saw. Committed objects are kept by :mod:`.objects`; every encoder
+run, decode, training step and estimate runs on a worker of its ``workers``. A dock keeps
+the controller's choices in step with its controls and learns the rest from the
+:data:`EVENTS`.
 """
 
 from __future__ import annotations
@@ -41,10 +37,10 @@ EVENTS = {
     "status": "(message) a line for the status bar",
     "progress": "(step) Progress of encoding, propagation, learning or a quality check",
     "busy": "(value) whether work that cancel_all stops is running",
+    "model_kept": "(choice) the chosen model could not be loaded: the model in use (None)",
     "acquisition": "(value) the acquisition switched to by the controller (BALD needs a head)",
     "session_ready": "(session) a session is ready on an image and the layers exist",
-    "answered": "(index, prompts, answer) the answer to the prompts on screen is drawn; "
-    "answers overtaken by newer prompts are dropped unseen",
+    "answered": "(index, prompts, answer) drawn; answers overtaken by newer prompts are not",
     "uncertain_slices": "(ranked) [(index, score), ...] most uncertain first; None in 2D",
     "committed": "(label) an object was written into the output layer",
     "quality_checked": "(found, label) predicted Dice of object label, or of all if None",
@@ -96,7 +92,8 @@ class AnnotationController:
                                   busy=lambda value: self.events.busy(value=value))  # fmt: skip
         self.objects = CommittedObjects(viewer, self.workers, self.events, self._report,
                                         lambda: (self.session, self.quality))  # fmt: skip
-        self.loader = SessionLoader(self.workers, self._session_made, self._say, self._report)
+        self.loader = SessionLoader(self.workers, self._session_made, self._say, self._report,
+                                    self._model_kept)  # fmt: skip
         self.session: AnnotationSession | None = None
         self.quality: QualityModels | None = None  # estimators' networks for the model
         self.image: napari.layers.Image | None = None
@@ -177,7 +174,7 @@ class AnnotationController:
             return None
         self.cancel_encoding()
         self.encoder = self.workers.start(
-            self.session.encode, indices, progress=self._progress, errored=self._report,
+            self.session.encode, indices, progress=self._on_progress, errored=self._report,
             cancellable=True,
         )  # fmt: skip
         return self.encoder
@@ -391,7 +388,10 @@ class AnnotationController:
     def _say(self, message: str) -> None:
         self.events.status(message=message)
 
-    def _progress(self, step) -> None:
+    def _model_kept(self, choice: str | None) -> None:
+        self.events.model_kept(choice=choice)
+
+    def _on_progress(self, step) -> None:
         self.events.progress(step=step)
 
     def _report(self, exc: Exception) -> None:

@@ -31,7 +31,7 @@ from ..core.enums import Acquisition
 from ..core.prompts import PromptSet, Suggestion
 from .controller import AnnotationController
 from .loading import ModelRequest
-from .models import checkpoint_missing, chosen_model, model_choosers
+from .models import LOCAL_FILE, checkpoint_missing, chosen_model, model_choosers
 from .quality import QualityPanel
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ class ActiveSamWidget(Container):
         events.status.connect(self._show_status)
         events.progress.connect(self._show_progress)
         events.busy.connect(self._show_busy)
+        events.model_kept.connect(self._show_model_kept)
         events.acquisition.connect(self._show_acquisition)
         events.uncertain_slices.connect(self._show_uncertain_slices)
         events.answered.connect(self._show_answer)
@@ -139,6 +140,13 @@ class ActiveSamWidget(Container):
             self.controller.choose_map(acquisition, self.samples.value)
 
     # -------------------------------------------------------------------------- drawing
+    def _show_model_kept(self, event) -> None:
+        """The chosen model failed to load: show the one clicks still use."""
+        if event.choice is not None:
+            with self.model_name.changed.blocked():
+                self.model_name.value = event.choice
+            self.checkpoint.visible = self.architecture.visible = event.choice == LOCAL_FILE
+
     def _show_status(self, event) -> None:
         self.status.value = event.message
 

@@ -43,11 +43,16 @@ class SessionLoader:
         Receives a line for the status bar.
     report : callable
         Shows an error.
+    kept : callable
+        Called as ``kept(choice or None)`` when the latest model could not be loaded: the
+        chooser's value of the model still in use (None before any loaded).
     """
 
     def __init__(self, workers: WorkerHost, ready: Callable, say: Callable[[str], None],
-                 report: Callable[[Exception], None]):  # fmt: skip
+                 report: Callable[[Exception], None],
+                 kept: Callable[[str | None], None]):  # fmt: skip
         self.workers, self.ready, self.say, self.report = workers, ready, say, report
+        self.kept = kept
         self.model: LoadedModel | None = None
         self._loaded: ModelRequest | None = None
         self._ticket = 0
@@ -64,8 +69,13 @@ class SessionLoader:
         self.workers.start(
             load_model, model.name, model.checkpoint, model.device,
             returned=lambda loaded: self._model_loaded(loaded, model, image, window, ticket),
-            errored=self.report,
+            errored=lambda error: self._refused(error, ticket),
         )  # fmt: skip
+
+    def _refused(self, error: Exception, ticket: int) -> None:
+        if ticket == self._ticket:  # the model still in use is the one loaded before
+            self.kept(self._loaded.choice if self._loaded is not None else None)
+        self.report(error)
 
     def _model_loaded(self, loaded, model: ModelRequest, image, window: str, ticket: int):
         if ticket != self._ticket:
