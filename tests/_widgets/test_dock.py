@@ -304,11 +304,13 @@ def test_suggestions_uncertainty_layer_and_answer_keys(make_napari_viewer, qtbot
         range(1, len(offered) + 1)
     )
     assert "A inside" in widget.status.value
+    assert widget.hint.value.startswith("1 · inside? A = yes, D = no, S = skip")
 
     assert widget.suggestions == offered
     _press(viewer, "s")  # skip: the second suggestion is offered, nothing is clicked
     assert len(viewer.layers[PROMPTS].data) == 1 and marks.features["rank"][0] == 2
     assert widget.suggestions == offered[1:]
+    assert widget.hint.value.startswith("2 · inside?")  # the hint line follows the offer
     second = offered[1]
     _press(viewer, "d")  # outside: a negative click at the offered suggestion
     clicks = widget.current_prompts().clicks

@@ -10,7 +10,6 @@ the controller's choices in step with its controls and learns the rest from the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,7 @@ from ..core.prompts import PromptSet, Suggestion
 from . import layers
 from .loading import ModelRequest, SessionLoader
 from .objects import CommittedObjects
+from .suggestions import Offer
 from .workers import LatestRequest, WorkerHost
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ EVENTS = {
     "status": "(message) a line for the status bar",
     "progress": "(step) Progress of encoding, propagation, learning or a quality check",
     "busy": "(value) whether work that cancel_all stops is running",
+    "offered": "(suggestions) the suggestions on offer changed (best first; may be empty)",
     "model_kept": "(choice) the chosen model could not be loaded: the model in use (None)",
     "acquisition": "(value) the acquisition switched to by the controller (BALD needs a head)",
     "session_ready": "(session) a session is ready on an image and the layers exist",
@@ -49,20 +50,6 @@ EVENTS = {
     "notification, anything else is raised again",
 }
 """The controller's events: name → "(attributes) meaning"."""
-
-
-@dataclass
-class Offer:
-    """Suggestions on screen: the slice and prompts they answer, and how many were skipped."""
-
-    index: tuple[int, ...]
-    prompts: PromptSet
-    suggestions: tuple[Suggestion, ...]
-    skipped: int = 0
-
-    @property
-    def remaining(self) -> tuple[Suggestion, ...]:
-        return self.suggestions[self.skipped :]
 
 
 class AnnotationController:
@@ -155,7 +142,8 @@ class AnnotationController:
             self._report(exc)
             return
         self.session, self.quality = session, quality
-        self._shown, self.offer = None, None
+        self._shown = None
+        self._offer(None)
         if head_problem:
             show_error(head_problem)
         if session.head is None and self.acquisition == Acquisition.BALD:
@@ -329,7 +317,7 @@ class AnnotationController:
         found: Uncertainty | None = None if answer is None else answer.uncertainty
         layers.show_preview(self.viewer, index, None if answer is None else answer.mask)
         layers.show_uncertainty(self.viewer, index, None if found is None else found.scores)
-        self.offer = None if found is None else Offer(index, prompts, found.suggestions)
+        self._offer(None if found is None else Offer(index, prompts, found.suggestions))
         layers.show_suggestions(self.viewer, index, None if found is None else found.suggestions)
         self._shown = (index, prompts)
 
@@ -352,9 +340,9 @@ class AnnotationController:
         if inside is None:
             offer.skipped += 1
             layers.show_suggestions(self.viewer, offer.index, offer.remaining)
-            self._say(f"skipped suggestion {offered.rank}; {len(offer.remaining)} left")
+            self._offer(offer)
             return
-        self.offer = None
+        self._offer(None)
         self.add_click(offered.y, offered.x, positive=inside)
 
     # --------------------------------------------------------------------- navigation
@@ -385,6 +373,10 @@ class AnnotationController:
         self._say(f"object {label}" + (f" on slice {index}" if index else ""))
 
     # ------------------------------------------------------------------------ helpers
+    def _offer(self, offer: Offer | None) -> None:
+        self.offer = offer
+        self.events.offered(suggestions=self.suggestions)
+
     def _say(self, message: str) -> None:
         self.events.status(message=message)
 

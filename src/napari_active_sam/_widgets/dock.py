@@ -33,6 +33,7 @@ from .controller import AnnotationController
 from .loading import ModelRequest
 from .models import LOCAL_FILE, checkpoint_missing, chosen_model, model_choosers
 from .quality import QualityPanel
+from .suggestions import hint
 
 if TYPE_CHECKING:
     import napari
@@ -66,6 +67,7 @@ class ActiveSamWidget(Container):
                                     choices=[*(a.value for a in ACQUISITIONS), OFF])  # fmt: skip
         self.samples = SpinBox(label="posterior samples", value=DEFAULT_SAMPLES, min=1,
                                max=MAX_SAMPLES)  # fmt: skip
+        self.hint = Label(label="next", value="click inside an object")
         self.learn_button = PushButton(text="Learn from my annotations")
         self.uncertain_slices = Label(label="most uncertain", value="-")
         self.goto_uncertain = PushButton(text="Go to the most uncertain slice")
@@ -81,7 +83,7 @@ class ActiveSamWidget(Container):
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
                      self.image, self.window, self.encode_slice, self.encode_volume,
                      self.cancel, self.progress, self.acquisition, self.samples,
-                     self.learn_button, self.uncertain_slices, self.goto_uncertain,
+                     self.hint, self.learn_button, self.uncertain_slices, self.goto_uncertain,
                      self.propagate_button, self.overwrite,
                      self.use_selected, self.save_folder, self.autosave, self.save_button,
                      self.restore_button, self.quality_panel, self.status])  # fmt: skip
@@ -97,6 +99,7 @@ class ActiveSamWidget(Container):
         events.acquisition.connect(self._show_acquisition)
         events.uncertain_slices.connect(self._show_uncertain_slices)
         events.answered.connect(self._show_answer)
+        events.offered.connect(lambda event: setattr(self.hint, "value", hint(event.suggestions)))
         for control in (self.model_name, self.checkpoint, self.architecture, self.device,
                         self.image, self.window):  # fmt: skip
             control.changed.connect(self.start_session)
