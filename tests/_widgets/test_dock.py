@@ -126,7 +126,7 @@ def test_local_checkpoint_needs_a_file(make_napari_viewer, tiny_checkpoint, scen
     assert widget.session.model.architecture.name == "tiny"
 
 
-def test_propagation_grows_one_3d_object_and_keeps_the_prompts(make_napari_viewer, qtbot):
+def test_propagation_grows_one_3d_object_and_clears_its_prompts(make_napari_viewer, qtbot):
     from napari_active_sam._sample_data import ct_volume
 
     (volume, meta, _), (organs, _, _) = ct_volume()
@@ -146,7 +146,9 @@ def test_propagation_grows_one_3d_object_and_keeps_the_prompts(make_napari_viewe
     assert len(object_slices) >= 6 and set(np.unique(output.data)) == {0, 1}
     dice = 2 * ((output.data == 1) & spine).sum() / ((output.data == 1).sum() + spine.sum())
     assert dice > 0.5
-    assert len(widget.viewer.layers[PROMPTS].data) == 1  # the user's prompt stays
+    # The seed's click is done with: the next object's prompts start afresh.
+    assert len(widget.viewer.layers[PROMPTS].data) == 0
+    assert f"committed object 1 on {len(object_slices)} slices" in widget.status.value
     output.undo()
     assert not output.data.any()
 

@@ -79,7 +79,8 @@ def propagation_job(
     session: AnnotationSession, prompted: dict[int, PromptSet], shown: dict[int, np.ndarray]
 ):
     """Seed masks from the prompted slices (the previewed ``(H, W)`` mask where the user
-    saw one), then grow through the volume; returns the ``(Z, H, W)`` boolean object."""
+    saw one), then grow through the volume; returns the grown object and where it stopped
+    (:class:`~napari_active_sam.core.annotate.volume.Propagated`)."""
     seeds = dict(shown)
     for z, prompts in prompted.items():
         if z not in seeds:

@@ -21,7 +21,7 @@ from ..core.annotate.session import AnnotationSession, commit_pixels, next_free_
 from ..core.errors import ActiveSamError
 from ..core.prompts import PromptSet
 from .jobs import assess_job, learning_job, propagation_job
-from .layers import OUTPUT, PROMPTS, colour_points
+from .layers import OUTPUT, PROMPTS, colour_points, remove_points_on_slice
 from .workers import LatestRequest, WorkerHost
 
 if TYPE_CHECKING:
@@ -96,10 +96,13 @@ class CommittedObjects:
         """Grow one object through the volume from the ``prompted`` slices (seeded with the
         ``shown`` masks where given) on a worker, and commit it; return the worker."""
 
-        def commit(mask: np.ndarray) -> None:
-            label, _ = self.write(mask)
-            slices = int(mask.any(axis=(1, 2)).sum())
-            self.announce(label, f"committed object {label} on {slices} slices")
+        def commit(grown) -> None:  # a core.annotate.volume.Propagated
+            label, _ = self.write(grown.mask)
+            slices = int(grown.mask.any(axis=(1, 2)).sum())
+            for z in prompted:  # its clicks are done with: the next object starts afresh
+                remove_points_on_slice(self.viewer.layers[PROMPTS], (z,))
+            stopped = f"; stopped at {', '.join(grown.stops)}" if grown.stops else ""
+            self.announce(label, f"committed object {label} on {slices} slices{stopped}")
 
         return self.workers.start(
             propagation_job, session, prompted, shown, progress=self._progress,

@@ -36,7 +36,8 @@ def test_spine_grows_from_one_slice_through_the_volume():
     source = SliceSource(volume[4:20], IntensityWindow.ct("soft_tissue"))
     session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
     truth = organs[4:20] == 7
-    grown, steps = _drain(propagate(session, {8: truth[8]}))
+    result, steps = _drain(propagate(session, {8: truth[8]}))
+    grown = result.mask
     assert steps[-1].done == steps[-1].total
     assert grown[8].sum() == truth[8].sum()  # the seed slice is kept as given
     per_slice = [
@@ -53,10 +54,16 @@ def test_growth_stops_where_the_object_ends():
     lesion = organs == 2
     present = np.flatnonzero(lesion.any(axis=(1, 2)))
     middle = int(present[len(present) // 2])
-    grown, _ = _drain(propagate(session, {middle: lesion[middle]}))
+    result, _ = _drain(propagate(session, {middle: lesion[middle]}))
+    grown = result.mask
     grown_slices = np.flatnonzero(grown.any(axis=(1, 2)))
-    # The lesion spans a few slices; growth must not run through the whole volume.
+    # The lesion spans a few slices; growth must not run through the whole volume, and the
+    # result says where it stopped and why.
     assert len(grown_slices) < volume.shape[0] // 2
+    assert len(result.stops) == 2
+    below, above = sorted(result.stops, key=lambda stop: int(stop.split()[1].rstrip(":")))
+    assert below.startswith(f"slice {grown_slices[0] - 1}: ")
+    assert above.startswith(f"slice {grown_slices[-1] + 1}: ")
 
 
 def test_a_one_pixel_thin_mask_still_prompts():

@@ -38,11 +38,28 @@ class PropagationSettings:
     max_area_growth: float = 2.0
 
 
+@dataclass(frozen=True, eq=False)
+class Propagated:
+    """A grown object and where it stopped.
+
+    Attributes
+    ----------
+    mask : np.ndarray
+        Boolean ``(Z, H, W)``.
+    stops : tuple of str
+        ``"slice z: why"`` for each direction that stopped before the volume's end or the
+        next seed's half.
+    """
+
+    mask: np.ndarray
+    stops: tuple[str, ...] = ()
+
+
 def propagate(
     session: AnnotationSession,
     seeds: dict[int, np.ndarray],
     settings: PropagationSettings | None = None,
-) -> Generator[Progress, None, np.ndarray]:
+) -> Generator[Progress, None, Propagated]:
     """Grow a 3D mask from seed masks on some slices of a ``(Z, H, W)`` volume.
 
     Growth runs outwards from every seed, in both directions, until it meets the region of
@@ -65,8 +82,8 @@ def propagate(
 
     Returns
     -------
-    np.ndarray
-        Boolean ``(Z, H, W)`` mask.
+    Propagated
+        The boolean ``(Z, H, W)`` mask, and where and why growth stopped.
     """
     settings = settings or PropagationSettings()
     (depth,) = session.source.leading_shape
@@ -81,33 +98,39 @@ def propagate(
         runs += [(start, +1, upper), (start, -1, lower)]
     total = depth - len(order)
     done = 0
+    stops = []
     for start, direction, limit in runs:
         z = start + direction
         while z != limit and z not in seeds:
-            mask = _from_neighbour(session, result[z - direction], z, settings)
+            mask, reason = _from_neighbour(session, result[z - direction], z, settings)
             if mask is None:
+                stops.append(f"slice {z}: {reason}")
                 break
             result[z] = mask
             done += 1
             yield Progress(done, total, f"propagated to slice {z}")
             z += direction
     yield Progress(total, total, "propagation finished")
-    return result
+    return Propagated(result, tuple(stops))
 
 
 def _from_neighbour(
     session: AnnotationSession, neighbour: np.ndarray, z: int, settings: PropagationSettings
-) -> np.ndarray | None:
-    """The mask on slice ``z`` prompted from its neighbour's, or None where growth stops."""
+) -> tuple[np.ndarray | None, str]:
+    """The mask on slice ``z`` prompted from its neighbour's, or None and why growth stops
+    there."""
     if not neighbour.any():
-        return None
+        return None, "the object ended on the slice before"
     prompts = prompts_from_mask(neighbour)
     session.forget((z,))
     answer = session.answer((z,), prompts)
     mask = answer.mask
-    if answer.prediction.iou[0] < settings.min_iou:
-        return None
-    area, before = mask.sum(), neighbour.sum()
-    if area < settings.min_area_fraction * before or area > settings.max_area_growth * before:
-        return None
-    return mask
+    iou = float(answer.prediction.iou[0])
+    if iou < settings.min_iou:
+        return None, f"SAM's predicted IoU {iou:.2f} < {settings.min_iou:g}"
+    area, before = int(mask.sum()), int(neighbour.sum())
+    if area < settings.min_area_fraction * before:
+        return None, f"the mask shrank to {area} pixels from {before} (it is vanishing)"
+    if area > settings.max_area_growth * before:
+        return None, f"the mask grew to {area} pixels from {before} (it leaked)"
+    return mask, ""
