@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari.utils.colormaps.standardize_color import transform_color
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
 
 from napari_active_sam._widgets.dock import ActiveSamWidget
-from napari_active_sam._widgets.layers import PREVIEW, PROMPTS, UNCERTAINTY
+from napari_active_sam._widgets.layers import (
+    CLICK_PIXELS,
+    INSIDE_COLOUR,
+    OUTSIDE_COLOUR,
+    PREVIEW,
+    PROMPTS,
+    UNCERTAINTY,
+)
 from napari_active_sam.core.data.scenes import make_scene
 
 WAIT = 60_000  # ms; the encoder runs on a 2-core CPU
@@ -62,6 +70,15 @@ def test_left_click_inside_and_right_click_outside_on_the_canvas(make_napari_vie
     points = viewer.layers[PROMPTS]
     assert list(points.features["positive"]) == [True, False]
     np.testing.assert_allclose(points.data[0], inside, atol=1.0)
+    # Blue inside, orange outside (apart for colour-blind eyes too), and markers of the same
+    # size on screen at any zoom.
+    expected = transform_color([INSIDE_COLOUR, OUTSIDE_COLOUR])
+    np.testing.assert_allclose(points.face_color, expected, atol=1e-6)
+    for zoom in (0.05, 1.0, 20.0):
+        viewer.camera.zoom = zoom
+        on_screen = np.clip(points.size * viewer.camera.zoom, *points.canvas_size_limits)
+        assert np.all(on_screen == CLICK_PIXELS), zoom
+    viewer.reset_view()
     preview = viewer.layers[PREVIEW]
     qtbot.waitUntil(lambda: preview.data.any(), timeout=WAIT)
     overlap = (preview.data > 0) & gt

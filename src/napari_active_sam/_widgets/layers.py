@@ -24,8 +24,15 @@ UNCERTAINTY = "SAM uncertainty"
 SUGGESTIONS = "SAM suggestions"
 MANAGED = (PROMPTS, PREVIEW, OUTPUT, UNCERTAINTY, SUGGESTIONS)
 
-POSITIVE_COLOUR = "#2ecc71"
-NEGATIVE_COLOUR = "#e74c3c"
+INSIDE_COLOUR = "#56b4e9"
+"""Sky blue: inside clicks, and suggestions the model believes inside (Okabe and Ito's
+palette: blue and orange stay apart for every common colour-vision deficiency)."""
+OUTSIDE_COLOUR = "#e69f00"
+"""Orange: outside clicks, and suggestions the model believes outside."""
+CLICK_PIXELS = 12
+"""Screen pixels of a click marker, whatever the zoom."""
+RING_PIXELS = 22
+"""Screen pixels of a suggestion ring, whatever the zoom."""
 
 MAP_LIMIT = float(np.log(2))
 """The uncertainty map's fixed scale, 0 to ln 2 nats: the most a binary label can hold
@@ -160,9 +167,10 @@ def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
         layers.remove(SUGGESTIONS)
     if SUGGESTIONS not in layers:
         viewer.add_points(
-            np.empty((0, ndim)), name=SUGGESTIONS, ndim=ndim, size=14, symbol="ring",
+            np.empty((0, ndim)), name=SUGGESTIONS, ndim=ndim, symbol="disc",
+            size=_screen_sized(shape), canvas_size_limits=(RING_PIXELS, RING_PIXELS),
             features={"rank": np.array([], int), "belief": np.array([], float)},
-            text={"string": "{rank}", "color": "white", "anchor": "upper_left", "size": 10},
+            text={"string": "{rank}", "color": "white", "anchor": "upper_left", "size": 12},
             border_width=0, **placement,
         )  # fmt: skip
     layers[SUGGESTIONS].editable = False
@@ -170,7 +178,8 @@ def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
         layers.remove(PROMPTS)
     if PROMPTS not in layers:
         points = viewer.add_points(
-            np.empty((0, ndim)), name=PROMPTS, ndim=ndim, size=8,
+            np.empty((0, ndim)), name=PROMPTS, ndim=ndim, size=_screen_sized(shape),
+            canvas_size_limits=(CLICK_PIXELS, CLICK_PIXELS),
             features={"positive": np.array([], bool)}, border_color="white", **placement,
         )  # fmt: skip
         points.feature_defaults["positive"] = True
@@ -235,7 +244,7 @@ def colour_points(points: napari.layers.Points) -> None:
     """Green for positive clicks, red for negative ones."""
     if len(points.data):
         positive = np.asarray(points.features["positive"], bool)
-        points.face_color = [POSITIVE_COLOUR if p else NEGATIVE_COLOUR for p in positive]
+        points.face_color = [INSIDE_COLOUR if p else OUTSIDE_COLOUR for p in positive]
 
 
 def show_preview(viewer: napari.Viewer, index: tuple[int, ...], mask: np.ndarray | None):
@@ -278,8 +287,9 @@ def show_suggestions(
         "rank": np.array([s.rank for s in offered], int),
         "belief": np.array([s.belief for s in offered], float),
     }
-    if offered:
+    if offered:  # a coloured outline: the image under a suggestion stays visible
         layer.border_color = belief_colours(layer.features["belief"].to_numpy())
+        layer.face_color = "transparent"
         layer.border_width = 0.15
     layer.refresh()
 
@@ -296,8 +306,13 @@ def show_predicted_dice(viewer: napari.Viewer, objects: dict[int, float]) -> Non
     }
 
 
-def belief_colours(beliefs: np.ndarray) -> np.ndarray:
-    """RGBA ``(N, 4)``: red where the model believes "outside", green for "inside"."""
-    beliefs = np.clip(np.asarray(beliefs, float), 0, 1)[:, None]
-    outside, inside = np.array([0.91, 0.30, 0.24, 1.0]), np.array([0.18, 0.80, 0.44, 1.0])
-    return (1 - beliefs) * outside + beliefs * inside
+def belief_colours(beliefs: np.ndarray) -> list[str]:
+    """One colour per suggestion: :data:`INSIDE_COLOUR` where the model believes "inside"
+    (belief at least 0.5), :data:`OUTSIDE_COLOUR` elsewhere."""
+    return [INSIDE_COLOUR if b >= 0.5 else OUTSIDE_COLOUR for b in np.asarray(beliefs, float)]
+
+
+def _screen_sized(shape: tuple[int, ...]) -> float:
+    """A marker's size in data pixels: a tenth of the image's larger side, so that the
+    canvas limits (screen pixels) decide how big it looks at any zoom."""
+    return max(shape[-2:]) / 10

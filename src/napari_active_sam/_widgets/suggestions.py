@@ -27,7 +27,4 @@ def hint(suggestions: tuple[Suggestion, ...]) -> str:
     if not suggestions:
         return ""
     top = suggestions[0]
-    return (
-        f"{top.rank} · inside? A = yes, D = no, S = skip "
-        f"(the model says {top.belief:.0%} inside)"
-    )
+    return f"{top.rank} · inside? A = yes, D = no, S = skip ({top.belief:.0%})"
