@@ -22,11 +22,16 @@ from napari_active_sam.core.data.scenes import make_scene
 WAIT = 60_000  # ms; the encoder runs on a 2-core CPU
 
 
+def _camera(viewer):
+    """The canvas camera (napari 0.9 moved it under ``viewer.scene``)."""
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+
+
 def canvas_point(viewer, row: float, col: float) -> QPoint:
     """Where data pixel (row, col) of a 2D layer at scale 1 sits on the canvas widget."""
     canvas = viewer.window._qt_viewer.canvas.native
-    centre_row, centre_col = viewer.camera.center[-2:]
-    zoom = viewer.camera.zoom
+    centre_row, centre_col = _camera(viewer).center[-2:]
+    zoom = _camera(viewer).zoom
     x = (col - centre_col) * zoom + canvas.width() / 2
     y = (row - centre_row) * zoom + canvas.height() / 2
     return QPoint(round(x), round(y))
@@ -75,8 +80,8 @@ def test_left_click_inside_and_right_click_outside_on_the_canvas(make_napari_vie
     expected = transform_color([INSIDE_COLOUR, OUTSIDE_COLOUR])
     np.testing.assert_allclose(points.face_color, expected, atol=1e-6)
     for zoom in (0.05, 1.0, 20.0):
-        viewer.camera.zoom = zoom
-        on_screen = np.clip(points.size * viewer.camera.zoom, *points.canvas_size_limits)
+        _camera(viewer).zoom = zoom
+        on_screen = np.clip(points.size * zoom, *points.canvas_size_limits)
         assert np.all(on_screen == CLICK_PIXELS), zoom
     viewer.reset_view()
     preview = viewer.layers[PREVIEW]

@@ -31,10 +31,13 @@ def wait(condition, seconds):
         time.sleep(0.02)
     return True
 
+def _camera(viewer):
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+
 def click(viewer, row, col, button):
     canvas = viewer.window._qt_viewer.canvas.native
-    centre_row, centre_col = viewer.camera.center[-2:]
-    zoom = viewer.camera.zoom
+    centre_row, centre_col = _camera(viewer).center[-2:]
+    zoom = _camera(viewer).zoom
     where = QPoint(round((col - centre_col) * zoom + canvas.width() / 2),
                    round((row - centre_row) * zoom + canvas.height() / 2))
     QTest.mouseMove(canvas, where)
