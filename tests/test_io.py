@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import imageio.v3 as iio
 import nibabel
 import numpy as np
@@ -190,3 +192,29 @@ def test_4d_nifti_puts_time_first_and_keeps_the_image_plane_last(tmp_path):
     read = read_image(path)
     assert read.data.shape == (3, 4, 5, 6) and read.data[2, 3, 2, 1] == 9
     assert read.scale == pytest.approx((1.5, 3.0, 2.0, 2.0))
+
+
+def test_a_dicom_file_opens_its_own_series_and_mixed_series_are_named(tmp_path):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for i in range(3):
+        _dicom_slice(folder / f"a{i}.dcm", "1.1", i * 2.0, np.full((4, 4), 100 + i))
+    for i in range(2):
+        _dicom_slice(folder / f"b{i}.dcm", "2.2", i * 2.0, np.full((4, 4), 7))
+    import pydicom
+
+    for i in range(2):  # a described series, as scanners write them
+        ds = pydicom.dcmread(folder / f"b{i}.dcm")
+        ds.SeriesDescription = "COR T2"
+        ds.save_as(folder / f"b{i}.dcm")
+    with pytest.warns(UserWarning, match=r'leaving "COR T2" \(2 slices\)'):
+        read_image(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the user chose this series: nothing to warn about
+        image = read_image(folder / "b1.dcm")
+    assert image.data.shape == (2, 4, 4) and image.metadata["series_uid"] == "2.2"
+    [(data, meta, _)] = napari_get_reader(str(folder / "a0.dcm"))(str(folder / "a0.dcm"))
+    assert data.shape == (3, 4, 4) and meta["scale"] == (2.0, 0.6, 0.7)
+    (folder / "notes.dcm").write_text("not DICOM")
+    with pytest.raises(ImageError, match="notes.dcm is not a DICOM image"):
+        read_image(folder / "notes.dcm")

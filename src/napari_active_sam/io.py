@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.data.files import (
+    DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
     TIFF_SUFFIXES,
     has_suffix,
@@ -17,10 +18,12 @@ from .core.data.files import (
 
 
 def napari_get_reader(path: str | list[str]) -> Callable | None:
-    """npe2 reader contribution: NIfTI and TIFF files, and DICOM series folders."""
+    """npe2 reader contribution: NIfTI and TIFF files, DICOM files (their series) and
+    DICOM series folders."""
     if isinstance(path, list):
         return None
-    if has_suffix(path, NIFTI_SUFFIXES + TIFF_SUFFIXES) or _holds_dicom(Path(path)):
+    readable = NIFTI_SUFFIXES + TIFF_SUFFIXES + DICOM_SUFFIXES
+    if has_suffix(path, readable) or _holds_dicom(Path(path)):
         return _napari_read
     return None
 

@@ -18,7 +18,10 @@ from ..errors import ImageError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TIFF_SUFFIXES = (".tif", ".tiff")
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+DICOM_SUFFIXES = (".dcm",)
+"""A DICOM file opens the series it belongs to, from the files beside it."""
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + PLAIN_SUFFIXES + (".npy",)
+"""Files a labelled data set may hold (a DICOM series is a folder, not a file there)."""
 
 
 @dataclass
@@ -100,17 +103,19 @@ def _read_plain(path: Path) -> ImageData:
     return ImageData(data=data, scale=(1.0, 1.0), rgb=rgb)
 
 
-def _read_dicom_series(folder: Path) -> ImageData:
+def _read_dicom_series(folder: Path, chosen: Path | None = None) -> ImageData:
     """A DICOM series folder as a (z, y, x) volume in Hounsfield units (or stored units).
 
-    Slices are grouped by SeriesInstanceUID; when a folder mixes series the largest is read
-    and the others are named in ``metadata["other_series"]`` (and a warning). Slices are
+    Slices are grouped by SeriesInstanceUID; the series of the ``chosen`` file is read, or,
+    when a folder mixes series, the largest, and the others are named (by their
+    SeriesDescription where they have one) in ``metadata["other_series"]`` and a warning. Slices are
     ordered along the slice normal by ImagePositionPatient; RescaleSlope/RescaleIntercept
     are applied; the scale is (slice spacing, row spacing, column spacing).
     """
     import pydicom
 
     series: dict[str, list] = {}
+    wanted = None
     for file in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
             ds = pydicom.dcmread(file)
@@ -118,17 +123,29 @@ def _read_dicom_series(folder: Path) -> ImageData:
             continue  # not a DICOM file (a README, a thumbnail)
         if "PixelData" not in ds:
             continue
-        series.setdefault(str(ds.get("SeriesInstanceUID", "unknown")), []).append(ds)
+        uid = str(ds.get("SeriesInstanceUID", "unknown"))
+        series.setdefault(uid, []).append(ds)
+        if chosen is not None and file.resolve() == chosen.resolve():
+            wanted = uid
     if not series:
         raise ImageError(f"{folder} contains no DICOM image: choose a DICOM series folder.")
-    uid = max(series, key=lambda k: len(series[k]))
+    if chosen is not None and wanted is None:
+        raise ImageError(f"{chosen.name} is not a DICOM image: choose a DICOM file or folder.")
+    uid = wanted or max(series, key=lambda k: len(series[k]))
     slices = series[uid]
     others = {k: len(v) for k, v in series.items() if k != uid}
-    if others:
+    if others and wanted is None:
+
+        def name(key: str) -> str:
+            described = str(series[key][0].get("SeriesDescription", "")).strip()
+            return f'"{described}" ({len(series[key])} slices)' if described else (
+                f"series {key} ({len(series[key])} slices)"
+            )  # fmt: skip
+
         warnings.warn(
-            f"{folder} holds {len(series)} DICOM series; reading the largest ({uid}, "
-            f"{len(slices)} slices) and leaving {others}. Put each series in its own folder "
-            "to open another.",
+            f"{folder} holds {len(series)} DICOM series; reading the largest, {name(uid)}, "
+            f"and leaving {', '.join(name(k) for k in others)}. Open a file of another "
+            "series to read that one.",
             UserWarning,
             stacklevel=3,
         )
@@ -188,9 +205,11 @@ def read_image(path: Path | str) -> ImageData:
     if has_suffix(path, (".npy",)):
         data = np.load(path, allow_pickle=False)
         return ImageData(data=data, scale=(1.0,) * data.ndim)
+    if has_suffix(path, DICOM_SUFFIXES):
+        return _read_dicom_series(path.parent, chosen=path)
     raise ImageError(
-        f"{path.name}: unknown image type. Use one of {', '.join(IMAGE_SUFFIXES)}, or a "
-        "DICOM series folder."
+        f"{path.name}: unknown image type. Use one of {', '.join(IMAGE_SUFFIXES)}, a DICOM "
+        "file (.dcm) or a DICOM series folder."
     )
 
 
