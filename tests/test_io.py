@@ -106,13 +106,18 @@ def test_dicom_series_sorted_by_position_in_hounsfield_units(tmp_path):
     assert image.metadata["modality"] == "CT"
 
 
-def test_dicom_folder_with_mixed_series_reads_the_largest_and_says_so(tmp_path):
-    folder = tmp_path / "mixed"
+def _two_series(folder):
+    """Three slices of series 1.1 (a*.dcm) and two of series 2.2 (b*.dcm) in one folder."""
     folder.mkdir()
     for i in range(3):
         _dicom_slice(folder / f"a{i}.dcm", "1.1", i * 2.0, np.full((4, 4), 100 + i))
     for i in range(2):
         _dicom_slice(folder / f"b{i}.dcm", "2.2", i * 2.0, np.full((4, 4), 7))
+    return folder
+
+
+def test_dicom_folder_with_mixed_series_reads_the_largest_and_says_so(tmp_path):
+    folder = _two_series(tmp_path / "mixed")
     with pytest.warns(UserWarning, match="holds 2 DICOM series; reading the largest"):
         image = read_image(folder)
     assert image.data.shape == (3, 4, 4) and image.metadata["other_series"] == {"2.2": 2}
@@ -195,13 +200,9 @@ def test_4d_nifti_puts_time_first_and_keeps_the_image_plane_last(tmp_path):
 
 
 def test_a_dicom_file_opens_its_own_series_and_mixed_series_are_named(tmp_path):
-    folder = tmp_path / "study"
-    folder.mkdir()
-    for i in range(3):
-        _dicom_slice(folder / f"a{i}.dcm", "1.1", i * 2.0, np.full((4, 4), 100 + i))
-    for i in range(2):
-        _dicom_slice(folder / f"b{i}.dcm", "2.2", i * 2.0, np.full((4, 4), 7))
     import pydicom
+
+    folder = _two_series(tmp_path / "study")
 
     for i in range(2):  # a described series, as scanners write them
         ds = pydicom.dcmread(folder / f"b{i}.dcm")
