@@ -134,10 +134,17 @@ def test_callbacks_are_skipped_once_the_dock_is_destroyed(qtbot, gate, waiting):
     )  # fmt: skip
     qtbot.waitUntil(lambda: waiting.is_set() and bool(steps), timeout=WAIT)
     seen = len(steps)
-    threading.Timer(0.2, gate.set).start()  # the job goes on while the host closes
+
+    def open_when_asked_to_quit():  # the job goes on only once the host has closed
+        end = time.monotonic() + 10
+        while not worker.abort_requested and time.monotonic() < end:
+            time.sleep(0.01)
+        gate.set()
+
+    threading.Thread(target=open_when_asked_to_quit).start()
     with qtbot.waitSignal(dock.destroyed, timeout=WAIT):
         dock.deleteLater()
-    assert host.closed and worker is not None
+    assert host.closed and worker.abort_requested  # the running job was asked to quit
     qtbot.waitUntil(lambda: not host.running, timeout=WAIT)
     assert reached == [0, 1]  # the job made one more step after the dock went, then stopped
     assert len(steps) == seen and results == [] and finished == []  # ... and nobody heard it
@@ -176,17 +183,16 @@ def test_closing_waits_until_running_jobs_have_stopped(qtbot, waiting):
 
     def encoding():
         started.set()
-        try:
-            while True:
-                yield Progress(0, 0, "encoding")
-                time.sleep(0.01)
-        finally:
-            finished.append("encoding stopped")
+        while True:
+            yield Progress(0, 0, "encoding")
+            time.sleep(0.01)
 
     host = WorkerHost()
-    host.start(slow_decode)
-    host.start(encoding, cancellable=True)
+    decoding = host.start(slow_decode)
+    encoder = host.start(encoding, cancellable=True)
     assert waiting.wait(5) and started.wait(5)
+    host.cancel(encoder)  # a Cancel just before the dock goes: closing still sees it end
     host.close()
-    # The function ran to its end, the generator stopped at its next step.
-    assert sorted(finished) == ["decode", "encoding stopped"]
+    # The function ran to its end and the generator stopped at its next step before
+    # closing returned.
+    assert finished == ["decode"] and not decoding.is_running and not encoder.is_running

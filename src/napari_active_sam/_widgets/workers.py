@@ -14,7 +14,6 @@ the GUI thread, as the bug it is.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
 
 from ..core.errors import ActiveSamError
 from ..core.progress import Progress
@@ -70,7 +70,7 @@ class WorkerHost:
         self.closed = False
         self.running: set[WorkerBase] = set()
         self.cancellable: set[WorkerBase] = set()
-        self._stops: dict[WorkerBase, _Stop] = {}
+        self._ends: dict[WorkerBase, threading.Event] = {}
 
     def start(
         self,
@@ -110,9 +110,11 @@ class WorkerHost:
         """
         if self.closed:
             return None
-        stop = _Stop()
-        worker = create_worker(stop.wrap(job), *args, _ignore_errors=True)
-        self._stops[worker] = stop
+        worker = create_worker(job, *args, _ignore_errors=True)
+        ended = threading.Event()
+        # Set in the worker's own thread as its run ends, so close() can wait on it.
+        worker.finished.connect(ended.set, Qt.ConnectionType.DirectConnection)
+        self._ends[worker] = ended
         slots = {"yielded": progress, "returned": returned,
                  "errored": errored or self.report, "finished": finished}  # fmt: skip
         for signal, callback in slots.items():
@@ -150,16 +152,15 @@ class WorkerHost:
         a script closes its viewer and ends would signal into deleted Qt objects and
         abort Python."""
         self.closed = True
-        stops = list(self._stops.values())
-        for stop in stops:
-            stop.requested.set()
+        for worker in list(self.running):
+            worker.quit()
         deadline = time.monotonic() + CLOSE_WAIT_S
-        for stop in stops:
-            stop.ended.wait(max(deadline - time.monotonic(), 0.0))
+        for ended in list(self._ends.values()):
+            ended.wait(max(deadline - time.monotonic(), 0.0))
 
     def _ended(self, worker: WorkerBase) -> None:
         self.running.discard(worker)
-        self._stops.pop(worker, None)
+        self._ends.pop(worker, None)
         if worker in self.cancellable:
             self.cancellable.discard(worker)
             if not self.closed:
@@ -172,47 +173,6 @@ class WorkerHost:
             return None
 
         return guarded
-
-
-class _Stop:
-    """A job's own stop: requested by the host, and set as ended when the job stops.
-
-    napari's ``quit`` leaves a generator suspended where it was, so its end cannot be
-    awaited; a job stopped here returns between its steps instead, and says so.
-    """
-
-    def __init__(self):
-        self.requested = threading.Event()
-        self.ended = threading.Event()
-
-    def wrap(self, job: Callable[..., Any]) -> Callable[..., Any]:
-        """``job`` that stops between steps once requested and marks its end (a generator
-        function stays one, so napari still runs it step by step)."""
-        if inspect.isgeneratorfunction(job):
-
-            def steps(*args: Any) -> Any:
-                generator = job(*args)
-                try:
-                    while not self.requested.is_set():
-                        try:
-                            step = next(generator)
-                        except StopIteration as stop:
-                            return stop.value
-                        yield step
-                    generator.close()
-                    return None
-                finally:
-                    self.ended.set()
-
-            return steps
-
-        def call(*args: Any) -> Any:
-            try:
-                return job(*args)
-            finally:
-                self.ended.set()
-
-        return call
 
 
 class LatestRequest:
