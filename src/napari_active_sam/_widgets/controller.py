@@ -117,7 +117,9 @@ class AnnotationController:
     def _layer_removed(self, event) -> None:
         if self.image is not None and event.value is self.image:  # nothing reads it now
             self.cancel_encoding()
-            self.image = None
+            self.loader.forget()
+            self.image, self.session = None, None
+            self._offer(None)
             self._say("the image was removed: its encoding stopped")
 
     # ------------------------------------------------------------------- model, session
@@ -186,7 +188,8 @@ class AnnotationController:
     def propagate(self) -> None:
         """Grow the prompted object through the volume on a worker; commit it as one object.
 
-        Every slice with prompts seeds the growth (its prompts stay in place).
+        Every slice with prompts seeds the growth; its clicks are cleared once the object
+        is committed.
         """
         if self.session is None or len(self.session.source.leading_shape) != 1:
             show_info("Propagation needs a volume (z, y, x).")

@@ -166,7 +166,8 @@ class ActiveSamWidget(Container):
         self.acquisition.value = event.value or OFF
 
     def _show_answer(self, event) -> None:
-        """Name the best suggestion of the answer on screen, and the keys that answer it."""
+        """Say what the map on screen is and how many suggestions it gives (the hint line
+        asks the first one)."""
         found = event.answer.uncertainty
         if found is None:
             return
@@ -174,11 +175,7 @@ class ActiveSamWidget(Container):
         if not found.suggestions:
             self.status.value = f"{title}: no suggestion, the model is sure everywhere"
             return
-        top = found.suggestions[0]
-        self.status.value = (
-            f"{title}: ask at ({top.y:.0f}, {top.x:.0f}), inside with probability "
-            f"{top.belief:.2f} — A inside, D outside, S skip"
-        )
+        self.status.value = f"{title}: {len(found.suggestions)} suggestions"
 
     def _show_uncertain_slices(self, event) -> None:
         ranked = event.ranked or []

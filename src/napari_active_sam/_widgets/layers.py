@@ -200,9 +200,8 @@ def polarity_from_button(layer: napari.layers.Points, event) -> None:
     """Each press in "add" mode sets the polarity of the point napari's "add" makes: left
     positive, right negative.
 
-    napari adds the point when the button is released, after the press's callbacks have
-    run to their end, so the polarity is set at the press and left as it is until the next
-    one (a default reset at the release would come before the point exists).
+    napari adds the point when the button is released, after this press's callbacks have
+    ended, so the polarity set here holds until the next press.
     """
     if layer.mode == "add" and event.button in (1, 2):
         layer.feature_defaults["positive"] = event.button == 1
@@ -231,6 +230,17 @@ def toggle_last_point(points: napari.layers.Points) -> bool:
     return True
 
 
+def remove_points_at(points: napari.layers.Points, coordinates: np.ndarray) -> None:
+    """Delete the points at ``coordinates`` ``(N, ndim)`` (those still there, through
+    napari, so the removal is an event); other points stay."""
+    data = np.asarray(points.data)
+    if not len(data) or not len(coordinates):
+        return
+    gone = (data[:, None, :] == np.asarray(coordinates)[None]).all(axis=-1).any(axis=1)
+    points.selected_data = set(np.flatnonzero(gone).tolist())
+    points.remove_selected()
+
+
 def remove_points_on_slice(points: napari.layers.Points, index: tuple[int, ...]) -> None:
     """Delete the points of slice ``index`` (through napari, so the removal is an event)."""
     if len(points.data):
@@ -241,7 +251,7 @@ def remove_points_on_slice(points: napari.layers.Points, index: tuple[int, ...])
 
 # ---------------------------------------------------------------------------- drawing
 def colour_points(points: napari.layers.Points) -> None:
-    """Green for positive clicks, red for negative ones."""
+    """:data:`INSIDE_COLOUR` for positive clicks, :data:`OUTSIDE_COLOUR` for negative ones."""
     if len(points.data):
         positive = np.asarray(points.features["positive"], bool)
         points.face_color = [INSIDE_COLOUR if p else OUTSIDE_COLOUR for p in positive]

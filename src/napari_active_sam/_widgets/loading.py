@@ -77,6 +77,10 @@ class SessionLoader:
             self.kept(self._loaded.choice if self._loaded is not None else None)
         self.report(error)
 
+    def forget(self) -> None:
+        """Drop the requests in flight: what they load or read is not used."""
+        self._ticket += 1
+
     def _model_loaded(self, loaded, model: ModelRequest, image, window: str, ticket: int):
         if ticket != self._ticket:
             return  # the user chose again meanwhile: a newer request is coming

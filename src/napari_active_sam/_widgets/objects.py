@@ -21,7 +21,7 @@ from ..core.annotate.session import AnnotationSession, commit_pixels, next_free_
 from ..core.errors import ActiveSamError
 from ..core.prompts import PromptSet
 from .jobs import assess_job, learning_job, propagation_job
-from .layers import OUTPUT, PROMPTS, colour_points, remove_points_on_slice
+from .layers import OUTPUT, PROMPTS, colour_points, remove_points_at
 from .workers import LatestRequest, WorkerHost
 
 if TYPE_CHECKING:
@@ -96,11 +96,16 @@ class CommittedObjects:
         """Grow one object through the volume from the ``prompted`` slices (seeded with the
         ``shown`` masks where given) on a worker, and commit it; return the worker."""
 
-        def commit(grown) -> None:  # a core.annotate.volume.Propagated
+        points = self.viewer.layers[PROMPTS]
+        seeds = np.asarray(points.data)[np.isin(np.round(np.asarray(points.data)[:, 0]),
+                                                list(prompted))]  # fmt: skip
+
+        def commit(grown) -> None:
+            """Write the grown object (a ``core.annotate.volume.Propagated``)."""
             label, _ = self.write(grown.mask)
             slices = int(grown.mask.any(axis=(1, 2)).sum())
-            for z in prompted:  # its clicks are done with: the next object starts afresh
-                remove_points_on_slice(self.viewer.layers[PROMPTS], (z,))
+            if PROMPTS in self.viewer.layers:  # the seeds' clicks are done with; later ones stay
+                remove_points_at(self.viewer.layers[PROMPTS], seeds)
             stopped = f"; stopped at {', '.join(grown.stops)}" if grown.stops else ""
             self.announce(label, f"committed object {label} on {slices} slices{stopped}")
 
