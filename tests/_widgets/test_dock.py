@@ -479,6 +479,9 @@ def test_a_model_that_fails_to_load_leaves_the_chooser_on_the_model_in_use(
     damaged.write_bytes(b"not a checkpoint")
     widget.checkpoint.value = damaged
     widget.model_name.value = LOCAL_FILE  # a user picks a file that cannot be read
+    session = widget.session
     qtbot.waitUntil(lambda: widget.model_name.value == "demo", timeout=WAIT)
     assert "could not be read" in widget.status.value and not widget.checkpoint.visible
-    assert widget.session.model.name == "demo"  # what the chooser shows is what clicks use
+    # What the chooser shows is what clicks use, and the session in use goes on unchanged.
+    assert widget.session is session and session.model.name == "demo"
+    assert widget.controller.objects.settings["model"] == "demo"

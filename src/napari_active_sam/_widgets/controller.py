@@ -38,7 +38,7 @@ EVENTS = {
     "progress": "(step) Progress of encoding, propagation, learning or a quality check",
     "busy": "(value) whether work that cancel_all stops is running",
     "offered": "(suggestions) the suggestions on offer changed (best first; may be empty)",
-    "model_kept": "(choice) the chosen model could not be loaded: the model in use (None)",
+    "model_kept": "(request) the chosen model failed to load: the ModelRequest still in use",
     "acquisition": "(value) the acquisition switched to by the controller (BALD needs a head)",
     "session_ready": "(session) a session is ready on an image and the layers exist",
     "answered": "(index, prompts, answer) drawn; answers overtaken by newer prompts are not",
@@ -383,8 +383,11 @@ class AnnotationController:
     def _say(self, message: str) -> None:
         self.events.status(message=message)
 
-    def _model_kept(self, choice: str | None) -> None:
-        self.events.model_kept(choice=choice)
+    def _model_kept(self, request: ModelRequest | None) -> None:
+        if request is not None and self.session is not None:  # go on as before the choice
+            self.objects.settings["model"] = request.choice
+            self.encode_all()
+        self.events.model_kept(request=request)
 
     def _on_progress(self, step) -> None:
         self.events.progress(step=step)

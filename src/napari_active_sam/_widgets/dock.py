@@ -31,7 +31,7 @@ from ..core.enums import Acquisition
 from ..core.prompts import PromptSet, Suggestion
 from .controller import AnnotationController
 from .loading import ModelRequest
-from .models import LOCAL_FILE, checkpoint_missing, chosen_model, model_choosers
+from .models import FROM_FILE, checkpoint_missing, chosen_model, model_choosers
 from .quality import QualityPanel
 from .suggestions import hint
 
@@ -55,6 +55,7 @@ class ActiveSamWidget(Container):
         super().__init__()
         self.viewer = viewer
         self.controller = AnnotationController(viewer)
+        self._reverting = False
         self.model_name, self.checkpoint, self.architecture = model_choosers()
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
         self.image = create_widget(annotation="napari.layers.Image", label="image")
@@ -122,7 +123,7 @@ class ActiveSamWidget(Container):
     def start_session(self) -> None:
         """(Re)start on the chosen image: load the model if needed, then encode."""
         layer = self.image.value
-        if layer is None:
+        if layer is None or self._reverting:
             return
         if checkpoint_missing(self.model_name, self.checkpoint):
             self.status.value = "choose a checkpoint file"
@@ -145,10 +146,18 @@ class ActiveSamWidget(Container):
     # -------------------------------------------------------------------------- drawing
     def _show_model_kept(self, event) -> None:
         """The chosen model failed to load: show the one clicks still use."""
-        if event.choice is not None:
-            with self.model_name.changed.blocked():
-                self.model_name.value = event.choice
-            self.checkpoint.visible = self.architecture.visible = event.choice == LOCAL_FILE
+        request = event.request
+        if request is None:
+            return
+        self._reverting = True  # these changes restore the session in use; start none
+        try:
+            self.model_name.value, self.device.value = request.choice, request.device
+            if request.checkpoint is not None:
+                self.checkpoint.value = request.checkpoint
+                known = request.name in self.architecture.choices
+                self.architecture.value = request.name if known else FROM_FILE
+        finally:
+            self._reverting = False
 
     def _show_status(self, event) -> None:
         self.status.value = event.message

@@ -44,13 +44,13 @@ class SessionLoader:
     report : callable
         Shows an error.
     kept : callable
-        Called as ``kept(choice or None)`` when the latest model could not be loaded: the
-        chooser's value of the model still in use (None before any loaded).
+        Called as ``kept(request or None)`` when the latest model could not be loaded: the
+        :class:`ModelRequest` of the model still in use (None before any loaded).
     """
 
     def __init__(self, workers: WorkerHost, ready: Callable, say: Callable[[str], None],
                  report: Callable[[Exception], None],
-                 kept: Callable[[str | None], None]):  # fmt: skip
+                 kept: Callable[[ModelRequest | None], None]):  # fmt: skip
         self.workers, self.ready, self.say, self.report = workers, ready, say, report
         self.kept = kept
         self.model: LoadedModel | None = None
@@ -74,7 +74,7 @@ class SessionLoader:
 
     def _refused(self, error: Exception, ticket: int) -> None:
         if ticket == self._ticket:  # the model still in use is the one loaded before
-            self.kept(self._loaded.choice if self._loaded is not None else None)
+            self.kept(self._loaded)
         self.report(error)
 
     def forget(self) -> None:
