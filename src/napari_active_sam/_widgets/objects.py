@@ -96,9 +96,8 @@ class CommittedObjects:
         """Grow one object through the volume from the ``prompted`` slices (seeded with the
         ``shown`` masks where given) on a worker, and commit it; return the worker."""
 
-        points = self.viewer.layers[PROMPTS]
-        seeds = np.asarray(points.data)[np.isin(np.round(np.asarray(points.data)[:, 0]),
-                                                list(prompted))]  # fmt: skip
+        clicks = np.asarray(self.viewer.layers[PROMPTS].data)
+        seeds = clicks[np.isin(np.round(clicks[:, 0]), list(prompted))]
 
         def commit(grown) -> None:
             """Write the grown object (a ``core.annotate.volume.Propagated``)."""

@@ -24,8 +24,8 @@ from napari_active_sam.core.engine.architectures import ARCHITECTURES, DEMO_ARCH
 from napari_active_sam.core.engine.checkpoints import random_model
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.engine.geometry import (
+    acquisition_cells,
     acquisition_grid,
-    acquisition_stride,
     grid_to_image,
     image_to_grid,
 )
@@ -104,11 +104,11 @@ def test_uncertainty_maps_and_suggestions_fit_the_image(slice_state, tiny_head, 
 
 
 def test_fine_grids_are_averaged_to_sams_cell_size(tiny_model):
-    assert acquisition_stride(tiny_model) == 1
+    assert acquisition_cells(tiny_model)[0] == 1
     vit_b = random_model(ARCHITECTURES["vit_b"], seed=0)
-    assert acquisition_stride(vit_b) == 1
+    assert acquisition_cells(vit_b)[0] == 1
     fine = random_model(replace(tiny_model.architecture, name="fine", patch_size=8), seed=1)
-    assert fine.architecture.low_res_size == 64 and acquisition_stride(fine) == 2
+    assert fine.architecture.low_res_size == 64 and acquisition_cells(fine)[0] == 2
     assert DEMO_ARCHITECTURE.low_res_size == 128  # the demo model: stride 2
 
     torch.manual_seed(0)

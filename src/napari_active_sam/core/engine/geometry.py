@@ -42,18 +42,14 @@ SAM's own low-resolution grid at 1024 px input (256 × 256 cells). Models with a
 the head's work, its K maps and the peak search the same size relative to the image."""
 
 
-def acquisition_stride(model: LoadedModel) -> int:
-    """Low-resolution grid pixels per acquisition cell side (1 for SAM at 1024 px)."""
-    return _cells(model)[0]
-
-
 def acquisition_grid(model: LoadedModel) -> int:
     """Side of the grid of acquisition cells: the head's grid."""
-    return _cells(model)[1]
+    return acquisition_cells(model)[1]
 
 
-def _cells(model: LoadedModel) -> tuple[int, int]:
-    """``(stride, side)``: low-resolution pixels per cell side, and cells per side."""
+def acquisition_cells(model: LoadedModel) -> tuple[int, int]:
+    """``(stride, side)``: low-resolution grid pixels per acquisition cell side (1 for SAM
+    at 1024 px), and cells per side."""
     grid, img_size = model.architecture.low_res_size, model.architecture.img_size
     stride = max(1, round(ACQUISITION_CELL * grid / img_size))
     stride = stride if grid % stride == 0 else 1
@@ -114,7 +110,7 @@ def grid_fractions(
 class CellGrid:
     """The acquisition cells of one slice for one model: where the Bayesian head, the
     acquisition maps and the suggestions live (SAM's low-resolution grid, averaged over
-    :func:`acquisition_stride` pixels per side).
+    :func:`acquisition_cells` pixels per side).
 
     Attributes
     ----------
@@ -137,7 +133,7 @@ class CellGrid:
     @classmethod
     def of(cls, model: LoadedModel, embedding: Embedding) -> CellGrid:
         """The cells of the slice ``embedding`` was computed from."""
-        stride, side = _cells(model)
+        stride, side = acquisition_cells(model)
         return cls(
             model.architecture.img_size,
             stride,
