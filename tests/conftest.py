@@ -39,8 +39,6 @@ def ct_volume() -> np.ndarray:
     return (volume + rng.normal(0, 10, volume.shape)).astype(np.int16)
 
 
-
-
 @pytest.fixture(scope="session")
 def tiny_examples():
     """Click sets simulated with the tiny random model on two generated scenes."""
@@ -56,3 +54,48 @@ def tiny_head(tiny_examples):
 
     config = HeadConfig(steps=30, fit_pixels=3000)
     return drain(fit_head(tiny_examples, random_model(TINY, seed=0), config))
+
+
+def write_dicom_slice(path, series_uid, z, pixels, slope=2.0, intercept=-1024.0, **elements):
+    """Write one CT slice of 16-bit stored values as a DICOM file, the way a scanner would:
+    position (0, 0, z), 0.6 × 0.7 mm pixels, 2.5 mm thick; ``elements`` override or, with
+    None, remove data elements by keyword."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyInstanceUID = "1.2.3"
+    ds.Modality = "CT"
+    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.6, 0.7]
+    ds.SliceThickness = 2.5
+    ds.RescaleSlope = slope
+    ds.RescaleIntercept = intercept
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for keyword, value in elements.items():  # None removes an element
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture
+def dicom_slice():
+    """:func:`write_dicom_slice`, for tests that write DICOM files."""
+    return write_dicom_slice

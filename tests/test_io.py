@@ -60,44 +60,13 @@ def test_napari_reader_contribution(tmp_path):
     assert stem("a/b/ct.nii.gz") == "ct"
 
 
-def _dicom_slice(path, series_uid, z, pixels, slope=2.0, intercept=-1024.0):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyInstanceUID = "1.2.3"
-    ds.Modality = "CT"
-    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [0.6, 0.7]
-    ds.SliceThickness = 2.5
-    ds.RescaleSlope = slope
-    ds.RescaleIntercept = intercept
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
-def test_dicom_series_sorted_by_position_in_hounsfield_units(tmp_path):
+def test_dicom_series_sorted_by_position_in_hounsfield_units(tmp_path, dicom_slice):
     folder = tmp_path / "series"
     folder.mkdir()
     rng = np.random.default_rng(0)
     stored = rng.integers(0, 2000, (4, 6, 5)).astype(np.uint16)
     for name, z in zip("dbca", [7.5, 0.0, 5.0, 2.5], strict=True):  # files out of order
-        _dicom_slice(folder / f"{name}.dcm", "1.2.3.4", z, stored[int(z / 2.5)])
+        dicom_slice(folder / f"{name}.dcm", "1.2.3.4", z, stored[int(z / 2.5)])
     (folder / "README.txt").write_text("not DICOM")
     image = read_image(folder)
     assert image.data.shape == (4, 6, 5) and image.data.dtype == np.int16
@@ -106,18 +75,18 @@ def test_dicom_series_sorted_by_position_in_hounsfield_units(tmp_path):
     assert image.metadata["modality"] == "CT"
 
 
-def _two_series(folder):
+def _two_series(folder, dicom_slice):
     """Three slices of series 1.1 (a*.dcm) and two of series 2.2 (b*.dcm) in one folder."""
     folder.mkdir()
     for i in range(3):
-        _dicom_slice(folder / f"a{i}.dcm", "1.1", i * 2.0, np.full((4, 4), 100 + i))
+        dicom_slice(folder / f"a{i}.dcm", "1.1", i * 2.0, np.full((4, 4), 100 + i))
     for i in range(2):
-        _dicom_slice(folder / f"b{i}.dcm", "2.2", i * 2.0, np.full((4, 4), 7))
+        dicom_slice(folder / f"b{i}.dcm", "2.2", i * 2.0, np.full((4, 4), 7))
     return folder
 
 
-def test_dicom_folder_with_mixed_series_reads_the_largest_and_says_so(tmp_path):
-    folder = _two_series(tmp_path / "mixed")
+def test_dicom_folder_with_mixed_series_reads_the_largest_and_says_so(tmp_path, dicom_slice):
+    folder = _two_series(tmp_path / "mixed", dicom_slice)
     with pytest.warns(UserWarning, match="holds 2 DICOM series; reading the largest"):
         image = read_image(folder)
     assert image.data.shape == (3, 4, 4) and image.metadata["other_series"] == {"2.2": 2}
@@ -175,11 +144,11 @@ def test_napari_writer_contribution_keeps_the_nifti_grid(tmp_path):
     assert np.allclose(image.affine, affine) and np.asarray(image.dataobj)[3, 0, 1] == 2
 
 
-def test_dicom_folder_through_the_napari_reader(tmp_path):
+def test_dicom_folder_through_the_napari_reader(tmp_path, dicom_slice):
     folder = tmp_path / "series"
     folder.mkdir()
     for z in range(3):
-        _dicom_slice(folder / f"{z}.dcm", "9.9", z * 3.0, np.full((4, 4), 10 * z))
+        dicom_slice(folder / f"{z}.dcm", "9.9", z * 3.0, np.full((4, 4), 10 * z))
     [(data, meta, kind)] = napari_get_reader(str(folder))(str(folder))
     assert kind == "image" and data.shape == (3, 4, 4) and meta["scale"] == (3.0, 0.6, 0.7)
     (tmp_path / "notes").mkdir()
@@ -199,10 +168,10 @@ def test_4d_nifti_puts_time_first_and_keeps_the_image_plane_last(tmp_path):
     assert read.scale == pytest.approx((1.5, 3.0, 2.0, 2.0))
 
 
-def test_a_dicom_file_opens_its_own_series_and_mixed_series_are_named(tmp_path):
+def test_a_dicom_file_opens_its_own_series_and_mixed_series_are_named(tmp_path, dicom_slice):
     import pydicom
 
-    folder = _two_series(tmp_path / "study")
+    folder = _two_series(tmp_path / "study", dicom_slice)
 
     for i in range(2):  # a described series, as scanners write them
         ds = pydicom.dcmread(folder / f"b{i}.dcm")

@@ -52,3 +52,13 @@ def test_sample_data_contributions_give_images_with_ground_truth():
     (ct, meta, _), (organs, _, _) = _sample_data.ct_volume()
     assert ct.dtype.kind == "i" and ct.min() < -900 and meta["scale"] == (2.5, 0.8, 0.8)
     assert set(range(8)) == set(map(int, set(organs.ravel().tolist())))
+
+
+def test_the_manifest_names_what_the_reader_takes():
+    from napari_active_sam.io import PLUGIN, READER_SUFFIXES
+
+    manifest = yaml.safe_load((files("napari_active_sam") / "napari.yaml").read_text())
+    assert manifest["name"] == PLUGIN
+    [reader] = manifest["contributions"]["readers"]
+    assert sorted(reader["filename_patterns"]) == sorted(f"*{s}" for s in READER_SUFFIXES)
+    assert reader["accepts_directories"]  # DICOM series folders

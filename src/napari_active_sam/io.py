@@ -16,14 +16,17 @@ from .core.data.files import (
     write_labels,
 )
 
+READER_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + DICOM_SUFFIXES
+"""What the reader takes besides DICOM series folders (the manifest's filename patterns)."""
+PLUGIN = "napari-active-sam"
+
 
 def napari_get_reader(path: str | list[str]) -> Callable | None:
     """npe2 reader contribution: NIfTI and TIFF files, DICOM files (their series) and
     DICOM series folders."""
     if isinstance(path, list):
         return None
-    readable = NIFTI_SUFFIXES + TIFF_SUFFIXES + DICOM_SUFFIXES
-    if has_suffix(path, readable) or _holds_dicom(Path(path)):
+    if has_suffix(path, READER_SUFFIXES) or _holds_dicom(Path(path)):
         return _napari_read
     return None
 

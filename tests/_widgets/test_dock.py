@@ -485,3 +485,54 @@ def test_a_model_that_fails_to_load_leaves_the_chooser_on_the_model_in_use(
     # What the chooser shows is what clicks use, and the session in use goes on unchanged.
     assert widget.session is session and session.model.name == "demo"
     assert widget.controller.objects.settings["model"] == "demo"
+
+
+def test_open_button_reads_a_dicom_series_with_the_plugin(make_napari_viewer, qtbot, tmp_path,
+                                                          tiny_checkpoint, dicom_slice,
+                                                          monkeypatch):  # fmt: skip
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QAbstractItemView, QFileDialog, QLineEdit
+
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for z in range(3):
+        dicom_slice(folder / f"IM{z}.dcm", "4.5", z * 2.0, np.full((16, 16), 100 * z))
+    monkeypatch.chdir(tmp_path)
+    viewer = make_napari_viewer(show=True)
+    widget = ActiveSamWidget(viewer)
+    widget.model_name.value, widget.checkpoint.value = LOCAL_FILE, tiny_checkpoint
+    viewer.window.add_dock_widget(widget)
+
+    QTest.mouseClick(widget.open_button.native, Qt.MouseButton.LeftButton)
+    dialog = widget.native.findChild(QFileDialog)
+    qtbot.waitUntil(dialog.isVisible, timeout=5_000)
+    name = dialog.findChild(QLineEdit, "fileNameEdit")
+    assert dialog.directory().path() == str(tmp_path)  # it starts where the user works
+    QTest.keyClicks(name, "ct")  # a folder, then Return: the dialog goes there
+    QTest.keyClick(name, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: dialog.directory().path() == str(folder), timeout=5_000)
+    view = next(v for v in dialog.findChildren(QAbstractItemView)
+                if v.objectName() in ("listView", "treeView") and v.isVisible())  # fmt: skip
+    model = view.model()
+
+    def file_index():
+        root = view.rootIndex()
+        rows = [model.index(r, 0, root) for r in range(model.rowCount(root))]
+        return next((i for i in rows if i.data() == "IM1.dcm"), None)
+
+    qtbot.waitUntil(lambda: file_index() is not None, timeout=5_000)
+    # A click on one file of the series (it opens all of it), then Return.
+    where = view.visualRect(file_index()).center()
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     where)  # fmt: skip
+    QTest.keyClick(view, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: len(viewer.layers) > 0, timeout=10_000)
+    [layer] = [layer for layer in viewer.layers if layer.data.ndim == 3]
+    assert layer.data.shape == (3, 16, 16) and tuple(layer.scale) == (2.0, 0.6, 0.7)
+    assert widget.image.value is layer
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60_000)
+
+    (tmp_path / "notes.dcm").write_text("not DICOM")
+    widget.open_file(str(tmp_path / "notes.dcm"))  # as the dialog would hand it on
+    assert "could not open notes.dcm" in widget.status.value

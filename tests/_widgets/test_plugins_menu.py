@@ -59,6 +59,12 @@ click(viewer, *inside, Qt.MouseButton.LeftButton)
 clicked = wait(lambda: len(viewer.layers["SAM prompts"].data) == 1, 10)
 preview = viewer.layers["SAM preview"]
 shown = wait(lambda: preview.data.any(), 120)
+wait(lambda: False, 0.5)  # let the canvas draw the mask
+# What reaches the screen: the canvas with the mask drawn against the canvas without it.
+with_mask = viewer.screenshot(canvas_only=True, flash=False)
+preview.visible = False
+without_mask = viewer.screenshot(canvas_only=True, flash=False)
+preview.visible = True
 click(viewer, *outside, Qt.MouseButton.RightButton)
 wait(lambda: len(viewer.layers["SAM prompts"].data) == 2, 10)
 points = viewer.layers["SAM prompts"]
@@ -67,6 +73,7 @@ print(json.dumps({
     "polarity": [bool(p) for p in points.features["positive"]],
     "mask_pixels": int((preview.data > 0).sum()),
     "preview_visible": bool(preview.visible and preview.opacity > 0),
+    "screen_pixels": int(np.any(with_mask != without_mask, axis=-1).sum()),
 }))
 viewer.close()  # the right click's decode may still run: closing must not abort Python
 '''
@@ -88,3 +95,5 @@ def test_dock_from_the_plugins_menu_takes_real_clicks(tmp_path):
     assert found["ready"] and found["clicked"] and found["mask_shown"], found
     assert found["polarity"] == [True, False]
     assert found["mask_pixels"] > 0 and found["preview_visible"]
+    # The outline changes on screen at least as many pixels as a ring of 100 px would.
+    assert found["screen_pixels"] > 100, found

@@ -10,6 +10,7 @@ for scripts and tests.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import (
@@ -23,12 +24,14 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
+from qtpy.QtWidgets import QFileDialog
 
 from ..core.active.acquisition import ACQUISITIONS
 from ..core.active.bayes_head import DEFAULT_SAMPLES, MAX_SAMPLES
 from ..core.engine.preprocess import CT_PRESETS
 from ..core.enums import Acquisition
 from ..core.prompts import PromptSet, Suggestion
+from ..io import PLUGIN, READER_SUFFIXES
 from .controller import AnnotationController
 from .loading import ModelRequest
 from .models import FROM_FILE, checkpoint_missing, chosen_model, model_choosers
@@ -56,8 +59,10 @@ class ActiveSamWidget(Container):
         self.viewer = viewer
         self.controller = AnnotationController(viewer)
         self._reverting = False
+        self._opened_from: Path | None = None  # where the open dialog starts next time
         self.model_name, self.checkpoint, self.architecture = model_choosers()
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
+        self.open_button = PushButton(text="Open image or DICOM series…")
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         self.window = ComboBox(label="window", choices=["percentile", *CT_PRESETS])
         self.encode_slice = PushButton(text="Encode current slice")
@@ -82,8 +87,8 @@ class ActiveSamWidget(Container):
         self.status = Label(label="status", value="choose an image")
         self.quality_panel = QualityPanel(self.controller)
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
-                     self.image, self.window, self.encode_slice, self.encode_volume,
-                     self.cancel, self.progress, self.acquisition, self.samples,
+                     self.open_button, self.image, self.window, self.encode_slice,
+                     self.encode_volume, self.cancel, self.progress, self.acquisition, self.samples,
                      self.hint, self.learn_button, self.uncertain_slices, self.goto_uncertain,
                      self.propagate_button, self.overwrite,
                      self.use_selected, self.save_folder, self.autosave, self.save_button,
@@ -108,6 +113,7 @@ class ActiveSamWidget(Container):
                         self.save_folder, self.autosave):  # fmt: skip
             control.changed.connect(self._choices_changed)
         self._choices_changed()
+        self.open_button.changed.connect(self.choose_file)
         self.encode_slice.changed.connect(lambda: self.encode([self.current_index()]))
         self.encode_volume.changed.connect(self.encode_all)
         self.cancel.changed.connect(self.cancel_all)
@@ -142,6 +148,35 @@ class ActiveSamWidget(Container):
         if (acquisition, self.samples.value) != (self.controller.acquisition,
                                                  self.controller.samples):  # fmt: skip
             self.controller.choose_map(acquisition, self.samples.value)
+
+    def choose_file(self) -> QFileDialog:
+        """Ask for an image file (a DICOM file brings its whole series) and open it with this
+        plugin's reader, so that napari has no reader to ask about; return the dialog."""
+        dialog = QFileDialog(self.native, "Open an image or a file of a DICOM series")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dialog.setNameFilters([f"Images ({' '.join('*' + s for s in READER_SUFFIXES)})",
+                               "All files (*)"])  # fmt: skip
+        # Qt's own dialog: the same on every platform and driven by key presses in tests.
+        dialog.setOption(QFileDialog.Option.DontUseNativeDialog)
+        if self._opened_from is not None:
+            dialog.setDirectory(str(self._opened_from))
+        dialog.fileSelected.connect(self.open_file)
+        dialog.open()
+        return dialog
+
+    def open_file(self, path: str) -> None:
+        """Open ``path`` (an image file, a DICOM file or a DICOM series folder) with this
+        plugin's reader and annotate it; a file that cannot be read is said in the status."""
+        try:
+            layers = self.viewer.open(path, plugin=PLUGIN)
+        except Exception as error:  # napari wraps the reader's ImageError in its own error
+            cause = error.__cause__ or error
+            self.status.value = f"could not open {Path(path).name}: {cause}"
+            return
+        self._opened_from = Path(path).parent
+        if layers:
+            self.image.reset_choices()
+            self.image.value = layers[-1]
 
     # -------------------------------------------------------------------------- drawing
     def _show_model_kept(self, event) -> None:
