@@ -31,3 +31,12 @@ class PromptError(ActiveSamError):
 
 class EmbeddingStoreError(ActiveSamError):
     """An embedding store that belongs to another model or cannot be opened."""
+
+
+class AnnotationFileError(ActiveSamError):
+    """A saved annotation that is missing, damaged or for another image."""
+
+
+class SaveError(ActiveSamError):
+    """A result that could not be written where asked (it is kept in the fallback place the
+    message names)."""
