@@ -90,7 +90,7 @@ def test_dicom_folder_with_mixed_series_reads_the_largest_and_says_so(tmp_path, 
     with pytest.warns(UserWarning, match="holds 2 DICOM series; reading the largest"):
         image = read_image(folder)
     assert image.data.shape == (3, 4, 4) and image.metadata["other_series"] == {"2.2": 2}
-    with pytest.raises(ImageError, match="no DICOM image"):
+    with pytest.raises(ImageError, match="no readable DICOM image"):
         read_image(tmp_path)  # a folder of folders
 
 
@@ -100,7 +100,7 @@ def test_nifti_with_a_broken_header_is_refused(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[42:44] = (1000).to_bytes(2, "little")  # dim[1]: far more voxels than the file holds
     path.write_bytes(bytes(raw))
-    with pytest.raises(ImageError, match="not a readable NIfTI"):
+    with pytest.raises(ImageError, match="the file is truncated or damaged"):
         read_image(path)
 
 
@@ -188,3 +188,139 @@ def test_a_dicom_file_opens_its_own_series_and_mixed_series_are_named(tmp_path, 
     (folder / "notes.dcm").write_text("not DICOM")
     with pytest.raises(ImageError, match="notes.dcm is not a DICOM image"):
         read_image(folder / "notes.dcm")
+
+
+def _series(folder, dicom_slice, depths, **elements):
+    """Slices at ``depths`` (mm along z), pixels equal to their depth, files named IMG1…"""
+    folder.mkdir()
+    for i, z in enumerate(depths, start=1):
+        extra = {k: (v(i, z) if callable(v) else v) for k, v in elements.items()}
+        dicom_slice(folder / f"IMG{i}", "7.7", z, np.full((4, 4), int(z * 10)), slope=1.0,
+                    intercept=0.0, **extra)  # fmt: skip
+    return folder
+
+
+def test_dicom_without_positions_is_ordered_by_instance_number(tmp_path, dicom_slice):
+    # File names sort as text IMG1, IMG10, IMG11, IMG12, IMG2…; the numbers tell the order.
+    folder = _series(tmp_path / "s", dicom_slice, [float(i) for i in range(12)],
+                     ImagePositionPatient=None, InstanceNumber=lambda i, z: 13 - i)  # fmt: skip
+    with pytest.warns(UserWarning, match="ordered by InstanceNumber, 2.5 mm apart"):
+        image = read_image(folder)
+    assert list(image.data[:, 0, 0]) == [10 * i for i in reversed(range(12))]
+    assert image.scale[0] == 2.5  # SliceThickness, the only spacing stated
+
+
+def test_dicom_without_positions_or_numbers_is_refused(tmp_path, dicom_slice):
+    folder = _series(tmp_path / "s", dicom_slice, [0.0, 1.0, 2.0], ImagePositionPatient=None)
+    with pytest.raises(ImageError, match="order is unknown"):
+        read_image(folder)
+    # One slice missing its position does not land at the origin: the order is refused.
+    folder = _series(tmp_path / "t", dicom_slice, [0.0, 1.0, 2.0],
+                     ImagePositionPatient=lambda i, z: None if i == 2 else [0, 0, z])  # fmt: skip
+    with pytest.raises(ImageError, match="order is unknown"):
+        read_image(folder)
+
+
+def test_dicom_orientations_and_sizes_are_split_not_stacked(tmp_path, dicom_slice):
+    folder = _series(tmp_path / "s", dicom_slice, [0.0, 2.0, 4.0])
+    for i in range(2):  # two sagittal localisers in the same series
+        dicom_slice(folder / f"LOC{i}", "7.7", 0, np.zeros((4, 4)),
+                    ImageOrientationPatient=[0, 1, 0, 0, 0, -1],
+                    ImagePositionPatient=[float(i), 0, 0])  # fmt: skip
+    dicom_slice(folder / "BIG", "7.7", 9.0, np.zeros((6, 6)))  # another size
+    with pytest.warns(UserWarning, match="3 image.s. of this series have another orientation"):
+        image = read_image(folder)
+    assert image.data.shape == (3, 4, 4) and list(image.data[:, 0, 0]) == [0, 20, 40]
+    localiser = read_image(folder / "LOC1")  # the user asked for that one: no warning
+    assert localiser.data.shape == (2, 4, 4)
+
+
+def test_dicom_duplicate_positions(tmp_path, dicom_slice):
+    import shutil
+
+    folder = _series(tmp_path / "s", dicom_slice, [0.0, 2.0, 4.0])
+    shutil.copy(folder / "IMG2", folder / "IMG2 copy")  # the same image twice
+    with pytest.warns(UserWarning, match="1 file.s. are copies of another slice"):
+        assert read_image(folder).data.shape == (3, 4, 4)
+    dicom_slice(folder / "ECHO2", "7.7", 2.0, np.ones((4, 4)))  # another image at 2 mm
+    with pytest.raises(ImageError, match="different images at the same position"):
+        read_image(folder)
+
+
+def test_dicom_spacing_from_positions_checked(tmp_path, dicom_slice):
+    folder = _series(tmp_path / "s", dicom_slice, [0.0, 3.0, 6.0, 12.0, 15.0])
+    with pytest.warns(UserWarning, match="unevenly spaced .6 mm between IMG3 and IMG4"):
+        assert read_image(folder).scale[0] == 3.0
+    folder = _series(tmp_path / "t", dicom_slice, [0.0, 3.0, 6.0], SpacingBetweenSlices=1.0)
+    with pytest.warns(UserWarning, match="SpacingBetweenSlices says 1 mm"):
+        assert read_image(folder).scale[0] == 3.0
+
+
+@pytest.mark.parametrize(
+    ("elements", "message"),
+    [
+        ({"PixelData": b"\0\0"}, "pixel data cannot be decoded|pixels have shape"),
+        ({"RescaleSlope": "nan"}, "RescaleSlope"),
+        ({"Rows": 0}, "only damaged DICOM files: a.dcm"),
+    ],
+)
+def test_damaged_dicom_is_a_clear_error(tmp_path, dicom_slice, elements, message):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    dicom_slice(folder / "a.dcm", "1.1", 0.0, np.zeros((4, 4)), **elements)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the folder-level warning about the damaged file
+        with pytest.raises(ImageError, match=message):
+            read_image(folder / "a.dcm" if "Rows" not in elements else folder)
+
+
+def test_bad_pixel_spacing_is_replaced_and_said(tmp_path, dicom_slice):
+    folder = _series(tmp_path / "s", dicom_slice, [0.0, 2.0], PixelSpacing=[0.0, 0.7])
+    with pytest.warns(UserWarning, match="PixelSpacing .* is not a positive size"):
+        assert read_image(folder).scale == (2.0, 1.0, 1.0)
+
+
+def test_header_bombs_are_refused_before_allocation(tmp_path):
+    import gzip
+    import tracemalloc
+
+    header = nibabel.Nifti1Header()
+    header.set_data_shape((1000, 1000, 1000))
+    header.set_data_dtype(np.int16)
+    bomb = tmp_path / "bomb.nii.gz"
+    with gzip.open(bomb, "wb") as handle:  # a header and no voxels: tens of bytes on disk
+        handle.write(header.binaryblock + b"\0" * 4)
+    npy = tmp_path / "bomb.npy"
+    with open(npy, "wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "<f8", "fortran_order": False, "shape": (50_000, 50_000)}
+        )
+    tracemalloc.start()
+    for path in (bomb, npy):
+        with pytest.raises(ImageError, match="claims .* GB of image"):
+            read_image(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
+def test_nan_voxel_size_becomes_one_with_a_warning(tmp_path):
+    path = tmp_path / "nan.nii"
+    image = nibabel.Nifti1Image(np.zeros((4, 4, 2), np.int16), np.eye(4))
+    image.header["pixdim"][1:4] = [np.nan, 1.0, np.inf]
+    nibabel.save(image, path)
+    with pytest.warns(UserWarning, match="voxel size .* is not a positive size"):
+        assert read_image(path).scale == (1.0, 1.0, 1.0)
+
+
+def test_empty_tiff_and_damaged_png_and_npy(tmp_path):
+    (tmp_path / "empty.tif").write_bytes(b"II*\0\0\0\0\0")  # a header with no page
+    png = tmp_path / "cut.png"
+    iio.imwrite(png, np.zeros((20, 20), np.uint8))
+    png.write_bytes(png.read_bytes()[:40])
+    npy = tmp_path / "cut.npy"
+    np.save(npy, np.zeros((20, 20)))
+    npy.write_bytes(npy.read_bytes()[:200])
+    for path in (tmp_path / "empty.tif", png, npy):
+        with pytest.raises(ImageError, match=path.name):
+            read_image(path)

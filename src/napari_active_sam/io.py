@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .core.data.dicom import is_dicom
 from .core.data.files import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -32,14 +33,10 @@ def napari_get_reader(path: str | list[str]) -> Callable | None:
 
 
 def _holds_dicom(folder: Path, sample: int = 20) -> bool:
-    """Whether a folder holds DICOM files (the "DICM" marker after the 128-byte preamble)."""
+    """Whether a folder holds DICOM files (among the first ``sample`` files)."""
     if not folder.is_dir():
         return False
-    for file in sorted(p for p in folder.iterdir() if p.is_file())[:sample]:
-        with open(file, "rb") as handle:
-            if handle.read(132)[128:] == b"DICM":
-                return True
-    return False
+    return any(is_dicom(p) for p in sorted(p for p in folder.iterdir() if p.is_file())[:sample])
 
 
 def napari_write_labels(path: str, data: Any, meta: dict) -> list[str]:
@@ -51,5 +48,6 @@ def napari_write_labels(path: str, data: Any, meta: dict) -> list[str]:
 
 def _napari_read(path: str) -> list[tuple]:
     image = read_image(path)
-    meta = {"name": stem(path), "scale": image.scale, "rgb": image.rgb, "metadata": image.metadata}
+    name = image.metadata.get("series_description") or stem(path)  # a DICOM series' own name
+    meta = {"name": name, "scale": image.scale, "rgb": image.rgb, "metadata": image.metadata}
     return [(image.data, meta, "image")]

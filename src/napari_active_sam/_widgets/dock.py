@@ -198,10 +198,13 @@ class ActiveSamWidget(Container):
         self.status.value = event.message
 
     def _show_progress(self, event) -> None:
+        """Progress goes on the bar itself, so the status line keeps what happened last (an
+        error, a restore's result) while slices are encoded."""
         step = event.step
         self.progress.max = max(step.total, 1)
         self.progress.value = step.done
-        self.status.value = step.message
+        self.progress.native.setFormat(step.message or "%p%")
+        self.progress.native.setToolTip(step.message)
 
     def _show_busy(self, event) -> None:
         self.cancel.enabled = event.value

@@ -6,14 +6,14 @@ in the same order, so a layer's ``scale`` shows anisotropic volumes correctly.
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ImageError
+from .dicom import is_dicom, read_series
+from .image import DEFLATE_RATIO, ImageData, check_claimed_size, checked_spacing
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -22,33 +22,6 @@ DICOM_SUFFIXES = (".dcm",)
 """A DICOM file opens the series it belongs to, from the files beside it."""
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + PLAIN_SUFFIXES + (".npy",)
 """Files a labelled data set may hold (a DICOM series is a folder, not a file there)."""
-
-
-@dataclass
-class ImageData:
-    """An image read from disk.
-
-    Attributes
-    ----------
-    data : np.ndarray
-        ``(y, x)``, ``(z, y, x)`` or ``(y, x, 3)`` array.
-    scale : tuple of float
-        Spacing per axis of ``data`` (1.0 where unknown; colour axes excluded).
-    rgb : bool
-        Whether the last axis is colour.
-    metadata : dict
-        Format-specific extras (the NIfTI affine, for writing labels back).
-    """
-
-    data: np.ndarray
-    scale: tuple[float, ...]
-    rgb: bool = False
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        """Shape of ``data`` without the colour axis: what a mask of it must have."""
-        return self.data.shape[:-1] if self.rgb else self.data.shape
 
 
 def has_suffix(path: Path | str, suffixes: tuple[str, ...]) -> bool:
@@ -67,12 +40,14 @@ def stem(path: Path | str) -> str:
 def _read_nifti(path: Path) -> ImageData:
     import nibabel
 
-    try:
-        image = nibabel.load(str(path))
-        data = np.asanyarray(image.dataobj)
-    except Exception as exc:  # nibabel raises many types for a damaged file
-        raise ImageError(f"{path} is not a readable NIfTI file ({exc}).") from exc
-    zooms = tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
+    image = nibabel.load(str(path))
+    header = image.header
+    gzipped = has_suffix(path, (".gz",))
+    stored = path.stat().st_size - (0 if gzipped else int(header.get_data_offset()))
+    check_claimed_size(path, image.shape, header.get_data_dtype().itemsize, stored=stored,
+                       ratio=DEFLATE_RATIO if gzipped else 1)  # fmt: skip
+    data = np.asanyarray(image.dataobj)
+    zooms = checked_spacing(path, header.get_zooms()[: data.ndim], "the voxel size")
     # NIfTI stores (i, j, k); napari shows the last two axes, so put k (slices) first.
     # Extra axes (time in a 4D file) go first, so the image plane stays last.
     order = tuple(range(3, data.ndim)) + tuple(reversed(range(min(data.ndim, 3))))
@@ -86,10 +61,14 @@ def _read_nifti(path: Path) -> ImageData:
 def _read_tiff(path: Path) -> ImageData:
     import tifffile
 
-    try:
-        data = tifffile.imread(path)
-    except Exception as exc:  # tifffile raises several types for a damaged file
-        raise ImageError(f"{path} is not a readable TIFF file ({exc}).") from exc
+    with tifffile.TiffFile(path) as tiff:
+        if not tiff.series or not tiff.pages:
+            raise ImageError(f"{path.name} holds no image: choose a TIFF with pages.")
+        series = tiff.series[0]
+        compressed = any(getattr(page, "compression", 1) != 1 for page in series.pages[:1])
+        check_claimed_size(path, series.shape, series.dtype.itemsize,
+                           stored=None if compressed else path.stat().st_size)  # fmt: skip
+        data = series.asarray()
     rgb = data.ndim >= 3 and data.shape[-1] in (3, 4) and data.dtype == np.uint8
     spatial = data.ndim - (1 if rgb else 0)
     return ImageData(data=data, scale=(1.0,) * spatial, rgb=rgb)
@@ -98,115 +77,63 @@ def _read_tiff(path: Path) -> ImageData:
 def _read_plain(path: Path) -> ImageData:
     import imageio.v3 as iio
 
+    props = iio.improps(path)
+    check_claimed_size(path, props.shape, props.dtype.itemsize,
+                       stored=path.stat().st_size, ratio=DEFLATE_RATIO)  # fmt: skip
     data = iio.imread(path)
     rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
     return ImageData(data=data, scale=(1.0, 1.0), rgb=rgb)
 
 
-def _read_dicom_series(folder: Path, chosen: Path | None = None) -> ImageData:
-    """A DICOM series folder as a (z, y, x) volume in Hounsfield units (or stored units).
+def _read_npy(path: Path) -> ImageData:
+    with open(path, "rb") as handle:
+        fmt = np.lib.format
+        version = fmt.read_magic(handle)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+        stored = path.stat().st_size - handle.tell()
+    if dtype.hasobject:
+        raise ImageError(f"{path.name} holds Python objects, not an image array.")
+    check_claimed_size(path, shape or (1,), dtype.itemsize, stored=stored)
+    data = np.load(path, allow_pickle=False)
+    return ImageData(data=data, scale=(1.0,) * data.ndim)
 
-    Slices are grouped by SeriesInstanceUID; the series of the ``chosen`` file is read, or,
-    when a folder mixes series, the largest, and the others are named (by their
-    SeriesDescription where they have one) in ``metadata["other_series"]`` and a warning. Slices are
-    ordered along the slice normal by ImagePositionPatient; RescaleSlope/RescaleIntercept
-    are applied; the scale is (slice spacing, row spacing, column spacing).
-    """
-    import pydicom
 
-    series: dict[str, list] = {}
-    wanted = None
-    for file in sorted(p for p in folder.iterdir() if p.is_file()):
-        try:
-            ds = pydicom.dcmread(file)
-        except pydicom.errors.InvalidDicomError:
-            continue  # not a DICOM file (a README, a thumbnail)
-        if "PixelData" not in ds:
-            continue
-        uid = str(ds.get("SeriesInstanceUID", "unknown"))
-        series.setdefault(uid, []).append(ds)
-        if chosen is not None and file.resolve() == chosen.resolve():
-            wanted = uid
-    if not series:
-        raise ImageError(f"{folder} contains no DICOM image: choose a DICOM series folder.")
-    if chosen is not None and wanted is None:
-        raise ImageError(f"{chosen.name} is not a DICOM image: choose a DICOM file or folder.")
-    uid = wanted or max(series, key=lambda k: len(series[k]))
-    slices = series[uid]
-    others = {k: len(v) for k, v in series.items() if k != uid}
-    if others and wanted is None:
-
-        def name(key: str) -> str:
-            described = str(series[key][0].get("SeriesDescription", "")).strip()
-            return f'"{described}" ({len(series[key])} slices)' if described else (
-                f"series {key} ({len(series[key])} slices)"
-            )  # fmt: skip
-
-        warnings.warn(
-            f"{folder} holds {len(series)} DICOM series; reading the largest, {name(uid)}, "
-            f"and leaving {', '.join(name(k) for k in others)}. Open a file of another "
-            "series to read that one.",
-            UserWarning,
-            stacklevel=3,
-        )
-    orientation = np.array(slices[0].get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float)
-    normal = np.cross(orientation[:3], orientation[3:])
-    positions = [np.array(ds.get("ImagePositionPatient", [0, 0, i]), float)
-                 for i, ds in enumerate(slices)]  # fmt: skip
-    depth = np.array([p @ normal for p in positions])
-    order = np.argsort(depth)
-    slices = [slices[i] for i in order]
-    volume = np.stack(
-        [
-            ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1))
-            + float(ds.get("RescaleIntercept", 0))
-            for ds in slices
-        ]
-    )
-    if np.all(volume == np.round(volume)) and volume.min() >= -32768 and volume.max() < 32768:
-        volume = volume.astype(np.int16)
-    row_spacing, col_spacing = (float(v) for v in slices[0].get("PixelSpacing", [1.0, 1.0]))
-    gaps = np.diff(np.sort(depth))
-    slice_spacing = (
-        float(np.median(gaps))
-        if gaps.size and np.median(gaps) > 0
-        else float(slices[0].get("SliceThickness", 1.0))
-    )
-    return ImageData(
-        data=volume,
-        scale=(slice_spacing, row_spacing, col_spacing),
-        metadata={
-            "series_uid": uid,
-            "other_series": others,
-            "modality": str(slices[0].get("Modality", "")),
-        },
-    )
+_READERS = (
+    (NIFTI_SUFFIXES, _read_nifti, "NIfTI"),
+    (TIFF_SUFFIXES, _read_tiff, "TIFF"),
+    (PLAIN_SUFFIXES, _read_plain, "PNG, JPEG or BMP"),
+    ((".npy",), _read_npy, "NumPy"),
+)
 
 
 def read_image(path: Path | str) -> ImageData:
-    """Read an image file (NIfTI, TIFF, PNG/JPEG/BMP, ``.npy``) or a DICOM series folder.
+    """Read an image file (NIfTI, TIFF, PNG/JPEG/BMP, ``.npy``), a DICOM file (its series)
+    or a DICOM series folder.
+
+    Headers are checked before pixels are read: an image larger than its file can hold or
+    than :data:`~napari_active_sam.core.data.image.MAX_IMAGE_BYTES` is refused unread.
 
     Raises
     ------
     ImageError
-        If the file does not exist, has an unknown suffix or cannot be read.
+        If the file does not exist, has an unknown suffix, is damaged or claims too much.
     """
     path = Path(path)
     if path.is_dir():
-        return _read_dicom_series(path)
+        return read_series(path)
     if not path.is_file():
         raise ImageError(f"{path} does not exist.")
-    if has_suffix(path, NIFTI_SUFFIXES):
-        return _read_nifti(path)
-    if has_suffix(path, TIFF_SUFFIXES):
-        return _read_tiff(path)
-    if has_suffix(path, PLAIN_SUFFIXES):
-        return _read_plain(path)
-    if has_suffix(path, (".npy",)):
-        data = np.load(path, allow_pickle=False)
-        return ImageData(data=data, scale=(1.0,) * data.ndim)
-    if has_suffix(path, DICOM_SUFFIXES):
-        return _read_dicom_series(path.parent, chosen=path)
+    if has_suffix(path, DICOM_SUFFIXES) or is_dicom(path):  # scanners often write no suffix
+        return read_series(path.parent, chosen=path)
+    for suffixes, reader, kind in _READERS:
+        if has_suffix(path, suffixes):
+            try:
+                return reader(path)
+            except ImageError:
+                raise
+            except Exception as exc:  # each format's library raises its own kinds
+                raise ImageError(f"{path.name} is not a readable {kind} file ({exc}).") from exc
     raise ImageError(
         f"{path.name}: unknown image type. Use one of {', '.join(IMAGE_SUFFIXES)}, a DICOM "
         "file (.dcm) or a DICOM series folder."

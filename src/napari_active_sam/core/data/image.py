@@ -1,0 +1,121 @@
+"""An image read from disk, and the checks every reader makes before it allocates."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImageError
+
+MAX_IMAGE_BYTES = int(float(os.environ.get("NAPARI_ACTIVE_SAM_MAX_IMAGE_GB", "16")) * 2**30)
+"""The most memory one image may take once read (``NAPARI_ACTIVE_SAM_MAX_IMAGE_GB`` sets it;
+16 GB by default): a header claiming more is refused before anything is allocated."""
+DEFLATE_RATIO = 1032
+"""deflate (gzip, zlib) expands a byte to at most this many, so a compressed file of n bytes
+cannot hold more than ``n * DEFLATE_RATIO`` bytes of image."""
+
+
+@dataclass
+class ImageData:
+    """An image read from disk.
+
+    Attributes
+    ----------
+    data : np.ndarray
+        ``(y, x)``, ``(z, y, x)`` or ``(y, x, 3)`` array.
+    scale : tuple of float
+        Spacing per axis of ``data`` (1.0 where unknown; colour axes excluded).
+    rgb : bool
+        Whether the last axis is colour.
+    metadata : dict
+        Format-specific extras (the NIfTI affine, for writing labels back).
+    """
+
+    data: np.ndarray
+    scale: tuple[float, ...]
+    rgb: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape of ``data`` without the colour axis: what a mask of it must have."""
+        return self.data.shape[:-1] if self.rgb else self.data.shape
+
+
+def check_claimed_size(
+    path: Path,
+    shape: tuple[int, ...],
+    itemsize: int,
+    *,
+    stored: int | None = None,
+    ratio: int = 1,
+    limit: int | None = None,
+) -> int:
+    """Refuse a header whose image could not be in the file or would not fit in memory.
+
+    Parameters
+    ----------
+    path : Path
+        The file, named in the message.
+    shape, itemsize
+        What the header claims.
+    stored : int, optional
+        Bytes the file has for the image (its size less the header); None when unknown.
+    ratio : int
+        How much the stored bytes may expand (1 uncompressed, :data:`DEFLATE_RATIO` for
+        deflate).
+    limit : int, optional
+        The most bytes allowed; :data:`MAX_IMAGE_BYTES` by default.
+
+    Returns
+    -------
+    int
+        The image's size in bytes.
+
+    Raises
+    ------
+    ImageError
+        If a dimension is not positive, or the image is larger than the file can hold or
+        than the limit.
+    """
+    limit = MAX_IMAGE_BYTES if limit is None else limit
+    if any(int(n) <= 0 for n in shape):
+        raise ImageError(f"{path.name}: its header gives the image shape {tuple(shape)}; the "
+                         "file is damaged or holds no image.")  # fmt: skip
+    size = math.prod(int(n) for n in shape) * int(itemsize)
+    if stored is not None and size > stored * ratio:
+        raise ImageError(
+            f"{path.name}: its header claims {_gb(size)} of image {tuple(shape)} but the file "
+            f"holds {stored:,} bytes for it: the file is truncated or damaged."
+        )
+    if size > limit:
+        raise ImageError(
+            f"{path.name}: the image {tuple(shape)} would take {_gb(size)}, more than the "
+            f"{_gb(limit)} allowed; crop it or set NAPARI_ACTIVE_SAM_MAX_IMAGE_GB higher."
+        )
+    return size
+
+
+def checked_spacing(path: Path, spacing: tuple[float, ...], what: str) -> tuple[float, ...]:
+    """``spacing`` if every value is finite and positive, else 1.0 each, with a warning that
+    names what was assumed."""
+    values = tuple(float(s) for s in spacing)
+    if all(math.isfinite(s) and s > 0 for s in values):
+        return values
+    warnings.warn(
+        f"{path.name}: {what} {values} is not a positive size; 1.0 is assumed per axis, so "
+        "distances on screen are in voxels.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return (1.0,) * len(values)
+
+
+def _gb(size: int) -> str:
+    return f"{size / 2**30:.2f} GB" if size >= 2**26 else f"{size:,} bytes"
