@@ -197,7 +197,7 @@ def test_save_and_restore_an_annotation(make_napari_viewer, qtbot, tiny_checkpoi
     widget.save_folder.value = tmp_path / "annotation"
     viewer.layers[PREVIEW].data[10:20, 10:20] = 1
     widget.commit()  # autosaves
-    qtbot.waitUntil(lambda: (tmp_path / "annotation" / "labels.npy").is_file(), timeout=WAIT)
+    qtbot.waitUntil(lambda: (tmp_path / "annotation" / "annotation.npz").is_file(), timeout=WAIT)
     widget.add_click(60, 70)
     widget.add_click(30, 40, positive=False)
     said = []
@@ -536,3 +536,57 @@ def test_open_button_reads_a_dicom_series_with_the_plugin(make_napari_viewer, qt
     (tmp_path / "notes.dcm").write_text("not DICOM")
     widget.open_file(str(tmp_path / "notes.dcm"))  # as the dialog would hand it on
     assert "could not open notes.dcm" in widget.status.value
+
+
+def test_restore_of_a_damaged_save_says_so_and_keeps_the_layers(
+    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path
+):
+    from napari_active_sam.core.annotate.persistence import SavedAnnotation, save_annotation
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((128, 128), np.float32), name="img")
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    _ready(qtbot, widget)
+    output = viewer.layers[OUTPUT]
+    output.data[0, 0] = 3
+    widget.add_click(60, 70)
+    clicks = np.array(viewer.layers[PROMPTS].data)
+    good = SavedAnnotation(np.ones((128, 128), np.int32), np.array([[5.0, 6.0]]),
+                           np.array([False]))  # fmt: skip
+    truncated, invalid_json, a_file = tmp_path / "truncated", tmp_path / "json", tmp_path / "f"
+    save_annotation(truncated, good)
+    data = (truncated / "annotation.npz").read_bytes()
+    (truncated / "annotation.npz").write_bytes(data[: len(data) // 2])
+    invalid_json.mkdir()  # the first format, its record cut short
+    np.save(invalid_json / "labels.npy", good.labels)
+    (invalid_json / "annotation.json").write_text('{"format": "napari-active-sam-annot')
+    a_file.write_text("")
+    for folder in (truncated, invalid_json, a_file):
+        widget.save_folder.value = folder
+        widget.restore()
+        assert "error:" in widget.status.value and str(folder) in widget.status.value
+        assert "choose" in widget.status.value
+        assert output.data[0, 0] == 3 and output.data.sum() == 3  # the user's labels stay
+        assert np.array_equal(viewer.layers[PROMPTS].data, clicks)
+
+
+def test_a_save_that_cannot_be_written_keeps_the_layers_and_says_where(
+    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((128, 128), np.float32), name="img")
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    _ready(qtbot, widget)
+    (tmp_path / "file").write_text("")
+    target = tmp_path / "file" / "annotation"  # under a file: no folder can be made there
+    widget.save_folder.value = target
+    viewer.layers[OUTPUT].data[5, 5] = 2
+    widget.add_click(60, 70)
+    said = []
+    widget.controller.events.status.connect(lambda event: said.append(event.message))
+    widget.save()
+    # The status line may already show the next answer's suggestion: read what was said.
+    qtbot.waitUntil(lambda: not widget.controller.objects.saving, timeout=WAIT)
+    [error] = [message for message in said if message.startswith("error:")]
+    assert f"Nothing was saved to {target}" in error and "choose a writable folder" in error
+    assert viewer.layers[OUTPUT].data[5, 5] == 2 and len(viewer.layers[PROMPTS].data) == 1

@@ -1,23 +1,37 @@
 """Saving and restoring an annotation: committed labels, prompts and settings.
 
-Files are replaced atomically (written aside, then renamed), so a crash while saving
-leaves the previous save intact.
+A save is one file, ``annotation.npz`` in the annotation folder: a zip archive holding
+``labels.npy``, ``points.npy``, ``positive.npy`` and ``annotation.json`` (format and
+settings), which ``numpy.load`` also reads. It is written aside under a temporary name,
+flushed to disk and then renamed over the previous save in one step, so a crash at any
+moment leaves either the previous save or the new one, never a mix of both. Temporary
+files left by a killed save are removed by the next save or load. Folders saved by the
+first format (``labels.npy`` and ``annotation.json`` side by side) still load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import uuid
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ActiveSamError
+from ..errors import AnnotationFileError, SaveError
 
-ANNOTATION_FORMAT = "napari-active-sam-annotation/1"
+ANNOTATION_FORMAT = "napari-active-sam-annotation/2"
+SAVE_NAME = "annotation.npz"
+_TEMPORARY_PREFIX = f".{SAVE_NAME}.tmp-"
+_FORMAT_1 = "napari-active-sam-annotation/1"
+_FORMAT_1_FILES = ("annotation.json", "labels.npy")
+# What reading a damaged archive, array or record can raise.
+_DAMAGED = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass
@@ -27,9 +41,9 @@ class SavedAnnotation:
     Attributes
     ----------
     labels : np.ndarray
-        Committed objects, the output layer's data.
+        Committed objects, the output layer's data (integers, any number of dimensions).
     points : np.ndarray
-        ``(N, ndim)`` prompt coordinates in napari's data order.
+        ``(N, labels.ndim)`` prompt coordinates in napari's data order.
     positive : np.ndarray
         ``(N,)`` booleans, the prompts' polarity.
     settings : dict
@@ -42,69 +56,156 @@ class SavedAnnotation:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _replace(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def save_annotation(folder: Path | str, annotation: SavedAnnotation) -> Path:
-    """Write ``annotation`` into ``folder`` (created if needed).
+    """Write ``annotation`` into ``folder`` (created if needed), replacing its last save
+    in one atomic rename.
+
+    Returns
+    -------
+    Path
+        ``folder``.
 
     Raises
     ------
-    ActiveSamError
-        If the folder cannot be written.
+    SaveError
+        If the save cannot be written; the folder's previous save is then left as it was.
     """
     folder = Path(folder)
+    labels = np.asarray(annotation.labels)
+    arrays = {
+        "labels": labels,
+        "points": np.asarray(annotation.points, float).reshape(-1, labels.ndim),
+        "positive": np.asarray(annotation.positive, bool),
+    }
+    record = json.dumps({"format": ANNOTATION_FORMAT, "settings": annotation.settings})
+    temporary = folder / f"{_TEMPORARY_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-
-        def write_labels(name: str) -> None:
-            with open(name, "wb") as handle:
-                np.save(handle, np.asarray(annotation.labels))
-
-        _replace(folder / "labels.npy", write_labels)
-        record = {
-            "format": ANNOTATION_FORMAT,
-            "points": np.asarray(annotation.points, float).tolist(),
-            "positive": np.asarray(annotation.positive, bool).tolist(),
-            "settings": annotation.settings,
-        }
-        _replace(folder / "annotation.json", lambda name: Path(name).write_text(
-            json.dumps(record, indent=1)))  # fmt: skip
+        _remove_leftovers(folder)
+        with open(temporary, "xb") as handle:
+            with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+                archive.writestr("annotation.json", record)
+                for name, array in arrays.items():
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, array, allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, folder / SAVE_NAME)
+        _sync_folder(folder)
     except OSError as exc:
-        raise ActiveSamError(
-            f"Could not save the annotation to {folder} ({exc}): choose a writable folder."
+        raise SaveError(
+            f"Nothing was saved to {folder} ({exc}); its last save, if any, is unchanged: "
+            "choose a writable folder and save again."
         ) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+    for name in _FORMAT_1_FILES:  # the first format's files, superseded by this save
+        with contextlib.suppress(OSError):
+            (folder / name).unlink(missing_ok=True)
     return folder
 
 
 def load_annotation(folder: Path | str) -> SavedAnnotation:
-    """Read an annotation written by :func:`save_annotation`.
+    """Read the annotation saved in ``folder`` by :func:`save_annotation`.
 
     Raises
     ------
-    ActiveSamError
-        If ``folder`` holds no annotation, or one this version cannot read.
+    AnnotationFileError
+        If ``folder`` holds no annotation, a damaged one, or one in a format this version
+        cannot read; the message names the folder and what to do.
     """
     folder = Path(folder)
-    index = folder / "annotation.json"
-    if not index.is_file() or not (folder / "labels.npy").is_file():
-        raise ActiveSamError(f"{folder} holds no saved annotation: choose the folder you saved.")
-    record = json.loads(index.read_text())
-    if record.get("format") != ANNOTATION_FORMAT:
-        raise ActiveSamError(f"{folder} holds an annotation in an unknown format.")
-    labels = np.load(folder / "labels.npy", allow_pickle=False)
-    points = np.asarray(record["points"], float).reshape(-1, labels.ndim)
-    return SavedAnnotation(
-        labels=labels,
-        points=points,
-        positive=np.asarray(record["positive"], bool),
-        settings=record.get("settings", {}),
+    if folder.exists() and not folder.is_dir():
+        raise AnnotationFileError(
+            f"{folder} is a file, not an annotation folder: choose the folder you saved to."
+        )
+    _remove_leftovers(folder)
+    try:
+        if (folder / SAVE_NAME).exists():
+            return _read(folder / SAVE_NAME)
+        if all((folder / name).is_file() for name in _FORMAT_1_FILES):
+            return _read_format_1(folder)
+    except _DAMAGED as exc:
+        raise AnnotationFileError(
+            f"The annotation saved in {folder} is damaged ({exc}): choose another annotation "
+            "folder, or save again to replace it."
+        ) from exc
+    raise AnnotationFileError(
+        f"{folder} holds no saved annotation: choose the folder you saved to."
     )
+
+
+def _read(path: Path) -> SavedAnnotation:
+    with zipfile.ZipFile(path) as archive:
+
+        def array(name: str) -> np.ndarray:
+            with archive.open(f"{name}.npy") as member:
+                return np.lib.format.read_array(member, allow_pickle=False)
+
+        record = _record(archive.read("annotation.json"), ANNOTATION_FORMAT, path.parent)
+        return _checked(array("labels"), array("points"), array("positive"), record)
+
+
+def _read_format_1(folder: Path) -> SavedAnnotation:
+    record = _record((folder / "annotation.json").read_bytes(), _FORMAT_1, folder)
+    labels = np.load(folder / "labels.npy", allow_pickle=False)
+    points, positive = record["points"], record["positive"]
+    if not isinstance(positive, list) or not all(isinstance(p, bool) for p in positive):
+        raise ValueError("the prompts' polarity is not a list of true and false")
+    if not isinstance(points, list):
+        raise ValueError("the prompts are not a list of points")
+    points = np.asarray(points, float).reshape(-1, labels.ndim)
+    return _checked(labels, points, np.asarray(positive, bool), record)
+
+
+def _record(text: bytes, expected: str, folder: Path) -> dict[str, Any]:
+    """The JSON record ``text`` of format ``expected``, saved in ``folder``."""
+    record = json.loads(text)
+    if not isinstance(record, dict) or not isinstance(record.get("format"), str):
+        raise ValueError("its record names no format")
+    if record["format"] != expected:
+        raise AnnotationFileError(
+            f"{folder} holds an annotation in format {record['format']!r}, which this version "
+            "cannot read: update napari-active-sam, or choose another annotation folder."
+        )
+    if not isinstance(record.get("settings", {}), dict):
+        raise ValueError("its settings are not a mapping")
+    return record
+
+
+def _checked(labels: np.ndarray, points: np.ndarray, positive: np.ndarray,
+             record: dict[str, Any]) -> SavedAnnotation:  # fmt: skip
+    """The annotation, once its arrays are seen to fit together."""
+    if labels.ndim < 1 or not (labels.dtype == bool or np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"the labels are a {labels.ndim}-d {labels.dtype} array, not integers")
+    if not np.issubdtype(points.dtype, np.number) or points.shape[1:] != (labels.ndim,):
+        raise ValueError(f"the prompts are {points.dtype} of shape {points.shape}, not "
+                         f"(N, {labels.ndim}) numbers")  # fmt: skip
+    if not np.isfinite(points).all():
+        raise ValueError("some prompts are not finite numbers")
+    if positive.dtype != bool or positive.shape != (len(points),):
+        raise ValueError(f"the prompts' polarity is {positive.dtype} of shape {positive.shape},"
+                         f" not ({len(points)},) booleans")  # fmt: skip
+    return SavedAnnotation(labels, points.astype(float), positive, record.get("settings", {}))
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Remove the temporary files of saves killed in other processes."""
+    own = f"{_TEMPORARY_PREFIX}{os.getpid()}-"
+    with contextlib.suppress(OSError):
+        for path in folder.glob(f"{_TEMPORARY_PREFIX}*"):
+            if not path.name.startswith(own):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the rename to disk where the system allows opening a folder (POSIX)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
