@@ -125,3 +125,19 @@ def test_precompute_into_an_unwritable_store_fails(tmp_path, tiny_checkpoint, ca
     with pytest.warns(RuntimeWarning, match="in memory only"):
         assert main(args) == 2
     assert "choose a writable --out" in capsys.readouterr().err
+
+
+def test_a_benchmark_that_evaluates_nothing_fails(tmp_path, tiny_checkpoint, capsys):
+    import imageio.v3 as iio
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    iio.imwrite(data / "images" / "a.png", np.zeros((32, 32), np.uint8))
+    iio.imwrite(data / "masks" / "a.png", np.ones((16, 16), np.uint8))  # another shape
+    args = ["benchmark", "--data", str(data), "--model", "tiny", "--checkpoint",
+            str(tiny_checkpoint), "--strategies", "ritm", "--clicks", "2",
+            "--out", str(tmp_path / "out"), "--workers", "1"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Nothing was evaluated" in err and "skipped.json" in err

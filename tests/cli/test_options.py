@@ -65,3 +65,42 @@ def test_an_unknown_choice_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["make-dataset", "--out", "x", "--kind", "mri"])
     assert exit_.value.code == 2 and "invalid choice: 'mri'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["benchmark", "--data", ".", "--out", "o", "--workers", "-1"], "give 1 or more"),
+        (["benchmark", "--data", ".", "--out", "o", "--workers", "0"], "give 1 or more"),
+        (["benchmark", "--data", ".", "--out", "o", "--limit", "0"], "give 1 or more"),
+        (["benchmark", "--data", ".", "--out", "o", "--strategies", ","], "at least one"),
+        (["benchmark", "--data", ".", "--out", "o", "--strategies", "bald,x"], "Unknown strategy"),
+        (["benchmark", "--data", "missing-folder", "--out", "o"], "is not a folder"),
+        (["make-dataset", "--out", "o", "--size", "0"], "give 1 or more"),
+        (["train-head", "--threads", "-2"], "give 1 or more"),
+        (["train-head", "--images", "0"], "give 1 or more"),
+        (["train-head", "--checkpoint", "missing.pt"], "is not a file"),
+        (["quality", "--images", ".", "--masks", ".", "--out", "q.csv", "--head", "no.pt"],
+         "is not a file"),  # fmt: skip
+        (["train-demo-model", "--out", "m.pt", "--steps", "two"], "not a whole number"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing was started
+
+
+def test_an_unreachable_scheduler_and_no_workers_are_clear_errors():
+    from napari_active_sam.core.cluster import dask_client
+    from napari_active_sam.core.errors import ActiveSamError
+
+    with pytest.raises(ActiveSamError, match="Could not reach the dask scheduler"):
+        with dask_client("tcp://127.0.0.1:9", None):  # port 9: nothing listens
+            pass
+    with pytest.raises(ActiveSamError, match="0 workers cannot run"):
+        with dask_client(None, 0):
+            pass

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..core.enums import Strategy
+from ..core.errors import ActiveSamError
 from . import options
 
 DEFAULT_STRATEGIES = (
@@ -28,20 +29,25 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="folder with images/, masks/")
+    parser.add_argument(
+        "--data", type=options.existing_folder, required=True, help="folder with images/, masks/"
+    )
     options.model_options(parser)
     parser.add_argument(
         "--strategies",
-        default=",".join(DEFAULT_STRATEGIES),
+        type=options.strategy_list,
+        default=tuple(str(s) for s in DEFAULT_STRATEGIES),
         help=f"comma-separated, of: {', '.join(Strategy)}",
     )
     parser.add_argument(
-        "--head", type=Path, help="Bayesian head file for bald (default: the model's own)"
+        "--head",
+        type=options.existing_file,
+        help="Bayesian head file for bald (default: the model's own)",
     )
-    parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--clicks", type=options.positive_int, default=20)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, help="evaluate at most N objects")
+    parser.add_argument("--limit", type=options.positive_int, help="evaluate at most N objects")
     options.window_option(parser, None, "one window for all images (default: per dataset)")
     parser.add_argument(
         "--3d",
@@ -61,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchmarkConfig(
         data=args.data,
         model=ref,
-        strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+        strategies=args.strategies,
         clicks=args.clicks,
         seed=args.seed,
         limit=args.limit,
@@ -80,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
         "strategies": [str(s) for s in config.strategies],
     }
     summary = write_outputs(records, meta, args.out)
+    if not records:
+        raise ActiveSamError(
+            f"Nothing was evaluated: no object of {args.data} could be run (see "
+            f"{args.out / 'skipped.json'} for why each file was left out)."
+        )
     for name, figures in summary["strategies"].items():
         print(
             f"{name:9} objects {figures['objects']:4d}  mIoU@1 {figures['miou'][0]:.3f}  "

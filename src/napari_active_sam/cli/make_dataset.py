@@ -16,10 +16,14 @@ HELP = "generate images with instance ground truth (images/ and masks/ TIFFs)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to write")
-    parser.add_argument("--n", type=int, default=100, help="number of images (default 100)")
+    parser.add_argument(
+        "--n", type=options.positive_int, default=100, help="number of images (default 100)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kind", default=SceneKind.MIXED, choices=list(SceneKind))
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument(
+        "--size", type=options.positive_int, default=256, help="image side in pixels"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,11 +9,52 @@ from pathlib import Path
 from typing import Any
 
 from ..core.engine.preprocess import CT_PRESETS
-from ..core.enums import ModelName
+from ..core.enums import ModelName, Strategy, parse_option
+from ..core.errors import ActiveSamError
 from ..core.progress import Progress, drain
 
 WINDOWS = ("percentile", *CT_PRESETS)
 """Intensity windows by name: percentiles, or a CT preset in Hounsfield units."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 1 or more")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    """An argparse type: a file that exists."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{path} is not a file")
+    return path
+
+
+def existing_folder(text: str) -> Path:
+    """An argparse type: a folder that exists."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is not a folder")
+    return path
+
+
+def strategy_list(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated strategy names, at least one, each known."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one strategy")
+    for name in names:
+        try:
+            parse_option(Strategy, name, "strategy")
+        except ActiveSamError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
 
 
 def model_options(parser: argparse.ArgumentParser, default: str = ModelName.DEMO) -> None:
@@ -25,18 +66,20 @@ def model_options(parser: argparse.ArgumentParser, default: str = ModelName.DEMO
         help=f"registered model ({', '.join(ModelName)}; default {default}), or the "
         "architecture of --checkpoint",
     )
-    parser.add_argument("--checkpoint", type=Path, help="local checkpoint file")
+    parser.add_argument("--checkpoint", type=existing_file, help="local checkpoint file")
 
 
 def threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
 
 
 def cluster_options(parser: argparse.ArgumentParser) -> None:
     """Where batch work runs: a running dask scheduler, or local worker processes."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running dask scheduler")
-    where.add_argument("--workers", type=int, help="local worker processes (default: cores)")
+    where.add_argument(
+        "--workers", type=positive_int, help="local worker processes (default: cores)"
+    )
 
 
 def window_option(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
@@ -52,12 +95,16 @@ def fitting_options(parser: argparse.ArgumentParser, what: str, images: int, cli
     parser.add_argument(
         "--out", type=Path, help=f"file to write (default: the user's {what} for the model)"
     )
-    parser.add_argument("--data", type=Path, help="labelled folder (images/, masks/) to learn from")
+    parser.add_argument(
+        "--data", type=existing_folder, help="labelled folder (images/, masks/) to learn from"
+    )
     window_option(parser, None, "intensity window for --data (default: per dataset)")
     parser.add_argument(
-        "--images", type=int, default=images, help="generated scenes without --data"
+        "--images", type=positive_int, default=images, help="generated scenes without --data"
     )
-    parser.add_argument("--clicks", type=int, default=clicks, help="clicks per simulated object")
+    parser.add_argument(
+        "--clicks", type=positive_int, default=clicks, help="clicks per simulated object"
+    )
     parser.add_argument("--seed", type=int, default=0)
     threads_option(parser)
 

@@ -21,9 +21,14 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=Path, required=True, help="folder of images")
     parser.add_argument(
-        "--masks", type=Path, required=True, help="folder of masks named like their images"
+        "--images", type=options.existing_folder, required=True, help="folder of images"
+    )
+    parser.add_argument(
+        "--masks",
+        type=options.existing_folder,
+        required=True,
+        help="folder of masks named like their images",
     )
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
     parser.add_argument(
@@ -36,9 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "which answered",
     )
     options.model_options(parser)
-    parser.add_argument("--head", type=Path, help="Bayesian head file (default: the model's)")
     parser.add_argument(
-        "--regressor", type=Path, help="quality regressor file (default: the model's)"
+        "--head", type=options.existing_file, help="Bayesian head file (default: the model's)"
+    )
+    parser.add_argument(
+        "--regressor",
+        type=options.existing_file,
+        help="quality regressor file (default: the model's)",
     )
     options.window_option(parser, "percentile", "intensity window (default percentile)")
     options.threads_option(parser)

@@ -17,15 +17,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--steps", type=int, help="optimiser steps (default 1400: ~45 min on 2 CPU cores)"
+        "--steps",
+        type=options.positive_int,
+        help="optimiser steps (default 1400: ~45 min on 2 CPU cores)",
     )
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--pool-size", type=int, default=2000, help="generated training scenes")
+    parser.add_argument("--batch-size", type=options.positive_int, default=8)
     parser.add_argument(
-        "--prompts", type=int, default=8, help="prompts per simulated session (default 8)"
+        "--pool-size", type=options.positive_int, default=2000, help="generated training scenes"
     )
     parser.add_argument(
-        "--init", type=Path, help="continue training from this demo-architecture checkpoint"
+        "--prompts",
+        type=options.positive_int,
+        default=8,
+        help="prompts per simulated session (default 8)",
+    )
+    parser.add_argument(
+        "--init",
+        type=options.existing_file,
+        help="continue training from this demo-architecture checkpoint",
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     options.threads_option(parser)

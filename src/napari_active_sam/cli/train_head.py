@@ -19,12 +19,16 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.fitting_options(parser, "head", images=150, clicks=6)
-    parser.add_argument("--steps", type=int, default=600, help="MAP optimiser steps")
+    parser.add_argument(
+        "--steps", type=options.positive_int, default=600, help="MAP optimiser steps"
+    )
     parser.add_argument(
         "--structure", default=HessianStructure.DIAG, choices=list(HessianStructure)
     )
     parser.add_argument("--prior", default=PriorMethod.MARGLIK, choices=list(PriorMethod))
-    parser.add_argument("--fit-pixels", type=int, default=20_000, help="pixels for the posterior")
+    parser.add_argument(
+        "--fit-pixels", type=options.positive_int, default=20_000, help="pixels for the posterior"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

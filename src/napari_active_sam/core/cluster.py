@@ -10,6 +10,11 @@ from dataclasses import dataclass
 import dask
 from distributed import Client, LocalCluster
 
+from .errors import ActiveSamError
+
+CONNECT_TIMEOUT = "10s"
+"""How long to try reaching a dask scheduler before saying it cannot be reached."""
+
 LOCAL_WORKER_CONFIG = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
     "distributed.worker.profile.enabled": False,
@@ -44,12 +49,21 @@ def dask_client(
     (Client, ClusterInfo)
     """
     if scheduler:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ActiveSamError(
+                f"Could not reach the dask scheduler at {scheduler} ({exc}): start it, check "
+                "the address, or leave out --scheduler to run on this machine."
+            ) from None
+        with client:
             count = len(client.scheduler_info().get("workers", {}))
             yield client, ClusterInfo(workers=max(count, 1), torch_threads=None)
         return
     cores = os.cpu_count() or 1
-    workers = workers or cores
+    workers = cores if workers is None else workers
+    if workers < 1:
+        raise ActiveSamError(f"{workers} workers cannot run anything: ask for 1 or more.")
     with (
         dask.config.set(LOCAL_WORKER_CONFIG),
         LocalCluster(
