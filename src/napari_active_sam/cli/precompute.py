@@ -12,7 +12,10 @@ from . import options
 
 NAME = "precompute"
 HELP = "encode every slice of a volume or folder of images into a zarr store"
-DESCRIPTION = "Encode slices through dask.distributed; rerunning skips finished slices."
+DESCRIPTION = (
+    "Encode slices through dask.distributed; rerunning skips finished slices and re-encodes "
+    "damaged ones."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             if store.path is None:
                 raise ActiveSamError(f"Cannot write the store {out}: choose a writable --out.")
             steps = precompute(ref, source, store, client, torch_threads=info.torch_threads)
-            options.drain_with_bar(steps, file.name)
-            print(f"{file} -> {store.path or 'memory only'}", file=sys.stderr)
+            repaired = options.drain_with_bar(steps, file.name)
+            note = f" ({repaired} repaired)" if repaired else ""
+            print(f"{file} -> {store.path}{note}", file=sys.stderr)
     return 0

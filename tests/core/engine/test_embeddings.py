@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import dask
 import numpy as np
@@ -224,3 +225,107 @@ def test_local_cluster_precompute_equals_in_process(tiny_checkpoint, ct_volume, 
         ours, theirs = local.get(slice_key((z,)), sig), reopened.get(slice_key((z,)), sig)
         assert theirs is not None
         torch.testing.assert_close(ours.features, theirs.features, atol=2e-3, rtol=0)
+
+
+def _chunk_file(path, key):
+    return path / key / "c" / "0" / "0" / "0"
+
+
+def _damage_deleted_chunk(path, key):
+    _chunk_file(path, key).unlink()
+
+
+def _damage_nan_chunk(path, key):
+    zarr.open_array(path / key, mode="r+")[...] = np.nan
+
+
+def _damage_truncated_chunk(path, key):
+    chunk = _chunk_file(path, key)
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+
+
+def _damage_entry_metadata(path, key):
+    (path / key / "zarr.json").write_text('{"zarr_format": 3, "node_')
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_damage_deleted_chunk, _damage_nan_chunk, _damage_truncated_chunk, _damage_entry_metadata],
+)
+def test_damaged_entry_is_recomputed_with_a_warning(tiny_model, ct_volume, tmp_path, damage):
+    path = tmp_path / "ct.zarr"
+    source = SliceSource(ct_volume)
+    original = embed_slice(tiny_model, source, _store_for(tiny_model, path=path), (2,))
+    damage(path, "0002")
+    reopened = _store_for(tiny_model, path=path)
+    with pytest.warns(RuntimeWarning, match="0002.*damaged.*recomputed"):
+        assert not reopened.has("0002", original.signature)
+    assert reopened.damaged == {"0002"}
+    assert reopened.get("0002", original.signature) is None  # warned once per entry
+    repaired = embed_slice(tiny_model, source, reopened, (2,))
+    assert torch.isfinite(repaired.features).all() and repaired.features.abs().sum() > 0
+    torch.testing.assert_close(repaired.features, original.features, atol=2e-3, rtol=0)
+    fresh = _store_for(tiny_model, path=path).get("0002", original.signature)
+    assert torch.equal(fresh.features, repaired.features)
+
+
+def test_entry_records_a_checksum_of_its_array(tiny_model, ct_volume, tmp_path):
+    path = tmp_path / "ct.zarr"
+    store = _store_for(tiny_model, path=path)
+    embedding = embed_slice(tiny_model, SliceSource(ct_volume), store, (0,))
+    array = zarr.open_array(path / "0000")
+    assert set(array.attrs) >= {"signature", "checksum", "original_size", "input_size"}
+    assert array.attrs["signature"] == embedding.signature
+
+
+def test_corrupt_store_metadata_is_a_store_error(tiny_model, ct_volume, tmp_path):
+    path = tmp_path / "ct.zarr"
+    embed_slice(tiny_model, SliceSource(ct_volume), _store_for(tiny_model, path=path), (0,))
+    (path / "zarr.json").write_text("{not json")
+    with pytest.raises(EmbeddingStoreError, match=r"ct\.zarr.*delete it or choose another"):
+        _store_for(tiny_model, path=path)
+
+
+def test_ordinary_folder_is_refused_and_left_alone(tmp_path):
+    folder = tmp_path / "my_images"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(EmbeddingStoreError, match="not a napari-active-sam embedding store"):
+        EmbeddingStore("m@0", path=folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert EmbeddingStore("m@0", path=empty).path == empty
+
+
+def test_reader_sees_a_whole_entry_while_another_store_rewrites_it(tmp_path):
+    path = tmp_path / "shared.zarr"
+    rng = np.random.default_rng(0)
+    versions = {
+        name: Embedding(torch.from_numpy(rng.random((8, 16, 16)).astype(np.float16)),
+                        (16, 16), (16, 16), name)
+        for name in ("a", "b")
+    }  # fmt: skip
+    writer = EmbeddingStore("m@0", path=path)
+    writer.put("0000", versions["a"])
+    stop = threading.Event()
+
+    def rewrite():
+        while not stop.is_set():
+            for embedding in versions.values():
+                writer.put("0000", embedding)
+
+    thread = threading.Thread(target=rewrite)
+    thread.start()
+    seen = []
+    try:
+        for i in range(300):
+            name = "ab"[i % 2]
+            found = EmbeddingStore("m@0", path=path).get("0000", name)
+            if found is not None:
+                assert torch.equal(found.features, versions[name].features)
+                seen.append(name)
+    finally:
+        stop.set()
+        thread.join()
+    assert seen  # the reader did read entries, not only misses

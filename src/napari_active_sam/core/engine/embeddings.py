@@ -3,6 +3,8 @@
 An embedding is only ever returned for the exact input it was computed from: each one
 carries a signature over the slice's data, the model and its weights, the preprocessing and
 the package version, and a lookup whose signature differs is a miss (the caller re-encodes).
+On disk each entry also records a checksum of its array: an entry that is damaged (missing or
+truncated chunks, garbled metadata, changed values) is a miss too, reported with a warning.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Generator, Iterable, Sequence
@@ -29,6 +32,14 @@ from .checkpoints import LoadedModel, ModelRef, is_writable_dir
 from .preprocess import SliceSource, to_sam_rgb
 
 STORE_FORMAT = "napari-active-sam-embeddings/1"
+
+# What zarr, numcodecs and json raise on files that are missing, truncated or garbled.
+_READ_ERRORS = (OSError, ValueError, LookupError, TypeError, RuntimeError)
+
+
+def _checksum(array: np.ndarray) -> str:
+    """Hex digest of an array's bytes, kept in its entry's record."""
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
 
 
 def slice_signature(raw_slice: np.ndarray, model_id: str, preprocessing: dict[str, Any]) -> str:
@@ -147,11 +158,23 @@ class EmbeddingStore:
     overwrite : bool
         Empty a store at ``path`` that holds another model's embeddings instead of raising.
 
+    Attributes
+    ----------
+    damaged : set of str
+        Keys of disk entries found damaged since the store was opened (each is warned about
+        once and is a miss, so the caller re-encodes it).
+
     Raises
     ------
     EmbeddingStoreError
-        If ``path`` holds embeddings of another model (and ``overwrite`` is False), or is not
-        an embedding store.
+        If ``path`` holds embeddings of another model (and ``overwrite`` is False), is a
+        non-empty folder that is not an embedding store, or cannot be opened.
+
+    Notes
+    -----
+    A writer clears an entry's record, writes its array, then writes the record (signature,
+    sizes, checksum) last, each file atomically. A reader in another process therefore gets
+    the whole old entry, the whole new one, or a miss.
     """
 
     def __init__(
@@ -168,6 +191,7 @@ class EmbeddingStore:
         self._lock = threading.Lock()
         self.path: Path | None = None
         self._group: zarr.Group | None = None
+        self.damaged: set[str] = set()
         if path is not None:
             self._open(Path(path), overwrite)
 
@@ -181,17 +205,22 @@ class EmbeddingStore:
                 stacklevel=3,
             )
             return
+        if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
+            raise EmbeddingStoreError(
+                f"{path} is not a napari-active-sam embedding store: choose an empty or new folder."
+            )
         try:
             group = zarr.open_group(path, mode="a")
-        except Exception as exc:  # zarr raises several types for a folder that is not a group
+            attrs = dict(group.attrs)
+        except _READ_ERRORS as exc:
             raise EmbeddingStoreError(
-                f"{path} exists but is not an embedding store ({exc}): choose another path."
+                f"The embedding store {path} cannot be opened ({exc}): delete it or choose "
+                "another --out."
             ) from exc
-        attrs = dict(group.attrs)
         if attrs and attrs.get("format") != STORE_FORMAT:
             raise EmbeddingStoreError(
-                f"{path} is a zarr group but not a napari-active-sam embedding store: choose "
-                "another path."
+                f"{path} is a zarr group but not a napari-active-sam embedding store: choose an "
+                "empty or new folder."
             )
         stored_model = attrs.get("model_id")
         if stored_model is not None and stored_model != self.model_id:
@@ -201,42 +230,94 @@ class EmbeddingStore:
                     f"{self.model_id}. Choose another store path, or overwrite it to "
                     "recompute with this model."
                 )
-            group = zarr.open_group(path, mode="w")
-        group.attrs.update({"format": STORE_FORMAT, "model_id": self.model_id})
+            group, attrs = zarr.open_group(path, mode="w"), {}
+        identity = {"format": STORE_FORMAT, "model_id": self.model_id}
+        if attrs != identity:  # rewriting it on every open would race with other readers
+            group.attrs.update(identity)
         self.path = path
         self._group = group
 
-    def _disk_signature(self, key: str) -> str | None:
-        if self._group is None or key not in self._group:
-            return None
-        return self._group[key].attrs.get("signature")
+    def _record(self, key: str) -> dict[str, Any] | None:
+        """The entry's attributes, or None if there is no entry (raises if unreadable)."""
+        return dict(self._group[key].attrs) if key in self._group else None
 
-    def _read_disk(self, key: str) -> Embedding:
-        array = self._group[key]
-        attrs = array.attrs
-        return Embedding(
-            features=torch.from_numpy(np.asarray(array[...], dtype=np.float16)),
-            original_size=tuple(attrs["original_size"]),
-            input_size=tuple(attrs["input_size"]),
-            signature=attrs["signature"],
+    def _read_disk(self, key: str, signature: str) -> Embedding | None:
+        """The entry of ``key`` if it matches ``signature`` and its checksum, else None."""
+        if self._group is None:
+            return None
+        record = None
+        try:
+            record = self._record(key)
+            if record is None or record.get("signature") != signature:
+                return None
+            features = np.asarray(self._group[key][...], dtype=np.float16)
+            if _checksum(features) == record.get("checksum"):
+                return Embedding(
+                    features=torch.from_numpy(features),
+                    original_size=tuple(record["original_size"]),
+                    input_size=tuple(record["input_size"]),
+                    signature=signature,
+                )
+            problem = "its values do not match its checksum"
+        except _READ_ERRORS as exc:
+            problem = f"it cannot be read: {exc!r}"
+        if self._unchanged(key, record):  # else another writer is replacing it: a plain miss
+            self._report_damage(key, problem)
+        return None
+
+    def _unchanged(self, key: str, record: dict[str, Any] | None) -> bool:
+        try:
+            return self._record(key) == record
+        except _READ_ERRORS:
+            return record is None
+
+    def _report_damage(self, key: str, problem: str) -> None:
+        if key in self.damaged:
+            return
+        self.damaged.add(key)
+        warnings.warn(
+            f"The stored embedding {key} in {self.path} is damaged ({problem}); it will be "
+            "recomputed.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def _empty_array(self, key: str, shape: tuple[int, ...]) -> zarr.Array:
+        """The entry's array, its record cleared, or a new one if it is missing or unfit."""
+        try:
+            array = self._group[key]
+        except _READ_ERRORS:
+            array = None
+        fits = isinstance(array, zarr.Array) and array.dtype == np.float16
+        if fits and array.shape == array.chunks == shape:
+            array.attrs.put({})  # readers see no entry until the new record is written
+            return array
+        return self._group.create_array(
+            key, shape=shape, dtype="float16", chunks=shape, overwrite=True
         )
 
     def _write_disk(self, key: str, embedding: Embedding) -> None:
         if self._group is None:
             return
-        data = embedding.features.numpy()
-        array = self._group.create_array(
-            key, shape=data.shape, dtype="float16", chunks=data.shape, overwrite=True
-        )
-        array[...] = data
-        # Attributes last: a crash mid-write leaves no signature, so the slice is redone.
-        array.attrs.update(
-            {
-                "signature": embedding.signature,
-                "original_size": list(embedding.original_size),
-                "input_size": list(embedding.input_size),
-            }
-        )
+        features = embedding.features.numpy()
+        try:
+            array = self._empty_array(key, features.shape)
+            array[...] = features
+            # The record last: a crash or a reader mid-write finds no (or the old) record.
+            array.attrs.put(
+                {
+                    "signature": embedding.signature,
+                    "original_size": list(embedding.original_size),
+                    "input_size": list(embedding.input_size),
+                    "checksum": _checksum(features),
+                    "write": uuid.uuid4().hex,  # tells a rewrite from damage to a reader
+                }
+            )
+        except OSError as exc:
+            raise EmbeddingStoreError(
+                f"Cannot write to the embedding store {self.path} ({exc}): free some space or "
+                "choose another --out."
+            ) from exc
 
     # ---------------------------------------------------------------------------- public
     @property
@@ -245,15 +326,18 @@ class EmbeddingStore:
         return self._memory_bytes
 
     def has(self, key: str, signature: str) -> bool:
-        """True if a valid embedding for ``key`` is in memory or on disk (nothing is read)."""
+        """True if a valid embedding for ``key`` is in memory or intact on disk.
+
+        A disk entry is read and its checksum checked, but not kept in memory.
+        """
         with self._lock:
             cached = self._memory.get(key)
             if cached is not None and cached.signature == signature:
                 return True
-            return self._disk_signature(key) == signature
+            return self._read_disk(key, signature) is not None
 
     def get(self, key: str, signature: str) -> Embedding | None:
-        """The embedding of ``key`` if its signature equals ``signature``, else None."""
+        """The embedding of ``key`` if its signature equals ``signature`` and it is intact."""
         with self._lock:
             cached = self._memory.get(key)
             if cached is not None:
@@ -261,10 +345,9 @@ class EmbeddingStore:
                     self._memory.move_to_end(key)
                     return cached
                 self._drop(key)
-            if self._disk_signature(key) != signature:
-                return None
-            embedding = self._read_disk(key)
-            self._remember(key, embedding)
+            embedding = self._read_disk(key, signature)
+            if embedding is not None:
+                self._remember(key, embedding)
             return embedding
 
     def put(self, key: str, embedding: Embedding) -> None:
@@ -404,12 +487,13 @@ def precompute(
     client: Any,
     torch_threads: int | None = None,
     chunk_size: int = 8,
-) -> Generator[Progress, None, None]:
+) -> Generator[Progress, None, int]:
     """Encode every slice of ``source`` on a dask cluster into ``store``; resumable.
 
-    Slices already in the store with a valid signature are skipped. Chunks of slices are
-    encoded by workers (each loads the model once per chunk) and written by this process as
-    they finish, so an interrupted run keeps what it finished.
+    Slices already in the store with a valid signature and checksum are skipped; damaged
+    ones are encoded again. Chunks of slices are encoded by workers (each loads the model
+    once per chunk) and written by this process as they finish, so an interrupted run keeps
+    what it finished.
 
     Parameters
     ----------
@@ -425,6 +509,11 @@ def precompute(
         Torch threads per task (see :func:`~napari_active_sam.core.cluster.dask_client`).
     chunk_size : int
         Slices per task.
+
+    Returns
+    -------
+    int
+        Damaged entries that were encoded again.
     """
     from distributed import as_completed
 
@@ -444,9 +533,11 @@ def precompute(
         if not store.has(key, signature):
             todo.append((key, signature, index))
     done = total - len(todo)
-    yield Progress(done, total, f"{done} of {total} slices already in the store")
+    repairs = sum(key in store.damaged for key, *_ in todo)
+    message = f"{done} of {total} slices already in the store"
+    yield Progress(done, total, message + (f", {repairs} damaged" if repairs else ""))
     if not todo:
-        return
+        return 0
     futures = {}
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
@@ -470,3 +561,4 @@ def precompute(
             )
             done += 1
         yield Progress(done, total, f"encoded {done}/{total} slices")
+    return repairs

@@ -1,0 +1,63 @@
+"""``precompute`` on stores that are damaged or are not stores at all."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+from napari_active_sam.cli import main
+from napari_active_sam.core.data.files import read_image
+from napari_active_sam.core.engine.checkpoints import load_checkpoint
+from napari_active_sam.core.engine.embeddings import EmbeddingStore, slice_key, slice_signature
+from napari_active_sam.core.engine.preprocess import SliceSource
+
+
+def _args(image, checkpoint, out):
+    return ["precompute", str(image), "--model", "tiny", "--checkpoint", str(checkpoint),
+            "--out", str(out), "--workers", "1"]  # fmt: skip
+
+
+def _stored_features(out, image_path, checkpoint):
+    model = load_checkpoint(checkpoint, device="cpu", name="tiny")
+    data = read_image(image_path).data
+    source = SliceSource(data)
+    params = source.parameters(source.limits())
+    store = EmbeddingStore(model.model_id, path=out)
+    features = []
+    for z in range(len(data)):
+        embedding = store.get(slice_key((z,)), slice_signature(data[z], model.model_id, params))
+        features.append(None if embedding is None else embedding.features)
+    return features
+
+
+def test_precompute_repairs_damaged_entries(tmp_path, tiny_checkpoint, capsys):
+    image = tmp_path / "stack.tif"
+    stack = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    tifffile.imwrite(image, stack, photometric="minisblack")
+    out = tmp_path / "stack.zarr"
+    assert main(_args(image, tiny_checkpoint, out)) == 0
+    before = _stored_features(out, image, tiny_checkpoint)
+    (out / "0000" / "c" / "0" / "0" / "0").unlink()
+    zarr.open_array(out / "0001", mode="r+")[...] = np.nan
+    capsys.readouterr()
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        assert main(_args(image, tiny_checkpoint, out)) == 0
+    err = capsys.readouterr().err
+    assert "1 of 3 slices already in the store" in err and "2 repaired" in err
+    for old, new in zip(before, _stored_features(out, image, tiny_checkpoint), strict=True):
+        assert torch.isfinite(new).all() and new.abs().sum() > 0
+        torch.testing.assert_close(new, old, atol=2e-3, rtol=0)
+
+
+def test_precompute_refuses_an_ordinary_folder_as_out(tmp_path, tiny_checkpoint, capsys):
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.zeros((32, 32), np.float32))
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("mine")
+    assert main(_args(image, tiny_checkpoint, folder)) == 2
+    assert "not a napari-active-sam embedding store" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["thesis.txt"]
