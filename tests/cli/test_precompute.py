@@ -61,3 +61,15 @@ def test_precompute_refuses_an_ordinary_folder_as_out(tmp_path, tiny_checkpoint,
     assert main(_args(image, tiny_checkpoint, folder)) == 2
     assert "not a napari-active-sam embedding store" in capsys.readouterr().err
     assert [p.name for p in folder.iterdir()] == ["thesis.txt"]
+
+
+def test_precompute_encodes_a_dicom_series_folder_as_one_volume(tmp_path, tiny_checkpoint,
+                                                                dicom_slice, capsys):  # fmt: skip
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for z in range(3):
+        dicom_slice(folder / f"IM{z}", "3.3", z * 2.0, np.full((32, 32), 100 * z))
+    out = tmp_path / "ct.zarr"
+    assert main(_args(folder, tiny_checkpoint, out)) == 0
+    assert f"{folder} -> {out}" in capsys.readouterr().err
+    assert len(_stored_features(out, folder, tiny_checkpoint)) == 3

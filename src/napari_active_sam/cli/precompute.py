@@ -19,7 +19,11 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("image", type=Path, help="image or volume file, or a folder of images")
+    parser.add_argument(
+        "image",
+        type=Path,
+        help="image or volume file, a DICOM series folder, or a folder of images",
+    )
     options.model_options(parser, default=ModelName.VIT_B)
     parser.add_argument("--out", type=Path, required=True, help="zarr store to write (STORE.zarr)")
     options.window_option(parser, "percentile", "intensity window (default percentile)")
@@ -30,13 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _image_files(path: Path) -> list[Path]:
+    """The images to encode: ``path`` itself (a file or a DICOM series folder), or the image
+    files of a folder."""
+    from ..core.data.dicom import is_dicom
     from ..core.data.files import IMAGE_SUFFIXES, has_suffix
 
-    if path.is_dir():
+    if not path.exists():
+        raise ActiveSamError(f"{path} does not exist: give an image, a volume or a folder.")
+    if path.is_dir() and not any(is_dicom(p) for p in path.iterdir() if p.is_file()):
         files = sorted(p for p in path.iterdir() if p.is_file() and has_suffix(p, IMAGE_SUFFIXES))
         if not files:
             raise ActiveSamError(
-                f"{path} holds no image file ({', '.join(IMAGE_SUFFIXES)}): nothing to encode."
+                f"{path} holds no image file ({', '.join(IMAGE_SUFFIXES)}) and no DICOM "
+                "series: nothing to encode."
             )
         return files
     return [path]
@@ -57,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         for file in files:
             image = read_image(file)
             source = SliceSource(image.data, window=window, rgb=image.rgb)
-            out = Path(args.out) / stem(file) if inputs.is_dir() else Path(args.out)
+            out = Path(args.out) / stem(file) if file != inputs else Path(args.out)
             store = EmbeddingStore(identity, max_bytes=0, path=out, overwrite=args.overwrite)
             if store.path is None:
                 raise ActiveSamError(f"Cannot write the store {out}: choose a writable --out.")
