@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,10 @@ def write_dicom_slice(path, series_uid, z, pixels, slope=2.0, intercept=-1024.0,
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    # The same file name, series and place give the same UID: files are alike run to run.
+    meta.MediaStorageSOPInstanceUID = generate_uid(
+        entropy_srcs=[Path(path).name, series_uid, str(z)]
+    )
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
@@ -95,7 +100,7 @@ def write_dicom_slice(path, series_uid, z, pixels, slope=2.0, intercept=-1024.0,
     ds.save_as(path, enforce_file_format=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def dicom_slice():
     """:func:`write_dicom_slice`, for tests that write DICOM files."""
     return write_dicom_slice

@@ -308,6 +308,13 @@ def _decoded(s: _Slice) -> np.ndarray:
     """One file's pixels as float32 (uint8 for colour), rescaled by slope and intercept."""
     import pydicom
 
+    header = s.header
+    bits = int(header.get("BitsAllocated", 16) or 16)
+    samples = int(header.get("SamplesPerPixel", 1) or 1)
+    compressed = header.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian)
+    compressed = getattr(compressed, "is_compressed", False)
+    check_claimed_size(s.path, (s.frames, *s.size, samples), max(bits, 1) / 8,
+                       stored=None if compressed else s.path.stat().st_size)  # fmt: skip
     try:
         ds = pydicom.dcmread(s.path)
         pixels = ds.pixel_array

@@ -86,12 +86,21 @@ def _read_plain(path: Path) -> ImageData:
 
 
 def _read_npy(path: Path) -> ImageData:
+    fmt = np.lib.format
+    size = path.stat().st_size
     with open(path, "rb") as handle:
-        fmt = np.lib.format
         version = fmt.read_magic(handle)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ImageError(f"{path.name}: unknown .npy format version {version}.")
+        start, length_bytes = handle.tell(), 2 if version == (1, 0) else 4
+        length = int.from_bytes(handle.read(length_bytes), "little")
+        if start + length_bytes + length > size:
+            raise ImageError(f"{path.name}: its header runs past the end of the file: the file "
+                             "is truncated or damaged.")  # fmt: skip
+        handle.seek(start)
         read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _, dtype = read_header(handle)
-        stored = path.stat().st_size - handle.tell()
+        stored = size - handle.tell()
     if dtype.hasobject:
         raise ImageError(f"{path.name} holds Python objects, not an image array.")
     check_claimed_size(path, shape or (1,), dtype.itemsize, stored=stored)

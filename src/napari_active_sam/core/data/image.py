@@ -51,7 +51,7 @@ class ImageData:
 def check_claimed_size(
     path: Path,
     shape: tuple[int, ...],
-    itemsize: int,
+    itemsize: float,
     *,
     stored: int | None = None,
     ratio: int = 1,
@@ -88,7 +88,7 @@ def check_claimed_size(
     if any(int(n) <= 0 for n in shape):
         raise ImageError(f"{path.name}: its header gives the image shape {tuple(shape)}; the "
                          "file is damaged or holds no image.")  # fmt: skip
-    size = math.prod(int(n) for n in shape) * int(itemsize)
+    size = math.ceil(math.prod(int(n) for n in shape) * itemsize)
     if stored is not None and size > stored * ratio:
         raise ImageError(
             f"{path.name}: its header claims {_gb(size)} of image {tuple(shape)} but the file "
