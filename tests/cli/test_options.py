@@ -98,9 +98,8 @@ def test_an_unreachable_scheduler_and_no_workers_are_clear_errors():
     from napari_active_sam.core.cluster import dask_client
     from napari_active_sam.core.errors import ActiveSamError
 
-    with pytest.raises(ActiveSamError, match="Could not reach the dask scheduler"):
-        with dask_client("tcp://127.0.0.1:9", None):  # port 9: nothing listens
-            pass
-    with pytest.raises(ActiveSamError, match="0 workers cannot run"):
-        with dask_client(None, 0):
-            pass
+    unreachable = dask_client("tcp://127.0.0.1:9", None)  # port 9: nothing listens
+    with pytest.raises(ActiveSamError, match="Could not reach the dask scheduler"), unreachable:
+        pass
+    with pytest.raises(ActiveSamError, match="0 workers cannot run"), dask_client(None, 0):
+        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -204,3 +205,62 @@ def test_the_shipped_demo_head_improves_on_sam_for_fresh_click_sets():
 
     with torch.no_grad():
         assert loss(head.net(inputs)) < loss(inputs[:, :1])
+
+
+def _head_file(path, mean, covariance, **fields):
+    """A head file as :meth:`BayesHead.save` writes it, with any posterior."""
+    payload = {"format": 1, "state_dict": BayesHeadNet().state_dict(), "mean": mean,
+               "covariance": covariance, "model_id": "tiny@0", "grid": 32, "info": {}}  # fmt: skip
+    return HEAD.save(path, {**payload, **fields})
+
+
+@pytest.mark.parametrize(
+    ("mean", "covariance"),
+    [
+        (torch.zeros(5), torch.eye(5)),
+        (torch.zeros(18), torch.eye(18)),
+        (torch.zeros(17), torch.eye(5)),
+        (torch.zeros(17, 1), torch.eye(17)),
+        (torch.zeros(17), torch.eye(17)[:, :5]),
+        (torch.zeros(()), torch.eye(17)),
+    ],
+    ids=["both-5", "both-18", "cov-5", "mean-17x1", "cov-17x5", "mean-scalar"],
+)
+def test_a_posterior_of_the_wrong_size_is_refused_at_load(tmp_path, mean, covariance):
+    path = _head_file(tmp_path / "odd.head.pt", mean, covariance)
+    with pytest.raises(CheckpointError, match="last layer has 17 parameters") as info:
+        BayesHead.load(path)
+    assert str(info.value).startswith(f"{path} is damaged") and "train-head" in str(info.value)
+    good = _head_file(tmp_path / "good.head.pt", torch.zeros(17), torch.eye(17))
+    assert BayesHead.load(good).mean.shape == (17,)
+
+
+def test_a_posterior_that_is_not_finite_is_refused_at_load(tmp_path):
+    mean = torch.zeros(17)
+    mean[3] = float("nan")
+    path = _head_file(tmp_path / "nan.head.pt", mean, torch.eye(17))
+    with pytest.raises(CheckpointError, match="not finite"):
+        BayesHead.load(path)
+
+
+class _Payload:
+    """Unpickling this runs a shell command that writes ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'echo unpickled > "{self.marker}"',)
+
+
+def test_a_head_file_with_pickled_code_is_refused_in_plain_words(tmp_path):
+    marker = tmp_path / "marker.txt"
+    path = tmp_path / "evil.head.pt"
+    torch.save({"kind": "napari-active-sam head", "mean": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError) as info:
+        BayesHead.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} holds Python objects beyond tensors (")
+    assert "does not load such files. Fit one with `napari-active-sam train-head`." in message
+    assert "\x1b" not in message and "weights_only" not in message
+    assert not marker.exists()

@@ -5,8 +5,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +20,7 @@ from segment_anything import sam_model_registry
 from napari_active_sam.core.engine.architectures import ARCHITECTURES, Architecture
 from napari_active_sam.core.engine.checkpoints import (
     CACHE_ENV,
+    CHECKPOINT_FORMAT,
     DEVICE_ENV,
     ModelRef,
     cache_dir,
@@ -139,11 +145,170 @@ def test_checkpoint_with_other_shapes_names_the_key(tmp_path, tiny_arch):
         load_checkpoint(path, tiny_arch)
 
 
-def test_pickled_code_is_refused(tmp_path):
+class _Payload:
+    """Unpickling this runs a shell command that writes ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'echo unpickled > "{self.marker}"',)
+
+
+def test_pickled_code_is_refused_in_plain_words_and_never_run(tmp_path):
+    marker = tmp_path / "marker.txt"
     path = tmp_path / "evil.pth"
-    torch.save({"weights": functools.partial(print, "side effect")}, path)
-    with pytest.raises(CheckpointError):
+    torch.save({"weights": _Payload(marker)}, path)
+    partial = tmp_path / "partial.pth"
+    torch.save({"weights": functools.partial(print, "side effect")}, partial)
+    for load, file in [
+        (lambda: load_checkpoint(path, "vit_b"), path),
+        (lambda: load_model("vit_b", checkpoint=path), path),
+        (lambda: load_checkpoint(partial), partial),
+    ]:
+        with pytest.raises(CheckpointError) as info:
+            load()
+        message = str(info.value)
+        assert message.startswith(f"{file} holds Python objects beyond tensors (")
+        assert "napari-active-sam does not load such files" in message
+        assert "\x1b" not in message and "weights_only" not in message
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert "Download it again from a trusted source, or re-save it with save_checkpoint" in str(
+        pytest.raises(CheckpointError, load_checkpoint, path).value
+    )
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the file is really dangerous
+    assert marker.exists()
+
+
+def test_damaged_pickle_is_not_called_python_objects(tmp_path):
+    path = tmp_path / "noise.pth"
+    path.write_bytes(b"\x80\x02" + bytes(range(256)) * 4)
+    with pytest.raises(CheckpointError, match="not a valid pickle") as info:
         load_checkpoint(path, "vit_b")
+    assert "weights_only" not in str(info.value) and "Python objects" not in str(info.value)
+
+
+# ------------------------------------------------------------ architectures stored in files
+
+
+def _project_file(path, architecture, state):
+    """A file in this project's format, whatever its architecture entry holds."""
+    torch.save({"format": CHECKPOINT_FORMAT, "architecture": architecture, "state_dict": state},
+               path)  # fmt: skip
+    return path
+
+
+@pytest.fixture
+def real_builds(monkeypatch):
+    """Names of the architectures built for real (not on the meta device) during a test."""
+    built = []
+    build = Architecture.build
+
+    def spy(self):
+        if torch.empty(()).device.type != "meta":
+            built.append(self.name)
+        return build(self)
+
+    monkeypatch.setattr(Architecture, "build", spy)
+    return built
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda d: d.pop("encoder_depth"), "encoder_depth"),
+        (lambda d: d.update(encoder_num_heads=0), "encoder_num_heads"),
+        (lambda d: d.update(img_size=-128), "img_size"),
+        (lambda d: d.update(patch_size="16"), "patch_size"),
+        (lambda d: d.update(decoder_depth=None), "decoder_depth"),
+        (lambda d: d.update(colour="red"), "colour"),
+    ],
+)
+def test_stored_architecture_with_a_bad_field_names_file_and_field(
+    tmp_path, tiny_model, real_builds, change, field
+):
+    arch = tiny_model.architecture.to_dict()
+    change(arch)
+    path = _project_file(tmp_path / "odd.pt", arch, tiny_model.sam.state_dict())
+    with pytest.raises(CheckpointError, match=field) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(f"{path} is for an architecture")
+    assert "re-save it with save_checkpoint" in str(info.value)
+    assert real_builds == []
+
+
+def test_stored_architecture_that_is_not_a_dict(tmp_path, tiny_model):
+    path = _project_file(tmp_path / "odd.pt", "vit_b", tiny_model.sam.state_dict())
+    with pytest.raises(CheckpointError, match="must be a dict, not str"):
+        load_checkpoint(path)
+
+
+def test_oversized_stored_architecture_is_refused_before_building(tmp_path, real_builds):
+    arch = {**ARCHITECTURES["vit_h"].to_dict(), "name": "wide", "encoder_embed_dim": 4096,
+            "encoder_depth": 8, "encoder_global_attn_indexes": [7]}  # fmt: skip
+    path = _project_file(tmp_path / "wide.pt", arch, {"x": torch.zeros(1)})
+    assert path.stat().st_size < 4096
+    with pytest.raises(CheckpointError, match="1,637 million parameters, more than the 1,000"):
+        load_checkpoint(path)
+    assert real_builds == []
+
+
+def test_checkpoint_for_another_architecture_is_refused_before_building_it(
+    tmp_path, tiny_checkpoint, real_builds
+):
+    with pytest.raises(CheckpointError, match="does not fit the 'vit_h' architecture") as info:
+        load_model("vit_h", checkpoint=tiny_checkpoint, device="cpu")
+    assert (
+        "It names its own architecture ('tiny'): load it with the architecture from the file"
+        in str(info.value)
+    )
+    assert real_builds == []
+
+
+def test_mismatch_names_the_official_architecture_the_file_fits(tmp_path, real_builds):
+    # Stride-0 tensors: a file of a few kilobytes with every key and shape of ViT-B.
+    shapes = ARCHITECTURES["vit_b"].state_shapes()
+    path = tmp_path / "sam_vit_b.pth"
+    torch.save({k: torch.zeros(1).expand(shape) for k, shape in shapes.items()}, path)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(CheckpointError, match="It is a vit_b checkpoint: choose vit_b"):
+        load_model("vit_l", checkpoint=path, device="cpu")
+    assert real_builds == []
+
+
+def test_refusals_allocate_no_network(tmp_path, tiny_checkpoint):
+    """In a fresh process, refusing an oversized or mismatched file stays small in memory."""
+    status = Path("/proc/self/status")
+    if not status.is_file() or "VmHWM" not in status.read_text():
+        pytest.skip("needs Linux's peak resident memory (VmHWM)")
+    arch = {**ARCHITECTURES["vit_h"].to_dict(), "name": "wide", "encoder_embed_dim": 4096,
+            "encoder_depth": 8, "encoder_global_attn_indexes": [7]}  # fmt: skip
+    wide = _project_file(tmp_path / "wide.pt", arch, {"x": torch.zeros(1)})
+    # VmHWM is the peak of this process alone (ru_maxrss would include the parent's).
+    script = textwrap.dedent(
+        f"""
+        import re
+        from napari_active_sam.core.engine.checkpoints import load_checkpoint, load_model
+        from napari_active_sam.core.errors import CheckpointError
+
+        def peak():
+            status = open("/proc/self/status").read()
+            return int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024
+
+        start = peak()
+        for load in (lambda: load_checkpoint({str(wide)!r}),
+                     lambda: load_model("vit_h", checkpoint={str(tiny_checkpoint)!r})):
+            try:
+                load()
+            except CheckpointError:
+                pass
+        print(peak() - start)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=True)  # fmt: skip
+    assert int(done.stdout.strip()) < 200 * 2**20  # ViT-H alone would be 2.5 GB
 
 
 def test_checkpoint_without_architecture_asks_for_one(tmp_path, tiny_model):

@@ -155,6 +155,12 @@ class BayesHead(FittedCompanion):
         The model's :func:`acquisition_grid`, which the head works on.
     info : dict
         How it was fitted: structure, prior precision, pixels, steps, losses, wall time.
+
+    Raises
+    ------
+    ValueError
+        If the posterior's sizes do not match the last layer, or it holds values that are
+        not finite.
     """
 
     net: BayesHeadNet
@@ -166,6 +172,15 @@ class BayesHead(FittedCompanion):
     companion: ClassVar[Companion] = HEAD
 
     def __post_init__(self):
+        size = sum(p.numel() for p in self.net.out.parameters())
+        if self.mean.shape != (size,) or self.covariance.shape != (size, size):
+            raise ValueError(
+                f"its posterior has mean {tuple(self.mean.shape)} and covariance "
+                f"{tuple(self.covariance.shape)}, but the head's last layer has {size} "
+                f"parameters: expected ({size},) and ({size}, {size})"
+            )
+        if not (torch.isfinite(self.mean).all() and torch.isfinite(self.covariance).all()):
+            raise ValueError("its posterior holds values that are not finite")
         self.net.eval().to(memory_format=torch.channels_last)
         jitter = 1e-9 * torch.eye(len(self.mean))
         self._scale = torch.linalg.cholesky(self.covariance.double() + jitter).float()
@@ -259,7 +274,16 @@ class BayesHead(FittedCompanion):
 
     @classmethod
     def load(cls, path: Path, model: LoadedModel | None = None) -> BayesHead:
-        """Read a head saved by :meth:`save` (weights only); check it fits ``model``."""
+        """Read a head saved by :meth:`save` (weights only); check it fits ``model``.
+
+        Raises
+        ------
+        CheckpointError
+            A file that cannot be read, or whose network or posterior does not fit a head
+            (a posterior of the wrong size, say); the message names the file.
+        ModelError
+            A head fitted for another model.
+        """
         payload = HEAD.read(path)
         try:
             net = BayesHeadNet()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import reprlib
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from typing import Any
 
@@ -18,6 +19,24 @@ from segment_anything.modeling import (
 from segment_anything.modeling.common import LayerNorm2d
 
 from ..errors import ModelError
+
+MAX_DEPTH = 256
+"""Most blocks an encoder or a decoder may have (ViT-H has 32)."""
+
+
+MAX_PARAMETERS = 1_000_000_000
+"""Largest network built, in stored values: SAM ViT-H has 641 million."""
+
+
+_POSITIVE = (
+    "encoder_embed_dim", "encoder_depth", "img_size", "patch_size", "prompt_embed_dim",
+    "mask_in_chans", "decoder_depth", "decoder_mlp_dim", "decoder_num_heads",
+    "iou_head_hidden_dim",
+)  # fmt: skip
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,49 @@ class Architecture:
     decoder_num_heads: int = 8
     iou_head_hidden_dim: int = 256
     encoder: str = "vit"
+
+    def __post_init__(self):
+        if isinstance(self.encoder_global_attn_indexes, list):  # as stored by to_dict
+            indexes = tuple(self.encoder_global_attn_indexes)
+            object.__setattr__(self, "encoder_global_attn_indexes", indexes)
+        problem = self._problem()
+        if problem is not None:
+            field_name, rule = problem
+            value = reprlib.repr(getattr(self, field_name))
+            raise ModelError(f"Architecture field {field_name!r} {rule}, got {value}.")
+
+    def _problem(self) -> tuple[str, str] | None:
+        """The first field that cannot build a SAM, and the rule it breaks; None if none."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in ("name", "encoder"):
+                if not isinstance(value, str) or not value:
+                    return item.name, "must be a non-empty string"
+            elif item.name == "encoder_global_attn_indexes":
+                if not isinstance(value, tuple) or not all(_is_int(i) for i in value):
+                    return item.name, "must be a list of whole numbers"
+            elif not _is_int(value) or value < (1 if item.name in _POSITIVE else 0):
+                kind = "positive" if item.name in _POSITIVE else "non-negative"
+                return item.name, f"must be a {kind} whole number"
+        if self.encoder not in ("vit", "cnn"):
+            return "encoder", "must be 'vit' or 'cnn'"
+        for name in ("encoder_depth", "decoder_depth"):
+            if getattr(self, name) > MAX_DEPTH:
+                return name, f"must be at most {MAX_DEPTH}"
+        if self.img_size % self.patch_size:
+            return "img_size", f"must be a multiple of patch_size ({self.patch_size})"
+        if self.encoder == "cnn" and self.patch_size & (self.patch_size - 1):
+            return "patch_size", "must be a power of two for the cnn encoder"
+        if self.encoder == "vit":
+            if self.encoder_num_heads < 1 or self.encoder_embed_dim % self.encoder_num_heads:
+                return "encoder_num_heads", "must be positive and divide encoder_embed_dim"
+            if not all(0 <= i < self.encoder_depth for i in self.encoder_global_attn_indexes):
+                return "encoder_global_attn_indexes", "must be block numbers below encoder_depth"
+        if self.prompt_embed_dim < 8 or self.prompt_embed_dim % (2 * self.decoder_num_heads):
+            return "prompt_embed_dim", "must be at least 8 and a multiple of 2 × decoder_num_heads"
+        if self.mask_in_chans < 4:
+            return "mask_in_chans", "must be at least 4"
+        return None
 
     @property
     def embedding_size(self) -> int:
@@ -102,6 +164,31 @@ class Architecture:
         )
         return sam.eval()
 
+    def state_shapes(self) -> dict[str, torch.Size]:
+        """Names and shapes of the network's state dict, without allocating its weights.
+
+        The network is built on the ``meta`` device, which records shapes only.
+
+        Raises
+        ------
+        ModelError
+            If the network would hold more than :data:`MAX_PARAMETERS` values.
+        """
+        try:
+            with torch.device("meta"):
+                state = self.build().state_dict()
+        except (RuntimeError, ValueError, OverflowError) as error:
+            raise ModelError(f"Architecture {self.name!r} cannot be built ({error}).") from None
+        shapes = {key: tensor.shape for key, tensor in state.items()}
+        count = sum(shape.numel() for shape in shapes.values())
+        if count > MAX_PARAMETERS:
+            raise ModelError(
+                f"Architecture {self.name!r} has {count / 1e6:,.0f} million parameters, more "
+                f"than the {MAX_PARAMETERS / 1e6:,.0f} million napari-active-sam builds (SAM "
+                "ViT-H has 641 million)."
+            )
+        return shapes
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
@@ -109,9 +196,23 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Architecture:
-        fields = dict(data)
-        fields["encoder_global_attn_indexes"] = tuple(fields["encoder_global_attn_indexes"])
-        return cls(**fields)
+        """The architecture stored by :meth:`to_dict`, every field present and valid.
+
+        Raises
+        ------
+        ModelError
+            A missing, unknown or invalid field, named in the message.
+        """
+        if not isinstance(data, dict):
+            raise ModelError(f"A stored architecture must be a dict, not {type(data).__name__}.")
+        names = [item.name for item in fields(cls)]
+        missing = [name for name in names if name not in data]
+        unknown = [key for key in data if key not in names]
+        if missing:
+            raise ModelError(f"The stored architecture lacks the fields {', '.join(missing)}.")
+        if unknown:
+            raise ModelError(f"The stored architecture has unknown fields {reprlib.repr(unknown)}.")
+        return cls(**data)
 
 
 class _ResidualBlock(torch.nn.Module):

@@ -6,8 +6,12 @@ is the segment-anything configuration those weights fit. Every checkpoint is rea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import pickle
+import re
+import reprlib
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -249,6 +253,58 @@ class LoadedModel:
         return self
 
 
+def load_weights_only(path: Path, what: str, remedy: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, every failure a plain message.
+
+    Parameters
+    ----------
+    path : Path
+        The file to read.
+    what : str
+        What the file should be, for messages ("a PyTorch checkpoint").
+    remedy : str
+        What the user can do about it, ending every message.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is not a readable PyTorch file, or holds Python objects beyond tensors
+        (which are never loaded: unpickling them could run code).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip, EOF and runtime errors here
+        if refused := _refused_objects(path, exc):
+            raise CheckpointError(
+                f"{path} holds Python objects beyond tensors ({', '.join(refused[:3])}); "
+                f"napari-active-sam does not load such files. {remedy}."
+            ) from None
+        if isinstance(exc, pickle.UnpicklingError):
+            detail = "its data is not a valid pickle"
+        else:
+            lines = _ANSI.sub("", str(exc)).strip().splitlines()
+            detail = f"{type(exc).__name__}: {lines[0] if lines else 'no detail'}"
+        raise CheckpointError(
+            f"{path} could not be read as {what} ({detail}). The file may be truncated or "
+            f"damaged. {remedy}."
+        ) from None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _refused_objects(path: Path, error: Exception) -> list[str]:
+    """Names of the Python objects that ``weights_only`` loading refused in ``path``."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return []
+    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # torch 2.5
+    if finder is not None:
+        with contextlib.suppress(Exception):  # a file that is not a zip checkpoint
+            if names := finder(path):
+                return list(names)
+    return re.findall(r"GLOBAL ([\w.]+)", str(error))
+
+
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint safely and return ``(state_dict, metadata)``.
 
@@ -259,19 +315,16 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     ------
     CheckpointError
         If the file is missing, is not a PyTorch checkpoint, is truncated, or holds Python
-        objects that ``weights_only`` loading refuses.
+        objects beyond tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist: check the path.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises pickle, zip, EOF and runtime errors here
-        raise CheckpointError(
-            f"{path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). The file may be "
-            "truncated or not a checkpoint: download it again."
-        ) from exc
+    payload = load_weights_only(
+        path,
+        "a PyTorch checkpoint",
+        "Download it again from a trusted source, or re-save it with save_checkpoint",
+    )
     if not isinstance(payload, dict):
         raise CheckpointError(
             f"{path} holds a {type(payload).__name__}, not a state dict: it is not a SAM "
@@ -310,25 +363,77 @@ def save_checkpoint(
     return file_sha256(path)
 
 
-def _load_state(sam: Sam, state: dict[str, torch.Tensor], arch: Architecture, path: Path):
-    expected = sam.state_dict()
+def _differences(state: dict[str, torch.Tensor], expected: dict[str, torch.Size]) -> str:
+    """How a state dict differs from the expected keys and shapes; empty if it fits."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not fit the {arch.name!r} architecture: "
+        return (
             f"{len(missing)} missing keys (first: {missing[:3]}), "
-            f"{len(unexpected)} unexpected keys (first: {unexpected[:3]}). "
-            "Choose the architecture the checkpoint was trained with (vit_b, vit_l, vit_h)."
+            f"{len(unexpected)} unexpected keys (first: {unexpected[:3]})"
         )
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
-            raise CheckpointError(
-                f"{path} does not fit the {arch.name!r} architecture: {key} has shape "
-                f"{tuple(state[key].shape)}, expected {tuple(tensor.shape)}. Choose the "
-                "architecture the checkpoint was trained with."
-            )
-    sam.load_state_dict(state)
+    for key, shape in expected.items():
+        if state[key].shape != shape:
+            return f"{key} has shape {tuple(state[key].shape)}, expected {tuple(shape)}"
+    return ""
+
+
+def _check_fits(
+    state: dict[str, torch.Tensor], arch: Architecture, path: Path, metadata: dict[str, Any]
+) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has ``arch``'s keys and shapes.
+
+    Compares against a meta-device build, so nothing is allocated for an oversized
+    architecture or a file that does not fit; the message names the official architecture
+    the file fits, if any.
+    """
+    try:
+        differences = _differences(state, arch.state_shapes())
+    except ModelError as error:
+        raise _unbuildable(path, error) from None
+    if not differences:
+        return
+    fits = [
+        name
+        for name, other in ARCHITECTURES.items()
+        if other != arch and not _differences(state, other.state_shapes())
+    ]
+    if fits:
+        advice = f"It is a {fits[0]} checkpoint: choose {fits[0]}."
+    elif isinstance(stored := metadata.get("architecture"), dict):
+        advice = (
+            f"It names its own architecture ({reprlib.repr(stored.get('name'))}): load it "
+            "with the architecture from the file."
+        )
+    else:
+        advice = (
+            f"It fits none of {', '.join(ARCHITECTURES)}: choose the architecture the "
+            "checkpoint was trained with."
+        )
+    raise CheckpointError(
+        f"{path} does not fit the {arch.name!r} architecture: {differences}. {advice}"
+    )
+
+
+def _stored_architecture(path: Path, metadata: dict[str, Any]) -> Architecture:
+    """The architecture a file written by :func:`save_checkpoint` carries, checked."""
+    if "architecture" not in metadata:
+        raise CheckpointError(
+            f"{path} does not say which architecture it is for: name one of "
+            f"{', '.join(ARCHITECTURES)}."
+        )
+    try:
+        return Architecture.from_dict(metadata["architecture"])
+    except ModelError as error:
+        raise _unbuildable(path, error) from None
+
+
+def _unbuildable(path: Path, error: ModelError) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is for an architecture napari-active-sam does not build: {error} The file "
+        "is damaged or was not written by napari-active-sam: re-save it with "
+        f"save_checkpoint, or name its architecture ({', '.join(ARCHITECTURES)})."
+    )
 
 
 def load_checkpoint(
@@ -339,6 +444,9 @@ def load_checkpoint(
     sha256: str | None = None,
 ) -> LoadedModel:
     """Build an architecture and load a local checkpoint into it.
+
+    The file's keys and shapes are checked against the architecture before the network is
+    built, so a file that does not fit is refused at once.
 
     Parameters
     ----------
@@ -352,20 +460,22 @@ def load_checkpoint(
         Name to record; default the architecture's name.
     sha256 : str, optional
         Known hash of the file (skips hashing it again).
+
+    Raises
+    ------
+    CheckpointError
+        If the file cannot be read, stores an invalid or oversized architecture, or does not
+        fit the architecture.
     """
     path = Path(path)
     state, metadata = read_checkpoint(path)
     if architecture is None:
-        if "architecture" not in metadata:
-            raise CheckpointError(
-                f"{path} does not say which architecture it is for: name one of "
-                f"{', '.join(ARCHITECTURES)}."
-            )
-        arch = Architecture.from_dict(metadata["architecture"])
+        arch = _stored_architecture(path, metadata)
     else:
         arch = resolve_architecture(architecture)
+    _check_fits(state, arch, path, metadata)
     sam = arch.build()
-    _load_state(sam, state, arch, path)
+    sam.load_state_dict(state)
     target = device if isinstance(device, torch.device) else choose_device(device)
     sam.to(target)
     return LoadedModel(

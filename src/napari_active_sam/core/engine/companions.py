@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Self
 import torch
 
 from ..errors import CheckpointError
-from .checkpoints import LoadedModel, ModelRef, bundled_path, cache_dir
+from .checkpoints import LoadedModel, ModelRef, bundled_path, cache_dir, load_weights_only
 from .registry import get_spec, model_names
 
 
@@ -94,18 +94,14 @@ class Companion:
         Raises
         ------
         CheckpointError
-            No file, an unreadable one, or one of another kind; the message names the
-            companion and what to do.
+            No file, an unreadable one, one holding Python objects beyond tensors, or one of
+            another kind; the message names the file and what to do.
         """
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"No {self.title} at {path}: {self.remedy}.")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unreadable file gets one message
-            raise CheckpointError(
-                f"{path} is not a {self.title} file ({error}): {self.remedy}."
-            ) from None
+        remedy = self.remedy[0].upper() + self.remedy[1:]
+        payload = load_weights_only(path, f"a {self.title} file", remedy)
         if not isinstance(payload, dict) or payload.get("kind") != f"napari-active-sam {self.kind}":
             raise CheckpointError(
                 f"{path} is not a napari-active-sam {self.title} file: {self.remedy}."
