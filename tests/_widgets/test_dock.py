@@ -383,6 +383,19 @@ def test_learn_from_my_annotations_fits_and_saves_a_head(
     path = HEAD.users(widget.session.model.model_id)
     assert path.is_file() and "learned from" in widget.status.value
     assert BayesHead.load(path, widget.session.model).info["examples"] == 6
+    # A cache that cannot be written: the head learned is still used, and kept on disk.
+    import tempfile
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "a-file" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    first = widget.session.head
+    widget.learn()
+    qtbot.waitUntil(lambda: widget.session.head is not first, timeout=WAIT)
+    assert "Could not write the Bayesian head" in widget.status.value
+    [kept] = (tmp_path / "tmp").glob("napari-active-sam-*/unsaved/*.head.pt")
+    assert str(kept) in widget.status.value
+    assert BayesHead.load(kept, widget.session.model).info["examples"] == 6
 
 
 # --------------------------------------------------------------------------------- quality

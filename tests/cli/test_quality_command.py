@@ -90,3 +90,25 @@ def test_quality_without_pairs_or_with_a_foreign_regressor_is_a_clear_error(tmp_
     code = main(["quality", "--images", str(images), "--masks", str(masks),
                  "--out", str(tmp_path / "q.csv"), "--regressor", str(path)])  # fmt: skip
     assert code == 2 and "trained for model other@0123456789abcdef" in capsys.readouterr().err
+
+
+def test_a_ranking_that_cannot_be_written_is_kept_and_said(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    scene = make_scene("nuclei", np.random.default_rng(1), 128)
+    tifffile.imwrite(images / "cells.tif", scene.image)
+    tifffile.imwrite(masks / "cells.tif", scene.labels.astype(np.uint16))
+    (tmp_path / "report").write_text("a file where a folder was meant")
+    out = tmp_path / "report" / "ranking.csv"  # under a file: cannot be written
+    args = ["quality", "--images", str(images), "--masks", str(masks), "--out", str(out),
+            "--estimator", "iou_head", "--threads", "1"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    [kept] = (tmp_path / "tmp").glob("napari-active-sam-*/unsaved/*ranking.csv")
+    assert "Could not write the ranking" in err and str(kept) in err
+    _, rows = _read(kept)
+    assert len(rows) == len(np.unique(scene.labels)) - 1

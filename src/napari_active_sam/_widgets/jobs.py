@@ -19,7 +19,7 @@ from ..core.bench.strategies import reads_head
 from ..core.engine.checkpoints import LoadedModel, load_model
 from ..core.engine.embeddings import EmbeddingStore, embed_slice
 from ..core.engine.preprocess import IntensityWindow, SliceSource
-from ..core.errors import ActiveSamError
+from ..core.errors import ActiveSamError, SaveError
 from ..core.prompts import PromptSet
 from ..core.quality.assess import assess_labels
 from ..core.quality.estimators import QualityModels
@@ -71,8 +71,11 @@ def learning_job(session: AnnotationSession, labels: np.ndarray):
     examples = yield from examples_from_objects(session.predictor, pairs, rng)
     config = HeadConfig(steps=300)
     head: BayesHead = yield from fit_head(examples, session.model, config, initial=session.head)
-    path = head.save(HEAD.users(session.model.model_id))
-    return head, str(path)
+    try:
+        saved = f"saved {head.save(HEAD.users(session.model.model_id))}"
+    except SaveError as exc:  # the head is kept elsewhere and still used in this session
+        saved = str(exc)
+    return head, saved
 
 
 def propagation_job(

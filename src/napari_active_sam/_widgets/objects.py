@@ -214,7 +214,8 @@ class CommittedObjects:
 
     def learn(self) -> None:
         """Retrain the Bayesian head on the committed objects (on a worker); the session
-        takes it, and a ``learned(head, path)`` event follows."""
+        takes it, and a ``learned(head, saved)`` event follows (``saved`` says where the head
+        was written, or where it was kept when that failed)."""
         session, _ = self._current()
         if session is None or OUTPUT not in self.viewer.layers:
             show_info("Choose an image and commit some objects first.")
@@ -229,8 +230,8 @@ class CommittedObjects:
         )  # fmt: skip
         self._learner = worker
 
-    def _learned(self, result: tuple[BayesHead, str]) -> None:
-        head, path = result
+    def _learned(self, result: tuple[BayesHead, str]) -> None:  # (head, where it was saved)
+        head, saved = result
         session, quality = self._current()  # the session now, perhaps another image's
         if session is not None and session.model.model_id == head.model_id:
             session.head = head
@@ -238,8 +239,8 @@ class CommittedObjects:
                 quality.bayes_head = head
         info = head.info
         self._say(f"learned from {info['examples']} click sets (loss {info['sam_loss']:.4f} "
-                  f"-> {info['map_loss']:.4f}); saved {path}")  # fmt: skip
-        self.events.learned(head=head, path=path)
+                  f"-> {info['map_loss']:.4f}); {saved}")  # fmt: skip
+        self.events.learned(head=head, saved=saved)
 
     def _learning_finished(self, worker) -> None:
         if self._learner is worker:  # not a run started after this one was cancelled

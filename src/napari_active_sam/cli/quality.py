@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..core.data.datasets import load_pair, pair_folders
     from ..core.engine.preprocess import IntensityWindow
+    from ..core.keeping import save_or_keep
     from ..core.quality.assess import assess_labels, quality_rows, write_quality_csv
     from ..core.quality.estimators import QualityModels, resolve_estimator
 
@@ -85,6 +86,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
     if not rows:
         raise ActiveSamError("No object could be judged: see the skipped files above.")
-    write_quality_csv(rows, args.out)
+    save_or_keep(lambda path: write_quality_csv(rows, path), args.out, "the ranking")
     print(f"{len(rows)} objects ranked, worst first, in {args.out}", file=sys.stderr)
     return 0

@@ -401,7 +401,11 @@ def test_missing_file_on_server_raises_download_error(http_root, tmp_path):
         fetch_checkpoint(_spec(f"{base}/absent.pt", "0" * 64), tmp_path / "cache")
 
 
-def test_unwritable_cache_falls_back_to_a_temporary_folder(http_root, tmp_path, tiny_checkpoint):
+def test_unwritable_cache_falls_back_to_a_temporary_folder(http_root, tmp_path, tiny_checkpoint,
+                                                           monkeypatch):  # fmt: skip
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     root, base = http_root
     good = tiny_checkpoint.read_bytes()
     (root / "tiny.pt").write_bytes(good)
@@ -412,6 +416,11 @@ def test_unwritable_cache_falls_back_to_a_temporary_folder(http_root, tmp_path, 
         path = fetch_checkpoint(_spec(f"{base}/tiny.pt", hashlib.sha256(good).hexdigest()),
                                 unwritable)  # fmt: skip
     assert path.read_bytes() == good and not unwritable.exists()
+    (root / "tiny.pt").unlink()  # a second load finds the first download: one folder, reused
+    with pytest.warns(RuntimeWarning, match="not writable"):
+        again = fetch_checkpoint(_spec(f"{base}/tiny.pt", hashlib.sha256(good).hexdigest()),
+                                 unwritable)  # fmt: skip
+    assert again == path and len(list((tmp_path / "tmp").iterdir())) == 1
 
 
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):
@@ -453,3 +462,4 @@ def test_no_warning_from_loading(tiny_checkpoint):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_checkpoint(tiny_checkpoint, device="cpu")
+

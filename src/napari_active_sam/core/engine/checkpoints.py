@@ -27,6 +27,7 @@ from segment_anything.modeling import (
 )
 
 from ..errors import CheckpointError, DownloadError, ModelError, ModelNotAvailableError
+from ..keeping import fallback_dir
 from ..progress import Progress
 from .architectures import ARCHITECTURES, Architecture, resolve_architecture
 from .registry import ModelSpec, get_spec, model_names
@@ -139,8 +140,9 @@ def fetch_checkpoint(
     """Return the local path of ``spec``'s checkpoint, downloading it if needed.
 
     The file is checked against ``spec.sha256``; a file that fails the check is deleted and
-    a :class:`DownloadError` raised. An unwritable cache directory falls back to a
-    temporary directory, with a warning, so the model still loads.
+    a :class:`DownloadError` raised. An unwritable cache directory falls back to the user's
+    one fallback folder (:func:`~napari_active_sam.core.keeping.fallback_dir`), with a
+    warning, so the model still loads and a second load finds it there.
 
     Parameters
     ----------
@@ -155,7 +157,8 @@ def fetch_checkpoint(
         raise ModelNotAvailableError(f"Model {spec.name!r} has no download address.")
     directory = Path(directory) if directory is not None else cache_dir()
     if not is_writable_dir(directory):
-        fallback = Path(tempfile.mkdtemp(prefix="napari-active-sam-"))
+        fallback = fallback_dir() / "downloads"  # one folder, so a second load finds it
+        fallback.mkdir(parents=True, exist_ok=True)
         warnings.warn(
             f"Cache directory {directory} is not writable; downloading {spec.filename} into "
             f"the temporary folder {fallback} instead. Set {CACHE_ENV} to a writable folder "

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 import torch
 
 from ..errors import CheckpointError
+from ..keeping import save_or_keep
 from .checkpoints import LoadedModel, ModelRef, bundled_path, cache_dir, load_weights_only
 from .registry import get_spec, model_names
 
@@ -80,13 +81,27 @@ class Companion:
         return None
 
     def save(self, path: Path, payload: dict[str, Any]) -> Path:
-        """Write ``payload`` atomically with ``torch.save``, tagged with the kind."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        torch.save({**payload, "kind": f"napari-active-sam {self.kind}"}, partial)
-        partial.replace(path)
-        return path
+        """Write ``payload`` atomically with ``torch.save``, tagged with the kind.
+
+        Raises
+        ------
+        SaveError
+            ``path`` cannot be written; the file is then kept in the fallback folder the
+            message names.
+        """
+        tagged = {**payload, "kind": f"napari-active-sam {self.kind}"}
+
+        def write(target: Path) -> Path:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            try:
+                torch.save(tagged, partial)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+            return target
+
+        return save_or_keep(write, Path(path), f"the {self.title}")
 
     def read(self, path: Path) -> dict[str, Any]:
         """Read a file written by :meth:`save`, weights only.
