@@ -9,6 +9,7 @@ What the reader cannot order for certain, it refuses with a message that says wh
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -21,22 +22,34 @@ from .image import ImageData, check_claimed_size, checked_spacing
 
 EVEN = 0.1
 """Relative difference between slice gaps (and against SpacingBetweenSlices) tolerated."""
+COMPRESSED_RATIO = 4096
+"""The most a compressed DICOM file's pixel data may expand (RLE, JPEG-LS and JPEG 2000 pack
+even blank slices less tightly), so a tiny file cannot make the decoder allocate gigabytes."""
 SAME_PLACE_MM = 1e-3
 """Slices closer than this along the normal are at the same position."""
 
 
 @dataclass(frozen=True)
 class _Slice:
-    """The header of one DICOM image file."""
+    """What the reader uses of one DICOM image file's header, read and checked up front (a
+    value that cannot be converted makes the file damaged there, not halfway through)."""
 
     path: Path
-    header: object  # pydicom Dataset, pixel data not read
     series: str
+    description: str
+    modality: str
+    sop: str
     orientation: tuple[float, ...] | None
     position: np.ndarray | None
     instance: int | None
     size: tuple[int, int]
     frames: int
+    samples: int
+    bits: int
+    compressed: bool
+    pixel_spacing: tuple[float, ...]
+    spacing_between: float | None
+    thickness: float | None
 
     @property
     def stack(self) -> tuple:
@@ -84,20 +97,18 @@ def read_series(folder: Path, chosen: Path | None = None) -> ImageData:
     volume, others = _choose(folder, slices, chosen)
     ordered, spacing = _order(folder, volume)
     data, rgb = _pixels(ordered)
-    first = ordered[0].header
-    rows, columns = checked_spacing(
-        ordered[0].path, tuple(first.get("PixelSpacing", (1.0, 1.0))), "PixelSpacing"
-    )
+    first = ordered[0]
+    rows, columns = checked_spacing(first.path, first.pixel_spacing, "PixelSpacing")
     scale = (rows, columns) if data.ndim - rgb == 2 else (spacing, rows, columns)
     return ImageData(
         data=data,
         scale=scale,
         rgb=rgb,
         metadata={
-            "series_uid": volume[0].series,
-            "series_description": str(first.get("SeriesDescription", "")).strip(),
+            "series_uid": first.series,
+            "series_description": first.description,
             "other_series": others,
-            "modality": str(first.get("Modality", "")),
+            "modality": first.modality,
         },
     )
 
@@ -111,6 +122,24 @@ def is_dicom(path: Path) -> bool:
         return False
 
 
+def _read(path: Path, **options):
+    """``pydicom.dcmread`` through a memory map of the file.
+
+    Reading a plain file asks the system for as many bytes as an element's length claims, at
+    once; a damaged length can claim gigabytes. A memory map hands back at most what the file
+    holds, so no read allocates more than the file's size.
+    """
+    import mmap
+
+    import pydicom
+
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise pydicom.errors.InvalidDicomError(f"{path.name} is empty")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return pydicom.dcmread(mapped, **options)
+
+
 def _headers(files: list[Path]) -> tuple[list[_Slice], list[Path]]:
     """The image headers among ``files``, and the files marked DICOM that cannot be read."""
     import pydicom
@@ -118,7 +147,7 @@ def _headers(files: list[Path]) -> tuple[list[_Slice], list[Path]]:
     slices, damaged = [], []
     for file in files:
         try:
-            header = pydicom.dcmread(file, stop_before_pixels=True, defer_size="64 KB")
+            header = _read(file, stop_before_pixels=True, defer_size="64 KB")
             if "Rows" not in header or "Columns" not in header:
                 continue  # a DICOMDIR, a report, a presentation state: no image
             slices.append(_slice(file, header))
@@ -130,6 +159,13 @@ def _headers(files: list[Path]) -> tuple[list[_Slice], list[Path]]:
 
 
 def _slice(file: Path, header) -> _Slice:
+    """The fields the reader uses, converted now (raises on a value that cannot be)."""
+    import pydicom
+
+    def number(keyword: str) -> float | None:
+        value = header.get(keyword)
+        return None if value in (None, "") else float(value)
+
     orientation = header.get("ImageOrientationPatient")
     position = header.get("ImagePositionPatient")
     instance = header.get("InstanceNumber")
@@ -137,15 +173,24 @@ def _slice(file: Path, header) -> _Slice:
     size = (int(header.Rows), int(header.Columns))
     if min(size) <= 0 or frames <= 0:
         raise ValueError("no pixels")
+    syntax = header.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian)
     return _Slice(
         path=file,
-        header=header,
         series=str(header.get("SeriesInstanceUID", "unknown")),
+        description=str(header.get("SeriesDescription", "")).strip(),
+        modality=str(header.get("Modality", "")),
+        sop=str(header.get("SOPInstanceUID", "")),
         orientation=None if orientation is None else tuple(float(v) for v in orientation),
         position=None if position is None else np.array([float(v) for v in position]),
         instance=None if instance in (None, "") else int(instance),
         size=size,
         frames=frames,
+        samples=int(header.get("SamplesPerPixel", 1) or 1),
+        bits=int(header.get("BitsAllocated", 16) or 16),
+        compressed=pydicom.uid.UID(syntax).is_compressed,  # ValueError: not a syntax
+        pixel_spacing=tuple(float(v) for v in header.get("PixelSpacing", (1.0, 1.0))),
+        spacing_between=number("SpacingBetweenSlices"),
+        thickness=number("SliceThickness"),
     )
 
 
@@ -162,7 +207,7 @@ def _choose(folder: Path, slices: list[_Slice], chosen: Path | None):
     series = Counter(s.series for s in slices)
     others = {uid: n for uid, n in series.items() if uid != key[0]}
     if others and chosen is None:
-        described = {s.series: str(s.header.get("SeriesDescription", "")).strip() for s in slices}
+        described = {s.series: s.description for s in slices}
 
         def name(uid: str) -> str:
             text = f'"{described[uid]}"' if described[uid] else f"series {uid}"
@@ -231,7 +276,7 @@ def _unique(volume: list[_Slice], depth: np.ndarray, folder: Path):
             keep.append(i)
             continue
         a, b = volume[keep[-1]], volume[i]
-        if a.header.get("SOPInstanceUID") != b.header.get("SOPInstanceUID"):
+        if a.sop != b.sop:
             raise ImageError(
                 f"{folder}: {a.path.name} and {b.path.name} are different images at the same "
                 f"position ({depth[i]:.3f} mm along the normal): the series holds several "
@@ -261,8 +306,8 @@ def _spacing_from_positions(folder: Path, volume: list[_Slice], gaps: np.ndarray
             UserWarning,
             stacklevel=5,
         )
-    stated = volume[0].header.get("SpacingBetweenSlices")
-    if stated not in (None, "") and abs(float(stated) - spacing) > EVEN * spacing:
+    stated = volume[0].spacing_between
+    if stated is not None and abs(stated - spacing) > EVEN * spacing:
         warnings.warn(
             f"{folder}: SpacingBetweenSlices says {float(stated):g} mm but the positions are "
             f"{spacing:.3g} mm apart; the positions are used.",
@@ -274,10 +319,10 @@ def _spacing_from_positions(folder: Path, volume: list[_Slice], gaps: np.ndarray
 
 def _stated_spacing(first: _Slice, folder: Path, why: str | None) -> float:
     """The slice spacing a header states (SpacingBetweenSlices, else SliceThickness)."""
-    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = first.header.get(keyword)
-        if value not in (None, ""):
-            return checked_spacing(first.path, (float(value),), keyword)[0]
+    for keyword, value in (("SpacingBetweenSlices", first.spacing_between),
+                           ("SliceThickness", first.thickness)):  # fmt: skip
+        if value is not None:
+            return checked_spacing(first.path, (value,), keyword)[0]
     if why is not None:
         warnings.warn(
             f"{folder}: {why} and no SpacingBetweenSlices or SliceThickness; 1 mm per slice "
@@ -291,7 +336,7 @@ def _stated_spacing(first: _Slice, folder: Path, why: str | None) -> float:
 def _pixels(volume: list[_Slice]) -> tuple[np.ndarray, bool]:
     """The slices' pixels, rescaled to Hounsfield (or stored) units, as one array."""
     first = volume[0]
-    samples = int(first.header.get("SamplesPerPixel", 1) or 1)
+    samples = first.samples
     shape = (len(volume) * first.frames, *first.size) + ((samples,) if samples > 1 else ())
     check_claimed_size(first.path, shape, 4)
     planes = [_decoded(s) for s in volume]
@@ -306,17 +351,12 @@ def _pixels(volume: list[_Slice]) -> tuple[np.ndarray, bool]:
 
 def _decoded(s: _Slice) -> np.ndarray:
     """One file's pixels as float32 (uint8 for colour), rescaled by slope and intercept."""
-    import pydicom
 
-    header = s.header
-    bits = int(header.get("BitsAllocated", 16) or 16)
-    samples = int(header.get("SamplesPerPixel", 1) or 1)
-    compressed = header.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian)
-    compressed = getattr(compressed, "is_compressed", False)
-    check_claimed_size(s.path, (s.frames, *s.size, samples), max(bits, 1) / 8,
-                       stored=None if compressed else s.path.stat().st_size)  # fmt: skip
+    check_claimed_size(s.path, (s.frames, *s.size, s.samples), max(s.bits, 1) / 8,
+                       stored=s.path.stat().st_size,
+                       ratio=COMPRESSED_RATIO if s.compressed else 1)  # fmt: skip
     try:
-        ds = pydicom.dcmread(s.path)
+        ds = _read(s.path)
         pixels = ds.pixel_array
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
