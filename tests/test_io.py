@@ -324,3 +324,21 @@ def test_empty_tiff_and_damaged_png_and_npy(tmp_path):
     for path in (tmp_path / "empty.tif", png, npy):
         with pytest.raises(ImageError, match=path.name):
             read_image(path)
+
+
+def test_zero_slope_and_unusable_positions_are_refused(tmp_path, dicom_slice):
+    folder = _series(tmp_path / "s", dicom_slice, [0.0, 2.0], RescaleSlope=0)
+    with pytest.raises(ImageError, match="RescaleSlope 0.0"):
+        read_image(folder)
+    for name, element in [("nan", {"ImagePositionPatient": [0, 0, float("nan")]}),
+                          ("flat", {"ImageOrientationPatient": [0, 0, 0, 0, 0, 0]})]:  # fmt: skip
+        folder = _series(tmp_path / name, dicom_slice, [0.0, 2.0], **element)
+        with pytest.raises(ImageError, match="no usable ImagePositionPatient"):
+            read_image(folder)
+
+
+def test_a_tiff_whose_page_has_no_entries_is_refused(tmp_path):
+    path = tmp_path / "hollow.tif"
+    path.write_bytes(b"II*\0" + (8).to_bytes(4, "little") + b"\0\0" + b"\0" * 4)  # 0 entries
+    with pytest.raises(ImageError, match="hollow.tif"):
+        read_image(path)

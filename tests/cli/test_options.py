@@ -103,3 +103,19 @@ def test_an_unreachable_scheduler_and_no_workers_are_clear_errors():
         pass
     with pytest.raises(ActiveSamError, match="0 workers cannot run"), dask_client(None, 0):
         pass
+
+
+def test_a_path_the_system_refuses_is_a_one_line_error(tmp_path, capsys):
+    from napari_active_sam.cli import main
+
+    (tmp_path / "a-file").write_text("")
+    assert main(["make-dataset", "--out", str(tmp_path / "a-file" / "ds"), "--n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("napari-active-sam: error:") and "Traceback" not in err
+    assert "check the path" in err
+
+
+def test_unknown_choices_are_listed_by_their_names(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["make-dataset", "--out", "o", "--kind", "bogus"])
+    assert "'ct'" in capsys.readouterr().err

@@ -73,3 +73,14 @@ def test_precompute_encodes_a_dicom_series_folder_as_one_volume(tmp_path, tiny_c
     assert main(_args(folder, tiny_checkpoint, out)) == 0
     assert f"{folder} -> {out}" in capsys.readouterr().err
     assert len(_stored_features(out, folder, tiny_checkpoint)) == 3
+
+
+def test_a_bad_checkpoint_is_refused_before_workers_start(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((32, 32), np.float32))
+    notes = tmp_path / "notes.pt"
+    notes.write_text("not a checkpoint")
+    assert main(_args(tmp_path / "img.tif", notes, tmp_path / "out.zarr")) == 2
+    err = capsys.readouterr().err
+    assert "notes.pt could not be read" in err
+    assert "Compute Failed" not in err and "Traceback" not in err
+    assert not (tmp_path / "out.zarr").exists()

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--estimator",
         default=Estimator.ENSEMBLE,
-        choices=list(Estimator),
+        choices=[str(m) for m in Estimator],
         help="ensemble (default; the mean of the other four), regressor (EvanySeg crop CNN), "
         "embedding (MLP on SAM's embedding), iou_head or posterior (Bayesian head); without "
         "its network an estimator falls back to iou_head, and the estimator column says "

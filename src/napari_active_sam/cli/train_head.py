@@ -23,9 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps", type=options.positive_int, default=600, help="MAP optimiser steps"
     )
     parser.add_argument(
-        "--structure", default=HessianStructure.DIAG, choices=list(HessianStructure)
+        "--structure", default=HessianStructure.DIAG, choices=[str(m) for m in HessianStructure]
     )
-    parser.add_argument("--prior", default=PriorMethod.MARGLIK, choices=list(PriorMethod))
+    parser.add_argument(
+        "--prior", default=PriorMethod.MARGLIK, choices=[str(m) for m in PriorMethod]
+    )
     parser.add_argument(
         "--fit-pixels", type=options.positive_int, default=20_000, help="pixels for the posterior"
     )

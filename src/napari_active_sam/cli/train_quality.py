@@ -19,7 +19,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.fitting_options(parser, "regressor", images=200, clicks=3)
-    parser.add_argument("--kind", default="all", choices=["all", *SceneKind])
+    parser.add_argument("--kind", default="all", choices=["all", *(str(m) for m in SceneKind)])
     parser.add_argument("--crop-steps", type=options.positive_int, default=2000)
     parser.add_argument("--feature-steps", type=options.positive_int, default=2000)
 

@@ -463,3 +463,16 @@ def test_no_warning_from_loading(tiny_checkpoint):
         warnings.simplefilter("error")
         load_checkpoint(tiny_checkpoint, device="cpu")
 
+
+
+@pytest.mark.parametrize("state", [None, [1, 2], "weights"])
+def test_a_project_checkpoint_without_a_state_dict_is_damaged(tmp_path, state):
+    from napari_active_sam.core.engine.checkpoints import CHECKPOINT_FORMAT, read_checkpoint
+
+    path = tmp_path / "broken.pt"
+    payload = {"format": CHECKPOINT_FORMAT, "architecture": {}}
+    if state is not None:
+        payload["state_dict"] = state
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="no state dict of weights"):
+        read_checkpoint(path)

@@ -248,9 +248,17 @@ def _damage_entry_metadata(path, key):
     (path / key / "zarr.json").write_text('{"zarr_format": 3, "node_')
 
 
+def _damage_recorded_size(path, key):
+    array = zarr.open_array(path / key, mode="r+")
+    record = dict(array.attrs)
+    record["original_size"] = [n + 7 for n in record["original_size"]]
+    array.attrs.put(record)  # the sizes a mask is cropped and scaled back with
+
+
 @pytest.mark.parametrize(
     "damage",
-    [_damage_deleted_chunk, _damage_nan_chunk, _damage_truncated_chunk, _damage_entry_metadata],
+    [_damage_deleted_chunk, _damage_nan_chunk, _damage_truncated_chunk, _damage_entry_metadata,
+     _damage_recorded_size],
 )
 def test_damaged_entry_is_recomputed_with_a_warning(tiny_model, ct_volume, tmp_path, damage):
     path = tmp_path / "ct.zarr"

@@ -18,13 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError
-from .image import ImageData, check_claimed_size, checked_spacing
+from .image import COMPRESSED_RATIO, ImageData, check_claimed_size, checked_spacing
 
 EVEN = 0.1
 """Relative difference between slice gaps (and against SpacingBetweenSlices) tolerated."""
-COMPRESSED_RATIO = 4096
-"""The most a compressed DICOM file's pixel data may expand (RLE, JPEG-LS and JPEG 2000 pack
-even blank slices less tightly), so a tiny file cannot make the decoder allocate gigabytes."""
 SAME_PLACE_MM = 1e-3
 """Slices closer than this along the normal are at the same position."""
 
@@ -50,6 +47,19 @@ class _Slice:
     pixel_spacing: tuple[float, ...]
     spacing_between: float | None
     thickness: float | None
+    slope: float | None
+    intercept: float | None
+
+    @property
+    def placed(self) -> bool:
+        """Whether the slice has a usable position and orientation (finite, and two
+        orientation vectors that span a plane)."""
+        if self.position is None or self.orientation is None:
+            return False
+        orientation = np.array(self.orientation)
+        normal = np.cross(orientation[:3], orientation[3:])
+        return bool(np.all(np.isfinite(self.position)) and np.all(np.isfinite(orientation))
+                    and np.linalg.norm(normal) > 0.5)  # fmt: skip
 
     @property
     def stack(self) -> tuple:
@@ -191,6 +201,8 @@ def _slice(file: Path, header) -> _Slice:
         pixel_spacing=tuple(float(v) for v in header.get("PixelSpacing", (1.0, 1.0))),
         spacing_between=number("SpacingBetweenSlices"),
         thickness=number("SliceThickness"),
+        slope=number("RescaleSlope"),
+        intercept=number("RescaleIntercept"),
     )
 
 
@@ -241,7 +253,7 @@ def _order(folder: Path, volume: list[_Slice]) -> tuple[list[_Slice], float]:
         return volume, _stated_spacing(volume[0], folder, "a multi-frame image")
     if len(volume) == 1:
         return volume, _stated_spacing(volume[0], folder, None)
-    if all(s.position is not None and s.orientation is not None for s in volume):
+    if all(s.placed for s in volume):
         orientation = np.array(volume[0].orientation)
         normal = np.cross(orientation[:3], orientation[3:])
         depth = np.array([s.position @ normal for s in volume])
@@ -253,14 +265,14 @@ def _order(folder: Path, volume: list[_Slice]) -> tuple[list[_Slice], float]:
     numbers = [s.instance for s in volume]
     if None in numbers or len(set(numbers)) < len(numbers):
         raise ImageError(
-            f"{folder}: the slices have no ImagePositionPatient and no distinct "
-            "InstanceNumber, so their order is unknown; export the series again with "
-            "positions."
+            f"{folder}: the slices have no usable ImagePositionPatient and "
+            "ImageOrientationPatient and no distinct InstanceNumber, so their order is "
+            "unknown; export the series again with positions."
         )
     volume = sorted(volume, key=lambda s: s.instance)
     spacing = _stated_spacing(volume[0], folder, "no ImagePositionPatient")
     warnings.warn(
-        f"{folder}: the slices have no ImagePositionPatient; ordered by InstanceNumber, "
+        f"{folder}: the slices have no usable ImagePositionPatient; ordered by InstanceNumber, "
         f"{spacing:g} mm apart as the header states. Check the anatomy before measuring.",
         UserWarning,
         stacklevel=4,
@@ -358,8 +370,6 @@ def _decoded(s: _Slice) -> np.ndarray:
     try:
         ds = _read(s.path)
         pixels = ds.pixel_array
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
     except Exception as exc:  # pydicom's decoders raise many kinds for damaged pixel data
         raise ImageError(f"{s.path.name}: its pixel data cannot be decoded ({exc}); the file "
                          "is damaged or uses an unsupported transfer syntax.") from exc  # fmt: skip
@@ -369,6 +379,8 @@ def _decoded(s: _Slice) -> np.ndarray:
                          f"{expected} its header gives; the file is damaged.")  # fmt: skip
     if pixels.ndim > len(expected):  # colour: no rescaling
         return pixels.astype(np.uint8) if pixels.dtype != np.uint8 else pixels
+    slope = 1.0 if s.slope is None else s.slope
+    intercept = 0.0 if s.intercept is None else s.intercept
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
         raise ImageError(f"{s.path.name}: RescaleSlope {slope} / RescaleIntercept {intercept} "
                          "cannot map stored values to units; the header is damaged.")  # fmt: skip

@@ -6,6 +6,7 @@ in the same order, so a layer's ``scale`` shows anisotropic volumes correctly.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,13 @@ import numpy as np
 
 from ..errors import ImageError
 from .dicom import is_dicom, read_series
-from .image import DEFLATE_RATIO, ImageData, check_claimed_size, checked_spacing
+from .image import (
+    COMPRESSED_RATIO,
+    DEFLATE_RATIO,
+    ImageData,
+    check_claimed_size,
+    checked_spacing,
+)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -67,7 +74,8 @@ def _read_tiff(path: Path) -> ImageData:
         series = tiff.series[0]
         compressed = any(getattr(page, "compression", 1) != 1 for page in series.pages[:1])
         check_claimed_size(path, series.shape, series.dtype.itemsize,
-                           stored=None if compressed else path.stat().st_size)  # fmt: skip
+                           stored=path.stat().st_size,
+                           ratio=COMPRESSED_RATIO if compressed else 1)  # fmt: skip
         data = series.asarray()
     rgb = data.ndim >= 3 and data.shape[-1] in (3, 4) and data.dtype == np.uint8
     spatial = data.ndim - (1 if rgb else 0)
@@ -77,10 +85,14 @@ def _read_tiff(path: Path) -> ImageData:
 def _read_plain(path: Path) -> ImageData:
     import imageio.v3 as iio
 
-    props = iio.improps(path)
+    # From memory, not the file: a damaged chunk length then cannot make a read allocate
+    # more than the file holds.
+    encoded = io.BytesIO(path.read_bytes())
+    props = iio.improps(encoded, extension=path.suffix.lower())
     check_claimed_size(path, props.shape, props.dtype.itemsize,
                        stored=path.stat().st_size, ratio=DEFLATE_RATIO)  # fmt: skip
-    data = iio.imread(path)
+    encoded.seek(0)
+    data = iio.imread(encoded, extension=path.suffix.lower())
     rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
     return ImageData(data=data, scale=(1.0, 1.0), rgb=rgb)
 
@@ -138,11 +150,15 @@ def read_image(path: Path | str) -> ImageData:
     for suffixes, reader, kind in _READERS:
         if has_suffix(path, suffixes):
             try:
-                return reader(path)
+                image = reader(path)
             except ImageError:
                 raise
             except Exception as exc:  # each format's library raises its own kinds
                 raise ImageError(f"{path.name} is not a readable {kind} file ({exc}).") from exc
+            if image.data.size == 0:
+                raise ImageError(f"{path.name} holds an empty image {image.data.shape}: the "
+                                 "file is damaged.")  # fmt: skip
+            return image
     raise ImageError(
         f"{path.name}: unknown image type. Use one of {', '.join(IMAGE_SUFFIXES)}, a DICOM "
         "file (.dcm) or a DICOM series folder."

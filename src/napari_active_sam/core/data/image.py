@@ -19,6 +19,9 @@ MAX_IMAGE_BYTES = int(float(os.environ.get("NAPARI_ACTIVE_SAM_MAX_IMAGE_GB", "16
 DEFLATE_RATIO = 1032
 """deflate (gzip, zlib) expands a byte to at most this many, so a compressed file of n bytes
 cannot hold more than ``n * DEFLATE_RATIO`` bytes of image."""
+COMPRESSED_RATIO = 4096
+"""The most any image codec a reader meets here (deflate, LZW, PackBits, RLE, JPEG-LS,
+JPEG 2000) is allowed to expand, so a tiny file cannot make a decoder allocate gigabytes."""
 
 
 @dataclass

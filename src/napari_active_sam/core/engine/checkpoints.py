@@ -336,13 +336,16 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     metadata: dict[str, Any] = {}
     if payload.get("format") == CHECKPOINT_FORMAT:
         metadata = {k: v for k, v in payload.items() if k != "state_dict"}
-        payload = payload["state_dict"]
+        payload = payload.get("state_dict")
+        if not isinstance(payload, dict):
+            raise CheckpointError(f"{path} has no state dict of weights: it is damaged. "
+                                  "Download or save it again.")  # fmt: skip
     else:
         for key in ("model", "state_dict"):
             if isinstance(payload.get(key), dict):
                 payload = payload[key]
                 break
-    if not all(isinstance(v, torch.Tensor) for v in payload.values()):
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
         raise CheckpointError(f"{path} is a dict but not a state dict of tensors.")
     return payload, metadata
 
@@ -516,12 +519,8 @@ def load_model(
         Cache directory for downloads.
     """
     if checkpoint is not None:
-        arch: str | None = None  # files written by this project carry their architecture
-        if name in model_names():
-            arch = get_spec(name).architecture
-        elif name in ARCHITECTURES:
-            arch = name
-        return load_checkpoint(checkpoint, arch if arch in ARCHITECTURES else None, device, name)
+        arch = _named_architecture(name)
+        return load_checkpoint(checkpoint, arch, device, name)
     spec = get_spec(name)
     if spec.bundled:
         path = bundled_path(spec.bundled)
@@ -534,6 +533,33 @@ def load_model(
         return load_checkpoint(path, None, device, name=spec.name)
     path = fetch_checkpoint(spec, directory, progress)
     return load_checkpoint(path, spec.architecture, device, name=spec.name, sha256=spec.sha256)
+
+
+def _named_architecture(name: str) -> str | None:
+    """The architecture ``name`` stands for with a local checkpoint (None: the file's own)."""
+    arch = None  # files written by this project carry their architecture
+    if name in model_names():
+        arch = get_spec(name).architecture
+    elif name in ARCHITECTURES:
+        arch = name
+    return arch if arch in ARCHITECTURES else None
+
+
+def check_checkpoint(path: Path, architecture: str | Architecture | None = None) -> None:
+    """Read a local checkpoint and check it fits its architecture, building nothing.
+
+    Raises
+    ------
+    CheckpointError
+        As :func:`load_checkpoint` would, but without the cost of building the network.
+    """
+    path = Path(path)
+    state, metadata = read_checkpoint(path)
+    if architecture is None:
+        arch = _stored_architecture(path, metadata)
+    else:
+        arch = resolve_architecture(architecture)
+    _check_fits(state, arch, path, metadata)
 
 
 @dataclass(frozen=True)
@@ -564,8 +590,17 @@ class ModelRef:
         return file_sha256(path)
 
     def fetch(self, progress: ProgressCallback | None = None) -> ModelRef:
-        """Download a registered model's checkpoint now, so that workers find it cached."""
-        if self.checkpoint is None:
+        """Download a registered model's checkpoint now, so that workers find it cached, or
+        check a local checkpoint now, so that a bad file is found before workers start.
+
+        Raises
+        ------
+        CheckpointError
+            A local checkpoint that cannot be read or does not fit its architecture.
+        """
+        if self.checkpoint is not None:
+            check_checkpoint(Path(self.checkpoint), _named_architecture(self.name))
+        else:
             spec = get_spec(self.name)
             if spec.url:
                 fetch_checkpoint(spec, progress=progress)

@@ -37,9 +37,11 @@ STORE_FORMAT = "napari-active-sam-embeddings/1"
 _READ_ERRORS = (OSError, ValueError, LookupError, TypeError, RuntimeError)
 
 
-def _checksum(array: np.ndarray) -> str:
-    """Hex digest of an array's bytes, kept in its entry's record."""
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
+def _checksum(array: np.ndarray, signature: str, original_size, input_size) -> str:
+    """Hex digest of an entry: its array's bytes and the record fields read with it."""
+    digest = hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16)
+    digest.update(json.dumps([signature, list(original_size), list(input_size)]).encode())
+    return digest.hexdigest()
 
 
 def slice_signature(raw_slice: np.ndarray, model_id: str, preprocessing: dict[str, Any]) -> str:
@@ -251,14 +253,18 @@ class EmbeddingStore:
             if record is None or record.get("signature") != signature:
                 return None
             features = np.asarray(self._group[key][...], dtype=np.float16)
-            if _checksum(features) == record.get("checksum"):
+            original_size = tuple(int(n) for n in record["original_size"])
+            input_size = tuple(int(n) for n in record["input_size"])
+            if _checksum(features, signature, original_size, input_size) == record.get(
+                "checksum"
+            ):
                 return Embedding(
                     features=torch.from_numpy(features),
-                    original_size=tuple(record["original_size"]),
-                    input_size=tuple(record["input_size"]),
+                    original_size=original_size,
+                    input_size=input_size,
                     signature=signature,
                 )
-            problem = "its values do not match its checksum"
+            problem = "its values or sizes do not match its checksum"
         except _READ_ERRORS as exc:
             problem = f"it cannot be read: {exc!r}"
         if self._unchanged(key, record):  # else another writer is replacing it: a plain miss
@@ -309,7 +315,8 @@ class EmbeddingStore:
                     "signature": embedding.signature,
                     "original_size": list(embedding.original_size),
                     "input_size": list(embedding.input_size),
-                    "checksum": _checksum(features),
+                    "checksum": _checksum(features, embedding.signature,
+                                          embedding.original_size, embedding.input_size),
                     "write": uuid.uuid4().hex,  # tells a rewrite from damage to a reader
                 }
             )
