@@ -20,7 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--n", type=options.positive_int, default=100, help="number of images (default 100)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kind", default=SceneKind.MIXED, choices=list(SceneKind))
+    parser.add_argument(
+        "--kind",
+        default=SceneKind.MIXED,
+        choices=[str(m) for m in SceneKind],
+        help="scene kind (default mixed: any modality-like kind; random: domain "
+        "randomisation, random label maps with random appearance)",
+    )
     parser.add_argument(
         "--size", type=options.positive_int, default=256, help="image side in pixels"
     )

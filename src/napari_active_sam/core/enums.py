@@ -44,6 +44,9 @@ class SceneKind(StrEnum):
     """Fluorescence microscopy-like nuclei."""
     MIXED = "mixed"
     """Generic shapes on textured backgrounds."""
+    RANDOM = "random"
+    """Domain randomisation (SynthSeg-style): random label maps with random appearance, for
+    training a model that generalises beyond the modality-like kinds."""
 
 
 class Acquisition(StrEnum):

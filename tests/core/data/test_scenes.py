@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 
-from napari_active_sam.core.data.scenes import make_scene, write_dataset
+from napari_active_sam.core.data.scenes import (
+    MODALITY_KINDS,
+    make_scene,
+    scene_kinds,
+    training_scene,
+    write_dataset,
+)
 from napari_active_sam.core.enums import SceneKind
 
-DTYPES = {"ct": np.int16, "ultrasound": np.uint8, "nuclei": np.uint16, "mixed": np.uint8}
+DTYPES = {"ct": np.int16, "ultrasound": np.uint8, "nuclei": np.uint16, "mixed": np.uint8,
+          "random": np.uint8}  # fmt: skip
+
+# SHA-256 of 12 scenes of each kind (128 px, seed 0; see _digest), measured before the
+# ``random`` kind was added: the other kinds' scenes must not change.
+DIGESTS = {
+    "ct": "ef40d9d3fd9c2fab0610f0345ee8c6a38987e4dccae5ba82d259d80eb7266bdb",
+    "ultrasound": "4814547a304cfdc368d472f10729459e9fdfbf8db520fba0f5c7dbc3b430bece",
+    "nuclei": "e4cb282aa3fa9545cdd3acc4bc3591527707643081c9a2dadc17b91d8e497dc4",
+    "mixed": "b6eb25b7643b045cd22c8ff48366bd1f59ba5e57b1542cacf4b82cba4e1ea114",
+}
 
 
 @pytest.mark.parametrize("kind", list(SceneKind))
@@ -39,9 +57,9 @@ def test_ct_scenes_are_in_hounsfield_units_with_nested_lesions():
     assert with_child.sum() == (scene.labels == parent).sum() + (scene.labels == child).sum()
 
 
-def test_mixed_covers_every_kind_and_is_deterministic():
+def test_mixed_covers_every_modality_kind_and_is_deterministic():
     kinds = {make_scene("mixed", np.random.default_rng(s), 96).kind for s in range(30)}
-    assert kinds == set(SceneKind)
+    assert kinds == set(MODALITY_KINDS) and SceneKind.RANDOM not in kinds
     a = make_scene("mixed", np.random.default_rng(3), 96)
     b = make_scene("mixed", np.random.default_rng(3), 96)
     assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
@@ -56,3 +74,120 @@ def test_write_dataset_layout(tmp_path):
     assert labels.dtype == np.int32 and labels.max() >= 1
     index = json.loads((tmp_path / "objects.json").read_text())
     assert index["seed"] == 2 and set(index["images"]) == {m[:-4] for m in masks}
+
+
+def _digest(kind: str, size: int = 128, seed: int = 0, count: int = 12) -> str:
+    rng = np.random.default_rng(seed)
+    digest = hashlib.sha256()
+    for _ in range(count):
+        scene = make_scene(kind, rng, size)
+        digest.update(str(scene.kind).encode())
+        digest.update(str(scene.image.dtype).encode())
+        digest.update(scene.image.tobytes())
+        digest.update(scene.labels.tobytes())
+        digest.update(json.dumps(sorted(scene.parents.items())).encode())
+        digest.update(json.dumps(scene.window.to_dict(), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("kind", sorted(DIGESTS))
+def test_existing_kinds_are_unchanged_for_a_seed(kind):
+    assert _digest(kind) == DIGESTS[kind]
+
+
+def test_all_cycles_through_the_modality_kinds_and_random_is_asked_for_by_name():
+    assert scene_kinds("all") == list(MODALITY_KINDS)
+    assert scene_kinds("random") == [SceneKind.RANDOM]
+    with pytest.raises(ValueError):
+        scene_kinds("mri")
+
+
+@pytest.fixture(scope="module")
+def random_scenes():
+    return [make_scene("random", np.random.default_rng(seed), 128) for seed in range(24)]
+
+
+def _touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
+    """Pairs of different objects (labels) that share a 4-connected boundary."""
+    pairs = set()
+    for a, b in ((labels[1:], labels[:-1]), (labels[:, 1:], labels[:, :-1])):
+        touch = (a != b) & (a > 0) & (b > 0)
+        pairs |= {(int(min(x, y)), int(max(x, y))) for x, y in zip(a[touch], b[touch], strict=True)}
+    return pairs
+
+
+def test_random_scenes_are_valid(random_scenes):
+    eight = np.ones((3, 3), bool)
+    for scene in random_scenes:
+        assert scene.kind is SceneKind.RANDOM
+        assert scene.image.dtype == np.uint8 and scene.labels.dtype == np.int32
+        assert scene.image.shape == scene.labels.shape == (128, 128)
+        n = int(scene.labels.max())
+        assert n >= 1
+        sizes = np.bincount(scene.labels.ravel())
+        assert (sizes[1:] >= 12).all()  # labels are 1..n, none empty
+        for label, where in enumerate(ndimage.find_objects(scene.labels), 1):
+            _, pieces = ndimage.label(scene.labels[where] == label, eight)
+            assert pieces == 1, f"object {label} is in {pieces} pieces"
+        for child, parent in scene.parents.items():
+            assert 1 <= child <= n and 1 <= parent <= n and child != parent
+            assert parent not in scene.parents  # one level of nesting
+            grown = ndimage.binary_dilation(scene.labels == child)
+            assert (scene.labels[grown] == parent).any()
+            whole = scene.object_mask(parent)
+            assert whole.sum() == sizes[parent] + sum(
+                sizes[c] for c, p in scene.parents.items() if p == parent
+            )
+
+
+def test_random_scenes_are_deterministic_for_a_seed():
+    a, b = (make_scene("random", np.random.default_rng(11), 96) for _ in range(2))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+    assert a.parents == b.parents
+    c = make_scene("random", np.random.default_rng(12), 96)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_random_scenes_vary(random_scenes):
+    polarity = set()
+    touching = nested = crowded = 0
+    for scene in random_scenes:
+        objects = scene.image[scene.labels > 0].mean()
+        background = scene.image[scene.labels == 0]
+        if background.size > 100:
+            polarity.add(bool(objects > background.mean()))
+        pairs = _touching_pairs(scene.labels)
+        nesting = {(min(c, p), max(c, p)) for c, p in scene.parents.items()}
+        touching += bool(pairs - nesting)  # side by side, not one inside the other
+        nested += bool(scene.parents)
+        crowded += scene.labels.max() >= 30
+    assert polarity == {True, False}  # objects brighter than background in some, darker in others
+    assert touching >= 4 and nested >= 4 and crowded >= 2
+    means = [scene.image.mean() for scene in random_scenes]
+    assert np.ptp(means) > 60
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_training_scene_mixes_random_with_the_modality_kinds(fraction):
+    rng = np.random.default_rng(4)
+    kinds = {training_scene(rng, 64, random_fraction=fraction).kind for _ in range(16)}
+    assert kinds == {SceneKind.RANDOM} if fraction else kinds <= set(MODALITY_KINDS)
+    assert len(kinds) == 1 or not fraction
+
+
+def test_training_scene_draws_both_and_is_deterministic():
+    kinds = [training_scene(np.random.default_rng(s), 64).kind for s in range(20)]
+    assert SceneKind.RANDOM in kinds and set(kinds) - {SceneKind.RANDOM}
+    a, b = (training_scene(np.random.default_rng(9), 64, 0.5) for _ in range(2))
+    assert a.kind == b.kind and np.array_equal(a.image, b.image)
+    with pytest.raises(ValueError, match="random_fraction"):
+        training_scene(np.random.default_rng(0), 64, random_fraction=1.5)
+
+
+def test_write_dataset_writes_random_scenes(tmp_path):
+    assert list(write_dataset(tmp_path, 2, seed=1, kind="random", size=96)) == [1, 2]
+    image = tifffile.imread(tmp_path / "images" / "random_0000.tif")
+    labels = tifffile.imread(tmp_path / "masks" / "random_0000.tif")
+    assert image.dtype == np.uint8 and labels.shape == image.shape and labels.max() >= 1
+    index = json.loads((tmp_path / "objects.json").read_text())
+    assert {entry["kind"] for entry in index["images"].values()} == {"random"}

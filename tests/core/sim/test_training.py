@@ -14,11 +14,12 @@ from napari_active_sam.core.errors import ActiveSamError, CheckpointError
 from napari_active_sam.core.sim.clicker import error_click
 from napari_active_sam.core.sim.training import (
     DemoTrainingConfig,
-    SceneBank,
     decode_batch,
     dice_loss,
     focal_loss,
     interactive_step,
+    make_batch,
+    resume_path,
     train_demo_model,
 )
 
@@ -65,15 +66,16 @@ def test_batched_decoding_matches_sams_own_decoder_per_image(tiny_model):
 
 def test_interactive_step_backpropagates_into_every_part(tiny_arch):
     rng = np.random.default_rng(0)
-    bank = SceneBank.generate(2, rng, tiny_arch.img_size, "nuclei")
+    config = DemoTrainingConfig(batch_size=2, size=tiny_arch.img_size)
+    batch = make_batch(rng, config, "nuclei")
+    assert batch.images.shape == (2, tiny_arch.img_size, tiny_arch.img_size, 3)
+    assert batch.targets.shape == batch.regions.shape == (2, tiny_arch.img_size, tiny_arch.img_size)
     sam = tiny_arch.build().train()
     model = LoadedModel(sam, "tiny", tiny_arch, "x")
-    pairs = [bank.sample_target(i, rng) for i in range(2)]
-    targets = np.stack([t for t, _ in pairs])
-    regions = np.stack([r for _, r in pairs])
     for use_box in (False, True):
         sam.zero_grad()
-        loss, stats = interactive_step(model, bank.images, targets, regions, use_box, 3, rng)
+        loss, stats = interactive_step(model, batch.images, batch.targets, batch.regions,
+                                       use_box, 3, rng)  # fmt: skip
         loss.backward()
         assert torch.isfinite(loss) and 0 <= stats["iou_last"] <= 1
         for part in (sam.image_encoder, sam.prompt_encoder, sam.mask_decoder):
@@ -83,7 +85,7 @@ def test_interactive_step_backpropagates_into_every_part(tiny_arch):
 
 @pytest.mark.slow
 def test_short_training_improves_and_saves_a_loadable_checkpoint(tiny_arch, tmp_path):
-    config = DemoTrainingConfig(steps=60, batch_size=4, pool_size=16, size=tiny_arch.img_size,
+    config = DemoTrainingConfig(steps=60, batch_size=4, size=tiny_arch.img_size,
                                 warmup_steps=5, learning_rate=2e-3, click_iterations=2)  # fmt: skip
     steps = train_demo_model(tmp_path / "m.pt", 0, config, tiny_arch, kind="ultrasound")
     messages = [p for p in steps if p.done]
@@ -95,7 +97,7 @@ def test_short_training_improves_and_saves_a_loadable_checkpoint(tiny_arch, tmp_
 
 
 def test_training_continues_from_a_checkpoint_and_sums_the_stages(tiny_arch, tmp_path):
-    config = DemoTrainingConfig(steps=2, batch_size=2, pool_size=4, size=tiny_arch.img_size,
+    config = DemoTrainingConfig(steps=2, batch_size=2, size=tiny_arch.img_size,
                                 warmup_steps=1, click_iterations=2)  # fmt: skip
     first = tmp_path / "first.pt"
     list(train_demo_model(first, 0, config, tiny_arch, kind="nuclei"))
@@ -123,7 +125,7 @@ def test_training_continues_from_a_checkpoint_and_sums_the_stages(tiny_arch, tmp
         assert torch.equal(unchanged[key], value), key
 
 
-@pytest.mark.parametrize("field", ["steps", "batch_size", "click_iterations", "pool_size"])
+@pytest.mark.parametrize("field", ["steps", "batch_size", "click_iterations"])
 def test_training_options_below_one_are_a_clear_error(field):
     with pytest.raises(ActiveSamError, match=f"{field} of at least 1"):
         DemoTrainingConfig(**{field: 0})
@@ -131,8 +133,39 @@ def test_training_options_below_one_are_a_clear_error(field):
 
 def test_training_refuses_to_continue_from_another_architecture(tiny_arch, tmp_path):
     first = tmp_path / "first.pt"
-    config = DemoTrainingConfig(steps=1, batch_size=2, pool_size=2, size=tiny_arch.img_size,
+    config = DemoTrainingConfig(steps=1, batch_size=2, size=tiny_arch.img_size,
                                 warmup_steps=1, click_iterations=1)  # fmt: skip
     list(train_demo_model(first, 0, config, tiny_arch, kind="nuclei"))
     with pytest.raises(CheckpointError, match="architecture"):
         list(train_demo_model(tmp_path / "x.pt", 0, config, DEMO_ARCHITECTURE, init=first))
+
+
+def test_a_killed_run_resumes_from_its_last_state(tiny_arch, tmp_path):
+    config = DemoTrainingConfig(steps=4, batch_size=2, size=tiny_arch.img_size, warmup_steps=1,
+                                click_iterations=2, checkpoint_every_s=0)  # fmt: skip
+    out = tmp_path / "m.pt"
+    run = train_demo_model(out, 0, config, tiny_arch, kind="nuclei")
+    for progress in run:
+        if progress.message == "resumable state saved at step 2":
+            run.close()  # killed here: the state on disk is all that is left
+            break
+    saved = torch.load(resume_path(out), weights_only=True)
+    assert saved["step"] == 2 and not out.exists()
+    with pytest.raises(CheckpointError, match="other settings"):
+        next(train_demo_model(out, 0, replace(config, steps=5), tiny_arch, kind="nuclei",
+                              resume=True))  # fmt: skip
+    messages = [p.message for p in train_demo_model(out, 0, config, tiny_arch, kind="nuclei",
+                                                    resume=True)]  # fmt: skip
+    assert messages[0] == "resumed at step 2" and "saved at step 3" in messages[1]
+    model = load_checkpoint(out, device="cpu")
+    assert model.extra["steps"] == 4 and model.extra["wall_time_s"] > 0
+    assert model.extra["steps_per_s"] > 0 and model.extra["cpu_cores"] >= 1
+    assert not resume_path(out).exists()
+
+
+@pytest.mark.slow
+def test_scenes_made_by_a_data_worker_process(tiny_arch, tmp_path):
+    config = DemoTrainingConfig(steps=2, batch_size=2, size=tiny_arch.img_size, warmup_steps=1,
+                                click_iterations=2, data_workers=1)  # fmt: skip
+    list(train_demo_model(tmp_path / "m.pt", 0, config, tiny_arch, kind="nuclei"))
+    assert load_checkpoint(tmp_path / "m.pt", device="cpu").extra["config"]["data_workers"] == 1

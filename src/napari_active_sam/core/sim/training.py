@@ -8,6 +8,8 @@ mean squared error between the IoU head and each head's true IoU."""
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Generator
 from dataclasses import asdict, dataclass
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, Sam
 
-from ..data.scenes import Scene, make_scene
+from ..data.scenes import Scene, make_scene, training_scene
 from ..engine.architectures import DEMO_ARCHITECTURE, Architecture
 from ..engine.checkpoints import LoadedModel, load_checkpoint, save_checkpoint
 from ..engine.preprocess import to_sam_rgb
@@ -32,7 +34,15 @@ from .episode import Step, clicks_to_prompts, corrections, interaction
 
 @dataclass(frozen=True)
 class DemoTrainingConfig:
-    """Hyper-parameters of :func:`train_demo_model`."""
+    """Hyper-parameters of :func:`train_demo_model`.
+
+    ``random_fraction`` of the training scenes are domain-randomised (random label maps,
+    intensities, textures and artefacts; see
+    :func:`~napari_active_sam.core.data.scenes.training_scene`), the rest are drawn from the
+    modality-like kinds; every scene is generated fresh, by
+    ``data_workers`` processes (0: in the training process). A resumable state is written
+    every ``checkpoint_every_s`` seconds.
+    """
 
     steps: int = 1400
     batch_size: int = 8
@@ -41,15 +51,21 @@ class DemoTrainingConfig:
     warmup_steps: int = 100
     click_iterations: int = 8
     box_fraction: float = 0.25
-    pool_size: int = 2000
     size: int = 256
+    random_fraction: float = 0.5
+    data_workers: int = 0
+    checkpoint_every_s: float = 300.0
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "click_iterations", "pool_size"):
+        for name in ("steps", "batch_size", "click_iterations"):
             if getattr(self, name) < 1:
                 raise ActiveSamError(
                     f"Demo-model training needs {name} of at least 1, got {getattr(self, name)}."
                 )
+        if not 0 <= self.random_fraction <= 1:
+            raise ActiveSamError(f"random_fraction is a share, 0 to 1; got {self.random_fraction}.")
+        if self.data_workers < 0:
+            raise ActiveSamError(f"data_workers cannot be negative, got {self.data_workers}.")
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha=0.25):
@@ -74,50 +90,85 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 20 * focal_loss(logits, target) + dice_loss(logits, target)
 
 
-@dataclass
-class SceneBank:
-    """Scenes prepared for training: SAM input images and ground truth.
+def sample_target(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A target mask of ``scene`` and the region its first click may come from.
 
-    Attributes
-    ----------
-    images : np.ndarray
-        uint8 ``(N, H, W, 3)`` windowed SAM input.
-    scenes : list of Scene
-        The scenes (labels and object hierarchy).
+    A click inside a child object may target the child or its parent (with the child
+    inside): the ambiguity SAM's multimask heads are trained to cover.
     """
+    label = int(rng.integers(1, scene.labels.max() + 1))
+    own = scene.labels == label
+    if label in scene.parents and rng.random() < 0.5:
+        return scene.object_mask(scene.parents[label]), own
+    has_children = label in scene.parents.values()
+    target = scene.object_mask(label, with_children=has_children and rng.random() < 0.5)
+    return target, own
+
+
+@dataclass
+class TrainingBatch:
+    """One batch of fresh scenes: uint8 ``(B, S, S, 3)`` SAM input, boolean ``(B, S, S)``
+    targets and first-click regions, and whether the session opens with a box."""
 
     images: np.ndarray
-    scenes: list[Scene]
+    targets: np.ndarray
+    regions: np.ndarray
+    use_box: bool
 
-    @classmethod
-    def generate(
-        cls, count: int, rng: np.random.Generator, size: int, kind: str = "mixed"
-    ) -> SceneBank:
-        scenes = [make_scene(kind, rng, size) for _ in range(count)]
-        images = np.stack([to_sam_rgb(s.image, s.window.limits(s.image)) for s in scenes])
-        return cls(images, scenes)
 
-    def sample_target(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A target mask and the region its first click may come from.
+def make_batch(rng: np.random.Generator, config: DemoTrainingConfig, kind: str) -> TrainingBatch:
+    """A batch of ``config.batch_size`` freshly generated scenes, one target each."""
+    images, targets, regions = [], [], []
+    for _ in range(config.batch_size):
+        if kind == SceneKind.MIXED:
+            scene = training_scene(rng, config.size, config.random_fraction)
+        else:
+            scene = make_scene(kind, rng, config.size)
+        target, region = sample_target(scene, rng)
+        images.append(to_sam_rgb(scene.image, scene.window.limits(scene.image)))
+        targets.append(target)
+        regions.append(region)
+    use_box = bool(rng.random() < config.box_fraction)
+    return TrainingBatch(np.stack(images), np.stack(targets), np.stack(regions), use_box)
 
-        A click inside a child object may target the child or its parent (with the child
-        inside): the ambiguity SAM's multimask heads are trained to cover.
-        """
-        scene = self.scenes[index]
-        label = int(rng.integers(1, scene.labels.max() + 1))
-        own = scene.labels == label
-        if label in scene.parents and rng.random() < 0.5:
-            return scene.object_mask(scene.parents[label]), own
-        has_children = label in scene.parents.values()
-        target = scene.object_mask(label, with_children=has_children and rng.random() < 0.5)
-        return target, own
+
+class SceneStream(torch.utils.data.IterableDataset):
+    """Endless :class:`TrainingBatch` es; each data worker draws from its own seed stream,
+    ``(seed, start, worker)``, so a run (and a run resumed at step ``start``) is repeatable."""
+
+    def __init__(self, config: DemoTrainingConfig, kind: str, seed: int, start: int):
+        super().__init__()
+        self.config, self.kind, self.seed, self.start = config, kind, seed, start
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        rng = np.random.default_rng([self.seed, self.start, worker])
+        while True:
+            yield make_batch(rng, self.config, self.kind)
+
+
+def _batches(config: DemoTrainingConfig, kind: str, seed: int, start: int):
+    """Batches from ``config.data_workers`` processes (or this one)."""
+    stream = SceneStream(config, kind, seed, start)
+    if config.data_workers == 0:
+        return iter(stream)
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=config.data_workers,
+        prefetch_factor=4,
+        persistent_workers=False,
+        multiprocessing_context="spawn",
+    )
+    return iter(loader)
 
 
 def _learning_rate(step: int, config: DemoTrainingConfig) -> float:
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
-    return config.learning_rate * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
+    return float(config.learning_rate * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
 
 
 def decode_batch(
@@ -279,6 +330,36 @@ def _starting_point(init: Path | None, architecture: Architecture) -> tuple[Sam 
     }
 
 
+def resume_path(out: Path) -> Path:
+    """Where a run writing ``out`` keeps its resumable state: ``out`` + ``.resume``."""
+    out = Path(out)
+    return out.with_name(out.name + ".resume")
+
+
+def _save_state(path: Path, state: dict) -> None:
+    """Write the resumable state atomically (a kill mid-write keeps the previous one)."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def _resumed(out: Path, seed: int, config: DemoTrainingConfig, kind: str) -> dict | None:
+    """The state a killed run of the same settings left, or None."""
+    path = resume_path(out)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise CheckpointError(f"{path} cannot be read ({exc}): delete it to start afresh.") from exc
+    if (state.get("seed"), state.get("config"), state.get("kind")) != (seed, asdict(config), kind):
+        raise CheckpointError(
+            f"{path} is a run with other settings (seed, configuration or scene kind): "
+            "resume with those settings, or delete it to start afresh."
+        )
+    return state
+
+
 def train_demo_model(
     out: Path,
     seed: int = 0,
@@ -287,13 +368,19 @@ def train_demo_model(
     kind: str = SceneKind.MIXED,
     init: Path | None = None,
     device: str | torch.device = "cpu",
+    resume: bool = False,
 ) -> Generator[Progress, None, Path]:
     """Train the demo model on generated scenes; yield progress; save it.
 
     The checkpoint (written with :func:`~napari_active_sam.core.engine.checkpoints.save_checkpoint`)
-    carries its architecture, the seed, the configuration, the step count and the wall time;
-    with ``init`` also the starting checkpoint's hash and the steps and wall time summed
-    over every stage.
+    carries its architecture, the seed, the configuration, the step count, the wall time,
+    steps per second and the hardware; with ``init`` also the starting checkpoint's hash and
+    the steps and wall time summed over every stage.
+
+    Every ``config.checkpoint_every_s`` seconds the network, the optimiser and the step are
+    written to :func:`resume_path`; with ``resume`` a run of the same settings continues
+    from there (with fresh scenes: the data streams restart at the resumed step). The file
+    is removed once the checkpoint is saved.
 
     Parameters
     ----------
@@ -303,50 +390,76 @@ def train_demo_model(
         Seeds the scene generator, the click sampler and torch.
     config : DemoTrainingConfig, optional
         Defaults to :class:`DemoTrainingConfig`.
+    kind : str
+        ``mixed`` (the training mix, domain-randomised scenes included) or one scene kind.
     init : Path, optional
         Continue from this checkpoint (same architecture) instead of random weights.
     device : str or torch.device
-        Where the network trains (the scenes and clicks are made on the CPU).
+        Where the network trains (the scenes and clicks are made on the CPU); on CUDA the
+        forward passes run in bfloat16 autocast.
+    resume : bool
+        Continue a killed run that wrote ``out``'s resumable state.
     """
     config = config or DemoTrainingConfig()
+    out = Path(out)
+    device = torch.device(device)
+    state = _resumed(out, seed, config, str(kind)) if resume else None
     start, previous = _starting_point(init, architecture)
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    started = time.perf_counter()
-    yield Progress(0, config.steps, f"generating {config.pool_size} training scenes")
-    bank = SceneBank.generate(config.pool_size, rng, config.size, kind)
+    rng = np.random.default_rng([seed, 1])  # clicks and boxes; scenes have their own streams
     sam = (start if start is not None else architecture.build()).to(device).train()
     model = LoadedModel(sam, architecture.name, architecture, "training")
     optimizer = torch.optim.AdamW(
         sam.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
+    first_step, spent = 0, 0.0
+    if state is not None:
+        sam.load_state_dict(state["sam"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        first_step, spent, previous = state["step"], state["wall_time_s"], state["previous"]
+        yield Progress(first_step, config.steps, f"resumed at step {first_step}")
+    started = time.perf_counter()
+    last_saved = started
+    batches = _batches(config, str(kind), seed, first_step)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     history = []
-    for step in range(config.steps):
+    for step in range(first_step, config.steps):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
-        indices = rng.integers(len(bank.scenes), size=config.batch_size)
-        pairs = [bank.sample_target(int(i), rng) for i in indices]
-        targets = np.stack([t for t, _ in pairs])
-        regions = np.stack([r for _, r in pairs])
-        use_box = rng.random() < config.box_fraction
-        loss, stats = interactive_step(
-            model, bank.images[indices], targets, regions, use_box, config.click_iterations, rng
-        )
+        batch = next(batches)
+        with autocast:
+            loss, stats = interactive_step(model, batch.images, batch.targets, batch.regions,
+                                           batch.use_box, config.click_iterations, rng)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
         optimizer.step()
         history.append(stats)
+        now = time.perf_counter()
+        if now - last_saved >= config.checkpoint_every_s and step + 1 < config.steps:
+            _save_state(resume_path(out), {
+                "sam": sam.state_dict(), "optimizer": optimizer.state_dict(),
+                "step": step + 1, "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(), "seed": seed, "config": asdict(config),
+                "kind": str(kind), "previous": previous,
+                "wall_time_s": spent + now - started,
+            })  # fmt: skip
+            last_saved = now
+            yield Progress(step + 1, config.steps, f"resumable state saved at step {step + 1}")
         if (step + 1) % 10 == 0 or step + 1 == config.steps:
             recent = history[-50:]
             summary = {k: float(np.mean([h[k] for h in recent])) for k in recent[0]}
+            rate = (step + 1 - first_step) / (now - started)
             yield Progress(
                 step + 1,
                 config.steps,
-                "loss {loss:.3f}  IoU first {iou_first:.3f}  last {iou_last:.3f}".format(**summary),
+                "loss {loss:.3f}  IoU first {iou_first:.3f}  last {iou_last:.3f}".format(**summary)
+                + f"  {rate:.2f} steps/s",
             )
     sam.eval()
-    wall_time = time.perf_counter() - started
+    wall_time = spent + time.perf_counter() - started
     save_checkpoint(
         out,
         sam,
@@ -354,7 +467,9 @@ def train_demo_model(
         seed=seed,
         steps=config.steps,
         config=asdict(config),
+        kind=str(kind),
         wall_time_s=wall_time,
+        steps_per_s=config.steps / wall_time if wall_time > 0 else 0.0,
         **{
             **previous,
             "total_steps": previous["total_steps"] + config.steps,
@@ -363,5 +478,8 @@ def train_demo_model(
         torch_version=str(torch.__version__),
         device=_device_name(sam.device),
         threads=torch.get_num_threads(),
+        cpu=platform.processor() or platform.machine(),
+        cpu_cores=os.cpu_count(),
     )
-    return Path(out)
+    resume_path(out).unlink(missing_ok=True)
+    return out
