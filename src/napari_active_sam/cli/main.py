@@ -18,6 +18,7 @@ from . import (
     benchmark,
     demo,
     make_dataset,
+    make_real_dataset,
     models,
     precompute,
     quality,
@@ -31,6 +32,7 @@ COMMANDS = (
     precompute,
     benchmark,
     make_dataset,
+    make_real_dataset,
     train_demo_model,
     train_head,
     quality,
@@ -60,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ActiveSamError as exc:
         print(f"napari-active-sam: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the system refused: not a folder, no space, no permission
+        print(f"napari-active-sam: error: {exc}; check the path and its permissions.",
+              file=sys.stderr)  # fmt: skip
         return 2
 
 

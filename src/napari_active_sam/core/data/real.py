@@ -1,0 +1,610 @@
+"""Real images with instance labels, built from files that ship inside installed packages.
+
+Nothing is downloaded: every image is a file that scikit-image, nibabel or pydicom installs,
+and every label is made from it by a fixed, documented rule (a threshold in physical units,
+colour deconvolution, morphology, watershed), so the set is the same on every machine. The
+subsets, named at the start of each file name:
+
+- ``photo-coins``: scikit-image's ``coins.png``, a photograph of 24 coins; each coin by the
+  scikit-image gallery's elevation-map watershed (Sobel gradient, markers from dark
+  background and bright coin pixels), holes filled.
+- ``nuclei-ihc``: scikit-image's ``ihc.png``, immunohistochemistry (DAB, brown, on
+  hematoxylin counterstain, blue); nuclei of the stroma by colour deconvolution
+  (:func:`skimage.color.rgb2hed`): the hematoxylin channel thresholded outside the
+  DAB-stained epithelium, touching nuclei split by a watershed from the hematoxylin maxima,
+  then only compact nuclei of nucleus size (area, solidity) whose surroundings are unstained.
+  The epithelial nuclei, packed edge to edge in brown, are left out: no rule splits them
+  defensibly.
+- ``mri-epi``: nibabel's ``example4d.nii.gz`` (first volume), a real T2*-weighted echo-planar
+  brain MRI, 2 mm: the brain (Otsu threshold of the volume, opening, largest component, holes
+  filled) on several axial slices, and the lateral ventricles (bright CSF: above 1.1 times
+  the brain's median, 10 voxels (20 mm) inside the brain, the largest component crossing
+  the midline) on slices where they are large.
+- ``ct-chest``: pydicom's ``CT_small.dcm``, a real 128 x 128 thoracic CT slice in Hounsfield
+  units, shown in the bone window: the two lungs (air, <= -400 HU, vessels inside filled)
+  and the vertebra (the largest region >= 200 HU, marrow spaces filled: its cancellous bone
+  is 150-300 HU, so the 300 HU cortical threshold would keep only shells).
+- ``ct-head``: pydicom's ``693_J2KI.dcm``, a real 512 x 512 head CT slice: the head
+  (>= -500 HU, the largest region, holes filled; the head holder is a separate region and
+  left out), the skull (largest region >= 300 HU) and the intracranial space it encloses,
+  shown in the soft-tissue window.
+
+nibabel's ``anatomical.nii`` (T1) is not used: it is a 66 x 82 x 50 mm crop from inside the
+brain at 2 mm, with no brain outline, and its ventricles are 2-4 voxels wide, where partial
+volume decides the border more than any rule could.
+
+Structures that contain each other (a head and its skull, a brain and its ventricles) are
+written as separate image files with one mask each (a *layer*), so every object is whole.
+
+Two splits draw on different pixels: ``validation`` and ``test`` take the two halves of each
+photograph and micrograph (coins: top and bottom two rows; IHC: left and right halves, each
+nucleus wholly inside its half), alternate slices of the MRI volume, and different CT
+slices (``ct-chest`` in validation, ``ct-head`` in test). The MRI slices of both splits come
+from one subject, so only the CT split is between patients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..engine.preprocess import IntensityWindow
+from ..errors import ActiveSamError
+
+SPLITS = ("validation", "test")
+"""Choose settings on ``validation``; report on ``test``."""
+
+SUBSETS = ("photo-coins", "nuclei-ihc", "mri-epi", "ct-chest", "ct-head")
+"""Subset names; every file name starts with its subset's."""
+
+BONE_HU = 300.0
+"""Cortical bone (the skull): at least this many Hounsfield units."""
+VERTEBRA_HU = 200.0
+"""Vertebral bone, cancellous included: at least this many Hounsfield units."""
+MARROW_MAX_PIXELS = 200
+"""Holes in the vertebra smaller than this are marrow spaces (filled); the spinal canal,
+larger, stays open."""
+LUNG_HU = -400.0
+"""Lung air: at most this many Hounsfield units."""
+BODY_HU = -500.0
+"""Body (or head) versus the air around it."""
+
+MRI_SLICES = {
+    "validation": {"brain": (8, 12, 16, 18, 21), "ventricles": (12, 16, 18)},
+    "test": {"brain": (9, 13, 17, 19, 22), "ventricles": (13, 17, 19)},
+}
+"""Axial slices of ``example4d.nii.gz`` (inferior to superior): brain on each, lateral
+ventricles where they are large (frontal horns at 12-13, bodies at 16-19)."""
+
+
+@dataclass(frozen=True)
+class RealImage:
+    """A real image with instance labels.
+
+    Attributes
+    ----------
+    name : str
+        File stem, starting with the subset's name (``photo-coins-top``).
+    subset : str
+        One of :data:`SUBSETS`.
+    image : np.ndarray
+        ``(H, W)`` grayscale (uint8, or int16 Hounsfield units / MR signal) or ``(H, W, 3)``
+        uint8 RGB.
+    labels : np.ndarray
+        int32 ``(H, W)`` instance labels, 0 = background.
+    window : IntensityWindow
+        The window to show and encode the image with.
+    source : str
+        The package file it was made from.
+    structures : dict of int to str
+        What each label is.
+    """
+
+    name: str
+    subset: str
+    image: np.ndarray
+    labels: np.ndarray
+    window: IntensityWindow
+    source: str
+    structures: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int]:
+        return tuple(self.image.shape[:2])
+
+
+def subset_of(stem: str) -> str:
+    """The subset a file stem belongs to (``mri-epi-z12-brain`` → ``mri-epi``)."""
+    for subset in sorted(SUBSETS, key=len, reverse=True):
+        if stem == subset or stem.startswith(subset + "-"):
+            return subset
+    raise ActiveSamError(f"{stem!r} starts with none of the real subsets {', '.join(SUBSETS)}.")
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    module = importlib.import_module(package)
+    path = Path(module.__file__).parent.joinpath(*parts)
+    if not path.is_file():
+        raise ActiveSamError(
+            f"{path} is missing: the real data set is built from files that {package} "
+            "installs; reinstall it with its data files."
+        )
+    return path
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ActiveSamError(f"Unknown split {split!r}: use one of {', '.join(SPLITS)}.")
+    return split
+
+
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    return x * x + y * y <= radius * radius
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == int(np.argmax(sizes)) + 1
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    """Labels 1..n in raster order of each object's first pixel."""
+    out = np.zeros(labels.shape, np.int32)
+    values, first = np.unique(labels.ravel(), return_index=True)
+    keep = values > 0
+    for new, value in enumerate(values[keep][np.argsort(first[keep])], start=1):
+        out[labels == value] = new
+    return out
+
+
+def _inside_crop(labels: np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
+    """The crop ``labels[region]`` keeping only objects wholly inside it, off its edge."""
+    crop = labels[region]
+    edge = np.unique(np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]))
+    kept = np.where(np.isin(crop, edge), 0, crop)
+    whole = [v for v in np.unique(kept[kept > 0]) if (labels == v).sum() == (kept == v).sum()]
+    return _renumber(np.where(np.isin(kept, whole), kept, 0))
+
+
+# -- photographs -----------------------------------------------------------------------
+
+
+COIN_HALVES = {
+    "validation": ("top", (slice(0, 150), slice(None))),
+    "test": ("bottom", (slice(150, None), slice(None))),
+}
+"""The coins lie in four rows; image rows 0-149 hold the top two, 150- the bottom two."""
+
+
+def coin_labels(image: np.ndarray) -> np.ndarray:
+    """Coins of ``coins.png`` by elevation-map watershed (the scikit-image gallery's method).
+
+    Markers: background below 30, coins above 150 (uint8); the watershed of the Sobel
+    gradient grows them; coin regions get their holes filled and are labelled; specks under
+    200 pixels are dropped.
+    """
+    from skimage.filters import sobel
+    from skimage.segmentation import watershed
+
+    markers = np.zeros(image.shape, np.int32)
+    markers[image < 30] = 1
+    markers[image > 150] = 2
+    coins = ndimage.binary_fill_holes(watershed(sobel(image), markers) == 2)
+    labels, _ = ndimage.label(coins)
+    sizes = np.bincount(labels.ravel())
+    labels[sizes[labels] < 200] = 0
+    return _renumber(labels)
+
+
+def photo_coins(split: str = "validation") -> list[RealImage]:
+    """The coins photograph's half for ``split``: top two rows (validation) or bottom two."""
+    import imageio.v3 as iio
+
+    half, region = COIN_HALVES[_check_split(split)]
+    path = _package_file("skimage.data", "coins.png")
+    image = np.asarray(iio.imread(path), np.uint8)
+    labels = _inside_crop(coin_labels(image), region)
+    return [
+        RealImage(
+            name=f"photo-coins-{half}",
+            subset="photo-coins",
+            image=np.ascontiguousarray(image[region]),
+            labels=labels,
+            window=IntensityWindow.percentile(),
+            source=f"skimage/data/{path.name}",
+            structures={int(v): "coin" for v in np.unique(labels[labels > 0])},
+        )
+    ]
+
+
+# -- microscopy ------------------------------------------------------------------------
+
+HEMATOXYLIN_MIN = 0.02
+"""Hematoxylin optical density (rgb2hed, smoothed with sigma 1) of stromal nuclei."""
+IHC_HALVES = {
+    "validation": ("left", (slice(None), slice(0, 256))),
+    "test": ("right", (slice(None), slice(256, None))),
+}
+"""Left and right halves: the stroma, where the labelled nuclei are, spans both equally."""
+
+
+def ihc_nuclei_labels(rgb: np.ndarray) -> np.ndarray:
+    """Stromal nuclei of ``ihc.png`` by colour deconvolution, threshold and watershed.
+
+    1. Epithelium: the DAB channel smoothed (sigma 6) above its Otsu threshold, closed
+       (radius 8), holes filled, regions under 2000 pixels dropped, grown by 4 pixels.
+    2. Nuclei: hematoxylin (sigma 1) above :data:`HEMATOXYLIN_MIN` outside the epithelium,
+       opened (radius 1), holes filled.
+    3. Touching nuclei: watershed of the hematoxylin (sigma 2) from its maxima at least
+       0.005 above their surroundings.
+    4. Kept: 40-1000 pixels, solidity above 0.85, not touching the image edge, and a 4-pixel
+       ring around the nucleus whose mean DAB (sigma 3) is under 0.7 times the epithelium
+       threshold (a nucleus in the stroma, not at the edge of a gland).
+    """
+    from skimage.color import rgb2hed
+    from skimage.filters import threshold_otsu
+    from skimage.measure import regionprops
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    hed = rgb2hed(rgb)
+    hema, dab = hed[..., 0], hed[..., 2]
+    dab_smooth = ndimage.gaussian_filter(dab, 6)
+    dab_threshold = float(threshold_otsu(dab_smooth))
+    pad = 20  # close and fill away from the image edge, so glands cut by it stay whole
+    epithelium = np.pad(dab_smooth > dab_threshold, pad, mode="edge")
+    epithelium = ndimage.binary_closing(epithelium, _disk(8))
+    epithelium = ndimage.binary_fill_holes(epithelium)[pad:-pad, pad:-pad]
+    regions, _ = ndimage.label(epithelium)
+    epithelium = (np.bincount(regions.ravel())[regions] >= 2000) & (regions > 0)
+    epithelium = ndimage.binary_dilation(epithelium, _disk(4))
+
+    nuclei = (ndimage.gaussian_filter(hema, 1) > HEMATOXYLIN_MIN) & ~epithelium
+    nuclei = ndimage.binary_fill_holes(ndimage.binary_opening(nuclei, _disk(1)))
+    hema2 = ndimage.gaussian_filter(hema, 2)
+    markers, _ = ndimage.label(h_maxima(hema2, 0.005).astype(bool) & nuclei)
+    split = watershed(-hema2, markers, mask=nuclei)
+
+    dab3 = ndimage.gaussian_filter(dab, 3)
+    height, width = split.shape
+    kept = np.zeros(split.shape, np.int32)
+    for region in regionprops(split):
+        top, left, bottom, right = region.bbox
+        if not (40 <= region.area <= 1000 and region.solidity > 0.85):
+            continue
+        if top == 0 or left == 0 or bottom == height or right == width:
+            continue
+        mask = split == region.label
+        ring = ndimage.binary_dilation(mask, _disk(4)) & ~mask
+        if dab3[ring].mean() > 0.7 * dab_threshold:
+            continue
+        kept[mask] = region.label
+    return _renumber(kept)
+
+
+def nuclei_ihc(split: str = "validation") -> list[RealImage]:
+    """The IHC micrograph's half for ``split`` (left or right 256 columns), RGB."""
+    import imageio.v3 as iio
+
+    half, region = IHC_HALVES[_check_split(split)]
+    path = _package_file("skimage.data", "ihc.png")
+    rgb = np.asarray(iio.imread(path), np.uint8)[..., :3]
+    labels = _inside_crop(ihc_nuclei_labels(rgb), region)
+    return [
+        RealImage(
+            name=f"nuclei-ihc-{half}",
+            subset="nuclei-ihc",
+            image=np.ascontiguousarray(rgb[region]),
+            labels=labels,
+            window=IntensityWindow.percentile(),
+            source=f"skimage/data/{path.name}",
+            structures={int(v): "nucleus" for v in np.unique(labels[labels > 0])},
+        )
+    ]
+
+
+# -- MRI -------------------------------------------------------------------------------
+
+
+def epi_volume() -> np.ndarray:
+    """``example4d.nii.gz``, first volume, as int16 ``(z, y, x)`` axial slices shown with
+    anterior up (nibabel's LAS voxel axes rotated)."""
+    import nibabel
+
+    path = _package_file("nibabel", "tests", "data", "example4d.nii.gz")
+    data = np.asarray(nibabel.load(str(path)).dataobj)[..., 0]
+    return np.ascontiguousarray(np.rot90(np.moveaxis(data, 2, 0), axes=(1, 2)), np.int16)
+
+
+def brain_masks(volume: np.ndarray) -> np.ndarray:
+    """Brain of each slice: above the volume's Otsu threshold, opened (radius 2), the
+    largest region, holes filled. Boolean ``(z, y, x)``."""
+    from skimage.filters import threshold_otsu
+
+    threshold = threshold_otsu(volume.astype(np.float64))
+    return np.stack([
+        ndimage.binary_fill_holes(
+            _largest(ndimage.binary_opening(plane > threshold, _disk(2)))
+        )
+        for plane in volume
+    ])  # fmt: skip
+
+
+def ventricle_mask(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Lateral ventricles of an EPI slice: CSF is bright in T2*.
+
+    Signal (sigma 1) above 1.1 times the brain's median, at least 10 voxels inside the brain
+    (cortical grey matter is bright too), the largest region that crosses the brain's
+    midline and covers 40 voxels; empty if none does.
+    """
+    smooth = ndimage.gaussian_filter(plane.astype(np.float64), 1)
+    inside = ndimage.binary_erosion(brain, _disk(10))
+    bright = (smooth > 1.1 * np.median(plane[brain])) & inside
+    regions, count = ndimage.label(bright)
+    columns = np.flatnonzero(brain.any(axis=0))
+    midline = (columns[0] + columns[-1]) / 2
+    best, best_area = 0, 0
+    for value, found in enumerate(ndimage.find_objects(regions), start=1):
+        area = int((regions[found] == value).sum())
+        if found[1].start <= midline < found[1].stop and area >= 40 and area > best_area:
+            best, best_area = value, area
+    return regions == best if best else np.zeros(plane.shape, bool)
+
+
+def mri_epi(split: str = "validation") -> list[RealImage]:
+    """Axial EPI slices of ``split``: one image per slice with the brain, and one per
+    ventricle slice with the lateral ventricles."""
+    slices = MRI_SLICES[_check_split(split)]
+    volume = epi_volume()
+    brains = brain_masks(volume)
+    source = "nibabel/tests/data/example4d.nii.gz (volume 0)"
+    images = []
+    for z in sorted(set(slices["brain"]) | set(slices["ventricles"])):
+        layers = []
+        if z in slices["brain"]:
+            layers.append(("brain", brains[z], "brain"))
+        if z in slices["ventricles"]:
+            mask = ventricle_mask(volume[z], brains[z])
+            if not mask.any():
+                raise ActiveSamError(f"No ventricles found on slice {z} of {source}.")
+            layers.append(("ventricles", mask, "lateral ventricles"))
+        for layer, mask, what in layers:
+            images.append(
+                RealImage(
+                    name=f"mri-epi-z{z:02d}-{layer}",
+                    subset="mri-epi",
+                    image=volume[z],
+                    labels=mask.astype(np.int32),
+                    window=IntensityWindow.percentile(),
+                    source=f"{source}, axial slice {z}",
+                    structures={1: what},
+                )
+            )
+    return images
+
+
+# -- CT --------------------------------------------------------------------------------
+
+
+def read_hounsfield(name: str) -> tuple[np.ndarray, str]:
+    """A pydicom test file's pixels in Hounsfield units (RescaleSlope/Intercept applied),
+    as int16, and where it came from."""
+    import pydicom
+
+    path = _package_file("pydicom.data", "test_files", name)
+    dataset = pydicom.dcmread(path)
+    slope = float(getattr(dataset, "RescaleSlope", 1.0))
+    intercept = float(getattr(dataset, "RescaleIntercept", 0.0))
+    hu = dataset.pixel_array.astype(np.float64) * slope + intercept
+    return np.round(hu).astype(np.int16), f"pydicom/data/test_files/{name}"
+
+
+def ct_chest_labels(hu: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """Lungs and vertebra of ``CT_small.dcm``.
+
+    Lungs: regions of at most :data:`LUNG_HU` covering 200 pixels, vessels inside filled.
+    Vertebra: the largest region of at least :data:`VERTEBRA_HU`, its marrow spaces (holes
+    under :data:`MARROW_MAX_PIXELS`) filled. The vertebral body's cancellous bone is 150-300
+    HU here, so :data:`BONE_HU` would keep only the cortex of the arch and thin shells of
+    the body; 200 HU takes the whole vertebra and stays above the contrast-filled aorta
+    beside it (140-190 HU).
+    """
+    labels = np.zeros(hu.shape, np.int32)
+    air, count = ndimage.label(hu <= LUNG_HU)
+    sizes = np.bincount(air.ravel())
+    lungs = [v for v in range(1, count + 1) if sizes[v] >= 200]
+    for value in lungs:
+        labels[ndimage.binary_fill_holes(air == value)] = value
+    labels = _renumber(labels)
+    structures = {int(v): "lung" for v in np.unique(labels[labels > 0])}
+    bone = _largest(hu >= VERTEBRA_HU)
+    holes, _ = ndimage.label(ndimage.binary_fill_holes(bone) & ~bone)
+    marrow = (holes > 0) & (np.bincount(holes.ravel())[holes] < MARROW_MAX_PIXELS)
+    value = len(structures) + 1
+    labels[(bone | marrow) & (labels == 0)] = value
+    structures[value] = "vertebra"
+    return labels, structures
+
+
+def ct_head_layers(hu: np.ndarray) -> dict[str, tuple[np.ndarray, dict[int, str]]]:
+    """Head outline, skull and intracranial space of ``693_J2KI.dcm``, in two layers.
+
+    ``body``: the largest region of at least :data:`BODY_HU`, holes filled. ``skull``: the
+    skull (largest region of at least :data:`BONE_HU`) as label 1 and the intracranial space
+    it encloses (holes of the skull, largest region) as label 2.
+    """
+    head = ndimage.binary_fill_holes(_largest(hu >= BODY_HU))
+    skull = _largest(hu >= BONE_HU)
+    inside = _largest(ndimage.binary_fill_holes(skull) & ~skull)
+    inner = np.zeros(hu.shape, np.int32)
+    inner[skull] = 1
+    inner[inside] = 2
+    return {
+        "body": (head.astype(np.int32), {1: "head"}),
+        "skull": (inner, {1: "skull (bone)", 2: "intracranial space"}),
+    }
+
+
+def ct_chest(split: str = "validation") -> list[RealImage]:
+    """``CT_small.dcm`` (validation only)."""
+    if _check_split(split) != "validation":
+        return []
+    hu, source = read_hounsfield("CT_small.dcm")
+    labels, structures = ct_chest_labels(hu)
+    window = IntensityWindow.ct("bone")  # in soft tissue the vertebra and aorta both saturate
+    return [RealImage("ct-chest-small", "ct-chest", hu, labels, window, source, structures)]
+
+
+def ct_head(split: str = "validation") -> list[RealImage]:
+    """``693_J2KI.dcm`` (test only), one image per layer."""
+    if _check_split(split) != "test":
+        return []
+    hu, source = read_hounsfield("693_J2KI.dcm")
+    window = IntensityWindow.ct("soft_tissue")
+    return [
+        RealImage(f"ct-head-{layer}", "ct-head", hu, labels, window, source, structures)
+        for layer, (labels, structures) in ct_head_layers(hu).items()
+    ]
+
+
+BUILDERS: dict[str, Callable[[str], list[RealImage]]] = {
+    "photo-coins": photo_coins,
+    "nuclei-ihc": nuclei_ihc,
+    "mri-epi": mri_epi,
+    "ct-chest": ct_chest,
+    "ct-head": ct_head,
+}
+"""Each subset's builder, by subset name."""
+
+
+def real_images(split: str = "validation") -> list[RealImage]:
+    """Every labelled real image of ``split``, subset by subset."""
+    _check_split(split)
+    return [image for build in BUILDERS.values() for image in build(split)]
+
+
+def labels_digest(images: list[RealImage]) -> str:
+    """SHA-256 over every image's name, pixels and labels: equal digests, equal sets."""
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(image.name.encode())
+        digest.update(np.ascontiguousarray(image.image).tobytes())
+        digest.update(np.ascontiguousarray(image.labels).tobytes())
+    return digest.hexdigest()
+
+
+def write_overlay(image: RealImage, path: Path) -> None:
+    """A PNG of the image (in its window) with each object's outline in colour, enlarged to
+    at least 1024 pixels on its longer side, for checking the labels by eye."""
+    import imageio.v3 as iio
+    from skimage.segmentation import find_boundaries
+
+    from ..engine.preprocess import to_sam_rgb
+
+    if image.image.ndim == 3:
+        rgb = image.image[..., :3].astype(np.uint8)
+    else:
+        rgb = to_sam_rgb(image.image, image.window.limits(image.image))
+    labels = image.labels
+    scale = max(1, int(np.ceil(1024 / max(labels.shape))))
+    if scale > 1:
+        rgb = np.repeat(np.repeat(rgb, scale, 0), scale, 1)
+        labels = np.repeat(np.repeat(labels, scale, 0), scale, 1)
+    outline = find_boundaries(labels, mode="inner")
+    if scale >= 3:
+        outline = ndimage.binary_dilation(outline) & (labels > 0)
+    palette = np.array(
+        [[255, 255, 0], [0, 255, 0], [0, 255, 255], [255, 0, 255], [255, 128, 0], [255, 0, 0]],
+        np.uint8,
+    )
+    rgb = rgb.copy()
+    rgb[outline] = palette[labels[outline] % len(palette)]
+    iio.imwrite(path, rgb)
+
+
+README = """# Real labelled images: {split} split
+
+Built by `napari-active-sam make-real-dataset --split {split}` from files that ship inside
+installed packages (nothing downloaded). `images/NAME.tif` and `masks/NAME.tif` (int32
+instance labels, 0 = background); `objects.json` holds each image's intensity window,
+source and structures; `overlays/NAME.png` shows each mask's outlines over its image.
+File names start with the subset: {subsets}.
+
+## Sources and labels
+{doc}
+
+## This split
+
+| image | subset | objects | source |
+|---|---|---|---|
+{rows}
+"""
+
+
+def write_real_dataset(out: Path, split: str = "validation") -> dict:
+    """Write the real set of ``split`` as ``out/images``, ``out/masks``, ``out/overlays``,
+    ``out/objects.json`` and ``out/README.md``.
+
+    Returns
+    -------
+    dict
+        ``{"split", "digest", "images": {name: {...}}, "subsets": {subset: {"images",
+        "objects"}}}``, also written (less the per-image part) into ``objects.json``.
+    """
+    import tifffile
+
+    out = Path(out)
+    images = real_images(split)
+    for folder in ("images", "masks", "overlays"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    index, subsets = {}, {}
+    for image in images:
+        rgb = image.image.ndim == 3
+        tifffile.imwrite(
+            out / "images" / f"{image.name}.tif",
+            image.image,
+            photometric="rgb" if rgb else "minisblack",
+            compression="zlib",
+        )
+        tifffile.imwrite(
+            out / "masks" / f"{image.name}.tif",
+            image.labels.astype(np.int32),
+            photometric="minisblack",
+            compression="zlib",
+        )
+        write_overlay(image, out / "overlays" / f"{image.name}.png")
+        objects = int(len(np.unique(image.labels[image.labels > 0])))
+        index[image.name] = {
+            "kind": image.subset,
+            "subset": image.subset,
+            "window": image.window.to_dict(),
+            "parents": {},
+            "source": image.source,
+            "objects": objects,
+            "structures": {str(k): v for k, v in image.structures.items()},
+        }
+        counts = subsets.setdefault(image.subset, {"images": 0, "objects": 0})
+        counts["images"] += 1
+        counts["objects"] += objects
+    summary = {"split": split, "digest": labels_digest(images), "subsets": subsets}
+    (out / "objects.json").write_text(json.dumps({**summary, "images": index}, indent=1))
+    rows = "\n".join(
+        f"| {name} | {entry['subset']} | {entry['objects']} | {entry['source']} |"
+        for name, entry in index.items()
+    )
+    doc = __doc__.split("\n\n", 1)[1]
+    (out / "README.md").write_text(
+        README.format(split=split, subsets=", ".join(SUBSETS), doc=doc, rows=rows)
+    )
+    return {**summary, "images": index}

@@ -1,0 +1,159 @@
+"""Real labelled images: the set builds offline, in the benchmark's layout, the same every
+time, with object counts and label sanity checks per subset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from skimage.measure import regionprops
+
+from napari_active_sam.core.data.datasets import dataset_window, discover_pairs, load_pair
+from napari_active_sam.core.data.real import (
+    BONE_HU,
+    LUNG_HU,
+    SPLITS,
+    SUBSETS,
+    VERTEBRA_HU,
+    labels_digest,
+    real_images,
+    subset_of,
+    write_real_dataset,
+)
+from napari_active_sam.core.engine.preprocess import IntensityWindow
+from napari_active_sam.core.errors import ActiveSamError
+
+OBJECTS = {  # (split, subset): (fewest, most) objects
+    ("validation", "photo-coins"): (12, 12),
+    ("test", "photo-coins"): (12, 12),
+    ("validation", "nuclei-ihc"): (30, 75),
+    ("test", "nuclei-ihc"): (30, 75),
+    ("validation", "mri-epi"): (8, 8),
+    ("test", "mri-epi"): (8, 8),
+    ("validation", "ct-chest"): (3, 3),
+    ("test", "ct-head"): (3, 3),
+}
+
+
+@pytest.fixture(scope="module", params=SPLITS)
+def split_images(request):
+    return request.param, real_images(request.param)
+
+
+def by_subset(images, subset):
+    return [image for image in images if image.subset == subset]
+
+
+def test_masks_match_their_images_and_are_numbered(split_images):
+    _, images = split_images
+    for image in images:
+        assert image.labels.shape == image.spatial_shape
+        assert image.labels.dtype == np.int32
+        values = np.unique(image.labels)
+        assert values[0] == 0 and list(values[1:]) == list(range(1, values[-1] + 1))
+        assert set(image.structures) == set(values[1:].tolist())
+        assert image.name.startswith(image.subset + "-") and subset_of(image.name) == image.subset
+
+
+def test_object_counts_per_subset(split_images):
+    split, images = split_images
+    counts = {}
+    for image in images:
+        counts[image.subset] = counts.get(image.subset, 0) + int(image.labels.max())
+    assert set(counts) == {subset for s, subset in OBJECTS if s == split}
+    for subset, count in counts.items():
+        low, high = OBJECTS[(split, subset)]
+        assert low <= count <= high, (subset, count)
+
+
+def test_labels_are_deterministic():
+    assert labels_digest(real_images("test")) == labels_digest(real_images("test"))
+
+
+def test_splits_share_no_pixels_of_one_image():
+    names = [{image.name for image in real_images(split)} for split in SPLITS]
+    assert not names[0] & names[1]
+
+
+def test_coins_are_round(split_images):
+    _, images = split_images
+    (coins,) = by_subset(images, "photo-coins")
+    for region in regionprops(coins.labels):
+        assert region.solidity > 0.9
+        assert 800 < region.area < 4000
+        assert region.axis_minor_length / region.axis_major_length > 0.75
+
+
+def test_nuclei_are_compact_hematoxylin_stained_and_separate(split_images):
+    from skimage.color import rgb2hed
+
+    _, images = split_images
+    (nuclei,) = by_subset(images, "nuclei-ihc")
+    assert nuclei.image.ndim == 3 and nuclei.image.dtype == np.uint8
+    hema = rgb2hed(nuclei.image)[..., 0]
+    background = np.median(hema[nuclei.labels == 0])
+    for region in regionprops(nuclei.labels, intensity_image=hema):
+        assert region.solidity > 0.85 and 40 <= region.area <= 1000
+        assert region.intensity_mean > background  # stained darker than what surrounds it
+
+
+def test_mri_brain_contains_the_ventricles_and_they_are_bright(split_images):
+    _, images = split_images
+    mri = {image.name: image for image in by_subset(images, "mri-epi")}
+    ventricles = [name for name in mri if name.endswith("-ventricles")]
+    assert len(ventricles) == 3
+    for name in ventricles:
+        brain = mri[name.replace("-ventricles", "-brain")]
+        inside, vent = brain.labels == 1, mri[name].labels == 1
+        assert np.array_equal(brain.image, mri[name].image)
+        assert (inside[vent]).all() and 40 <= vent.sum() < 0.1 * inside.sum()
+        assert np.median(brain.image[vent]) > 1.1 * np.median(brain.image[inside & ~vent])
+        assert np.median(brain.image[~inside]) < 0.1 * np.median(brain.image[inside])
+
+
+def test_ct_labels_follow_hounsfield_thresholds():
+    (chest,) = by_subset(real_images("validation"), "ct-chest")
+    hu, labels = chest.image.astype(float), chest.labels
+    assert chest.window == IntensityWindow.ct("bone")
+    lungs = [v for v, name in chest.structures.items() if name == "lung"]
+    assert len(lungs) == 2
+    for value in lungs:
+        assert np.median(hu[labels == value]) < -700
+        assert (hu[labels == value] <= LUNG_HU).mean() > 0.9
+    (vertebra,) = [v for v, name in chest.structures.items() if name == "vertebra"]
+    assert (hu[labels == vertebra] >= VERTEBRA_HU).mean() > 0.85
+    assert (hu[labels == vertebra] >= BONE_HU).any()
+
+    head = {image.name: image for image in by_subset(real_images("test"), "ct-head")}
+    body, inner = head["ct-head-body"], head["ct-head-skull"]
+    hu = body.image.astype(float)
+    skull, brain = inner.labels == 1, inner.labels == 2
+    assert (hu[skull] >= BONE_HU).all()  # bone pixels are all >= 300 HU
+    assert 0 < np.median(hu[brain]) < 80  # brain tissue
+    assert (body.labels[skull | brain] == 1).all()  # the head contains both
+    assert np.median(hu[body.labels == 0]) < -900  # outside is air
+
+
+def test_write_real_dataset_is_what_the_benchmark_reads(tmp_path):
+    summary = write_real_dataset(tmp_path, "validation")
+    pairs, skipped = discover_pairs(tmp_path)
+    assert not skipped and {p.stem for p in pairs} == set(summary["images"])
+    index = json.loads((tmp_path / "objects.json").read_text())
+    assert index["digest"] == summary["digest"] == labels_digest(real_images("validation"))
+    for pair in pairs:
+        window = dataset_window(tmp_path, pair.stem)
+        assert window.to_dict() == index["images"][pair.stem]["window"]
+        source, labels = load_pair(pair, window)
+        assert labels.max() == index["images"][pair.stem]["objects"]
+        assert source.rgb == pair.stem.startswith("nuclei-ihc")
+        assert (tmp_path / "overlays" / f"{pair.stem}.png").is_file()
+    readme = (tmp_path / "README.md").read_text()
+    assert all(subset in readme for subset in SUBSETS)
+
+
+def test_unknown_split_and_stem_are_refused():
+    with pytest.raises(ActiveSamError, match="split"):
+        real_images("train")
+    with pytest.raises(ActiveSamError, match="subsets"):
+        subset_of("coins_0001")
