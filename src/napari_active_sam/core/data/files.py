@@ -87,12 +87,11 @@ def _read_plain(path: Path) -> ImageData:
 
     # From memory, not the file: a damaged chunk length then cannot make a read allocate
     # more than the file holds.
-    encoded = io.BytesIO(path.read_bytes())
-    props = iio.improps(encoded, extension=path.suffix.lower())
+    encoded = path.read_bytes()
+    props = iio.improps(io.BytesIO(encoded), extension=path.suffix.lower())
     check_claimed_size(path, props.shape, props.dtype.itemsize,
-                       stored=path.stat().st_size, ratio=DEFLATE_RATIO)  # fmt: skip
-    encoded.seek(0)
-    data = iio.imread(encoded, extension=path.suffix.lower())
+                       stored=len(encoded), ratio=DEFLATE_RATIO)  # fmt: skip
+    data = iio.imread(io.BytesIO(encoded), extension=path.suffix.lower())
     rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
     return ImageData(data=data, scale=(1.0, 1.0), rgb=rgb)
 
