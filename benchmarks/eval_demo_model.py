@@ -1,11 +1,15 @@
-"""Quality of a model on generated held-out scenes with the RITM clicker protocol.
+"""Quality of a model with the RITM clicker protocol, on real images and on generated
+held-out scenes.
 
-Prints JSON: mIoU after clicks 1..20, mIoU@1, mIoU@5, NoC@80/85/90 and NoF per scene kind
-and overall, and how much SAM's three multimask heads disagree after one click on objects
-inside other objects compared with isolated objects.
+Prints JSON: mIoU after clicks 1..20, mIoU@1, mIoU@5, NoC@80/85/90 and NoF per subset and
+overall, for the real set (``--real validation`` or ``test``: images that ship inside
+installed packages, see ``napari-active-sam make-real-dataset``) and for generated scenes of
+each kind; and how much SAM's three multimask heads disagree after one click on objects
+inside other objects compared with isolated objects (generated scenes).
 
     python benchmarks/eval_demo_model.py                      # the bundled demo model
     python benchmarks/eval_demo_model.py --checkpoint m.pt --objects 400 --seed 1
+    python benchmarks/eval_demo_model.py --real test --objects 0   # the real test split only
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 
 from napari_active_sam.cli import options
 from napari_active_sam.core.bench.episodes import run_episode
+from napari_active_sam.core.data.real import real_images
 from napari_active_sam.core.data.scenes import make_scene
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
@@ -51,12 +56,29 @@ def summarise(curves: list[list[float]]) -> dict:
     }
 
 
+def real_curves(predictor: Predictor, split: str, clicks: int) -> dict[str, list[list[float]]]:
+    """IoU curves of every object of the real ``split``, by subset."""
+    model = predictor.model
+    curves: dict[str, list[list[float]]] = {}
+    for image in real_images(split):
+        source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
+        embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+        for label in range(1, int(image.labels.max()) + 1):
+            gt = image.labels == label
+            if gt.any():
+                result = run_episode(predictor, embedding, gt, "ritm", clicks)
+                curves.setdefault(image.subset, []).append(result.ious)
+    return curves
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     options.model_options(parser)
     parser.add_argument("--objects", type=int, default=240, help="at least this many objects")
     parser.add_argument("--seed", type=int, default=1, help="scene seed (training used 0)")
     parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--real", default="validation", choices=["validation", "test", "none"],
+                        help="real split to report too (default validation)")  # fmt: skip
     args = parser.parse_args()
 
     model = options.load_chosen_model(args, device="cpu")
@@ -84,6 +106,7 @@ def main() -> None:
             elif label not in nested:
                 variance["isolated"].append(head_variance(result.first, gt))
         print(f"{count} objects", file=sys.stderr, end="\r")
+    real = {} if args.real == "none" else real_curves(predictor, args.real, args.clicks)
     report = {
         "model": model.model_id,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
@@ -92,7 +115,12 @@ def main() -> None:
         "seed": args.seed,
         "scenes": scenes,
         "clicks": args.clicks,
-        "overall": summarise(sum(curves.values(), [])),
+        "real": {
+            "split": args.real,
+            "overall": summarise(sum(real.values(), [])),
+            "by_subset": {name: summarise(c) for name, c in real.items()},
+        } if real else None,  # fmt: skip
+        "overall": summarise(sum(curves.values(), [])) if count else None,
         "by_kind": {kind: summarise(c) for kind, c in curves.items() if c},
         "multimask_head_variance_after_one_click": {
             group: {"mean": round(float(np.mean(v)), 5), "objects": len(v)}
