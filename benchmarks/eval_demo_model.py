@@ -29,6 +29,7 @@ from napari_active_sam.core.data.scenes import make_scene
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.zoom import ZoomingPredictor
 from napari_active_sam.core.enums import SceneKind
 from napari_active_sam.core.metrics import number_of_clicks
 
@@ -56,19 +57,25 @@ def summarise(curves: list[list[float]]) -> dict:
     }
 
 
-def real_curves(predictor: Predictor, split: str, clicks: int) -> dict[str, list[list[float]]]:
-    """IoU curves of every object of the real ``split``, by subset."""
+def real_curves(predictor: Predictor, split: str, clicks: int,
+                zoom: bool) -> tuple[dict[str, list[list[float]]], int]:  # fmt: skip
+    """IoU curves of every object of the real ``split`` by subset, and how many zoom windows
+    were encoded."""
     model = predictor.model
     curves: dict[str, list[list[float]]] = {}
+    windows = 0
     for image in real_images(split):
         source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
         embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+        zooming = ZoomingPredictor(predictor, source.raw_slice(()), source.limits())
+        used = zooming if zoom else predictor
         for label in range(1, int(image.labels.max()) + 1):
             gt = image.labels == label
             if gt.any():
-                result = run_episode(predictor, embedding, gt, "ritm", clicks)
+                result = run_episode(used, embedding, gt, "ritm", clicks)
                 curves.setdefault(image.subset, []).append(result.ious)
-    return curves
+        windows += zooming.windows_encoded
+    return curves, windows
 
 
 def main() -> None:
@@ -79,6 +86,8 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--real", default="validation", choices=["validation", "test", "none"],
                         help="real split to report too (default validation)")  # fmt: skip
+    parser.add_argument("--zoom", action="store_true",
+                        help="decode small objects in a window at full resolution")  # fmt: skip
     args = parser.parse_args()
 
     model = options.load_chosen_model(args, device="cpu")
@@ -106,7 +115,9 @@ def main() -> None:
             elif label not in nested:
                 variance["isolated"].append(head_variance(result.first, gt))
         print(f"{count} objects", file=sys.stderr, end="\r")
-    real = {} if args.real == "none" else real_curves(predictor, args.real, args.clicks)
+    real, windows = ({}, 0) if args.real == "none" else real_curves(
+        predictor, args.real, args.clicks, args.zoom
+    )
     report = {
         "model": model.model_id,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
@@ -117,6 +128,8 @@ def main() -> None:
         "clicks": args.clicks,
         "real": {
             "split": args.real,
+            "zoom": args.zoom,
+            "zoom_windows_encoded": windows,
             "overall": summarise(sum(real.values(), [])),
             "by_subset": {name: summarise(c) for name, c in real.items()},
         } if real else None,  # fmt: skip

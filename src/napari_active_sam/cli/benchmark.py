@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="annotate 3D objects on every slice (volume scores) instead of the largest slice",
     )
+    parser.add_argument(
+        "--zoom",
+        action="store_true",
+        help="decode small objects in a window at the image's own resolution",
+    )
     options.cluster_options(parser)
 
 
@@ -74,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         volume=args.volume,
         head=str(args.head) if args.head else None,
+        zoom=args.zoom,
     )
     with dask_client(args.scheduler, args.workers) as (client, info):
         steps = run_benchmark(config, args.out, client, info.torch_threads)

@@ -268,3 +268,26 @@ def test_resuming_into_another_runs_folder_is_refused(dataset, tiny_checkpoint, 
         subset = _config(dataset, tiny_checkpoint, limit=1)
         records = drain(run_benchmark(subset, out, client))
     assert {r["strategy"] for r in records} == {"ritm", "random"} and len(records) == 2
+
+
+def test_zoom_decodes_a_small_object_of_a_large_image_in_a_window(tmp_path):
+    from napari_active_sam.core.bench.runner import BenchmarkConfig
+    from napari_active_sam.core.data.scenes import make_scene
+    from napari_active_sam.core.engine.checkpoints import ModelRef
+
+    scene = make_scene("nuclei", np.random.default_rng(3), 256)
+    image = np.tile(scene.image, (4, 4))  # a large field of the same look
+    labels = np.zeros(image.shape, np.uint16)
+    labels[256:512, 512:768] = (scene.labels == 2) * 1  # one nucleus of about 100 pixels
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    tifffile.imwrite(data / "images" / "big.tif", image)
+    tifffile.imwrite(data / "masks" / "big.tif", labels)
+    config = BenchmarkConfig(data=data, model=ModelRef("demo"), window="percentile")
+    pair = discover_pairs(data)[0][0]
+    [obj] = object_targets(labels)
+    window = config.window_for("big")
+    [plain] = evaluate_pair(config.model, pair, window, [(obj, "ritm")], 3, 0)
+    [zoomed] = evaluate_pair(config.model, pair, window, [(obj, "ritm")], 3, 0, zoom=True)
+    assert zoomed["iou"][0] > plain["iou"][0] + 0.3

@@ -18,6 +18,7 @@ from ..engine.checkpoints import LoadedModel, ModelRef
 from ..engine.embeddings import Embedding, EmbeddingStore, embed_slice
 from ..engine.predictor import Prediction, Predictor, shown_head
 from ..engine.preprocess import IntensityWindow, SliceSource
+from ..engine.zoom import ZoomingPredictor
 from ..enums import Strategy
 from ..errors import ActiveSamError, ImageError
 from ..metrics import dice, iou, oracle_choice
@@ -190,8 +191,10 @@ def evaluate_pair(
     seed: int,
     torch_threads: int | None = None,
     head_file: str | None = None,
+    zoom: bool = False,
 ) -> list[dict[str, Any]]:
-    """Play episodes on one image (a dask task): ``todo`` lists (object, strategy) pairs.
+    """Play episodes on one image (a dask task): ``todo`` lists (object, strategy) pairs;
+    with ``zoom``, small objects are decoded in a window at the image's resolution.
 
     Returns one JSON-ready record per episode.
     """
@@ -214,10 +217,16 @@ def evaluate_pair(
         for index in obj.indices:
             embedding = embed_slice(model, source, store, index, limits)
             gt = labels[index] == obj.label
-            result = run_episode(predictor, embedding, gt, strategy, clicks, rng, head)
+            used = _zooming(predictor, source, index, limits) if zoom else predictor
+            result = run_episode(used, embedding, gt, strategy, clicks, rng, head)
             slices.append((index, gt, result))
         records.append(_record(pair.stem, obj.label, str(strategy), slices))
     return records
+
+
+def _zooming(predictor: Predictor, source: SliceSource, index: tuple[int, ...],
+             limits: tuple[float, float]) -> ZoomingPredictor:  # fmt: skip
+    return ZoomingPredictor(predictor, source.raw_slice(index), limits)
 
 
 def _record(image: str, label: int, strategy: str, slices: list) -> dict[str, Any]:

@@ -54,6 +54,9 @@ class BenchmarkConfig:
     head : str, optional
         Bayesian head file for BALD (and entropy); default: the model's own
         (:meth:`~napari_active_sam.core.engine.companions.Companion.find_for`).
+    zoom : bool
+        Decode small objects in a window at the image's resolution
+        (:class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor`).
     """
 
     data: Path
@@ -65,6 +68,7 @@ class BenchmarkConfig:
     window: str | None = None
     volume: bool = False
     head: str | None = None
+    zoom: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "strategies", tuple(parse_strategy(s) for s in self.strategies))
@@ -137,6 +141,7 @@ def run_benchmark(
             config.seed,
             torch_threads,
             head_file,
+            config.zoom,
             pure=False,
         ): (pair, todo)
         for pair, window, todo in tasks
@@ -220,6 +225,7 @@ def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -
         "seed": config.seed,
         "window": config.window,
         "volume": config.volume,
+        **({"zoom": True} if config.zoom else {}),  # runs made before zoom existed match
     }
     path = out / RUN_FILE
     if path.is_file():

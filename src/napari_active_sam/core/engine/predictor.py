@@ -34,7 +34,12 @@ class Prediction:
     input_size : tuple of int
         ``(h, w)`` of the slice resized for the model (before padding).
     original_size : tuple of int
-        ``(H, W)`` of the slice.
+        ``(H, W)`` of the slice, or of the window of it that was decoded.
+    origin : tuple of int
+        ``(row, column)`` of that window in the slice (``(0, 0)`` for the whole slice).
+    full_size : tuple of int, optional
+        ``(H, W)`` of the slice when a window of it was decoded: masks and probabilities
+        then come back at this size, zero outside the window.
     """
 
     low_res_logits: np.ndarray
@@ -42,6 +47,8 @@ class Prediction:
     img_size: int
     input_size: tuple[int, int]
     original_size: tuple[int, int]
+    origin: tuple[int, int] = (0, 0)
+    full_size: tuple[int, int] | None = None
     _upscaled: dict[int, np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -67,6 +74,11 @@ class Prediction:
             logits = torch.from_numpy(np.asarray(self.low_res_logits[heads], np.float32))
             maps = upscale_grid(logits, self.img_size, self.input_size, self.original_size)
             maps = torch.sigmoid(maps).numpy()
+        if self.full_size is not None:
+            placed = np.zeros((len(heads), *self.full_size), np.float32)
+            (row, col), (height, width) = self.origin, self.original_size
+            placed[:, row : row + height, col : col + width] = maps
+            maps = placed
         for head, probability in zip(heads, maps, strict=True):
             self._upscaled[head] = probability
 

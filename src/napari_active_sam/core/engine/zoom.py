@@ -1,0 +1,173 @@
+"""Zoom-in for objects that are small against their image.
+
+A slice larger than the model's input is shrunk to fit it, and an object of a dozen pixels
+(a nucleus in a whole-slide tile) then covers two or three of the encoder's cells: too few
+to outline. :class:`ZoomingPredictor` decodes instead in a window around the prompts, cut
+from the slice at its own resolution (the model's input side, at least), encoded on first
+use and kept. If the mask it shows reaches the window's edge inside the image, the object is
+larger than the window: the side doubles and the prompts are decoded again, up to the whole
+slice. Masks and probabilities come back at the slice's size, zero outside the window.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..prompts import Click, PromptSet
+from .embeddings import Embedding, SliceEncoder, slice_signature
+from .predictor import Prediction, Predictor, shown_head
+from .preprocess import to_sam_rgb
+
+ZOOM_FROM = 1.5
+"""Zoom only on slices whose long side is at least this many times the model's input."""
+MARGIN = 0.125
+"""Space kept between the prompts and the window's edge, as a share of its side."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A square-ish part of a slice: ``(top, left)`` and ``(height, width)`` in pixels."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.top, self.top + self.height), slice(self.left, self.left + self.width)
+
+    def touches_inside(self, mask: np.ndarray, size: tuple[int, int]) -> bool:
+        """Whether ``mask`` (the window's size) reaches an edge that is not the slice's."""
+        rows, cols = size
+        edges = [
+            (self.top > 0, mask[0]),
+            (self.left > 0, mask[:, 0]),
+            (self.top + self.height < rows, mask[-1]),
+            (self.left + self.width < cols, mask[:, -1]),
+        ]
+        return any(inner and edge.any() for inner, edge in edges)
+
+
+def window_around(prompts: PromptSet, size: tuple[int, int], side: int) -> Window | None:
+    """A window of about ``side`` pixels holding every prompt with a margin, inside a slice
+    of ``size``; None when that is most of the slice (decode the whole slice then)."""
+    rows, cols = size
+    xs = [c.x for c in prompts.clicks]
+    ys = [c.y for c in prompts.clicks]
+    if prompts.box is not None:
+        x0, y0, x1, y1 = prompts.box
+        xs += [x0, x1]
+        ys += [y0, y1]
+    span = max(max(xs) - min(xs), max(ys) - min(ys))
+    side = int(max(side, np.ceil(span / (1 - 2 * MARGIN))))
+    if side >= 0.75 * max(rows, cols):
+        return None
+    height, width = min(side, rows), min(side, cols)
+    centre_row, centre_col = (min(ys) + max(ys)) / 2, (min(xs) + max(xs)) / 2
+    top = int(np.clip(round(centre_row - height / 2), 0, rows - height))
+    left = int(np.clip(round(centre_col - width / 2), 0, cols - width))
+    return Window(top, left, height, width)
+
+
+def _shifted(prompts: PromptSet, window: Window) -> PromptSet:
+    """``prompts`` in the window's coordinates."""
+    clicks = tuple(Click(c.x - window.left, c.y - window.top, c.positive) for c in prompts.clicks)
+    box = None
+    if prompts.box is not None:
+        x0, y0, x1, y1 = prompts.box
+        box = (x0 - window.left, y0 - window.top, x1 - window.left, y1 - window.top)
+    return replace(prompts, clicks=clicks, box=box)
+
+
+class ZoomingPredictor:
+    """A :class:`Predictor` for one slice that decodes small objects in a window at the
+    slice's own resolution.
+
+    Parameters
+    ----------
+    predictor : Predictor
+    raw : np.ndarray
+        The slice as stored (``(H, W)`` or ``(H, W, 3)``).
+    limits : tuple of float
+        The intensity window the whole slice is encoded with (windows use the same).
+    cache : int
+        Window embeddings kept.
+    """
+
+    def __init__(self, predictor: Predictor, raw: np.ndarray, limits: tuple[float, float],
+                 cache: int = 8):  # fmt: skip
+        self.predictor, self.raw, self.limits = predictor, raw, limits
+        self.size = tuple(raw.shape[:2])
+        self._embeddings: OrderedDict[Window, Embedding] = OrderedDict()
+        self._cache = cache
+        self._last: tuple[Prediction, Window | None] | None = None
+        self.windows_encoded = 0
+
+    @property
+    def model(self):
+        return self.predictor.model
+
+    @property
+    def zooms(self) -> bool:
+        """Whether the slice is large enough against the model's input to zoom at all."""
+        return max(self.size) >= ZOOM_FROM * self.model.architecture.img_size
+
+    def _embedding(self, window: Window) -> Embedding:
+        if window not in self._embeddings:
+            crop = self.raw[window.slices]
+            signature = slice_signature(
+                crop, self.model.model_id, {"window": [window.top, window.left]}
+            )
+            (embedding,) = SliceEncoder(self.model).encode(
+                [to_sam_rgb(crop, self.limits)], [signature]
+            )
+            self._embeddings[window] = embedding
+            self.windows_encoded += 1
+            while len(self._embeddings) > self._cache:
+                self._embeddings.popitem(last=False)
+        self._embeddings.move_to_end(window)
+        return self._embeddings[window]
+
+    def predict(self, embedding: Embedding, prompts: PromptSet,
+                previous_logits: np.ndarray | None = None) -> Prediction:  # fmt: skip
+        """As :meth:`Predictor.predict` on the whole slice's ``embedding``, decoded in a
+        window around the prompts where the slice is large enough.
+
+        ``previous_logits`` are fed back only when they come from the window decoded now
+        (logits of another window lie on another grid).
+        """
+        if not self.zooms or prompts.is_empty:
+            return self.predictor.predict(embedding, prompts, previous_logits)
+        side = self.model.architecture.img_size
+        while True:
+            window = window_around(prompts, self.size, side)
+            if window is None:
+                feedback = self._feedback(previous_logits, None)
+                prediction = self.predictor.predict(embedding, prompts, feedback)
+                self._last = (prediction, None)
+                return prediction
+            feedback = self._feedback(previous_logits, window)
+            local = self.predictor.predict(self._embedding(window), _shifted(prompts, window),
+                                           feedback)  # fmt: skip
+            shown = local.mask(shown_head(local, prompts))
+            if not window.touches_inside(shown, self.size):
+                prediction = replace(local, origin=(window.top, window.left),
+                                     full_size=self.size)  # fmt: skip
+                self._last = (prediction, window)
+                return prediction
+            side *= 2
+
+    def _feedback(self, previous: np.ndarray | None, window: Window | None):
+        if previous is None or self._last is None:
+            return None
+        last, last_window = self._last
+        if last_window != window:
+            return None
+        if not any(np.shares_memory(previous, head) or np.array_equal(previous, head)
+                   for head in last.low_res_logits):  # fmt: skip
+            return None
+        return previous
