@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_active_sam.cli import main
@@ -82,9 +83,10 @@ def test_quality_without_pairs_or_with_a_foreign_regressor_is_a_clear_error(tmp_
                  "--out", str(tmp_path / "q.csv")])  # fmt: skip
     assert code == 2
     assert "contains no object" in capsys.readouterr().err
-    code = main(["quality", "--images", str(images), "--masks", str(tmp_path / "nowhere"),
-                 "--out", str(tmp_path / "q.csv")])  # fmt: skip
-    assert code == 2 and "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse refuses it before any work
+        main(["quality", "--images", str(images), "--masks", str(tmp_path / "nowhere"),
+              "--out", str(tmp_path / "q.csv")])  # fmt: skip
+    assert refused.value.code == 2 and "is not a folder" in capsys.readouterr().err
     foreign = QualityRegressor(CropQualityNet(), FeatureQualityNet(8), "other@0123456789abcdef")
     path = foreign.save(tmp_path / "other.quality.pt")
     code = main(["quality", "--images", str(images), "--masks", str(masks),

@@ -1,0 +1,76 @@
+"""Training speed of the demo model: steps per second with 0, 1 and 2 data workers.
+
+Each setting trains the demo architecture for ``--steps`` steps from the bundled model (the
+first ``--skip`` steps, which include starting the worker processes, are not timed), in the
+same process, one after another; prints JSON with the median of ``--repeats`` runs and each
+setting's ratio to training without data workers.
+
+    python benchmarks/bench_training.py --steps 30 --repeats 3
+    python benchmarks/bench_training.py --device cuda --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from napari_active_sam.core.engine.checkpoints import bundled_path, choose_device
+from napari_active_sam.core.sim.training import DemoTrainingConfig, train_demo_model
+
+
+def steps_per_second(config: DemoTrainingConfig, device: torch.device, skip: int) -> float:
+    """Steps per second after the first ``skip`` steps of one short run."""
+    marks: list[tuple[int, float]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        run = train_demo_model(Path(folder) / "m.pt", 0, config,
+                               init=bundled_path("demo_model.pt"), device=device)  # fmt: skip
+        for progress in run:
+            marks.append((progress.done, time.perf_counter()))
+    timed = [(done, t) for done, t in marks if done >= skip]
+    (first, start), (last, end) = timed[0], timed[-1]
+    return (last - first) / (end - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--skip", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", default="0,1,2", help="data worker counts to compare")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = choose_device(args.device)
+    results = {}
+    for workers in (int(w) for w in args.workers.split(",")):
+        config = DemoTrainingConfig(steps=args.steps, batch_size=args.batch_size,
+                                    warmup_steps=1, data_workers=workers,
+                                    checkpoint_every_s=1e9)  # fmt: skip
+        runs = [steps_per_second(config, device, args.skip) for _ in range(args.repeats)]
+        results[str(workers)] = {"median_steps_per_s": round(statistics.median(runs), 3),
+                                 "runs": [round(r, 3) for r in runs]}  # fmt: skip
+    baseline = results[next(iter(results))]["median_steps_per_s"]
+    for entry in results.values():
+        entry["ratio_to_first"] = round(entry["median_steps_per_s"] / baseline, 3)
+    print(json.dumps({
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "timed_after": args.skip,
+        "data_workers": results,
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
