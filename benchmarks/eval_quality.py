@@ -9,6 +9,7 @@ SAM's IoU head. Saves a scatter plot of predicted against true Dice.
 
     python benchmarks/eval_quality.py                         # the demo model, seed 1
     python benchmarks/eval_quality.py --images 60 --plot quality.png --threads 1
+    python benchmarks/eval_quality.py --real validation --objects 20   # real images
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40, help="held-out generated scenes")
     parser.add_argument("--seed", type=int, default=1, help="scene seed (training used 0)")
     parser.add_argument("--kind", default="all", help="ct, ultrasound, nuclei, mixed or all")
+    parser.add_argument("--real", choices=["validation", "test"],
+                        help="judge masks on this real split, not generated scenes")  # fmt: skip
     parser.add_argument("--clicks", type=int, default=3, help="clicks per simulated session")
     parser.add_argument("--objects", type=int, default=6, help="objects per scene")
     parser.add_argument(
@@ -52,6 +55,7 @@ def main() -> None:
         clicks=args.clicks,
         objects_per_image=args.objects,
         estimators=[e.strip() for e in args.estimators.split(",") if e.strip()],
+        real=args.real,
     )
     result = drain(steps, lambda progress: print(progress.message, file=sys.stderr))
     summary = result["summary"]

@@ -414,3 +414,15 @@ def test_evaluation_reports_correlations_selection_and_a_plot(full_models, tmp_p
     assert all(v <= oracle + 1e-9 for v in summary["selection"]["mean_dice"].values())
     path = plot_quality(result["records"], tmp_path / "scatter.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_estimators_are_judged_on_real_images_too(full_models):
+    result, steps = _drain(
+        evaluate_estimators(full_models, clicks=1, objects_per_image=1, real="validation",
+                            estimators=["iou_head"])  # fmt: skip
+    )
+    summary = result["summary"]
+    kinds = {r["kind"] for r in result["records"]}
+    assert summary["kind"] == "real-validation" and len(steps) == summary["images"] >= 5
+    assert {"photo-coins", "nuclei-ihc", "mri-epi"} <= kinds
+    assert summary["sam_outputs"]["iou_head"]["objects"] >= 20

@@ -15,7 +15,7 @@ from ..errors import ActiveSamError
 from ..metrics import dice
 from ..progress import Progress
 from ..sim.episode import Step, episode, sam_recipe
-from ..sim.sources import encoded_scenes
+from ..sim.sources import encoded_real_images, encoded_scenes
 from .estimators import ESTIMATORS, QualityModels, QualitySample, estimate_quality, parse_estimator
 from .training import PERTURBATIONS, perturbed_mask
 
@@ -89,8 +89,10 @@ def evaluate_estimators(
     objects_per_image: int = 6,
     perturbations: int = 3,
     estimators: Sequence[str] = tuple(Estimator),
+    real: str | None = None,
 ) -> Generator[Progress, None, dict[str, Any]]:
-    """Predicted against true Dice on held-out generated scenes, for each estimator.
+    """Predicted against true Dice on held-out generated scenes (or, with ``real``, on the
+    real images of that split), for each estimator.
 
     Two settings: ``sam_outputs`` judges the masks of SAM's four heads after each click of
     a simulated session, knowing the prompts and SAM's answer (the interactive case);
@@ -112,6 +114,10 @@ def evaluate_estimators(
         Clicks per simulated session.
     estimators : sequence of str
         Keys of :data:`ESTIMATORS`; those whose network is missing are skipped.
+    real : str, optional
+        ``validation`` or ``test``: judge masks on the real images of that split
+        (:func:`~napari_active_sam.core.sim.sources.encoded_real_images`) instead of
+        generated scenes; ``images`` and ``kind`` are then not used.
 
     Returns
     -------
@@ -125,12 +131,16 @@ def evaluate_estimators(
         raise ActiveSamError("None of the estimators can answer with these models.")
     model, predictor = models.model, models.predictor
     rng = np.random.default_rng(seed)
-    scenes = encoded_scenes(model, images, rng, scene_kinds(kind), f"quality-eval-{seed}")
+    if real is not None:
+        scenes = list(encoded_real_images(model, real))
+        images, kind = len(scenes), f"real-{real}"
+    else:
+        scenes = encoded_scenes(model, images, rng, scene_kinds(kind), f"quality-eval-{seed}")
     records: list[dict[str, Any]] = []
     selections: list[dict[str, float]] = []
     for done, (scene, rgb, embedding) in enumerate(scenes, 1):
         for label, gt in scene.sample_objects(rng, objects_per_image):
-            where = {"image": done, "kind": scene.kind.value, "label": label}
+            where = {"image": done, "kind": str(scene.kind), "label": label}
             opening, correct = sam_recipe(gt, rng)
             for step in episode(predictor, embedding, opening, correct, clicks):
                 judged, choice = _judge_heads(step, gt, rgb, embedding, models, names)

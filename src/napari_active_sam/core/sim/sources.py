@@ -4,12 +4,14 @@ encoded one slice at a time, and the loop that simulates on every object of them
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 from ..data.datasets import dataset_window, discover_pairs, load_pair, object_targets
+from ..data.real import real_images
 from ..data.scenes import Scene, make_scene, scene_kinds
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding, EmbeddingStore, SliceEncoder, embed_slice
@@ -46,6 +48,32 @@ def encoded_scenes(
         rgb = to_sam_rgb(scene.image, scene.window.limits(scene.image))
         (embedding,) = encoder.encode([rgb], [f"{tag}-{done}"])
         yield scene, rgb, embedding
+
+
+@dataclass(frozen=True)
+class RealScene:
+    """A labelled real image as simulated sessions see a generated scene: its labels, its
+    subset as ``kind`` and the objects to sample."""
+
+    labels: np.ndarray
+    kind: str
+
+    def sample_objects(self, rng: np.random.Generator, count: int) -> list[tuple[int, np.ndarray]]:
+        """Up to ``count`` of the image's objects in random order: ``(label, mask)`` each."""
+        labels = rng.permutation(np.unique(self.labels[self.labels > 0]))[:count]
+        return [(int(label), self.labels == label) for label in labels]
+
+
+def encoded_real_images(
+    model: LoadedModel, split: str = "validation"
+) -> Iterator[tuple[RealScene, np.ndarray, Embedding]]:
+    """The real images of ``split`` (:func:`~napari_active_sam.core.data.real.real_images`),
+    windowed and encoded one at a time, as :func:`encoded_scenes` gives generated ones."""
+    encoder = SliceEncoder(model)
+    for image in real_images(split):
+        rgb = to_sam_rgb(image.image, image.window.limits(image.image))
+        (embedding,) = encoder.encode([rgb], [f"real-{split}-{image.name}"])
+        yield RealScene(image.labels, image.subset), rgb, embedding
 
 
 def on_generated_scenes(
