@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=240, help="at least this many objects")
     parser.add_argument("--seed", type=int, default=1, help="scene seed (training used 0)")
     parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--kinds", default="ct,ultrasound,nuclei",
+                        help="generated kinds, in turn (default ct,ultrasound,nuclei)")  # fmt: skip
     parser.add_argument("--real", default="validation", choices=["validation", "test", "none"],
                         help="real split to report too (default validation)")  # fmt: skip
     parser.add_argument("--zoom", action="store_true",
@@ -93,7 +95,7 @@ def main() -> None:
     model = options.load_chosen_model(args, device="cpu")
     predictor = Predictor(model)
     rng = np.random.default_rng(args.seed)
-    kinds = [k for k in SceneKind if k is not SceneKind.MIXED]
+    kinds = [SceneKind(k.strip()) for k in args.kinds.split(",")]
     curves: dict[str, list[list[float]]] = {k.value: [] for k in kinds}
     variance = {"inside_other": [], "isolated": []}
     started = time.perf_counter()
