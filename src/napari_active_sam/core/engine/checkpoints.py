@@ -474,12 +474,7 @@ def load_checkpoint(
         fit the architecture.
     """
     path = Path(path)
-    state, metadata = read_checkpoint(path)
-    if architecture is None:
-        arch = _stored_architecture(path, metadata)
-    else:
-        arch = resolve_architecture(architecture)
-    _check_fits(state, arch, path, metadata)
+    state, metadata, arch = check_checkpoint(path, architecture)
     sam = arch.build()
     sam.load_state_dict(state)
     target = device if isinstance(device, torch.device) else choose_device(device)
@@ -545,8 +540,13 @@ def _named_architecture(name: str) -> str | None:
     return arch if arch in ARCHITECTURES else None
 
 
-def check_checkpoint(path: Path, architecture: str | Architecture | None = None) -> None:
-    """Read a local checkpoint and check it fits its architecture, building nothing.
+def check_checkpoint(
+    path: Path, architecture: str | Architecture | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], Architecture]:
+    """Read a local checkpoint and check it fits its architecture, building nothing; return
+    ``(state_dict, metadata, architecture)``.
+
+    ``architecture`` is required unless the file was written by :func:`save_checkpoint`.
 
     Raises
     ------
@@ -560,6 +560,7 @@ def check_checkpoint(path: Path, architecture: str | Architecture | None = None)
     else:
         arch = resolve_architecture(architecture)
     _check_fits(state, arch, path, metadata)
+    return state, metadata, arch
 
 
 @dataclass(frozen=True)
