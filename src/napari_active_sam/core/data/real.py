@@ -29,12 +29,9 @@ subsets, named at the start of each file name:
   left out), the skull (largest region >= 300 HU) and the intracranial space it encloses,
   shown in the soft-tissue window.
 
-nibabel's ``anatomical.nii`` (T1) is not used: it is a 66 x 82 x 50 mm crop from inside the
-brain at 2 mm, with no brain outline, and its ventricles are 2-4 voxels wide, where partial
-volume decides the border more than any rule could.
-
-Structures that contain each other (a head and its skull, a brain and its ventricles) are
-written as separate image files with one mask each (a *layer*), so every object is whole.
+nibabel's ``anatomical.nii`` (T1) is not used: a crop from inside the brain with no brain
+outline, and ventricles 2-4 voxels wide. Structures that contain each other (a head and its
+skull, a brain and its ventricles) are written as separate image files (*layers*).
 
 Two splits draw on different pixels: ``validation`` and ``test`` take the two halves of each
 photograph and micrograph (coins: top and bottom two rows; IHC: left and right halves, each
@@ -52,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 from scipy import ndimage
 
@@ -209,21 +207,26 @@ def coin_labels(image: np.ndarray) -> np.ndarray:
 
 def photo_coins(split: str = "validation") -> list[RealImage]:
     """The coins photograph's half for ``split``: top two rows (validation) or bottom two."""
-    import imageio.v3 as iio
-
-    half, region = COIN_HALVES[_check_split(split)]
     path = _package_file("skimage.data", "coins.png")
     image = np.asarray(iio.imread(path), np.uint8)
-    labels = _inside_crop(coin_labels(image), region)
+    return _half(image, coin_labels(image), COIN_HALVES, split, "photo-coins", path, "coin")
+
+
+def _half(image: np.ndarray, labels: np.ndarray, halves: dict, split: str, subset: str,
+          path: Path, what: str) -> list[RealImage]:  # fmt: skip
+    """The part of a scikit-image picture (and of its labels) that ``halves`` gives
+    ``split``, as one :class:`RealImage` whose objects are each a ``what``."""
+    half, region = halves[_check_split(split)]
+    labels = _inside_crop(labels, region)
     return [
         RealImage(
-            name=f"photo-coins-{half}",
-            subset="photo-coins",
+            name=f"{subset}-{half}",
+            subset=subset,
             image=np.ascontiguousarray(image[region]),
             labels=labels,
             window=IntensityWindow.percentile(),
             source=f"skimage/data/{path.name}",
-            structures={int(v): "coin" for v in np.unique(labels[labels > 0])},
+            structures={int(v): what for v in np.unique(labels[labels > 0])},
         )
     ]
 
@@ -295,23 +298,9 @@ def ihc_nuclei_labels(rgb: np.ndarray) -> np.ndarray:
 
 def nuclei_ihc(split: str = "validation") -> list[RealImage]:
     """The IHC micrograph's half for ``split`` (left or right 256 columns), RGB."""
-    import imageio.v3 as iio
-
-    half, region = IHC_HALVES[_check_split(split)]
     path = _package_file("skimage.data", "ihc.png")
     rgb = np.asarray(iio.imread(path), np.uint8)[..., :3]
-    labels = _inside_crop(ihc_nuclei_labels(rgb), region)
-    return [
-        RealImage(
-            name=f"nuclei-ihc-{half}",
-            subset="nuclei-ihc",
-            image=np.ascontiguousarray(rgb[region]),
-            labels=labels,
-            window=IntensityWindow.percentile(),
-            source=f"skimage/data/{path.name}",
-            structures={int(v): "nucleus" for v in np.unique(labels[labels > 0])},
-        )
-    ]
+    return _half(rgb, ihc_nuclei_labels(rgb), IHC_HALVES, split, "nuclei-ihc", path, "nucleus")
 
 
 # -- MRI -------------------------------------------------------------------------------
