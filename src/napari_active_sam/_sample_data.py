@@ -10,7 +10,7 @@ import json
 
 import tifffile
 
-from .core.engine.checkpoints import bundled_path
+from .core.engine.downloads import bundled_path
 from .core.engine.preprocess import CT_PRESETS
 
 

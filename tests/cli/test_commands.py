@@ -12,7 +12,8 @@ import torch
 
 from napari_active_sam.cli import main
 from napari_active_sam.core.data.files import read_image
-from napari_active_sam.core.engine.checkpoints import CACHE_ENV, load_checkpoint
+from napari_active_sam.core.engine.checkpoints import load_checkpoint
+from napari_active_sam.core.engine.downloads import CACHE_ENV
 from napari_active_sam.core.engine.embeddings import (
     EmbeddingStore,
     encode_slices,

@@ -19,17 +19,15 @@ from segment_anything import sam_model_registry
 
 from napari_active_sam.core.engine.architectures import ARCHITECTURES, Architecture
 from napari_active_sam.core.engine.checkpoints import (
-    CACHE_ENV,
     CHECKPOINT_FORMAT,
     DEVICE_ENV,
     ModelRef,
-    cache_dir,
     choose_device,
-    fetch_checkpoint,
     load_checkpoint,
     load_model,
     random_model,
 )
+from napari_active_sam.core.engine.downloads import CACHE_ENV, cache_dir, fetch_checkpoint
 from napari_active_sam.core.engine.registry import MODELS, ModelSpec, get_spec
 from napari_active_sam.core.enums import ModelName
 from napari_active_sam.core.errors import (
@@ -87,7 +85,7 @@ def test_official_format_vit_b_checkpoint_loads_with_random_weights(tmp_path):
 def test_demo_model_is_reported_unavailable_until_shipped():
     spec = get_spec("demo")
     assert spec.bundled and not spec.url
-    from napari_active_sam.core.engine.checkpoints import bundled_path
+    from napari_active_sam.core.engine.downloads import bundled_path
 
     if bundled_path(spec.bundled).is_file():
         assert load_model("demo", device="cpu").name == "demo"

@@ -7,7 +7,8 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam
 
 from napari_active_sam.core.bench.episodes import run_episode
 from napari_active_sam.core.data.scenes import make_scene
-from napari_active_sam.core.engine.checkpoints import bundled_path, load_model, random_model
+from napari_active_sam.core.engine.checkpoints import load_model, random_model
+from napari_active_sam.core.engine.downloads import bundled_path
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource

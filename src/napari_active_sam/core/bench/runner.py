@@ -19,7 +19,8 @@ from ..data.datasets import (
     load_pair,
     object_targets,
 )
-from ..engine.checkpoints import ModelRef, file_sha256, is_writable_dir
+from ..engine.checkpoints import ModelRef, file_sha256
+from ..engine.downloads import is_writable_dir
 from ..engine.preprocess import IntensityWindow
 from ..enums import Strategy
 from ..errors import ActiveSamError, ImageError

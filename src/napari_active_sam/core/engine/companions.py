@@ -17,7 +17,8 @@ import torch
 
 from ..errors import CheckpointError
 from ..keeping import save_or_keep
-from .checkpoints import LoadedModel, ModelRef, bundled_path, cache_dir, load_weights_only
+from .checkpoints import LoadedModel, ModelRef, load_weights_only
+from .downloads import bundled_path, cache_dir
 from .registry import get_spec, model_names
 
 

@@ -28,7 +28,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from ... import __version__
 from ..errors import EmbeddingStoreError
 from ..progress import Progress
-from .checkpoints import LoadedModel, ModelRef, is_writable_dir
+from .checkpoints import LoadedModel, ModelRef
+from .downloads import is_writable_dir
 from .preprocess import SliceSource, to_sam_rgb
 
 STORE_FORMAT = "napari-active-sam-embeddings/1"
