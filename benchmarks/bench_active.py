@@ -98,9 +98,7 @@ def bench_model(model, head: BayesHead, size: int, repeats: int, samples: int, s
         def run() -> Any:
             prediction = predictor.predict(embedding, prompts)
             shown = shown_head(prediction, prompts)
-            found = uncertainty(
-                name, prediction, prompts, embedding, model, head, samples, 5, shown=shown
-            )
+            found = uncertainty(name, prediction, prompts, model, head, samples, 5, shown=shown)
             return found, prediction.mask(shown)
 
         return run

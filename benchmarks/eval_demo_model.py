@@ -88,8 +88,9 @@ def main() -> None:
                         help="generated kinds, in turn (default ct,ultrasound,nuclei)")  # fmt: skip
     parser.add_argument("--real", default="validation", choices=["validation", "test", "none"],
                         help="real split to report too (default validation)")  # fmt: skip
-    parser.add_argument("--zoom", action="store_true",
-                        help="decode small objects in a window at full resolution")  # fmt: skip
+    parser.add_argument("--no-zoom", dest="zoom", action="store_false",
+                        help="decode every click on the whole real image (default: small "
+                        "objects in a window at full resolution, as annotated)")  # fmt: skip
     args = parser.parse_args()
 
     model = options.load_chosen_model(args, device="cpu")

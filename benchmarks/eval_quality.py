@@ -40,6 +40,8 @@ def main() -> None:
         "--estimators", default=",".join(e.value for e in Estimator), help="comma-separated"
     )
     parser.add_argument("--plot", default="quality_scatter.png", help="scatter plot PNG")
+    parser.add_argument("--no-zoom", dest="zoom", action="store_false",
+                        help="ask SAM about every object on the whole image")  # fmt: skip
     options.threads_option(parser)
     args = parser.parse_args()
     options.set_threads(args)
@@ -47,6 +49,7 @@ def main() -> None:
     started = time.perf_counter()
     model = options.load_chosen_model(args, device="cpu")
     models = QualityModels.for_model(model, args.checkpoint)
+    models.zoom = args.zoom
     steps = evaluate_estimators(
         models,
         images=args.images,

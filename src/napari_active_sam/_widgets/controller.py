@@ -23,6 +23,7 @@ from ..core.enums import Acquisition
 from ..core.errors import ActiveSamError
 from ..core.prompts import PromptSet, Suggestion
 from . import layers
+from .adaptation import ModelAdaptation
 from .loading import ModelRequest, SessionLoader
 from .objects import CommittedObjects
 from .suggestions import Offer
@@ -46,6 +47,8 @@ EVENTS = {
     "committed": "(label) an object was written into the output layer",
     "quality_checked": "(found, label) predicted Dice of object label, or of all if None",
     "learned": "(head, path) a Bayesian head was fitted on the committed objects and saved",
+    "adapted": "(adaptation) the model was adapted to the committed objects and now decodes "
+    "(jobs.Adaptation: the model, its head, where the adapter went, held-out figures)",
     "error": "(error) a job failed; one the user can act on is also in status and a "
     "notification, anything else is raised again",
 }
@@ -79,6 +82,8 @@ class AnnotationController:
                                   busy=lambda value: self.events.busy(value=value))  # fmt: skip
         self.objects = CommittedObjects(viewer, self.workers, self.events, self._report,
                                         lambda: (self.session, self.quality))  # fmt: skip
+        self.adaptation = ModelAdaptation(self.workers, self.events, self._report,
+                                          self._use_models)  # fmt: skip
         self.loader = SessionLoader(self.workers, self._session_made, self._say, self._report,
                                     self._model_kept)  # fmt: skip
         self.session: AnnotationSession | None = None
@@ -144,6 +149,7 @@ class AnnotationController:
             self._report(exc)
             return
         self.session, self.quality = session, quality
+        self.adaptation.reset(session, quality)
         self._shown = None
         self._offer(None)
         if head_problem:
@@ -208,6 +214,26 @@ class AnnotationController:
 
     def _learned(self, event=None) -> None:
         self._shown_settings = None  # same prompts, new head: a new map
+        self.request_decode()
+
+    def adapt(self) -> None:
+        """Adapt the session's base model to the committed objects (on a worker); an
+        ``adapted`` event follows, and the adapted model decodes from then on."""
+        self.adaptation.start(self.session, self.objects.committed_labels())
+
+    def use_adapted(self, adapted: bool) -> None:
+        """Decode with the adapted model, or with the base model again."""
+        self.adaptation.use(adapted)
+
+    def _use_models(self, model, head, quality) -> None:
+        if self.session is None:
+            return
+        self.session.use_model(model, head)
+        self.quality = quality
+        if head is None and self.acquisition == Acquisition.BALD:
+            self.acquisition = Acquisition.EIG.value
+            self.events.acquisition(value=self.acquisition)
+        self._shown = self._shown_settings = None  # the same prompts, a new answer
         self.request_decode()
 
     # ------------------------------------------------------------------------ prompts

@@ -7,10 +7,15 @@ between yields.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..core.active.bayes_head import HEAD, BayesHead
 from ..core.active.head_training import HeadConfig, examples_from_objects, fit_head
+from ..core.adapt.adapter import ADAPTER, Adapter
+from ..core.adapt.finetune import AdaptConfig, finetune, ritm_ious, trained_state
+from ..core.adapt.objects import labelled_objects, split_objects
 from ..core.annotate.session import AnnotationSession
 from ..core.annotate.volume import propagate
 from ..core.bench.episodes import evaluate_image
@@ -18,6 +23,7 @@ from ..core.bench.report import summarise
 from ..core.bench.strategies import reads_head
 from ..core.engine.checkpoints import LoadedModel, load_model
 from ..core.engine.embeddings import EmbeddingStore, embed_slice
+from ..core.engine.predictor import Predictor
 from ..core.engine.preprocess import IntensityWindow, SliceSource
 from ..core.errors import ActiveSamError, SaveError
 from ..core.prompts import PromptSet
@@ -36,7 +42,7 @@ def make_session(model: LoadedModel, data, window: str, rgb: bool, checkpoint=No
         ``(session, quality models, problem with the head or regressor or None)``.
     """
     source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
-    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id))
     problem = None
     try:
         session.head = BayesHead.for_model(model, checkpoint)
@@ -76,6 +82,47 @@ def learning_job(session: AnnotationSession, labels: np.ndarray):
     except SaveError as exc:  # the head is kept elsewhere and still used in this session
         saved = str(exc)
     return head, saved
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """What :func:`adaptation_job` made: the adapted model, its head and quality models
+    (no regressor of its own yet), where the adapter was saved (or kept), and the held-out
+    figures the dock shows."""
+
+    model: LoadedModel
+    head: BayesHead | None
+    quality: QualityModels
+    saved: str
+    objects: int
+    held_out: int
+    before: float
+    after: float
+
+
+def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.ndarray):
+    """Fine-tune ``base``'s prompt encoder and mask decoder on the committed objects of
+    ``labels`` (one in five held out to stop and to measure on, from the session's cached
+    embeddings), fit a Bayesian head for the result on the same objects, save the adapter
+    as the user's own; returns an :class:`Adaptation`."""
+    objects = yield from labelled_objects(base, session.source, labels, "committed",
+                                          store=session.store)  # fmt: skip
+    train, held = split_objects(objects, 0.2, np.random.default_rng(0))
+    stage = yield from finetune(base, train, held, AdaptConfig(refit=False))
+    before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, stage.model))
+    adapter = Adapter(trained_state(stage.model), base.model_id, {"objects": len(objects)})
+    adapted = adapter.apply(base)
+    pairs = [((lambda obj=obj: obj.embedding), obj.gt) for obj in objects]
+    examples = yield from examples_from_objects(Predictor(adapted), pairs,
+                                                np.random.default_rng(0))  # fmt: skip
+    head = yield from fit_head(examples, adapted, HeadConfig(steps=300))
+    try:
+        saved = f"saved {adapter.save(ADAPTER.users(base.model_id))}"
+        head.save(HEAD.users(adapted.model_id))
+    except SaveError as exc:  # the adapted model is still used in this session
+        saved = str(exc)
+    quality = QualityModels(adapted, head)
+    return Adaptation(adapted, head, quality, saved, len(objects), len(held), before, after)
 
 
 def propagation_job(

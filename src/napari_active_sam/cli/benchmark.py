@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", type=options.existing_folder, required=True, help="folder with images/, masks/"
     )
     options.model_options(parser)
+    options.adapter_option(parser)
     parser.add_argument(
         "--strategies",
         type=options.strategy_list,
@@ -56,9 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="annotate 3D objects on every slice (volume scores) instead of the largest slice",
     )
     parser.add_argument(
-        "--zoom",
-        action="store_true",
-        help="decode small objects in a window at the image's own resolution",
+        "--no-zoom",
+        dest="zoom",
+        action="store_false",
+        help="decode every click on the whole image (default: small objects of a large image "
+        "are decoded in a window at its own resolution, as in the annotator)",
     )
     options.cluster_options(parser)
 
@@ -80,12 +83,19 @@ def run(args: argparse.Namespace) -> int:
         volume=args.volume,
         head=str(args.head) if args.head else None,
         zoom=args.zoom,
+        adapter=str(args.adapter) if args.adapter else None,
     )
     with dask_client(args.scheduler, args.workers) as (client, info):
         steps = run_benchmark(config, args.out, client, info.torch_threads)
         records = options.drain_with_bar(steps, "benchmark", unit="episode")
+    model_id = ref.model_id()
+    if args.adapter:
+        from ..core.adapt.adapter import Adapter
+
+        model_id = Adapter.load(args.adapter).adapted_id(ref)
     meta = {
-        "model": ref.model_id(),
+        "model": model_id,
+        **({"adapter": str(args.adapter)} if args.adapter else {}),
         "data": str(args.data),
         "clicks": args.clicks,
         "seed": args.seed,

@@ -60,7 +60,7 @@ def _headless(args: argparse.Namespace) -> int:
     for kind in HEADLESS_SCENES:
         scene = make_scene(kind, rng, size)
         embedding = embed_slice(model, SliceSource(scene.image, scene.window),
-                                EmbeddingStore(model.model_id))  # fmt: skip
+                                EmbeddingStore(model.encoder_id))  # fmt: skip
         shown = np.zeros(scene.labels.shape, np.int32)
         for label in range(1, scene.labels.max() + 1):
             gt = scene.labels == label

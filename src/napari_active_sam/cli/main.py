@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from ..core.errors import ActiveSamError
 from . import (
+    adapt,
     benchmark,
     demo,
     make_dataset,
@@ -37,6 +38,7 @@ COMMANDS = (
     train_head,
     quality,
     train_quality,
+    adapt,
     demo,
 )
 """Every subcommand, in the order ``--help`` lists them."""

@@ -92,6 +92,7 @@ def fitting_options(parser: argparse.ArgumentParser, what: str, images: int, cli
     ``--images`` generated scenes), ``--clicks`` per simulated object, ``--seed`` and
     ``--threads``."""
     model_options(parser)
+    adapter_option(parser)
     parser.add_argument(
         "--out", type=Path, help=f"file to write (default: the user's {what} for the model)"
     )
@@ -117,12 +118,23 @@ def set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def adapter_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--adapter", type=existing_file, help="an adapter made by `napari-active-sam adapt`"
+    )
+
+
 def load_chosen_model(args: argparse.Namespace, device: str | None = None):
     """The model of ``--model``/``--checkpoint``, loaded (on ``device``, default the best
-    one present)."""
+    one present), with ``--adapter`` applied where the command has one."""
     from ..core.engine.checkpoints import load_model
 
-    return load_model(args.model, args.checkpoint, device=device)
+    model = load_model(args.model, args.checkpoint, device=device)
+    if getattr(args, "adapter", None):
+        from ..core.adapt.adapter import Adapter
+
+        model = Adapter.load(args.adapter, model).apply(model)
+    return model
 
 
 def model_ref(args: argparse.Namespace):

@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of masks named like their images",
     )
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    options.adapter_option(parser)
     parser.add_argument(
         "--estimator",
         default=Estimator.ENSEMBLE,

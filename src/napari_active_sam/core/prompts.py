@@ -47,6 +47,16 @@ class PromptSet:
         """Return a new prompt set with ``click`` appended."""
         return PromptSet(clicks=(*self.clicks, click), box=self.box)
 
+    def translated(self, rows: float, cols: float) -> PromptSet:
+        """The same prompts moved by ``rows`` down and ``cols`` right (into a window of the
+        slice whose corner is at ``(-rows, -cols)``)."""
+        clicks = tuple(Click(c.x + cols, c.y + rows, c.positive) for c in self.clicks)
+        box = None
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            box = (x0 + cols, y0 + rows, x1 + cols, y1 + rows)
+        return PromptSet(clicks=clicks, box=box)
+
     def point_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(coords, labels)``: float32 (N, 2) in (x, y) and int32 (N,) with 1/0."""
         coords = np.array([(c.x, c.y) for c in self.clicks], dtype=np.float32).reshape(-1, 2)

@@ -58,6 +58,7 @@ def test_flat_or_empty_maps_give_no_suggestion():
 
 def test_registry_formulas():
     heads = np.stack([np.full((4, 4), 0.1), np.full((4, 4), 0.9), np.full((4, 4), 0.5)])
+
     def score(name, maps):
         return ACQUISITIONS[Acquisition(name)].score(maps)
 
@@ -87,7 +88,7 @@ def slice_state(tiny_model):
 def test_uncertainty_maps_and_suggestions_fit_the_image(slice_state, tiny_head, name):
     model, embedding, prompts, prediction = slice_state
     rng = np.random.default_rng(0)
-    found = uncertainty(name, prediction, prompts, embedding, model, tiny_head, 16, 5, 4, rng)
+    found = uncertainty(name, prediction, prompts, model, tiny_head, 16, 5, 4, rng)
     assert found.scores.shape == found.probability.shape == (60, 90)
     assert found.samples == (3 if name == "eig" else 16)
     assert 1 <= len(found.suggestions) <= 5
@@ -124,7 +125,7 @@ def test_fine_grids_are_averaged_to_sams_cell_size(tiny_model):
     prediction = Predictor(fine).predict(embedding, prompts)
     for name in ("bald", "eig", "entropy"):
         rng = np.random.default_rng(0)
-        found = uncertainty(name, prediction, prompts, embedding, fine, head, 8, 5, 4, rng)
+        found = uncertainty(name, prediction, prompts, fine, head, 8, 5, 4, rng)
         assert found.scores.shape == found.probability.shape == (60, 90)
         assert found.suggestions and all(
             0 <= s.x <= 89 and 0 <= s.y <= 59 for s in found.suggestions
@@ -151,13 +152,13 @@ def test_bald_samples_the_head_over_sams_three_heads(slice_state):
         net = BayesHeadNet()  # zero last layer: the head's output is SAM's logit
         return BayesHead(net, torch.zeros(17), torch.eye(17) * covariance, model.model_id, grid)
 
-    eig = uncertainty("eig", prediction, prompts, embedding, model, None)
+    eig = uncertainty("eig", prediction, prompts, model, None)
     for samples in (3, 30):
-        bald = uncertainty("bald", prediction, prompts, embedding, model, head_with(1e-12),
+        bald = uncertainty("bald", prediction, prompts, model, head_with(1e-12),
                            samples)  # fmt: skip
         np.testing.assert_allclose(bald.scores, eig.scores, atol=1e-5)
         np.testing.assert_allclose(bald.probability, eig.probability, atol=1e-5)
-    wide = uncertainty("bald", prediction, prompts, embedding, model, head_with(1.0), 30,
+    wide = uncertainty("bald", prediction, prompts, model, head_with(1.0), 30,
                        rng=np.random.default_rng(0))  # fmt: skip
     assert wide.scores.mean() > eig.scores.mean()
 
@@ -165,12 +166,12 @@ def test_bald_samples_the_head_over_sams_three_heads(slice_state):
 def test_bald_needs_a_head_for_this_model(slice_state, tiny_head):
     model, embedding, prompts, prediction = slice_state
     with pytest.raises(ActiveSamError, match="needs a Bayesian head"):
-        uncertainty("bald", prediction, prompts, embedding, model, None)
+        uncertainty("bald", prediction, prompts, model, None)
     other = random_model(model.architecture, seed=7)
     with pytest.raises(ModelError, match="fitted for model"):
-        uncertainty("bald", prediction, prompts, embedding, other, tiny_head)
+        uncertainty("bald", prediction, prompts, other, tiny_head)
     with pytest.raises(ActiveSamError, match="at least 1"):
-        uncertainty("bald", prediction, prompts, embedding, model, tiny_head, samples=0)
+        uncertainty("bald", prediction, prompts, model, tiny_head, samples=0)
 
 
 def test_a_model_sure_of_everything_suggests_nothing(slice_state):
@@ -182,7 +183,7 @@ def test_a_model_sure_of_everything_suggests_nothing(slice_state):
         logits, np.ones(4, np.float32), model.architecture.img_size, embedding.input_size,
         embedding.original_size,
     )  # fmt: skip
-    found = uncertainty("eig", certain, prompts, embedding, model)
+    found = uncertainty("eig", certain, prompts, model)
     assert found.suggestions == () and found.top is None
 
 
@@ -199,7 +200,7 @@ def test_suggestions_go_first_where_the_answer_would_correct_the_mask(slice_stat
         logits, iou, model.architecture.img_size, embedding.input_size, embedding.original_size
     )
     lone = PromptSet((Click(60, 50, True),))
-    found = uncertainty("eig", disputed, lone, embedding, model)
+    found = uncertainty("eig", disputed, lone, model)
     size = model.architecture.img_size
     centres = grid_to_image(
         np.array([[6.5, 6.5], [22.5, 6.5]]), embedding.original_size, size, grid
@@ -212,12 +213,12 @@ def test_suggestions_go_first_where_the_answer_would_correct_the_mask(slice_stat
     assert found.top.belief == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))) / 3, abs=1e-3)
     # Where the mask shown is another head's (the benchmark's multimask strategies), the
     # ranking follows that mask: head 3 leaves both patches out, so the first is asked.
-    other = uncertainty("eig", disputed, lone, embedding, model, shown=3)
+    other = uncertainty("eig", disputed, lone, model, shown=3)
     top = image_to_grid(np.array([[other.top.x, other.top.y]]), embedding.original_size, size, grid)
     col, row = np.rint(top[0]).astype(int)
     assert 4 <= row < 10 and 4 <= col < 10
     # The random baseline ranks by its scores alone (uniform; the best of hundreds).
-    shuffled = uncertainty("random", disputed, lone, embedding, model, rng=np.random.default_rng(0))
+    shuffled = uncertainty("random", disputed, lone, model, rng=np.random.default_rng(0))
     assert shuffled.top.score > 0.9
 
 

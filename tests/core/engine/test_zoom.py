@@ -1,80 +1,193 @@
-"""Zoom-in: small objects decoded in a window at the slice's own resolution."""
+"""Zoom-in: windows around the prompts, decoded at the slice's own resolution, placed back;
+the acquisition maps, the annotator and the quality estimators on a zoomed answer."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.active.acquisition import uncertainty
+from napari_active_sam.core.active.bayes_head import BayesHead
+from napari_active_sam.core.annotate.session import AnnotationSession
+from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.core.engine.embeddings import EmbeddingStore, SliceEncoder, embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
-from napari_active_sam.core.engine.preprocess import SliceSource
-from napari_active_sam.core.engine.zoom import Window, ZoomingPredictor, window_around
+from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
+from napari_active_sam.core.engine.zoom import Window, ZoomingPredictor, window_around, zooms
 from napari_active_sam.core.prompts import Click, PromptSet
+from napari_active_sam.core.quality.estimators import (
+    QualityModels,
+    QualitySample,
+    estimate_quality,
+    sam_answer,
+)
+
+SIZE = (600, 660)
+"""A slice over twice the demo model's 256 px input."""
 
 
-def test_window_holds_the_prompts_inside_the_slice():
-    prompts = PromptSet(clicks=(Click(10, 20), Click(30, 25, False)))
-    window = window_around(prompts, (400, 600), 64)
-    assert window == Window(0, 0, 64, 64)  # pushed inside at the corner
-    far = PromptSet(clicks=(Click(300, 200),))
-    assert window_around(far, (400, 600), 64) == Window(168, 268, 64, 64)
-    spread = PromptSet(clicks=(Click(100, 100), Click(200, 190)))
-    assert window_around(spread, (400, 600), 64).height >= 100 / 0.75
-    assert window_around(PromptSet(clicks=(Click(5, 5), Click(590, 390))), (400, 600), 64) is None
+@pytest.fixture(scope="module")
+def demo():
+    """The bundled model: trained, so a nucleus's mask stays inside its window."""
+    return load_model("demo", device="cpu")
 
 
-def test_touching_counts_only_edges_inside_the_slice():
-    window = Window(0, 10, 4, 4)
-    mask = np.zeros((4, 4), bool)
-    mask[0, 1] = True  # on the slice's own top edge
-    assert not window.touches_inside(mask, (20, 20))
-    mask[2, 0] = True  # on the window's left edge, inside the slice
-    assert window.touches_inside(mask, (20, 20))
+@pytest.fixture(scope="module")
+def demo_head(demo):
+    return BayesHead.for_model(demo)
 
 
-def test_small_objects_are_decoded_in_a_window_and_placed_back():
-    from napari_active_sam.core.data.scenes import make_scene
-    from napari_active_sam.core.engine.checkpoints import load_model
-
-    model = load_model("demo", device="cpu")
-    scene = make_scene("nuclei", np.random.default_rng(3), 256)
-    image = np.full((1024, 1024), np.median(scene.image), scene.image.dtype)
-    labels = np.zeros(image.shape, int)
-    image[300:556, 400:656], labels[300:556, 400:656] = scene.image, scene.labels
-    source = SliceSource(image, scene.window)
-    limits = SliceSource(scene.image, scene.window).limits()  # the scene's own contrast
-    embedding = embed_slice(model, source, EmbeddingStore(model.model_id), limits=limits)
-    predictor = Predictor(model)
-    zooming = ZoomingPredictor(predictor, image, limits)
-    assert zooming.zooms
-    gains = []
-    for label in range(1, 6):
-        gt = labels == label
-        row, col = np.argwhere(gt).mean(axis=0)
-        prompts = PromptSet(clicks=(Click(col, row),))
-        plain, zoomed = predictor.predict(embedding, prompts), zooming.predict(embedding, prompts)
-        assert zoomed.full_size == image.shape and zoomed.probabilities.shape[1:] == image.shape
-        top, left = zoomed.origin
-        height, width = zoomed.original_size
-        outside = np.ones(image.shape, bool)
-        outside[top : top + height, left : left + width] = False
-        assert not zoomed.probabilities[:, outside].any()
-
-        def iou(mask, gt=gt):
-            return (mask & gt).sum() / (mask | gt).sum()
-
-        gains.append(iou(zoomed.mask()) - iou(plain.mask()))
-    # Nuclei of a dozen pixels shrunk four times are specks; at full resolution they are not.
-    assert np.mean(gains) > 0.3
-    before = zooming.windows_encoded
-    zooming.predict(embedding, prompts)  # the same prompts: the window's embedding is kept
-    assert zooming.windows_encoded == before
+@pytest.fixture
+def large_slice() -> np.ndarray:
+    """Small bright discs (nuclei) on a dark, slightly noisy background."""
+    rng = np.random.default_rng(3)
+    rows, cols = np.mgrid[: SIZE[0], : SIZE[1]]
+    image = rng.normal(0.1, 0.02, SIZE).astype(np.float32)
+    for r, c in [(60, 80), (200, 220), (430, 490), (120, 300)]:
+        image[(rows - r) ** 2 + (cols - c) ** 2 < 12**2] = 1.0
+    return image
 
 
-def test_slices_near_the_model_size_are_not_zoomed(tiny_model):
-    size = tiny_model.architecture.img_size
-    image = np.random.default_rng(0).random((size, size)).astype(np.float32)
-    source = SliceSource(image)
+def one_click(x: float, y: float) -> PromptSet:
+    return PromptSet((Click(x, y, True),))
+
+
+def test_a_window_holds_the_prompts_inside_the_slice():
+    window = window_around(one_click(5, 590), SIZE, 128)
+    assert window == Window(472, 0, 128, 128)  # clipped to the slice's corner
+    spread = PromptSet((Click(100, 100, True), Click(160, 150, False)))
+    window = window_around(spread, SIZE, 128)
+    assert window.height == window.width == 128
+    for click in spread.clicks:
+        assert window.left <= click.x < window.left + window.width
+        assert window.top <= click.y < window.top + window.height
+    wide = PromptSet((Click(10, 10, True), Click(630, 590, True)))
+    assert window_around(wide, SIZE, 128) is None  # most of the slice: decode it whole
+    boxed = PromptSet(box=(40, 40, 200, 200))
+    assert window_around(boxed, SIZE, 128).height >= 160 / (1 - 2 * 0.125) - 1
+
+
+def test_touches_inside_ignores_the_slices_own_edges():
+    window = Window(0, 100, 128, 128)
+    mask = np.zeros((128, 128), bool)
+    mask[0, 60] = True  # top edge of the window is the slice's: not a cut
+    assert not window.touches_inside(mask, SIZE)
+    mask[60, 0] = True  # left edge lies inside the slice
+    assert window.touches_inside(mask, SIZE)
+
+
+def test_only_slices_large_against_the_input_zoom(tiny_model):
+    assert zooms(SIZE, 256) and zooms((200, 200), 128) and not zooms((180, 180), 128)
+    small = np.zeros((150, 150), np.float32)
+    small[50:90, 50:90] = 1
+    source = SliceSource(small)
     embedding = embed_slice(tiny_model, source, EmbeddingStore(tiny_model.model_id))
-    zooming = ZoomingPredictor(Predictor(tiny_model), image, source.limits())
-    prediction = zooming.predict(embedding, PromptSet(clicks=(Click(5, 5),)))
-    assert not zooming.zooms and zooming.windows_encoded == 0 and prediction.full_size is None
+    zooming = ZoomingPredictor(Predictor(tiny_model), small, source.limits())
+    prompts = one_click(70, 70)
+    zoomed = zooming.predict(embedding, prompts)
+    plain = Predictor(tiny_model).predict(embedding, prompts)
+    assert not zoomed.zoomed and zooming.windows_encoded == 0
+    np.testing.assert_array_equal(zoomed.low_res_logits, plain.low_res_logits)
+
+
+def test_a_small_object_is_decoded_in_a_window_and_placed_back(demo, large_slice):
+    source = SliceSource(large_slice)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    predictor = Predictor(demo)
+    zooming = ZoomingPredictor(predictor, large_slice, source.limits())
+    prompts = one_click(220, 200)
+    prediction = zooming.predict(embedding, prompts)
+    assert prediction.zoomed and prediction.full_size == SIZE
+    assert zooming.windows_encoded == 1
+    row, col = prediction.origin
+    height, width = prediction.original_size
+    assert row <= 200 < row + height and col <= 220 < col + width
+
+    # The same as decoding the window by hand, placed on the slice.
+    window = large_slice[row : row + height, col : col + width]
+    (local,) = SliceEncoder(demo).encode([to_sam_rgb(window, source.limits())], ["w"])
+    by_hand = predictor.predict(local, prompts.translated(-row, -col))
+    np.testing.assert_allclose(prediction.low_res_logits, by_hand.low_res_logits, atol=1e-5)
+    probability = prediction.probability(0)
+    assert probability.shape == SIZE
+    np.testing.assert_allclose(probability[row : row + height, col : col + width],
+                               by_hand.probability(0), atol=1e-6)  # fmt: skip
+    outside = np.ones(SIZE, bool)
+    outside[row : row + height, col : col + width] = False
+    assert not probability[outside].any()
+
+    # A second click nearby reuses the window and takes its logits back.
+    more = prompts.with_click(Click(230, 205, True))
+    again = zooming.predict(embedding, more, prediction.low_res_logits[0])
+    assert zooming.windows_encoded == 1 and again.origin == prediction.origin
+    fed = predictor.predict(local, more.translated(-row, -col), prediction.low_res_logits[0])
+    np.testing.assert_allclose(again.low_res_logits, fed.low_res_logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["eig", "bald", "entropy"])
+def test_uncertainty_of_a_zoomed_answer_lies_on_the_slice(demo, demo_head, large_slice,
+                                                         name):  # fmt: skip
+    source = SliceSource(large_slice)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    predictor = Predictor(demo)
+    prompts = PromptSet((Click(300, 120, True), Click(280, 100, False)))
+    prediction = ZoomingPredictor(predictor, large_slice, source.limits()).predict(
+        embedding, prompts
+    )
+    assert prediction.zoomed
+    row, col = prediction.origin
+    height, width = prediction.original_size
+    found = uncertainty(name, prediction, prompts, demo, demo_head, 8, 5,
+                        rng=np.random.default_rng(0))  # fmt: skip
+    assert found.scores.shape == found.probability.shape == SIZE
+    assert found.scores[row : row + height, col : col + width].max() > 0
+    assert found.scores.sum() == pytest.approx(
+        found.scores[row : row + height, col : col + width].sum()
+    )
+
+    # The window's own answer, with the prompts in its pixels, gives the same suggestions
+    # moved by the window's corner.
+    window = large_slice[row : row + height, col : col + width]
+    (local,) = SliceEncoder(demo).encode([to_sam_rgb(window, source.limits())], ["w"])
+    local_prompts = prompts.translated(-row, -col)
+    by_hand = uncertainty(name, predictor.predict(local, local_prompts), local_prompts,
+                          demo, demo_head, 8, 5, rng=np.random.default_rng(0))  # fmt: skip
+    assert found.suggestions
+    assert [v for s in found.suggestions for v in (s.x, s.y)] == pytest.approx(
+        [v for s in by_hand.suggestions for v in (s.x + col, s.y + row)], abs=1e-3
+    )
+    for s in found.suggestions:
+        assert col <= s.x < col + width and row <= s.y < row + height
+
+
+def test_the_annotator_zooms_on_large_slices_only_when_asked(demo, large_slice):
+    def session(zoom: bool) -> AnnotationSession:
+        return AnnotationSession(demo, SliceSource(large_slice),
+                                 EmbeddingStore(demo.model_id), zoom=zoom)  # fmt: skip
+
+    zoomed, whole = session(True), session(False)
+    first = zoomed.answer((), one_click(80, 60), acquisition="eig")
+    assert first.prediction.zoomed and first.mask.shape == SIZE
+    assert first.uncertainty.scores.shape == SIZE
+    second = zoomed.answer((), one_click(80, 60).with_click(Click(85, 62, True)))
+    assert second.prediction.origin == first.prediction.origin
+    assert zoomed.windows_encoded == 1
+    plain = whole.answer((), one_click(80, 60))
+    assert not plain.prediction.zoomed and whole.windows_encoded == 0
+
+
+def test_quality_estimators_ask_sam_in_a_window_on_large_slices(demo, demo_head,
+                                                              large_slice):  # fmt: skip
+    source = SliceSource(large_slice)
+    rgb = source.sam_slice((), source.limits())
+    rows, cols = np.mgrid[: SIZE[0], : SIZE[1]]
+    mask = (rows - 200) ** 2 + (cols - 220) ** 2 < 12**2
+    models = QualityModels(demo, demo_head)
+    sample = QualitySample(rgb, mask)
+    prediction, prompts, head = sam_answer(sample, models)
+    assert prediction.zoomed and prediction.mask(head).shape == SIZE
+    for estimator in ("iou_head", "posterior"):
+        estimate = estimate_quality(estimator, sample, models, np.random.default_rng(0))
+        assert 0.0 <= estimate.predicted_dice <= 1.0
+    models.zoom = False
+    assert not sam_answer(sample, models)[0].zoomed

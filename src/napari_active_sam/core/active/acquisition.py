@@ -9,14 +9,13 @@ uniform posterior over masks (the "Does SAM dream of EIG?" reading).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import Embedding
 from ..engine.geometry import CellGrid
 from ..engine.predictor import Prediction, shown_head
 from ..enums import Acquisition, Source
@@ -184,7 +183,6 @@ def uncertainty(
     acquisition: str,
     prediction: Prediction,
     prompts: PromptSet,
-    embedding: Embedding,
     model: LoadedModel,
     head: BayesHead | None = None,
     samples: int = DEFAULT_SAMPLES,
@@ -202,6 +200,10 @@ def uncertainty(
     the Bayesian head's refinements of SAM's three multimask heads, K spread evenly over
     them (see :meth:`BayesHead.sample_logits`); the mask the user sees stays SAM's.
 
+    An answer decoded in a zoom window (:attr:`Prediction.zoomed`) is judged on that
+    window's cells; its maps are placed on the slice (zero outside the window) and its
+    suggestions given in the slice's pixels.
+
     The map shows the acquisition function itself. Suggestions are its peaks after weighting
     each cell by the chance that the answer contradicts the mask shown (the mean belief
     where the mask is empty, one minus it where the mask covers the cell): an answer that
@@ -211,8 +213,8 @@ def uncertainty(
     ----------
     acquisition : str
         A key of :data:`ACQUISITIONS`.
-    prediction, prompts, embedding
-        The answer, the prompts that produced it and the slice's embedding.
+    prediction, prompts
+        The answer and the prompts that produced it (in the slice's pixels).
     model : LoadedModel
     head : BayesHead, optional
         Required for BALD; used by entropy when given.
@@ -244,7 +246,9 @@ def uncertainty(
             f"{spec.title} needs a Bayesian head for {model.name}: fit one with 'Learn from "
             "my annotations' or `napari-active-sam train-head`, or choose EIG."
         )
-    cells = CellGrid.of(model, embedding)
+    cells = CellGrid.decoded(model, prediction)
+    row, col = prediction.origin
+    prompts = prompts.translated(-row, -col)  # in the decoded window's pixels
     with torch.inference_mode():
         pooled = cells.pool(prediction.low_res_logits)  # every head, in SAM's order
         if use_posterior:
@@ -267,6 +271,9 @@ def uncertainty(
             ranking = grid_scores * torch.where(inside, 1 - belief, belief)
 
     found = suggest(ranking.numpy(), belief.numpy(), cells, prompts, suggestions, min_distance)
+    if prediction.zoomed:
+        upscaled = prediction.place(upscaled)
+        found = tuple(replace(s, x=s.x + col, y=s.y + row) for s in found)
     return Uncertainty(
         acquisition=name,
         scores=upscaled[0].astype(np.float32),

@@ -24,8 +24,15 @@ from ..engine.embeddings import (
 )
 from ..engine.predictor import Prediction, Predictor, shown_head
 from ..engine.preprocess import SliceSource
+from ..engine.zoom import ZoomingPredictor, zooms
+from ..errors import ModelError
 from ..progress import Progress
 from ..prompts import PromptSet
+
+ZOOM_SLICES = 4
+"""Slices whose zoom windows a session keeps (the most recently clicked)."""
+ZOOM_WINDOWS = 4
+"""Window embeddings kept per slice."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +68,10 @@ class AnnotationSession:
         The image and its intensity window.
     store : EmbeddingStore
         Embeddings of ``source``'s slices for ``model``.
+    zoom : bool
+        Decode clicks on small objects of a large slice in a window at the slice's own
+        resolution (:class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor`); slices
+        under 1.5 times the model's input are always decoded whole.
     """
 
     model: LoadedModel
@@ -69,11 +80,15 @@ class AnnotationSession:
     limits: tuple[float, float] = field(init=False)
     predictor: Predictor = field(init=False)
     head: BayesHead | None = None
+    zoom: bool = True
     previous: dict[tuple[int, ...], tuple[PromptSet, np.ndarray]] = field(
         default_factory=dict, init=False
     )
     slice_uncertainty: dict[tuple[int, ...], float] = field(default_factory=dict, init=False)
     """Slice → :func:`object_uncertainty` of its latest answer (clicks or propagation)."""
+    _zooming: dict[tuple[int, ...], ZoomingPredictor] = field(
+        default_factory=dict, init=False, repr=False
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self):
@@ -82,7 +97,7 @@ class AnnotationSession:
 
     def is_encoded(self, index: tuple[int, ...]) -> bool:
         signature = slice_signature(
-            self.source.raw_slice(index), self.model.model_id, self.source.parameters(self.limits)
+            self.source.raw_slice(index), self.model.encoder_id, self.source.parameters(self.limits)
         )
         return self.store.has(slice_key(index), signature)
 
@@ -118,7 +133,7 @@ class AnnotationSession:
         with self._lock:
             earlier = self.previous.get(index)
             logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
-            prediction = self.predictor.predict(embedding, prompts, logits)
+            prediction = self._decoder(index).predict(embedding, prompts, logits)
             head = shown_head(prediction, prompts)
             self.previous[index] = (prompts, prediction.low_res_logits[head])
             self.slice_uncertainty[index] = object_uncertainty(prediction)
@@ -126,10 +141,50 @@ class AnnotationSession:
         if not acquisition:
             return Answer(prediction, head, mask)
         found = uncertainty(
-            acquisition, prediction, prompts, embedding, self.model, self.head, samples,
+            acquisition, prediction, prompts, self.model, self.head, samples,
             suggestions, rng=rng, shown=head,
         )  # fmt: skip
         return Answer(prediction, head, mask, found)
+
+    def use_model(self, model: LoadedModel, head: BayesHead | None = None) -> None:
+        """Decode with ``model`` from now on (an adapted model, or the base model back),
+        with its Bayesian head; the embeddings are kept, so ``model`` must share this
+        session's image encoder.
+
+        Raises
+        ------
+        ModelError
+            A model with another image encoder (start a session for it instead).
+        """
+        if model.encoder_id != self.model.encoder_id:
+            raise ModelError(
+                f"{model.model_id} has another image encoder than {self.model.model_id}: "
+                "open the image with that model instead."
+            )
+        with self._lock:
+            self.model, self.predictor, self.head = model, Predictor(model), head
+            self.previous.clear()
+            self._zooming.clear()
+
+    def _decoder(self, index: tuple[int, ...]) -> Predictor | ZoomingPredictor:
+        """What decodes clicks on slice ``index``: a zooming predictor for a slice large
+        against the model's input (its window embeddings kept for the slice), else the
+        plain one."""
+        size = tuple(self.source.spatial_shape[-2:])
+        if not self.zoom or not zooms(size, self.model.architecture.img_size):
+            return self.predictor
+        zooming = self._zooming.pop(index, None) or ZoomingPredictor(
+            self.predictor, self.source.raw_slice(index), self.limits, cache=ZOOM_WINDOWS
+        )
+        self._zooming[index] = zooming  # the most recently clicked last
+        while len(self._zooming) > ZOOM_SLICES:
+            self._zooming.pop(next(iter(self._zooming)))
+        return zooming
+
+    @property
+    def windows_encoded(self) -> int:
+        """Zoom windows encoded for the slices still held."""
+        return sum(z.windows_encoded for z in self._zooming.values())
 
     def forget(self, index: tuple[int, ...]) -> None:
         with self._lock:

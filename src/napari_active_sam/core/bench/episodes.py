@@ -13,6 +13,7 @@ import numpy as np
 
 from ..active.acquisition import Uncertainty, uncertainty
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
+from ..adapt.adapter import Adapter
 from ..data.datasets import ImagePair, ObjectTarget, check_labels, load_pair, object_targets
 from ..engine.checkpoints import LoadedModel, ModelRef
 from ..engine.embeddings import Embedding, EmbeddingStore, embed_slice
@@ -138,7 +139,7 @@ def run_episode(
         @functools.cache
         def current_uncertainty(name: str) -> Uncertainty:
             return uncertainty(
-                name, step.prediction, step.prompts, embedding, predictor.model, bayes_head,
+                name, step.prediction, step.prompts, predictor.model, bayes_head,
                 samples, 5, rng=rng, shown=step.head,
             )  # fmt: skip
 
@@ -192,9 +193,11 @@ def evaluate_pair(
     torch_threads: int | None = None,
     head_file: str | None = None,
     zoom: bool = False,
+    adapter_file: str | None = None,
 ) -> list[dict[str, Any]]:
     """Play episodes on one image (a dask task): ``todo`` lists (object, strategy) pairs;
-    with ``zoom``, small objects are decoded in a window at the image's resolution.
+    with ``zoom``, small objects are decoded in a window at the image's resolution; with
+    ``adapter_file`` the model is adapted first.
 
     Returns one JSON-ready record per episode.
     """
@@ -205,11 +208,13 @@ def evaluate_pair(
     from ..cluster import load_on_worker  # dask, only where episodes run on a cluster
 
     model = load_on_worker(ref)
+    if adapter_file:
+        model = Adapter.load(Path(adapter_file), model).apply(model)
     predictor = Predictor(model)
     head = BayesHead.load(Path(head_file), model) if head_file else None
     source, labels = load_pair(pair, window)
     limits = source.limits()
-    store = EmbeddingStore(model.model_id)
+    store = EmbeddingStore(model.encoder_id)
     records = []
     for obj, strategy in todo:
         rng = np.random.default_rng(episode_seed(seed, pair.stem, obj.label, strategy))
@@ -269,10 +274,12 @@ def evaluate_image(
     seed: int = 0,
     bayes_head: BayesHead | None = None,
     store: EmbeddingStore | None = None,
+    zoom: bool = True,
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Every object of one image (an open napari layer) with every strategy, in-process.
 
-    Objects of a volume are played on their slice of largest area. Yields progress per
+    Objects of a volume are played on their slice of largest area; with ``zoom`` small
+    objects of a large slice are decoded in a window, as in the annotator. Yields progress per
     episode; returns records in the format of ``episodes.jsonl`` (for
     :func:`~napari_active_sam.core.bench.report.summarise`).
 
@@ -290,7 +297,7 @@ def evaluate_image(
     if not objects:
         raise ImageError("The ground truth holds no object: draw or load labels first.")
     predictor = Predictor(model)
-    store = store or EmbeddingStore(model.model_id)
+    store = store or EmbeddingStore(model.encoder_id)
     limits = source.limits()
     total, records = len(objects) * len(strategies), []
     for obj in objects:
@@ -299,7 +306,8 @@ def evaluate_image(
         gt = labels[index] == obj.label
         for strategy in strategies:
             rng = np.random.default_rng(episode_seed(seed, "layer", obj.label, strategy))
-            result = run_episode(predictor, embedding, gt, strategy, clicks, rng, bayes_head)
+            used = _zooming(predictor, source, index, limits) if zoom else predictor
+            result = run_episode(used, embedding, gt, strategy, clicks, rng, bayes_head)
             records.append(_record("layer", obj.label, strategy, [(index, gt, result)]))
             yield Progress(len(records), total, f"object {obj.label}, {strategy}")
     return records

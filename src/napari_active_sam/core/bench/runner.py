@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..active.bayes_head import HEAD
+from ..adapt.adapter import Adapter
 from ..data.datasets import (
     ImagePair,
     ObjectTarget,
@@ -56,8 +57,11 @@ class BenchmarkConfig:
         Bayesian head file for BALD (and entropy); default: the model's own
         (:meth:`~napari_active_sam.core.engine.companions.Companion.find_for`).
     zoom : bool
-        Decode small objects in a window at the image's resolution
-        (:class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor`).
+        Decode small objects in a window at the image's resolution, as the annotator does
+        (:class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor`; images under 1.5
+        times the model's input are decoded whole either way).
+    adapter : str, optional
+        An adapter file (``napari-active-sam adapt``) applied to the model on each worker.
     """
 
     data: Path
@@ -69,7 +73,8 @@ class BenchmarkConfig:
     window: str | None = None
     volume: bool = False
     head: str | None = None
-    zoom: bool = False
+    zoom: bool = True
+    adapter: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "strategies", tuple(parse_strategy(s) for s in self.strategies))
@@ -116,6 +121,9 @@ def run_benchmark(
     out = Path(out)
     if not is_writable_dir(out):
         raise ActiveSamError(f"Cannot write to {out}: choose a writable output folder.")
+    if config.adapter:  # a damaged adapter or one for another model stops the run here
+        path = Path(config.adapter)
+        Adapter.load(path).check_base(config.model.model_id(), config.model.name, path)
     head_file = _head_file(config)
     _check_same_run(config, out, head_file)
     pairs, skipped = discover_pairs(config.data)
@@ -143,6 +151,7 @@ def run_benchmark(
             torch_threads,
             head_file,
             config.zoom,
+            config.adapter,
             pure=False,
         ): (pair, todo)
         for pair, window, todo in tasks
@@ -208,8 +217,16 @@ def _head_file(config: BenchmarkConfig) -> str | None:
         if not Path(config.head).is_file():
             raise ActiveSamError(f"No Bayesian head at {config.head}: give an existing file.")
         return str(config.head)
-    found = HEAD.find_for(config.model) if reads_head(config.strategies) else None
-    require_head(config.strategies, found is not None, config.model.name)
+    if not reads_head(config.strategies):
+        return None
+    if config.adapter:  # the head fitted for the adapted model, found by its id
+        adapted_id = Adapter.load(Path(config.adapter)).adapted_id(config.model)
+        candidate = HEAD.users(adapted_id)
+        found = candidate if candidate.is_file() else None
+        name = f"{config.model.name} with the adapter {Path(config.adapter).name}"
+    else:
+        found, name = HEAD.find_for(config.model), config.model.name
+    require_head(config.strategies, found is not None, name)
     return str(found) if found else None
 
 
@@ -226,7 +243,8 @@ def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -
         "seed": config.seed,
         "window": config.window,
         "volume": config.volume,
-        **({"zoom": True} if config.zoom else {}),  # runs made before zoom existed match
+        **({"zoom": True} if config.zoom else {}),  # unzoomed runs match those made before
+        **({"adapter": file_sha256(Path(config.adapter))[:16]} if config.adapter else {}),
     }
     path = out / RUN_FILE
     if path.is_file():

@@ -119,6 +119,13 @@ class LoadedModel:
         """Short identity used in embedding signatures: name plus weight hash prefix."""
         return model_id(self.name, self.weights_sha256)
 
+    @property
+    def encoder_id(self) -> str:
+        """Identity of the image encoder's weights, which embeddings depend on: the model id,
+        or the base model's for a model adapted without touching its encoder (its cached
+        embeddings stay valid)."""
+        return str(self.extra.get("encoder_id", self.model_id))
+
     def to(self, device: torch.device | str) -> LoadedModel:
         self.sam.to(device)
         return self

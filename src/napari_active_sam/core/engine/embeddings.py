@@ -414,9 +414,9 @@ def encode_slices(
     limits : tuple of float, optional
         Resolved intensity window; default resolved once from ``source``.
     """
-    if store.model_id != model.model_id:
+    if store.model_id != model.encoder_id:
         raise EmbeddingStoreError(
-            f"This embedding store belongs to {store.model_id}, not {model.model_id}."
+            f"This embedding store belongs to {store.model_id}, not {model.encoder_id}."
         )
     indices = list(source.slice_indices() if indices is None else indices)
     limits = limits or source.limits()
@@ -431,7 +431,7 @@ def encode_slices(
     done = 0
     for position, index in enumerate(indices):
         raw = source.raw_slice(index)
-        key, signature = slice_key(index), slice_signature(raw, model.model_id, parameters)
+        key, signature = slice_key(index), slice_signature(raw, model.encoder_id, parameters)
         if store.has(key, signature):
             done += 1
         else:
@@ -459,7 +459,7 @@ def embed_slice(
     limits = limits or source.limits()
     raw = source.raw_slice(index)
     key = slice_key(index)
-    signature = slice_signature(raw, model.model_id, source.parameters(limits))
+    signature = slice_signature(raw, model.encoder_id, source.parameters(limits))
     embedding = store.get(key, signature)
     if embedding is None:
         (embedding,) = SliceEncoder(model).encode([to_sam_rgb(raw, limits)], [signature])

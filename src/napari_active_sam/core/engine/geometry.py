@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from ..prompts import PromptSet
 from .checkpoints import LoadedModel
 from .embeddings import Embedding
+
+if TYPE_CHECKING:  # the predictor builds on this module
+    from .predictor import Prediction
 
 
 def upscale_grid(
@@ -133,13 +137,21 @@ class CellGrid:
     @classmethod
     def of(cls, model: LoadedModel, embedding: Embedding) -> CellGrid:
         """The cells of the slice ``embedding`` was computed from."""
+        return cls.sized(model, embedding.original_size, embedding.input_size)
+
+    @classmethod
+    def decoded(cls, model: LoadedModel, prediction: Prediction) -> CellGrid:
+        """The cells of what ``prediction`` decoded: the slice, or the window of it that a
+        :class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor` zoomed into."""
+        return cls.sized(model, prediction.original_size, prediction.input_size)
+
+    @classmethod
+    def sized(cls, model: LoadedModel, original_size: tuple[int, int],
+              input_size: tuple[int, int]) -> CellGrid:  # fmt: skip
+        """The cells of a slice (or window) of ``original_size``, resized to ``input_size``."""
         stride, side = acquisition_cells(model)
         return cls(
-            model.architecture.img_size,
-            stride,
-            side,
-            tuple(embedding.original_size),
-            tuple(embedding.input_size),
+            model.architecture.img_size, stride, side, tuple(original_size), tuple(input_size)
         )
 
     def pool(self, logits: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -73,14 +73,24 @@ class Prediction:
         with torch.inference_mode():
             logits = torch.from_numpy(np.asarray(self.low_res_logits[heads], np.float32))
             maps = upscale_grid(logits, self.img_size, self.input_size, self.original_size)
-            maps = torch.sigmoid(maps).numpy()
-        if self.full_size is not None:
-            placed = np.zeros((len(heads), *self.full_size), np.float32)
-            (row, col), (height, width) = self.origin, self.original_size
-            placed[:, row : row + height, col : col + width] = maps
-            maps = placed
+            maps = self.place(torch.sigmoid(maps).numpy())
         for head, probability in zip(heads, maps, strict=True):
             self._upscaled[head] = probability
+
+    @property
+    def zoomed(self) -> bool:
+        """Whether a window of the slice was decoded rather than the whole slice."""
+        return self.full_size is not None
+
+    def place(self, maps: np.ndarray) -> np.ndarray:
+        """Maps ``(C, h, w)`` of the decoded window → ``(C, H, W)`` of the slice, zero
+        outside the window (the maps themselves for a whole slice)."""
+        if self.full_size is None:
+            return maps
+        placed = np.zeros((maps.shape[0], *self.full_size), maps.dtype)
+        (row, col), (height, width) = self.origin, self.original_size
+        placed[:, row : row + height, col : col + width] = maps
+        return placed
 
     @property
     def multimask_logits(self) -> np.ndarray:

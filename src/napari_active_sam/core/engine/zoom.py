@@ -4,19 +4,20 @@ A slice larger than the model's input is shrunk to fit it, and an object of a do
 (a nucleus in a whole-slide tile) then covers two or three of the encoder's cells: too few
 to outline. :class:`ZoomingPredictor` decodes instead in a window around the prompts, cut
 from the slice at its own resolution (the model's input side, at least), encoded on first
-use and kept. If the mask it shows reaches the window's edge inside the image, the object is
-larger than the window: the side doubles and the prompts are decoded again, up to the whole
-slice. Masks and probabilities come back at the slice's size, zero outside the window.
+use and kept; later clicks that fit a kept window with the margin stay in it. If the mask it
+shows reaches the window's edge inside the image, the object is larger than the window: the
+side doubles and the prompts are decoded again, up to the whole slice. Masks and
+probabilities come back at the slice's size, zero outside the window.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..prompts import Click, PromptSet
+from ..prompts import PromptSet
 from .embeddings import Embedding, SliceEncoder, slice_signature
 from .predictor import Prediction, Predictor, shown_head
 from .preprocess import to_sam_rgb
@@ -25,6 +26,13 @@ ZOOM_FROM = 1.5
 """Zoom only on slices whose long side is at least this many times the model's input."""
 MARGIN = 0.125
 """Space kept between the prompts and the window's edge, as a share of its side."""
+RECENT = 16
+"""Answers remembered, to know which window fed-back logits were decoded in."""
+
+
+def zooms(size: tuple[int, ...], img_size: int) -> bool:
+    """Whether a slice of ``size`` is large enough against a model's input side to zoom."""
+    return max(size) >= ZOOM_FROM * img_size
 
 
 @dataclass(frozen=True)
@@ -73,16 +81,6 @@ def window_around(prompts: PromptSet, size: tuple[int, int], side: int) -> Windo
     return Window(top, left, height, width)
 
 
-def _shifted(prompts: PromptSet, window: Window) -> PromptSet:
-    """``prompts`` in the window's coordinates."""
-    clicks = tuple(Click(c.x - window.left, c.y - window.top, c.positive) for c in prompts.clicks)
-    box = None
-    if prompts.box is not None:
-        x0, y0, x1, y1 = prompts.box
-        box = (x0 - window.left, y0 - window.top, x1 - window.left, y1 - window.top)
-    return replace(prompts, clicks=clicks, box=box)
-
-
 class ZoomingPredictor:
     """A :class:`Predictor` for one slice that decodes small objects in a window at the
     slice's own resolution.
@@ -104,7 +102,7 @@ class ZoomingPredictor:
         self.size = tuple(raw.shape[:2])
         self._embeddings: OrderedDict[Window, Embedding] = OrderedDict()
         self._cache = cache
-        self._last: tuple[Prediction, Window | None] | None = None
+        self._recent: deque[tuple[Prediction, Window | None]] = deque(maxlen=RECENT)
         self.windows_encoded = 0
 
     @property
@@ -114,13 +112,13 @@ class ZoomingPredictor:
     @property
     def zooms(self) -> bool:
         """Whether the slice is large enough against the model's input to zoom at all."""
-        return max(self.size) >= ZOOM_FROM * self.model.architecture.img_size
+        return zooms(self.size, self.model.architecture.img_size)
 
     def _embedding(self, window: Window) -> Embedding:
         if window not in self._embeddings:
             crop = self.raw[window.slices]
             signature = slice_signature(
-                crop, self.model.model_id, {"window": [window.top, window.left]}
+                crop, self.model.encoder_id, {"window": [window.top, window.left]}
             )
             (embedding,) = SliceEncoder(self.model).encode(
                 [to_sam_rgb(crop, self.limits)], [signature]
@@ -144,30 +142,49 @@ class ZoomingPredictor:
             return self.predictor.predict(embedding, prompts, previous_logits)
         side = self.model.architecture.img_size
         while True:
-            window = window_around(prompts, self.size, side)
+            window = self._reused(window_around(prompts, self.size, side), prompts)
             if window is None:
                 feedback = self._feedback(previous_logits, None)
                 prediction = self.predictor.predict(embedding, prompts, feedback)
-                self._last = (prediction, None)
+                self._recent.append((prediction, None))
                 return prediction
             feedback = self._feedback(previous_logits, window)
-            local = self.predictor.predict(self._embedding(window), _shifted(prompts, window),
-                                           feedback)  # fmt: skip
+            local = self.predictor.predict(
+                self._embedding(window), prompts.translated(-window.top, -window.left), feedback
+            )
             shown = local.mask(shown_head(local, prompts))
             if not window.touches_inside(shown, self.size):
                 prediction = replace(local, origin=(window.top, window.left),
                                      full_size=self.size)  # fmt: skip
-                self._last = (prediction, window)
+                self._recent.append((prediction, window))
                 return prediction
             side *= 2
 
+    def _reused(self, window: Window | None, prompts: PromptSet) -> Window | None:
+        """A window already encoded, of ``window``'s size, that holds every prompt with the
+        margin, else ``window`` (a click next to the last one stays in its window)."""
+        if window is None:
+            return None
+        points = [(c.y, c.x) for c in prompts.clicks]
+        if prompts.box is not None:
+            x0, y0, x1, y1 = prompts.box
+            points += [(y0, x0), (y1, x1)]
+        for kept in reversed(self._embeddings):
+            margin = MARGIN * min(kept.height, kept.width)
+            if (kept.height, kept.width) == (window.height, window.width) and all(
+                kept.top + margin <= y < kept.top + kept.height - margin
+                and kept.left + margin <= x < kept.left + kept.width - margin
+                for y, x in points
+            ):
+                return kept
+        return window
+
     def _feedback(self, previous: np.ndarray | None, window: Window | None):
-        if previous is None or self._last is None:
+        """``previous`` when an earlier answer decoded in ``window`` produced it, else None."""
+        if previous is None:
             return None
-        last, last_window = self._last
-        if last_window != window:
-            return None
-        if not any(np.shares_memory(previous, head) or np.array_equal(previous, head)
-                   for head in last.low_res_logits):  # fmt: skip
-            return None
-        return previous
+        for answer, decoded in reversed(self._recent):
+            if any(np.shares_memory(previous, head) or np.array_equal(previous, head)
+                   for head in answer.low_res_logits):  # fmt: skip
+                return previous if decoded == window else None
+        return None

@@ -69,7 +69,7 @@ def assess_labels(
     labels = check_labels(labels, source.spatial_shape)
     answered, _ = resolve_estimator(requested, models)
     needs_embedding = ESTIMATORS[answered].needs_embedding
-    store = store or EmbeddingStore(models.model.model_id)
+    store = store or EmbeddingStore(models.model.encoder_id)
     limits = source.limits()
     leading = labels.shape[:-2]
     flat = labels.reshape(-1, *labels.shape[-2:])

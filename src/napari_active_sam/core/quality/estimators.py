@@ -52,6 +52,7 @@ from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding, SliceEncoder
 from ..engine.geometry import CellGrid
 from ..engine.predictor import Prediction, Predictor, shown_head
+from ..engine.zoom import ZoomingPredictor, zooms
 from ..enums import Estimator, parse_option
 from ..errors import ActiveSamError, ImageError
 from ..metrics import iou
@@ -146,6 +147,7 @@ class QualityEstimate:
     requested: Estimator
     note: str = ""
 
+
 @dataclass(frozen=True)
 class ObjectQuality:
     """The estimate for one object on one slice.
@@ -177,6 +179,10 @@ class QualityModels:
         For ``regressor`` and ``embedding``.
     samples : int
         Posterior samples per estimate.
+    zoom : bool
+        Ask SAM about a small object of a large slice in a window at the slice's own
+        resolution, as the annotator does
+        (:class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor`).
 
     Raises
     ------
@@ -188,6 +194,7 @@ class QualityModels:
     bayes_head: BayesHead | None = None
     regressor: QualityRegressor | None = None
     samples: int = DEFAULT_SAMPLES
+    zoom: bool = True
 
     def __post_init__(self):
         if self.bayes_head is not None:
@@ -246,7 +253,10 @@ def sam_answer(sample: QualitySample, models: QualityModels) -> tuple[Prediction
         prompts = sample.prompts
     else:
         prompts = prompts_from_mask(sample.mask)
-    prediction = models.predictor.predict(models.embedding_of(sample), prompts)
+    decoder = models.predictor
+    if models.zoom and zooms(sample.image.shape[:2], models.model.architecture.img_size):
+        decoder = ZoomingPredictor(models.predictor, sample.image, (0, 255), cache=1)
+    prediction = decoder.predict(models.embedding_of(sample), prompts)
     head = sample.head if sample.head is not None else shown_head(prediction, prompts)
     return prediction, prompts, head
 
@@ -260,24 +270,19 @@ def _iou_head(sample: QualitySample, models: QualityModels, rng: np.random.Gener
 
 def _posterior(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
     assert models.bayes_head is not None
-    model = models.model
-    embedding = models.embedding_of(sample)
     prediction, prompts, head = sam_answer(sample, models)
-    cells = CellGrid.of(model, embedding)
-    inputs = head_inputs(cells.pool(prediction.low_res_logits[head]), prompts, cells)
+    cells = CellGrid.decoded(models.model, prediction)  # the slice, or the zoom window
+    row, col = prediction.origin
+    local = prompts.translated(-row, -col)
+    inputs = head_inputs(cells.pool(prediction.low_res_logits[head]), local, cells)
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    sampled = torch.sigmoid(
-        models.bayes_head.sample_logits(inputs, models.samples, generator)
-    )
+    sampled = torch.sigmoid(models.bayes_head.sample_logits(inputs, models.samples, generator))
     mask = torch.as_tensor(sample.mask)
     area = int(mask.sum())
     scores = []
     with torch.inference_mode():
         for chunk in torch.split(sampled, 8):
-            maps = model.sam.postprocess_masks(
-                chunk[None].float(), embedding.input_size, embedding.original_size
-            )[0]
-            masks = maps > 0.5
+            masks = torch.from_numpy(prediction.place(cells.upscale(chunk)) > 0.5)
             inter = (masks & mask).sum(dim=(1, 2))
             total = masks.sum(dim=(1, 2)) + area
             scores.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), 1.0))

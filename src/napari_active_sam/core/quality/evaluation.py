@@ -10,6 +10,7 @@ import numpy as np
 
 from ..data.scenes import scene_kinds
 from ..engine.embeddings import Embedding
+from ..engine.zoom import ZoomingPredictor
 from ..enums import Estimator
 from ..errors import ActiveSamError
 from ..metrics import dice
@@ -142,7 +143,8 @@ def evaluate_estimators(
         for label, gt in scene.sample_objects(rng, objects_per_image):
             where = {"image": done, "kind": str(scene.kind), "label": label}
             opening, correct = sam_recipe(gt, rng)
-            for step in episode(predictor, embedding, opening, correct, clicks):
+            decoder = ZoomingPredictor(predictor, rgb, (0, 255)) if models.zoom else predictor
+            for step in episode(decoder, embedding, opening, correct, clicks):
                 judged, choice = _judge_heads(step, gt, rgb, embedding, models, names)
                 records += [{**where, **record} for record in judged]
                 selections.append(choice)
@@ -162,6 +164,7 @@ def evaluate_estimators(
         "seed": seed,
         "kind": kind,
         "clicks": clicks,
+        "zoom": models.zoom,
         "estimators": [e.value for e in names],
     }
     for setting in ("sam_outputs", "masks_only"):

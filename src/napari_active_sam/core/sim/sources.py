@@ -121,7 +121,7 @@ def labelled_objects(
     pairs, _ = discover_pairs(data)
     for pair in pairs:
         source, labels = load_pair(pair, dataset_window(data, pair.stem, window))
-        store, limits = EmbeddingStore(model.model_id), source.limits()
+        store, limits = EmbeddingStore(model.encoder_id), source.limits()
         for target in object_targets(labels):
             (index,) = target.indices
             embedding = embed_slice(model, source, store, index, limits)

@@ -229,10 +229,34 @@ def interactive_step(
         Boolean ``(B, S, S)``: target masks, and where the first click may go.
     """
     sam = model.sam
-    device = sam.device
-    batch, size = images.shape[0], images.shape[1]
-    pixels = torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float()
+    pixels = torch.as_tensor(images, device=sam.device).permute(0, 3, 1, 2).float()
     embeddings = sam.image_encoder(sam.preprocess(pixels))
+    return interactive_loss(model, embeddings, targets, first_regions, use_box, iterations, rng)
+
+
+def interactive_loss(
+    model: LoadedModel,
+    embeddings: torch.Tensor,
+    targets: np.ndarray,
+    first_regions: np.ndarray,
+    use_box: bool,
+    iterations: int,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of an interactive session of ``iterations`` prompts on each of a batch of image
+    embeddings (the encoder's output: trained with it, or cached and frozen).
+
+    Parameters
+    ----------
+    embeddings : torch.Tensor
+        ``(B, C, g, g)`` image embeddings.
+    targets, first_regions : np.ndarray
+        Boolean ``(B, S, S)`` in the model's padded input frame (``S`` its input side):
+        target masks, and where the first click may go.
+    """
+    sam = model.sam
+    device = sam.device
+    batch, size = targets.shape[0], targets.shape[1]
     image_pe = sam.prompt_encoder.get_dense_pe()
     target = torch.as_tensor(targets, device=device, dtype=torch.float32)
 
@@ -250,7 +274,7 @@ def interactive_step(
     total = torch.zeros((), device=device)
     stats = {"loss": 0.0, "iou_first": 0.0, "iou_last": 0.0}
     for iteration in range(iterations):
-        points, boxes = _batch_prompts([turn.prompts for turn in turns], device)
+        points, boxes = batch_prompts([turn.prompts for turn in turns], device)
         sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=previous)
         low_res, iou_pred = decode_batch(sam.mask_decoder, embeddings, image_pe, sparse, dense)
         logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
@@ -285,7 +309,7 @@ def interactive_step(
     return total, stats
 
 
-def _batch_prompts(
+def batch_prompts(
     prompts: list[PromptSet], device: torch.device
 ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
     """SAM's prompt-encoder inputs for a batch of prompt sets with equally many clicks:

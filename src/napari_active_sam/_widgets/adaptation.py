@@ -1,0 +1,113 @@
+"""Adapting the session's model to the user's committed objects, and switching between the
+base model and the adapted one. No Qt: the adaptation runs on a worker of the host, results
+are announced on the controller's events (``adapted``, ``status``, ``progress``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from napari.utils.notifications import show_info
+
+from .jobs import Adaptation, adaptation_job
+
+if TYPE_CHECKING:
+    from napari.utils.events import EmitterGroup
+
+    from ..core.active.bayes_head import BayesHead
+    from ..core.annotate.session import AnnotationSession
+    from ..core.engine.checkpoints import LoadedModel
+    from ..core.quality.estimators import QualityModels
+    from .workers import WorkerHost
+
+MIN_OBJECTS = 2
+"""Committed objects needed: one to learn from and one to check on."""
+
+Swap = Callable[["LoadedModel", "BayesHead | None", "QualityModels"], None]
+"""Makes the session decode with a model, its head and its quality models."""
+
+
+class ModelAdaptation:
+    """The base model of a session, its adapted version once made, and which one decodes.
+
+    Parameters
+    ----------
+    workers : WorkerHost
+    events : EmitterGroup
+        The controller's events.
+    report : callable
+        Shows an error.
+    swap : callable
+        ``swap(model, head, quality)`` makes the session use them.
+    """
+
+    def __init__(self, workers: WorkerHost, events: EmitterGroup, report, swap: Swap):
+        self.workers, self.events, self._report, self._swap = workers, events, report, swap
+        self.base: tuple[LoadedModel, BayesHead | None, QualityModels] | None = None
+        self.adaptation: Adaptation | None = None
+        self.using_adapted = False
+        self._worker = None
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def reset(self, session: AnnotationSession, quality: QualityModels) -> None:
+        """A new session: its model is the base, and no adaptation is known for it."""
+        self.base = (session.model, session.head, quality)
+        self.adaptation, self.using_adapted = None, False
+
+    def start(self, session: AnnotationSession | None, labels) -> None:
+        """Adapt the base model to the committed objects of ``labels`` on a worker."""
+        if session is None or self.base is None or labels is None:
+            show_info("Choose an image and commit some objects first.")
+            return
+        if self._worker is not None:
+            show_info("Already adapting; wait for it to finish or cancel it.")
+            return
+        count = sum(len(set(plane[plane > 0].ravel().tolist()))
+                    for plane in labels.reshape(-1, *labels.shape[-2:]))  # fmt: skip
+        if count < MIN_OBJECTS:
+            show_info(f"Commit at least {MIN_OBJECTS} objects first: one to learn from, one "
+                      "to check the adapted model on.")  # fmt: skip
+            return
+        worker = self.workers.start(
+            adaptation_job, self.base[0], session, labels,
+            progress=lambda step: self.events.progress(step=step), returned=self._done,
+            errored=self._report, finished=lambda: self._finished(worker), cancellable=True,
+        )  # fmt: skip
+        self._worker = worker
+
+    def _finished(self, worker) -> None:
+        if self._worker is worker:
+            self._worker = None
+
+    def _done(self, result: Adaptation) -> None:
+        if self.base is None or result.model.extra.get("base_model_id") != self.base[0].model_id:
+            return  # the session changed model meanwhile
+        self.adaptation = result
+        self.use(adapted=True)
+        self.events.status(message=f"{describe(result)}; {result.saved}")
+        self.events.adapted(adaptation=result)
+
+    def use(self, adapted: bool) -> None:
+        """Decode with the adapted model, or with the base model again."""
+        if self.base is None or (adapted and self.adaptation is None):
+            return
+        if adapted:
+            found = self.adaptation
+            self._swap(found.model, found.head, found.quality)
+        else:
+            self._swap(*self.base)
+        self.using_adapted = adapted
+
+
+def describe(result: Adaptation) -> str:
+    """The figure the dock shows: mean IoU after one click on the held-out objects."""
+    objects = "object" if result.held_out == 1 else "objects"
+    return (
+        f"mean IoU after one click: {result.before:.2f} → {result.after:.2f} on "
+        f"{result.held_out} {objects} you did not train on (trained on "
+        f"{result.objects - result.held_out})"
+    )

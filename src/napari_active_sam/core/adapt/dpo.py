@@ -1,0 +1,231 @@
+"""Stage 2: align the model with preferences among its own candidate masks (DPO).
+
+On objects nobody outlined, the reference model (the stage-1 model, frozen) answers the
+object's prompts; thresholding its probability at 0.3, 0.4, 0.5 and 0.6 gives four
+candidate masks, which a ranker orders best first: IoU with the truth (simulation), the
+quality estimator (no truth), or a person. The loss (Rafailov et al. 2023, in the ranked
+four-candidate form of arXiv 2503.04639) is
+
+    −log σ(β1 Δ1 + β2 Δ2 − β2 Δ3 − β1 Δ4),   Δj = log πθ(Yj) − log πref(Yj),
+
+with log π(Y) the Bernoulli log-likelihood of candidate Y under a model's probabilities,
+summed over the pixels where the candidates disagree (elsewhere they carry no preference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from ..engine.checkpoints import LoadedModel
+from ..engine.predictor import Predictor, shown_head
+from ..errors import ActiveSamError
+from ..metrics import iou
+from ..progress import Progress
+from ..prompts import PromptSet
+from ..quality.estimators import QualityModels, QualitySample, estimate_quality
+from ..sim.clicker import ritm_next_click
+from ..sim.episode import clicks_to_prompts
+from ..sim.training import batch_prompts, decode_batch
+from .finetune import AdaptConfig, StageResult, run_stage
+from .objects import LabelledObject
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+"""Where the reference's probability is cut into the four candidates."""
+BETAS = (1.0, 0.5, -0.5, -1.0)
+"""The weights of Δ1..Δ4 (β1 = 1, β2 = 0.5): the best two pulled up, the worst two down."""
+
+
+@dataclass(frozen=True, eq=False)
+class Preference:
+    """One object's four candidates, best first, on the decoder's low-resolution grid.
+
+    Attributes
+    ----------
+    obj : LabelledObject
+        The object (its ``gt`` is read only by the IoU ranker).
+    prompts : PromptSet
+        What the candidates answer.
+    head : int
+        The head the candidates were cut from.
+    ranked : torch.Tensor
+        float32 ``(4, g, g)`` candidate masks, best first.
+    disputed : torch.Tensor
+        Boolean ``(g, g)``: where the candidates disagree.
+    reference : torch.Tensor
+        float32 ``(g, g)`` the reference model's logits there.
+    order : tuple of int
+        The thresholds' indices in ranked order (``(0, 1, 2, 3)``: 0.3 best).
+    """
+
+    obj: LabelledObject
+    prompts: PromptSet
+    head: int
+    ranked: torch.Tensor
+    disputed: torch.Tensor
+    reference: torch.Tensor
+    order: tuple[int, ...]
+
+
+Ranker = Callable[[LabelledObject, list[np.ndarray]], list[int]]
+"""An object and its candidate masks at the image's resolution → their indices, best first."""
+
+
+def rank_by_iou(obj: LabelledObject, masks: list[np.ndarray]) -> list[int]:
+    """Simulation: the candidates ordered by IoU with the truth.
+
+    Raises
+    ------
+    ActiveSamError
+        An object without a mask.
+    """
+    if obj.gt is None:
+        raise ActiveSamError("Ranking by IoU needs each object's mask: rank by quality.")
+    return sorted(range(len(masks)), key=lambda i: -iou(obj.gt, masks[i]))
+
+
+def quality_ranker(quality: QualityModels) -> Ranker:
+    """No truth: the candidates ordered by the base model's quality estimators (their
+    ensemble, each mask judged alone as the ``quality`` command judges a mask)."""
+
+    def rank(obj: LabelledObject, masks: list[np.ndarray]) -> list[int]:
+        rng = np.random.default_rng(0)
+        scores = [
+            estimate_quality("ensemble", QualitySample(obj.rgb, mask, obj.base_embedding),
+                             quality, rng).predicted_dice if mask.any() else -1.0
+            for mask in masks
+        ]  # fmt: skip
+        return sorted(range(len(masks)), key=lambda i: -scores[i])
+
+    return rank
+
+
+def make_ranker(name: str, quality: QualityModels | None = None) -> Ranker:
+    """``iou`` (simulation, reads the truth) or ``quality`` (needs ``quality``).
+
+    Raises
+    ------
+    ActiveSamError
+        Another name, or ``quality`` without the quality models.
+    """
+    if name == "iou":
+        return rank_by_iou
+    if name == "quality":
+        if quality is None:
+            raise ActiveSamError("Ranking by quality needs the model's quality estimators.")
+        return quality_ranker(quality)
+    raise ActiveSamError(f"Unknown ranking {name!r}: choose iou or quality.")
+
+
+def centre_click(gt: np.ndarray) -> PromptSet:
+    """A click at the point deepest inside the object (the RITM protocol's first click):
+    the stand-in for a prompt found without a person (exemplar prompts)."""
+    row, col, _ = ritm_next_click(gt, np.zeros_like(gt))
+    return clicks_to_prompts([(row, col, True)])
+
+
+def object_prompts(obj: LabelledObject) -> PromptSet:
+    """The prompts an object was found with, else a click deepest inside its mask."""
+    return obj.prompts if obj.prompts is not None else centre_click(obj.gt)
+
+
+def preferences(
+    reference: LoadedModel,
+    objects: Sequence[LabelledObject],
+    ranker: Ranker,
+    prompts_of: Callable[[LabelledObject], PromptSet] | None = None,
+) -> Generator[Progress, None, list[Preference]]:
+    """Candidates and their ranking for every object; objects whose candidates all agree
+    teach nothing and are left out."""
+    predictor = Predictor(reference)
+    prompts_of = prompts_of or object_prompts
+    found: list[Preference] = []
+    for done, obj in enumerate(objects, 1):
+        prompts = prompts_of(obj)
+        prediction = predictor.predict(obj.embedding, prompts)
+        head = shown_head(prediction, prompts)
+        probability = prediction.probability(head)
+        masks = [probability > t for t in THRESHOLDS]
+        order = ranker(obj, masks)
+        logits = torch.from_numpy(prediction.low_res_logits[head].copy())
+        grid = torch.stack([torch.sigmoid(logits) > t for t in THRESHOLDS]).float()
+        disputed = grid.amax(dim=0) != grid.amin(dim=0)
+        if disputed.any():
+            found.append(Preference(obj, prompts, head, grid[list(order)], disputed, logits,
+                                    tuple(order)))  # fmt: skip
+        yield Progress(done, len(objects), f"ranked candidates of {done}/{len(objects)} objects")
+    return found
+
+
+def log_likelihoods(logits: torch.Tensor, candidates: torch.Tensor,
+                    disputed: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """log π(Y) for each candidate: ``(B, g, g)`` logits, ``(B, 4, g, g)`` candidates,
+    ``(B, g, g)`` disputed pixels → ``(B, 4)``."""
+    per_pixel = -F.binary_cross_entropy_with_logits(
+        logits[:, None].expand_as(candidates), candidates, reduction="none"
+    )
+    return (per_pixel * disputed[:, None]).sum(dim=(-2, -1))
+
+
+def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, candidates: torch.Tensor,
+             disputed: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """The ranked DPO loss, averaged over the batch (see the module's docstring)."""
+    deltas = log_likelihoods(policy, candidates, disputed) - log_likelihoods(
+        reference, candidates, disputed
+    )
+    margin = deltas @ torch.tensor(BETAS, dtype=deltas.dtype, device=deltas.device)
+    return -F.logsigmoid(margin).mean()
+
+
+def align(
+    reference: LoadedModel,
+    prefs: Sequence[Preference],
+    held_out: Sequence[LabelledObject],
+    config: AdaptConfig | None = None,
+) -> Generator[Progress, None, StageResult]:
+    """Stage 2: DPO on ``prefs`` from ``reference``, checked on ``held_out`` (labelled
+    objects the earlier stage did not train on).
+
+    Raises
+    ------
+    ActiveSamError
+        No preference to learn from.
+    """
+    config = config or AdaptConfig(learning_rate=1e-5)
+    if not prefs:
+        raise ActiveSamError("No object gave candidates that differ: nothing to align on.")
+
+    def loss_of_batch(adapted: LoadedModel, rng: np.random.Generator):
+        chosen = [prefs[i] for i in rng.choice(len(prefs), size=min(config.batch_size,
+                                                                    len(prefs)), replace=False)]
+        sam = adapted.sam
+        device = sam.device
+        embeddings = torch.stack([p.obj.embedding.features for p in chosen]).to(device,
+                                                                               torch.float32)
+        transformed = [_model_frame(p.prompts, p.obj, adapted) for p in chosen]
+        points, boxes = batch_prompts(transformed, device)
+        sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+        low_res, _ = decode_batch(sam.mask_decoder, embeddings, sam.prompt_encoder.get_dense_pe(),
+                                  sparse, dense)  # fmt: skip
+        heads = torch.tensor([p.head for p in chosen], device=device)
+        policy = low_res[torch.arange(len(chosen), device=device), heads]
+        loss = dpo_loss(policy, torch.stack([p.reference for p in chosen]).to(device),
+                        torch.stack([p.ranked for p in chosen]).to(device),
+                        torch.stack([p.disputed for p in chosen]).to(device))  # fmt: skip
+        return loss, float(loss.item())
+
+    return (yield from run_stage(reference, held_out, config, loss_of_batch, "preferences"))
+
+
+def _model_frame(prompts: PromptSet, obj: LabelledObject, model: LoadedModel) -> PromptSet:
+    """``prompts`` in the model's input frame (what the prompt encoder reads)."""
+    transform = ResizeLongestSide(model.architecture.img_size)
+    size = obj.embedding.original_size
+    coords, labels = prompts.point_arrays()
+    moved = transform.apply_coords(coords.astype(np.float64), size)
+    return clicks_to_prompts([(y, x, bool(p)) for (x, y), p in zip(moved, labels, strict=True)])

@@ -1,0 +1,113 @@
+"""One adaptation run: split the labelled objects, fine-tune, align on the unlabelled ones,
+and keep the result as an :class:`~.adapter.Adapter`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..engine.checkpoints import LoadedModel
+from ..progress import Progress
+from .adapter import Adapter
+from .dpo import Ranker, align, preferences
+from .finetune import AdaptConfig, StageResult, finetune, trained_state
+from .objects import LabelledObject, reencoded, split_objects
+
+
+@dataclass(frozen=True)
+class AdaptPlan:
+    """What one run does.
+
+    Attributes
+    ----------
+    stage1 : AdaptConfig
+        Fine-tuning on the labelled objects.
+    stage2 : AdaptConfig or None
+        Preference alignment on the unlabelled objects (None: stage 1 only).
+    held_out : float
+        Share of the labelled objects kept aside to choose when to stop (at least one).
+    seed : int
+    """
+
+    stage1: AdaptConfig = field(default_factory=AdaptConfig)
+    stage2: AdaptConfig | None = field(
+        default_factory=lambda: AdaptConfig(steps=60, learning_rate=1e-4, refit=False)
+    )
+    held_out: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class AdaptResult:
+    """The adapter, the adapted model and each stage's checks."""
+
+    adapter: Adapter
+    model: LoadedModel
+    stage1: StageResult
+    stage2: StageResult | None
+
+
+def adapt(
+    model: LoadedModel,
+    labelled: Sequence[LabelledObject],
+    unlabelled: Sequence[LabelledObject] = (),
+    ranker: Ranker | None = None,
+    plan: AdaptPlan | None = None,
+) -> Generator[Progress, None, AdaptResult]:
+    """Adapt ``model`` to the user's objects.
+
+    Parameters
+    ----------
+    labelled : sequence of LabelledObject
+        Objects the user outlined (at least two: one is held out).
+    unlabelled : sequence of LabelledObject
+        Objects for stage 2; their masks are read only by the IoU ranker (simulation) and
+        to place their prompt (the click deepest inside).
+    ranker : Ranker, optional
+        Orders each object's four candidates (stage 2 runs only with one).
+    plan : AdaptPlan, optional
+
+    Raises
+    ------
+    ActiveSamError
+        Fewer than two labelled objects.
+    """
+    plan = plan or AdaptPlan()
+    started = time.perf_counter()
+    train, held_out = split_objects(labelled, plan.held_out, np.random.default_rng(plan.seed))
+    first = yield from finetune(model, train, held_out, plan.stage1)
+    current, second = first.model, None
+    if plan.stage2 is not None and ranker is not None and unlabelled:
+        if plan.stage1.train_encoder:  # stage 2 reads the adapted encoder's embeddings
+            unlabelled, held_out = reencoded(current, unlabelled), reencoded(current, held_out)
+        prefs = yield from preferences(current, unlabelled, ranker)
+        if prefs:
+            second = yield from align(current, prefs, held_out, plan.stage2)
+            current = second.model
+    report = {
+        "labelled": len(labelled),
+        "trained_on": len(train),
+        "held_out": len(held_out),
+        "unlabelled": len(unlabelled),
+        "stage1": _stage_report(first),
+        "stage2": _stage_report(second) if second else None,
+        "plan": {"stage1": asdict(plan.stage1),
+                 "stage2": asdict(plan.stage2) if plan.stage2 else None},  # fmt: skip
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    state = trained_state(current, plan.stage1.parts)
+    return AdaptResult(Adapter(state, model.model_id, report), current, first, second)
+
+
+def _stage_report(result: StageResult) -> dict:
+    return {
+        "held_out_iou_before": round(result.before, 4),
+        "held_out_iou_after": round(result.after, 4),
+        "best_step": result.best_step,
+        "steps": result.steps,
+        "refitted_on": result.refitted,
+        "history": result.history,
+    }

@@ -1,0 +1,104 @@
+"""The dock's adaptation panel in a real viewer: the real button, the real model switch."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtTest import QTest
+
+from napari_active_sam._widgets.adapt import ADAPTED, BASE
+from napari_active_sam._widgets.dock import ActiveSamWidget
+from napari_active_sam._widgets.layers import OUTPUT, PREVIEW
+from napari_active_sam._widgets.models import LOCAL_FILE
+from napari_active_sam.core.active.bayes_head import HEAD
+from napari_active_sam.core.adapt.adapter import ADAPTER, Adapter
+
+WAIT = 120_000  # ms: fine-tuning and a head fit on a 2-core CPU
+
+
+def docked(viewer, qtbot, image, checkpoint) -> ActiveSamWidget:
+    """The dock on ``image`` with the tiny model, its slice encoded."""
+    viewer.add_image(image, name="img")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model_name.value = LOCAL_FILE
+    widget.checkpoint.value = checkpoint
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.session.is_encoded(()), timeout=WAIT)
+    return widget
+
+
+def test_adapting_to_committed_objects_switches_and_switches_back(
+    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
+    image = np.zeros((128, 128), np.float32)
+    boxes = [(10, 40, 10, 40), (60, 100, 20, 50), (20, 50, 70, 110), (80, 115, 80, 120)]
+    for r0, r1, c0, c1 in boxes:
+        image[r0:r1, c0:c1] = 1
+    viewer = make_napari_viewer()
+    widget = docked(viewer, qtbot, image, tiny_checkpoint)
+    base = widget.session.model
+    panel = widget.adapt_panel
+    assert panel.decode_with.choices == (BASE,)
+
+    # One object is not enough: the panel says what to do and nothing runs.
+    preview = viewer.layers[PREVIEW]
+    r0, r1, c0, c1 = boxes[0]
+    preview.data[r0:r1, c0:c1] = 1
+    widget.commit()
+    QTest.mouseClick(panel.adapt_button.native, Qt.MouseButton.LeftButton)
+    assert not widget.controller.adaptation.running and widget.session.model is base
+
+    for r0, r1, c0, c1 in boxes[1:]:
+        preview.data[r0:r1, c0:c1] = 1
+        widget.commit()
+    committed = viewer.layers[OUTPUT].data.copy()
+    QTest.mouseClick(panel.adapt_button.native, Qt.MouseButton.LeftButton)
+    assert widget.controller.adaptation.running
+    qtbot.waitUntil(lambda: panel.decode_with.value == ADAPTED, timeout=WAIT)
+
+    adapted = widget.session.model
+    assert adapted.model_id != base.model_id and adapted.encoder_id == base.model_id
+    assert "mean IoU after one click" in panel.result.value
+    assert "you did not train on" in panel.result.value
+    assert widget.session.is_encoded(())  # the embeddings were kept
+    assert Adapter.load(ADAPTER.users(base.model_id), base).apply(base).model_id == adapted.model_id
+    assert HEAD.users(adapted.model_id).is_file()  # a head fitted for the adapted model
+    assert widget.session.head is not None and widget.session.head.model_id == adapted.model_id
+    np.testing.assert_array_equal(viewer.layers[OUTPUT].data, committed)  # nothing changed
+
+    # A click decodes with the adapted model.
+    widget.add_click(25.0, 25.0)
+    qtbot.waitUntil(lambda: not widget.controller.decoding and preview.data.any(), timeout=WAIT)
+
+    # Back to the base model with a key press in the switch.
+    panel.decode_with.native.setFocus()
+    QTest.keyClick(panel.decode_with.native, Qt.Key.Key_Up)
+    assert panel.decode_with.value == BASE
+    assert widget.session.model is base and not widget.controller.adaptation.using_adapted
+    QTest.keyClick(panel.decode_with.native, Qt.Key.Key_Down)
+    assert widget.session.model is adapted
+
+
+def test_cancelling_an_adaptation_keeps_the_base_model_and_writes_nothing(
+    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
+    image = np.zeros((128, 128), np.float32)
+    viewer = make_napari_viewer()
+    widget = docked(viewer, qtbot, image, tiny_checkpoint)
+    base = widget.session.model
+    preview = viewer.layers[PREVIEW]
+    for r0, c0 in [(10, 10), (60, 20), (20, 70), (80, 80)]:
+        preview.data[r0 : r0 + 30, c0 : c0 + 30] = 1
+        widget.commit()
+    QTest.mouseClick(widget.adapt_panel.adapt_button.native, Qt.MouseButton.LeftButton)
+    assert widget.controller.adaptation.running
+    qtbot.waitUntil(lambda: widget.cancel.enabled, timeout=WAIT)
+    QTest.mouseClick(widget.cancel.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.controller.adaptation.running, timeout=WAIT)
+    assert widget.session.model is base
+    assert widget.adapt_panel.decode_with.value == BASE
+    assert not ADAPTER.users(base.model_id).exists()
+    assert not list((tmp_path / "cache").rglob("*.partial"))

@@ -1,0 +1,207 @@
+"""Adaptation: labelled objects, fine-tuning, the DPO loss and stage, and adapter files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_active_sam.core.adapt.adapter import ADAPTER, Adapter
+from napari_active_sam.core.adapt.dpo import (
+    BETAS,
+    align,
+    dpo_loss,
+    log_likelihoods,
+    make_ranker,
+    preferences,
+    rank_by_iou,
+)
+from napari_active_sam.core.adapt.finetune import AdaptConfig, finetune, ritm_ious, trained_state
+from napari_active_sam.core.adapt.objects import (
+    LabelledObject,
+    labelled_objects,
+    reencoded,
+    split_objects,
+)
+from napari_active_sam.core.adapt.pipeline import AdaptPlan, adapt
+from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE
+from napari_active_sam.core.engine.checkpoints import random_model
+from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
+from napari_active_sam.core.progress import drain
+from napari_active_sam.core.quality.estimators import QualityModels
+
+TINY = SMOKE_ARCHITECTURE
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(TINY, seed=0)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """Discs and squares on a noisy background: ``(image, labels)``, 160 × 150."""
+    rng = np.random.default_rng(4)
+    rows, cols = np.mgrid[:160, :150]
+    image = rng.normal(0.2, 0.03, (160, 150)).astype(np.float32)
+    labels = np.zeros((160, 150), np.int32)
+    for label, (r, c) in enumerate([(30, 30), (40, 110), (110, 40), (120, 115), (80, 75)], 1):
+        inside = (rows - r) ** 2 + (cols - c) ** 2 < 14**2
+        image[inside] = 0.9
+        labels[inside] = label
+    return image, labels
+
+
+@pytest.fixture(scope="module")
+def objects(model, scene):
+    image, labels = scene
+    return drain(labelled_objects(model, SliceSource(image), labels, "scene"))
+
+
+def test_labelled_objects_hold_each_object_on_its_grid(objects, scene):
+    _, labels = scene
+    assert [obj.where[2] for obj in objects] == [1, 2, 3, 4, 5]
+    for obj in objects:
+        assert obj.gt.shape == tuple(obj.embedding.original_size) == obj.rgb.shape[:2]
+        target = obj.target(TINY.img_size)
+        assert target.shape == (TINY.img_size, TINY.img_size) and target.any()
+        frame = obj.input_frame(TINY.img_size)
+        height, width = obj.embedding.input_size
+        assert frame.shape == (TINY.img_size, TINY.img_size, 3)
+        assert not frame[height:].any() and not frame[:, width:].any()  # SAM's padding
+    assert (labels > 0).sum() == sum(int(obj.gt.sum()) for obj in objects)
+
+
+def test_a_volume_gives_an_object_per_slice(model):
+    volume = np.zeros((3, 40, 40), np.float32)
+    labels = np.zeros((3, 40, 40), np.int32)
+    volume[:2, 10:30, 10:30], labels[:2, 10:30, 10:30] = 1.0, 7
+    found = drain(labelled_objects(model, SliceSource(volume), labels, "v"))
+    assert [obj.where[1:] for obj in found] == [((0,), 7), ((1,), 7)]
+
+
+def test_splitting_needs_two_objects_and_keeps_one_aside(objects):
+    rng = np.random.default_rng(0)
+    train, held = split_objects(objects, 0.2, rng)
+    assert len(held) == 1 and len(train) == 4
+    assert {id(o) for o in train}.isdisjoint(id(o) for o in held)
+    with pytest.raises(ActiveSamError, match="at least 2 labelled objects"):
+        split_objects(objects[:1], 0.2, rng)
+
+
+def test_fine_tuning_trains_the_decoder_only_and_keeps_the_best_check(model, objects):
+    train, held = split_objects(objects, 0.2, np.random.default_rng(0))
+    before = {k: v.clone() for k, v in model.sam.state_dict().items()}
+    config = AdaptConfig(steps=6, batch_size=2, check_every=2, learning_rate=1e-3, refit=False)
+    result = drain(finetune(model, train, held, config))
+    for key, value in model.sam.state_dict().items():  # the base model is untouched
+        assert torch.equal(value, before[key]), key
+    after = result.model.sam.state_dict()
+    encoder = [k for k in after if k.startswith("image_encoder.")]
+    assert all(torch.equal(after[k], before[k]) for k in encoder)
+    assert [h["step"] for h in result.history] == [2, 4, 6][: len(result.history)]
+    assert result.after >= result.before
+    if result.best_step == 0:  # nothing beat the base: its weights are kept
+        assert all(torch.equal(after[k], before[k]) for k in after)
+    else:
+        assert any(not torch.equal(after[k], before[k]) for k in after if "mask_decoder" in k)
+        kept = float(ritm_ious(result.model, held, 3).mean())
+        assert kept == pytest.approx(result.after)
+
+
+def test_the_encoder_trains_when_asked_and_checks_reencode(model, objects):
+    train, held = split_objects(objects, 0.2, np.random.default_rng(1))
+    config = AdaptConfig(steps=2, batch_size=2, check_every=2, learning_rate=1e-2,
+                         train_encoder=True, refit=False)  # fmt: skip
+    result = drain(finetune(model, train, held, config))
+    state = trained_state(result.model, config.parts)
+    assert any(k.startswith("image_encoder.") for k in state)
+    again = reencoded(result.model, held)
+    assert again[0].base is held[0].embedding
+    assert not torch.equal(again[0].embedding.features, held[0].embedding.features) or (
+        result.best_step == 0
+    )
+
+
+def test_the_dpo_loss_prefers_the_ranked_order():
+    grid = 6
+    candidates = torch.stack([torch.zeros(grid, grid) for _ in range(4)])
+    candidates[0, :3] = 1  # best covers the top half; the others cover less and less
+    candidates[1, :2] = 1
+    candidates[2, :1] = 1
+    disputed = candidates.amax(0) != candidates.amin(0)
+    reference = torch.zeros(1, grid, grid)
+    toward_best = torch.where(candidates[0] > 0, 4.0, -4.0)[None]
+    toward_worst = -toward_best
+    batch = candidates[None], disputed[None]
+    assert dpo_loss(reference, reference, *batch) == pytest.approx(np.log(2), abs=1e-6)
+    assert dpo_loss(toward_best, reference, *batch) < np.log(2) < dpo_loss(toward_worst,
+                                                                           reference, *batch)
+    # Only disputed pixels count: changing the logits elsewhere changes nothing.
+    elsewhere = toward_best.clone()
+    elsewhere[0, 5] = 30.0
+    np.testing.assert_allclose(log_likelihoods(elsewhere, *batch),
+                               log_likelihoods(toward_best, *batch))  # fmt: skip
+    assert BETAS == (1.0, 0.5, -0.5, -1.0)
+
+
+def test_preferences_rank_candidates_and_alignment_checks_held_out(model, objects):
+    held, others = objects[:2], objects[2:]
+    prefs = drain(preferences(model, others, rank_by_iou))
+    for pref in prefs:
+        assert pref.ranked.shape[0] == 4 and pref.disputed.any()
+        masks = [(torch.sigmoid(pref.reference) > t).numpy() for t in (0.3, 0.4, 0.5, 0.6)]
+        assert sorted(pref.order) == [0, 1, 2, 3]
+        assert np.array_equal(pref.ranked[0].numpy() > 0, masks[pref.order[0]])
+    if prefs:
+        result = drain(align(model, prefs, held, AdaptConfig(steps=2, check_every=1,
+                                                             learning_rate=1e-4)))  # fmt: skip
+        assert len(result.history) >= 1 and result.after >= result.before
+
+
+def test_ranking_by_quality_needs_the_quality_models(model, tiny_head):
+    with pytest.raises(ActiveSamError, match="quality estimators"):
+        make_ranker("quality")
+    with pytest.raises(ActiveSamError, match="choose iou or quality"):
+        make_ranker("votes")
+    ranker = make_ranker("quality", QualityModels(model, tiny_head))
+    gt = np.zeros((40, 40), bool)
+    gt[10:30, 10:30] = True
+    image = np.repeat((gt * 200).astype(np.uint8)[..., None], 3, axis=-1)
+    from napari_active_sam.core.engine.embeddings import SliceEncoder
+
+    (embedding,) = SliceEncoder(model).encode([image], ["q"])
+    obj = LabelledObject(embedding, gt, image, ("q", (), 1))
+    masks = [gt, np.zeros_like(gt), gt.copy(), gt]
+    order = ranker(obj, masks)
+    assert sorted(order) == [0, 1, 2, 3] and order[-1] == 1  # the empty mask last
+
+
+def test_an_adapter_round_trips_and_refuses_another_model(tmp_path, model, objects):
+    plan = AdaptPlan(stage1=AdaptConfig(steps=2, check_every=1, learning_rate=1e-3),
+                     stage2=AdaptConfig(steps=1, check_every=1, refit=False))  # fmt: skip
+    result = drain(adapt(model, objects[:3], objects[3:], rank_by_iou, plan))
+    adapter = result.adapter
+    assert adapter.base_model_id == model.model_id
+    assert set(adapter.report) >= {"stage1", "stage2", "labelled", "seconds"}
+    assert all(k.split(".")[0] in ("prompt_encoder", "mask_decoder") for k in adapter.state)
+    path = adapter.save(tmp_path / "a.adapter.pt")
+    loaded = Adapter.load(path, model)
+    assert loaded.digest == adapter.digest
+    applied = loaded.apply(model)
+    assert applied.model_id != model.model_id and applied.extra["base_model_id"] == model.model_id
+    for key, value in adapter.state.items():
+        assert torch.equal(applied.sam.state_dict()[key], value)
+    assert not any(p.requires_grad for p in applied.sam.parameters())
+    other = random_model(TINY, seed=9)
+    with pytest.raises(ModelError, match="made for model"):
+        Adapter.load(path, other)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="adapt"):
+        Adapter.load(damaged)
+    wrong = ADAPTER.save(tmp_path / "wrong.pt", {"state": {"image_decoder.x": torch.zeros(1)},
+                                                 "base_model_id": model.model_id})  # fmt: skip
+    with pytest.raises(CheckpointError, match="damaged"):
+        Adapter.load(wrong)
