@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import tifffile
 import torch
 
 from napari_active_sam.cli import main
+from napari_active_sam.core.active.bayes_head import HEAD
 from napari_active_sam.core.adapt.adapter import Adapter
 from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE
 from napari_active_sam.core.engine.checkpoints import load_checkpoint, random_model, save_checkpoint
+from napari_active_sam.core.engine.downloads import CACHE_ENV
 
 
 def labelled_folder(root, count: int, seed: int):
@@ -32,6 +35,11 @@ def labelled_folder(root, count: int, seed: int):
     return root
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+
+
 def test_adapt_writes_an_adapter_that_benchmark_and_quality_use(tmp_path, tiny_checkpoint,
                                                               capsys):  # fmt: skip
     labelled = labelled_folder(tmp_path / "labelled", 2, seed=1)
@@ -45,6 +53,8 @@ def test_adapt_writes_an_adapter_that_benchmark_and_quality_use(tmp_path, tiny_c
     assert "fine-tuning: held-out IoU" in err and f"saved {out}" in err
     base = load_checkpoint(tiny_checkpoint, device="cpu", name="tiny")
     adapter = Adapter.load(out, base)
+    head = HEAD.users(adapter.apply(base).model_id)
+    assert head.is_file() and str(head) in err  # a head fitted for the adapted model
     assert adapter.report["labelled"] >= 6 and adapter.report["stage1"]["steps"] >= 1
 
     results = tmp_path / "results"

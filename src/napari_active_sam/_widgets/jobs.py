@@ -16,6 +16,7 @@ from ..core.active.head_training import HeadConfig, examples_from_objects, fit_h
 from ..core.adapt.adapter import ADAPTER, Adapter
 from ..core.adapt.finetune import AdaptConfig, finetune, ritm_ious, trained_state
 from ..core.adapt.objects import labelled_objects, split_objects
+from ..core.adapt.pipeline import head_for
 from ..core.annotate.session import AnnotationSession
 from ..core.annotate.volume import propagate
 from ..core.bench.episodes import evaluate_image
@@ -23,7 +24,6 @@ from ..core.bench.report import summarise
 from ..core.bench.strategies import reads_head
 from ..core.engine.checkpoints import LoadedModel, load_model
 from ..core.engine.embeddings import EmbeddingStore, embed_slice
-from ..core.engine.predictor import Predictor
 from ..core.engine.preprocess import IntensityWindow, SliceSource
 from ..core.errors import ActiveSamError, SaveError
 from ..core.prompts import PromptSet
@@ -112,10 +112,7 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, stage.model))
     adapter = Adapter(trained_state(stage.model), base.model_id, {"objects": len(objects)})
     adapted = adapter.apply(base)
-    pairs = [((lambda obj=obj: obj.embedding), obj.gt) for obj in objects]
-    examples = yield from examples_from_objects(Predictor(adapted), pairs,
-                                                np.random.default_rng(0))  # fmt: skip
-    head = yield from fit_head(examples, adapted, HeadConfig(steps=300))
+    head = yield from head_for(adapted, objects)
     try:
         saved = f"saved {adapter.save(ADAPTER.users(base.model_id))}"
         head.save(HEAD.users(adapted.model_id))

@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.active.bayes_head import HEAD
     from ..core.adapt.dpo import make_ranker
     from ..core.adapt.exemplars import exemplar_prototypes
     from ..core.adapt.finetune import AdaptConfig
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         folder_objects,
         found_objects,
     )
-    from ..core.adapt.pipeline import AdaptPlan, adapt
+    from ..core.adapt.pipeline import AdaptPlan, adapt, head_for
     from ..core.errors import ActiveSamError
     from ..core.quality.estimators import QualityModels
 
@@ -102,10 +103,17 @@ def run(args: argparse.Namespace) -> int:
         second = report["stage2"]
         print(f"preferences: held-out IoU {second['held_out_iou_before']:.3f} -> "
               f"{second['held_out_iou_after']:.3f}", file=sys.stderr)  # fmt: skip
+    print(f"saved {out} ({report['seconds']} s)", file=sys.stderr)
+    missing = "Bayesian head or quality regressor"
+    if not args.train_encoder:  # the head reads the base embeddings the objects carry
+        head = options.drain_with_bar(head_for(result.model, labelled), "head", unit="step")
+        saved = head.save(HEAD.users(result.model.model_id))
+        print(f"Bayesian head for the adapted model: {saved}", file=sys.stderr)
+        missing = "quality regressor"
     print(
-        f"saved {out} ({report['seconds']} s). The adapted model has no Bayesian head or "
-        "quality regressor of its own yet: fit them with train-head / train-quality "
-        "--adapter; until then BALD is unavailable and quality falls back to the IoU head.",
+        f"The adapted model has no {missing} of its own yet: fit it with train-quality "
+        "(train-head) --adapter; until then the quality estimators that need it are left out "
+        "of the ensemble.",
         file=sys.stderr,
     )
     return 0

@@ -9,7 +9,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..active.bayes_head import BayesHead
+from ..active.head_training import HeadConfig, examples_from_objects, fit_head
 from ..engine.checkpoints import LoadedModel
+from ..engine.predictor import Predictor
 from ..progress import Progress
 from .adapter import Adapter
 from .dpo import Ranker, align, preferences
@@ -42,7 +45,7 @@ class AdaptPlan:
 
 @dataclass
 class AdaptResult:
-    """The adapter, the adapted model and each stage's checks."""
+    """The adapter, the adapted model (under its own identity) and each stage's checks."""
 
     adapter: Adapter
     model: LoadedModel
@@ -98,8 +101,19 @@ def adapt(
                  "stage2": asdict(plan.stage2) if plan.stage2 else None},  # fmt: skip
         "seconds": round(time.perf_counter() - started, 1),
     }
-    state = trained_state(current, plan.stage1.parts)
-    return AdaptResult(Adapter(state, model.model_id, report), current, first, second)
+    adapter = Adapter(trained_state(current, plan.stage1.parts), model.model_id, report)
+    return AdaptResult(adapter, adapter.apply(model), first, second)
+
+
+def head_for(
+    model: LoadedModel, objects: Sequence[LabelledObject], steps: int = 300
+) -> Generator[Progress, None, BayesHead]:
+    """A Bayesian head fitted for an adapted model on the objects it was adapted to (click
+    sets simulated on each; their embeddings are the base model's, so an adapted image
+    encoder reads them re-encoded first)."""
+    pairs = [((lambda obj=obj: obj.embedding), obj.gt) for obj in objects if obj.gt is not None]
+    examples = yield from examples_from_objects(Predictor(model), pairs, np.random.default_rng(0))
+    return (yield from fit_head(examples, model, HeadConfig(steps=steps)))
 
 
 def _stage_report(result: StageResult) -> dict:
