@@ -8,7 +8,7 @@ from qtpy.QtTest import QTest
 
 from napari_active_sam._widgets.adapt import ADAPTED, BASE
 from napari_active_sam._widgets.dock import ActiveSamWidget
-from napari_active_sam._widgets.layers import OUTPUT, PREVIEW
+from napari_active_sam._widgets.layers import CANDIDATES, OUTPUT, PREVIEW
 from napari_active_sam._widgets.models import LOCAL_FILE
 from napari_active_sam.core.active.bayes_head import HEAD
 from napari_active_sam.core.adapt.adapter import ADAPTER, Adapter
@@ -102,3 +102,42 @@ def test_cancelling_an_adaptation_keeps_the_base_model_and_writes_nothing(
     assert widget.adapt_panel.decode_with.value == BASE
     assert not ADAPTER.users(base.model_id).exists()
     assert not list((tmp_path / "cache").rglob("*.partial"))
+
+
+def test_objects_like_mine_are_found_and_accepted_with_real_clicks(make_napari_viewer, qtbot):
+    rows, cols = np.mgrid[:256, :256]
+    image = np.random.default_rng(2).normal(0.15, 0.02, (256, 256)).astype(np.float32)
+    centres = [(40, 40), (40, 200), (120, 120), (200, 60), (210, 210), (120, 30)]
+    for r, c in centres:
+        image[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 0.85
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="discs")
+    widget = ActiveSamWidget(viewer)  # the bundled demo model
+    viewer.window.add_dock_widget(widget)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.session.is_encoded(()), timeout=WAIT)
+    preview, output = viewer.layers[PREVIEW], viewer.layers[OUTPUT]
+    for r, c in centres[:2]:
+        preview.data[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 1
+        widget.commit()
+    panel = widget.adapt_panel
+    assert not panel.accept_button.enabled
+    QTest.mouseClick(panel.find_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.accept_button.enabled, timeout=WAIT)
+    candidates = viewer.layers[CANDIDATES]
+    found = {int(candidates.data[r, c]) > 0 for r, c in centres[2:]}
+    assert True in found  # at least one of the other discs is on offer
+    assert not (candidates.data[output.data > 0]).any()  # never over a committed object
+
+    spin = panel.accept_above.native
+    spin.setFocus()
+    spin.selectAll()
+    QTest.keyClicks(spin, "0")
+    QTest.keyClick(spin, Qt.Key.Key_Return)
+    assert panel.accept_above.value == 0.0
+    before = len(np.unique(output.data)) - 1
+    QTest.mouseClick(panel.accept_button.native, Qt.MouseButton.LeftButton)
+    after = len(np.unique(output.data)) - 1
+    assert after > before and not panel.accept_button.enabled
+    output.undo()  # each accepted object is an undo step of its own
+    assert len(np.unique(output.data)) - 1 == after - 1

@@ -47,6 +47,7 @@ EVENTS = {
     "committed": "(label) an object was written into the output layer",
     "quality_checked": "(found, label) predicted Dice of object label, or of all if None",
     "learned": "(head, path) a Bayesian head was fitted on the committed objects and saved",
+    "candidates": "(count) objects like the committed ones on offer in the candidates layer",
     "adapted": "(adaptation) the model was adapted to the committed objects and now decodes "
     "(jobs.Adaptation: the model, its head, where the adapter went, held-out figures)",
     "error": "(error) a job failed; one the user can act on is also in status and a "

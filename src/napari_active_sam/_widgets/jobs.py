@@ -14,6 +14,7 @@ import numpy as np
 from ..core.active.bayes_head import HEAD, BayesHead
 from ..core.active.head_training import HeadConfig, examples_from_objects, fit_head
 from ..core.adapt.adapter import ADAPTER, Adapter
+from ..core.adapt.exemplars import exemplar_prototypes, search_slice
 from ..core.adapt.finetune import AdaptConfig, finetune, ritm_ious, trained_state
 from ..core.adapt.objects import labelled_objects, split_objects
 from ..core.adapt.pipeline import head_for
@@ -24,11 +25,14 @@ from ..core.bench.report import summarise
 from ..core.bench.strategies import reads_head
 from ..core.engine.checkpoints import LoadedModel, load_model
 from ..core.engine.embeddings import EmbeddingStore, embed_slice
+from ..core.engine.predictor import shown_head
 from ..core.engine.preprocess import IntensityWindow, SliceSource
+from ..core.engine.zoom import ZoomingPredictor
 from ..core.errors import ActiveSamError, SaveError
+from ..core.progress import Progress
 from ..core.prompts import PromptSet
 from ..core.quality.assess import assess_labels
-from ..core.quality.estimators import QualityModels
+from ..core.quality.estimators import QualityModels, QualitySample, estimate_quality
 from ..core.quality.networks import QualityRegressor
 
 
@@ -120,6 +124,58 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
         saved = str(exc)
     quality = QualityModels(adapted, head)
     return Adaptation(adapted, head, quality, saved, len(objects), len(held), before, after)
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """An object like the committed ones, found on a slice: its mask, SAM's prompts for
+    it and its predicted Dice."""
+
+    mask: np.ndarray
+    prompts: PromptSet
+    predicted_dice: float
+
+
+def similar_objects_job(session: AnnotationSession, quality: QualityModels,
+                        labels: np.ndarray, index: tuple[int, ...], count: int = 30):  # fmt: skip
+    """Objects like the committed ones of ``labels`` on slice ``index``: exemplar prompts
+    (:mod:`~napari_active_sam.core.adapt.exemplars`), SAM's answer to each (zoomed in on a
+    large slice) and its predicted Dice; answers that mostly cover committed objects or a
+    better candidate are left out. Returns candidates, best predicted Dice first."""
+    source, limits = session.source, session.limits
+    exemplars = []
+    for at in source.slice_indices():
+        plane = labels[at] if at else labels
+        masks = [plane == v for v in np.unique(plane[plane > 0])]
+        if masks:
+            exemplars.append((source.raw_slice(at), limits, masks))
+    if not exemplars:
+        raise ActiveSamError("Commit at least one object to find objects like it.")
+    found = exemplar_prototypes(session.model, exemplars)
+    raw = source.raw_slice(index)
+    taken = (labels[index] if index else labels) > 0
+    prompts_found = search_slice(session.model, raw, limits, found, count, taken)
+    embedding = embed_slice(session.model, source, session.store, index, limits)
+    decoder = ZoomingPredictor(session.predictor, raw, limits)
+    rgb = source.sam_slice(index, limits)
+    rng = np.random.default_rng(0)
+    candidates: list[Candidate] = []
+    for done, (prompts, _) in enumerate(prompts_found, 1):
+        prediction = decoder.predict(embedding, prompts)
+        head = shown_head(prediction, prompts)
+        mask = prediction.mask(head)
+        if mask.any() and (mask & taken).sum() < 0.5 * mask.sum():
+            sample = QualitySample(rgb, mask, embedding, prompts, prediction, head)
+            dice = estimate_quality("ensemble", sample, quality, rng).predicted_dice
+            candidates.append(Candidate(mask, prompts, dice))
+        yield Progress(done, len(prompts_found), f"judged {done}/{len(prompts_found)} candidates")
+    kept: list[Candidate] = []
+    union = taken.copy()
+    for candidate in sorted(candidates, key=lambda c: -c.predicted_dice):
+        if (candidate.mask & union).sum() < 0.5 * candidate.mask.sum():
+            kept.append(candidate)
+            union |= candidate.mask
+    return kept
 
 
 def propagation_job(

@@ -22,6 +22,7 @@ PREVIEW = "SAM preview"
 OUTPUT = "SAM labels"
 UNCERTAINTY = "SAM uncertainty"
 SUGGESTIONS = "SAM suggestions"
+CANDIDATES = "SAM candidates"
 MANAGED = (PROMPTS, PREVIEW, OUTPUT, UNCERTAINTY, SUGGESTIONS)
 
 INSIDE_COLOUR = "#56b4e9"
@@ -314,6 +315,31 @@ def show_predicted_dice(viewer: napari.Viewer, objects: dict[int, float]) -> Non
         "index": np.array([0, *keep], int),
         "predicted_dice": np.array([np.nan, *(objects[k] for k in keep)]),
     }
+
+
+def show_candidates(viewer: napari.Viewer, index: tuple[int, ...],
+                    masks: list[np.ndarray], dice: list[float]) -> None:  # fmt: skip
+    """Candidate objects on slice ``index`` as a Labels layer over the output (label
+    ``i + 1`` for candidate ``i``, its predicted Dice in the features); none removes it."""
+    if OUTPUT not in viewer.layers:
+        return
+    output = viewer.layers[OUTPUT]
+    if not masks:
+        if CANDIDATES in viewer.layers:
+            viewer.layers.remove(CANDIDATES)
+        return
+    data = np.zeros(output.data.shape, np.int32)
+    plane = data[index] if index else data
+    for number, mask in enumerate(masks, 1):
+        plane[mask & (plane == 0)] = number
+    features = {"index": np.arange(len(masks) + 1), "predicted_dice": [np.nan, *dice]}
+    if CANDIDATES in viewer.layers:
+        layer = viewer.layers[CANDIDATES]
+        layer.data, layer.features = data, features
+    else:
+        layer = viewer.add_labels(data, name=CANDIDATES, opacity=0.5, scale=output.scale,
+                                  translate=output.translate, features=features)  # fmt: skip
+    layer.contour = 1
 
 
 def belief_colours(beliefs: np.ndarray) -> list[str]:

@@ -20,8 +20,8 @@ from ..core.annotate.persistence import SavedAnnotation, load_annotation, save_a
 from ..core.annotate.session import AnnotationSession, commit_pixels, next_free_label
 from ..core.errors import ActiveSamError
 from ..core.prompts import PromptSet
-from .jobs import assess_job, learning_job, propagation_job
-from .layers import OUTPUT, PROMPTS, colour_points, remove_points_at
+from .jobs import Candidate, assess_job, learning_job, propagation_job, similar_objects_job
+from .layers import OUTPUT, PROMPTS, colour_points, remove_points_at, show_candidates
 from .workers import LatestRequest, WorkerHost
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class CommittedObjects:
         self.settings: dict[str, Any] = {}
         self._saves = LatestRequest(self._save)
         self._learner = None
+        self.candidates: tuple[tuple[int, ...], list[Candidate]] | None = None
 
     # ---------------------------------------------------------------------------- writing
     def write(self, mask: np.ndarray, index: tuple[int, ...] = ()) -> tuple[int, int]:
@@ -206,6 +207,49 @@ class CommittedObjects:
             f"predicted Dice of {len({i.label for i in found})} object(s) by "
             f"{found[0].estimate.estimator}" + (f" ({'; '.join(sorted(notes))})" if notes else "")
         )
+
+    # ------------------------------------------------------------------- similar objects
+    def find_similar(self, index: tuple[int, ...]) -> None:
+        """Objects like the committed ones on slice ``index`` (on a worker); they are shown
+        in the candidates layer with their predicted Dice, for :meth:`accept_candidates`."""
+        session, quality = self._current()
+        labels = self.committed_labels()
+        if session is None or quality is None or labels is None or not labels.any():
+            show_info("Commit at least one object first: its look is what is searched for.")
+            return
+
+        def found(candidates) -> None:
+            self.candidates = (index, candidates)
+            show_candidates(self.viewer, index, [c.mask for c in candidates],
+                            [c.predicted_dice for c in candidates])  # fmt: skip
+            self._say(f"found {len(candidates)} object(s) like yours on this slice")
+            self.events.candidates(count=len(candidates))
+
+        self.workers.start(
+            similar_objects_job, session, quality, labels, index, progress=self._progress,
+            returned=found, errored=self._report, cancellable=True,
+        )  # fmt: skip
+
+    def accept_candidates(self, threshold: float) -> list[int]:
+        """Commit every candidate whose predicted Dice reaches ``threshold`` (each an undo
+        step of its own); the rest stay on offer. Returns the labels committed."""
+        if self.candidates is None or OUTPUT not in self.viewer.layers:
+            return []
+        index, candidates = self.candidates
+        accepted = [c for c in candidates if c.predicted_dice >= threshold]
+        labels = []
+        for candidate in accepted:
+            label, count = self.write(candidate.mask, index)
+            if count:
+                labels.append(label)
+                self.announce(label, f"committed object {label} (predicted Dice "
+                                     f"{candidate.predicted_dice:.2f})")  # fmt: skip
+        rest = [c for c in candidates if c not in accepted]
+        self.candidates = (index, rest) if rest else None
+        show_candidates(self.viewer, index, [c.mask for c in rest],
+                        [c.predicted_dice for c in rest])  # fmt: skip
+        self.events.candidates(count=len(rest))
+        return labels
 
     # ---------------------------------------------------------------------------- learning
     @property

@@ -57,6 +57,19 @@ class PromptSet:
             box = (x0 + cols, y0 + rows, x1 + cols, y1 + rows)
         return PromptSet(clicks=clicks, box=box)
 
+    def scaled(self, factor: float) -> PromptSet:
+        """The same prompts on an image resized by ``factor`` (pixel centres to pixel
+        centres); the prompts themselves for a factor of 1."""
+        if factor == 1:
+            return self
+
+        def move(value: float) -> float:
+            return (value + 0.5) * factor - 0.5
+
+        clicks = tuple(Click(move(c.x), move(c.y), c.positive) for c in self.clicks)
+        box = None if self.box is None else tuple(move(v) for v in self.box)
+        return PromptSet(clicks=clicks, box=box)
+
     def point_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(coords, labels)``: float32 (N, 2) in (x, y) and int32 (N,) with 1/0."""
         coords = np.array([(c.x, c.y) for c in self.clicks], dtype=np.float32).reshape(-1, 2)

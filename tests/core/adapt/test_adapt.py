@@ -205,3 +205,11 @@ def test_an_adapter_round_trips_and_refuses_another_model(tmp_path, model, objec
                                                  "base_model_id": model.model_id})  # fmt: skip
     with pytest.raises(CheckpointError, match="damaged"):
         Adapter.load(wrong)
+
+
+def test_targets_shrink_with_the_frame(objects):
+    obj = objects[0]
+    full = obj.target(TINY.img_size)
+    half = obj.target(TINY.img_size, TINY.img_size // 2)
+    assert half.shape == (TINY.img_size // 2,) * 2
+    assert abs(half.sum() * 4 - full.sum()) < 0.1 * full.sum()

@@ -219,3 +219,14 @@ def test_zoom_outlines_small_nuclei_far_better_than_the_whole_slice(demo):
         gains.append(iou(zoomed.mask()) - iou(plain.mask()))
     # Nuclei of a dozen pixels shrunk four times are specks; at full resolution they are not.
     assert np.mean(gains) > 0.3
+
+
+def test_prompts_move_into_a_window_and_scale_with_the_image():
+    prompts = PromptSet((Click(10, 20, True), Click(30, 5, False)), box=(1, 2, 40, 30))
+    moved = prompts.translated(-5, -8)
+    assert [(c.x, c.y, c.positive) for c in moved.clicks] == [(2, 15, True), (22, 0, False)]
+    assert moved.box == (-7, -3, 32, 25) and moved.translated(5, 8) == prompts
+    assert prompts.scaled(1) is prompts
+    doubled = prompts.scaled(2)
+    assert (doubled.clicks[0].x, doubled.clicks[0].y) == (20.5, 40.5)  # centres to centres
+    assert doubled.scaled(0.5) == prompts

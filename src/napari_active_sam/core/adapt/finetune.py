@@ -27,6 +27,9 @@ from ..sim.episode import Step, clicks_to_prompts, episode
 from ..sim.training import interactive_loss
 from .objects import LabelledObject
 
+LOSS_SIDE = 256
+"""The loss is taken on masks of at most this side (SAM's own low-resolution grid at 1024
+px): a ViT's 1024² frame would make each step several times slower for the same masks."""
 CHECK_CLICKS = 3
 """Clicks per held-out object in a check: the mean IoU over the first three decides."""
 TRAINED = ("prompt_encoder", "mask_decoder")
@@ -252,7 +255,7 @@ def _fit(
     keep_last: bool = False,
 ) -> Generator[Progress, None, StageResult]:
     img_size = model.architecture.img_size
-    targets = [obj.target(img_size) for obj in train]
+    targets = [obj.target(img_size, min(img_size, LOSS_SIDE)) for obj in train]
     images = [obj.input_frame(img_size) for obj in train] if config.train_encoder else None
 
     def loss_of_batch(adapted: LoadedModel, rng: np.random.Generator):

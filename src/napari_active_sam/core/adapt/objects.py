@@ -69,14 +69,16 @@ class LabelledObject:
         frame[: resized.shape[0], : resized.shape[1]] = resized
         return frame
 
-    def target(self, img_size: int) -> np.ndarray:
-        """The mask in the model's padded input frame: boolean ``(img_size, img_size)``."""
+    def target(self, img_size: int, side: int | None = None) -> np.ndarray:
+        """The mask in the model's padded input frame: boolean ``(side, side)``, the frame
+        shrunk from ``img_size`` to ``side`` if given."""
         if self.gt is None:
             raise ActiveSamError("An object found without a mask cannot be trained on directly.")
-        height, width = self.embedding.input_size
+        side = side or img_size
+        height, width = (round(n * side / img_size) for n in self.embedding.input_size)
         mask = torch.as_tensor(self.gt, dtype=torch.float32)[None, None]
         resized = F.interpolate(mask, (height, width), mode="bilinear", align_corners=False)
-        frame = np.zeros((img_size, img_size), bool)
+        frame = np.zeros((side, side), bool)
         frame[:height, :width] = resized[0, 0].numpy() > 0.5
         if not frame.any():  # smaller than a pixel of the input: keep its centre
             rows, cols = np.nonzero(self.gt)

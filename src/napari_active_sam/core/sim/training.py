@@ -251,12 +251,14 @@ def interactive_loss(
     embeddings : torch.Tensor
         ``(B, C, g, g)`` image embeddings.
     targets, first_regions : np.ndarray
-        Boolean ``(B, S, S)`` in the model's padded input frame (``S`` its input side):
-        target masks, and where the first click may go.
+        Boolean ``(B, S, S)`` in the model's padded input frame, at its input side or
+        smaller (the loss is then taken at that size, and clicks are scaled up to the
+        input): target masks, and where the first click may go.
     """
     sam = model.sam
     device = sam.device
     batch, size = targets.shape[0], targets.shape[1]
+    scale = model.architecture.img_size / size
     image_pe = sam.prompt_encoder.get_dense_pe()
     target = torch.as_tensor(targets, device=device, dtype=torch.float32)
 
@@ -274,7 +276,7 @@ def interactive_loss(
     total = torch.zeros((), device=device)
     stats = {"loss": 0.0, "iou_first": 0.0, "iou_last": 0.0}
     for iteration in range(iterations):
-        points, boxes = batch_prompts([turn.prompts for turn in turns], device)
+        points, boxes = batch_prompts([turn.prompts.scaled(scale) for turn in turns], device)
         sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=previous)
         low_res, iou_pred = decode_batch(sam.mask_decoder, embeddings, image_pe, sparse, dense)
         logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
