@@ -141,3 +141,32 @@ def test_objects_like_mine_are_found_and_accepted_with_real_clicks(make_napari_v
     assert after > before and not panel.accept_button.enabled
     output.undo()  # each accepted object is an undo step of its own
     assert len(np.unique(output.data)) - 1 == after - 1
+
+
+def test_adapting_with_candidates_on_offer_aligns_on_them(make_napari_viewer, qtbot, tmp_path,
+                                                          monkeypatch):  # fmt: skip
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
+    rows, cols = np.mgrid[:256, :256]
+    image = np.random.default_rng(5).normal(0.15, 0.02, (256, 256)).astype(np.float32)
+    centres = [(40, 40), (40, 200), (200, 60), (120, 120), (210, 210), (120, 30)]
+    for r, c in centres:
+        image[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 0.85
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="discs")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.session.is_encoded(()), timeout=WAIT)
+    preview = viewer.layers[PREVIEW]
+    for r, c in centres[:3]:
+        preview.data[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 1
+        widget.commit()
+    panel = widget.adapt_panel
+    QTest.mouseClick(panel.find_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.accept_button.enabled, timeout=WAIT)
+    QTest.mouseClick(panel.adapt_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.decode_with.value == ADAPTED, timeout=WAIT)
+    adaptation = widget.controller.adaptation.adaptation
+    assert adaptation.aligned > 0 and "aligned on" in panel.result.value
+    report = Adapter.load(ADAPTER.users(adaptation.model.extra["base_model_id"])).report
+    assert report["aligned_on"] == adaptation.aligned

@@ -58,8 +58,9 @@ class ModelAdaptation:
         self.base = (session.model, session.head, quality)
         self.adaptation, self.using_adapted = None, False
 
-    def start(self, session: AnnotationSession | None, labels) -> None:
-        """Adapt the base model to the committed objects of ``labels`` on a worker."""
+    def start(self, session: AnnotationSession | None, labels, on_offer=None) -> None:
+        """Adapt the base model to the committed objects of ``labels`` on a worker, and
+        align it on the candidates ``on_offer`` (``(slice, candidates)``) if any."""
         if session is None or self.base is None or labels is None:
             show_info("Choose an image and commit some objects first.")
             return
@@ -73,7 +74,7 @@ class ModelAdaptation:
                       "to check the adapted model on.")  # fmt: skip
             return
         worker = self.workers.start(
-            adaptation_job, self.base[0], session, labels,
+            adaptation_job, self.base[0], session, labels, self.base[2], on_offer,
             progress=lambda step: self.events.progress(step=step), returned=self._done,
             errored=self._report, finished=lambda: self._finished(worker), cancellable=True,
         )  # fmt: skip
@@ -109,5 +110,6 @@ def describe(result: Adaptation) -> str:
     return (
         f"mean IoU after one click: {result.before:.2f} → {result.after:.2f} on "
         f"{result.held_out} {objects} you did not train on (trained on "
-        f"{result.objects - result.held_out})"
+        f"{result.objects - result.held_out}"
+        + (f", aligned on {result.aligned} found like them)" if result.aligned else ")")
     )

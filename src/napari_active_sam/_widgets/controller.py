@@ -218,9 +218,11 @@ class AnnotationController:
         self.request_decode()
 
     def adapt(self) -> None:
-        """Adapt the session's base model to the committed objects (on a worker); an
-        ``adapted`` event follows, and the adapted model decodes from then on."""
-        self.adaptation.start(self.session, self.objects.committed_labels())
+        """Adapt the session's base model to the committed objects (on a worker), aligning
+        it on the candidates on offer if any; an ``adapted`` event follows, and the adapted
+        model decodes from then on."""
+        self.adaptation.start(self.session, self.objects.committed_labels(),
+                              self.objects.candidates)  # fmt: skip
 
     def use_adapted(self, adapted: bool) -> None:
         """Decode with the adapted model, or with the base model again."""

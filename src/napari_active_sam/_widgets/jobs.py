@@ -14,10 +14,11 @@ import numpy as np
 from ..core.active.bayes_head import HEAD, BayesHead
 from ..core.active.head_training import HeadConfig, examples_from_objects, fit_head
 from ..core.adapt.adapter import ADAPTER, Adapter
+from ..core.adapt.dpo import align, preferences, quality_ranker
 from ..core.adapt.exemplars import exemplar_prototypes, search_slice
 from ..core.adapt.finetune import AdaptConfig, finetune, ritm_ious, trained_state
-from ..core.adapt.objects import labelled_objects, split_objects
-from ..core.adapt.pipeline import head_for
+from ..core.adapt.objects import labelled_objects, prompted_objects, split_objects
+from ..core.adapt.pipeline import AdaptPlan, head_for
 from ..core.annotate.session import AnnotationSession
 from ..core.annotate.volume import propagate
 from ..core.bench.episodes import evaluate_image
@@ -102,19 +103,34 @@ class Adaptation:
     held_out: int
     before: float
     after: float
+    aligned: int = 0
 
 
-def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.ndarray):
+def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.ndarray,
+                   base_quality: QualityModels | None = None, on_offer=None):  # fmt: skip
     """Fine-tune ``base``'s prompt encoder and mask decoder on the committed objects of
     ``labels`` (one in five held out to stop and to measure on, from the session's cached
-    embeddings), fit a Bayesian head for the result on the same objects, save the adapter
-    as the user's own; returns an :class:`Adaptation`."""
+    embeddings); with candidates ``on_offer`` (``(slice, [Candidate, ...])``, objects found
+    like the committed ones) align it on them too, their four threshold masks ranked by
+    ``base_quality``; fit a Bayesian head for the result on the committed objects, save the
+    adapter as the user's own; returns an :class:`Adaptation`."""
     objects = yield from labelled_objects(base, session.source, labels, "committed",
                                           store=session.store)  # fmt: skip
     train, held = split_objects(objects, 0.2, np.random.default_rng(0))
     stage = yield from finetune(base, train, held, AdaptConfig(refit=False))
-    before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, stage.model))
-    adapter = Adapter(trained_state(stage.model), base.model_id, {"objects": len(objects)})
+    model, aligned = stage.model, 0
+    if on_offer and on_offer[1] and base_quality is not None:
+        index, candidates = on_offer
+        raw = session.source.raw_slice(index)
+        prompts = [c.prompts for c in candidates]
+        found = prompted_objects(base, raw, session.limits, prompts, ("candidates", index))
+        prefs = yield from preferences(model, found, quality_ranker(base_quality))
+        if prefs:
+            second = yield from align(model, prefs, held, AdaptPlan().stage2)
+            model, aligned = second.model, len(prefs)
+    before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, model))
+    report = {"objects": len(objects), "aligned_on": aligned}
+    adapter = Adapter(trained_state(model), base.model_id, report)
     adapted = adapter.apply(base)
     head = yield from head_for(adapted, objects)
     try:
@@ -123,7 +139,8 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     except SaveError as exc:  # the adapted model is still used in this session
         saved = str(exc)
     quality = QualityModels(adapted, head)
-    return Adaptation(adapted, head, quality, saved, len(objects), len(held), before, after)
+    return Adaptation(adapted, head, quality, saved, len(objects), len(held), before, after,
+                      aligned)  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)

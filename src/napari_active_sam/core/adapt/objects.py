@@ -159,25 +159,39 @@ def found_objects(
     the prompt :func:`~.exemplars.search_slice` found and the embedding the annotator
     would decode it with (a zoom window around it on a large slice)."""
     limits = source.limits()
-    img_size = model.architecture.img_size
-    encoder = SliceEncoder(model)
     indices = source.slice_indices()
     objects: list[LabelledObject] = []
     for done, index in enumerate(indices, 1):
         raw = source.raw_slice(index)
         taken = None if exclude is None else np.asarray(exclude[index] if index else exclude)
-        for number, (prompts, _) in enumerate(search_slice(model, raw, limits, found, count,
-                                                           taken), 1):  # fmt: skip
-            window = None
-            if zoom and zooms(raw.shape[:2], img_size):
-                window = window_around(prompts, raw.shape[:2], img_size)
-            crop = raw if window is None else raw[window.slices]
-            rgb = to_sam_rgb(crop, limits)
-            (embedding,) = encoder.encode([rgb], ["found"])
-            local = prompts if window is None else prompts.translated(-window.top, -window.left)
-            objects.append(LabelledObject(embedding, None, rgb, (name, index, -number),
-                                          prompts=local))  # fmt: skip
+        prompts = [p for p, _ in search_slice(model, raw, limits, found, count, taken)]
+        objects += prompted_objects(model, raw, limits, prompts, (name, index), zoom)
         yield Progress(done, len(indices), f"{name}: {len(objects)} similar objects found")
+    return objects
+
+
+def prompted_objects(
+    model: LoadedModel,
+    raw: np.ndarray,
+    limits: tuple[float, float],
+    prompts: Sequence[PromptSet],
+    where: tuple = ("image", ()),
+    zoom: bool = True,
+) -> list[LabelledObject]:
+    """Objects nobody outlined, each given by its prompts on one slice, with the embedding
+    the annotator would decode them with (a zoom window around them on a large slice)."""
+    img_size = model.architecture.img_size
+    encoder = SliceEncoder(model)
+    objects = []
+    for number, given in enumerate(prompts, 1):
+        window = None
+        if zoom and zooms(raw.shape[:2], img_size):
+            window = window_around(given, raw.shape[:2], img_size)
+        crop = raw if window is None else raw[window.slices]
+        rgb = to_sam_rgb(crop, limits)
+        (embedding,) = encoder.encode([rgb], ["prompted"])
+        local = given if window is None else given.translated(-window.top, -window.left)
+        objects.append(LabelledObject(embedding, None, rgb, (*where, -number), prompts=local))
     return objects
 
 
