@@ -28,6 +28,28 @@ def docked(viewer, qtbot, image, checkpoint) -> ActiveSamWidget:
     return widget
 
 
+CENTRES = [(40, 40), (40, 200), (120, 120), (200, 60), (210, 210), (120, 30)]
+"""Discs of :func:`discs_dock`."""
+
+
+def discs_dock(viewer, qtbot, committed: int, seed: int = 2) -> ActiveSamWidget:
+    """The dock with the bundled demo model on bright discs at :data:`CENTRES`, the first
+    ``committed`` of them committed."""
+    rows, cols = np.mgrid[:256, :256]
+    image = np.random.default_rng(seed).normal(0.15, 0.02, (256, 256)).astype(np.float32)
+    for r, c in CENTRES:
+        image[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 0.85
+    viewer.add_image(image, name="discs")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.session.is_encoded(()), timeout=WAIT)
+    for r, c in CENTRES[:committed]:
+        viewer.layers[PREVIEW].data[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 1
+        widget.commit()
+    return widget
+
+
 def test_adapting_to_committed_objects_switches_and_switches_back(
     make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
 ):
@@ -105,21 +127,10 @@ def test_cancelling_an_adaptation_keeps_the_base_model_and_writes_nothing(
 
 
 def test_objects_like_mine_are_found_and_accepted_with_real_clicks(make_napari_viewer, qtbot):
-    rows, cols = np.mgrid[:256, :256]
-    image = np.random.default_rng(2).normal(0.15, 0.02, (256, 256)).astype(np.float32)
-    centres = [(40, 40), (40, 200), (120, 120), (200, 60), (210, 210), (120, 30)]
-    for r, c in centres:
-        image[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 0.85
     viewer = make_napari_viewer()
-    viewer.add_image(image, name="discs")
-    widget = ActiveSamWidget(viewer)  # the bundled demo model
-    viewer.window.add_dock_widget(widget)
-    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
-    qtbot.waitUntil(lambda: widget.session.is_encoded(()), timeout=WAIT)
-    preview, output = viewer.layers[PREVIEW], viewer.layers[OUTPUT]
-    for r, c in centres[:2]:
-        preview.data[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 1
-        widget.commit()
+    widget = discs_dock(viewer, qtbot, committed=2)
+    output = viewer.layers[OUTPUT]
+    centres = CENTRES
     panel = widget.adapt_panel
     assert not panel.accept_button.enabled
     QTest.mouseClick(panel.find_button.native, Qt.MouseButton.LeftButton)
@@ -146,21 +157,7 @@ def test_objects_like_mine_are_found_and_accepted_with_real_clicks(make_napari_v
 def test_adapting_with_candidates_on_offer_aligns_on_them(make_napari_viewer, qtbot, tmp_path,
                                                           monkeypatch):  # fmt: skip
     monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
-    rows, cols = np.mgrid[:256, :256]
-    image = np.random.default_rng(5).normal(0.15, 0.02, (256, 256)).astype(np.float32)
-    centres = [(40, 40), (40, 200), (200, 60), (120, 120), (210, 210), (120, 30)]
-    for r, c in centres:
-        image[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 0.85
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="discs")
-    widget = ActiveSamWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
-    qtbot.waitUntil(lambda: widget.session.is_encoded(()), timeout=WAIT)
-    preview = viewer.layers[PREVIEW]
-    for r, c in centres[:3]:
-        preview.data[(rows - r) ** 2 + (cols - c) ** 2 < 13**2] = 1
-        widget.commit()
+    widget = discs_dock(make_napari_viewer(), qtbot, committed=3, seed=5)
     panel = widget.adapt_panel
     QTest.mouseClick(panel.find_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.accept_button.enabled, timeout=WAIT)
@@ -170,3 +167,60 @@ def test_adapting_with_candidates_on_offer_aligns_on_them(make_napari_viewer, qt
     assert adaptation.aligned > 0 and "aligned on" in panel.result.value
     report = Adapter.load(ADAPTER.users(adaptation.model.extra["base_model_id"])).report
     assert report["aligned_on"] == adaptation.aligned
+
+
+def test_candidates_are_answered_one_by_one_with_keys_on_the_canvas(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    widget = discs_dock(viewer, qtbot, committed=2)
+    output = viewer.layers[OUTPUT]
+    panel = widget.adapt_panel
+    QTest.mouseClick(panel.find_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.accept_button.enabled, timeout=WAIT)
+    objects = widget.controller.objects
+    offered = len(objects.candidates[1])
+    assert offered >= 2 and "A = accept" in widget.hint.value
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+
+    first = objects.candidates[1][0]
+    QTest.keyClick(canvas, Qt.Key.Key_S)  # pass over: it goes last
+    assert objects.candidates[1][-1] is first and len(objects.candidates[1]) == offered
+    second = objects.candidates[1][0]
+    QTest.keyClick(canvas, Qt.Key.Key_D)  # reject: gone, nothing committed
+    assert second not in objects.candidates[1] and output.data.max() == 2
+    third = objects.candidates[1][0]
+    QTest.keyClick(canvas, Qt.Key.Key_A)  # accept: committed as the next object
+    assert output.data.max() == 3
+    assert ((output.data == 3) & third.mask).sum() == (output.data == 3).sum() > 0
+    left = objects.candidates[1] if objects.candidates else []
+    assert third not in left and len(left) == offered - 2
+
+
+def test_adapting_while_the_volume_encodes_loses_neither(
+    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
+    volume = np.random.default_rng(0).normal(0.1, 0.02, (40, 128, 128)).astype(np.float32)
+    volume[:, 20:50, 20:50] = 1
+    volume[:, 70:110, 60:100] = 1
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, name="vol")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model_name.value = LOCAL_FILE
+    widget.checkpoint.value = tiny_checkpoint
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
+    here = widget.current_index()  # the slice on screen is encoded first
+    qtbot.waitUntil(lambda: widget.session.is_encoded(here), timeout=WAIT)
+    preview = viewer.layers[PREVIEW]
+    for r0, r1, c0, c1 in [(20, 50, 20, 50), (70, 110, 60, 100)]:
+        preview.data[here][r0:r1, c0:c1] = 1
+        widget.commit()
+    encoding = widget.controller.encoder
+    QTest.mouseClick(widget.adapt_panel.adapt_button.native, Qt.MouseButton.LeftButton)
+    assert widget.controller.adaptation.running
+    assert encoding is not None and encoding.is_running  # both run: neither waits on a lock
+    qtbot.waitUntil(lambda: widget.adapt_panel.decode_with.value == ADAPTED, timeout=WAIT)
+    qtbot.waitUntil(lambda: all(widget.session.is_encoded((z,)) for z in range(40)),
+                    timeout=WAIT)  # fmt: skip
+    assert widget.session.model.model_id != widget.controller.adaptation.base[0].model_id

@@ -47,7 +47,8 @@ EVENTS = {
     "committed": "(label) an object was written into the output layer",
     "quality_checked": "(found, label) predicted Dice of object label, or of all if None",
     "learned": "(head, path) a Bayesian head was fitted on the committed objects and saved",
-    "candidates": "(count) objects like the committed ones on offer in the candidates layer",
+    "candidates": "(count, first) objects like the committed ones on offer in the candidates "
+    "layer, and the first of them (the one A, D and S answer; None when none is left)",
     "adapted": "(adaptation) the model was adapted to the committed objects and now decodes "
     "(jobs.Adaptation: the model, its head, where the adapter went, held-out figures)",
     "error": "(error) a job failed; one the user can act on is also in status and a "
@@ -360,7 +361,12 @@ class AnnotationController:
         return self.offer.remaining if self.offer is not None else ()
 
     def answer_suggestion(self, inside: bool | None) -> None:
-        """Answer the offered suggestion: inside (A), outside (D), or skip it (S)."""
+        """Answer the offered suggestion: inside (A), outside (D), or skip it (S). While
+        objects like the committed ones are on offer, the same keys accept (A), reject (D)
+        or pass over (S) the first of them instead."""
+        if self.objects.candidates is not None:
+            self.objects.answer_candidate(inside)
+            return
         offer = self.offer
         if offer is None or not offer.suggestions:
             return show_info("No suggestion to answer: click inside an object first.")

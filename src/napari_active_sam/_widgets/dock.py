@@ -109,6 +109,7 @@ class ActiveSamWidget(Container):
         events.uncertain_slices.connect(self._show_uncertain_slices)
         events.answered.connect(self._show_answer)
         events.offered.connect(lambda event: setattr(self.hint, "value", hint(event.suggestions)))
+        events.candidates.connect(self._show_candidate)
         for control in (self.model_name, self.checkpoint, self.architecture, self.device,
                         self.image, self.window):  # fmt: skip
             control.changed.connect(self.start_session)
@@ -226,6 +227,14 @@ class ActiveSamWidget(Container):
             self.status.value = f"{title}: no suggestion, the model is sure everywhere"
             return
         self.status.value = f"{title}: {len(found.suggestions)} suggestions"
+
+    def _show_candidate(self, event) -> None:
+        if event.first is None:
+            self.hint.value = hint(self.controller.suggestions)
+            return
+        self.hint.value = (f"object like yours (1 of {event.count}, predicted Dice "
+                           f"{event.first.predicted_dice:.2f}): A = accept, D = reject, "
+                           "S = next")  # fmt: skip
 
     def _show_uncertain_slices(self, event) -> None:
         ranked = event.ranked or []

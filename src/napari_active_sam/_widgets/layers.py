@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
 
 from ..core.errors import ActiveSamError
 from ..core.prompts import Click, PromptSet, Suggestion
@@ -320,7 +321,8 @@ def show_predicted_dice(viewer: napari.Viewer, objects: dict[int, float]) -> Non
 def show_candidates(viewer: napari.Viewer, index: tuple[int, ...],
                     masks: list[np.ndarray], dice: list[float]) -> None:  # fmt: skip
     """Candidate objects on slice ``index`` as a Labels layer over the output (label
-    ``i + 1`` for candidate ``i``, its predicted Dice in the features); none removes it."""
+    ``i + 1`` for candidate ``i``, its predicted Dice in the features; the first, the one
+    the keys answer, in :data:`INSIDE_COLOUR`, the others grey); none removes it."""
     if OUTPUT not in viewer.layers:
         return
     output = viewer.layers[OUTPUT]
@@ -337,8 +339,13 @@ def show_candidates(viewer: napari.Viewer, index: tuple[int, ...],
         layer = viewer.layers[CANDIDATES]
         layer.data, layer.features = data, features
     else:
+        active = viewer.layers.selection.active  # the keys stay with the layer they were in
         layer = viewer.add_labels(data, name=CANDIDATES, opacity=0.5, scale=output.scale,
                                   translate=output.translate, features=features)  # fmt: skip
+        viewer.layers.selection.active = active
+    layer.colormap = DirectLabelColormap(
+        color_dict={None: "#9a9a9a", 0: "transparent", 1: INSIDE_COLOUR}
+    )
     layer.contour = 1
 
 

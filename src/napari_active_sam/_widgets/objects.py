@@ -219,11 +219,8 @@ class CommittedObjects:
             return
 
         def found(candidates) -> None:
-            self.candidates = (index, candidates)
-            show_candidates(self.viewer, index, [c.mask for c in candidates],
-                            [c.predicted_dice for c in candidates])  # fmt: skip
+            self._offer_candidates(index, candidates)
             self._say(f"found {len(candidates)} object(s) like yours on this slice")
-            self.events.candidates(count=len(candidates))
 
         self.workers.start(
             similar_objects_job, session, quality, labels, index, progress=self._progress,
@@ -244,12 +241,33 @@ class CommittedObjects:
                 labels.append(label)
                 self.announce(label, f"committed object {label} (predicted Dice "
                                      f"{candidate.predicted_dice:.2f})")  # fmt: skip
-        rest = [c for c in candidates if c not in accepted]
-        self.candidates = (index, rest) if rest else None
-        show_candidates(self.viewer, index, [c.mask for c in rest],
-                        [c.predicted_dice for c in rest])  # fmt: skip
-        self.events.candidates(count=len(rest))
+        self._offer_candidates(index, [c for c in candidates if c not in accepted])
         return labels
+
+    def answer_candidate(self, accept: bool | None) -> int | None:
+        """Accept (True: commit it), reject (False) or pass over (None: it goes last) the
+        first candidate on offer; returns the label committed, if any."""
+        if self.candidates is None:
+            return None
+        index, (first, *rest) = self.candidates
+        label = None
+        if accept:
+            label, count = self.write(first.mask, index)
+            if count:
+                self.announce(label, f"committed object {label} (predicted Dice "
+                                     f"{first.predicted_dice:.2f})")  # fmt: skip
+        elif accept is None:
+            rest.append(first)
+        self._offer_candidates(index, rest)
+        return label
+
+    def _offer_candidates(self, index: tuple[int, ...], candidates: list[Candidate]) -> None:
+        """Show ``candidates`` (the first is the one the keys answer) and announce them."""
+        self.candidates = (index, candidates) if candidates else None
+        show_candidates(self.viewer, index, [c.mask for c in candidates],
+                        [c.predicted_dice for c in candidates])  # fmt: skip
+        self.events.candidates(count=len(candidates),
+                               first=candidates[0] if candidates else None)  # fmt: skip
 
     # ---------------------------------------------------------------------------- learning
     @property
