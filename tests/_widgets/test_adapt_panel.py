@@ -102,6 +102,16 @@ def test_adapting_to_committed_objects_switches_and_switches_back(
     QTest.keyClick(panel.decode_with.native, Qt.Key.Key_Down)
     assert widget.session.model is adapted
 
+    # A new session on the same model finds the adapter it saved and offers it.
+    widget.window.value = "soft_tissue"
+    qtbot.waitUntil(lambda: widget.session is not None and widget.session.model is not adapted
+                    and "earlier adaptation" in panel.result.value, timeout=WAIT)  # fmt: skip
+    assert panel.decode_with.value == BASE and widget.session.model.model_id == base.model_id
+    panel.decode_with.native.setFocus()
+    QTest.keyClick(panel.decode_with.native, Qt.Key.Key_Down)
+    assert widget.session.model.model_id == adapted.model_id
+    assert widget.session.head is not None and widget.session.head.model_id == adapted.model_id
+
 
 def test_cancelling_an_adaptation_keeps_the_base_model_and_writes_nothing(
     make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch

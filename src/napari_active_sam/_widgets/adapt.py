@@ -48,6 +48,7 @@ class AdaptPanel(Container):
         self.find_button.changed.connect(self.find_similar)
         self.accept_button.changed.connect(self.accept)
         controller.events.adapted.connect(self._adapted)
+        controller.events.adapter_found.connect(self._found)
         controller.events.session_ready.connect(self._session_ready)
         controller.events.candidates.connect(self._candidates)
 
@@ -71,6 +72,10 @@ class AdaptPanel(Container):
         self.result.value = describe(event.adaptation)
         self.decode_with.choices = [BASE, ADAPTED]
         self.decode_with.value = ADAPTED
+
+    def _found(self, event) -> None:
+        self.decode_with.choices = [BASE, ADAPTED]
+        self.result.value = f"your earlier adaptation is available: {describe(event.adaptation)}"
 
     def _session_ready(self, event) -> None:
         self.decode_with.choices = [BASE]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from napari.utils.notifications import show_info
 
-from .jobs import Adaptation, adaptation_job
+from .jobs import Adaptation, adaptation_job, saved_adaptation_job
 
 if TYPE_CHECKING:
     from napari.utils.events import EmitterGroup
@@ -54,9 +54,21 @@ class ModelAdaptation:
         return self._worker is not None
 
     def reset(self, session: AnnotationSession, quality: QualityModels) -> None:
-        """A new session: its model is the base, and no adaptation is known for it."""
-        self.base = (session.model, session.head, quality)
+        """A new session: its model is the base; an adapter the user made for it earlier is
+        looked for on a worker and, if found, offered (``adapter_found``), not applied."""
+        base = session.model
+        self.base = (base, session.head, quality)
         self.adaptation, self.using_adapted = None, False
+        self.workers.start(saved_adaptation_job, base,
+                           returned=lambda found: self._found(base, found),
+                           errored=self._report)  # fmt: skip
+
+    def _found(self, base: LoadedModel, found: Adaptation | None) -> None:
+        if found is None or self.base is None or self.base[0] is not base:
+            return  # none saved, or the session changed meanwhile
+        if self.adaptation is None:  # one made in this session wins
+            self.adaptation = found
+            self.events.adapter_found(adaptation=found)
 
     def start(self, session: AnnotationSession | None, labels, on_offer=None) -> None:
         """Adapt the base model to the committed objects of ``labels`` on a worker, and

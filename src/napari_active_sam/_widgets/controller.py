@@ -49,6 +49,7 @@ EVENTS = {
     "learned": "(head, path) a Bayesian head was fitted on the committed objects and saved",
     "candidates": "(count, first) objects like the committed ones on offer in the candidates "
     "layer, and the first of them (the one A, D and S answer; None when none is left)",
+    "adapter_found": "(adaptation) an adapter the user made earlier for this model is on offer",
     "adapted": "(adaptation) the model was adapted to the committed objects and now decodes "
     "(jobs.Adaptation: the model, its head, where the adapter went, held-out figures)",
     "error": "(error) a job failed; one the user can act on is also in status and a "

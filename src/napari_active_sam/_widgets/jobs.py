@@ -129,7 +129,8 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
             second = yield from align(model, prefs, held, AdaptPlan().stage2)
             model, aligned = second.model, len(prefs)
     before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, model))
-    report = {"objects": len(objects), "aligned_on": aligned}
+    report = {"objects": len(objects), "held_out": len(held), "aligned_on": aligned,
+              "held_out_iou_at_1": [round(before, 4), round(after, 4)]}  # fmt: skip
     adapter = Adapter(trained_state(model), base.model_id, report)
     adapted = adapter.apply(base)
     head = yield from head_for(adapted, objects)
@@ -141,6 +142,23 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     quality = QualityModels(adapted, head)
     return Adaptation(adapted, head, quality, saved, len(objects), len(held), before, after,
                       aligned)  # fmt: skip
+
+
+def saved_adaptation_job(base: LoadedModel) -> Adaptation | None:
+    """The adaptation the user made earlier for ``base`` (their adapter and the head fitted
+    with it, found in the cache by the model's id), or None."""
+    path = ADAPTER.users(base.model_id)
+    if not path.is_file():
+        return None
+    adapter = Adapter.load(path, base)
+    adapted = adapter.apply(base)
+    head_path = HEAD.users(adapted.model_id)
+    head = BayesHead.load(head_path, adapted) if head_path.is_file() else None
+    report = adapter.report
+    before, after = report.get("held_out_iou_at_1", [float("nan")] * 2)
+    return Adaptation(adapted, head, QualityModels(adapted, head), f"found {path}",
+                      int(report.get("objects", 0)), int(report.get("held_out", 0)),
+                      float(before), float(after), int(report.get("aligned_on", 0)))  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
