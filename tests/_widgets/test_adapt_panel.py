@@ -234,3 +234,31 @@ def test_adapting_while_the_volume_encodes_loses_neither(
     qtbot.waitUntil(lambda: all(widget.session.is_encoded((z,)) for z in range(40)),
                     timeout=WAIT)  # fmt: skip
     assert widget.session.model.model_id != widget.controller.adaptation.base[0].model_id
+
+
+def test_ranking_the_four_masks_with_number_keys_feeds_the_adaptation(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
+    viewer = make_napari_viewer(show=True)
+    widget = discs_dock(viewer, qtbot, committed=3, seed=5)
+    panel = widget.adapt_panel
+    QTest.mouseClick(panel.find_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.rank_button.enabled, timeout=WAIT)
+    first = widget.controller.objects.candidates[1][0]
+    QTest.mouseClick(panel.rank_button.native, Qt.MouseButton.LeftButton)
+    canvas = panel.ranking.canvas
+    qtbot.waitUntil(canvas.isVisible, timeout=WAIT)
+    shown = panel.ranking.candidates
+    assert len(shown.masks) == 4 and shown.prompts == first.prompts
+    for key in (Qt.Key.Key_2, Qt.Key.Key_2, Qt.Key.Key_1, Qt.Key.Key_4):  # a repeat is ignored
+        QTest.keyClick(canvas, key)
+    assert not canvas.isVisible()
+    [(ranked, order)] = widget.controller.adaptation.ranked
+    assert ranked is shown and order == (1, 0, 3, 2)
+    assert widget.controller.objects.candidates[1][-1] is first  # the next one is offered
+    QTest.mouseClick(panel.adapt_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.decode_with.value == ADAPTED, timeout=WAIT)
+    report = Adapter.load(ADAPTER.users(widget.controller.adaptation.base[0].model_id)).report
+    assert (shown.grid.amax(0) != shown.grid.amin(0)).any()  # the masks differ somewhere
+    assert report["ranked_by"] == "you" and report["aligned_on"] == 1

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING
 
 from napari.utils.notifications import show_info
 
-from .jobs import Adaptation, adaptation_job, saved_adaptation_job
+from .jobs import Adaptation, adaptation_job, ranking_job, saved_adaptation_job
 
 if TYPE_CHECKING:
     from napari.utils.events import EmitterGroup
 
     from ..core.active.bayes_head import BayesHead
+    from ..core.adapt.dpo import Candidates
     from ..core.annotate.session import AnnotationSession
     from ..core.engine.checkpoints import LoadedModel
     from ..core.quality.estimators import QualityModels
@@ -47,6 +48,8 @@ class ModelAdaptation:
         self.base: tuple[LoadedModel, BayesHead | None, QualityModels] | None = None
         self.adaptation: Adaptation | None = None
         self.using_adapted = False
+        self.ranked: list[tuple[Candidates, tuple[int, ...]]] = []
+        """Candidate masks the user ranked (best first), for the next adaptation."""
         self._worker = None
 
     @property
@@ -58,7 +61,7 @@ class ModelAdaptation:
         looked for on a worker and, if found, offered (``adapter_found``), not applied."""
         base = session.model
         self.base = (base, session.head, quality)
-        self.adaptation, self.using_adapted = None, False
+        self.adaptation, self.using_adapted, self.ranked = None, False, []
         self.workers.start(saved_adaptation_job, base,
                            returned=lambda found: self._found(base, found),
                            errored=self._report)  # fmt: skip
@@ -87,10 +90,28 @@ class ModelAdaptation:
             return
         worker = self.workers.start(
             adaptation_job, self.base[0], session, labels, self.base[2], on_offer,
-            progress=lambda step: self.events.progress(step=step), returned=self._done,
-            errored=self._report, finished=lambda: self._finished(worker), cancellable=True,
+            list(self.ranked), progress=lambda step: self.events.progress(step=step),
+            returned=self._done, errored=self._report,
+            finished=lambda: self._finished(worker), cancellable=True,
         )  # fmt: skip
         self._worker = worker
+
+    def rank(self, session: AnnotationSession | None, on_offer) -> None:
+        """Prepare the first candidate on offer (``(slice, candidates)``) for the user to
+        rank its four masks (on a worker); a ``to_rank`` event brings them."""
+        if session is None or not on_offer or not on_offer[1]:
+            show_info("Find objects like yours first: their masks are what you rank.")
+            return
+        index, (first, *_) = on_offer
+        self.workers.start(ranking_job, session, index, first,
+                           returned=lambda found: self.events.to_rank(candidates=found),
+                           errored=self._report)  # fmt: skip
+
+    def record(self, candidates: Candidates, order: tuple[int, ...]) -> None:
+        """Keep the user's ranking of ``candidates`` (indices, best first)."""
+        self.ranked.append((candidates, tuple(order)))
+        self.events.status(message=f"{len(self.ranked)} object(s) ranked by you: Adapt "
+                                   "aligns the model on your rankings")  # fmt: skip
 
     def _finished(self, worker) -> None:
         if self._worker is worker:

@@ -49,6 +49,7 @@ EVENTS = {
     "learned": "(head, path) a Bayesian head was fitted on the committed objects and saved",
     "candidates": "(count, first) objects like the committed ones on offer in the candidates "
     "layer, and the first of them (the one A, D and S answer; None when none is left)",
+    "to_rank": "(candidates) four candidate masks of one object for the user to rank",
     "adapter_found": "(adaptation) an adapter the user made earlier for this model is on offer",
     "adapted": "(adaptation) the model was adapted to the committed objects and now decodes "
     "(jobs.Adaptation: the model, its head, where the adapter went, held-out figures)",
@@ -225,6 +226,15 @@ class AnnotationController:
         model decodes from then on."""
         self.adaptation.start(self.session, self.objects.committed_labels(),
                               self.objects.candidates)  # fmt: skip
+
+    def rank_candidate(self) -> None:
+        """Show the four masks of the first object like yours on offer, to rank them."""
+        self.adaptation.rank(self.session, self.objects.candidates)
+
+    def ranked(self, candidates, order: tuple[int, ...]) -> None:
+        """The user ranked ``candidates``: keep it, and offer the next object."""
+        self.adaptation.record(candidates, order)
+        self.objects.answer_candidate(None)
 
     def use_adapted(self, adapted: bool) -> None:
         """Decode with the adapted model, or with the base model again."""

@@ -14,7 +14,13 @@ import numpy as np
 from ..core.active.bayes_head import HEAD, BayesHead
 from ..core.active.head_training import HeadConfig, examples_from_objects, fit_head
 from ..core.adapt.adapter import ADAPTER, Adapter
-from ..core.adapt.dpo import align, preferences, quality_ranker
+from ..core.adapt.dpo import (
+    align,
+    candidates_of,
+    preferences,
+    quality_ranker,
+    ranked_preferences,
+)
 from ..core.adapt.exemplars import exemplar_prototypes, search_slice
 from ..core.adapt.finetune import AdaptConfig, finetune, ritm_ious, trained_state
 from ..core.adapt.objects import labelled_objects, prompted_objects, split_objects
@@ -106,20 +112,37 @@ class Adaptation:
     aligned: int = 0
 
 
+def ranking_job(session: AnnotationSession, index: tuple[int, ...], candidate: Candidate):
+    """The four threshold masks of the session model's answer for ``candidate`` on slice
+    ``index``, for a person to rank (:class:`~napari_active_sam.core.adapt.dpo.Candidates`,
+    on the window the annotator decodes the object in)."""
+    raw = session.source.raw_slice(index)
+    (obj,) = prompted_objects(session.model, raw, session.limits, [candidate.prompts],
+                              ("ranked", index))  # fmt: skip
+    return candidates_of(session.model, obj)
+
+
 def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.ndarray,
-                   base_quality: QualityModels | None = None, on_offer=None):  # fmt: skip
+                   base_quality: QualityModels | None = None, on_offer=None,
+                   ranked=()):  # fmt: skip
     """Fine-tune ``base``'s prompt encoder and mask decoder on the committed objects of
     ``labels`` (one in five held out to stop and to measure on, from the session's cached
     embeddings); with candidates ``on_offer`` (``(slice, [Candidate, ...])``, objects found
     like the committed ones) align it on them too, their four threshold masks ranked by
-    ``base_quality``; fit a Bayesian head for the result on the committed objects, save the
+    ``base_quality`` — or, with ``ranked`` (``[(Candidates, order), ...]``), on the masks
+    the user ranked; fit a Bayesian head for the result on the committed objects, save the
     adapter as the user's own; returns an :class:`Adaptation`."""
     objects = yield from labelled_objects(base, session.source, labels, "committed",
                                           store=session.store)  # fmt: skip
     train, held = split_objects(objects, 0.2, np.random.default_rng(0))
     stage = yield from finetune(base, train, held, AdaptConfig(refit=False))
     model, aligned = stage.model, 0
-    if on_offer and on_offer[1] and base_quality is not None:
+    if ranked:  # the user's own rankings
+        prefs = ranked_preferences(model, ranked)
+        if prefs:
+            second = yield from align(model, prefs, held, AdaptPlan().stage2)
+            model, aligned = second.model, len(prefs)
+    elif on_offer and on_offer[1] and base_quality is not None:
         index, candidates = on_offer
         raw = session.source.raw_slice(index)
         prompts = [c.prompts for c in candidates]
@@ -130,6 +153,7 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
             model, aligned = second.model, len(prefs)
     before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, model))
     report = {"objects": len(objects), "held_out": len(held), "aligned_on": aligned,
+              "ranked_by": "you" if ranked else "quality" if aligned else None,
               "held_out_iou_at_1": [round(before, 4), round(after, 4)]}  # fmt: skip
     adapter = Adapter(trained_state(model), base.model_id, report)
     adapted = adapter.apply(base)

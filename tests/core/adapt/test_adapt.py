@@ -213,3 +213,23 @@ def test_targets_shrink_with_the_frame(objects):
     half = obj.target(TINY.img_size, TINY.img_size // 2)
     assert half.shape == (TINY.img_size // 2,) * 2
     assert abs(half.sum() * 4 - full.sum()) < 0.1 * full.sum()
+
+
+def test_masks_a_person_ranked_become_preferences_for_another_reference(model, objects):
+    from napari_active_sam.core.adapt.dpo import candidates_of, ranked_preferences
+
+    other = random_model(TINY, seed=3)
+    found = [candidates_of(model, obj) for obj in objects]
+    for candidates in found:
+        assert len(candidates.masks) == 4 and candidates.grid.shape[0] == 4
+        assert all(m.shape == candidates.obj.gt.shape for m in candidates.masks)
+        sizes = [int(m.sum()) for m in candidates.masks]
+        assert sizes == sorted(sizes, reverse=True)  # higher thresholds, smaller masks
+    ranked = [(c, (3, 2, 1, 0)) for c in found]
+    prefs = ranked_preferences(other, ranked)
+    disputed = [c for c in found if (c.grid.amax(0) != c.grid.amin(0)).any()]
+    assert len(prefs) == len(disputed)
+    for pref in prefs:
+        own = next(c for c in found if c.obj is pref.obj)
+        assert torch.equal(pref.ranked[0], own.grid[3]) and pref.order == (3, 2, 1, 0)
+        assert not torch.equal(pref.reference, own.logits)  # the reference's own logits

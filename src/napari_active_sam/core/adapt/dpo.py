@@ -134,31 +134,87 @@ def object_prompts(obj: LabelledObject) -> PromptSet:
     return obj.prompts if obj.prompts is not None else centre_click(obj.gt)
 
 
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """One object's four candidate masks, as a ranker (or a person) sees them.
+
+    Attributes
+    ----------
+    obj : LabelledObject
+    prompts : PromptSet
+    head : int
+        The head they were cut from (the one a user sees for the prompts).
+    logits : torch.Tensor
+        float32 ``(g, g)``: that head's low-resolution logits.
+    grid : torch.Tensor
+        float32 ``(4, g, g)``: the candidates on the low-resolution grid, thresholds in
+        :data:`THRESHOLDS` order.
+    masks : list of np.ndarray
+        The same four at the resolution of the object's image.
+    """
+
+    obj: LabelledObject
+    prompts: PromptSet
+    head: int
+    logits: torch.Tensor
+    grid: torch.Tensor
+    masks: list[np.ndarray]
+
+    def preference(self, order: Sequence[int], reference: torch.Tensor) -> Preference | None:
+        """The preference for ``order`` (best first) against ``reference`` logits; None
+        when the candidates all agree (nothing to learn)."""
+        disputed = self.grid.amax(dim=0) != self.grid.amin(dim=0)
+        if not disputed.any():
+            return None
+        return Preference(self.obj, self.prompts, self.head, self.grid[list(order)],
+                          disputed, reference, tuple(order))  # fmt: skip
+
+
+def candidates_of(model: LoadedModel, obj: LabelledObject,
+                  prompts: PromptSet | None = None) -> Candidates:  # fmt: skip
+    """The four candidates ``model`` gives for ``obj`` (prompted by ``prompts``, default
+    :func:`object_prompts`)."""
+    prompts = prompts or object_prompts(obj)
+    prediction = Predictor(model).predict(obj.embedding, prompts)
+    head = shown_head(prediction, prompts)
+    probability = prediction.probability(head)
+    logits = torch.from_numpy(prediction.low_res_logits[head].copy())
+    grid = torch.stack([torch.sigmoid(logits) > t for t in THRESHOLDS]).float()
+    return Candidates(obj, prompts, head, logits, grid, [probability > t for t in THRESHOLDS])
+
+
 def preferences(
     reference: LoadedModel,
     objects: Sequence[LabelledObject],
     ranker: Ranker,
     prompts_of: Callable[[LabelledObject], PromptSet] | None = None,
 ) -> Generator[Progress, None, list[Preference]]:
-    """Candidates and their ranking for every object; objects whose candidates all agree
-    teach nothing and are left out."""
-    predictor = Predictor(reference)
+    """The reference model's candidates for every object, ranked by ``ranker``; objects
+    whose candidates all agree teach nothing and are left out."""
     prompts_of = prompts_of or object_prompts
     found: list[Preference] = []
     for done, obj in enumerate(objects, 1):
-        prompts = prompts_of(obj)
-        prediction = predictor.predict(obj.embedding, prompts)
-        head = shown_head(prediction, prompts)
-        probability = prediction.probability(head)
-        masks = [probability > t for t in THRESHOLDS]
-        order = ranker(obj, masks)
-        logits = torch.from_numpy(prediction.low_res_logits[head].copy())
-        grid = torch.stack([torch.sigmoid(logits) > t for t in THRESHOLDS]).float()
-        disputed = grid.amax(dim=0) != grid.amin(dim=0)
-        if disputed.any():
-            found.append(Preference(obj, prompts, head, grid[list(order)], disputed, logits,
-                                    tuple(order)))  # fmt: skip
+        candidates = candidates_of(reference, obj, prompts_of(obj))
+        order = ranker(obj, candidates.masks)
+        preference = candidates.preference(order, candidates.logits)
+        if preference is not None:
+            found.append(preference)
         yield Progress(done, len(objects), f"ranked candidates of {done}/{len(objects)} objects")
+    return found
+
+
+def ranked_preferences(
+    reference: LoadedModel, ranked: Sequence[tuple[Candidates, Sequence[int]]]
+) -> list[Preference]:
+    """Preferences from candidates a person ranked earlier (perhaps another model's: DPO
+    needs no candidates of its own), the reference model's logits read for each."""
+    predictor = Predictor(reference)
+    found = []
+    for candidates, order in ranked:
+        logits = predictor.predict(candidates.obj.embedding, candidates.prompts).low_res_logits
+        preference = candidates.preference(order, torch.from_numpy(logits[candidates.head].copy()))
+        if preference is not None:
+            found.append(preference)
     return found
 
 
