@@ -11,7 +11,8 @@ objects of the same set (``test``; never seen by any stage).
 Methods: zero-shot; fine-tuning the prompt encoder and mask decoder from cached embeddings
 (``ft``); fine-tuning the image encoder too (``ft+enc``); then DPO on the unlabelled rest,
 candidates ranked by IoU with the truth (``dpo-iou``), by the quality estimators with no
-truth (``dpo-quality``), and by IoU with 10 % and 20 % of the rankings reversed
+truth (``dpo-quality``), by a five-point rating of each candidate alone instead of a
+ranking (``dpo-rating``), and by IoU with 10 % and 20 % of the rankings reversed
 (``dpo-iou-flip10``, ``dpo-iou-flip20``). Means over ``--seeds`` draws of the labelled
 objects. Prints one JSON object.
 
@@ -35,6 +36,7 @@ from napari_active_sam.core.adapt.finetune import AdaptConfig, finetune, ritm_io
 from napari_active_sam.core.adapt.objects import labelled_objects, reencoded, split_objects
 from napari_active_sam.core.data.real import real_images
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.metrics import iou
 from napari_active_sam.core.progress import drain
 from napari_active_sam.core.quality.estimators import QualityModels
 
@@ -66,6 +68,14 @@ def flipped(ranker, share: float, rng: np.random.Generator):
     return rank
 
 
+def rated(obj, masks) -> list[int]:
+    """Rating instead of ranking: each candidate scored alone on a five-point scale (its
+    IoU with the truth, rounded to quarters), the order read from the scores, ties in the
+    candidates' own order (what a rating loses against a ranking)."""
+    scores = [round(4 * iou(obj.gt, mask)) for mask in masks]
+    return sorted(range(len(masks)), key=lambda i: -scores[i])
+
+
 def one_draw(model, objects, test, fraction, seed, quality) -> dict:
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(objects))
@@ -92,6 +102,7 @@ def one_draw(model, objects, test, fraction, seed, quality) -> dict:
     rankers = {
         "dpo-iou": rank_by_iou,
         "dpo-quality": make_ranker("quality", quality),
+        "dpo-rating": rated,
         "dpo-iou-flip10": flipped(rank_by_iou, 0.1, np.random.default_rng(seed)),
         "dpo-iou-flip20": flipped(rank_by_iou, 0.2, np.random.default_rng(seed)),
     }
