@@ -136,21 +136,18 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
                                           store=session.store)  # fmt: skip
     train, held = split_objects(objects, 0.2, np.random.default_rng(0))
     stage = yield from finetune(base, train, held, AdaptConfig(refit=False))
-    model, aligned = stage.model, 0
+    model, aligned, prefs = stage.model, 0, []
     if ranked:  # the user's own rankings
         prefs = ranked_preferences(model, ranked)
-        if prefs:
-            second = yield from align(model, prefs, held, AdaptPlan().stage2)
-            model, aligned = second.model, len(prefs)
     elif on_offer and on_offer[1] and base_quality is not None:
         index, candidates = on_offer
         raw = session.source.raw_slice(index)
         prompts = [c.prompts for c in candidates]
         found = prompted_objects(base, raw, session.limits, prompts, ("candidates", index))
         prefs = yield from preferences(model, found, quality_ranker(base_quality))
-        if prefs:
-            second = yield from align(model, prefs, held, AdaptPlan().stage2)
-            model, aligned = second.model, len(prefs)
+    if prefs:
+        second = yield from align(model, prefs, held, AdaptPlan().stage2)
+        model, aligned = second.model, len(prefs)
     before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, model))
     report = {"objects": len(objects), "held_out": len(held), "aligned_on": aligned,
               "ranked_by": "you" if ranked else "quality" if aligned else None,

@@ -51,7 +51,7 @@ class AdaptConfig:
     learning_rate : float
         AdamW learning rate.
     clicks : int
-        Prompts per simulated session (stage 1) and clicks per check.
+        Prompts per simulated training session (stage 1).
     check_every : int
         Steps between checks on the held-out objects.
     patience : int
@@ -180,8 +180,7 @@ def run_stage(
     """The loop both stages share: steps of ``loss_of_batch``, checks on ``held_out`` every
     :attr:`AdaptConfig.check_every` steps, early stopping, the best weights kept (the last
     ones with ``keep_last``)."""
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)  # clicks and batches; the networks draw nothing
     adapted, params = trainable(model, config.parts)
     optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-4)
     reencode = config.train_encoder
