@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.checkpoints import LoadedModel
-from ..engine.geometry import CellGrid
 from ..engine.predictor import Prediction, shown_head
 from ..enums import Acquisition, Source
 from ..errors import ActiveSamError
@@ -246,7 +245,7 @@ def uncertainty(
             f"{spec.title} needs a Bayesian head for {model.name}: fit one with 'Learn from "
             "my annotations' or `napari-active-sam train-head`, or choose EIG."
         )
-    cells = CellGrid.decoded(model, prediction)
+    cells = prediction.cells(model)
     row, col = prediction.origin
     prompts = prompts.translated(-row, -col)  # in the decoded window's pixels
     with torch.inference_mode():

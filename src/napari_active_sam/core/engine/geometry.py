@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,9 +12,6 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from ..prompts import PromptSet
 from .checkpoints import LoadedModel
 from .embeddings import Embedding
-
-if TYPE_CHECKING:  # the predictor builds on this module
-    from .predictor import Prediction
 
 
 def upscale_grid(
@@ -138,12 +134,6 @@ class CellGrid:
     def of(cls, model: LoadedModel, embedding: Embedding) -> CellGrid:
         """The cells of the slice ``embedding`` was computed from."""
         return cls.sized(model, embedding.original_size, embedding.input_size)
-
-    @classmethod
-    def decoded(cls, model: LoadedModel, prediction: Prediction) -> CellGrid:
-        """The cells of what ``prediction`` decoded: the slice, or the window of it that a
-        :class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor` zoomed into."""
-        return cls.sized(model, prediction.original_size, prediction.input_size)
 
     @classmethod
     def sized(cls, model: LoadedModel, original_size: tuple[int, int],

@@ -12,7 +12,7 @@ from ..errors import PromptError
 from ..prompts import PromptSet
 from .checkpoints import LoadedModel
 from .embeddings import Embedding
-from .geometry import upscale_grid
+from .geometry import CellGrid, upscale_grid
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +81,11 @@ class Prediction:
     def zoomed(self) -> bool:
         """Whether a window of the slice was decoded rather than the whole slice."""
         return self.full_size is not None
+
+    def cells(self, model: LoadedModel) -> CellGrid:
+        """The acquisition cells of what was decoded: the slice, or the window of it that a
+        :class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor` zoomed into."""
+        return CellGrid.sized(model, self.original_size, self.input_size)
 
     def place(self, maps: np.ndarray) -> np.ndarray:
         """Maps ``(C, h, w)`` of the decoded window → ``(C, H, W)`` of the slice, zero

@@ -50,7 +50,6 @@ import torch
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead, head_inputs
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import Embedding, SliceEncoder
-from ..engine.geometry import CellGrid
 from ..engine.predictor import Prediction, Predictor, shown_head
 from ..engine.zoom import ZoomingPredictor, zooms
 from ..enums import Estimator, parse_option
@@ -271,7 +270,7 @@ def _iou_head(sample: QualitySample, models: QualityModels, rng: np.random.Gener
 def _posterior(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
     assert models.bayes_head is not None
     prediction, prompts, head = sam_answer(sample, models)
-    cells = CellGrid.decoded(models.model, prediction)  # the slice, or the zoom window
+    cells = prediction.cells(models.model)  # the slice, or the zoom window
     row, col = prediction.origin
     local = prompts.translated(-row, -col)
     inputs = head_inputs(cells.pool(prediction.low_res_logits[head]), local, cells)
