@@ -118,6 +118,7 @@ class ModelAdaptation:
             self._worker = None
 
     def _done(self, result: Adaptation) -> None:
+        self._worker = None  # done once its result is here: adapting again may start
         if self.base is None or result.model.extra.get("base_model_id") != self.base[0].model_id:
             return  # the session changed model meanwhile
         self.adaptation = result

@@ -293,6 +293,7 @@ class CommittedObjects:
         self._learner = worker
 
     def _learned(self, result: tuple[BayesHead, str]) -> None:  # (head, where it was saved)
+        self._learner = None  # done once its result is here: learning again may start
         head, saved = result
         session, quality = self._current()  # the session now, perhaps another image's
         if session is not None and session.model.model_id == head.model_id:
