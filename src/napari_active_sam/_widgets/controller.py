@@ -154,6 +154,7 @@ class AnnotationController:
             return
         self.session, self.quality = session, quality
         self.adaptation.reset(session, quality)
+        self.objects.clear_candidates()
         self._shown = None
         self._offer(None)
         if head_problem:

@@ -261,6 +261,11 @@ class CommittedObjects:
         self._offer_candidates(index, rest)
         return label
 
+    def clear_candidates(self) -> None:
+        """Take every candidate off offer (a new session: they belong to another image)."""
+        if self.candidates is not None:
+            self._offer_candidates(self.candidates[0], [])
+
     def _offer_candidates(self, index: tuple[int, ...], candidates: list[Candidate]) -> None:
         """Show ``candidates`` (the first is the one the keys answer) and announce them."""
         self.candidates = (index, candidates) if candidates else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -233,3 +235,22 @@ def test_masks_a_person_ranked_become_preferences_for_another_reference(model, o
         own = next(c for c in found if c.obj is pref.obj)
         assert torch.equal(pref.ranked[0], own.grid[3]) and pref.order == (3, 2, 1, 0)
         assert not torch.equal(pref.reference, own.logits)  # the reference's own logits
+
+
+def test_the_policy_starts_where_the_reference_is_with_clicks_and_boxes(model, objects):
+    from napari_active_sam.core.adapt.dpo import _policy_logits, candidates_of
+    from napari_active_sam.core.prompts import Click, PromptSet
+
+    boxed = [replace(obj, prompts=PromptSet((Click(20.0, 20.0, True),), box=(5, 5, 40, 40)))
+             for obj in objects[:2]]  # fmt: skip
+    prefs = []
+    for obj in [*boxed, *objects[2:]]:  # a mix of prompt shapes in one batch
+        candidates = candidates_of(model, obj)
+        pref = candidates.preference((0, 1, 2, 3), candidates.logits)
+        if pref is not None:
+            prefs.append(pref)
+    assert prefs
+    with torch.no_grad():
+        policy = _policy_logits(model, prefs)
+    for row, pref in enumerate(prefs):  # Δ = 0 at the start: the same prompts, the same model
+        torch.testing.assert_close(policy[row], pref.reference, atol=1e-4, rtol=1e-4)

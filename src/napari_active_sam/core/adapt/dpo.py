@@ -27,7 +27,7 @@ from ..engine.predictor import Predictor, shown_head
 from ..errors import ActiveSamError
 from ..metrics import iou
 from ..progress import Progress
-from ..prompts import PromptSet
+from ..prompts import Click, PromptSet
 from ..quality.estimators import QualityModels, QualitySample, estimate_quality
 from ..sim.clicker import ritm_next_click
 from ..sim.episode import clicks_to_prompts
@@ -259,18 +259,9 @@ def align(
     def loss_of_batch(adapted: LoadedModel, rng: np.random.Generator):
         chosen = [prefs[i] for i in rng.choice(len(prefs), size=min(config.batch_size,
                                                                     len(prefs)), replace=False)]
-        sam = adapted.sam
-        device = sam.device
-        embeddings = torch.stack([p.obj.embedding.features for p in chosen]).to(device,
-                                                                               torch.float32)
-        transformed = [_model_frame(p.prompts, p.obj, adapted) for p in chosen]
-        points, boxes = batch_prompts(transformed, device)
-        sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
-        low_res, _ = decode_batch(sam.mask_decoder, embeddings, sam.prompt_encoder.get_dense_pe(),
-                                  sparse, dense)  # fmt: skip
-        heads = torch.tensor([p.head for p in chosen], device=device)
-        policy = low_res[torch.arange(len(chosen), device=device), heads]
-        loss = dpo_loss(policy, torch.stack([p.reference for p in chosen]).to(device),
+        device = adapted.sam.device
+        loss = dpo_loss(_policy_logits(adapted, chosen),
+                        torch.stack([p.reference for p in chosen]).to(device),
                         torch.stack([p.ranked for p in chosen]).to(device),
                         torch.stack([p.disputed for p in chosen]).to(device))  # fmt: skip
         return loss, float(loss.item())
@@ -278,10 +269,38 @@ def align(
     return (yield from run_stage(reference, held_out, config, loss_of_batch, "preferences"))
 
 
+def _policy_logits(model: LoadedModel, chosen: Sequence[Preference]) -> torch.Tensor:
+    """``(B, g, g)``: the trained model's logits of each preference's head for its prompts,
+    decoded in batches of prompts of one shape (SAM's prompt encoder takes no mix)."""
+    sam = model.sam
+    device = sam.device
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i, pref in enumerate(chosen):
+        groups.setdefault((len(pref.prompts.clicks), pref.prompts.box is not None), []).append(i)
+    found: list[torch.Tensor | None] = [None] * len(chosen)
+    for members in groups.values():
+        embeddings = torch.stack([chosen[i].obj.embedding.features for i in members])
+        framed = [_model_frame(chosen[i].prompts, chosen[i].obj, model) for i in members]
+        points, boxes = batch_prompts(framed, device)
+        sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+        low_res, _ = decode_batch(sam.mask_decoder, embeddings.to(device, torch.float32),
+                                  sam.prompt_encoder.get_dense_pe(), sparse, dense)  # fmt: skip
+        for row, i in enumerate(members):
+            found[i] = low_res[row, chosen[i].head]
+    return torch.stack(found)
+
+
 def _model_frame(prompts: PromptSet, obj: LabelledObject, model: LoadedModel) -> PromptSet:
-    """``prompts`` in the model's input frame (what the prompt encoder reads)."""
+    """``prompts`` (clicks and box) in the model's input frame, as
+    :meth:`~napari_active_sam.core.engine.predictor.Predictor.predict` gives them to the
+    prompt encoder."""
     transform = ResizeLongestSide(model.architecture.img_size)
     size = obj.embedding.original_size
     coords, labels = prompts.point_arrays()
     moved = transform.apply_coords(coords.astype(np.float64), size)
-    return clicks_to_prompts([(y, x, bool(p)) for (x, y), p in zip(moved, labels, strict=True)])
+    pairs = zip(moved, labels, strict=True)
+    clicks = tuple(Click(float(x), float(y), bool(p)) for (x, y), p in pairs)
+    box = None
+    if prompts.box is not None:
+        box = tuple(float(v) for v in transform.apply_boxes(np.array(prompts.box), size)[0])
+    return PromptSet(clicks=clicks, box=box)
