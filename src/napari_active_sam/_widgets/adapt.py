@@ -88,6 +88,7 @@ class AdaptPanel(Container):
         self.result.value = f"your earlier adaptation is available: {describe(event.adaptation)}"
 
     def _session_ready(self, event) -> None:
+        self.ranking.clear()
         self.decode_with.choices = [BASE]
         self.decode_with.value = BASE
         self.result.value = "commit two or more objects, then adapt"
@@ -142,6 +143,11 @@ class RankingView:
         self.canvas.setVisible(True)
         self.canvas.draw_idle()
         self.canvas.setFocus()
+
+    def clear(self) -> None:
+        """Nothing to rank (a new session)."""
+        self.candidates, self.order = None, []
+        self.canvas.setVisible(False)
 
     def _key(self, event) -> None:
         if self.candidates is None or event.key not in {"1", "2", "3", "4"}:

@@ -6,10 +6,12 @@ are announced on the controller's events (``adapted``, ``status``, ``progress``)
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from napari.utils.notifications import show_info
 
+from ..core.errors import ActiveSamError
 from .jobs import Adaptation, adaptation_job, ranking_job, saved_adaptation_job
 
 if TYPE_CHECKING:
@@ -41,10 +43,15 @@ class ModelAdaptation:
         Shows an error.
     swap : callable
         ``swap(model, head, quality)`` makes the session use them.
+    current : callable
+        Returns the session and its quality models now, ``(session, quality)``.
     """
 
-    def __init__(self, workers: WorkerHost, events: EmitterGroup, report, swap: Swap):
+    def __init__(self, workers: WorkerHost, events: EmitterGroup, report, swap: Swap,
+                 current: Callable[[], tuple]):  # fmt: skip
         self.workers, self.events, self._report, self._swap = workers, events, report, swap
+        self._current = current
+        self._session: AnnotationSession | None = None
         self.base: tuple[LoadedModel, BayesHead | None, QualityModels] | None = None
         self.adaptation: Adaptation | None = None
         self.using_adapted = False
@@ -59,7 +66,7 @@ class ModelAdaptation:
     def reset(self, session: AnnotationSession, quality: QualityModels) -> None:
         """A new session: its model is the base; an adapter the user made for it earlier is
         looked for on a worker and, if found, offered (``adapter_found``), not applied."""
-        base = session.model
+        base, self._session = session.model, session
         self.base = (base, session.head, quality)
         self.adaptation, self.using_adapted, self.ranked = None, False, []
         self.workers.start(saved_adaptation_job, base,
@@ -103,8 +110,12 @@ class ModelAdaptation:
             show_info("Find objects like yours first: their masks are what you rank.")
             return
         index, (first, *_) = on_offer
-        self.workers.start(ranking_job, session, index, first,
-                           returned=lambda found: self.events.to_rank(candidates=found),
+
+        def ready(found) -> None:
+            if session is self._session:  # not another image's by now
+                self.events.to_rank(candidates=found)
+
+        self.workers.start(ranking_job, session, index, first, returned=ready,
                            errored=self._report)  # fmt: skip
 
     def record(self, candidates: Candidates, order: tuple[int, ...]) -> None:
@@ -130,11 +141,21 @@ class ModelAdaptation:
         """Decode with the adapted model, or with the base model again."""
         if self.base is None or (adapted and self.adaptation is None):
             return
-        if adapted:
-            found = self.adaptation
-            self._swap(found.model, found.head, found.quality)
-        else:
-            self._swap(*self.base)
+        session, quality = self._current()
+        if session is not None:  # a head learned since is kept with its model
+            if self.using_adapted and self.adaptation is not None:
+                self.adaptation = replace(self.adaptation, head=session.head, quality=quality)
+            elif not self.using_adapted:
+                self.base = (self.base[0], session.head, quality)
+        chosen = self.adaptation if adapted else None
+        try:
+            if chosen is not None:
+                self._swap(chosen.model, chosen.head, chosen.quality)
+            else:
+                self._swap(*self.base)
+        except ActiveSamError as error:  # e.g. an adapter whose image encoder differs
+            self._report(error)
+            return
         self.using_adapted = adapted
 
 

@@ -87,7 +87,8 @@ class AnnotationController:
         self.objects = CommittedObjects(viewer, self.workers, self.events, self._report,
                                         lambda: (self.session, self.quality))  # fmt: skip
         self.adaptation = ModelAdaptation(self.workers, self.events, self._report,
-                                          self._use_models)  # fmt: skip
+                                          self._use_models,
+                                          lambda: (self.session, self.quality))  # fmt: skip
         self.loader = SessionLoader(self.workers, self._session_made, self._say, self._report,
                                     self._model_kept)  # fmt: skip
         self.session: AnnotationSession | None = None
@@ -235,7 +236,7 @@ class AnnotationController:
     def ranked(self, candidates, order: tuple[int, ...]) -> None:
         """The user ranked ``candidates``: keep it, and offer the next object."""
         self.adaptation.record(candidates, order)
-        self.objects.answer_candidate(None)
+        self.objects.pass_over(candidates.prompts)
 
     def use_adapted(self, adapted: bool) -> None:
         """Decode with the adapted model, or with the base model again."""

@@ -330,18 +330,29 @@ def show_candidates(viewer: napari.Viewer, index: tuple[int, ...],
         if CANDIDATES in viewer.layers:
             viewer.layers.remove(CANDIDATES)
         return
-    data = np.zeros(output.data.shape, np.int32)
-    plane = data[index] if index else data
+    plane = np.zeros(output.data.shape[-2:], np.int32)
     for number, mask in enumerate(masks, 1):
         plane[mask & (plane == 0)] = number
     features = {"index": np.arange(len(masks) + 1), "predicted_dice": [np.nan, *dice]}
+    layer = None
     if CANDIDATES in viewer.layers:
         layer = viewer.layers[CANDIDATES]
-        layer.data, layer.features = data, features
+    if layer is not None and layer.data.shape == output.data.shape:
+        drawn = layer.metadata.get("slice", index)  # one plane is drawn at a time
+        layer.data[drawn] = 0
+        layer.data[index] = plane
+        layer.metadata["slice"] = index
+        layer.features = features
+        layer.refresh()
     else:
+        if layer is not None:
+            viewer.layers.remove(layer)
+        data = np.zeros(output.data.shape, np.int32)
+        data[index] = plane
         active = viewer.layers.selection.active  # the keys stay with the layer they were in
         layer = viewer.add_labels(data, name=CANDIDATES, opacity=0.5, scale=output.scale,
-                                  translate=output.translate, features=features)  # fmt: skip
+                                  translate=output.translate, features=features,
+                                  metadata={"slice": index})  # fmt: skip
         viewer.layers.selection.active = active
     layer.colormap = DirectLabelColormap(
         color_dict={None: "#9a9a9a", 0: "transparent", 1: INSIDE_COLOUR}

@@ -219,6 +219,8 @@ class CommittedObjects:
             return
 
         def found(candidates) -> None:
+            if self._current()[0] is not session:
+                return  # found on an image that is no longer annotated
             self._offer_candidates(index, candidates)
             self._say(f"found {len(candidates)} object(s) like yours on this slice")
 
@@ -260,6 +262,14 @@ class CommittedObjects:
             rest.append(first)
         self._offer_candidates(index, rest)
         return label
+
+    def pass_over(self, prompts: PromptSet) -> None:
+        """Move the candidate found with ``prompts`` to the end of the offer."""
+        if self.candidates is None:
+            return
+        index, candidates = self.candidates
+        moved = [c for c in candidates if c.prompts == prompts]
+        self._offer_candidates(index, [c for c in candidates if c.prompts != prompts] + moved)
 
     def clear_candidates(self) -> None:
         """Take every candidate off offer (a new session: they belong to another image)."""

@@ -148,8 +148,8 @@ class AnnotationSession:
 
     def use_model(self, model: LoadedModel, head: BayesHead | None = None) -> None:
         """Decode with ``model`` from now on (an adapted model, or the base model back),
-        with its Bayesian head; the embeddings are kept, so ``model`` must share this
-        session's image encoder.
+        with its Bayesian head; the embeddings (and zoom windows) are kept, so ``model``
+        must share this session's image encoder.
 
         Raises
         ------
@@ -161,10 +161,13 @@ class AnnotationSession:
                 f"{model.model_id} has another image encoder than {self.model.model_id}: "
                 "open the image with that model instead."
             )
-        with self._lock:
-            self.model, self.predictor, self.head = model, Predictor(model), head
-            self.previous.clear()
-            self._zooming.clear()
+        # No lock: a decode in flight finishes with the model it started with (the newest
+        # request is decoded again), and the zoom windows' embeddings stay valid.
+        predictor = Predictor(model)
+        self.model, self.predictor, self.head = model, predictor, head
+        for zooming in list(self._zooming.values()):
+            zooming.predictor = predictor
+        self.previous.clear()
 
     def _decoder(self, index: tuple[int, ...]) -> Predictor | ZoomingPredictor:
         """What decodes clicks on slice ``index``: a zooming predictor for a slice large
