@@ -9,8 +9,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
 from napari.utils.notifications import show_info
 
+from ..core.adapt.objects import MIN_OBJECTS
 from ..core.errors import ActiveSamError
 from .jobs import Adaptation, adaptation_job, ranking_job, saved_adaptation_job
 
@@ -23,9 +25,6 @@ if TYPE_CHECKING:
     from ..core.engine.checkpoints import LoadedModel
     from ..core.quality.estimators import QualityModels
     from .workers import WorkerHost
-
-MIN_OBJECTS = 2
-"""Committed objects needed: one to learn from and one to check on."""
 
 Swap = Callable[["LoadedModel", "BayesHead | None", "QualityModels"], None]
 """Makes the session decode with a model, its head and its quality models."""
@@ -89,8 +88,11 @@ class ModelAdaptation:
         if self._worker is not None:
             show_info("Already adapting; wait for it to finish or cancel it.")
             return
-        count = sum(len(set(plane[plane > 0].ravel().tolist()))
-                    for plane in labels.reshape(-1, *labels.shape[-2:]))  # fmt: skip
+        count = 0  # objects per slice, counted only as far as needed
+        for plane in labels.reshape(-1, *labels.shape[-2:]):
+            count += np.unique(plane[plane > 0]).size
+            if count >= MIN_OBJECTS:
+                break
         if count < MIN_OBJECTS:
             show_info(f"Commit at least {MIN_OBJECTS} objects first: one to learn from, one "
                       "to check the adapted model on.")  # fmt: skip

@@ -224,8 +224,9 @@ class AnnotationController:
 
     def adapt(self) -> None:
         """Adapt the session's base model to the committed objects (on a worker), aligning
-        it on the candidates on offer if any; an ``adapted`` event follows, and the adapted
-        model decodes from then on."""
+        it on the masks the user ranked, or else on the candidates on offer ranked by the
+        quality estimators; an ``adapted`` event follows, and the adapted model decodes
+        from then on."""
         self.adaptation.start(self.session, self.objects.committed_labels(),
                               self.objects.candidates)  # fmt: skip
 

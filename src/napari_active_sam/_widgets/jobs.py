@@ -23,7 +23,12 @@ from ..core.adapt.dpo import (
 )
 from ..core.adapt.exemplars import exemplar_prototypes, search_slice
 from ..core.adapt.finetune import AdaptConfig, finetune, ritm_ious, trained_state
-from ..core.adapt.objects import labelled_objects, prompted_objects, split_objects
+from ..core.adapt.objects import (
+    exemplars_of,
+    labelled_objects,
+    prompted_objects,
+    split_objects,
+)
 from ..core.adapt.pipeline import AdaptPlan, head_for
 from ..core.annotate.session import AnnotationSession
 from ..core.annotate.volume import propagate
@@ -115,10 +120,11 @@ class Adaptation:
 def ranking_job(session: AnnotationSession, index: tuple[int, ...], candidate: Candidate):
     """The four threshold masks of the session model's answer for ``candidate`` on slice
     ``index``, for a person to rank (:class:`~napari_active_sam.core.adapt.dpo.Candidates`,
-    on the window the annotator decodes the object in)."""
-    raw = session.source.raw_slice(index)
-    (obj,) = prompted_objects(session.model, raw, session.limits, [candidate.prompts],
-                              ("ranked", index))  # fmt: skip
+    on a window of the model's input side around it on a large slice, as adaptation
+    decodes it)."""
+    given = [candidate.prompts]
+    (obj,) = yield from prompted_objects(session.model, session.source, index, given, "ranked",
+                                         store=session.store)  # fmt: skip
     return candidates_of(session.model, obj)
 
 
@@ -141,9 +147,9 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
         prefs = ranked_preferences(model, ranked)
     elif on_offer and on_offer[1] and base_quality is not None:
         index, candidates = on_offer
-        raw = session.source.raw_slice(index)
         prompts = [c.prompts for c in candidates]
-        found = prompted_objects(base, raw, session.limits, prompts, ("candidates", index))
+        found = yield from prompted_objects(base, session.source, index, prompts, "candidates",
+                                            store=session.store)  # fmt: skip
         prefs = yield from preferences(model, found, quality_ranker(base_quality))
     if prefs:
         second = yield from align(model, prefs, held, AdaptPlan().stage2)
@@ -199,15 +205,7 @@ def similar_objects_job(session: AnnotationSession, quality: QualityModels,
     large slice) and its predicted Dice; answers that mostly cover committed objects or a
     better candidate are left out. Returns candidates, best predicted Dice first."""
     source, limits = session.source, session.limits
-    exemplars = []
-    for at in source.slice_indices():
-        plane = labels[at] if at else labels
-        masks = [plane == v for v in np.unique(plane[plane > 0])]
-        if masks:
-            exemplars.append((source.raw_slice(at), limits, masks))
-    if not exemplars:
-        raise ActiveSamError("Commit at least one object to find objects like it.")
-    found = exemplar_prototypes(session.model, exemplars)
+    found = exemplar_prototypes(session.model, exemplars_of(source, labels))
     raw = source.raw_slice(index)
     taken = (labels[index] if index else labels) > 0
     prompts_found = search_slice(session.model, raw, limits, found, count, taken)

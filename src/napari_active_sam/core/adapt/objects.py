@@ -165,33 +165,41 @@ def found_objects(
         raw = source.raw_slice(index)
         taken = None if exclude is None else np.asarray(exclude[index] if index else exclude)
         prompts = [p for p, _ in search_slice(model, raw, limits, found, count, taken)]
-        objects += prompted_objects(model, raw, limits, prompts, (name, index), zoom)
+        objects += yield from prompted_objects(model, source, index, prompts, name, zoom)
         yield Progress(done, len(indices), f"{name}: {len(objects)} similar objects found")
     return objects
 
 
 def prompted_objects(
     model: LoadedModel,
-    raw: np.ndarray,
-    limits: tuple[float, float],
+    source: SliceSource,
+    index: tuple[int, ...],
     prompts: Sequence[PromptSet],
-    where: tuple = ("image", ()),
+    name: str = "image",
     zoom: bool = True,
-) -> list[LabelledObject]:
-    """Objects nobody outlined, each given by its prompts on one slice, with the embedding
-    the annotator would decode them with (a zoom window around them on a large slice)."""
+    store: EmbeddingStore | None = None,
+) -> Generator[Progress, None, list[LabelledObject]]:
+    """Objects nobody outlined, each given by its prompts on slice ``index``, with the
+    embedding the annotator would decode them with: a zoom window around them on a large
+    slice (one encoder pass per window, shared by the prompts it holds), else the slice's
+    own (from ``store`` if it is there)."""
+    limits = source.limits()
+    raw = source.raw_slice(index)
     img_size = model.architecture.img_size
-    encoder = SliceEncoder(model)
+    store = store or EmbeddingStore(model.encoder_id)
+    windows: dict[Window | None, tuple[Embedding, np.ndarray]] = {}
     objects = []
     for number, given in enumerate(prompts, 1):
         window = None
         if zoom and zooms(raw.shape[:2], img_size):
             window = window_around(given, raw.shape[:2], img_size)
-        crop = raw if window is None else raw[window.slices]
-        rgb = to_sam_rgb(crop, limits)
-        (embedding,) = encoder.encode([rgb], ["prompted"])
+        if window not in windows:
+            windows[window] = _encoded(model, source, store, index, raw, limits, window)
+        embedding, rgb = windows[window]
         local = given if window is None else given.translated(-window.top, -window.left)
-        objects.append(LabelledObject(embedding, None, rgb, (*where, -number), prompts=local))
+        objects.append(LabelledObject(embedding, None, rgb, (name, index, -number),
+                                      prompts=local))  # fmt: skip
+        yield Progress(number, len(prompts), f"{name}: object {number}/{len(prompts)} ready")
     return objects
 
 
@@ -205,12 +213,20 @@ def folder_exemplars(data: Path, window: str | None = None) -> Exemplars:
             source, labels = load_pair(pair, dataset_window(data, pair.stem, window))
         except ImageError:
             continue
-        limits = source.limits()
-        for index in source.slice_indices():
-            plane = labels[index]
-            masks = [plane == v for v in np.unique(plane[plane > 0])]
-            if masks:
-                found.append((source.raw_slice(index), limits, masks))
+        found += exemplars_of(source, labels)
+    return found
+
+
+def exemplars_of(source: SliceSource, labels: np.ndarray) -> Exemplars:
+    """The objects of instance ``labels`` on ``source`` as exemplars: ``(raw slice, limits,
+    masks)`` per slice that has objects."""
+    limits = source.limits()
+    found = []
+    for index in source.slice_indices():
+        plane = labels[index] if index else labels
+        masks = [plane == v for v in np.unique(plane[plane > 0])]
+        if masks:
+            found.append((source.raw_slice(index), limits, masks))
     return found
 
 

@@ -109,8 +109,8 @@ def head_for(
     model: LoadedModel, objects: Sequence[LabelledObject], steps: int = 300
 ) -> Generator[Progress, None, BayesHead]:
     """A Bayesian head fitted for an adapted model on the objects it was adapted to (click
-    sets simulated on each; their embeddings are the base model's, so an adapted image
-    encoder reads them re-encoded first)."""
+    sets simulated on each, from the objects' embeddings: for a model whose image encoder
+    was adapted too, give objects it encoded, see :func:`~.objects.reencoded`)."""
     pairs = [((lambda obj=obj: obj.embedding), obj.gt) for obj in objects if obj.gt is not None]
     examples = yield from examples_from_objects(Predictor(model), pairs, np.random.default_rng(0))
     return (yield from fit_head(examples, model, HeadConfig(steps=steps)))
