@@ -176,7 +176,7 @@ def test_adapting_with_candidates_on_offer_aligns_on_them(make_napari_viewer, qt
     adaptation = widget.controller.adaptation.adaptation
     assert adaptation.aligned > 0 and "aligned on" in panel.result.value
     report = Adapter.load(ADAPTER.users(adaptation.model.extra["base_model_id"])).report
-    assert report["aligned_on"] == adaptation.aligned
+    assert report["preferences"] == adaptation.aligned and report["ranked_by"] == "a ranker"
 
 
 def test_candidates_are_answered_one_by_one_with_keys_on_the_canvas(make_napari_viewer, qtbot):
@@ -261,4 +261,4 @@ def test_ranking_the_four_masks_with_number_keys_feeds_the_adaptation(
     qtbot.waitUntil(lambda: panel.decode_with.value == ADAPTED, timeout=WAIT)
     report = Adapter.load(ADAPTER.users(widget.controller.adaptation.base[0].model_id)).report
     assert (shown.grid.amax(0) != shown.grid.amin(0)).any()  # the masks differ somewhere
-    assert report["ranked_by"] == "you" and report["aligned_on"] == 1
+    assert report["ranked_by"] == "a person" and report["preferences"] == 1

@@ -15,21 +15,17 @@ from ..core.active.bayes_head import HEAD, BayesHead
 from ..core.active.head_training import HeadConfig, examples_from_objects, fit_head
 from ..core.adapt.adapter import ADAPTER, Adapter
 from ..core.adapt.dpo import (
-    align,
     candidates_of,
-    preferences,
     quality_ranker,
-    ranked_preferences,
 )
 from ..core.adapt.exemplars import exemplar_prototypes, search_slice
-from ..core.adapt.finetune import AdaptConfig, finetune, ritm_ious, trained_state
+from ..core.adapt.finetune import AdaptConfig, ritm_ious
 from ..core.adapt.objects import (
     exemplars_of,
     labelled_objects,
     prompted_objects,
-    split_objects,
 )
-from ..core.adapt.pipeline import AdaptPlan, head_for
+from ..core.adapt.pipeline import AdaptPlan, adapt, head_for
 from ..core.annotate.session import AnnotationSession
 from ..core.annotate.volume import propagate
 from ..core.bench.episodes import evaluate_image
@@ -140,26 +136,19 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     adapter as the user's own; returns an :class:`Adaptation`."""
     objects = yield from labelled_objects(base, session.source, labels, "committed",
                                           store=session.store)  # fmt: skip
-    train, held = split_objects(objects, 0.2, np.random.default_rng(0))
-    stage = yield from finetune(base, train, held, AdaptConfig(refit=False))
-    model, aligned, prefs = stage.model, 0, []
-    if ranked:  # the user's own rankings
-        prefs = ranked_preferences(model, ranked)
-    elif on_offer and on_offer[1] and base_quality is not None:
+    found, ranker = [], None
+    if not ranked and on_offer and on_offer[1] and base_quality is not None:
         index, candidates = on_offer
         prompts = [c.prompts for c in candidates]
         found = yield from prompted_objects(base, session.source, index, prompts, "candidates",
                                             store=session.store)  # fmt: skip
-        prefs = yield from preferences(model, found, quality_ranker(base_quality))
-    if prefs:
-        second = yield from align(model, prefs, held, AdaptPlan().stage2)
-        model, aligned = second.model, len(prefs)
-    before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, model))
-    report = {"objects": len(objects), "held_out": len(held), "aligned_on": aligned,
-              "ranked_by": "you" if ranked else "quality" if aligned else None,
-              "held_out_iou_at_1": [round(before, 4), round(after, 4)]}  # fmt: skip
-    adapter = Adapter(trained_state(model), base.model_id, report)
-    adapted = adapter.apply(base)
+        ranker = quality_ranker(base_quality)
+    plan = AdaptPlan(stage1=AdaptConfig(refit=False))  # held-out objects stay unseen
+    result = yield from adapt(base, objects, found, ranker, plan, ranked)
+    held, aligned = result.held_out, result.aligned
+    before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, result.model))
+    adapter, adapted = result.adapter, result.model
+    adapter.report["held_out_iou_at_1"] = [round(before, 4), round(after, 4)]
     head = yield from head_for(adapted, objects)
     try:
         saved = f"saved {adapter.save(ADAPTER.users(base.model_id))}"
@@ -184,8 +173,8 @@ def saved_adaptation_job(base: LoadedModel) -> Adaptation | None:
     report = adapter.report
     before, after = report.get("held_out_iou_at_1", [float("nan")] * 2)
     return Adaptation(adapted, head, QualityModels(adapted, head), f"found {path}",
-                      int(report.get("objects", 0)), int(report.get("held_out", 0)),
-                      float(before), float(after), int(report.get("aligned_on", 0)))  # fmt: skip
+                      int(report.get("labelled", 0)), int(report.get("held_out", 0)),
+                      float(before), float(after), int(report.get("preferences", 0)))  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)

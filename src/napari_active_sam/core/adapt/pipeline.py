@@ -15,7 +15,7 @@ from ..engine.checkpoints import LoadedModel
 from ..engine.predictor import Predictor
 from ..progress import Progress
 from .adapter import Adapter
-from .dpo import Ranker, align, preferences
+from .dpo import Candidates, Ranker, align, preferences, ranked_preferences
 from .finetune import AdaptConfig, StageResult, finetune, trained_state
 from .objects import LabelledObject, reencoded, split_objects
 
@@ -45,12 +45,15 @@ class AdaptPlan:
 
 @dataclass
 class AdaptResult:
-    """The adapter, the adapted model (under its own identity) and each stage's checks."""
+    """The adapter, the adapted model (under its own identity), each stage's checks, the
+    labelled objects held out of training and the number of preferences aligned on."""
 
     adapter: Adapter
     model: LoadedModel
     stage1: StageResult
     stage2: StageResult | None
+    held_out: list[LabelledObject] = field(default_factory=list)
+    aligned: int = 0
 
 
 def adapt(
@@ -59,6 +62,7 @@ def adapt(
     unlabelled: Sequence[LabelledObject] = (),
     ranker: Ranker | None = None,
     plan: AdaptPlan | None = None,
+    ranked: Sequence[tuple[Candidates, Sequence[int]]] = (),
 ) -> Generator[Progress, None, AdaptResult]:
     """Adapt ``model`` to the user's objects.
 
@@ -72,6 +76,9 @@ def adapt(
     ranker : Ranker, optional
         Orders each object's four candidates (stage 2 runs only with one).
     plan : AdaptPlan, optional
+    ranked : sequence of (Candidates, order)
+        Candidate masks a person ranked: stage 2 aligns on these instead of ranking the
+        unlabelled objects' candidates.
 
     Raises
     ------
@@ -82,19 +89,24 @@ def adapt(
     started = time.perf_counter()
     train, held_out = split_objects(labelled, plan.held_out, np.random.default_rng(plan.seed))
     first = yield from finetune(model, train, held_out, plan.stage1)
-    current, second = first.model, None
-    if plan.stage2 is not None and ranker is not None and unlabelled:
+    current, second, prefs = first.model, None, []
+    checks = held_out
+    if plan.stage2 is not None and ranked:
+        prefs = ranked_preferences(current, ranked)
+    elif plan.stage2 is not None and ranker is not None and unlabelled:
         if plan.stage1.train_encoder:  # stage 2 reads the adapted encoder's embeddings
-            unlabelled, held_out = reencoded(current, unlabelled), reencoded(current, held_out)
+            unlabelled, checks = reencoded(current, unlabelled), reencoded(current, held_out)
         prefs = yield from preferences(current, unlabelled, ranker)
-        if prefs:
-            second = yield from align(current, prefs, held_out, plan.stage2)
-            current = second.model
+    if prefs:
+        second = yield from align(current, prefs, checks, plan.stage2)
+        current = second.model
     report = {
         "labelled": len(labelled),
         "trained_on": len(train),
         "held_out": len(held_out),
         "unlabelled": len(unlabelled),
+        "preferences": len(prefs),
+        "ranked_by": "a person" if ranked and prefs else "a ranker" if prefs else None,
         "stage1": _stage_report(first),
         "stage2": _stage_report(second) if second else None,
         "plan": {"stage1": asdict(plan.stage1),
@@ -102,7 +114,7 @@ def adapt(
         "seconds": round(time.perf_counter() - started, 1),
     }
     adapter = Adapter(trained_state(current, plan.stage1.parts), model.model_id, report)
-    return AdaptResult(adapter, adapter.apply(model), first, second)
+    return AdaptResult(adapter, adapter.apply(model), first, second, held_out, len(prefs))
 
 
 def head_for(
