@@ -160,9 +160,7 @@ class AnnotationController:
         self._offer(None)
         if head_problem:
             show_error(head_problem)
-        if session.head is None and self.acquisition == Acquisition.BALD:
-            self.acquisition = Acquisition.EIG.value
-            self.events.acquisition(value=self.acquisition)
+        self._without_head_no_bald(session.head)
         self.events.session_ready(session=session)
         self.request_decode()  # prompts kept from an earlier session get a fresh mask
         head = "with its Bayesian head" if session.head else "without a Bayesian head"
@@ -230,6 +228,12 @@ class AnnotationController:
         self.adaptation.start(self.session, self.objects.committed_labels(),
                               self.objects.candidates)  # fmt: skip
 
+    def _without_head_no_bald(self, head) -> None:
+        """BALD needs a Bayesian head: without one, suggest with EIG (and say so)."""
+        if head is None and self.acquisition == Acquisition.BALD:
+            self.acquisition = Acquisition.EIG.value
+            self.events.acquisition(value=self.acquisition)
+
     def rank_candidate(self) -> None:
         """Show the four masks of the first object like yours on offer, to rank them."""
         self.adaptation.rank(self.session, self.objects.candidates)
@@ -248,9 +252,7 @@ class AnnotationController:
             return
         self.session.use_model(model, head)
         self.quality = quality
-        if head is None and self.acquisition == Acquisition.BALD:
-            self.acquisition = Acquisition.EIG.value
-            self.events.acquisition(value=self.acquisition)
+        self._without_head_no_bald(head)
         self._shown = self._shown_settings = None  # the same prompts, a new answer
         self.request_decode()
 
