@@ -154,7 +154,7 @@ def test_bald_samples_the_head_over_sams_three_heads(slice_state):
 
     eig = uncertainty("eig", prediction, prompts, model, None)
     for samples in (3, 30):
-        bald = uncertainty("bald", prediction, prompts, model, head_with(1e-12),
+        bald = uncertainty("bald", prediction, prompts, model, head_with(1e-16),
                            samples)  # fmt: skip
         np.testing.assert_allclose(bald.scores, eig.scores, atol=1e-5)
         np.testing.assert_allclose(bald.probability, eig.probability, atol=1e-5)
