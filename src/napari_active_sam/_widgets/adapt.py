@@ -42,6 +42,7 @@ class AdaptPanel(Container):
         self.adapt_button = PushButton(text="Adapt the model to my objects")
         self.decode_with = ComboBox(label="decode with", choices=[BASE], value=BASE)
         self.result = Label(value="commit two or more objects, then adapt")
+        self.result.native.setWordWrap(True)  # the figures after adapting run long
         self.find_button = PushButton(text="Find objects like mine on this slice")
         self.accept_above = FloatSpinBox(label="accept above", value=0.8, min=0.0, max=1.0,
                                          step=0.05)  # fmt: skip
