@@ -16,8 +16,9 @@ from napari_active_sam.core.sim.training import (
     DemoTrainingConfig,
     decode_batch,
     dice_loss,
+    encode_batch,
     focal_loss,
-    interactive_step,
+    interactive_loss,
     make_batch,
     resume_path,
     train_demo_model,
@@ -64,7 +65,7 @@ def test_batched_decoding_matches_sams_own_decoder_per_image(tiny_model):
             torch.testing.assert_close(iou[b : b + 1], own_iou, rtol=1e-4, atol=1e-5)
 
 
-def test_interactive_step_backpropagates_into_every_part(tiny_arch):
+def test_an_interactive_session_backpropagates_into_every_part(tiny_arch):
     rng = np.random.default_rng(0)
     config = DemoTrainingConfig(batch_size=2, size=tiny_arch.img_size)
     batch = make_batch(rng, config, "nuclei")
@@ -74,8 +75,8 @@ def test_interactive_step_backpropagates_into_every_part(tiny_arch):
     model = LoadedModel(sam, "tiny", tiny_arch, "x")
     for use_box in (False, True):
         sam.zero_grad()
-        loss, stats = interactive_step(model, batch.images, batch.targets, batch.regions,
-                                       use_box, 3, rng)  # fmt: skip
+        loss, stats = interactive_loss(model, encode_batch(model, batch.images), batch.targets,
+                                       batch.regions, use_box, 3, rng)  # fmt: skip
         loss.backward()
         assert torch.isfinite(loss) and 0 <= stats["iou_last"] <= 1
         for part in (sam.image_encoder, sam.prompt_encoder, sam.mask_decoder):

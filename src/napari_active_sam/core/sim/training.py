@@ -210,28 +210,12 @@ def decode_batch(
     return masks, decoder.iou_prediction_head(iou_token_out)
 
 
-def interactive_step(
-    model: LoadedModel,
-    images: np.ndarray,
-    targets: np.ndarray,
-    first_regions: np.ndarray,
-    use_box: bool,
-    iterations: int,
-    rng: np.random.Generator,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one batch over an interactive session of ``iterations`` prompts.
-
-    Parameters
-    ----------
-    images : np.ndarray
-        uint8 ``(B, S, S, 3)`` at the model's input size.
-    targets, first_regions : np.ndarray
-        Boolean ``(B, S, S)``: target masks, and where the first click may go.
-    """
+def encode_batch(model: LoadedModel, images: np.ndarray) -> torch.Tensor:
+    """``(B, C, g, g)`` embeddings of uint8 ``(B, S, S, 3)`` images at the model's input
+    size, with gradients (the encoder trains)."""
     sam = model.sam
     pixels = torch.as_tensor(images, device=sam.device).permute(0, 3, 1, 2).float()
-    embeddings = sam.image_encoder(sam.preprocess(pixels))
-    return interactive_loss(model, embeddings, targets, first_regions, use_box, iterations, rng)
+    return sam.image_encoder(sam.preprocess(pixels))
 
 
 def interactive_loss(
@@ -456,7 +440,8 @@ def train_demo_model(
             group["lr"] = _learning_rate(step, config)
         batch = next(batches)
         with autocast:
-            loss, stats = interactive_step(model, batch.images, batch.targets, batch.regions,
+            embeddings = encode_batch(model, batch.images)
+            loss, stats = interactive_loss(model, embeddings, batch.targets, batch.regions,
                                            batch.use_box, config.click_iterations, rng)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
