@@ -24,7 +24,7 @@ from ..metrics import iou
 from ..progress import Progress
 from ..sim.clicker import ritm_next_click
 from ..sim.episode import Step, clicks_to_prompts, episode
-from ..sim.training import interactive_loss
+from ..sim.training import encode_batch, interactive_loss
 from .objects import LabelledObject
 
 LOSS_SIDE = 256
@@ -268,9 +268,8 @@ def _fit(
             turns, flip = int(rng.integers(4)), bool(rng.integers(2))
             frames = np.stack([images[i] for i in chosen])
             frames, batch = (_augmented(a, turns, flip) for a in (frames, batch))
-            pixels = torch.as_tensor(frames, device=sam.device).permute(0, 3, 1, 2).float()
             sam.image_encoder.train()
-            embeddings = sam.image_encoder(sam.preprocess(pixels))
+            embeddings = encode_batch(adapted, frames)
         loss, stats = interactive_loss(adapted, embeddings, batch, batch, False, config.clicks,
                                        rng)  # fmt: skip
         return loss, stats["loss"]
