@@ -137,6 +137,19 @@ def head_inputs(
     return inputs if several else inputs[0]
 
 
+def _cholesky(covariance: torch.Tensor) -> torch.Tensor:
+    """Lower Cholesky factor of ``covariance``; a matrix that is only semi-definite (a
+    direction without variance, rounding) gets the smallest diagonal jitter, relative to
+    its mean variance, that lets it factor."""
+    matrix = covariance.double()
+    eye = torch.eye(len(matrix), dtype=matrix.dtype)
+    scale = float(matrix.diagonal().abs().mean()) or 1.0
+    for jitter in (0.0, 1e-12, 1e-10, 1e-8, 1e-6):
+        factor, info = torch.linalg.cholesky_ex(matrix + jitter * scale * eye)
+        if int(info) == 0:
+            return factor.float()
+    raise ValueError("its posterior covariance is not positive semi-definite")
+
 @dataclass(eq=False)
 class BayesHead(FittedCompanion):
     """A MAP head with its Laplace posterior over the final 1×1 convolution.
@@ -182,8 +195,7 @@ class BayesHead(FittedCompanion):
         if not (torch.isfinite(self.mean).all() and torch.isfinite(self.covariance).all()):
             raise ValueError("its posterior holds values that are not finite")
         self.net.eval().to(memory_format=torch.channels_last)
-        jitter = 1e-9 * torch.eye(len(self.mean))
-        self._scale = torch.linalg.cholesky(self.covariance.double() + jitter).float()
+        self._scale = _cholesky(self.covariance)
 
     def check_model(self, model: LoadedModel) -> None:
         """Raise :class:`ModelError` unless the head was fitted for ``model``."""
