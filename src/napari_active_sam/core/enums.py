@@ -49,6 +49,17 @@ class SceneKind(StrEnum):
     training a model that generalises beyond the modality-like kinds."""
 
 
+class Precision(StrEnum):
+    """The arithmetic the image encoder runs in (stored embeddings are fp16 either way)."""
+
+    AUTO = "auto"
+    """bf16 autocast and TF32 matrix products on a CUDA device, fp32 elsewhere."""
+    FP32 = "fp32"
+    """Full fp32 everywhere (TF32 off): the reference, and the slowest on a GPU."""
+    BF16 = "bf16"
+    """bf16 autocast on any device (slow on most CPUs; for checking bf16 against fp32)."""
+
+
 class Acquisition(StrEnum):
     """Registered acquisition functions."""
 

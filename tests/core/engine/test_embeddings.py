@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import threading
 
 import dask
@@ -13,6 +16,7 @@ import zarr
 from segment_anything import SamPredictor
 
 from napari_active_sam.core.cluster import dask_client
+from napari_active_sam.core.engine import embeddings
 from napari_active_sam.core.engine.checkpoints import ModelRef, load_checkpoint, random_model
 from napari_active_sam.core.engine.embeddings import (
     Embedding,
@@ -284,6 +288,77 @@ def test_entry_records_a_checksum_of_its_array(tiny_model, ct_volume, tmp_path):
     array = zarr.open_array(path / "0000")
     assert set(array.attrs) >= {"signature", "checksum", "original_size", "input_size"}
     assert array.attrs["signature"] == embedding.signature
+
+
+def test_store_written_with_the_earlier_checksum_is_still_read(tiny_model, ct_volume, tmp_path):
+    """Entries recorded with a BLAKE2b checksum (stores of earlier versions) stay valid;
+    a wrong one is damage as before."""
+    path = tmp_path / "ct.zarr"
+    embedding = embed_slice(tiny_model, SliceSource(ct_volume), _store_for(tiny_model, path=path),
+                            (0,))  # fmt: skip
+    array = zarr.open_array(path / "0000", mode="a")
+    record = dict(array.attrs)
+    assert record["checksum"].startswith("crc32c:")
+    features = embedding.features.numpy()
+    fields = json.dumps([embedding.signature, list(embedding.original_size),
+                         list(embedding.input_size)]).encode()  # fmt: skip
+    digest = hashlib.blake2b(features.tobytes(), digest_size=16)
+    digest.update(fields)
+    array.attrs.put({**record, "checksum": digest.hexdigest()})
+    loaded = _store_for(tiny_model, path=path).get("0000", embedding.signature)
+    assert torch.equal(loaded.features, embedding.features)
+    array.attrs.put({**record, "checksum": "0" * 32})
+    with pytest.warns(RuntimeWarning, match="0000.*damaged"):
+        assert _store_for(tiny_model, path=path).get("0000", embedding.signature) is None
+
+
+def test_an_entry_is_checked_once_per_store(tiny_model, ct_volume, tmp_path, monkeypatch):
+    """``has`` then ``get`` (what encoding then annotating does) reads the checksum once;
+    an entry this store wrote is not checked at all."""
+    path = tmp_path / "ct.zarr"
+    embedding = embed_slice(tiny_model, SliceSource(ct_volume), _store_for(tiny_model, path=path),
+                            (0,))  # fmt: skip
+    checks = []
+    real = embeddings._intact
+    monkeypatch.setattr(embeddings, "_intact", lambda *args: checks.append(1) or real(*args))
+    reopened = _store_for(tiny_model, path=path, max_bytes=0)
+    assert reopened.has("0000", embedding.signature)
+    assert reopened.get("0000", embedding.signature) is not None
+    assert len(checks) == 1
+    writer = _store_for(tiny_model, path=path, max_bytes=0)
+    writer.put("0001", embedding)
+    writer.put("0002", embedding)  # pushes 0001 out of memory
+    assert writer.get("0001", embedding.signature) is not None
+    assert len(checks) == 1
+
+
+def test_closing_encode_slices_early_keeps_what_it_encoded(tiny_model, ct_volume, tmp_path):
+    """A cancelled run leaves every slice it reported on disk, whole, and a later run
+    encodes only the rest."""
+    path = tmp_path / "ct.zarr"
+    source = SliceSource(ct_volume)
+    run = encode_slices(tiny_model, source, _store_for(tiny_model, path=path), batch_size=2)
+    assert next(run).done == 2
+    run.close()
+    reopened = _store_for(tiny_model, path=path)
+    again = list(encode_slices(tiny_model, source, reopened, batch_size=2))
+    assert [step.done for step in again] == [1, 2, 4, 6]  # slices 0 and 1 were kept
+    assert ["already" in step.message for step in again] == [True, True, False, False]
+    assert not reopened.damaged
+
+
+def test_a_failed_background_write_raises_and_keeps_the_embedding(tiny_model, tmp_path):
+    path = tmp_path / "ct.zarr"
+    store = _store_for(tiny_model, path=path)
+    embedding = Embedding(torch.ones(4, 2, 2, dtype=torch.float16), (8, 8), (8, 8), "s")
+    store.put("0000", embedding)
+    shutil.rmtree(path)
+    path.write_text("the store's folder replaced by a file")  # every write now fails
+    store.put("0001", embedding, wait=False)
+    with pytest.raises(EmbeddingStoreError, match="Cannot write to the embedding store"):
+        store.flush()
+    assert store.get("0001", "s") is embedding  # computed, kept in memory
+    store.flush()  # each failure is raised once
 
 
 def test_corrupt_store_metadata_is_a_store_error(tiny_model, ct_volume, tmp_path):

@@ -22,8 +22,6 @@ _PERCENTILE_SAMPLE = 4_000_000
 """Values sampled (evenly strided) to estimate percentiles of a large volume."""
 
 
-
-
 CT_PRESETS: dict[str, tuple[float, float]] = {
     "soft_tissue": (400.0, 40.0),
     "lung": (1500.0, -600.0),
@@ -99,7 +97,8 @@ class IntensityWindow:
             # Evenly spread indices, not a fixed stride: a stride that is a multiple of the
             # channel count would sample one colour channel only.
             values = values[np.linspace(0, values.size - 1, _PERCENTILE_SAMPLE).astype(np.int64)]
-        values = values[np.isfinite(values)]
+        if values.dtype.kind == "f":  # integers and booleans are finite already
+            values = values[np.isfinite(values)]
         if values.size == 0:
             raise ImageError("The image has no finite value (all NaN or inf): nothing to show.")
         lo, hi = np.percentile(values, [self.low, self.high])

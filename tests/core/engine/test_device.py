@@ -1,0 +1,101 @@
+"""The GPU path's choices, checked on the CPU: the encoder's precision, resizing on the
+device, and results leaving the device in one trip."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from napari_active_sam.core.data.real import nuclei_ihc, photo_coins
+from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.core.engine.device import (
+    PRECISION_ENV,
+    encoder_arithmetic,
+    resolve_precision,
+    to_device,
+    to_host,
+)
+from napari_active_sam.core.engine.embeddings import SliceEncoder
+from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.preprocess import to_sam_rgb
+from napari_active_sam.core.enums import Precision
+from napari_active_sam.core.errors import ActiveSamError
+from napari_active_sam.core.metrics import iou
+from napari_active_sam.core.prompts import Click, PromptSet
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_precision_is_bf16_on_cuda_fp32_elsewhere_unless_asked(monkeypatch):
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    assert resolve_precision(None, CUDA) is Precision.BF16
+    assert resolve_precision("auto", CPU) is Precision.FP32
+    assert resolve_precision("fp32", CUDA) is Precision.FP32
+    assert resolve_precision(Precision.BF16, CPU) is Precision.BF16
+    monkeypatch.setenv(PRECISION_ENV, "FP32")
+    assert resolve_precision(None, CUDA) is Precision.FP32
+    with pytest.raises(ActiveSamError, match="Unknown encoder precision 'fp8'.*auto, fp32, bf16"):
+        resolve_precision("fp8", CPU)
+
+
+def test_tf32_is_on_for_bf16_on_cuda_and_restored_after():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    with encoder_arithmetic(Precision.FP32, CUDA):
+        assert matmul.fp32_precision == "ieee"
+    cuda = torch.cuda.is_available()
+    no_cuda = contextlib.nullcontext() if cuda else pytest.warns(UserWarning, match="CUDA is not")
+    with no_cuda, encoder_arithmetic(Precision.BF16, CUDA):
+        assert matmul.fp32_precision == "tf32"
+        assert torch.is_autocast_enabled("cuda") == cuda
+    assert matmul.fp32_precision == before
+    with encoder_arithmetic(Precision.FP32, CPU):
+        assert not torch.is_autocast_enabled("cpu")
+        assert matmul.fp32_precision == before  # the CPU leaves CUDA's settings alone
+    with encoder_arithmetic(Precision.BF16, CPU):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def test_to_host_and_to_device_do_not_copy_on_the_cpu():
+    tensor = torch.arange(6.0)
+    (host,) = to_host(tensor)
+    assert np.shares_memory(host, tensor.numpy())
+    array = np.arange(4.0)
+    assert np.shares_memory(to_device(array, CPU).numpy(), array)
+    assert to_host() == ()
+
+
+def _clicked_masks(model, images, encoder: SliceEncoder) -> list[np.ndarray]:
+    """The shown mask of one click at the centre of each object of ``images``."""
+    predictor = Predictor(model)
+    masks = []
+    for image in images:
+        rgb = to_sam_rgb(image.image, image.window.limits(image.image))
+        (embedding,) = encoder.encode([rgb], ["check"])
+        for label in np.unique(image.labels)[1:]:
+            rows, cols = np.nonzero(image.labels == label)
+            middle = np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2)
+            click = Click(float(cols[middle]), float(rows[middle]), True)
+            masks.append(predictor.predict(embedding, PromptSet((click,))).mask())
+    return masks
+
+
+def test_bf16_and_device_resized_embeddings_give_the_fp32_masks():
+    """What a GPU runs by default (bf16 autocast, resizing on the device) against the
+    reference (fp32, resized as SamPredictor does), on real images: the masks agree."""
+    model = load_model("demo", device="cpu")
+    images = [nuclei_ihc("validation")[0], photo_coins("validation")[0]]
+    reference = _clicked_masks(model, images, SliceEncoder(model, Precision.FP32))
+    assert len(reference) >= 10
+    for encoder in (
+        SliceEncoder(model, Precision.BF16),
+        SliceEncoder(model, Precision.FP32, resize_on_device=True),
+        SliceEncoder(model, Precision.BF16, resize_on_device=True),
+    ):
+        masks = _clicked_masks(model, images, encoder)
+        agreement = [iou(a, b) for a, b in zip(masks, reference, strict=True) if b.any()]
+        assert np.mean(agreement) >= 0.99, (encoder.precision, encoder.resize_on_device)
