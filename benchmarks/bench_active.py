@@ -14,7 +14,9 @@ Measures, side by side in one process, on the same embedded image and the same c
 Both on segment-anything's ViT-B with random weights at 1024 x 1024 (timing does not
 depend on the weights; the head has random weights of the shipped head's shape), and on the
 bundled demo model with its shipped head at its 256 x 256 input. Runs alternate in order
-after one warm-up each; medians and ratios are printed as one JSON object on stdout.
+after one warm-up each; medians and ratios are printed as one JSON object on stdout. For
+scale, each model's ``encoder_ceiling`` is its image encoder alone on a ready batch (8 on a
+GPU, in bf16 autocast with TF32; 1 on a CPU, in fp32), per image.
 
 Examples
 --------
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from bench_engine import comparison, log, paired_times
+from bench_engine import comparison, encoder_ceiling, log, paired_times
 from napari_active_sam.core.active.acquisition import uncertainty
 from napari_active_sam.core.active.bayes_head import (
     DEFAULT_SAMPLES,
@@ -117,6 +119,8 @@ def bench_model(model, head: BayesHead, size: int, repeats: int, samples: int, s
         ours_s, baseline_s = paired_times(active(name), plain, repeats, model.device, name)
         result[name] = comparison(ours_s, baseline_s, GOALS[name])
         log(f"  {name} ratio {result[name]['ratio']:.2f} (goal <= {GOALS[name]})")
+    batch = 8 if model.device.type == "cuda" else 1
+    result["encoder_ceiling"] = encoder_ceiling(model, batch, min(repeats, 5))
     return result
 
 

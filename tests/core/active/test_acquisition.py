@@ -9,6 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+from skimage.feature import peak_local_max
 
 from napari_active_sam.core.active.acquisition import (
     ACQUISITIONS,
@@ -17,9 +19,9 @@ from napari_active_sam.core.active.acquisition import (
     uncertainty,
 )
 from napari_active_sam.core.active.bayes_head import BayesHead, BayesHeadNet
-from napari_active_sam.core.active.suggest import pick_peaks
+from napari_active_sam.core.active.suggest import MIN_SCORE, pick_peaks
 from napari_active_sam.core.annotate.session import AnnotationSession
-from napari_active_sam.core.engine import embeddings, predictor
+from napari_active_sam.core.engine import device, embeddings, predictor
 from napari_active_sam.core.engine.architectures import ARCHITECTURES, DEMO_ARCHITECTURE
 from napari_active_sam.core.engine.checkpoints import random_model
 from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
@@ -46,6 +48,22 @@ def test_peaks_are_ranked_spaced_and_never_on_excluded_pixels():
     excluded[10, 10] = True
     assert pick_peaks(scores, 1, 4, excluded)[0][:2] == (10, 12)
     assert len(pick_peaks(scores, count=2)) == 2
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_peaks_are_scikit_images_local_maxima(seed):
+    """The max-pool peak search (on the map's device) finds what scikit-image's
+    peak_local_max finds: the same peaks in the same order."""
+    rng = np.random.default_rng(seed)
+    scores = ndimage.gaussian_filter(rng.random((48, 64)), rng.uniform(1, 4))
+    excluded = rng.random(scores.shape) < 0.05
+    distance, count = int(rng.integers(1, 8)), int(rng.integers(1, 8))
+    expected = peak_local_max(
+        np.where(excluded, 0.0, scores), min_distance=distance, threshold_abs=MIN_SCORE,
+        exclude_border=False, num_peaks=count,
+    )  # fmt: skip
+    found = pick_peaks(scores.astype(np.float32), count, distance, excluded)
+    assert [p[:2] for p in found] == [tuple(int(v) for v in p) for p in expected]
 
 
 def test_flat_or_empty_maps_give_no_suggestion():
@@ -279,3 +297,23 @@ def test_a_click_looks_up_the_slice_and_chooses_the_shown_head_once(
     answer, counts = _count_calls(watched, lambda: session.answer((2,), second, acquisition))
     assert counts == {"signature": 1, "encoder": 0, "shown_head": 1, "decoder": 1}
     assert answer.head == 0 and np.array_equal(answer.mask, answer.prediction.mask(0))
+
+
+@pytest.mark.parametrize("acquisition", [None, *Acquisition])
+def test_a_click_brings_what_it_shows_to_the_host_in_one_trip(
+    tiny_model, tiny_head, ct_volume, acquisition
+):
+    """After the decoder's four IoU scores (which choose the head shown), the mask, the
+    acquisition map and the suggestions leave the device together."""
+    session = AnnotationSession(
+        tiny_model, SliceSource(ct_volume), EmbeddingStore(tiny_model.model_id)
+    )
+    session.head = tiny_head
+    embed_slice(tiny_model, session.source, session.store, (2,), session.limits)
+    prompts = PromptSet((Click(25, 20, True),))
+    answer, counts = _count_calls({"to_host": device.to_host},
+                                  lambda: session.answer((2,), prompts, acquisition))  # fmt: skip
+    assert counts == {"to_host": 2}
+    assert answer.mask.shape == (40, 50) and answer.mask.any()
+    if acquisition:
+        assert answer.uncertainty.scores.shape == answer.uncertainty.probability.shape

@@ -99,3 +99,36 @@ def test_bf16_and_device_resized_embeddings_give_the_fp32_masks():
         masks = _clicked_masks(model, images, encoder)
         agreement = [iou(a, b) for a, b in zip(masks, reference, strict=True) if b.any()]
         assert np.mean(agreement) >= 0.99, (encoder.precision, encoder.resize_on_device)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+@pytest.mark.parametrize("acquisition", ["bald", "eig", "entropy"])
+def test_a_click_on_a_gpu_gives_what_it_gives_on_the_cpu(acquisition):
+    """The same embedding and click decoded and judged on CUDA and on the CPU: the same
+    mask, acquisition map and suggestions (up to the GPU's arithmetic)."""
+    from napari_active_sam.core.active.acquisition import uncertainty
+    from napari_active_sam.core.active.bayes_head import BayesHead
+
+    image = nuclei_ihc("validation")[0]
+    answers = []
+    for device in ("cpu", "cuda"):
+        model = load_model("demo", device=device)
+        rgb = to_sam_rgb(image.image, image.window.limits(image.image))
+        (embedding,) = SliceEncoder(model, Precision.FP32, resize_on_device=False).encode(
+            [rgb], ["same"]
+        )
+        rows, cols = np.nonzero(image.labels == 1)
+        prompts = PromptSet((Click(float(np.median(cols)), float(np.median(rows)), True),))
+        prediction = Predictor(model).predict(embedding, prompts)
+        found = uncertainty(acquisition, prediction, prompts, model, BayesHead.for_model(model),
+                            rng=np.random.default_rng(0))  # fmt: skip
+        answers.append((prediction.mask(), found))
+    (cpu_mask, cpu), (gpu_mask, gpu) = answers
+    assert iou(cpu_mask, gpu_mask) >= 0.99
+    np.testing.assert_allclose(gpu.probability, cpu.probability, atol=0.02)
+    np.testing.assert_allclose(gpu.scores, cpu.scores, atol=0.02 * float(cpu.scores.max()))
+    near = [min(np.hypot(g.x - c.x, g.y - c.y) for c in cpu.suggestions) for g in gpu.suggestions]
+    assert len(gpu.suggestions) == len(cpu.suggestions) and np.median(near) <= 2.0

@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.checkpoints import LoadedModel
+from ..engine.device import to_device, to_host
 from ..engine.predictor import Prediction, shown_head
 from ..enums import Acquisition, Source
 from ..errors import ActiveSamError
 from ..prompts import PromptSet, Suggestion
 from .bayes_head import DEFAULT_SAMPLES, BayesHead, head_inputs
-from .suggest import suggest
+from .suggest import suggestion_candidates, suggestions_from
 
 _EPS = 1e-7
 
@@ -35,7 +36,9 @@ def _tensor(p: Maps) -> torch.Tensor:
 
 
 def _like(result: torch.Tensor, template: Maps) -> Maps:
-    return result if isinstance(template, torch.Tensor) else result.numpy()
+    if isinstance(template, torch.Tensor):
+        return to_device(result, template.device)
+    return result.numpy()
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -227,7 +230,9 @@ def uncertainty(
         Seeds the posterior samples and the random acquisition.
     shown : int, optional
         The head whose mask the user sees (default: :func:`shown_head`'s choice); the
-        suggestions are ranked by the chance that an answer corrects it.
+        suggestions are ranked by the chance that an answer corrects it. Its probability
+        at the image's resolution comes to the host with the maps (one trip from a GPU)
+        and is kept in ``prediction`` for :meth:`Prediction.mask`.
 
     Raises
     ------
@@ -249,7 +254,7 @@ def uncertainty(
     row, col = prediction.origin
     prompts = prompts.translated(-row, -col)  # in the decoded window's pixels
     with torch.inference_mode():
-        pooled = cells.pool(prediction.low_res_logits)  # every head, in SAM's order
+        pooled = cells.pool(prediction.logits)  # every head, in SAM's order, on its device
         if use_posterior:
             head.check_model(model)
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -262,22 +267,30 @@ def uncertainty(
         maps = torch.sigmoid(logits)
         grid_scores = spec.score(maps, rng=rng, logits=logits)
         belief = maps.mean(dim=0)
-        upscaled = cells.upscale(torch.stack([grid_scores, belief]))
+        upscaled = cells.upscale(torch.stack([grid_scores, belief.clamp(0, 1)]))
+        index = shown_head(prediction, prompts) if shown is None else shown
         ranking = grid_scores
         if spec.corrections_first:
-            index = shown_head(prediction, prompts) if shown is None else shown
             inside = pooled[index] > 0
             ranking = grid_scores * torch.where(inside, 1 - belief, belief)
+        candidates = suggestion_candidates(
+            ranking, belief, cells, prompts, suggestions, min_distance
+        )
+        # One trip to the host: both maps and the mask shown at the image's resolution,
+        # and the peaks.
+        upscaled, candidates, mask_map = to_host(
+            prediction.place(upscaled), candidates, prediction.device_probabilities([index])
+        )
+        prediction.keep(index, mask_map[0])
 
-    found = suggest(ranking.numpy(), belief.numpy(), cells, prompts, suggestions, min_distance)
+    found = suggestions_from(candidates, cells, prompts, suggestions, min_distance)
     if prediction.zoomed:
-        upscaled = prediction.place(upscaled)
         found = tuple(replace(s, x=s.x + col, y=s.y + row) for s in found)
     return Uncertainty(
         acquisition=name,
-        scores=upscaled[0].astype(np.float32),
+        scores=upscaled[0],
         suggestions=found,
-        probability=np.clip(upscaled[1], 0, 1).astype(np.float32),
+        probability=upscaled[1],
         samples=int(maps.shape[0]),
         source=source,
     )

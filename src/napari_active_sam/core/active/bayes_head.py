@@ -20,9 +20,10 @@ posterior) and, within each, the head's Laplace posterior.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -30,9 +31,12 @@ from torch import nn
 
 from ..engine.checkpoints import LoadedModel
 from ..engine.companions import Companion, FittedCompanion
+from ..engine.device import to_device
 from ..engine.geometry import CellGrid, acquisition_grid
 from ..errors import ActiveSamError, ModelError
 from ..prompts import PromptSet
+
+Inputs = TypeVar("Inputs", np.ndarray, torch.Tensor)
 
 LOGIT_CLIP = 20.0
 """SAM's logits enter the head clipped to ``[-LOGIT_CLIP, LOGIT_CLIP]``."""
@@ -118,18 +122,21 @@ def click_maps(prompts: PromptSet, cells: CellGrid) -> np.ndarray:
     return np.clip(maps, 0, 1)
 
 
-def head_inputs(
-    cell_logits: np.ndarray | torch.Tensor, prompts: PromptSet, cells: CellGrid
-) -> np.ndarray:
+def head_inputs(cell_logits: Inputs, prompts: PromptSet, cells: CellGrid) -> Inputs:
     """The head's input on acquisition cells: SAM's logits averaged over each cell
     (:meth:`CellGrid.pool`) and clipped, and the two click maps.
 
     The pooled logits of one head, ``(c, c)``, give float32 ``(3, c, c)`` with ``c`` the
     cells per side; those of M heads, ``(M, c, c)``, give ``(M, 3, c, c)`` (the click maps
-    are built once and shared).
+    are built once and shared). numpy in, numpy out; a tensor gives a tensor on its device.
     """
     grid = cells.side
     several = np.ndim(cell_logits) == 3
+    if isinstance(cell_logits, torch.Tensor):
+        logits = cell_logits.float().reshape(-1, 1, grid, grid).clamp(-LOGIT_CLIP, LOGIT_CLIP)
+        maps = to_device(click_maps(prompts, cells), logits.device)
+        inputs = torch.cat([logits, maps.expand(len(logits), -1, -1, -1)], dim=1)
+        return inputs if several else inputs[0]
     pooled = np.asarray(cell_logits, np.float32)
     logits = np.clip(pooled.reshape(-1, 1, grid, grid), -LOGIT_CLIP, LOGIT_CLIP)
     maps = click_maps(prompts, cells)
@@ -196,6 +203,7 @@ class BayesHead(FittedCompanion):
             raise ValueError("its posterior holds values that are not finite")
         self.net.eval().to(memory_format=torch.channels_last)
         self._scale = _cholesky(self.covariance)
+        self._device_net: tuple[torch.device, BayesHeadNet] | None = None
 
     def check_model(self, model: LoadedModel) -> None:
         """Raise :class:`ModelError` unless the head was fitted for ``model``."""
@@ -244,22 +252,37 @@ class BayesHead(FittedCompanion):
         torch.Tensor
             float32 ``(K, c, c)`` logits.
         """
-        x = torch.as_tensor(np.asarray(inputs, np.float32))
+        if isinstance(inputs, torch.Tensor):
+            x = inputs.float()
+        else:
+            x = torch.from_numpy(np.asarray(inputs, np.float32))
         x = x.reshape(-1, *x.shape[-3:])
         cells = x.shape[-1]
+        net = self._net_on(x.device)
+        # Drawn on the CPU from ``generator`` wherever the head runs: the same seed gives
+        # the same posterior samples on every device.
         weights = self.sample_weights(bounded_samples(samples, cells), generator)
-        sampled = torch.empty(len(weights), cells, cells)
+        weights = to_device(weights, x.device)
+        sampled = x.new_empty(len(weights), cells, cells)
         # Channels-last: several times faster on CPU for convolutions with so few channels.
         # Up to BATCH_CELLS the M inputs share one call (a call's fixed cost dominates
         # there); larger grids go one at a time, which keeps each input's features in cache.
         batch = len(x) if cells <= BATCH_CELLS else 1
         for start in range(0, len(x), batch):
             part = x[start : start + batch].contiguous(memory_format=torch.channels_last)
-            features = self.net.hidden(part)
+            features = net.hidden(part)
             for i in range(len(part)):
                 m = start + i
                 sampled[m :: len(x)] = self._logits(weights[m :: len(x)], features[i], part[i, :1])
         return sampled
+
+    def _net_on(self, device: torch.device) -> BayesHeadNet:
+        """The head's network on ``device`` (a copy kept for the next call, off the CPU)."""
+        if device.type == "cpu":
+            return self.net
+        if self._device_net is None or self._device_net[0] != device:
+            self._device_net = (device, copy.deepcopy(self.net).to(device))
+        return self._device_net[1]
 
     @staticmethod
     def _logits(weights: torch.Tensor, features: torch.Tensor, offset: torch.Tensor):

@@ -76,7 +76,7 @@ def simulate_examples(
     target = cells.fractions(gt)
     opening, correct = sam_recipe(gt, rng)
     return [
-        HeadExample(head_inputs(cells.pool(step.feedback), step.prompts, cells), target)
+        HeadExample(head_inputs(cells.pool(step.feedback).numpy(), step.prompts, cells), target)
         for step in episode(predictor, embedding, opening, correct, clicks)
     ]
 

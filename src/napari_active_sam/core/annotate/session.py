@@ -11,6 +11,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..active.acquisition import Uncertainty, mutual_information, uncertainty
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
@@ -84,7 +85,9 @@ class AnnotationSession:
     previous: dict[tuple[int, ...], tuple[PromptSet, np.ndarray]] = field(
         default_factory=dict, init=False
     )
-    slice_uncertainty: dict[tuple[int, ...], float] = field(default_factory=dict, init=False)
+    slice_uncertainty: dict[tuple[int, ...], torch.Tensor] = field(
+        default_factory=dict, init=False
+    )
     """Slice → :func:`object_uncertainty` of its latest answer (clicks or propagation)."""
     _zooming: dict[tuple[int, ...], ZoomingPredictor] = field(
         default_factory=dict, init=False, repr=False
@@ -135,16 +138,15 @@ class AnnotationSession:
             logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
             prediction = self._decoder(index).predict(embedding, prompts, logits)
             head = shown_head(prediction, prompts)
-            self.previous[index] = (prompts, prediction.low_res_logits[head])
+            self.previous[index] = (prompts, prediction.logits[head])
             self.slice_uncertainty[index] = object_uncertainty(prediction)
-        mask = prediction.mask(head)
         if not acquisition:
-            return Answer(prediction, head, mask)
+            return Answer(prediction, head, prediction.mask(head))
         found = uncertainty(
             acquisition, prediction, prompts, self.model, self.head, samples,
             suggestions, rng=rng, shown=head,
         )  # fmt: skip
-        return Answer(prediction, head, mask, found)
+        return Answer(prediction, head, prediction.mask(head), found)  # its map came along
 
     def use_model(self, model: LoadedModel, head: BayesHead | None = None) -> None:
         """Decode with ``model`` from now on (an adapted model, or the base model back),
@@ -195,18 +197,20 @@ class AnnotationSession:
 
     def most_uncertain(self, count: int = 5) -> list[tuple[tuple[int, ...], float]]:
         """Slices with an answer, most uncertain first: ``[(index, score), ...]``."""
-        ranked = sorted(self.slice_uncertainty.items(), key=lambda item: -item[1])
-        return ranked[:count]
+        scores = [(index, float(score)) for index, score in self.slice_uncertainty.items()]
+        return sorted(scores, key=lambda item: -item[1])[:count]
 
 
-def object_uncertainty(prediction: Prediction) -> float:
+@torch.inference_mode()
+def object_uncertainty(prediction: Prediction) -> torch.Tensor:
     """How unsure SAM is of one answer: the mean information gain over its multimask heads
-    (nats) inside the union of their masks, on the decoder's grid; 0 for no mask."""
-    probabilities = 1 / (1 + np.exp(-np.clip(prediction.multimask_logits, -30, 30)))
-    region = (probabilities > 0.5).any(axis=0)
-    if not region.any():
-        return 0.0
-    return float(mutual_information(probabilities)[region].mean())
+    (nats) inside the union of their masks, on the decoder's grid; 0 for no mask. A 0-d
+    tensor on the logits' device: computing it does not wait for the device."""
+    logits = prediction.logits[1:].float().clamp(-30, 30)
+    probabilities = torch.sigmoid(logits)
+    region = (probabilities > 0.5).any(dim=0)
+    gain = mutual_information(probabilities)
+    return (gain * region).sum() / region.sum().clamp(min=1)
 
 
 def _extends(prompts: PromptSet, earlier: PromptSet) -> bool:

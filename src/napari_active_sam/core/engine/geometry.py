@@ -145,8 +145,12 @@ class CellGrid:
         )
 
     def pool(self, logits: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Low-resolution logits ``(..., g, g)`` averaged over the cells: ``(..., c, c)``."""
-        logits = torch.as_tensor(np.asarray(logits, np.float32))
+        """Low-resolution logits ``(..., g, g)`` averaged over the cells: ``(..., c, c)``,
+        on the logits' device."""
+        if isinstance(logits, torch.Tensor):
+            logits = logits.float()
+        else:
+            logits = torch.from_numpy(np.asarray(logits, np.float32))
         if self.stride == 1:
             return logits
         shape = logits.shape[:-2]
@@ -161,9 +165,10 @@ class CellGrid:
         """Cell coordinates ``(N, 2)`` → image pixels ``(x, y)``, clipped to the image."""
         return grid_to_image(cxy, self.original_size, self.img_size, self.side)
 
-    def upscale(self, maps: torch.Tensor) -> np.ndarray:
-        """Cell maps ``(C, c, c)`` → ``(C, H, W)`` the way SAM upscales its masks."""
-        return upscale_grid(maps, self.img_size, self.input_size, self.original_size).numpy()
+    def upscale(self, maps: torch.Tensor) -> torch.Tensor:
+        """Cell maps ``(C, c, c)`` → ``(C, H, W)`` the way SAM upscales its masks, on the
+        maps' device."""
+        return upscale_grid(maps, self.img_size, self.input_size, self.original_size)
 
     def fractions(self, mask: np.ndarray) -> np.ndarray:
         """:func:`grid_fractions` of ``mask`` on the cells: ``(2, c, c)``."""

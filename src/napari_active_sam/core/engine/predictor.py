@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -11,8 +13,11 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from ..errors import PromptError
 from ..prompts import PromptSet
 from .checkpoints import LoadedModel
+from .device import to_device, to_host
 from .embeddings import Embedding
 from .geometry import CellGrid, upscale_grid
+
+Maps = TypeVar("Maps", np.ndarray, torch.Tensor)
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,10 +28,14 @@ class Prediction:
     multimask heads. Masks at the image's resolution are upscaled from the low-resolution
     logits when first asked for, head by head: an answer usually shows one head.
 
+    The logits stay on the device that decoded them, where the uncertainty maps are drawn
+    from them too; what is shown comes to the host once, at the image's resolution.
+
     Attributes
     ----------
-    low_res_logits : np.ndarray
-        float32 (4, h, w) logits on SAM's low-resolution grid (256 × 256 for a 1024 model).
+    logits : torch.Tensor
+        float32 (4, h, w) logits on SAM's low-resolution grid (256 × 256 for a 1024
+        model), on the decoding device (a numpy array is taken as CPU logits).
     iou : np.ndarray
         float32 (4,) SAM's predicted IoU of each head.
     img_size : int
@@ -42,7 +51,7 @@ class Prediction:
         then come back at this size, zero outside the window.
     """
 
-    low_res_logits: np.ndarray
+    logits: torch.Tensor
     iou: np.ndarray
     img_size: int
     input_size: tuple[int, int]
@@ -53,9 +62,20 @@ class Prediction:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
+    def __post_init__(self):
+        if not isinstance(self.logits, torch.Tensor):
+            logits = torch.from_numpy(np.asarray(self.logits, np.float32))
+            object.__setattr__(self, "logits", logits)
+
+    @cached_property
+    def low_res_logits(self) -> np.ndarray:
+        """float32 (4, h, w) :attr:`logits` on the host (a view of them on a CPU)."""
+        (host,) = to_host(self.logits.float())
+        return host
+
     def probability(self, head: int) -> np.ndarray:
         """float32 ``(H, W)`` sigmoid of ``head``'s logits at the image's resolution."""
-        head = range(len(self.low_res_logits))[head]
+        head = range(len(self.logits))[head]
         if head not in self._upscaled:
             self._upscale([head])
         return self._upscaled[head]
@@ -63,19 +83,30 @@ class Prediction:
     @property
     def probabilities(self) -> np.ndarray:
         """float32 ``(4, H, W)``: :meth:`probability` of every head."""
-        heads = range(len(self.low_res_logits))
+        heads = range(len(self.logits))
         missing = [h for h in heads if h not in self._upscaled]
         if missing:
             self._upscale(missing)
         return np.stack([self._upscaled[h] for h in heads])
 
     def _upscale(self, heads: list[int]) -> None:
-        with torch.inference_mode():
-            logits = torch.from_numpy(np.asarray(self.low_res_logits[heads], np.float32))
-            maps = upscale_grid(logits, self.img_size, self.input_size, self.original_size)
-            maps = self.place(torch.sigmoid(maps).numpy())
+        (maps,) = to_host(self.device_probabilities(heads))
         for head, probability in zip(heads, maps, strict=True):
-            self._upscaled[head] = probability
+            self.keep(head, probability)
+
+    @torch.inference_mode()
+    def device_probabilities(self, heads: list[int]) -> torch.Tensor:
+        """float32 ``(len(heads), H, W)``: :meth:`probability` of ``heads``, left on the
+        logits' device (not kept: bring them to the host with other results, then
+        :meth:`keep` them)."""
+        logits = self.logits[heads].float()
+        maps = upscale_grid(logits, self.img_size, self.input_size, self.original_size)
+        return self.place(torch.sigmoid(maps))
+
+    def keep(self, head: int, probability: np.ndarray) -> None:
+        """Keep ``head``'s probability at the image's resolution, from
+        :meth:`device_probabilities`, for :meth:`probability` and :meth:`mask`."""
+        self._upscaled[range(len(self.logits))[head]] = probability
 
     @property
     def zoomed(self) -> bool:
@@ -87,12 +118,17 @@ class Prediction:
         :class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor` zoomed into."""
         return CellGrid.sized(model, self.original_size, self.input_size)
 
-    def place(self, maps: np.ndarray) -> np.ndarray:
+    def place(self, maps: Maps) -> Maps:
         """Maps ``(C, h, w)`` of the decoded window → ``(C, H, W)`` of the slice, zero
-        outside the window (the maps themselves for a whole slice)."""
+        outside the window (the maps themselves for a whole slice); numpy or torch, on the
+        maps' device."""
         if self.full_size is None:
             return maps
-        placed = np.zeros((maps.shape[0], *self.full_size), maps.dtype)
+        shape = (maps.shape[0], *self.full_size)
+        if isinstance(maps, torch.Tensor):
+            placed = maps.new_zeros(shape)
+        else:
+            placed = np.zeros(shape, maps.dtype)
         (row, col), (height, width) = self.origin, self.original_size
         placed[:, row : row + height, col : col + width] = maps
         return placed
@@ -149,7 +185,7 @@ class Predictor:
         self,
         embedding: Embedding,
         prompts: PromptSet,
-        previous_logits: np.ndarray | None = None,
+        previous_logits: np.ndarray | torch.Tensor | None = None,
     ) -> Prediction:
         """Decode masks for ``prompts`` on the slice ``embedding`` was computed from.
 
@@ -159,9 +195,10 @@ class Predictor:
             From :class:`~napari_active_sam.core.engine.embeddings.SliceEncoder` or the store.
         prompts : PromptSet
             Clicks and box in (x, y) pixels of the original slice.
-        previous_logits : np.ndarray, optional
+        previous_logits : np.ndarray or torch.Tensor, optional
             ``(h, w)`` or ``(1, h, w)`` low-res logits of an earlier prediction (e.g.
-            ``Prediction.low_res_logits[head]``), fed to SAM's mask prompt.
+            ``Prediction.logits[head]``, which stays on the device), fed to SAM's mask
+            prompt.
 
         Returns
         -------
@@ -198,13 +235,12 @@ class Predictor:
         masks = None
         if previous_logits is not None:
             grid = self.model.architecture.low_res_size
-            logits = np.asarray(previous_logits, np.float32)
-            if logits.shape not in ((grid, grid), (1, grid, grid)):
+            shape = tuple(previous_logits.shape)
+            if shape not in ((grid, grid), (1, grid, grid)):
                 raise PromptError(
-                    f"Previous logits must be {grid}×{grid} (the decoder's grid), got "
-                    f"{logits.shape}."
+                    f"Previous logits must be {grid}×{grid} (the decoder's grid), got {shape}."
                 )
-            masks = torch.as_tensor(logits.reshape(1, 1, grid, grid), device=device)
+            masks = to_device(previous_logits, device).float().reshape(1, 1, grid, grid)
 
         sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
         low_res, iou = sam.mask_decoder.predict_masks(
@@ -213,9 +249,10 @@ class Predictor:
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
         )
+        (scores,) = to_host(iou[0].float())
         return Prediction(
-            low_res_logits=low_res[0].float().cpu().numpy(),
-            iou=iou[0].float().cpu().numpy(),
+            logits=low_res[0].float(),
+            iou=scores,
             img_size=self.model.architecture.img_size,
             input_size=tuple(embedding.input_size),
             original_size=tuple(embedding.original_size),

@@ -16,6 +16,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
 from ..prompts import PromptSet
 from .embeddings import Embedding, SliceEncoder, slice_signature
@@ -130,8 +131,12 @@ class ZoomingPredictor:
         self._embeddings.move_to_end(window)
         return self._embeddings[window]
 
-    def predict(self, embedding: Embedding, prompts: PromptSet,
-                previous_logits: np.ndarray | None = None) -> Prediction:  # fmt: skip
+    def predict(
+        self,
+        embedding: Embedding,
+        prompts: PromptSet,
+        previous_logits: np.ndarray | torch.Tensor | None = None,
+    ) -> Prediction:
         """As :meth:`Predictor.predict` on the whole slice's ``embedding``, decoded in a
         window around the prompts where the slice is large enough.
 
@@ -179,12 +184,21 @@ class ZoomingPredictor:
                 return kept
         return window
 
-    def _feedback(self, previous: np.ndarray | None, window: Window | None):
+    def _feedback(self, previous: np.ndarray | torch.Tensor | None, window: Window | None):
         """``previous`` when an earlier answer decoded in ``window`` produced it, else None."""
         if previous is None:
             return None
         for answer, decoded in reversed(self._recent):
-            if any(np.shares_memory(previous, head) or np.array_equal(previous, head)
-                   for head in answer.low_res_logits):  # fmt: skip
+            if any(_same_logits(previous, head) for head in answer.logits):
                 return previous if decoded == window else None
         return None
+
+
+def _same_logits(given: np.ndarray | torch.Tensor, head: torch.Tensor) -> bool:
+    """Whether ``given`` are ``head``'s logits: the same memory, or equal values."""
+    given = torch.as_tensor(given)
+    if given.shape != head.shape:
+        return False
+    if given.device == head.device and given.data_ptr() == head.data_ptr():
+        return True
+    return bool(torch.equal(given.to(head.device), head))

@@ -49,6 +49,7 @@ import torch
 
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead, head_inputs
 from ..engine.checkpoints import LoadedModel
+from ..engine.device import to_device
 from ..engine.embeddings import Embedding, SliceEncoder
 from ..engine.predictor import Prediction, Predictor, shown_head
 from ..engine.zoom import ZoomingPredictor, zooms
@@ -273,15 +274,15 @@ def _posterior(sample: QualitySample, models: QualityModels, rng: np.random.Gene
     cells = prediction.cells(models.model)  # the slice, or the zoom window
     row, col = prediction.origin
     local = prompts.translated(-row, -col)
-    inputs = head_inputs(cells.pool(prediction.low_res_logits[head]), local, cells)
+    inputs = head_inputs(cells.pool(prediction.logits[head]), local, cells)
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
     sampled = torch.sigmoid(models.bayes_head.sample_logits(inputs, models.samples, generator))
-    mask = torch.as_tensor(sample.mask)
-    area = int(mask.sum())
+    mask = to_device(np.asarray(sample.mask, bool), sampled.device)
+    area = mask.sum()
     scores = []
     with torch.inference_mode():
         for chunk in torch.split(sampled, 8):
-            masks = torch.from_numpy(prediction.place(cells.upscale(chunk)) > 0.5)
+            masks = prediction.place(cells.upscale(chunk)) > 0.5
             inter = (masks & mask).sum(dim=(1, 2))
             total = masks.sum(dim=(1, 2)) + area
             scores.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), 1.0))

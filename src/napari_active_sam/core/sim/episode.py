@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import torch
 
 from ..engine.embeddings import Embedding
 from ..engine.predictor import Prediction, Predictor, shown_head
@@ -92,9 +93,10 @@ class Step:
         return self.prediction.mask(self.head)
 
     @property
-    def feedback(self) -> np.ndarray:
-        """The shown head's low-resolution logits, fed back with the next round's prompts."""
-        return self.prediction.low_res_logits[self.head]
+    def feedback(self) -> torch.Tensor:
+        """The shown head's low-resolution logits, fed back with the next round's prompts
+        (on the decoding device)."""
+        return self.prediction.logits[self.head]
 
 
 Corrector = Callable[[Step], ClickList]
