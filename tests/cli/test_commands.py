@@ -71,6 +71,25 @@ def test_precompute_folder_on_a_local_cluster_is_resumable(tmp_path, tiny_checkp
     assert "already in the store" in capsys.readouterr().err
 
 
+def test_precompute_encodes_in_the_precision_asked_for(tmp_path, tiny_checkpoint):
+    image = tmp_path / "cells.tif"
+    tifffile.imwrite(image, np.random.default_rng(1).random((32, 32)).astype(np.float32))
+    model = load_checkpoint(tiny_checkpoint, device="cpu", name="tiny")
+    source = SliceSource(read_image(image).data)
+    signature = slice_signature(source.raw_slice(), model.model_id,
+                                source.parameters(source.limits()))  # fmt: skip
+    features = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.zarr"
+        assert main(["precompute", str(image), "--model", "tiny", "--checkpoint",
+                     str(tiny_checkpoint), "--out", str(out), "--workers", "1",
+                     "--precision", precision]) == 0  # fmt: skip
+        stored = EmbeddingStore(model.model_id, path=out).get(slice_key(()), signature)
+        features[precision] = stored.features.float()
+    assert not torch.equal(features["bf16"], features["fp32"])  # bf16 did run
+    torch.testing.assert_close(features["bf16"], features["fp32"], atol=0.05, rtol=0.05)
+
+
 def test_precompute_reports_bad_input_clearly(tmp_path, tiny_checkpoint, capsys):
     code = main(["precompute", str(tmp_path / "missing.tif"), "--model", "tiny",
                  "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "s.zarr"),

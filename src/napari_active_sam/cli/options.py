@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.engine.preprocess import CT_PRESETS
-from ..core.enums import ModelName, Strategy, parse_option
+from ..core.enums import ModelName, Precision, Strategy, parse_option
 from ..core.errors import ActiveSamError
 from ..core.progress import Progress, drain
 
@@ -116,6 +116,16 @@ def set_threads(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=[p.value for p in Precision],
+        default=None,
+        help="the image encoder's arithmetic: auto (bf16 autocast and TF32 on a CUDA GPU, "
+        "fp32 elsewhere; the default, or $NAPARI_ACTIVE_SAM_PRECISION), fp32 or bf16",
+    )
 
 
 def adapter_option(parser: argparse.ArgumentParser) -> None:

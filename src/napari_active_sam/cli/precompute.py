@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="zarr store to write (STORE.zarr)")
     options.window_option(parser, "percentile", "intensity window (default percentile)")
     options.cluster_options(parser)
+    options.precision_option(parser)
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a store made with another model"
     )
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             store = EmbeddingStore(identity, max_bytes=0, path=out, overwrite=args.overwrite)
             if store.path is None:
                 raise ActiveSamError(f"Cannot write the store {out}: choose a writable --out.")
-            steps = precompute(ref, source, store, client, torch_threads=info.torch_threads)
+            steps = precompute(ref, source, store, client, torch_threads=info.torch_threads,
+                               precision=args.precision)  # fmt: skip
             repaired = options.drain_with_bar(steps, file.name)
             note = f" ({repaired} repaired)" if repaired else ""
             print(f"{file} -> {store.path}{note}", file=sys.stderr)

@@ -22,7 +22,7 @@ from napari_active_sam.core.engine.embeddings import SliceEncoder
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import to_sam_rgb
 from napari_active_sam.core.enums import Precision
-from napari_active_sam.core.errors import ActiveSamError
+from napari_active_sam.core.errors import ActiveSamError, ModelError
 from napari_active_sam.core.metrics import iou
 from napari_active_sam.core.prompts import Click, PromptSet
 
@@ -132,3 +132,30 @@ def test_a_click_on_a_gpu_gives_what_it_gives_on_the_cpu(acquisition):
     np.testing.assert_allclose(gpu.scores, cpu.scores, atol=0.02 * float(cpu.scores.max()))
     near = [min(np.hypot(g.x - c.x, g.y - c.y) for c in cpu.suggestions) for g in gpu.suggestions]
     assert len(gpu.suggestions) == len(cpu.suggestions) and np.median(near) <= 2.0
+
+
+def test_a_batch_too_big_for_the_gpu_is_encoded_in_halves(tiny_model):
+    """A GPU with memory for two slices at a time: a batch of five still encodes, each
+    slice as it would alone."""
+
+    class SmallGpu(SliceEncoder):
+        room = 2
+
+        def _encode(self, images, signatures):
+            if len(images) > self.room:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory ({self.room} fit)")
+            return super()._encode(images, signatures)
+
+    rng = np.random.default_rng(0)
+    images = [to_sam_rgb(rng.random((30 + 4 * i, 40)), (0.0, 1.0)) for i in range(5)]
+    names = [f"s{i}" for i in range(5)]
+    encoded = SmallGpu(tiny_model).encode(images, names)
+    assert [e.signature for e in encoded] == names
+    for image, embedding in zip(images, encoded, strict=True):
+        (alone,) = SliceEncoder(tiny_model).encode([image], ["alone"])
+        torch.testing.assert_close(embedding.features, alone.features, atol=2e-3, rtol=0)
+        assert embedding.original_size == image.shape[:2]
+    full = SmallGpu(tiny_model)
+    full.room = 0  # not even one slice: the error reaches the user
+    with pytest.raises(ModelError, match=r"GPU has no room.*0 fit.*NAPARI_ACTIVE_SAM_DEVICE=cpu"):
+        full.encode(images, names)

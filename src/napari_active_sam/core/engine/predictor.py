@@ -164,6 +164,17 @@ class Predictor:
     def __init__(self, model: LoadedModel):
         self.model = model
         self.transform = ResizeLongestSide(model.architecture.img_size)
+        self._features: tuple[Embedding, torch.Tensor] | None = None
+
+    def _device_features(self, embedding: Embedding) -> torch.Tensor:
+        """``(1, C, h, w)`` float32 features of ``embedding`` on the model's device; those of
+        the last embedding are kept, as the next clicks usually land on the same slice."""
+        kept = self._features
+        if kept is not None and kept[0] is embedding:
+            return kept[1]
+        features = to_device(embedding.features, self.model.device).float()[None]
+        self._features = (embedding, features)
+        return features
 
     def _check_prompts(self, prompts: PromptSet, size: tuple[int, int]) -> None:
         height, width = size
@@ -244,7 +255,7 @@ class Predictor:
 
         sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
         low_res, iou = sam.mask_decoder.predict_masks(
-            image_embeddings=embedding.features.to(device, torch.float32)[None],
+            image_embeddings=self._device_features(embedding),
             image_pe=sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
