@@ -19,7 +19,7 @@ from napari_active_sam.core.active.acquisition import (
     uncertainty,
 )
 from napari_active_sam.core.active.bayes_head import BayesHead, BayesHeadNet
-from napari_active_sam.core.active.suggest import MIN_SCORE, pick_peaks
+from napari_active_sam.core.active.suggest import MIN_SCORE, pick_peaks, pooled_max
 from napari_active_sam.core.annotate.session import AnnotationSession
 from napari_active_sam.core.engine import device, embeddings, predictor
 from napari_active_sam.core.engine.architectures import ARCHITECTURES, DEMO_ARCHITECTURE
@@ -64,6 +64,14 @@ def test_peaks_are_scikit_images_local_maxima(seed):
     )  # fmt: skip
     found = pick_peaks(scores.astype(np.float32), count, distance, excluded)
     assert [p[:2] for p in found] == [tuple(int(v) for v in p) for p in expected]
+
+
+@pytest.mark.parametrize("distance", [1, 2, 5, 9])
+def test_the_gpus_max_pool_is_the_cpus_maximum_filter(distance):
+    scores = torch.from_numpy(np.random.default_rng(distance).random((37, 52), np.float32))
+    size = 2 * distance + 1
+    expected = ndimage.maximum_filter(scores.numpy(), size, mode="nearest")
+    np.testing.assert_array_equal(pooled_max(scores, distance).numpy(), expected)
 
 
 def test_flat_or_empty_maps_give_no_suggestion():
