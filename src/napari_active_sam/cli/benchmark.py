@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.enums import Strategy
+from ..core.enums import Protocol, Strategy
 from ..core.errors import ActiveSamError
 from . import options
 
@@ -45,7 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=options.existing_file,
         help="Bayesian head file for bald (default: the model's own)",
     )
-    parser.add_argument("--clicks", type=options.positive_int, default=20)
+    parser.add_argument(
+        "--clicks",
+        type=options.positive_int,
+        default=None,
+        help="clicks per object (default 20); with --protocol 3d, corrections after the "
+        "opening box or click (default 5)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=options.positive_int, help="evaluate at most N objects")
@@ -55,6 +61,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="volume",
         action="store_true",
         help="annotate 3D objects on every slice (volume scores) instead of the largest slice",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=[p.value for p in Protocol],
+        default=Protocol.TWO_D.value,
+        help="2d: clicks on each object's largest slice (default); 3d: a box on it, "
+        "propagation through the volume and corrections at the largest 3D error, scored "
+        "by 3D Dice and surface Dice",
+    )
+    parser.add_argument(
+        "--first",
+        choices=["box", "click"],
+        default="box",
+        help="how the 3D protocol opens (default: a box from the object's extent)",
+    )
+    parser.add_argument(
+        "--nsd-tolerance",
+        type=float,
+        default=2.0,
+        help="surface Dice tolerance of the 3D protocol, in mm (default 2)",
     )
     parser.add_argument(
         "--no-zoom",
@@ -72,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
     from ..core.cluster import dask_client
 
     ref = options.model_ref(args)
+    three_d = args.protocol == Protocol.THREE_D
+    clicks = args.clicks or (5 if three_d else 20)
     config = BenchmarkConfig(
         data=args.data,
         model=ref,
         strategies=args.strategies,
-        clicks=args.clicks,
+        clicks=clicks,
         seed=args.seed,
         limit=args.limit,
         window=args.window,
@@ -84,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         head=str(args.head) if args.head else None,
         zoom=args.zoom,
         adapter=str(args.adapter) if args.adapter else None,
+        protocol=args.protocol,
+        first=args.first,
+        tolerance=args.nsd_tolerance,
     )
     with dask_client(args.scheduler, args.workers) as (client, info):
         steps = run_benchmark(config, args.out, client, info.torch_threads)
@@ -97,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
         "model": model_id,
         **({"adapter": str(args.adapter)} if args.adapter else {}),
         "data": str(args.data),
-        "clicks": args.clicks,
+        "clicks": clicks,
         "seed": args.seed,
         "strategies": [str(s) for s in config.strategies],
+        **({"protocol": "3d", "first": args.first, "tolerance": args.nsd_tolerance}
+           if three_d else {}),  # fmt: skip
     }
     summary = write_outputs(records, meta, args.out)
     if not records:
@@ -108,6 +141,14 @@ def run(args: argparse.Namespace) -> int:
             f"{args.out / 'skipped.json'} for why each file was left out)."
         )
     for name, figures in summary["strategies"].items():
+        if three_d:
+            print(
+                f"{name:9} objects {figures['objects']:4d}  DSC {figures['dsc'][0]:.3f} → "
+                f"{figures['final_dsc']:.3f}  NSD {figures['final_nsd']:.3f}  DSC_AUC "
+                f"{figures['dsc_auc']:.3f}  {figures['seconds_per_interaction']:.2f} s each",
+                file=sys.stderr,
+            )
+            continue
         print(
             f"{name:9} objects {figures['objects']:4d}  mIoU@1 {figures['miou'][0]:.3f}  "
             f"AUC {figures['auc']:.3f}  NoC@85 {figures['noc']['85']:.2f}",

@@ -122,6 +122,16 @@ class Strategy(StrEnum):
     """A uniformly random pixel, answered from ground truth."""
 
 
+class Protocol(StrEnum):
+    """How the benchmark annotates an object."""
+
+    TWO_D = "2d"
+    """Clicks on one slice (the object's largest), scored in 2D (RITM, micro-sam)."""
+    THREE_D = "3d"
+    """A box or click on the largest slice, propagation, then corrections at the centre
+    of the largest 3D error, scored in 3D (Dice and surface Dice per interaction)."""
+
+
 class Estimator(StrEnum):
     """Ground-truth-free estimators of a mask's Dice."""
 

@@ -1,10 +1,11 @@
-"""Segmentation metrics: IoU, Dice, and the interactive ones (NoC, mIoU@k)."""
+"""Segmentation metrics: IoU, Dice, surface Dice, and the interactive ones (NoC, mIoU@k)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 
 def iou(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -88,3 +89,73 @@ def delta_iou_curve(
         lo, hi = normalise
         mean = (mean - lo) / (hi - lo) if hi > lo else np.zeros_like(mean)
     return mean - mean[0]
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """The voxels of ``mask`` with a face neighbour outside it (the image border counts
+    as outside)."""
+    padded = np.pad(mask, 1)
+    inner = ndimage.binary_erosion(padded, ndimage.generate_binary_structure(mask.ndim, 1))
+    return (padded & ~inner)[tuple(slice(1, -1) for _ in range(mask.ndim))]
+
+
+def normalised_surface_dice(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    tolerance: float = 2.0,
+) -> float:
+    """Normalised surface Dice (Nikolov et al. 2021): the share of both surfaces that lies
+    within ``tolerance`` (in the units of ``spacing``, mm for a scanned volume) of the
+    other surface. 1.0 when both masks are empty, 0.0 when only one is.
+
+    Parameters
+    ----------
+    gt, pred : np.ndarray
+        Boolean masks of one shape, 2D or 3D.
+    spacing : sequence of float, optional
+        Voxel size along each axis (default 1).
+    tolerance : float
+        How far a surface may be from the other and still count as agreeing.
+    """
+    gt, pred = np.asarray(gt, bool), np.asarray(pred, bool)
+    if gt.shape != pred.shape:
+        raise ValueError(f"Masks of different shapes: {gt.shape} and {pred.shape}.")
+    if not gt.any() and not pred.any():
+        return 1.0
+    if not gt.any() or not pred.any():
+        return 0.0
+    spacing = tuple(float(s) for s in (spacing or (1.0,) * gt.ndim))
+    surfaces = _surface(gt), _surface(pred)
+    near = 0
+    for this, other in (surfaces, surfaces[::-1]):
+        distance = ndimage.distance_transform_edt(~other, sampling=spacing)
+        near += int(np.count_nonzero(distance[this] <= tolerance))
+    return near / (np.count_nonzero(surfaces[0]) + np.count_nonzero(surfaces[1]))
+
+
+def largest_error_click(
+    gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None
+) -> tuple[tuple[int, ...], bool] | None:
+    """The RITM rule in any dimension: the point of the largest connected error region
+    (missed or extra, face-connected) farthest from that region's boundary (exact
+    Euclidean distance in the units of ``spacing``; the image border counts as boundary).
+
+    Returns
+    -------
+    tuple or None
+        ``(index, positive)``: the voxel, and whether it is missed object (a positive
+        click); None when the masks agree.
+    """
+    gt, pred = np.asarray(gt, bool), np.asarray(pred, bool)
+    errors = gt ^ pred
+    if not errors.any():
+        return None
+    regions, count = ndimage.label(errors)
+    sizes = np.bincount(regions.ravel(), minlength=count + 1)[1:]
+    largest = regions == int(np.argmax(sizes)) + 1
+    spacing = tuple(float(s) for s in (spacing or (1.0,) * gt.ndim))
+    inside = ndimage.distance_transform_edt(np.pad(largest, 1), sampling=spacing)
+    inside = inside[tuple(slice(1, -1) for _ in range(gt.ndim))]
+    index = np.unravel_index(int(np.argmax(inside)), gt.shape)
+    return tuple(int(i) for i in index), bool(gt[index])

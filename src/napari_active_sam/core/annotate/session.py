@@ -82,7 +82,7 @@ class AnnotationSession:
     predictor: Predictor = field(init=False)
     head: BayesHead | None = None
     zoom: bool = True
-    previous: dict[tuple[int, ...], tuple[PromptSet, np.ndarray]] = field(
+    previous: dict[tuple[int, ...], tuple[PromptSet, torch.Tensor]] = field(
         default_factory=dict, init=False
     )
     slice_uncertainty: dict[tuple[int, ...], torch.Tensor] = field(
@@ -147,6 +147,14 @@ class AnnotationSession:
             suggestions, rng=rng, shown=head,
         )  # fmt: skip
         return Answer(prediction, head, prediction.mask(head), found)  # its map came along
+
+    def decode(self, index: tuple[int, ...], prompts: PromptSet) -> Prediction:
+        """SAM's answer to ``prompts`` on slice ``index``, without the previous answer's
+        logits and without being remembered: a look-ahead (what would this click give?)
+        that leaves the session as it was."""
+        embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
+        with self._lock:
+            return self._decoder(index).predict(embedding, prompts)
 
     def use_model(self, model: LoadedModel, head: BayesHead | None = None) -> None:
         """Decode with ``model`` from now on (an adapted model, or the base model back),

@@ -1,8 +1,11 @@
 """Volumes: grow an object from prompted slices through its neighbours.
 
-Each new slice is prompted from its neighbour's result: the neighbour's box and a positive
-click at the deepest point of its mask. Growth in a direction stops when the object
-vanishes, leaks into a larger structure, or SAM's predicted IoU collapses.
+Each new slice is prompted from its neighbour's result: the box around the neighbour's mask
+(a box alone: on the sample CT's organs a box followed the object better than a box with a
+click at the mask's deepest point, mean Dice per slice 0.95 against 0.87, chiefly on a
+small organ where the click chose a larger structure). Growth in a direction stops, saying
+why, when the object vanishes, leaks into a larger structure, or SAM's predicted IoU
+collapses.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..progress import Progress
+from ..prompts import PromptSet
 from ..sim.clicker import prompts_from_mask
 from .session import AnnotationSession
 
@@ -121,7 +125,7 @@ def _from_neighbour(
     there."""
     if not neighbour.any():
         return None, "the object ended on the slice before"
-    prompts = prompts_from_mask(neighbour)
+    prompts = PromptSet(box=prompts_from_mask(neighbour).box)
     session.forget((z,))
     answer = session.answer((z,), prompts)
     mask = answer.mask

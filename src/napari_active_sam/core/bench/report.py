@@ -190,9 +190,105 @@ def write_report(summary: dict[str, Any], skipped: list[dict[str, str]], out: Pa
     return path
 
 
+VOLUME_FIGURES = ("dsc_auc", "nsd_auc", "final_dsc", "final_nsd", "seconds_per_interaction")
+
+
+def summarise_volumes(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """Per-strategy figures of the 3D protocol: mean 3D Dice and surface Dice after each
+    interaction (``dsc``, ``nsd``), their areas under the curve, the final values and the
+    seconds per interaction, averaged over objects."""
+    summary: dict[str, Any] = dict(meta)
+    summary["strategies"] = {}
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        grouped[record["strategy"]].append(record)
+    for strategy, group in sorted(grouped.items()):
+        figures: dict[str, Any] = {
+            "objects": len(group),
+            "dsc": [round(float(v), 4) for v in np.mean([r["dsc"] for r in group], axis=0)],
+            "nsd": [round(float(v), 4) for v in np.mean([r["nsd"] for r in group], axis=0)],
+        }
+        for key in VOLUME_FIGURES:
+            figures[key] = round(float(np.mean([r[key] for r in group])), 4)
+        summary["strategies"][strategy] = figures
+        summary[strategy] = figures
+    return summary
+
+
+def write_interactions_csv(records: list[dict[str, Any]], path: Path) -> None:
+    """One row per click of the 3D protocol (a box is a row without a click):
+    ``object,strategy,interaction,kind,slice,row,col,positive,dsc,nsd,seconds``."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["object", "strategy", "interaction", "kind", "slice", "row", "col",
+                         "positive", "dsc", "nsd", "seconds"])  # fmt: skip
+        for record in records:
+            name = f"{record['image']}:{record['label']}"
+            for number, step in enumerate(record["interactions"], start=1):
+                scores = [record["dsc"][number - 1], record["nsd"][number - 1]]
+                for row, col, positive in step["clicks"] or [("", "", "")]:
+                    writer.writerow([name, record["strategy"], number, step["kind"],
+                                     step["slice"], row, col, positive, *scores,
+                                     record["seconds_per_interaction"]])  # fmt: skip
+
+
+def write_volume_outputs(
+    records: list[dict[str, Any]], meta: dict[str, Any], out: Path, skipped: list[dict]
+) -> dict[str, Any]:
+    """summary.json, interactions.csv, a Dice/NSD plot and report.md of a 3D run."""
+    summary = summarise_volumes(records, meta)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_interactions_csv(records, out / "interactions.csv")
+    lines = [
+        f"# 3D benchmark: {summary['model']} on {summary['data']}",
+        "",
+        f"Per object: a {meta.get('first', 'box')} on its largest slice, propagation, then "
+        f"{summary['clicks']} corrections, each on the slice of the largest 3D error's centre "
+        "and followed by propagation from every corrected slice. Dice and normalised "
+        f"surface Dice (tolerance {meta.get('tolerance', 2.0):g} mm) of the whole object "
+        "after each interaction; AUC by the trapezoid rule over interactions.",
+        "",
+        "| strategy | objects | DSC first | DSC final | NSD final | DSC_AUC | NSD_AUC "
+        "| s / interaction |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary["strategies"].items():
+        lines.append(
+            f"| {name} | {s['objects']} | {s['dsc'][0]:.3f} | {s['final_dsc']:.3f} "
+            f"| {s['final_nsd']:.3f} | {s['dsc_auc']:.3f} | {s['nsd_auc']:.3f} "
+            f"| {s['seconds_per_interaction']:.2f} |"
+        )
+    if records:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, s in summary["strategies"].items():
+            steps = range(1, len(s["dsc"]) + 1)
+            ax.plot(steps, s["dsc"], marker=".", label=f"{name} DSC")
+            ax.plot(steps, s["nsd"], marker=".", ls="--", label=f"{name} NSD")
+        ax.set(xlabel="interaction", ylabel="mean score", title=f"3D — {summary['model']}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.savefig(out / "dsc_nsd_per_interaction.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        lines += ["", "![DSC and NSD per interaction](dsc_nsd_per_interaction.png)"]
+    if skipped:
+        lines += ["", "## Skipped", ""] + [f"- `{s['file']}`: {s['reason']}" for s in skipped]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
 def write_outputs(records: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Write summary.json, clicks.csv, the plots and report.md into ``out``."""
+    """Write summary.json, clicks.csv, the plots and report.md into ``out`` (for the 3D
+    protocol: summary.json, interactions.csv, a plot and report.md)."""
     out = Path(out)
+    if meta.get("protocol") == "3d":
+        skipped_file = out / "skipped.json"
+        skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else []
+        return write_volume_outputs(records, meta, out, skipped)
     summary = summarise(records, meta)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     write_clicks_csv(records, out / "clicks.csv")

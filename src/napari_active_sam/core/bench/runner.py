@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..active.bayes_head import HEAD
 from ..adapt.adapter import Adapter
 from ..data.datasets import (
@@ -23,11 +25,12 @@ from ..data.datasets import (
 from ..engine.checkpoints import ModelRef, file_sha256
 from ..engine.downloads import is_writable_dir
 from ..engine.preprocess import IntensityWindow
-from ..enums import Strategy
+from ..enums import Protocol, Strategy, parse_option
 from ..errors import ActiveSamError, ImageError
 from ..progress import Progress
 from .episodes import evaluate_pair
 from .strategies import parse_strategy, reads_head, require_head
+from .volumes import NSD_TOLERANCE_MM, check_volume, evaluate_volume_pair
 
 EPISODES_FILE = "episodes.jsonl"
 
@@ -62,6 +65,13 @@ class BenchmarkConfig:
         times the model's input are decoded whole either way).
     adapter : str, optional
         An adapter file (``napari-active-sam adapt``) applied to the model on each worker.
+    protocol : Protocol
+        ``2d`` (clicks on a slice) or ``3d`` (:mod:`~napari_active_sam.core.bench.volumes`:
+        ``clicks`` is then the number of corrections after the opening box or click).
+    first : str
+        The 3D protocol's opening: ``box`` or ``click``.
+    tolerance : float
+        The 3D protocol's surface Dice tolerance, in the volume's units (mm).
     """
 
     data: Path
@@ -75,9 +85,22 @@ class BenchmarkConfig:
     head: str | None = None
     zoom: bool = True
     adapter: str | None = None
+    protocol: Protocol = Protocol.TWO_D
+    first: str = "box"
+    tolerance: float = NSD_TOLERANCE_MM
 
     def __post_init__(self):
         object.__setattr__(self, "strategies", tuple(parse_strategy(s) for s in self.strategies))
+        object.__setattr__(self, "protocol", parse_option(Protocol, str(self.protocol),
+                                                          "benchmark protocol"))  # fmt: skip
+        if self.first not in ("box", "click"):
+            raise ActiveSamError(
+                f"The 3D protocol opens with a box or a click, not {self.first!r}."
+            )
+        if not (np.isfinite(self.tolerance) and self.tolerance > 0):
+            raise ActiveSamError(
+                f"The surface Dice tolerance must be positive (mm), got {self.tolerance}."
+            )
         if self.clicks < 1:
             raise ActiveSamError("--clicks must be at least 1.")
 
@@ -139,9 +162,11 @@ def run_benchmark(
     tasks, planned, total = _plan(config, pairs, done, skipped)
     finished = total - sum(len(todo) for *_, todo in tasks)
     yield Progress(finished, total, f"{finished} of {total} episodes already done")
+    three_d = config.protocol is Protocol.THREE_D
+    extra = (config.first, config.tolerance) if three_d else ()
     futures = {
         client.submit(
-            evaluate_pair,
+            evaluate_volume_pair if three_d else evaluate_pair,
             config.model,
             pair,
             window,
@@ -152,6 +177,7 @@ def run_benchmark(
             head_file,
             config.zoom,
             config.adapter,
+            *extra,
             pure=False,
         ): (pair, todo)
         for pair, window, todo in tasks
@@ -194,10 +220,12 @@ def _plan(
         window = config.window_for(pair.stem)
         try:
             _, labels = load_pair(pair, window)
+            if config.protocol is Protocol.THREE_D:
+                check_volume(labels > 0, (1.0, 1.0, 1.0))
         except ImageError as exc:
-            skipped.append({"file": str(pair.mask), "reason": str(exc)})
+            skipped.append({"file": str(pair.image), "reason": str(exc)})
             continue
-        objects = object_targets(labels, config.volume)
+        objects = object_targets(labels, config.volume or config.protocol is Protocol.THREE_D)
         if config.limit is not None:
             room = config.limit - total // len(config.strategies)
             objects = objects[:room]
@@ -243,6 +271,8 @@ def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -
         "seed": config.seed,
         "window": config.window,
         "volume": config.volume,
+        **({"protocol": "3d", "first": config.first, "tolerance": config.tolerance}
+           if config.protocol is Protocol.THREE_D else {}),  # fmt: skip
         **({"zoom": True} if config.zoom else {}),  # unzoomed runs match those made before
         **({"adapter": file_sha256(Path(config.adapter))[:16]} if config.adapter else {}),
     }

@@ -351,6 +351,27 @@ def ventricle_mask(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return regions == best if best else np.zeros(plane.shape, bool)
 
 
+def epi_spacing() -> tuple[float, float, float]:
+    """Voxel size ``(z, y, x)`` in mm of :func:`epi_volume` (the rotation swaps y and x)."""
+    import nibabel
+
+    path = _package_file("nibabel", "tests", "data", "example4d.nii.gz")
+    x, y, z = (float(v) for v in nibabel.load(str(path)).header.get_zooms()[:3])
+    return z, x, y
+
+
+def mri_epi_volume() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """A real volume with 3D objects: the EPI volume, its labels (1 brain without the
+    ventricles, 2 lateral ventricles, on the slices where they are found) and its spacing."""
+    volume = epi_volume()
+    brains = brain_masks(volume)
+    ventricles = np.stack([ventricle_mask(plane, brain) for plane, brain in zip(volume, brains,
+                                                                              strict=True)])
+    labels = np.where(brains, 1, 0).astype(np.int32)
+    labels[ventricles] = 2
+    return volume, labels, epi_spacing()
+
+
 def mri_epi(split: str = "validation") -> list[RealImage]:
     """Axial EPI slices of ``split``: one image per slice with the brain, and one per
     ventricle slice with the lateral ventricles."""

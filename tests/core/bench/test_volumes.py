@@ -1,0 +1,158 @@
+"""The 3D interactive protocol: episodes on the sample CT and a real MRI volume, surface
+Dice, the 3D error's centre, the benchmark run and its outputs, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel
+import numpy as np
+import pytest
+import tifffile
+
+from napari_active_sam.cli.main import main
+from napari_active_sam.core.annotate.session import AnnotationSession
+from napari_active_sam.core.bench.volumes import check_volume, curve_area, play_volume
+from napari_active_sam.core.data.real import mri_epi_volume
+from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.core.engine.downloads import CACHE_ENV, bundled_path
+from napari_active_sam.core.engine.embeddings import EmbeddingStore
+from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.errors import ImageError
+from napari_active_sam.core.metrics import largest_error_click, normalised_surface_dice
+from napari_active_sam.core.progress import drain
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_model("demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sample_ct():
+    """The sample CT volume, its organ labels and its spacing (z, y, x) in mm."""
+    volume = tifffile.imread(bundled_path("ct_volume.tif"))
+    labels = tifffile.imread(bundled_path("ct_volume_labels.tif"))
+    spacing = json.loads(bundled_path("samples.json").read_text())["ct_volume"]["spacing"]
+    return volume, labels, tuple(spacing)
+
+
+def _session(model, volume, window=None):
+    source = SliceSource(volume, window or IntensityWindow.percentile())
+    return AnnotationSession(model, source, EmbeddingStore(model.model_id))
+
+
+def test_a_box_and_corrections_on_the_sample_ct(demo, sample_ct):
+    """The largest organ of the sample CT from a box: Dice and surface Dice after each
+    interaction, the box first, corrections on slices of the object."""
+    volume, labels, spacing = sample_ct
+    session = _session(demo, volume, IntensityWindow.ct("soft_tissue"))
+    gt = labels == 1
+    episode = drain(play_volume(session, gt, spacing, "ritm", interactions=3))
+    assert len(episode.dsc) == len(episode.nsd) == len(episode.seconds) == 3
+    assert episode.interactions[0]["kind"] == "box"
+    assert episode.dsc[0] >= 0.9 and min(episode.dsc) >= 0.9  # measured 0.98-0.99
+    assert all(0.0 <= v <= 1.0 for v in episode.nsd) and all(s > 0 for s in episode.seconds)
+    assert episode.mask.shape == gt.shape
+    summary = episode.summary()
+    assert summary["final_dsc"] == round(episode.dsc[-1], 6)
+    assert summary["dsc_auc"] == pytest.approx(curve_area(episode.dsc), abs=1e-6)
+
+
+def test_the_protocol_runs_on_a_real_mri_volume(demo):
+    """nibabel's EPI volume (2 × 2 × 2.2 mm): the lateral ventricles from a first click,
+    propagated, every stop with its reason."""
+    volume, labels, spacing = mri_epi_volume()
+    assert spacing[0] > spacing[1]  # anisotropic, from the file
+    session = _session(demo, volume)
+    gt = labels == 2
+    episode = drain(play_volume(session, gt, spacing, "eig", interactions=2, first="click"))
+    assert episode.interactions[0]["kind"] == "click" and len(episode.dsc) == 2
+    assert 0.0 < episode.dsc[0] <= 1.0
+    for step in episode.interactions:
+        assert all(stop.startswith("slice ") and ": " in stop for stop in step["stops"])
+
+
+def test_an_object_on_one_slice_only(demo, sample_ct):
+    volume, *_ = sample_ct
+    gt = np.zeros(volume.shape, bool)
+    gt[12, 100:130, 90:140] = True
+    session = _session(demo, volume, IntensityWindow.ct("soft_tissue"))
+    episode = drain(play_volume(session, gt, (5.0, 0.7, 0.7), "ritm", interactions=2))
+    assert len(episode.dsc) == 2 and episode.mask[12].any()
+
+
+def test_bad_volumes_are_refused_with_what_to_do(demo, sample_ct):
+    volume, labels, _ = sample_ct
+    session = _session(demo, volume)
+    with pytest.raises(ImageError, match="needs a volume.*2D protocol"):
+        check_volume(labels[0] == 1, (1.0, 1.0))
+    with pytest.raises(ImageError, match="at least two slices"):
+        check_volume(labels[:1] == 1, (1.0, 1.0, 1.0))
+    with pytest.raises(ImageError, match="three positive numbers"):
+        check_volume(labels == 1, (0.0, 1.0, 1.0))
+    with pytest.raises(ImageError, match="empty"):
+        drain(play_volume(session, labels == 99))
+    with pytest.raises(ImageError, match="not the volume's"):
+        drain(play_volume(session, labels[:, :100] == 1))
+
+
+def test_surface_dice_counts_surfaces_within_the_tolerance_in_mm():
+    gt = np.zeros((6, 30, 30), bool)
+    gt[1:5, 5:25, 5:25] = True
+    shifted = np.roll(gt, 1, axis=2)  # one voxel along x
+    assert normalised_surface_dice(gt, gt) == 1.0
+    assert normalised_surface_dice(gt, shifted, (1.0, 1.0, 1.0), tolerance=1.0) == 1.0
+    assert normalised_surface_dice(gt, shifted, (1.0, 1.0, 3.0), tolerance=1.0) < 1.0
+    assert normalised_surface_dice(gt, np.zeros_like(gt)) == 0.0
+    assert normalised_surface_dice(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+
+
+def test_the_3d_error_centre_weighs_thick_slices():
+    """A missed slab, 9 slices deep and 13 pixels wide: with 1 mm slices its centre is in
+    the middle slice; the same voxels at 5 mm slices are deepest in the middle too, and the
+    answer names the slice and the sign."""
+    gt = np.zeros((9, 40, 40), bool)
+    gt[:, 10:23, 10:30] = True
+    (z, row, col), positive = largest_error_click(gt, np.zeros_like(gt), (1.0, 1.0, 1.0))
+    assert positive and z == 4 and 10 <= row < 23
+    extra = np.zeros_like(gt)
+    extra[2:7, 30:38, 30:38] = True  # a false positive, smaller than the miss
+    found = largest_error_click(gt, gt | extra, (5.0, 1.0, 1.0))
+    assert found is not None and found[1] is False and found[0][0] in range(2, 7)
+    assert largest_error_click(gt, gt) is None
+
+
+def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, sample_ct):
+    """`benchmark --protocol 3d` on a NIfTI volume with 5 mm slices and a 2D image (skipped,
+    saying why): summary.json per strategy, interactions.csv, report.md."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    volume, labels, _ = sample_ct
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])  # x, y, z in mm
+    for name, array in (("images", volume[:12]), ("masks", labels[:12].astype(np.int16))):
+        nifti = nibabel.Nifti1Image(np.transpose(array, (2, 1, 0)), affine)
+        nibabel.save(nifti, data / name / "ct.nii.gz")
+    tifffile.imwrite(data / "images" / "a_flat.tif", volume[0])
+    tifffile.imwrite(data / "masks" / "a_flat.tif", labels[0])
+    out = tmp_path / "out"
+    code = main(["benchmark", "--data", str(data), "--model", "demo", "--protocol", "3d",
+                 "--strategies", "ritm", "--clicks", "1", "--limit", "2", "--window",
+                 "soft_tissue", "--out", str(out), "--workers", "1"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    figures = summary["strategies"]["ritm"]
+    assert set(figures) >= {"dsc", "nsd", "dsc_auc", "nsd_auc", "final_dsc", "final_nsd",
+                            "seconds_per_interaction", "objects"}  # fmt: skip
+    assert figures["objects"] == 2 and len(figures["dsc"]) == len(figures["nsd"]) == 2
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert all(r["spacing"] == pytest.approx([5.0, 0.7, 0.7]) for r in records)
+    with open(out / "interactions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["kind"] == "box" and {r["interaction"] for r in rows} == {"1", "2"}
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert any("a_flat" in s["file"] and "needs a volume" in s["reason"] for s in skipped)
+    assert "3D benchmark" in (out / "report.md").read_text()
