@@ -6,7 +6,7 @@ import numpy as np
 
 from napari_active_sam._sample_data import ct_volume
 from napari_active_sam.core.annotate.session import AnnotationSession
-from napari_active_sam.core.annotate.volume import propagate
+from napari_active_sam.core.annotate.volume import PropagationSettings, propagate
 from napari_active_sam.core.engine.checkpoints import load_model
 from napari_active_sam.core.engine.embeddings import EmbeddingStore
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
@@ -17,8 +17,6 @@ from napari_active_sam.core.sim.clicker import prompts_from_mask
 def _drain(generator):
     steps = []
     return drain(generator, steps.append), steps
-
-
 
 
 def test_prompts_from_a_mask_box_and_deepest_point():
@@ -71,3 +69,30 @@ def test_a_one_pixel_thin_mask_still_prompts():
     mask[2:8, 4] = True
     prompts = prompts_from_mask(mask)
     assert prompts.box[0] < prompts.box[2] and prompts.box[1] < prompts.box[3]
+
+
+def test_every_slice_reports_how_sure_the_model_was_and_every_stop_says_why():
+    """The per-slice report behind the strip along z: uncertainty and predicted IoU of
+    every decoded slice, the kept ones and the one where growth stopped, the least sure
+    kept slice; a stop for uncertainty says so."""
+    (volume, _, _), (organs, _, _) = ct_volume()
+    model = load_model("demo", device="cpu")
+    source = SliceSource(volume, IntensityWindow.ct("soft_tissue"))
+    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    organ = organs == 3
+    middle = int(np.flatnonzero(organ.any(axis=(1, 2))).mean())
+    result, _ = _drain(propagate(session, {middle: organ[middle]}))
+    kept = [z for z, report in result.slices.items() if report.kept]
+    assert sorted(kept) == [z for z in np.flatnonzero(result.mask.any(axis=(1, 2))) if z != middle]
+    assert all(0 <= r.uncertainty <= np.log(2) + 1e-6 and 0 <= r.predicted_iou <= 1.5
+               for r in result.slices.values())  # fmt: skip
+    assert result.least_sure in kept
+    for stop in result.stops:
+        assert stop.split(": ", 1)[1].endswith(("(uncertain)", "(it leaked)",
+                                                "(it is vanishing)", "(it vanished)"))  # fmt: skip
+    # A threshold below what every kept slice showed stops growth at once, saying why.
+    strict = PropagationSettings(max_uncertainty=min(result.slices[z].uncertainty
+                                                     for z in kept) / 2)  # fmt: skip
+    stopped, _ = _drain(propagate(session, {middle: organ[middle]}, strict))
+    assert stopped.mask.any(axis=(1, 2)).sum() == 1
+    assert any("heads disagree" in stop and "(uncertain)" in stop for stop in stopped.stops)

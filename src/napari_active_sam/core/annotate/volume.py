@@ -11,14 +11,14 @@ collapses.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..progress import Progress
 from ..prompts import PromptSet
 from ..sim.clicker import prompts_from_mask
-from .session import AnnotationSession
+from .session import AnnotationSession, object_uncertainty
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,18 @@ class PropagationSettings:
     max_area_growth : float
         Stop when the mask grows past this multiple of the neighbour's area (it has leaked
         into a surrounding structure, e.g. from a lesion into its organ).
+
+    max_uncertainty : float, optional
+        Stop when SAM's heads disagree about the mask more than this: the mean information
+        gain over its three multimask heads inside their masks, in nats
+        (:func:`~napari_active_sam.core.annotate.session.object_uncertainty`); None never
+        stops for it.
     """
 
     min_iou: float = 0.5
     min_area_fraction: float = 0.2
     max_area_growth: float = 2.0
+    max_uncertainty: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,10 +60,42 @@ class Propagated:
     stops : tuple of str
         ``"slice z: why"`` for each direction that stopped before the volume's end or the
         next seed's half.
+    slices : dict of int to SliceReport
+        How sure the model was on every slice it decoded (kept or not): what a strip
+        along z shows, and where to look first.
     """
 
     mask: np.ndarray
     stops: tuple[str, ...] = ()
+    slices: dict[int, SliceReport] = field(default_factory=dict)
+
+    @property
+    def least_sure(self) -> int | None:
+        """The kept slice the model was least sure of (None if none was propagated)."""
+        kept = {z: r for z, r in self.slices.items() if r.kept}
+        return max(kept, key=lambda z: kept[z].uncertainty) if kept else None
+
+
+@dataclass(frozen=True)
+class SliceReport:
+    """The model's answer on one propagated slice.
+
+    Attributes
+    ----------
+    uncertainty : float
+        Mean information gain over SAM's multimask heads inside their masks (nats).
+    predicted_iou : float
+        SAM's predicted IoU of the mask.
+    area : int
+        Pixels of the mask.
+    kept : bool
+        Whether the mask was kept (False where propagation stopped).
+    """
+
+    uncertainty: float
+    predicted_iou: float
+    area: int
+    kept: bool
 
 
 def propagate(
@@ -103,10 +142,11 @@ def propagate(
     total = depth - len(order)
     done = 0
     stops = []
+    reports: dict[int, SliceReport] = {}
     for start, direction, limit in runs:
         z = start + direction
         while z != limit and z not in seeds:
-            mask, reason = _from_neighbour(session, result[z - direction], z, settings)
+            mask, reason = _from_neighbour(session, result[z - direction], z, settings, reports)
             if mask is None:
                 stops.append(f"slice {z}: {reason}")
                 break
@@ -115,26 +155,36 @@ def propagate(
             yield Progress(done, total, f"propagated to slice {z}")
             z += direction
     yield Progress(total, total, "propagation finished")
-    return Propagated(result, tuple(stops))
+    return Propagated(result, tuple(stops), reports)
 
 
 def _from_neighbour(
-    session: AnnotationSession, neighbour: np.ndarray, z: int, settings: PropagationSettings
+    session: AnnotationSession,
+    neighbour: np.ndarray,
+    z: int,
+    settings: PropagationSettings,
+    reports: dict[int, SliceReport],
 ) -> tuple[np.ndarray | None, str]:
     """The mask on slice ``z`` prompted from its neighbour's, or None and why growth stops
-    there."""
+    there; what the model said is added to ``reports``."""
     if not neighbour.any():
-        return None, "the object ended on the slice before"
+        return None, "the object ended on the slice before (it vanished)"
     prompts = PromptSet(box=prompts_from_mask(neighbour).box)
     session.forget((z,))
     answer = session.answer((z,), prompts)
     mask = answer.mask
-    iou = float(answer.prediction.iou[0])
-    if iou < settings.min_iou:
-        return None, f"SAM's predicted IoU {iou:.2f} < {settings.min_iou:g}"
+    iou = float(answer.prediction.iou[answer.head])
+    unsure = float(object_uncertainty(answer.prediction))
     area, before = int(mask.sum()), int(neighbour.sum())
-    if area < settings.min_area_fraction * before:
-        return None, f"the mask shrank to {area} pixels from {before} (it is vanishing)"
-    if area > settings.max_area_growth * before:
-        return None, f"the mask grew to {area} pixels from {before} (it leaked)"
-    return mask, ""
+    reason = ""
+    if iou < settings.min_iou:
+        reason = f"SAM's predicted IoU {iou:.2f} < {settings.min_iou:g} (uncertain)"
+    elif settings.max_uncertainty is not None and unsure > settings.max_uncertainty:
+        reason = (f"SAM's heads disagree, {unsure:.3f} nats > {settings.max_uncertainty:g} "
+                  "(uncertain)")  # fmt: skip
+    elif area < settings.min_area_fraction * before:
+        reason = f"the mask shrank to {area} pixels from {before} (it is vanishing)"
+    elif area > settings.max_area_growth * before:
+        reason = f"the mask grew to {area} pixels from {before} (it leaked)"
+    reports[z] = SliceReport(unsure, iou, area, kept=not reason)
+    return (None, reason) if reason else (mask, "")
