@@ -151,6 +151,8 @@ def test_propagation_grows_one_3d_object_and_clears_its_prompts(make_napari_view
     # The seed's click is done with: only the next object's click is left.
     np.testing.assert_array_equal(widget.viewer.layers[PROMPTS].data, [[9.0, 20.0, 20.0]])
     assert f"committed object 1 on {len(object_slices)} slices" in widget.status.value
+    worst = int(widget.status.value.split("least sure on slice ")[1].split()[0].rstrip(";"))
+    assert worst in object_slices  # one summary: where to look first
     output.undo()
     assert not output.data.any()
 

@@ -107,7 +107,9 @@ class CommittedObjects:
             if PROMPTS in self.viewer.layers:  # the seeds' clicks are done with; later ones stay
                 remove_points_at(self.viewer.layers[PROMPTS], seeds)
             stopped = f"; stopped at {', '.join(grown.stops)}" if grown.stops else ""
-            self.announce(label, f"committed object {label} on {slices} slices{stopped}")
+            worst = grown.least_sure
+            unsure = f"; least sure on slice {worst}" if worst is not None else ""
+            self.announce(label, f"committed object {label} on {slices} slices{stopped}{unsure}")
 
         return self.workers.start(
             propagation_job, session, prompted, shown, progress=self._progress,
