@@ -4,10 +4,10 @@ A synthetic ``--slices`` × ``--size`` × ``--size`` int16 volume holds a tube t
 through every slice; the demo model (SAM1 family; its 256-pixel encoder makes a CPU run
 practical) encodes every slice with ``encode_slices``, then grows the tube from a seed on
 the middle slice with :func:`~napari_active_sam.core.annotate.volume.propagate`, as the
-annotator does (zoom windows included). Printed as one JSON object: encoding and
-propagation seconds per slice (medians of ``--repeats`` runs), the slices reached, the 3D
-Dice, and the process's peak resident memory against the volume's own size. SAM2-family
-models are not measured here (the engine has no SAM2 path yet).
+annotator does (zoom windows included unless ``--no-zoom``). Printed as one JSON object:
+encoding and propagation seconds per slice (medians of ``--repeats`` runs), the slices
+reached, the 3D Dice, and the process's peak resident memory against the volume's own
+size. SAM2-family models are not measured here (the engine has no SAM2 path yet).
 
 Examples
 --------
@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", help="auto, cpu, cuda or mps")
+    parser.add_argument(
+        "--no-zoom", dest="zoom", action="store_false",
+        help="decode every slice whole (default: as the annotator, zoom windows on large "
+        "slices)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -76,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     before = peak_rss_bytes()
     encode_s, propagate_s, reached, scores = [], [], [], []
     for _ in range(args.repeats):
-        session = AnnotationSession(model, SliceSource(volume), EmbeddingStore(model.model_id))
+        session = AnnotationSession(
+            model, SliceSource(volume), EmbeddingStore(model.model_id), zoom=args.zoom
+        )
         start = time.perf_counter()
         drain(encode_slices(model, session.source, session.store, limits=session.limits))
         encode_s.append((time.perf_counter() - start) / args.slices)
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model.name,
         "volume": [args.slices, args.size, args.size],
         "volume_bytes": int(volume.nbytes),
+        "zoom": args.zoom,
         "encode_s_per_slice": statistics.median(encode_s),
         "propagate_s_per_slice": statistics.median(propagate_s),
         "slices_reached": reached,
