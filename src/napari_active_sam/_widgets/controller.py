@@ -45,6 +45,9 @@ EVENTS = {
     "answered": "(index, prompts, answer) drawn; answers overtaken by newer prompts are not",
     "uncertain_slices": "(ranked) [(index, score), ...] most uncertain first; None in 2D",
     "committed": "(label) an object was written into the output layer",
+    "propagated": "(label, slices, stops) object label was grown through the volume: how "
+    "sure the model was on each slice it decoded (slice → core.annotate.volume.SliceReport) "
+    "and why growth stopped",
     "quality_checked": "(found, label) predicted Dice of object label, or of all if None",
     "learned": "(head, path) a Bayesian head was fitted on the committed objects and saved",
     "candidates": "(count, first) objects like the committed ones on offer in the candidates "

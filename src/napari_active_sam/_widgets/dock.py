@@ -33,6 +33,7 @@ from ..core.enums import Acquisition
 from ..core.prompts import PromptSet, Suggestion
 from ..io import PLUGIN, READER_SUFFIXES
 from .adapt import AdaptPanel
+from .along_z import AlongZPanel
 from .controller import AnnotationController
 from .loading import ModelRequest
 from .models import FROM_FILE, checkpoint_missing, chosen_model, model_choosers
@@ -86,13 +87,14 @@ class ActiveSamWidget(Container):
         self.save_button = PushButton(text="Save")
         self.restore_button = PushButton(text="Restore")
         self.status = Label(label="status", value="choose an image")
+        self.along_z = AlongZPanel(self.controller)
         self.quality_panel = QualityPanel(self.controller)
         self.adapt_panel = AdaptPanel(self.controller)
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
                      self.open_button, self.image, self.window, self.encode_slice,
                      self.encode_volume, self.cancel, self.progress, self.acquisition, self.samples,
                      self.hint, self.learn_button, self.uncertain_slices, self.goto_uncertain,
-                     self.propagate_button, self.overwrite,
+                     self.propagate_button, self.along_z, self.overwrite,
                      self.use_selected, self.save_folder, self.autosave, self.save_button,
                      self.restore_button, self.quality_panel, self.adapt_panel,
                      self.status])  # fmt: skip

@@ -110,6 +110,7 @@ class CommittedObjects:
             worst = grown.least_sure
             unsure = f"; least sure on slice {worst}" if worst is not None else ""
             self.announce(label, f"committed object {label} on {slices} slices{stopped}{unsure}")
+            self.events.propagated(label=label, slices=grown.slices, stops=grown.stops)
 
         return self.workers.start(
             propagation_job, session, prompted, shown, progress=self._progress,

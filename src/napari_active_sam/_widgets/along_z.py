@@ -1,0 +1,90 @@
+"""Uncertainty along z: how sure the model was on each slice of the object last propagated.
+
+After a propagation the panel plots, per slice the model decoded, the disagreement of
+SAM's heads (bars; red where growth stopped) and SAM's predicted IoU (a line). A click on
+the plot goes to that slice; the button goes to the slice the model was least sure of, the
+place to check and correct first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import Container, Label, PushButton
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from ..core.annotate.volume import SliceReport
+    from .controller import AnnotationController
+
+
+class AlongZPanel(Container):
+    """The per-slice report of the last propagation in the Active SAM dock.
+
+    Parameters
+    ----------
+    controller : AnnotationController
+        Its ``propagated`` event brings the report; it moves the viewer between slices.
+    """
+
+    def __init__(self, controller: AnnotationController):
+        super().__init__(label="along z")
+        self.controller = controller
+        self.summary = Label(value="propagate an object to see how sure the model was")
+        self.worst_button = PushButton(text="Go to the least sure slice", enabled=False)
+        self.extend([self.summary, self.worst_button])
+        self.figure = Figure(figsize=(4, 1.8), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setVisible(False)
+        self.native.layout().addWidget(self.canvas)
+        self.slices: dict[int, SliceReport] = {}
+        self.least_sure: int | None = None
+        self.worst_button.changed.connect(self.go_to_least_sure)
+        self.canvas.mpl_connect("button_press_event", self._clicked)
+        controller.events.propagated.connect(self._propagated)
+
+    def _propagated(self, event) -> None:
+        self.slices = dict(event.slices)
+        kept = {z: r for z, r in self.slices.items() if r.kept}
+        self.least_sure = max(kept, key=lambda z: kept[z].uncertainty) if kept else None
+        self.worst_button.enabled = self.least_sure is not None
+        if self.least_sure is None:
+            self.summary.value = f"object {event.label}: no slice was propagated"
+        else:
+            worst = kept[self.least_sure]
+            self.summary.value = (
+                f"object {event.label}: least sure on slice {self.least_sure} "
+                f"({worst.uncertainty:.3f} nats, predicted IoU {worst.predicted_iou:.2f})"
+            )
+        self._plot()
+
+    def _plot(self) -> None:
+        self.canvas.setVisible(bool(self.slices))
+        self.figure.clear()
+        if not self.slices:
+            return
+        ax = self.figure.add_subplot(111)
+        zs = sorted(self.slices)
+        colours = ["tab:blue" if self.slices[z].kept else "tab:red" for z in zs]
+        ax.bar(zs, [self.slices[z].uncertainty for z in zs], color=colours, width=0.8)
+        ax.set(xlabel="slice", ylabel="disagreement (nats)")
+        ax.set_xlim(min(zs) - 1, max(zs) + 1)
+        quality = ax.twinx()
+        quality.plot(zs, [self.slices[z].predicted_iou for z in zs], color="tab:orange",
+                     marker=".", lw=1)  # fmt: skip
+        quality.set_ylim(0, 1.05)
+        quality.set_ylabel("predicted IoU")
+        self.axes = ax
+        self.canvas.draw_idle()
+
+    def _clicked(self, event) -> None:
+        """A click on the plot: go to the slice under it."""
+        if event.xdata is None or not self.slices:
+            return
+        nearest = min(self.slices, key=lambda z: abs(z - event.xdata))
+        self.controller.go_to_slice((nearest,))
+
+    def go_to_least_sure(self) -> None:
+        if self.least_sure is not None:
+            self.controller.go_to_slice((self.least_sure,))
