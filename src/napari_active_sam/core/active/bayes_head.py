@@ -234,6 +234,7 @@ class BayesHead(FittedCompanion):
         inputs: np.ndarray | torch.Tensor,
         samples: int = DEFAULT_SAMPLES,
         generator: torch.Generator | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """K posterior logit maps, one matrix product per input.
 
@@ -246,6 +247,10 @@ class BayesHead(FittedCompanion):
             posterior within each).
         samples : int
             K, at least 1; capped at :data:`MAX_SAMPLES` and by :data:`MAX_SAMPLE_VALUES`.
+        weights : torch.Tensor, optional
+            ``(K, 17)`` draws of :meth:`sample_weights` to use instead of new ones: the same
+            posterior samples across slices (one draw of the head is one answer for the
+            whole object). ``samples`` is then ignored.
 
         Returns
         -------
@@ -261,7 +266,8 @@ class BayesHead(FittedCompanion):
         net = self._net_on(x.device)
         # Drawn on the CPU from ``generator`` wherever the head runs: the same seed gives
         # the same posterior samples on every device.
-        weights = self.sample_weights(bounded_samples(samples, cells), generator)
+        if weights is None:
+            weights = self.sample_weights(bounded_samples(samples, cells), generator)
         weights = to_device(weights, x.device)
         sampled = x.new_empty(len(weights), cells, cells)
         # Channels-last: several times faster on CPU for convolutions with so few channels.

@@ -1,0 +1,112 @@
+"""Volumes with credible intervals from the Bayesian head's posterior, and `measure`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+
+import nibabel
+import numpy as np
+import pytest
+import tifffile
+
+from napari_active_sam.cli.main import main
+from napari_active_sam.core.active.bayes_head import BayesHead
+from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.core.engine.downloads import CACHE_ENV, bundled_path
+from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.errors import ActiveSamError, ImageError
+from napari_active_sam.core.progress import drain
+from napari_active_sam.core.quality.measure import COLUMNS, measure_objects
+
+
+@pytest.fixture(scope="module")
+def demo():
+    model = load_model("demo", device="cpu")
+    return model, BayesHead.for_model(model)
+
+
+@pytest.fixture(scope="module")
+def sample_ct():
+    volume = tifffile.imread(bundled_path("ct_volume.tif"))
+    labels = tifffile.imread(bundled_path("ct_volume_labels.tif"))
+    spacing = json.loads(bundled_path("samples.json").read_text())["ct_volume"]["spacing"]
+    return volume, labels, tuple(spacing)
+
+
+def test_every_organ_gets_its_volume_an_interval_and_a_predicted_dice(demo, sample_ct):
+    model, head = demo
+    volume, labels, spacing = sample_ct
+    source = SliceSource(volume, IntensityWindow.ct("soft_tissue"))
+    found = drain(measure_objects(model, head, source, labels, spacing, samples=32))
+    assert [m.label for m in found] == list(range(1, 8))
+    voxel = float(np.prod(spacing))
+    widths = {}
+    for m in found:
+        organ = labels == m.label
+        assert m.volume_mm3 == pytest.approx(organ.sum() * voxel)
+        assert m.volume_low_mm3 <= m.volume_mm3 <= m.volume_high_mm3
+        assert 0.0 <= m.predicted_dice <= 1.0
+        present = np.flatnonzero(organ.any(axis=(1, 2)))
+        assert (m.first_slice, m.last_slice) == (present[0], present[-1])
+        widths[m.label] = (m.volume_high_mm3 - m.volume_low_mm3) / m.volume_mm3
+    # The small organ the model gets wrong (lesion, label 2) is the least sure: the widest
+    # interval and the lowest predicted Dice.
+    assert max(widths, key=widths.get) == 2
+    assert min(found, key=lambda m: m.predicted_dice).label == 2
+    again = drain(measure_objects(model, head, source, labels, spacing, samples=32))
+    assert again == found  # the same seed, the same draws
+
+
+def test_a_2d_image_gives_areas_and_bad_input_says_what_to_do(demo, sample_ct):
+    model, head = demo
+    volume, labels, _ = sample_ct
+    source = SliceSource(volume[12], IntensityWindow.ct("soft_tissue"))
+    [m, *_] = drain(measure_objects(model, head, source, labels[12], (0.8, 0.8), samples=8))
+    assert m.volume_mm3 == pytest.approx((labels[12] == m.label).sum() * 0.64)
+    assert m.first_slice == m.last_slice == 0
+    with pytest.raises(ImageError, match="does not fit a 2D image"):
+        drain(measure_objects(model, head, source, labels[12], (2.5, 0.8, 0.8)))
+    with pytest.raises(ImageError, match="labels have shape"):
+        drain(measure_objects(model, head, source, labels, (0.8, 0.8)))
+    with pytest.raises(ImageError, match="no object"):
+        drain(measure_objects(model, head, source, labels[12] * 0, (0.8, 0.8)))
+    with pytest.raises(ActiveSamError, match="between 0 and 1"):
+        drain(measure_objects(model, head, source, labels[12], (0.8, 0.8), level=95))
+
+
+def test_measure_on_the_command_line_writes_the_table(tmp_path, monkeypatch, capsys, sample_ct):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    volume, labels, _ = sample_ct
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])  # x, y, z in mm
+    for name, array in (("ct.nii.gz", volume[:12]), ("labels.nii.gz", labels[:12])):
+        nibabel.save(nibabel.Nifti1Image(np.transpose(array.astype(np.int16), (2, 1, 0)),
+                                         affine), tmp_path / name)  # fmt: skip
+    out = tmp_path / "results" / "objects.csv"
+    args = ["measure", "--image", str(tmp_path / "ct.nii.gz"), "--labels",
+            str(tmp_path / "labels.nii.gz"), "--out", str(out), "--model", "demo",
+            "--samples", "8", "--window", "soft_tissue"]  # fmt: skip
+    assert main(args) == 0
+    with open(out) as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == COLUMNS
+    first = rows[0]
+    voxels = int((labels[:12] == int(first["label"])).sum())
+    assert float(first["volume_mm3"]) == pytest.approx(voxels * 0.7 * 0.7 * 5.0, rel=1e-5)
+    assert float(first["volume_low_mm3"]) <= float(first["volume_mm3"])
+    assert float(first["volume_mm3"]) <= float(first["volume_high_mm3"])
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a file where the output's folder should be
+    capsys.readouterr()
+    assert main(args[:5] + ["--out", str(blocker / "objects.csv")] + args[7:]) == 2
+    [kept] = (tmp_path / "tmp").glob("napari-active-sam-*/unsaved/*objects.csv")
+    assert str(kept) in capsys.readouterr().err  # measured, not lost
+    with open(kept) as handle:
+        assert list(csv.DictReader(handle)) == rows
+    wrong = tmp_path / "wrong.tif"
+    tifffile.imwrite(wrong, labels[:5])
+    assert main(args[:4] + [str(wrong)] + args[5:]) == 2
+    assert "must match their image" in capsys.readouterr().err
