@@ -104,3 +104,18 @@ def write_dicom_slice(path, series_uid, z, pixels, slope=2.0, intercept=-1024.0,
 def dicom_slice():
     """:func:`write_dicom_slice`, for tests that write DICOM files."""
     return write_dicom_slice
+
+
+@pytest.fixture(scope="session")
+def sample_ct():
+    """The bundled sample CT volume, its organ labels and its spacing (z, y, x) in mm."""
+    import json
+
+    import tifffile
+
+    from napari_active_sam.core.engine.downloads import bundled_path
+
+    volume = tifffile.imread(bundled_path("ct_volume.tif"))
+    labels = tifffile.imread(bundled_path("ct_volume_labels.tif"))
+    spacing = json.loads(bundled_path("samples.json").read_text())["ct_volume"]["spacing"]
+    return volume, labels, tuple(spacing)

@@ -16,7 +16,7 @@ from napari_active_sam.core.annotate.session import AnnotationSession
 from napari_active_sam.core.bench.volumes import check_volume, curve_area, play_volume
 from napari_active_sam.core.data.real import mri_epi_volume
 from napari_active_sam.core.engine.checkpoints import load_model
-from napari_active_sam.core.engine.downloads import CACHE_ENV, bundled_path
+from napari_active_sam.core.engine.downloads import CACHE_ENV
 from napari_active_sam.core.engine.embeddings import EmbeddingStore
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
 from napari_active_sam.core.errors import ImageError
@@ -27,15 +27,6 @@ from napari_active_sam.core.progress import drain
 @pytest.fixture(scope="module")
 def demo():
     return load_model("demo", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def sample_ct():
-    """The sample CT volume, its organ labels and its spacing (z, y, x) in mm."""
-    volume = tifffile.imread(bundled_path("ct_volume.tif"))
-    labels = tifffile.imread(bundled_path("ct_volume_labels.tif"))
-    spacing = json.loads(bundled_path("samples.json").read_text())["ct_volume"]["spacing"]
-    return volume, labels, tuple(spacing)
 
 
 def _session(model, volume, window=None):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 
 import nibabel
@@ -14,7 +13,7 @@ import tifffile
 from napari_active_sam.cli.main import main
 from napari_active_sam.core.active.bayes_head import BayesHead
 from napari_active_sam.core.engine.checkpoints import load_model
-from napari_active_sam.core.engine.downloads import CACHE_ENV, bundled_path
+from napari_active_sam.core.engine.downloads import CACHE_ENV
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
 from napari_active_sam.core.errors import ActiveSamError, ImageError
 from napari_active_sam.core.progress import drain
@@ -25,14 +24,6 @@ from napari_active_sam.core.quality.measure import COLUMNS, measure_objects
 def demo():
     model = load_model("demo", device="cpu")
     return model, BayesHead.for_model(model)
-
-
-@pytest.fixture(scope="module")
-def sample_ct():
-    volume = tifffile.imread(bundled_path("ct_volume.tif"))
-    labels = tifffile.imread(bundled_path("ct_volume_labels.tif"))
-    spacing = json.loads(bundled_path("samples.json").read_text())["ct_volume"]["spacing"]
-    return volume, labels, tuple(spacing)
 
 
 def test_every_organ_gets_its_volume_an_interval_and_a_predicted_dice(demo, sample_ct):
