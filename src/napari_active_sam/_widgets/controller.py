@@ -49,6 +49,8 @@ EVENTS = {
     "sure the model was on each slice it decoded (slice → core.annotate.volume.SliceReport) "
     "and why growth stopped",
     "quality_checked": "(found, label) predicted Dice of object label, or of all if None",
+    "measured": "(found, unit) every committed object measured: core.quality.measure."
+    "Measurement per object, volumes in unit (mm³, or mm² for a 2D image)",
     "learned": "(head, path) a Bayesian head was fitted on the committed objects and saved",
     "candidates": "(count, first) objects like the committed ones on offer in the candidates "
     "layer, and the first of them (the one A, D and S answer; None when none is left)",
@@ -406,6 +408,14 @@ class AnnotationController:
     def _refresh_slice_list(self, event=None) -> None:
         volume = self.session is not None and bool(self.session.source.leading_shape)
         self.events.uncertain_slices(ranked=self.session.most_uncertain(5) if volume else None)
+
+    def measure(self) -> None:
+        """Measure every committed object on a worker (voxel size from the image layer's
+        scale, read as mm); a ``measured`` event brings the volumes."""
+        if self.image is None or self.session is None:
+            return show_info("Choose an image and commit some objects first.")
+        spatial = len(self.session.source.spatial_shape)
+        self.objects.measure(tuple(float(s) for s in self.image.scale[-spatial:]))
 
     def go_to_most_uncertain(self) -> None:
         """Move the viewer to the answered slice SAM is least sure of."""

@@ -41,6 +41,7 @@ from ..core.progress import Progress
 from ..core.prompts import PromptSet
 from ..core.quality.assess import assess_labels
 from ..core.quality.estimators import QualityModels, QualitySample, estimate_quality
+from ..core.quality.measure import measure_objects
 from ..core.quality.networks import QualityRegressor
 
 
@@ -242,6 +243,15 @@ def assess_job(estimator, source, labels: np.ndarray, label: int | None, models,
     if not labels.any():
         return []
     return (yield from assess_labels(estimator, source, labels, models, store))
+
+
+def measure_job(session, labels: np.ndarray, spacing: tuple[float, ...]):
+    """:func:`~napari_active_sam.core.quality.measure.measure_objects` on every committed
+    object with the session's model, head and embeddings."""
+    if not labels.any():
+        return []
+    return (yield from measure_objects(session.model, session.head, session.source, labels,
+                                       spacing, session.store))  # fmt: skip
 
 
 def evaluation_job(name, checkpoint, data, rgb: bool, labels: np.ndarray, window: str,

@@ -309,13 +309,31 @@ def show_suggestions(
 def show_predicted_dice(viewer: napari.Viewer, objects: dict[int, float]) -> None:
     """Predicted Dice per object as the output layer's features (napari shows them when
     the pointer is over an object)."""
+    set_object_features(viewer, {"predicted_dice": objects})
+
+
+def set_object_features(viewer: napari.Viewer, columns: dict[str, dict[int, float]]) -> None:
+    """Put per-object ``columns`` (name → label → value) into the output layer's features,
+    replacing columns of those names and keeping the others (NaN where an object has no
+    value)."""
     if OUTPUT not in viewer.layers:
         return
-    keep = sorted(objects)
-    viewer.layers[OUTPUT].features = {
+    layer = viewer.layers[OUTPUT]
+    current = layer.features
+    table: dict[str, dict[int, float]] = {}
+    if "index" in current:
+        labels = [int(v) for v in current["index"]]
+        for name in current.columns:
+            if name != "index":
+                table[name] = {k: float(v) for k, v in zip(labels, current[name], strict=True)
+                               if k and np.isfinite(v)}  # fmt: skip
+    table.update(columns)
+    keep = sorted({label for values in table.values() for label in values})
+    layer.features = {
         "index": np.array([0, *keep], int),
-        "predicted_dice": np.array([np.nan, *(objects[k] for k in keep)]),
-    }
+        **{name: np.array([np.nan, *(values.get(k, np.nan) for k in keep)])
+           for name, values in table.items()},
+    }  # fmt: skip
 
 
 def show_candidates(viewer: napari.Viewer, index: tuple[int, ...],

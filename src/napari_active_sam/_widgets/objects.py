@@ -20,7 +20,14 @@ from ..core.annotate.persistence import SavedAnnotation, load_annotation, save_a
 from ..core.annotate.session import AnnotationSession, commit_pixels, next_free_label
 from ..core.errors import ActiveSamError
 from ..core.prompts import PromptSet
-from .jobs import Candidate, assess_job, learning_job, propagation_job, similar_objects_job
+from .jobs import (
+    Candidate,
+    assess_job,
+    learning_job,
+    measure_job,
+    propagation_job,
+    similar_objects_job,
+)
 from .layers import OUTPUT, PROMPTS, colour_points, remove_points_at, show_candidates
 from .workers import LatestRequest, WorkerHost
 
@@ -199,6 +206,29 @@ class CommittedObjects:
             progress=self._progress, returned=lambda found: self._judged(found, label),
             errored=self._report,
         )  # fmt: skip
+
+    def measure(self, spacing: tuple[float, ...]) -> None:
+        """Measure every committed object (on a worker): its volume with a credible interval
+        from the Bayesian head's posterior; the result comes as a ``measured(found)``
+        event."""
+        session, _ = self._current()
+        labels = self.committed_labels()
+        if session is None or labels is None or not labels.any():
+            self._say("commit some objects first")
+            return
+        if session.head is None:
+            self._say("measuring with error bars needs a Bayesian head: use 'Learn from my "
+                      "annotations' first")  # fmt: skip
+            return
+        self.workers.start(
+            measure_job, session, labels, spacing, progress=self._progress,
+            returned=lambda found: self._measured(found, len(spacing)), errored=self._report,
+        )  # fmt: skip
+
+    def _measured(self, found, dimensions: int) -> None:
+        unit = "mm³" if dimensions == 3 else "mm²"
+        self.events.measured(found=found, unit=unit)
+        self._say(f"measured {len(found)} object(s) in {unit}, with 95 % credible intervals")
 
     def _judged(self, found: list[ObjectQuality], label: int | None) -> None:
         self.events.quality_checked(found=found, label=label)

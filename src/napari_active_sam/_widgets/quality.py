@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from napari.utils.notifications import show_warning
 
 from ..core.enums import Estimator
-from .layers import show_predicted_dice
+from .layers import set_object_features, show_predicted_dice
 
 if TYPE_CHECKING:
     from ..core.quality.estimators import ObjectQuality
@@ -45,7 +45,10 @@ class QualityPanel(Container):
                                       step=0.05)  # fmt: skip
         self.check_button = PushButton(text="Check quality of all objects")
         self.review = Select(label="review", choices=[])
-        self.extend([self.estimator, self.threshold, self.check_button, self.review])
+        self.measure_button = PushButton(text="Measure volumes (95 % interval)")
+        self.volumes = Select(label="volumes", choices=[])
+        self.extend([self.estimator, self.threshold, self.check_button, self.review,
+                     self.measure_button, self.volumes])  # fmt: skip
         self.figure = Figure(figsize=(4, 1.8), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setVisible(False)
@@ -55,8 +58,12 @@ class QualityPanel(Container):
         self.check_button.changed.connect(self.check_all)
         self.threshold.changed.connect(self._refresh)
         self.review.changed.connect(self._jump)
+        self.measure_button.changed.connect(controller.measure)
+        self.volumes.changed.connect(self._jump_to_measured)
+        self._measured_entries: dict[str, tuple[int, tuple[int, ...]]] = {}
         controller.events.committed.connect(self._committed)
         controller.events.quality_checked.connect(self._checked)
+        controller.events.measured.connect(self._measured)
 
     # ------------------------------------------------------------------------------ runs
     def check_all(self) -> None:
@@ -126,6 +133,28 @@ class QualityPanel(Container):
         ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=7)
         self.canvas.draw_idle()
+
+    def _measured(self, event) -> None:
+        """Volumes and intervals into the output layer's features and the volumes list."""
+        found = event.found
+        unit = "mm3" if event.unit == "mm³" else "mm2"
+        set_object_features(self.controller.viewer, {
+            f"volume_{unit}": {m.label: m.volume_mm3 for m in found},
+            f"volume_low_{unit}": {m.label: m.volume_low_mm3 for m in found},
+            f"volume_high_{unit}": {m.label: m.volume_high_mm3 for m in found},
+        })  # fmt: skip
+        self._measured_entries = {
+            f"object {m.label}: {m.volume_mm3:.0f} {event.unit} ({m.volume_low_mm3:.0f}–"
+            f"{m.volume_high_mm3:.0f}), Dice {m.predicted_dice:.2f}":
+            (m.label, (m.first_slice,) if event.unit == "mm³" else ())
+            for m in found
+        }  # fmt: skip
+        self.volumes.choices = list(self._measured_entries)
+
+    def _jump_to_measured(self, *_) -> None:
+        chosen = self.volumes.value
+        if chosen:
+            self.controller.show_object(*self._measured_entries[chosen[0]])
 
     def _jump(self, *_) -> None:
         chosen = self.review.value
