@@ -6,32 +6,15 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
-from test_canvas_clicks import click  # tests/_widgets is on the path (no package)
 
-from napari_active_sam._widgets.dock import ActiveSamWidget
-from napari_active_sam._widgets.layers import OUTPUT, PROMPTS
+from napari_active_sam._widgets.layers import OUTPUT
 
 WAIT = 60_000  # ms; the encoder runs on a 2-core CPU
 
 
-def test_measure_gives_each_object_its_volume_and_interval(make_napari_viewer, qtbot,
-                                                           sample_ct):  # fmt: skip
-    volume, organs, spacing = sample_ct
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(volume[6:18], name="ct")  # at scale 1 the canvas click lands simply
-    widget = ActiveSamWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.window.value = "soft_tissue"
-    viewer.dims.current_step = (6, 0, 0)
-    qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
-    qtbot.waitUntil(lambda: widget.session.is_encoded((6,)), timeout=WAIT)
-    assert widget.session.head is not None  # the demo model ships its head
-    viewer.reset_view()
-    qtbot.wait(50)
-    spine = organs[6:18] == 7
-    rows, cols = np.nonzero(spine[6])
-    click(viewer, float(np.median(rows)), float(np.median(cols)))
-    qtbot.waitUntil(lambda: len(viewer.layers[PROMPTS].data) == 1, timeout=5_000)
+def test_measure_gives_each_object_its_volume_and_interval(spine_clicked, qtbot, sample_ct):
+    viewer, widget, _ = spine_clicked
+    spacing = sample_ct[2]
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
     output = viewer.layers[OUTPUT]
     qtbot.waitUntil(lambda: output.data.any(), timeout=WAIT)
