@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.data.dicom import is_dicom
+from .core.data.dicom_seg import is_seg, read_seg
 from .core.data.files import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -47,7 +48,19 @@ def napari_write_labels(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def _napari_read(path: str) -> list[tuple]:
+    if has_suffix(path, DICOM_SUFFIXES) and is_seg(Path(path)):
+        return _read_segmentation(Path(path))
     image = read_image(path)
     name = image.metadata.get("series_description") or stem(path)  # a DICOM series' own name
     meta = {"name": name, "scale": image.scale, "rgb": image.rgb, "metadata": image.metadata}
     return [(image.data, meta, "image")]
+
+
+def _read_segmentation(path: Path) -> list[tuple]:
+    """A DICOM SEG as a Labels layer on its series' grid (the series in the same folder);
+    each object's segment description in the layer's features."""
+    labels, descriptions, scale = read_seg(path)
+    objects = sorted(descriptions)
+    features = {"index": [0, *objects], "description": ["", *(descriptions[k] for k in objects)]}
+    meta = {"name": f"{stem(path)} (DICOM SEG)", "scale": scale, "features": features}
+    return [(labels, meta, "labels")]

@@ -119,6 +119,7 @@ def read_series(folder: Path, chosen: Path | None = None) -> ImageData:
             "series_description": first.description,
             "other_series": others,
             "modality": first.modality,
+            "files": [str(s.path) for s in ordered],  # the slices' files, in volume order
         },
     )
 
@@ -160,6 +161,8 @@ def _headers(files: list[Path]) -> tuple[list[_Slice], list[Path]]:
             header = _read(file, stop_before_pixels=True, defer_size="64 KB")
             if "Rows" not in header or "Columns" not in header:
                 continue  # a DICOMDIR, a report, a presentation state: no image
+            if header.get("Modality") == "SEG":
+                continue  # a segmentation of a series, read with its series (dicom_seg)
             slices.append(_slice(file, header))
         except pydicom.errors.InvalidDicomError:
             continue  # not a DICOM file (a README, a thumbnail)

@@ -1,0 +1,93 @@
+"""``napari-active-sam export``: labels to DICOM SEG (on their series) or NIfTI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..core.errors import ActiveSamError
+from . import options
+
+NAME = "export"
+HELP = "write labels as a DICOM SEG referencing their series, or as NIfTI"
+DESCRIPTION = (
+    "Exports the objects of --labels, drawn on --image (a DICOM series folder or file for "
+    "dicom-seg; any image for nifti). With a Bayesian head (the model's own by default) each "
+    "DICOM segment's description gives the object's volume, its 95 % interval and its "
+    "predicted Dice; --no-measure leaves them out."
+)
+FORMATS = ("dicom-seg", "nifti")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, required=True,
+                        help="the image the labels were drawn on (a DICOM series for dicom-seg)")
+    parser.add_argument("--labels", type=options.existing_file, required=True,
+                        help="labels on the image's grid (NIfTI, TIFF)")  # fmt: skip
+    parser.add_argument("--format", choices=FORMATS, default="dicom-seg")
+    parser.add_argument("--out", type=Path, required=True, help="file to write")
+    parser.add_argument("--no-measure", dest="measure", action="store_false",
+                        help="leave volumes and predicted Dice out of the segment descriptions")
+    options.model_options(parser)
+    options.window_option(parser, "percentile", "intensity window for measuring")
+    options.threads_option(parser)
+
+
+def _descriptions(args: argparse.Namespace, image, labels) -> dict[int, str]:
+    """Per object: its volume with the interval and its predicted Dice (needs a head)."""
+    from ..core.active.bayes_head import BayesHead
+    from ..core.engine.preprocess import IntensityWindow, SliceSource
+    from ..core.quality.measure import measure_objects
+
+    model = options.load_chosen_model(args)
+    head = BayesHead.for_model(model, args.checkpoint)
+    if head is None:
+        print(f"note: {model.name} has no Bayesian head: segments go without measurements",
+              file=sys.stderr)  # fmt: skip
+        return {}
+    source = SliceSource(image.data, IntensityWindow.from_name(args.window), rgb=image.rgb)
+    steps = measure_objects(model, head, source, labels, image.scale)
+    found = options.drain_with_bar(steps, "measure", unit="object")
+    unit = "mm3" if labels.ndim == 3 else "mm2"
+    return {
+        m.label: f"{m.volume_mm3:.0f} {unit} ({m.volume_low_mm3:.0f}-{m.volume_high_mm3:.0f}), "
+        f"predicted Dice {m.predicted_dice:.2f}"
+        for m in found
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..core.data.datasets import check_labels
+    from ..core.data.dicom import is_dicom
+    from ..core.data.dicom_seg import write_seg
+    from ..core.data.files import read_image, write_labels
+    from ..core.keeping import save_or_keep
+
+    options.set_threads(args)
+    image_path = Path(args.image)
+    if not image_path.exists():
+        raise ActiveSamError(f"{image_path} does not exist: give the image the labels are on.")
+    image = read_image(image_path)
+    labels = check_labels(read_image(args.labels).data, image.spatial_shape,
+                          Path(args.labels).name, f"the image {image_path.name}")  # fmt: skip
+    if args.format == "dicom-seg":
+        series = image_path if image_path.is_dir() else image_path.parent
+        if not (image_path.is_dir() or is_dicom(image_path)):
+            raise ActiveSamError(
+                f"{image_path.name} is not DICOM: a DICOM SEG refers to a DICOM series; give "
+                "its folder, or export with --format nifti."
+            )
+        described = _descriptions(args, image, labels) if args.measure else {}
+        save_or_keep(lambda path: write_seg(series, labels, path, described), args.out,
+                     "the DICOM SEG")  # fmt: skip
+    else:
+        metadata = dict(image.metadata)
+        if "affine" not in metadata:  # place the voxels at the image's spacing
+            zooms = [*reversed(image.scale)][:3]
+            metadata["affine"] = np.diag([*zooms, *[1.0] * (4 - len(zooms))])
+        save_or_keep(lambda path: write_labels(path, labels, metadata), args.out, "the labels")
+    print(f"{len(np.unique(labels)) - 1} objects written to {args.out}", file=sys.stderr)
+    return 0

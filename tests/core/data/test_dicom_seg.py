@@ -1,0 +1,140 @@
+"""DICOM SEG on a real CT series: written with highdicom, read back on the series' grid,
+opened in napari next to its series, exported from the command line."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+
+import nibabel
+import numpy as np
+import pydicom
+import pytest
+import tifffile
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from napari_active_sam.cli.main import main
+from napari_active_sam.core.data.dicom_seg import read_seg, write_seg
+from napari_active_sam.core.data.files import read_image
+from napari_active_sam.core.engine.downloads import CACHE_ENV
+from napari_active_sam.core.errors import ImageError
+from napari_active_sam.io import napari_get_reader
+
+
+def _series(folder, slices: int = 4, step: float = 5.0):
+    """pydicom's CT_small.dcm (a real 128 × 128 CT image) as a series of ``slices``
+    images ``step`` mm apart, written out of order."""
+    folder.mkdir(parents=True)
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    series = generate_uid()
+    for i in reversed(range(slices)):
+        ds = copy.deepcopy(base)
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = i + 1
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, z + step * i]
+        ds.save_as(folder / f"slice{i}.dcm")
+    return folder, series
+
+
+@pytest.fixture
+def ct_series(tmp_path):
+    return _series(tmp_path / "ct")
+
+
+def _labels(shape):
+    labels = np.zeros(shape, np.int32)
+    labels[1:3, 30:60, 40:80] = 7
+    labels[0, 80:100, 80:100] = 70_000  # beyond 16 bits: kept by the segment's label
+    return labels
+
+
+def test_seg_round_trip_keeps_positions_orientation_and_pixels(ct_series):
+    folder, series = ct_series
+    image = read_image(folder)
+    labels = _labels(image.data.shape)
+    out = write_seg(folder, labels, folder / "objects.dcm", {7: "1200 mm3, Dice 0.90"})
+    seg = pydicom.dcmread(out)
+    assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series
+    sources = {str(pydicom.dcmread(f).SOPInstanceUID): pydicom.dcmread(f)
+               for f in image.metadata["files"]}  # fmt: skip
+    assert seg.FrameOfReferenceUID == next(iter(sources.values())).FrameOfReferenceUID
+    for frame in seg.PerFrameFunctionalGroupsSequence:  # each frame sits on its source slice
+        source = sources[frame.DerivationImageSequence[0].SourceImageSequence[0]
+                         .ReferencedSOPInstanceUID]  # fmt: skip
+        position = frame.PlanePositionSequence[0].ImagePositionPatient
+        np.testing.assert_allclose([float(v) for v in position],
+                                   [float(v) for v in source.ImagePositionPatient])  # fmt: skip
+    orientation = seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+    np.testing.assert_allclose([float(v) for v in orientation.ImageOrientationPatient],
+                               [float(v) for v in next(iter(sources.values()))
+                                .ImageOrientationPatient])  # fmt: skip
+    labels_back, descriptions, scale = read_seg(out)
+    np.testing.assert_array_equal(labels_back, labels)
+    assert descriptions == {7: "1200 mm3, Dice 0.90", 70_000: ""}
+    assert scale == pytest.approx(image.scale)
+    # The series still reads as the image: the SEG beside it is passed over.
+    np.testing.assert_array_equal(read_image(folder).data, image.data)
+
+
+def test_napari_opens_the_seg_as_labels_on_its_series_grid(ct_series):
+    folder, _ = ct_series
+    image = read_image(folder)
+    labels = _labels(image.data.shape)
+    out = write_seg(folder, labels, folder / "objects.dcm")
+    [(data, meta, kind)] = napari_get_reader(str(out))(str(out))
+    assert kind == "labels" and meta["scale"] == pytest.approx(image.scale)
+    np.testing.assert_array_equal(data, labels)
+    assert list(meta["features"]["index"]) == [0, 7, 70_000]
+
+
+def test_seg_of_another_series_and_bad_labels_are_refused(tmp_path, ct_series):
+    folder, _ = ct_series
+    shape = read_image(folder).data.shape
+    out = write_seg(folder, _labels(shape), tmp_path / "objects.dcm")
+    other, _ = _series(tmp_path / "other")
+    shutil.copy(out, other / "objects.dcm")
+    with pytest.raises(ImageError, match="belongs to series .* not in .*other"):
+        read_seg(other / "objects.dcm")
+    with pytest.raises(ImageError, match="labels have shape"):
+        write_seg(folder, np.ones((2, 128, 128), np.int32), tmp_path / "x.dcm")
+    with pytest.raises(ImageError, match="no object"):
+        write_seg(folder, np.zeros(shape, np.int32), tmp_path / "x.dcm")
+    with pytest.raises(ImageError, match="not a DICOM segmentation"):
+        read_seg(folder / "slice0.dcm")
+
+
+def test_export_on_the_command_line(tmp_path, ct_series, monkeypatch, capsys):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    folder, series = ct_series
+    image = read_image(folder)
+    labels = _labels(image.data.shape)
+    labels[labels == 70_000] = 3  # a NIfTI file holds these labels
+    tifffile.imwrite(tmp_path / "labels.tif", labels, photometric="minisblack")
+    seg_path = tmp_path / "out" / "objects.dcm"
+    base = ["export", "--image", str(folder), "--labels", str(tmp_path / "labels.tif")]
+    assert main([*base, "--out", str(seg_path), "--model", "demo"]) == 0
+    labels_back, descriptions, _ = read_seg(seg_path, folder)
+    np.testing.assert_array_equal(labels_back, labels)
+    assert all("mm3" in d and "predicted Dice" in d for d in descriptions.values())
+    nifti = tmp_path / "out" / "objects.nii.gz"
+    assert main([*base, "--format", "nifti", "--out", str(nifti)]) == 0
+    saved = nibabel.load(nifti)
+    np.testing.assert_array_equal(np.transpose(np.asarray(saved.dataobj), (2, 1, 0)), labels)
+    assert saved.header.get_zooms() == pytest.approx(tuple(reversed(image.scale)))
+
+    (tmp_path / "a_file").write_text("")
+    capsys.readouterr()
+    blocked = str(tmp_path / "a_file" / "objects.dcm")
+    assert main([*base, "--out", blocked, "--no-measure"]) == 2
+    [kept] = (tmp_path / "tmp").glob("napari-active-sam-*/unsaved/*objects.dcm")
+    assert str(kept) in capsys.readouterr().err
+    assert pydicom.dcmread(kept).ReferencedSeriesSequence[0].SeriesInstanceUID == series
+    assert main(["export", "--image", str(tmp_path / "labels.tif"), "--labels",
+                 str(tmp_path / "labels.tif"), "--out", str(seg_path)]) == 2  # fmt: skip
+    assert "not DICOM" in capsys.readouterr().err
