@@ -16,6 +16,7 @@ import numpy as np
 
 from ... import __version__
 from ..errors import ImageError
+from .datasets import check_labels
 from .dicom import read_series
 from .image import ImageData
 
@@ -80,15 +81,7 @@ def write_seg(
     from pydicom.sr.codedict import codes
 
     files, image = _series_files(Path(series))
-    shape = image.spatial_shape
-    labels = np.asarray(labels)
-    if labels.shape != tuple(shape):
-        raise ImageError(
-            f"The labels have shape {labels.shape}, the series {tuple(shape)}: export labels "
-            "drawn on this series."
-        )
-    if labels.dtype.kind not in "iub":
-        raise ImageError(f"Labels of dtype {labels.dtype} are not objects: give integers.")
+    labels = check_labels(labels, image.spatial_shape, "The labels", "the series")
     objects = [int(v) for v in np.unique(labels) if v > 0]
     if not objects:
         raise ImageError("The labels hold no object: nothing to export.")
