@@ -10,14 +10,15 @@ from ..core.errors import ActiveSamError
 from . import options
 
 NAME = "export"
-HELP = "write labels as a DICOM SEG referencing their series, or as NIfTI"
+HELP = "write labels as a DICOM SEG referencing their series, OME-Zarr labels, or NIfTI"
 DESCRIPTION = (
     "Exports the objects of --labels, drawn on --image (a DICOM series folder or file for "
     "dicom-seg; any image for nifti). With a Bayesian head (the model's own by default) each "
     "DICOM segment's description gives the object's volume, its 95 % interval and its "
-    "predicted Dice; --no-measure leaves them out."
+    "predicted Dice; --no-measure leaves them out. With ome-zarr the labels go into the "
+    "OME-Zarr image's labels/ group, named after --out."
 )
-FORMATS = ("dicom-seg", "nifti")
+FORMATS = ("dicom-seg", "ome-zarr", "nifti")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from ..core.data.datasets import check_labels
     from ..core.data.dicom import is_dicom
     from ..core.data.dicom_seg import write_seg
-    from ..core.data.files import read_image, write_labels
+    from ..core.data.files import read_image, stem, write_labels
+    from ..core.data.omezarr import is_zarr, write_ome_zarr_labels
     from ..core.keeping import save_or_keep
 
     options.set_threads(args)
@@ -83,6 +85,14 @@ def run(args: argparse.Namespace) -> int:
         described = _descriptions(args, image, labels) if args.measure else {}
         save_or_keep(lambda path: write_seg(series, labels, path, described), args.out,
                      "the DICOM SEG")  # fmt: skip
+    elif args.format == "ome-zarr":
+        if not is_zarr(image_path):
+            raise ActiveSamError(
+                f"{image_path.name} is not an OME-Zarr image: OME-Zarr labels go next to one; "
+                "export with --format nifti instead."
+            )
+        written = write_ome_zarr_labels(image_path, labels, name=stem(Path(args.out).name))
+        print(f"labels in {written}", file=sys.stderr)
     else:
         metadata = dict(image.metadata)
         if "affine" not in metadata:  # place the voxels at the image's spacing

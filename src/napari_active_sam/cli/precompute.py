@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "image",
         type=Path,
-        help="image or volume file, a DICOM series folder, or a folder of images",
+        help="image or volume file, a DICOM series folder, an OME-Zarr image, or a folder of "
+        "images",
     )
     options.model_options(parser, default=ModelName.VIT_B)
     parser.add_argument("--out", type=Path, required=True, help="zarr store to write (STORE.zarr)")
@@ -39,9 +40,12 @@ def _image_files(path: Path) -> list[Path]:
     files of a folder."""
     from ..core.data.dicom import is_dicom
     from ..core.data.files import IMAGE_SUFFIXES, has_suffix
+    from ..core.data.omezarr import is_zarr
 
     if not path.exists():
         raise ActiveSamError(f"{path} does not exist: give an image, a volume or a folder.")
+    if is_zarr(path):
+        return [path]
     if path.is_dir() and not any(is_dicom(p) for p in path.iterdir() if p.is_file()):
         files = sorted(p for p in path.iterdir() if p.is_file() and has_suffix(p, IMAGE_SUFFIXES))
         if not files:

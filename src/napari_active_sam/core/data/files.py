@@ -21,6 +21,7 @@ from .image import (
     check_claimed_size,
     checked_spacing,
 )
+from .omezarr import is_zarr, read_ome_zarr
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -128,8 +129,8 @@ _READERS = (
 
 
 def read_image(path: Path | str) -> ImageData:
-    """Read an image file (NIfTI, TIFF, PNG/JPEG/BMP, ``.npy``), a DICOM file (its series)
-    or a DICOM series folder.
+    """Read an image file (NIfTI, TIFF, PNG/JPEG/BMP, ``.npy``), a DICOM file (its series),
+    a DICOM series folder or an OME-Zarr image folder (read lazily: a dask array).
 
     Headers are checked before pixels are read: an image larger than its file can hold or
     than :data:`~napari_active_sam.core.data.image.MAX_IMAGE_BYTES` is refused unread.
@@ -141,6 +142,8 @@ def read_image(path: Path | str) -> ImageData:
     """
     path = Path(path)
     if path.is_dir():
+        if is_zarr(path):
+            return read_ome_zarr(path)
         return read_series(path)
     if not path.is_file():
         raise ImageError(f"{path} does not exist.")

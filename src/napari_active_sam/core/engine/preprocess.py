@@ -92,7 +92,8 @@ class IntensityWindow:
         """
         if self.kind is WindowKind.FIXED:
             return self.low, self.high
-        values = _real_values(data).ravel()
+        values = _real_values(data)
+        values = np.ravel(values) if isinstance(values, np.ndarray) else _sampled(values)
         if values.size > _PERCENTILE_SAMPLE:
             # Evenly spread indices, not a fixed stride: a stride that is a multiple of the
             # channel count would sample one colour channel only.
@@ -105,9 +106,21 @@ class IntensityWindow:
         return float(lo), float(hi)
 
 
-def _real_values(data: np.ndarray) -> np.ndarray:
-    data = np.asarray(data)
-    if data.size == 0:
+def _sampled(data) -> np.ndarray:
+    """Values of a lazy (dask or zarr) array without reading it whole: evenly spaced
+    slices along its first axis, about :data:`_PERCENTILE_SAMPLE` values in all."""
+    per_slice = max(1, int(np.prod(data.shape[1:])))
+    count = min(data.shape[0], max(1, _PERCENTILE_SAMPLE // per_slice))
+    chosen = np.unique(np.linspace(0, data.shape[0] - 1, count).round().astype(int))
+    return np.concatenate([np.ravel(np.asarray(data[int(i)])) for i in chosen])
+
+
+def _real_values(data):
+    """``data`` checked to hold real numbers (booleans as 0.0/1.0); a lazy array (dask,
+    zarr) is checked by its dtype and stays unread."""
+    if not (hasattr(data, "dtype") and hasattr(data, "shape")):
+        data = np.asarray(data)
+    if int(np.prod(data.shape)) == 0:
         raise ImageError(f"The image is empty (shape {data.shape}): load an image with pixels.")
     if np.iscomplexobj(data):
         raise ImageError(
@@ -146,7 +159,8 @@ def select_slice(
     np.ndarray
         ``(H, W)`` or ``(H, W, 3)`` view or copy of the slice.
     """
-    data = np.asarray(data)
+    if not (hasattr(data, "shape") and hasattr(data, "__getitem__")):
+        data = np.asarray(data)
     spatial = 3 if rgb else 2
     if data.ndim < spatial:
         raise ImageError(
@@ -166,7 +180,7 @@ def select_slice(
     for i, n in zip(index, leading, strict=True):
         if not 0 <= i < n:
             raise ImageError(f"Slice index {index} is outside the image's leading axes {leading}.")
-    image = data[index]
+    image = np.asarray(data[index])  # a lazy volume reads this slice only
     if rgb:
         if image.shape[-1] not in (3, 4):
             raise ImageError(f"RGB images need 3 or 4 channels, got {image.shape[-1]}.")

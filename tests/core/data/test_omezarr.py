@@ -1,0 +1,104 @@
+"""OME-Zarr images written with ome-zarr-py: read lazily with their scale, annotated slice
+by slice, labels written next to them, encoded by precompute; bad folders refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Label, Reader
+from ome_zarr.writer import write_image
+
+from napari_active_sam.cli.main import main
+from napari_active_sam.core.annotate.session import AnnotationSession
+from napari_active_sam.core.data.files import read_image
+from napari_active_sam.core.data.omezarr import write_ome_zarr_labels
+from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.core.engine.embeddings import EmbeddingStore
+from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.errors import ImageError
+from napari_active_sam.core.prompts import Click, PromptSet
+
+SCALE = {"z": 2.5, "y": 0.8, "x": 0.8}
+
+
+@pytest.fixture
+def ome_ct(tmp_path, sample_ct):
+    """Eight slices of the sample CT as an OME-Zarr image (two levels, 2.5 × 0.8 × 0.8)."""
+    volume, organs, _ = sample_ct
+    path = tmp_path / "ct.ome.zarr"
+    write_image(volume[8:16], zarr.open_group(str(path), mode="w"), axes="zyx",
+                scale_factors=(2,), scale=SCALE)  # fmt: skip
+    return path, volume[8:16], organs[8:16]
+
+
+def test_read_lazily_with_the_scale_and_annotate_a_slice(ome_ct):
+    path, volume, organs = ome_ct
+    image = read_image(path)
+    assert not isinstance(image.data, np.ndarray)  # a dask array: nothing read yet
+    assert image.data.shape == volume.shape and image.scale == (2.5, 0.8, 0.8)
+    source = SliceSource(image.data, IntensityWindow.ct("soft_tissue"))
+    np.testing.assert_array_equal(source.raw_slice((3,)), volume[3])
+    model = load_model("demo", device="cpu")
+    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    rows, cols = np.nonzero(organs[3] == 1)
+    click = Click(float(np.median(cols)), float(np.median(rows)), True)
+    answer = session.answer((3,), PromptSet((click,)))
+    eager = AnnotationSession(model, SliceSource(volume, IntensityWindow.ct("soft_tissue")),
+                              EmbeddingStore(model.model_id))  # fmt: skip
+    np.testing.assert_array_equal(answer.mask, eager.answer((3,), PromptSet((click,))).mask)
+
+
+def test_percentiles_of_a_lazy_volume_come_from_a_sample_of_slices(ome_ct):
+    path, volume, _ = ome_ct
+    lazy = SliceSource(read_image(path).data).limits()
+    eager = SliceSource(volume).limits()
+    assert lazy == pytest.approx(eager, rel=0.05)
+
+
+def test_labels_go_next_to_the_image_as_ome_zarr_labels(ome_ct):
+    path, _, organs = ome_ct
+    written = write_ome_zarr_labels(path, organs, name="organs")
+    assert written == path / "labels" / "organs"
+    nodes = list(Reader(parse_url(str(path)))())
+    [labels] = [n for n in nodes if any(isinstance(s, Label) for s in n.specs)]
+    np.testing.assert_array_equal(np.asarray(labels.data[0]), organs)
+    with pytest.raises(ImageError, match="labels have shape"):
+        write_ome_zarr_labels(path, organs[:2])
+
+
+def test_folders_that_are_not_one_ome_zarr_image_are_refused(tmp_path, sample_ct):
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(str(plain), mode="w").create_array("data", shape=(4, 4), dtype="u1")
+    with pytest.raises(ImageError, match="no multiscales"):
+        read_image(plain)
+    bare = tmp_path / "bare.ome.zarr"
+    zarr.open_group(str(bare), mode="w").attrs["ome"] = {"version": "0.5"}
+    with pytest.raises(ImageError, match="no multiscales"):
+        read_image(bare)
+    channels = tmp_path / "channels.ome.zarr"
+    data = np.zeros((2, 4, 32, 32), np.uint16)
+    write_image(data, zarr.open_group(str(channels), mode="w"), axes="czyx",
+                scale_factors=())  # fmt: skip
+    with pytest.raises(ImageError, match="2 along its 'c' axis"):
+        read_image(channels)
+
+
+def test_precompute_encodes_an_ome_zarr_image(ome_ct, tmp_path, tiny_checkpoint):
+    path, volume, _ = ome_ct
+    out = tmp_path / "store.zarr"
+    assert main(["precompute", str(path), "--model", "tiny", "--checkpoint",
+                 str(tiny_checkpoint), "--out", str(out), "--workers", "1"]) == 0  # fmt: skip
+    assert sorted(zarr.open_group(str(out)).array_keys()) == [f"{z:04d}" for z in range(8)]
+
+
+def test_export_writes_ome_zarr_labels_from_the_command_line(ome_ct, tmp_path):
+    path, _, organs = ome_ct
+    tifffile.imwrite(tmp_path / "organs.tif", organs, photometric="minisblack")
+    assert main(["export", "--image", str(path), "--labels", str(tmp_path / "organs.tif"),
+                 "--format", "ome-zarr", "--out", "organs"]) == 0  # fmt: skip
+    nodes = list(Reader(parse_url(str(path)))())
+    [labels] = [n for n in nodes if any(isinstance(s, Label) for s in n.specs)]
+    np.testing.assert_array_equal(np.asarray(labels.data[0]), organs)
