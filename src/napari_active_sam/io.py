@@ -1,4 +1,4 @@
-"""npe2 readers and writers: NIfTI, DICOM series folders and TIFF stacks."""
+"""npe2 readers and writers: NIfTI, DICOM series folders and SEG files, TIFF stacks, OME-Zarr."""
 
 from __future__ import annotations
 
@@ -17,18 +17,19 @@ from .core.data.files import (
     stem,
     write_labels,
 )
+from .core.data.omezarr import is_zarr
 
-READER_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + DICOM_SUFFIXES
+READER_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + DICOM_SUFFIXES + (".zarr",)
 """What the reader takes besides DICOM series folders (the manifest's filename patterns)."""
 PLUGIN = "napari-active-sam"
 
 
 def napari_get_reader(path: str | list[str]) -> Callable | None:
-    """npe2 reader contribution: NIfTI and TIFF files, DICOM files (their series) and
-    DICOM series folders."""
+    """npe2 reader contribution: NIfTI and TIFF files, DICOM files (their series), DICOM
+    series folders and OME-Zarr images (read lazily)."""
     if isinstance(path, list):
         return None
-    if has_suffix(path, READER_SUFFIXES) or _holds_dicom(Path(path)):
+    if has_suffix(path, READER_SUFFIXES) or _holds_dicom(Path(path)) or is_zarr(Path(path)):
         return _napari_read
     return None
 

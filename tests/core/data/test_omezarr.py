@@ -20,6 +20,7 @@ from napari_active_sam.core.engine.embeddings import EmbeddingStore
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
 from napari_active_sam.core.errors import ImageError
 from napari_active_sam.core.prompts import Click, PromptSet
+from napari_active_sam.io import napari_get_reader
 
 SCALE = {"z": 2.5, "y": 0.8, "x": 0.8}
 
@@ -49,6 +50,13 @@ def test_read_lazily_with_the_scale_and_annotate_a_slice(ome_ct):
     eager = AnnotationSession(model, SliceSource(volume, IntensityWindow.ct("soft_tissue")),
                               EmbeddingStore(model.model_id))  # fmt: skip
     np.testing.assert_array_equal(answer.mask, eager.answer((3,), PromptSet((click,))).mask)
+
+
+def test_napari_opens_it_lazily_at_its_scale(ome_ct):
+    path, volume, _ = ome_ct
+    [(data, meta, kind)] = napari_get_reader(str(path))(str(path))
+    assert kind == "image" and not isinstance(data, np.ndarray)
+    assert meta["scale"] == (2.5, 0.8, 0.8) and data.shape == volume.shape
 
 
 def test_percentiles_of_a_lazy_volume_come_from_a_sample_of_slices(ome_ct):
