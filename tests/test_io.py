@@ -342,3 +342,13 @@ def test_a_tiff_whose_page_has_no_entries_is_refused(tmp_path):
     path.write_bytes(b"II*\0" + (8).to_bytes(4, "little") + b"\0\0" + b"\0" * 4)  # 0 entries
     with pytest.raises(ImageError, match="hollow.tif"):
         read_image(path)
+
+
+def test_an_image_too_big_to_read_whole_points_to_the_lazy_way(tmp_path, monkeypatch):
+    from napari_active_sam.core.data import image as image_module
+
+    path = tmp_path / "big.npy"
+    np.save(path, np.zeros((64, 128, 128), np.int16))  # 2 MiB, over a 1 MiB allowance
+    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", 2**20)
+    with pytest.raises(ImageError, match=r"does not fit read whole\. Open it lazily.*OME-Zarr"):
+        read_image(path)

@@ -97,12 +97,25 @@ def check_claimed_size(
             f"{path.name}: its header claims {_gb(size)} of image {tuple(shape)} but the file "
             f"holds {stored:,} bytes for it: the file is truncated or damaged."
         )
-    if size > limit:
+    free = _free_memory()
+    if size > limit or (free is not None and size > free):
+        room = f"the {_gb(limit)} allowed" if size > limit else f"the {_gb(free)} of free memory"
         raise ImageError(
-            f"{path.name}: the image {tuple(shape)} would take {_gb(size)}, more than the "
-            f"{_gb(limit)} allowed; crop it or set NAPARI_ACTIVE_SAM_MAX_IMAGE_GB higher."
+            f"{path.name}: the image {tuple(shape)} would take {_gb(size)}, more than {room}: "
+            "it does not fit read whole. Open it lazily instead: as an OME-Zarr image (an "
+            ".ome.zarr folder, made with bioformats2raw or ome-zarr-py), which is read slice by "
+            "slice as you annotate; or crop it, or set NAPARI_ACTIVE_SAM_MAX_IMAGE_GB higher."
         )
     return size
+
+
+def _free_memory() -> int | None:
+    """Bytes of memory available now (None where the system does not say)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
 
 
 def checked_spacing(path: Path, spacing: tuple[float, ...], what: str) -> tuple[float, ...]:
