@@ -13,6 +13,7 @@ from ome_zarr.writer import write_image
 
 from napari_active_sam.cli.main import main
 from napari_active_sam.core.annotate.session import AnnotationSession
+from napari_active_sam.core.data.datasets import discover_pairs, load_pair
 from napari_active_sam.core.data.files import read_image
 from napari_active_sam.core.data.omezarr import write_ome_zarr_labels
 from napari_active_sam.core.engine.checkpoints import load_model
@@ -110,3 +111,17 @@ def test_export_writes_ome_zarr_labels_from_the_command_line(ome_ct, tmp_path):
     nodes = list(Reader(parse_url(str(path)))())
     [labels] = [n for n in nodes if any(isinstance(s, Label) for s in n.specs)]
     np.testing.assert_array_equal(np.asarray(labels.data[0]), organs)
+
+
+def test_the_benchmark_pairs_an_ome_zarr_image_with_its_mask(ome_ct, tmp_path):
+    path, _, organs = ome_ct
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    path.rename(data / "images" / "ct.ome.zarr")
+    tifffile.imwrite(data / "masks" / "ct.tif", organs, photometric="minisblack")
+    [pair], skipped = discover_pairs(data)
+    assert pair.stem == "ct" and not skipped
+    source, labels = load_pair(pair, IntensityWindow.ct("soft_tissue"))
+    assert not isinstance(source.data, np.ndarray)  # still lazy
+    np.testing.assert_array_equal(labels, organs)

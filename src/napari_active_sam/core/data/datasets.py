@@ -11,6 +11,7 @@ import numpy as np
 from ..engine.preprocess import IntensityWindow, SliceSource
 from ..errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
+from .omezarr import is_zarr
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class ImagePair:
 
 
 def pair_folders(images: Path, masks: Path) -> tuple[list[ImagePair], list[dict[str, str]]]:
-    """Match ``images/*`` with ``masks/*`` by file stem.
+    """Match ``images/*`` with ``masks/*`` by file stem (OME-Zarr images are folders
+    named ``NAME.ome.zarr`` or ``NAME.zarr``).
 
     Returns
     -------
@@ -41,7 +43,8 @@ def pair_folders(images: Path, masks: Path) -> tuple[list[ImagePair], list[dict[
             raise ActiveSamError(f"{folder} is not a folder: give a folder of image files.")
 
     def by_stem(folder: Path) -> dict[str, Path]:
-        files = sorted(p for p in Path(folder).iterdir() if has_suffix(p, IMAGE_SUFFIXES))
+        files = sorted(p for p in Path(folder).iterdir()
+                       if has_suffix(p, IMAGE_SUFFIXES) or is_zarr(p))  # fmt: skip
         return {stem(p): p for p in files}
 
     found_images, found_masks = by_stem(images), by_stem(masks)

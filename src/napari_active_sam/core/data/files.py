@@ -39,7 +39,7 @@ def has_suffix(path: Path | str, suffixes: tuple[str, ...]) -> bool:
 def stem(path: Path | str) -> str:
     """File name without its image suffix (``ct.nii.gz`` → ``ct``)."""
     name = Path(path).name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted((*IMAGE_SUFFIXES, ".ome.zarr", ".zarr"), key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(path).stem
