@@ -6,8 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .core.data.dicom import is_dicom
-from .core.data.dicom_seg import is_seg, read_seg
+from .core.data.dicom_seg import is_seg, read_seg, write_seg
 from .core.data.files import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -18,6 +20,7 @@ from .core.data.files import (
     write_labels,
 )
 from .core.data.omezarr import is_zarr
+from .core.errors import ImageError
 
 READER_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + DICOM_SUFFIXES + (".zarr",)
 """What the reader takes besides DICOM series folders (the manifest's filename patterns)."""
@@ -43,8 +46,17 @@ def _holds_dicom(folder: Path, sample: int = 20) -> bool:
 
 def napari_write_labels(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 writer contribution: a Labels layer to NIfTI (the source's grid kept when the
-    layer came from a NIfTI image) or TIFF."""
+    layer came from a NIfTI image), TIFF, or, for labels on a DICOM series, a DICOM SEG
+    that refers to that series (``.dcm``)."""
     source = meta.get("metadata", {}) or {}
+    if has_suffix(path, DICOM_SUFFIXES):
+        files = source.get("files")
+        if not files:
+            raise ImageError(
+                "A DICOM SEG refers to the DICOM series the labels were drawn on, and these "
+                "labels come from no series: save them as NIfTI or TIFF."
+            )
+        return [str(write_seg(Path(files[0]).parent, np.asarray(data), Path(path)))]
     return [str(write_labels(path, data, source))]
 
 

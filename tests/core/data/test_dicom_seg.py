@@ -20,7 +20,7 @@ from napari_active_sam.core.data.dicom_seg import read_seg, write_seg
 from napari_active_sam.core.data.files import read_image
 from napari_active_sam.core.engine.downloads import CACHE_ENV
 from napari_active_sam.core.errors import ImageError
-from napari_active_sam.io import napari_get_reader
+from napari_active_sam.io import napari_get_reader, napari_write_labels
 
 
 def _series(folder, slices: int = 4, step: float = 5.0):
@@ -90,6 +90,17 @@ def test_napari_opens_the_seg_as_labels_on_its_series_grid(ct_series):
     assert kind == "labels" and meta["scale"] == pytest.approx(image.scale)
     np.testing.assert_array_equal(data, labels)
     assert list(meta["features"]["index"]) == [0, 7, 70_000]
+
+
+def test_labels_saved_from_napari_as_dcm_become_a_seg_of_their_series(tmp_path, ct_series):
+    folder, series = ct_series
+    [(data, meta, _)] = napari_get_reader(str(folder))(str(folder))
+    labels = _labels(data.shape)
+    [written] = napari_write_labels(str(tmp_path / "objects.dcm"), labels, meta)
+    assert pydicom.dcmread(written).ReferencedSeriesSequence[0].SeriesInstanceUID == series
+    np.testing.assert_array_equal(read_seg(written, folder)[0], labels)
+    with pytest.raises(ImageError, match="come from no series: save them as NIfTI"):
+        napari_write_labels(str(tmp_path / "x.dcm"), labels, {"metadata": {}})
 
 
 def test_seg_of_another_series_and_bad_labels_are_refused(tmp_path, ct_series):
