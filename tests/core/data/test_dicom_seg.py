@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
+from pathlib import Path
 
 import nibabel
 import numpy as np
@@ -149,3 +150,30 @@ def test_export_on_the_command_line(tmp_path, ct_series, monkeypatch, capsys):
     assert main(["export", "--image", str(tmp_path / "labels.tif"), "--labels",
                  str(tmp_path / "labels.tif"), "--out", str(seg_path)]) == 2  # fmt: skip
     assert "not DICOM" in capsys.readouterr().err
+
+
+def test_seg_on_a_scanners_own_mr_series(tmp_path):
+    """Two slices of a real MR series as the scanner wrote them (nibabel's test data): the
+    SEG's frames sit at their source slices' positions and read back on their grid."""
+    data = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"  # no import: it warns
+    folder = tmp_path / "mr"
+    folder.mkdir()
+    for name in ("0.dcm", "1.dcm"):
+        shutil.copy(data / name, folder / name)
+    image = read_image(folder)
+    assert image.data.shape == (2, 256, 256) and image.scale[0] == pytest.approx(3.0, abs=1e-3)
+    labels = np.zeros(image.data.shape, np.int32)
+    labels[:, 100:140, 90:150] = 1
+    labels[1, 20:40, 20:40] = 2
+    out = write_seg(folder, labels, tmp_path / "mr_seg.dcm")
+    seg = pydicom.dcmread(out)
+    by_uid = {str(pydicom.dcmread(f).SOPInstanceUID): pydicom.dcmread(f)
+              for f in image.metadata["files"]}  # fmt: skip
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        source = by_uid[frame.DerivationImageSequence[0].SourceImageSequence[0]
+                        .ReferencedSOPInstanceUID]  # fmt: skip
+        np.testing.assert_allclose(
+            [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient],
+            [float(v) for v in source.ImagePositionPatient],
+        )
+    np.testing.assert_array_equal(read_seg(out, folder)[0], labels)
