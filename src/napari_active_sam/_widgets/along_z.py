@@ -31,7 +31,8 @@ class AlongZPanel(Container):
     def __init__(self, controller: AnnotationController):
         super().__init__(label="along z")
         self.controller = controller
-        self.summary = Label(value="propagate an object to see how sure the model was")
+        self.summary = Label(value="how sure the model was, slice by slice, after a propagation")
+        self.summary.native.setWordWrap(True)  # a long line wraps inside the dock
         self.worst_button = PushButton(text="Go to the least sure slice", enabled=False)
         self.extend([self.summary, self.worst_button])
         self.figure = Figure(figsize=(4, 1.8), tight_layout=True)
