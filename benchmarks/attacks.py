@@ -1204,13 +1204,9 @@ def attack_store(campaign: Campaign) -> None:
 
     from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE
     from napari_active_sam.core.engine.checkpoints import random_model
-    from napari_active_sam.core.engine.embeddings import (
-        EmbeddingStore,
-        embed_slice,
-        encode_slices,
-        slice_key,
-    )
+    from napari_active_sam.core.engine.embeddings import embed_slice, encode_slices
     from napari_active_sam.core.engine.preprocess import SliceSource
+    from napari_active_sam.core.engine.store import EmbeddingStore, slice_key
 
     model = random_model(SMOKE_ARCHITECTURE, seed=0)
     rng0 = np.random.default_rng(1)

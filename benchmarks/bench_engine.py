@@ -74,16 +74,15 @@ from segment_anything import SamPredictor
 from napari_active_sam.core.engine.architectures import ARCHITECTURES, SMOKE_ARCHITECTURE
 from napari_active_sam.core.engine.checkpoints import LoadedModel, choose_device, random_model
 from napari_active_sam.core.engine.device import encoder_arithmetic, resolve_precision
-from napari_active_sam.core.engine.embeddings import (
+from napari_active_sam.core.engine.embeddings import SliceEncoder, encode_slices
+from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
+from napari_active_sam.core.engine.store import (
     Embedding,
     EmbeddingStore,
-    SliceEncoder,
-    encode_slices,
     slice_key,
     slice_signature,
 )
-from napari_active_sam.core.engine.predictor import Predictor
-from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
 from napari_active_sam.core.prompts import Click, PromptSet
 
 GOALS = {

@@ -29,8 +29,9 @@ from napari_active_sam.core.bench.runner import BenchmarkConfig, run_benchmark
 from napari_active_sam.core.cluster import dask_client, load_on_worker
 from napari_active_sam.core.data.datasets import discover_pairs, load_pair, object_targets
 from napari_active_sam.core.data.scenes import write_dataset
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.prompts import Click, PromptSet
 from napari_active_sam.core.sim.clicker import ritm_next_click
 

@@ -43,8 +43,9 @@ def main() -> None:
     from napari_active_sam._widgets.layers import PREVIEW
     from napari_active_sam._widgets.models import LOCAL_FILE
     from napari_active_sam.core.data.scenes import make_ct_volume
-    from napari_active_sam.core.engine.embeddings import EmbeddingStore, SliceEncoder
+    from napari_active_sam.core.engine.embeddings import SliceEncoder
     from napari_active_sam.core.engine.preprocess import to_sam_rgb
+    from napari_active_sam.core.engine.store import EmbeddingStore
 
     volume, organs, _ = make_ct_volume(np.random.default_rng(0), slices=args.slices)
     viewer = napari.Viewer(show=True)

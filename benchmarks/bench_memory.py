@@ -77,8 +77,8 @@ def measure(args: argparse.Namespace) -> dict:
     from napari_active_sam.core.annotate.volume import propagate
     from napari_active_sam.core.data.files import read_image
     from napari_active_sam.core.engine.checkpoints import load_model
-    from napari_active_sam.core.engine.embeddings import EmbeddingStore
     from napari_active_sam.core.engine.preprocess import SliceSource
+    from napari_active_sam.core.engine.store import EmbeddingStore
     from napari_active_sam.core.progress import drain
     from napari_active_sam.core.prompts import Click, PromptSet
 

@@ -35,8 +35,9 @@ import torch
 from napari_active_sam.core.annotate.session import AnnotationSession
 from napari_active_sam.core.annotate.volume import propagate
 from napari_active_sam.core.engine.checkpoints import choose_device, load_model
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, encode_slices
+from napari_active_sam.core.engine.embeddings import encode_slices
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.metrics import dice
 from napari_active_sam.core.progress import drain
 

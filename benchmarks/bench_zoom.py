@@ -25,9 +25,10 @@ import numpy as np
 from napari_active_sam.cli import options
 from napari_active_sam.core.bench.episodes import run_episode
 from napari_active_sam.core.data.real import real_images
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.engine.zoom import ZoomingPredictor
 
 

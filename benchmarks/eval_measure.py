@@ -32,8 +32,8 @@ from napari_active_sam.core.annotate.session import AnnotationSession
 from napari_active_sam.core.annotate.volume import propagate
 from napari_active_sam.core.data.scenes import make_ct_volume
 from napari_active_sam.core.engine.checkpoints import load_model
-from napari_active_sam.core.engine.embeddings import EmbeddingStore
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.metrics import dice
 from napari_active_sam.core.progress import drain
 from napari_active_sam.core.quality.measure import POSTERIOR_SPREAD, measure_objects

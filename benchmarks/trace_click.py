@@ -32,8 +32,8 @@ def main() -> None:
     from napari_active_sam.core.annotate.session import AnnotationSession
     from napari_active_sam.core.data.scenes import make_scene
     from napari_active_sam.core.engine.checkpoints import load_model
-    from napari_active_sam.core.engine.embeddings import EmbeddingStore
     from napari_active_sam.core.engine.preprocess import SliceSource
+    from napari_active_sam.core.engine.store import EmbeddingStore
     from napari_active_sam.core.prompts import Click, PromptSet
 
     model = load_model("demo")

@@ -14,13 +14,9 @@ from napari_active_sam.cli import main
 from napari_active_sam.core.data.files import read_image
 from napari_active_sam.core.engine.checkpoints import load_checkpoint
 from napari_active_sam.core.engine.downloads import CACHE_ENV
-from napari_active_sam.core.engine.embeddings import (
-    EmbeddingStore,
-    encode_slices,
-    slice_key,
-    slice_signature,
-)
+from napari_active_sam.core.engine.embeddings import encode_slices
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore, slice_key, slice_signature
 
 
 def test_models_lists_registry_and_cache(capsys, monkeypatch, tmp_path):

@@ -11,8 +11,8 @@ import zarr
 from napari_active_sam.cli import main
 from napari_active_sam.core.data.files import read_image
 from napari_active_sam.core.engine.checkpoints import load_checkpoint
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, slice_key, slice_signature
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore, slice_key, slice_signature
 
 
 def _args(image, checkpoint, out):

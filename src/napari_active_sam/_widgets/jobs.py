@@ -32,9 +32,10 @@ from ..core.bench.episodes import evaluate_image
 from ..core.bench.report import summarise
 from ..core.bench.strategies import reads_head
 from ..core.engine.checkpoints import LoadedModel, load_model
-from ..core.engine.embeddings import EmbeddingStore, embed_slice
+from ..core.engine.embeddings import embed_slice
 from ..core.engine.predictor import shown_head
 from ..core.engine.preprocess import IntensityWindow, SliceSource
+from ..core.engine.store import EmbeddingStore
 from ..core.engine.zoom import ZoomingPredictor
 from ..core.errors import ActiveSamError, SaveError
 from ..core.progress import Progress

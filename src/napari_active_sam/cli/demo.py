@@ -48,9 +48,10 @@ def _headless(args: argparse.Namespace) -> int:
     from ..core.bench.episodes import run_episode
     from ..core.data.scenes import make_scene
     from ..core.engine.checkpoints import load_model
-    from ..core.engine.embeddings import EmbeddingStore, embed_slice
+    from ..core.engine.embeddings import embed_slice
     from ..core.engine.predictor import Predictor
     from ..core.engine.preprocess import SliceSource
+    from ..core.engine.store import EmbeddingStore
 
     model = load_model(args.model, args.checkpoint, device=args.device)
     predictor = Predictor(model)

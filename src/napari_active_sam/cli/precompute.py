@@ -60,8 +60,9 @@ def _image_files(path: Path) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from ..core.cluster import dask_client
     from ..core.data.files import read_image, stem
-    from ..core.engine.embeddings import EmbeddingStore, precompute
+    from ..core.engine.embeddings import precompute
     from ..core.engine.preprocess import IntensityWindow, SliceSource
+    from ..core.engine.store import EmbeddingStore
 
     ref = options.model_ref(args)
     identity = ref.model_id()

@@ -21,10 +21,10 @@ from napari_active_sam.core.active.acquisition import (
 from napari_active_sam.core.active.bayes_head import BayesHead, BayesHeadNet
 from napari_active_sam.core.active.suggest import MIN_SCORE, pick_peaks, pooled_max
 from napari_active_sam.core.annotate.session import AnnotationSession
-from napari_active_sam.core.engine import device, embeddings, predictor
+from napari_active_sam.core.engine import device, embeddings, predictor, store
 from napari_active_sam.core.engine.architectures import ARCHITECTURES, DEMO_ARCHITECTURE
 from napari_active_sam.core.engine.checkpoints import random_model
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.geometry import (
     acquisition_cells,
     acquisition_grid,
@@ -33,6 +33,7 @@ from napari_active_sam.core.engine.geometry import (
 )
 from napari_active_sam.core.engine.predictor import Prediction, Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.enums import Acquisition, Source
 from napari_active_sam.core.errors import ActiveSamError, ModelError
 from napari_active_sam.core.prompts import Click, PromptSet
@@ -293,7 +294,7 @@ def test_a_click_looks_up_the_slice_and_chooses_the_shown_head_once(
     )
     session.head = tiny_head
     watched = {
-        "signature": embeddings.slice_signature,
+        "signature": store.slice_signature,
         "encoder": embeddings.SliceEncoder.encode,
         "shown_head": predictor.shown_head,
         "decoder": predictor.Predictor.predict,

@@ -23,7 +23,7 @@ from napari_active_sam.core.active.bayes_head import (
 from napari_active_sam.core.active.head_training import HeadConfig, fit_head, generated_examples
 from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE as TINY
 from napari_active_sam.core.engine.checkpoints import ModelRef, load_model, random_model
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.geometry import (
     CellGrid,
     acquisition_grid,
@@ -31,6 +31,7 @@ from napari_active_sam.core.engine.geometry import (
     image_to_grid,
 )
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.enums import HessianStructure, PriorMethod
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
 from napari_active_sam.core.progress import drain

@@ -8,8 +8,8 @@ from napari_active_sam._sample_data import ct_volume
 from napari_active_sam.core.annotate.session import AnnotationSession
 from napari_active_sam.core.annotate.volume import PropagationSettings, propagate
 from napari_active_sam.core.engine.checkpoints import load_model
-from napari_active_sam.core.engine.embeddings import EmbeddingStore
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.progress import drain
 from napari_active_sam.core.sim.clicker import prompts_from_mask
 

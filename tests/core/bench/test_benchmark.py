@@ -21,9 +21,10 @@ from napari_active_sam.core.cluster import dask_client
 from napari_active_sam.core.data.datasets import discover_pairs, object_targets
 from napari_active_sam.core.data.scenes import write_dataset
 from napari_active_sam.core.engine.checkpoints import ModelRef
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.enums import Strategy
 from napari_active_sam.core.errors import ActiveSamError
 from napari_active_sam.core.progress import drain

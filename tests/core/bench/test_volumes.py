@@ -17,8 +17,8 @@ from napari_active_sam.core.bench.volumes import check_volume, curve_area, play_
 from napari_active_sam.core.data.real import mri_epi_volume
 from napari_active_sam.core.engine.checkpoints import load_model
 from napari_active_sam.core.engine.downloads import CACHE_ENV
-from napari_active_sam.core.engine.embeddings import EmbeddingStore
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.errors import ImageError
 from napari_active_sam.core.metrics import largest_error_click, normalised_surface_dice
 from napari_active_sam.core.progress import drain

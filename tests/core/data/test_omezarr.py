@@ -17,8 +17,8 @@ from napari_active_sam.core.data.datasets import discover_pairs, load_pair
 from napari_active_sam.core.data.files import read_image
 from napari_active_sam.core.data.omezarr import write_ome_zarr_labels
 from napari_active_sam.core.engine.checkpoints import load_model
-from napari_active_sam.core.engine.embeddings import EmbeddingStore
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.errors import ImageError
 from napari_active_sam.core.prompts import Click, PromptSet
 from napari_active_sam.io import napari_get_reader

@@ -9,10 +9,11 @@ from napari_active_sam.core.bench.episodes import run_episode
 from napari_active_sam.core.data.scenes import make_scene
 from napari_active_sam.core.engine.checkpoints import load_model, random_model
 from napari_active_sam.core.engine.downloads import bundled_path
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.engine.registry import get_spec
+from napari_active_sam.core.engine.store import EmbeddingStore
 
 
 def test_demo_model_ships_small_and_is_a_segment_anything_model():

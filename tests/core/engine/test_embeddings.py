@@ -16,19 +16,21 @@ import zarr
 from segment_anything import SamPredictor
 
 from napari_active_sam.core.cluster import dask_client
-from napari_active_sam.core.engine import embeddings
+from napari_active_sam.core.engine import store
 from napari_active_sam.core.engine.checkpoints import ModelRef, load_checkpoint, random_model
 from napari_active_sam.core.engine.embeddings import (
-    Embedding,
-    EmbeddingStore,
     SliceEncoder,
     embed_slice,
     encode_slices,
     precompute,
+)
+from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource, to_sam_rgb
+from napari_active_sam.core.engine.store import (
+    Embedding,
+    EmbeddingStore,
     slice_key,
     slice_signature,
 )
-from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource, to_sam_rgb
 from napari_active_sam.core.errors import EmbeddingStoreError
 
 
@@ -319,8 +321,8 @@ def test_an_entry_is_checked_once_per_store(tiny_model, ct_volume, tmp_path, mon
     embedding = embed_slice(tiny_model, SliceSource(ct_volume), _store_for(tiny_model, path=path),
                             (0,))  # fmt: skip
     checks = []
-    real = embeddings._intact
-    monkeypatch.setattr(embeddings, "_intact", lambda *args: checks.append(1) or real(*args))
+    real = store._intact
+    monkeypatch.setattr(store, "_intact", lambda *args: checks.append(1) or real(*args))
     reopened = _store_for(tiny_model, path=path, max_bytes=0)
     assert reopened.has("0000", embedding.signature)
     assert reopened.get("0000", embedding.signature) is not None

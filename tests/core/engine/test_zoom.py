@@ -10,9 +10,10 @@ from napari_active_sam.core.active.acquisition import uncertainty
 from napari_active_sam.core.active.bayes_head import BayesHead
 from napari_active_sam.core.annotate.session import AnnotationSession
 from napari_active_sam.core.engine.checkpoints import load_model
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, SliceEncoder, embed_slice
+from napari_active_sam.core.engine.embeddings import SliceEncoder, embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.engine.zoom import Window, ZoomingPredictor, window_around, zooms
 from napari_active_sam.core.prompts import Click, PromptSet
 from napari_active_sam.core.quality.estimators import (

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_active_sam.core.engine.embeddings import EmbeddingStore, embed_slice
+from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.predictor import Predictor, shown_head
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.prompts import PromptSet
 from napari_active_sam.core.sim.episode import (
     Step,

@@ -17,9 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import Embedding
 from ..engine.geometry import CellGrid, acquisition_grid
 from ..engine.predictor import Predictor
+from ..engine.store import Embedding
 from ..enums import HessianStructure, PriorMethod, parse_option
 from ..errors import ActiveSamError
 from ..progress import Progress

@@ -21,9 +21,10 @@ from scipy import ndimage
 from skimage.feature import peak_local_max
 
 from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import Embedding, SliceEncoder
+from ..engine.embeddings import SliceEncoder
 from ..engine.geometry import grid_fractions
 from ..engine.preprocess import to_sam_rgb
+from ..engine.store import Embedding
 from ..engine.zoom import Window
 from ..errors import ActiveSamError
 from ..prompts import Click, PromptSet

@@ -15,8 +15,9 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from ..data.datasets import check_labels, dataset_window, discover_pairs, load_pair
 from ..data.files import IMAGE_SUFFIXES, has_suffix, read_image, stem
 from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import Embedding, EmbeddingStore, SliceEncoder, embed_slice
+from ..engine.embeddings import SliceEncoder, embed_slice
 from ..engine.preprocess import IntensityWindow, SliceSource, to_sam_rgb
+from ..engine.store import Embedding, EmbeddingStore
 from ..engine.zoom import Window, window_around, zooms
 from ..errors import ActiveSamError, ImageError
 from ..progress import Progress

@@ -16,15 +16,10 @@ import torch
 from ..active.acquisition import Uncertainty, mutual_information, uncertainty
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
 from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import (
-    EmbeddingStore,
-    embed_slice,
-    encode_slices,
-    slice_key,
-    slice_signature,
-)
+from ..engine.embeddings import embed_slice, encode_slices
 from ..engine.predictor import Prediction, Predictor, shown_head
 from ..engine.preprocess import SliceSource
+from ..engine.store import EmbeddingStore, slice_key, slice_signature
 from ..engine.zoom import ZoomingPredictor, zooms
 from ..errors import ModelError
 from ..progress import Progress

@@ -16,9 +16,10 @@ from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
 from ..adapt.adapter import Adapter
 from ..data.datasets import ImagePair, ObjectTarget, check_labels, load_pair, object_targets
 from ..engine.checkpoints import LoadedModel, ModelRef
-from ..engine.embeddings import Embedding, EmbeddingStore, embed_slice
+from ..engine.embeddings import embed_slice
 from ..engine.predictor import Prediction, Predictor, shown_head
 from ..engine.preprocess import IntensityWindow, SliceSource
+from ..engine.store import Embedding, EmbeddingStore
 from ..engine.zoom import ZoomingPredictor
 from ..enums import Strategy
 from ..errors import ActiveSamError, ImageError

@@ -29,9 +29,9 @@ from ..annotate.session import AnnotationSession
 from ..annotate.volume import Propagated, PropagationSettings, propagate
 from ..data.datasets import ImagePair, ObjectTarget, load_scaled_pair
 from ..engine.checkpoints import ModelRef
-from ..engine.embeddings import EmbeddingStore
 from ..engine.predictor import shown_head
 from ..engine.preprocess import IntensityWindow
+from ..engine.store import EmbeddingStore
 from ..enums import Strategy
 from ..errors import ImageError
 from ..metrics import dice, largest_error_click, normalised_surface_dice

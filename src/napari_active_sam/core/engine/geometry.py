@@ -11,7 +11,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..prompts import PromptSet
 from .checkpoints import LoadedModel
-from .embeddings import Embedding
+from .store import Embedding
 
 
 def upscale_grid(

@@ -14,8 +14,8 @@ from ..errors import PromptError
 from ..prompts import PromptSet
 from .checkpoints import LoadedModel
 from .device import to_device, to_host
-from .embeddings import Embedding
 from .geometry import CellGrid, upscale_grid
+from .store import Embedding
 
 Maps = TypeVar("Maps", np.ndarray, torch.Tensor)
 

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from ..prompts import PromptSet
-from .embeddings import Embedding, SliceEncoder, slice_signature
+from .embeddings import SliceEncoder
 from .predictor import Prediction, Predictor, shown_head
 from .preprocess import to_sam_rgb
+from .store import Embedding, slice_signature
 
 ZOOM_FROM = 1.5
 """Zoom only on slices whose long side is at least this many times the model's input."""

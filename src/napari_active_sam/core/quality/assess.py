@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import check_labels
-from ..engine.embeddings import EmbeddingStore, embed_slice
+from ..engine.embeddings import embed_slice
 from ..engine.preprocess import IntensityWindow, SliceSource
+from ..engine.store import EmbeddingStore
 from ..progress import Progress, drain
 from .estimators import (
     ESTIMATORS,

@@ -50,8 +50,9 @@ import torch
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead, head_inputs
 from ..engine.checkpoints import LoadedModel
 from ..engine.device import to_device
-from ..engine.embeddings import Embedding, SliceEncoder
+from ..engine.embeddings import SliceEncoder
 from ..engine.predictor import Prediction, Predictor, shown_head
+from ..engine.store import Embedding
 from ..engine.zoom import ZoomingPredictor, zooms
 from ..enums import Estimator, parse_option
 from ..errors import ActiveSamError, ImageError

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..data.scenes import scene_kinds
-from ..engine.embeddings import Embedding
+from ..engine.store import Embedding
 from ..engine.zoom import ZoomingPredictor
 from ..enums import Estimator
 from ..errors import ActiveSamError

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.embeddings import Embedding
 from ..engine.geometry import grid_fractions
+from ..engine.store import Embedding
 
 CROP_SIZE = 64
 """Side in pixels of the regressor's input crop."""

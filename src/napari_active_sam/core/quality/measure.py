@@ -23,9 +23,10 @@ import torch
 
 from ..active.bayes_head import BayesHead, head_inputs
 from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import EmbeddingStore, embed_slice
+from ..engine.embeddings import embed_slice
 from ..engine.predictor import Predictor, shown_head
 from ..engine.preprocess import SliceSource
+from ..engine.store import EmbeddingStore
 from ..errors import ActiveSamError, ImageError
 from ..progress import Progress
 from ..sim.clicker import prompts_from_mask

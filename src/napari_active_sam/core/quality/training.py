@@ -14,8 +14,8 @@ from scipy import ndimage
 from torch import nn
 
 from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import Embedding
 from ..engine.predictor import Predictor
+from ..engine.store import Embedding
 from ..errors import ActiveSamError
 from ..metrics import dice
 from ..progress import Progress

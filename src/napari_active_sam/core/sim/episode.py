@@ -24,8 +24,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from ..engine.embeddings import Embedding
 from ..engine.predictor import Prediction, Predictor, shown_head
+from ..engine.store import Embedding
 from ..prompts import Click, PromptSet
 from .clicker import ClickList, click_inside, error_click
 

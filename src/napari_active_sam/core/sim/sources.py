@@ -14,8 +14,9 @@ from ..data.datasets import dataset_window, discover_pairs, load_pair, object_ta
 from ..data.real import real_images
 from ..data.scenes import Scene, make_scene, scene_kinds
 from ..engine.checkpoints import LoadedModel
-from ..engine.embeddings import Embedding, EmbeddingStore, SliceEncoder, embed_slice
+from ..engine.embeddings import SliceEncoder, embed_slice
 from ..engine.preprocess import to_sam_rgb
+from ..engine.store import Embedding, EmbeddingStore
 from ..enums import SceneKind
 from ..progress import Progress
 
