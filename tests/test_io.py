@@ -344,11 +344,26 @@ def test_a_tiff_whose_page_has_no_entries_is_refused(tmp_path):
         read_image(path)
 
 
-def test_an_image_too_big_to_read_whole_points_to_the_lazy_way(tmp_path, monkeypatch):
+def test_an_image_too_big_to_read_whole_converts_and_opens_lazily(tmp_path, monkeypatch):
+    """Over the allowance, reading says how to go lazy; `convert` does it slice by slice
+    (never over the allowance) and the OME-Zarr copy opens lazily, voxels and sizes kept."""
+    from napari_active_sam.cli.main import main
     from napari_active_sam.core.data import image as image_module
 
-    path = tmp_path / "big.npy"
-    np.save(path, np.zeros((64, 128, 128), np.int16))  # 2 MiB, over a 1 MiB allowance
+    volume = np.random.default_rng(0).integers(-1000, 1000, (128, 96, 64)).astype(np.int16)
+    path = tmp_path / "big.nii.gz"  # 1.5 MiB of voxels, over a 1 MiB allowance
+    nibabel.save(nibabel.Nifti1Image(volume, np.diag([0.7, 0.8, 2.5, 1.0])), path)
     monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", 2**20)
-    with pytest.raises(ImageError, match=r"does not fit read whole\. Open it lazily.*OME-Zarr"):
+    with pytest.raises(ImageError, match=r"does not fit read whole\. Open it lazily.*"
+                                         r"napari-active-sam convert big\.nii\.gz"):  # fmt: skip
         read_image(path)
+    out = tmp_path / "big.ome.zarr"
+    assert main(["convert", str(path), "--out", str(out)]) == 0
+    lazy = read_image(out)
+    assert not isinstance(lazy.data, np.ndarray) and lazy.scale == pytest.approx((2.5, 0.8, 0.7))
+    np.testing.assert_array_equal(np.asarray(lazy.data[30]), volume[:, :, 30].T)
+    tiff = tmp_path / "stack.tif"
+    tifffile.imwrite(tiff, volume[:8], photometric="minisblack")
+    assert main(["convert", str(tiff), "--out", str(tmp_path / "stack.ome.zarr")]) == 0
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "stack.ome.zarr").data),
+                                  volume[:8])  # fmt: skip

@@ -17,6 +17,7 @@ from ..core.errors import ActiveSamError
 from . import (
     adapt,
     benchmark,
+    convert,
     demo,
     export,
     make_dataset,
@@ -41,6 +42,7 @@ COMMANDS = (
     quality,
     measure,
     export,
+    convert,
     train_quality,
     adapt,
     demo,

@@ -102,9 +102,10 @@ def check_claimed_size(
         room = f"the {_gb(limit)} allowed" if size > limit else f"the {_gb(free)} of free memory"
         raise ImageError(
             f"{path.name}: the image {tuple(shape)} would take {_gb(size)}, more than {room}: "
-            "it does not fit read whole. Open it lazily instead: as an OME-Zarr image (an "
-            ".ome.zarr folder, made with bioformats2raw or ome-zarr-py), which is read slice by "
-            "slice as you annotate; or crop it, or set NAPARI_ACTIVE_SAM_MAX_IMAGE_GB higher."
+            "it does not fit read whole. Open it lazily instead: convert it to OME-Zarr "
+            f"(`napari-active-sam convert {path.name} --out {path.name.split('.')[0]}.ome.zarr`"
+            ", slice by slice) and open the .ome.zarr folder, which is read slice by slice as "
+            "you annotate; or crop it, or set NAPARI_ACTIVE_SAM_MAX_IMAGE_GB higher."
         )
     return size
 

@@ -105,3 +105,51 @@ def write_ome_zarr_labels(image: Path, labels: np.ndarray, name: str = "napari-a
                  scaler=None, scale_factors=(2,),
                  scale=dict(zip(axes, read.scale, strict=True)))  # fmt: skip
     return Path(image) / "labels" / name
+
+
+def convert_to_ome_zarr(source: Path, out: Path) -> Path:
+    """Write a TIFF or NIfTI image as an OME-Zarr image at ``out``, slice by slice: the
+    image is never whole in memory (TIFF pages through tifffile's zarr view, NIfTI slices
+    through nibabel's array proxy), so a volume too large to read can be converted and then
+    opened lazily. Axes as :func:`~napari_active_sam.core.data.files.read_image` gives
+    them (slices first), the voxel size kept.
+
+    Raises
+    ------
+    ImageError
+        Another kind of file, or an RGB or multi-series TIFF.
+    """
+    import dask.array as da
+    import zarr
+    from ome_zarr.writer import write_image
+
+    source, out = Path(source), Path(out)
+    name = source.name.lower()
+    if name.endswith((".tif", ".tiff")):
+        import tifffile
+
+        with tifffile.TiffFile(source) as tiff:
+            if len(tiff.series) != 1 or tiff.series[0].axes[-1:] in ("S",):
+                raise ImageError(f"{source.name}: only single-series grayscale TIFFs convert.")
+        array = zarr.open(tifffile.imread(source, aszarr=True), mode="r")
+        data, scale = da.from_zarr(array), (1.0,) * array.ndim
+    elif name.endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        image = nibabel.load(str(source))
+        if len(image.shape) != 3:
+            raise ImageError(f"{source.name}: only 3D NIfTI volumes convert, not {image.shape}.")
+        proxy = image.dataobj
+        chunks = (image.shape[0], image.shape[1], 1)  # one k slice per chunk
+        data = da.from_array(proxy, chunks=chunks, asarray=True).transpose(2, 1, 0)
+        zooms = [float(z) for z in image.header.get_zooms()[:3]]
+        scale = (zooms[2], zooms[1], zooms[0])
+    else:
+        raise ImageError(f"{source.name}: convert a TIFF or NIfTI image (.tif, .nii, .nii.gz).")
+    if data.ndim not in (2, 3):
+        raise ImageError(f"{source.name}: a 2D image or a 3D volume converts, not {data.shape}.")
+    axes = SPATIAL[-data.ndim:]
+    data = data.rechunk((1, *data.shape[1:]) if data.ndim == 3 else data.shape)
+    write_image(data, zarr.open_group(str(out), mode="w"), axes="".join(axes),
+                scale_factors=(), scale=dict(zip(axes, scale, strict=True)))  # fmt: skip
+    return out
