@@ -202,17 +202,8 @@ def evaluate_pair(
 
     Returns one JSON-ready record per episode.
     """
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(torch_threads)
-    from ..cluster import load_on_worker  # dask, only where episodes run on a cluster
-
-    model = load_on_worker(ref)
-    if adapter_file:
-        model = Adapter.load(Path(adapter_file), model).apply(model)
+    model, head = worker_model(ref, torch_threads, adapter_file, head_file)
     predictor = Predictor(model)
-    head = BayesHead.load(Path(head_file), model) if head_file else None
     source, labels = load_pair(pair, window)
     limits = source.limits()
     store = EmbeddingStore(model.encoder_id)
@@ -228,6 +219,23 @@ def evaluate_pair(
             slices.append((index, gt, result))
         records.append(_record(pair.stem, obj.label, str(strategy), slices))
     return records
+
+
+def worker_model(
+    ref: ModelRef, torch_threads: int | None, adapter_file: str | None, head_file: str | None
+) -> tuple[LoadedModel, BayesHead | None]:
+    """On a dask worker: the model (loaded once per worker, the adapter applied) and the
+    Bayesian head of a benchmark task."""
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    from ..cluster import load_on_worker  # dask, only where episodes run on a cluster
+
+    model = load_on_worker(ref)
+    if adapter_file:
+        model = Adapter.load(Path(adapter_file), model).apply(model)
+    return model, BayesHead.load(Path(head_file), model) if head_file else None
 
 
 def _zooming(predictor: Predictor, source: SliceSource, index: tuple[int, ...],

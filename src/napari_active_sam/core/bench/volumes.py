@@ -17,14 +17,12 @@ import functools
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..active.acquisition import Uncertainty, uncertainty
-from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
-from ..adapt.adapter import Adapter
+from ..active.bayes_head import DEFAULT_SAMPLES
 from ..annotate.session import AnnotationSession
 from ..annotate.volume import Propagated, PropagationSettings, propagate
 from ..data.datasets import ImagePair, ObjectTarget, load_scaled_pair
@@ -38,7 +36,7 @@ from ..metrics import dice, largest_error_click, normalised_surface_dice
 from ..progress import Progress, drain
 from ..prompts import Click, PromptSet
 from ..sim.clicker import ClickList, prompts_from_mask, ritm_next_click
-from .episodes import episode_seed
+from .episodes import episode_seed, worker_model
 from .strategies import STRATEGIES, ClickContext, parse_strategy
 
 NSD_TOLERANCE_MM = 2.0
@@ -330,16 +328,7 @@ def evaluate_volume_pair(
     ImageError
         An image that is not a volume of at least two slices.
     """
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(torch_threads)
-    from ..cluster import load_on_worker  # dask, only where episodes run on a cluster
-
-    model = load_on_worker(ref)
-    if adapter_file:
-        model = Adapter.load(Path(adapter_file), model).apply(model)
-    head = BayesHead.load(Path(head_file), model) if head_file else None
+    model, head = worker_model(ref, torch_threads, adapter_file, head_file)
     source, labels, spacing = load_scaled_pair(pair, window)
     if labels.ndim != 3:
         check_volume(labels, spacing)  # says why: a 2D image
