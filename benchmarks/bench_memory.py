@@ -103,7 +103,7 @@ def measure(args: argparse.Namespace) -> dict:
     low, high = max(0, middle - args.propagate), min(args.slices - 1, middle + args.propagate)
     seeds = {low: empty, middle: tube(args.size, middle, args.slices), high: empty}
     grown = drain(propagate(session, seeds))
-    reached = int(grown.mask.any(axis=(1, 2)).sum())
+    reached = len(grown.masks.slices())
     return {
         "rss_before_volume_bytes": int(before),
         "peak_rss_before_propagation_bytes": int(clicked_peak),

@@ -1,19 +1,23 @@
 """Seconds per propagated slice and peak memory when growing one object through a volume.
 
 A synthetic ``--slices`` × ``--size`` × ``--size`` int16 volume holds a tube that runs
-through every slice; the demo model (SAM1 family; its 256-pixel encoder makes a CPU run
-practical) encodes every slice with ``encode_slices``, then grows the tube from a seed on
-the middle slice with :func:`~napari_active_sam.core.annotate.volume.propagate`, as the
-annotator does (zoom windows included unless ``--no-zoom``). Printed as one JSON object:
-encoding and propagation seconds per slice (medians of ``--repeats`` runs), the slices
-reached, the 3D Dice, and the process's peak resident memory against the volume's own
-size. SAM2-family models are not measured here (the engine has no SAM2 path yet).
+through every slice. The model encodes every slice with ``encode_slices``, then the tube is
+grown with :func:`~napari_active_sam.core.annotate.volume.propagate` as the annotator does:
+from a seed on the middle slice (SAM family: slice-to-slice prompting, zoom windows included
+unless ``--no-zoom``), or, for a SAM 2 model, tracked with its memory. A SAM 2 model with
+``--random-weights`` cannot follow the tube, so the tube is then seeded on the first and the
+last slice and every slice between is tracked (what is timed is the same work per slice).
+Printed as one JSON object: encoding and propagation seconds per slice (medians of
+``--repeats`` runs), the slices reached, the 3D Dice, and the process's peak resident memory
+against the volume's own size. Run once per model, so that each peak is its own.
 
 Examples
 --------
 Full run (200 slices of 512 × 512; a few minutes on two CPU cores)::
 
     python benchmarks/bench_volume.py > bench_volume.json
+    python benchmarks/bench_volume.py --model sam2.1_hiera_t --random-weights \
+        --slices 40 > bench_volume_sam2.json
 
 Smoke run::
 
@@ -34,9 +38,17 @@ import torch
 
 from napari_active_sam.core.annotate.session import AnnotationSession
 from napari_active_sam.core.annotate.volume import propagate
-from napari_active_sam.core.engine.checkpoints import choose_device, load_model
+from napari_active_sam.core.engine.architectures import NAMED_ARCHITECTURES
+from napari_active_sam.core.engine.checkpoints import (
+    LoadedModel,
+    choose_device,
+    load_model,
+    random_model,
+)
 from napari_active_sam.core.engine.embeddings import encode_slices
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.registry import get_spec
+from napari_active_sam.core.engine.sam2_family import SMOKE_SAM2_ARCHITECTURE
 from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.metrics import dice
 from napari_active_sam.core.progress import drain
@@ -48,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", help="auto, cpu, cuda or mps")
+    parser.add_argument("--model", default="demo", help="a registered model, or tiny-sam2")
+    parser.add_argument(
+        "--random-weights", action="store_true",
+        help="build the model's architecture with random weights (for timing where its "
+        "weights cannot be downloaded)",
+    )  # fmt: skip
     parser.add_argument(
         "--no-zoom", dest="zoom", action="store_false",
         help="decode every slice whole (default: as the annotator, zoom windows on large "
@@ -69,6 +87,14 @@ def tube_volume(slices: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.n
     return volume.astype(np.int16), tube
 
 
+def _model(name: str, random_weights: bool, device: torch.device) -> LoadedModel:
+    if name == SMOKE_SAM2_ARCHITECTURE.name:
+        return random_model(SMOKE_SAM2_ARCHITECTURE).to(device)
+    if random_weights:
+        return random_model(NAMED_ARCHITECTURES[get_spec(name).architecture]).to(device)
+    return load_model(name, device=device)
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
@@ -77,8 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wall = time.perf_counter()
     device = choose_device(args.device)
-    model = load_model("demo", device=device)
+    args.random_weights |= args.model == SMOKE_SAM2_ARCHITECTURE.name  # it has no weights
+    model = _model(args.model, args.random_weights, device)
     volume, tube = tube_volume(args.slices, args.size)
+    last = args.slices - 1
+    if model.is_sam2 and args.random_weights:
+        seeds = {0: tube[0], last: tube[last]}
+    else:
+        seeds = {args.slices // 2: tube[args.slices // 2]}
     before = peak_rss_bytes()
     encode_s, propagate_s, reached, scores = [], [], [], []
     for _ in range(args.repeats):
@@ -88,18 +120,19 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         drain(encode_slices(model, session.source, session.store, limits=session.limits))
         encode_s.append((time.perf_counter() - start) / args.slices)
-        middle = args.slices // 2
         start = time.perf_counter()
-        grown = drain(propagate(session, {middle: tube[middle]}))
-        propagated = max(int(grown.mask.any(axis=(1, 2)).sum()) - 1, 1)
+        grown = drain(propagate(session, seeds))
+        propagated = max(len(grown.slices), 1)
         propagate_s.append((time.perf_counter() - start) / propagated)
-        reached.append(propagated + 1)
+        reached.append(len(seeds) + sum(report.kept for report in grown.slices.values()))
         scores.append(dice(tube, grown.mask))
     report = {
         "torch": torch.__version__,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "model": model.name,
+        "random_weights": args.random_weights,
+        "seeds": sorted(seeds),
         "volume": [args.slices, args.size, args.size],
         "volume_bytes": int(volume.nbytes),
         "zoom": args.zoom,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from magicgui.widgets import ComboBox, FileEdit
 
-from ..core.engine.architectures import ARCHITECTURES
+from ..core.engine.architectures import NAMED_ARCHITECTURES
 from ..core.engine.registry import model_names
 
 LOCAL_FILE = "local file"
@@ -22,7 +22,7 @@ def model_choosers() -> tuple[ComboBox, FileEdit, ComboBox]:
     local file)."""
     name = ComboBox(label="model", choices=[*model_names(), LOCAL_FILE], value="demo")
     checkpoint = FileEdit(label="checkpoint", mode="r", visible=False)
-    architecture = ComboBox(label="architecture", choices=[FROM_FILE, *ARCHITECTURES],
+    architecture = ComboBox(label="architecture", choices=[FROM_FILE, *NAMED_ARCHITECTURES],
                             visible=False)  # fmt: skip
 
     def show_local() -> None:

@@ -110,7 +110,7 @@ class CommittedObjects:
         def commit(grown) -> None:
             """Write the grown object (a ``core.annotate.volume.Propagated``)."""
             label, _ = self.write(grown.mask)
-            slices = int(grown.mask.any(axis=(1, 2)).sum())
+            slices = len(grown.masks.slices())
             if PROMPTS in self.viewer.layers:  # the seeds' clicks are done with; later ones stay
                 remove_points_at(self.viewer.layers[PROMPTS], seeds)
             stopped = f"; stopped at {', '.join(grown.stops)}" if grown.stops else ""

@@ -22,6 +22,18 @@ class ModelName(StrEnum):
     """MedSAM (Ma et al. 2024): SAM ViT-B fine-tuned on 1.5 M medical image-mask pairs."""
     DEMO = "demo"
     """This project's small model, shipped in the wheel: works offline and on a CPU."""
+    SAM2_TINY = "sam2.1_hiera_t"
+    """SAM 2.1 Hiera tiny (Ravi et al. 2024), 149 MB; tracks through volumes with a memory.
+    SAM 2 models need the ``sam2`` extra."""
+    SAM2_SMALL = "sam2.1_hiera_s"
+    """SAM 2.1 Hiera small, 176 MB."""
+    SAM2_BASE_PLUS = "sam2.1_hiera_b+"
+    """SAM 2.1 Hiera base+, 309 MB."""
+    SAM2_LARGE = "sam2.1_hiera_l"
+    """SAM 2.1 Hiera large, 856 MB."""
+    MEDSAM2 = "medsam2"
+    """MedSAM2 (Ma et al. 2025): SAM 2.1 tiny at 512 px fine-tuned on 3D CT, MRI and PET
+    and on ultrasound and endoscopy videos."""
 
 
 class WindowKind(StrEnum):

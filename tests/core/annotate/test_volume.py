@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_active_sam._sample_data import ct_volume
 from napari_active_sam.core.annotate.session import AnnotationSession
@@ -96,3 +97,23 @@ def test_every_slice_reports_how_sure_the_model_was_and_every_stop_says_why():
     stopped, _ = _drain(propagate(session, {middle: organ[middle]}, strict))
     assert stopped.mask.any(axis=(1, 2)).sum() == 1
     assert any("heads disagree" in stop and "(uncertain)" in stop for stop in stopped.stops)
+
+
+def test_a_grown_object_is_held_as_its_slices_bounding_boxes():
+    from napari_active_sam.core.annotate.volume import SliceMasks
+
+    masks = SliceMasks((5, 400, 300))
+    disc = np.zeros((400, 300), bool)
+    disc[100:120, 50:90] = True
+    masks[1] = disc
+    masks[3] = np.roll(disc, 7, axis=0)
+    masks[4] = np.zeros((400, 300), bool)  # nothing there: nothing kept
+    assert masks.slices() == [1, 3]
+    assert masks.nbytes == 2 * 20 * 40  # the boxes, not 2 × 400 × 300
+    assert np.array_equal(masks[1], disc) and not masks[0].any()
+    dense = masks.dense()
+    assert dense.shape == (5, 400, 300) and dense.sum() == 2 * disc.sum()
+    masks[1] = np.zeros((400, 300), bool)  # overwritten with nothing: gone
+    assert masks.slices() == [3]
+    with pytest.raises(ValueError, match="must be"):
+        masks[2] = np.ones((10, 10), bool)

@@ -17,7 +17,11 @@ import pytest
 import torch
 from segment_anything import sam_model_registry
 
-from napari_active_sam.core.engine.architectures import ARCHITECTURES, Architecture
+from napari_active_sam.core.engine.architectures import (
+    ARCHITECTURES,
+    NAMED_ARCHITECTURES,
+    Architecture,
+)
 from napari_active_sam.core.engine.checkpoints import (
     CHECKPOINT_FORMAT,
     DEVICE_ENV,
@@ -50,12 +54,29 @@ def test_registry_has_official_models_with_hashes_and_licenses():
         assert spec.architecture in ARCHITECTURES
     assert get_spec("vit_b").filename == "sam_vit_b_01ec64.pth"
     assert get_spec("medsam").architecture == "vit_b"
-    assert {m.value for m in ModelName} == {"vit_b", "vit_l", "vit_h", "medsam", "demo"}
-    assert len({spec.sha256 for spec in MODELS.values() if spec.sha256}) == 4
+    assert {m.value for m in ModelName} == {
+        "vit_b", "vit_l", "vit_h", "medsam", "demo", "sam2.1_hiera_t", "sam2.1_hiera_s",
+        "sam2.1_hiera_b+", "sam2.1_hiera_l", "medsam2",
+    }  # fmt: skip
+    assert len({spec.sha256 for spec in MODELS.values() if spec.sha256}) == 9
+
+
+def test_registry_has_the_sam2_family_with_hashes_and_their_architectures():
+    for name in ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l"):
+        spec = get_spec(name)
+        assert spec.url == (
+            f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{spec.filename}"
+        )
+        assert len(spec.sha256) == 64 and spec.size_bytes > 150_000_000
+        assert spec.architecture == name in NAMED_ARCHITECTURES
+    medsam2 = get_spec("medsam2")
+    assert medsam2.filename == "MedSAM2_latest.pt" and len(medsam2.sha256) == 64
+    assert NAMED_ARCHITECTURES[medsam2.architecture].img_size == 512
+    assert "CC-BY-SA-4.0" in medsam2.license
 
 
 def test_unknown_model_name_lists_the_choices():
-    with pytest.raises(ModelError, match="vit_b, vit_l, vit_h, medsam, demo"):
+    with pytest.raises(ModelError, match="vit_b, vit_l, vit_h, medsam, sam2.1_hiera_t"):
         get_spec("vit_x")
 
 

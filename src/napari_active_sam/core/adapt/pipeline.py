@@ -13,6 +13,7 @@ from ..active.bayes_head import BayesHead
 from ..active.head_training import HeadConfig, examples_from_objects, fit_head
 from ..engine.checkpoints import LoadedModel
 from ..engine.predictor import Predictor
+from ..errors import ModelError
 from ..progress import Progress
 from .adapter import Adapter
 from .dpo import Candidates, Ranker, align, preferences, ranked_preferences
@@ -84,7 +85,14 @@ def adapt(
     ------
     ActiveSamError
         Fewer than two labelled objects.
+    ModelError
+        A SAM 2 model (adaptation trains SAM's decoder).
     """
+    if model.is_sam2:
+        raise ModelError(
+            f"{model.name} is a SAM 2 model, which napari-active-sam does not adapt yet: "
+            "adapt a SAM model (demo, vit_b, medsam) to your objects instead."
+        )
     plan = plan or AdaptPlan()
     started = time.perf_counter()
     train, held_out = split_objects(labelled, plan.held_out, np.random.default_rng(plan.seed))

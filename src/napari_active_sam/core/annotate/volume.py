@@ -1,6 +1,9 @@
 """Volumes: grow an object from prompted slices through its neighbours.
 
-Each new slice is prompted from its neighbour's result: the box around the neighbour's mask
+A SAM 2 model tracks the object with its memory of the slices before (SAM 2's video
+predictor, on the cached embeddings): every prompted slice conditions it, in both
+directions, and its object-score head says where the object ends. For a SAM model each new
+slice is prompted from its neighbour's result: the box around the neighbour's mask
 (a box alone: on the sample CT's organs a box followed the object better than a box with a
 click at the mask's deepest point, mean Dice per slice 0.95 against 0.87, chiefly on a
 small organ where the click chose a larger structure). Growth in a direction stops, saying
@@ -14,7 +17,12 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from ..engine.device import to_device
+from ..engine.embeddings import embed_slice
+from ..engine.predictor import Prediction
 from ..progress import Progress
 from ..prompts import PromptSet
 from ..sim.clicker import prompts_from_mask
@@ -49,14 +57,65 @@ class PropagationSettings:
     max_uncertainty: float | None = None
 
 
+@dataclass(eq=False)
+class SliceMasks:
+    """A boolean ``(Z, H, W)`` volume held as each slice's mask cropped to its bounding box:
+    a grown object takes the memory of its own extent, not of the volume (a tube through 266
+    slices of 2048 × 2048 holds 50 MB, not 1.1 GB).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(Z, H, W)``.
+    """
+
+    shape: tuple[int, int, int]
+    _crops: dict[int, tuple[int, int, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def __setitem__(self, z: int, mask: np.ndarray) -> None:
+        mask = np.asarray(mask, bool)
+        if mask.shape != self.shape[1:]:
+            raise ValueError(f"A slice mask must be {self.shape[1:]}, not {mask.shape}.")
+        rows = np.flatnonzero(mask.any(axis=1))
+        if not rows.size:
+            self._crops.pop(z, None)
+            return
+        cols = np.flatnonzero(mask.any(axis=0))
+        top, left = int(rows[0]), int(cols[0])
+        self._crops[z] = (top, left, mask[top : rows[-1] + 1, left : cols[-1] + 1].copy())
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        """Slice ``z``'s boolean ``(H, W)`` mask (a new array)."""
+        mask = np.zeros(self.shape[1:], bool)
+        if z in self._crops:
+            top, left, crop = self._crops[z]
+            mask[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
+        return mask
+
+    def slices(self) -> list[int]:
+        """The slices the object is on, in order."""
+        return sorted(self._crops)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(crop.nbytes for _, _, crop in self._crops.values())
+
+    def dense(self) -> np.ndarray:
+        """The whole boolean ``(Z, H, W)`` volume."""
+        volume = np.zeros(self.shape, bool)
+        for z in self._crops:
+            volume[z] = self[z]
+        return volume
+
+
 @dataclass(frozen=True, eq=False)
 class Propagated:
     """A grown object and where it stopped.
 
     Attributes
     ----------
-    mask : np.ndarray
-        Boolean ``(Z, H, W)``.
+    masks : SliceMasks
+        The object, slice by slice (:attr:`mask` is the whole volume).
     stops : tuple of str
         ``"slice z: why"`` for each direction that stopped before the volume's end or the
         next seed's half.
@@ -65,9 +124,14 @@ class Propagated:
         along z shows, and where to look first.
     """
 
-    mask: np.ndarray
+    masks: SliceMasks
     stops: tuple[str, ...] = ()
     slices: dict[int, SliceReport] = field(default_factory=dict)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean ``(Z, H, W)``: the whole volume (a new array at each call)."""
+        return self.masks.dense()
 
     @property
     def least_sure(self) -> int | None:
@@ -126,12 +190,14 @@ def propagate(
     Returns
     -------
     Propagated
-        The boolean ``(Z, H, W)`` mask, and where and why growth stopped.
+        The object slice by slice, and where and why growth stopped.
     """
     settings = settings or PropagationSettings()
+    if session.model.is_sam2:
+        return (yield from _track(session, seeds, settings))
     (depth,) = session.source.leading_shape
     order = sorted(seeds)
-    result = np.zeros((depth, *seeds[order[0]].shape), bool)
+    result = SliceMasks((depth, *seeds[order[0]].shape))
     for z, mask in seeds.items():
         result[z] = mask
     runs = []
@@ -188,3 +254,115 @@ def _from_neighbour(
         reason = f"the mask grew to {area} pixels from {before} (it leaked)"
     reports[z] = SliceReport(unsure, iou, area, kept=not reason)
     return (None, reason) if reason else (mask, "")
+
+
+def _track(
+    session: AnnotationSession,
+    seeds: dict[int, np.ndarray],
+    settings: PropagationSettings,
+) -> Generator[Progress, None, Propagated]:
+    """:func:`propagate` for a SAM 2 model: its video predictor, conditioned on every seed.
+
+    Tracking runs forwards from the first seed to the volume's end, then backwards from it
+    to the start. Between seeds every slice is kept; beyond them a direction stops where
+    SAM 2's object-score head says the object is gone, or where the rules of ``settings``
+    (predicted IoU, disagreement, shrinking, leaking) say so.
+    """
+    network = session.model.sam
+    (depth,) = session.source.leading_shape
+    order = sorted(seeds)
+    first, last = order[0], order[-1]
+    shape = seeds[first].shape
+    sizes: dict[int, tuple[int, int]] = {}
+
+    def features(z: int) -> torch.Tensor:
+        embedding = embed_slice(session.model, session.source, session.store, (z,),
+                                session.limits)  # fmt: skip
+        sizes[z] = tuple(embedding.input_size)
+        return to_device(embedding.features, network.device).float()[None]
+
+    state = network.volume_state(depth, features)
+    for z in order:
+        features(z)
+        network.add_new_mask(state, frame_idx=z, obj_id=1, mask=_on_input(seeds[z], sizes[z],
+                             network.img_size))  # fmt: skip
+    result = SliceMasks((depth, *shape))
+    for z, mask in seeds.items():
+        result[z] = mask
+    reports: dict[int, SliceReport] = {}
+    stops: list[str] = []
+    total, done = depth - len(order), 0
+    for reverse in (False, True):
+        frames = network.propagate_in_video(state, start_frame_idx=first, reverse=reverse)
+        for z, _, _ in frames:
+            if z in seeds:
+                continue
+            beyond = z > last if not reverse else z < first
+            neighbour = result[z + 1 if reverse else z - 1]
+            mask, reason = _tracked(session, z, sizes[z], shape, neighbour, beyond, settings,
+                                    reports)  # fmt: skip
+            if reason:
+                stops.append(f"slice {z}: {reason}")
+                break
+            result[z] = mask
+            done += 1
+            yield Progress(done, total, f"tracked to slice {z}")
+    yield Progress(total, total, "propagation finished")
+    return Propagated(result, tuple(stops), reports)
+
+
+def _on_input(mask: np.ndarray, input_size: tuple[int, int], img_size: int) -> torch.Tensor:
+    """A slice's ``(H, W)`` mask on the model's padded ``S × S`` input, as float 0/1."""
+    tensor = torch.as_tensor(np.asarray(mask, np.float32))[None, None]
+    resized = F.interpolate(tensor, input_size, mode="bilinear", align_corners=False)
+    height, width = input_size
+    padded = F.pad(resized, (0, img_size - width, 0, img_size - height))
+    return (padded[0, 0] >= 0.5).float()
+
+
+def _tracked(
+    session: AnnotationSession,
+    z: int,
+    input_size: tuple[int, int],
+    shape: tuple[int, ...],
+    neighbour: np.ndarray,
+    beyond_seeds: bool,
+    settings: PropagationSettings,
+    reports: dict[int, SliceReport],
+) -> tuple[np.ndarray, str]:
+    """The mask SAM 2 tracked on slice ``z``, and why growth stops there ("" if it does not;
+    only ``beyond_seeds`` it may); what the heads said is added to ``reports``."""
+    heads = session.model.sam.last_heads
+    multimask, ious = heads.multimask_logits, heads.ious.float().cpu().numpy()
+    if len(multimask) != 3:  # SAM 2 decoded one mask: its heads cannot disagree
+        multimask, ious = multimask[:1].expand(3, -1, -1), np.repeat(ious[:1], 3)
+    prediction = Prediction(  # the kept mask is the head SAM 2 rates best
+        logits=torch.cat([heads.chosen_logits[None], multimask]).float(),
+        iou=np.concatenate([[ious.max()], ious]).astype(np.float32),
+        img_size=session.model.architecture.img_size,
+        input_size=input_size,
+        original_size=tuple(shape),
+    )
+    mask = prediction.mask(0)
+    iou = float(prediction.iou[0])
+    unsure = object_uncertainty(prediction)
+    session.forget((z,))
+    session.slice_uncertainty[(z,)] = unsure
+    unsure = float(unsure)
+    area, before = int(mask.sum()), int(neighbour.sum())
+    reason = ""
+    if beyond_seeds:
+        if heads.object_score <= 0:
+            reason = (f"SAM 2's object score {heads.object_score:.2f} ≤ 0: the object "
+                      "ended (it vanished)")  # fmt: skip
+        elif iou < settings.min_iou:
+            reason = f"SAM 2's predicted IoU {iou:.2f} < {settings.min_iou:g} (uncertain)"
+        elif settings.max_uncertainty is not None and unsure > settings.max_uncertainty:
+            reason = (f"SAM 2's heads disagree, {unsure:.3f} nats > "
+                      f"{settings.max_uncertainty:g} (uncertain)")  # fmt: skip
+        elif area < settings.min_area_fraction * before:
+            reason = f"the mask shrank to {area} pixels from {before} (it is vanishing)"
+        elif area > settings.max_area_growth * before:
+            reason = f"the mask grew to {area} pixels from {before} (it leaked)"
+    reports[z] = SliceReport(unsure, iou, area, kept=not reason)
+    return mask, reason

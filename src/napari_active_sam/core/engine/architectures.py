@@ -1,4 +1,5 @@
-"""SAM architectures: the official ViT configurations, the small test and demo models."""
+"""SAM architectures: the official ViT configurations, the small test and demo models, and
+the SAM 2 family's (:mod:`~napari_active_sam.core.engine.sam2_family`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from segment_anything.modeling import (
 from segment_anything.modeling.common import LayerNorm2d
 
 from ..errors import ModelError
+from .sam2_family import SAM2_ARCHITECTURES, Sam2Architecture
 
 MAX_DEPTH = 256
 """Most blocks an encoder or a decoder may have (ViT-H has 32)."""
@@ -281,6 +283,10 @@ class ConvImageEncoder(torch.nn.Module):
         return self.neck(self.body(x))
 
 
+AnyArchitecture = Architecture | Sam2Architecture
+"""A SAM (segment-anything) or a SAM 2 (sam2) configuration."""
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
@@ -289,7 +295,12 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
     )
 }
-"""Architectures a local checkpoint can name; keys match segment-anything's registry."""
+"""SAM architectures a local checkpoint can name; keys match segment-anything's registry."""
+
+
+NAMED_ARCHITECTURES: dict[str, AnyArchitecture] = {**ARCHITECTURES, **SAM2_ARCHITECTURES}
+"""Every architecture a local checkpoint can name: segment-anything's, then the sam2
+package's configurations."""
 
 
 SMOKE_ARCHITECTURE = Architecture(
@@ -331,11 +342,24 @@ plus the single-mask head) and IoU head, on a small convolutional image encoder;
 input, 32×32 embedding, 128×128 low-resolution masks."""
 
 
-def resolve_architecture(architecture: str | Architecture) -> Architecture:
-    if isinstance(architecture, Architecture):
+def resolve_architecture(architecture: str | AnyArchitecture) -> AnyArchitecture:
+    if isinstance(architecture, Architecture | Sam2Architecture):
         return architecture
-    if architecture in ARCHITECTURES:
-        return ARCHITECTURES[architecture]
+    if architecture in NAMED_ARCHITECTURES:
+        return NAMED_ARCHITECTURES[architecture]
     raise ModelError(
-        f"Unknown architecture {architecture!r}: use one of {', '.join(ARCHITECTURES)}."
+        f"Unknown architecture {architecture!r}: use one of {', '.join(NAMED_ARCHITECTURES)}."
     )
+
+
+def stored_architecture(data: dict[str, Any]) -> AnyArchitecture:
+    """The architecture a checkpoint stored with ``to_dict``, of either family.
+
+    Raises
+    ------
+    ModelError
+        A missing, unknown or invalid field, named in the message.
+    """
+    if isinstance(data, dict) and data.get("family") == "sam2":
+        return Sam2Architecture.from_dict(data)
+    return Architecture.from_dict(data)

@@ -14,7 +14,7 @@ import re
 import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from segment_anything.modeling import (
@@ -22,9 +22,18 @@ from segment_anything.modeling import (
 )
 
 from ..errors import CheckpointError, ModelError, ModelNotAvailableError
-from .architectures import ARCHITECTURES, Architecture, resolve_architecture
+from .architectures import (
+    NAMED_ARCHITECTURES,
+    AnyArchitecture,
+    resolve_architecture,
+    stored_architecture,
+)
 from .downloads import ProgressCallback, bundled_path, cached_path, fetch_checkpoint
 from .registry import get_spec, model_names
+from .sam2_family import Sam2Architecture, require_sam2, sam2_installed
+
+if TYPE_CHECKING:
+    from .sam2_network import Sam2Network
 
 DEVICE_ENV = "NAPARI_ACTIVE_SAM_DEVICE"
 """Environment variable that overrides the automatic device choice (cuda, mps, cpu)."""
@@ -94,25 +103,38 @@ class LoadedModel:
 
     Attributes
     ----------
-    sam : Sam
-        segment-anything's model, in eval mode.
+    sam : Sam or Sam2Network
+        segment-anything's model, or SAM 2's network, in eval mode.
     name : str
         Registry name, or the architecture name for a local checkpoint.
-    architecture : Architecture
+    architecture : Architecture or Sam2Architecture
         The configuration ``sam`` was built from.
     weights_sha256 : str
         SHA-256 of the checkpoint file ("random" for untrained test models).
     """
 
-    sam: Sam
+    sam: Sam | Sam2Network
     name: str
-    architecture: Architecture
+    architecture: AnyArchitecture
     weights_sha256: str
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
         return self.sam.device
+
+    def embed_images(self, batch: torch.Tensor) -> torch.Tensor:
+        """Preprocessed ``(B, 3, S, S)`` images (``sam.preprocess``) → ``(B, C, g, g)``
+        embeddings: SAM's image encoder, or SAM 2's packed features
+        (:mod:`~napari_active_sam.core.engine.sam2_network`)."""
+        if self.is_sam2:
+            return self.sam.embed_images(batch)
+        return self.sam.image_encoder(batch)
+
+    @property
+    def is_sam2(self) -> bool:
+        """Whether this is a SAM 2 model (it tracks through volumes with a memory)."""
+        return isinstance(self.architecture, Sam2Architecture)
 
     @property
     def model_id(self) -> str:
@@ -228,7 +250,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 def save_checkpoint(
     path: Path,
     sam: Sam,
-    architecture: Architecture,
+    architecture: AnyArchitecture,
     **metadata: Any,
 ) -> str:
     """Write ``sam``'s weights with their architecture; return the file's SHA-256."""
@@ -260,7 +282,7 @@ def _differences(state: dict[str, torch.Tensor], expected: dict[str, torch.Size]
 
 
 def _check_fits(
-    state: dict[str, torch.Tensor], arch: Architecture, path: Path, metadata: dict[str, Any]
+    state: dict[str, torch.Tensor], arch: AnyArchitecture, path: Path, metadata: dict[str, Any]
 ) -> None:
     """Raise :class:`CheckpointError` unless ``state`` has ``arch``'s keys and shapes.
 
@@ -276,7 +298,7 @@ def _check_fits(
         return
     fits = [
         name
-        for name, other in ARCHITECTURES.items()
+        for name, other in _comparable(arch).items()
         if other != arch and not _differences(state, other.state_shapes())
     ]
     if fits:
@@ -288,23 +310,36 @@ def _check_fits(
         )
     else:
         advice = (
-            f"It fits none of {', '.join(ARCHITECTURES)}: choose the architecture the "
-            "checkpoint was trained with."
+            f"It fits none of {', '.join(_comparable(arch)) or arch.name}: choose the "
+            "architecture the checkpoint was trained with."
         )
     raise CheckpointError(
         f"{path} does not fit the {arch.name!r} architecture: {differences}. {advice}"
     )
 
 
-def _stored_architecture(path: Path, metadata: dict[str, Any]) -> Architecture:
+def _comparable(arch: AnyArchitecture) -> dict[str, AnyArchitecture]:
+    """The named architectures a file that does not fit ``arch`` is compared with: those of
+    its family (SAM 2's only where the sam2 package is installed)."""
+    sam2 = isinstance(arch, Sam2Architecture)
+    if sam2 and not sam2_installed():
+        return {}
+    return {
+        name: other
+        for name, other in NAMED_ARCHITECTURES.items()
+        if isinstance(other, Sam2Architecture) == sam2
+    }
+
+
+def _stored_architecture(path: Path, metadata: dict[str, Any]) -> AnyArchitecture:
     """The architecture a file written by :func:`save_checkpoint` carries, checked."""
     if "architecture" not in metadata:
         raise CheckpointError(
             f"{path} does not say which architecture it is for: name one of "
-            f"{', '.join(ARCHITECTURES)}."
+            f"{', '.join(NAMED_ARCHITECTURES)}."
         )
     try:
-        return Architecture.from_dict(metadata["architecture"])
+        return stored_architecture(metadata["architecture"])
     except ModelError as error:
         raise _unbuildable(path, error) from None
 
@@ -313,13 +348,13 @@ def _unbuildable(path: Path, error: ModelError) -> CheckpointError:
     return CheckpointError(
         f"{path} is for an architecture napari-active-sam does not build: {error} The file "
         "is damaged or was not written by napari-active-sam: re-save it with "
-        f"save_checkpoint, or name its architecture ({', '.join(ARCHITECTURES)})."
+        f"save_checkpoint, or name its architecture ({', '.join(NAMED_ARCHITECTURES)})."
     )
 
 
 def load_checkpoint(
     path: Path,
-    architecture: str | Architecture | None = None,
+    architecture: str | AnyArchitecture | None = None,
     device: str | torch.device | None = None,
     name: str | None = None,
     sha256: str | None = None,
@@ -410,14 +445,14 @@ def _named_architecture(name: str) -> str | None:
     arch = None  # files written by this project carry their architecture
     if name in model_names():
         arch = get_spec(name).architecture
-    elif name in ARCHITECTURES:
+    elif name in NAMED_ARCHITECTURES:
         arch = name
-    return arch if arch in ARCHITECTURES else None
+    return arch if arch in NAMED_ARCHITECTURES else None
 
 
 def check_checkpoint(
-    path: Path, architecture: str | Architecture | None = None
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], Architecture]:
+    path: Path, architecture: str | AnyArchitecture | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], AnyArchitecture]:
     """Read a local checkpoint and check it fits its architecture, building nothing; return
     ``(state_dict, metadata, architecture)``.
 
@@ -434,6 +469,8 @@ def check_checkpoint(
         arch = _stored_architecture(path, metadata)
     else:
         arch = resolve_architecture(architecture)
+    if isinstance(arch, Sam2Architecture):
+        require_sam2()
     _check_fits(state, arch, path, metadata)
     return state, metadata, arch
 
@@ -496,7 +533,7 @@ def model_id(name: str, weights_sha256: str) -> str:
     return f"{name}@{weights_sha256[:16]}"
 
 
-def random_model(architecture: Architecture, seed: int = 0) -> LoadedModel:
+def random_model(architecture: AnyArchitecture, seed: int = 0) -> LoadedModel:
     """A randomly initialised model of ``architecture`` on the CPU (tests, timing)."""
     torch.manual_seed(seed)
     return LoadedModel(

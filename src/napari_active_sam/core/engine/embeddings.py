@@ -102,7 +102,7 @@ class SliceEncoder:
         inputs = [self._input_tensor(image) for image in images]
         batch = torch.stack([sam.preprocess(t[None])[0] for t in inputs])
         with encoder_arithmetic(self.precision, self.model.device):
-            features = sam.image_encoder(batch)
+            features = self.model.embed_images(batch)
         (host,) = to_host(features.to(torch.float16))
         # Own copies when the batch shares one buffer or lives in pinned (scarce) memory.
         shared = len(images) > 1 or self.model.device.type != "cpu"

@@ -68,21 +68,68 @@ _SAM_CHECKPOINTS = {
 """The official SAM checkpoints (Kirillov et al. 2023, Apache-2.0): title, description,
 file, SHA-256 and size, by model name (the architecture has the same name)."""
 
-MODELS: dict[ModelName, ModelSpec] = {
-    **{
+_SAM2_HOME = "https://github.com/facebookresearch/sam2"
+
+
+_SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+
+
+_SAM2_CHECKPOINTS = {
+    ModelName.SAM2_TINY: (
+        "SAM 2.1 Hiera-T",
+        "Segment Anything 2.1, tiny encoder: clicks and tracking through volumes with a "
+        "memory of the slices before; the fastest SAM 2.",
+        "sam2.1_hiera_tiny.pt",
+        "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69",
+        156_008_466,
+    ),
+    ModelName.SAM2_SMALL: (
+        "SAM 2.1 Hiera-S",
+        "Segment Anything 2.1, small encoder.",
+        "sam2.1_hiera_small.pt",
+        "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38",
+        184_416_285,
+    ),
+    ModelName.SAM2_BASE_PLUS: (
+        "SAM 2.1 Hiera-B+",
+        "Segment Anything 2.1, base+ encoder.",
+        "sam2.1_hiera_base_plus.pt",
+        "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
+        323_606_802,
+    ),
+    ModelName.SAM2_LARGE: (
+        "SAM 2.1 Hiera-L",
+        "Segment Anything 2.1, large encoder. Best masks; wants a GPU.",
+        "sam2.1_hiera_large.pt",
+        "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318",
+        898_083_611,
+    ),
+}
+"""The official SAM 2.1 checkpoints (Ravi et al. 2024, Apache-2.0), as for SAM; the hashes
+are those Hugging Face lists for the same files (facebook/sam2.1-hiera-*). The architecture
+has the model's name."""
+
+def _official(checkpoints: dict, url: str, homepage: str) -> dict[ModelName, ModelSpec]:
+    """Registry entries of a family's official checkpoints (Apache-2.0; the architecture has
+    the model's name): title, description, file, SHA-256 and size by model name."""
+    return {
         name: ModelSpec(
             name=name.value,
             title=title,
             architecture=name.value,
             license="Apache-2.0",
             description=description,
-            url=_SAM_URL + file,
+            url=url + file,
             sha256=sha256,
             size_bytes=size,
-            homepage=_SAM_HOME,
+            homepage=homepage,
         )
-        for name, (title, description, file, sha256, size) in _SAM_CHECKPOINTS.items()
-    },
+        for name, (title, description, file, sha256, size) in checkpoints.items()
+    }
+
+
+MODELS: dict[ModelName, ModelSpec] = {
+    **_official(_SAM_CHECKPOINTS, _SAM_URL, _SAM_HOME),
     ModelName.MEDSAM: ModelSpec(
         name="medsam",
         title="MedSAM ViT-B",
@@ -94,6 +141,20 @@ MODELS: dict[ModelName, ModelSpec] = {
         sha256="34b34b78c1d18cb8c6bf84cf9c00e135d6d6c965699f3c0e31ef1bc9dcb5be74",
         size_bytes=375_049_145,
         homepage="https://github.com/bowang-lab/MedSAM",
+    ),
+    **_official(_SAM2_CHECKPOINTS, _SAM2_URL, _SAM2_HOME),
+    ModelName.MEDSAM2: ModelSpec(
+        name="medsam2",
+        title="MedSAM2",
+        architecture="sam2.1_hiera_t512",
+        license="Apache-2.0 (code); CC-BY-SA-4.0 (weights)",
+        description="SAM 2.1 tiny at 512 px, fine-tuned on 3D medical images and medical "
+        "videos; tracks through volumes from a box or a mask.",
+        url="https://huggingface.co/wanglab/MedSAM2/resolve/"
+        "e4a6f35edd7e091619cbc0750f462f1574e23955/MedSAM2_latest.pt",
+        sha256="c92743b99f00d078bf32a3afcc38aaa9faf1c1692dffe3eaa7a90938c1991060",
+        size_bytes=156_040_129,
+        homepage="https://github.com/bowang-lab/MedSAM2",
     ),
     ModelName.DEMO: ModelSpec(
         name="demo",

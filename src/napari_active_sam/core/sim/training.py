@@ -215,7 +215,7 @@ def encode_batch(model: LoadedModel, images: np.ndarray) -> torch.Tensor:
     size, with gradients (the encoder trains)."""
     sam = model.sam
     pixels = torch.as_tensor(images, device=sam.device).permute(0, 3, 1, 2).float()
-    return sam.image_encoder(sam.preprocess(pixels))
+    return model.embed_images(sam.preprocess(pixels))
 
 
 def interactive_loss(

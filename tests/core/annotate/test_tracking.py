@@ -1,0 +1,168 @@
+"""Volumes tracked by SAM 2 with its memory (its video predictor on cached embeddings),
+with random weights: the sam2 package's own modules, small enough for a CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sam2")
+
+from napari_active_sam.core.annotate.session import AnnotationSession  # noqa: E402
+from napari_active_sam.core.annotate.volume import (  # noqa: E402
+    PropagationSettings,
+    propagate,
+)
+from napari_active_sam.core.engine.architectures import NAMED_ARCHITECTURES  # noqa: E402
+from napari_active_sam.core.engine.checkpoints import load_model, random_model  # noqa: E402
+from napari_active_sam.core.engine.preprocess import SliceSource  # noqa: E402
+from napari_active_sam.core.engine.sam2_family import SMOKE_SAM2_ARCHITECTURE  # noqa: E402
+from napari_active_sam.core.engine.store import EmbeddingStore  # noqa: E402
+from napari_active_sam.core.progress import drain  # noqa: E402
+
+LENIENT = PropagationSettings(min_iou=0, min_area_fraction=0, max_area_growth=np.inf)
+"""Rules that never stop growth: only SAM 2's object score does."""
+
+
+def _volume(depth: int = 12, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    volume = rng.normal(0, 0.1, (depth, size, size + 20)).astype(np.float32)
+    for z in range(depth):
+        volume[z, 20 + z : 50 + z, 30:70] += 1  # a drifting block
+    return volume
+
+
+def _session(model, volume=None) -> AnnotationSession:
+    volume = _volume() if volume is None else volume
+    return AnnotationSession(model, SliceSource(volume), EmbeddingStore(model.model_id),
+                             zoom=False)  # fmt: skip
+
+
+def _seed(volume: np.ndarray, z: int) -> np.ndarray:
+    return volume[z] > 0.5
+
+
+@pytest.fixture
+def tiny():
+    return random_model(SMOKE_SAM2_ARCHITECTURE, seed=5)
+
+
+def _object_score(model, logit: float) -> None:
+    """Make SAM 2's object-score head say ``logit`` whatever it sees."""
+    last = model.sam.sam_mask_decoder.pred_obj_score_head.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(logit)
+
+
+def test_every_slice_between_seeds_is_tracked_and_the_seeds_kept_as_given(tiny):
+    volume = _volume()
+    session = _session(tiny, volume)
+    seeds = {3: _seed(volume, 3), 8: _seed(volume, 8)}
+    steps = []
+    result = drain(propagate(session, seeds), steps.append)
+    for z, seed in seeds.items():
+        assert np.array_equal(result.mask[z], seed)
+    assert {4, 5, 6, 7} <= set(result.slices)
+    assert all(result.slices[z].kept for z in (4, 5, 6, 7))  # seeds on both sides: kept
+    assert steps[-1].done == steps[-1].total
+    # beyond the seeds each direction reaches the volume's end or says why it stopped
+    for stop in result.stops:
+        assert stop.startswith("slice ") and ": " in stop
+    reached = set(result.slices) | set(seeds)
+    assert (11 in reached and result.slices[11].kept) or any(
+        s.startswith(f"slice {z}:") for s in result.stops for z in range(9, 12)
+    )
+    assert set(session.slice_uncertainty) >= {(z,) for z in (4, 5, 6, 7)}
+
+
+def test_the_object_score_head_stops_tracking_where_the_object_ends(tiny):
+    volume = _volume()
+    _object_score(tiny, -8.0)
+    result = drain(propagate(_session(tiny, volume), {5: _seed(volume, 5)}, LENIENT))
+    assert sorted(result.stops) == [
+        "slice 4: SAM 2's object score -8.00 ≤ 0: the object ended (it vanished)",
+        "slice 6: SAM 2's object score -8.00 ≤ 0: the object ended (it vanished)",
+    ]
+    assert not result.slices[4].kept and not result.slices[6].kept
+    assert result.mask.any(axis=(1, 2)).sum() == 1
+
+    _object_score(tiny, 8.0)  # the object is everywhere: tracked to both ends
+    result = drain(propagate(_session(tiny, volume), {5: _seed(volume, 5)}, LENIENT))
+    assert result.stops == ()
+    assert set(result.slices) == set(range(12)) - {5}
+
+
+def test_a_correction_conditions_tracking_on_one_more_slice(tiny):
+    volume = _volume()
+    _object_score(tiny, 8.0)
+    seeds = {2: _seed(volume, 2), 9: _seed(volume, 9)}
+    before = drain(propagate(_session(tiny, volume), seeds, LENIENT))
+    corrected = np.zeros_like(seeds[2])
+    corrected[30:60, 40:80] = True
+    after = drain(propagate(_session(tiny, volume), {**seeds, 5: corrected}, LENIENT))
+    assert np.array_equal(after.mask[5], corrected)
+    assert 5 in before.slices and 5 not in after.slices  # now a conditioning slice
+    assert set(after.slices) == set(range(12)) - {2, 5, 9}
+    # the memory now holds the correction: the slices between are tracked again from it
+    assert any(before.slices[z] != after.slices[z] for z in (3, 4, 6, 7, 8))
+
+
+def test_medsam2_tracks_a_volume_from_a_local_checkpoint_with_random_weights(tmp_path):
+    architecture = NAMED_ARCHITECTURES["sam2.1_hiera_t512"]
+    path = tmp_path / "MedSAM2_latest.pt"
+    torch.save({"model": random_model(architecture).sam.state_dict()}, path)
+    model = load_model("medsam2", checkpoint=path, device="cpu")
+    volume = _volume(depth=4, size=64)
+    result = drain(propagate(_session(model, volume), {1: _seed(volume, 1)}, LENIENT))
+    assert result.mask.shape == volume.shape
+    assert {0, 2} <= set(result.slices)  # the first slice each way is decoded, kept or not
+    assert np.array_equal(result.mask[1], _seed(volume, 1))
+
+
+def test_the_3d_protocol_plays_with_sam2_from_a_box_and_corrections(tiny, sample_ct):
+    """A box on the largest slice, tracked; each correction a conditioning slice more."""
+    from napari_active_sam.core.bench.volumes import play_volume
+    from napari_active_sam.core.engine.preprocess import IntensityWindow
+
+    volume, labels, spacing = sample_ct
+    source = SliceSource(volume[:10], IntensityWindow.ct("soft_tissue"))
+    session = AnnotationSession(tiny, source, EmbeddingStore(tiny.model_id))
+    gt = labels[:10] == 1
+    episode = drain(play_volume(session, gt, spacing, "ritm", interactions=3))
+    assert [step["kind"] for step in episode.interactions][0] == "box"
+    assert len(episode.dsc) == len(episode.nsd) == 3
+    assert all(0.0 <= v <= 1.0 for v in episode.dsc + episode.nsd)
+    for step in episode.interactions:
+        assert all(stop.startswith("slice ") and ": " in stop for stop in step["stops"])
+
+
+def test_benchmark_protocol_3d_takes_a_sam2_checkpoint_on_the_command_line(
+    tiny, tmp_path, monkeypatch, sample_ct
+):
+    import json
+
+    import tifffile
+
+    from napari_active_sam.cli.main import main
+    from napari_active_sam.core.engine.checkpoints import save_checkpoint
+    from napari_active_sam.core.engine.downloads import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    checkpoint = tmp_path / "tiny_sam2.pt"
+    save_checkpoint(checkpoint, tiny.sam, tiny.architecture)
+    volume, labels, _ = sample_ct
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    tifffile.imwrite(data / "images" / "ct.tif", volume[:8])
+    tifffile.imwrite(data / "masks" / "ct.tif", labels[:8])
+    out = tmp_path / "out"
+    code = main(["benchmark", "--data", str(data), "--model", "tiny-sam2", "--checkpoint",
+                 str(checkpoint), "--protocol", "3d", "--strategies", "ritm", "--clicks", "1",
+                 "--limit", "1", "--window", "soft_tissue", "--out", str(out),
+                 "--workers", "1"])  # fmt: skip
+    assert code == 0
+    figures = json.loads((out / "summary.json").read_text())["strategies"]["ritm"]
+    assert figures["objects"] == 1 and len(figures["dsc"]) == 2
