@@ -25,7 +25,8 @@ def test_models_lists_registry_and_cache(capsys, monkeypatch, tmp_path):
     report = json.loads(capsys.readouterr().out)
     assert report["cache_dir"] == str(tmp_path)
     names = [m["name"] for m in report["models"]]
-    assert names == ["vit_b", "vit_l", "vit_h", "medsam", "demo"]
+    assert names == ["vit_b", "vit_l", "vit_h", "medsam", "sam2.1_hiera_t", "sam2.1_hiera_s",
+                     "sam2.1_hiera_b+", "sam2.1_hiera_l", "medsam2", "demo"]  # fmt: skip
     assert all(m["cached"] is None for m in report["models"] if m["sha256"])
     assert main(["models"]) == 0
     assert "downloads" in capsys.readouterr().out
