@@ -109,6 +109,8 @@ def measure(args: argparse.Namespace) -> dict:
         "peak_rss_before_propagation_bytes": int(clicked_peak),
         "encode_s": encoded_s,
         "propagated_slices": reached,
+        "stops": list(grown.stops),
+        "propagated_mask_bytes": grown.masks.nbytes,
         "store_memory_bytes": store.memory_bytes,
     }
 
