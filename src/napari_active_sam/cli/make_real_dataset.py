@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.data.real import write_real_dataset
+    from ..core.data.real_dataset import write_real_dataset
 
     summary = write_real_dataset(args.out, args.split)
     for subset, counts in summary["subsets"].items():

@@ -16,11 +16,10 @@ from napari_active_sam.core.data.real import (
     SPLITS,
     SUBSETS,
     VERTEBRA_HU,
-    labels_digest,
     real_images,
     subset_of,
-    write_real_dataset,
 )
+from napari_active_sam.core.data.real_dataset import labels_digest, write_real_dataset
 from napari_active_sam.core.engine.preprocess import IntensityWindow
 from napari_active_sam.core.errors import ActiveSamError
 
