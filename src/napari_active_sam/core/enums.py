@@ -23,14 +23,14 @@ class ModelName(StrEnum):
     DEMO = "demo"
     """This project's small model, shipped in the wheel: works offline and on a CPU."""
     SAM2_TINY = "sam2.1_hiera_t"
-    """SAM 2.1 Hiera tiny (Ravi et al. 2024), 149 MB; tracks through volumes with a memory.
+    """SAM 2.1 Hiera tiny (Ravi et al. 2024), 156 MB; tracks through volumes with a memory.
     SAM 2 models need the ``sam2`` extra."""
     SAM2_SMALL = "sam2.1_hiera_s"
-    """SAM 2.1 Hiera small, 176 MB."""
+    """SAM 2.1 Hiera small, 184 MB."""
     SAM2_BASE_PLUS = "sam2.1_hiera_b+"
-    """SAM 2.1 Hiera base+, 309 MB."""
+    """SAM 2.1 Hiera base+, 324 MB."""
     SAM2_LARGE = "sam2.1_hiera_l"
-    """SAM 2.1 Hiera large, 856 MB."""
+    """SAM 2.1 Hiera large, 898 MB."""
     MEDSAM2 = "medsam2"
     """MedSAM2 (Ma et al. 2025): SAM 2.1 tiny at 512 px fine-tuned on 3D CT, MRI and PET
     and on ultrasound and endoscopy videos."""

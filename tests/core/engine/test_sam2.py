@@ -22,6 +22,7 @@ from napari_active_sam.core.engine.checkpoints import (  # noqa: E402
 )
 from napari_active_sam.core.engine.embeddings import SliceEncoder  # noqa: E402
 from napari_active_sam.core.engine.predictor import Predictor  # noqa: E402
+from napari_active_sam.core.engine.registry import get_spec  # noqa: E402
 from napari_active_sam.core.engine.sam2_family import (  # noqa: E402
     SMOKE_SAM2_ARCHITECTURE,
     Sam2Architecture,
@@ -87,6 +88,10 @@ def test_every_head_equals_sam2s_own_image_predictor(tiny, prompts):
     assert ours.logits.shape == (4, TINY.low_res_size, TINY.low_res_size)
     np.testing.assert_allclose(ours.low_res_logits[1:], low_res, atol=1e-5)
     np.testing.assert_allclose(ours.iou[1:], iou, atol=1e-4)
+    _, single_iou, single = theirs.predict(coords, labels, box, multimask_output=False,
+                                           return_logits=True)  # fmt: skip
+    np.testing.assert_allclose(ours.low_res_logits[:1], single, atol=1e-5)  # shown for boxes
+    np.testing.assert_allclose(ours.iou[:1], single_iou, atol=1e-4)
     assert ours.mask().shape == image.shape[:2]
 
 
@@ -125,10 +130,38 @@ def test_a_sam2_checkpoint_for_another_size_names_the_size_it_fits(tmp_path):
     tiny_hiera = random_model(NAMED_ARCHITECTURES["sam2.1_hiera_t"])
     path = tmp_path / "sam2.1_hiera_tiny.pt"
     torch.save({"model": tiny_hiera.sam.state_dict()}, path)
-    with pytest.raises(CheckpointError, match="It is a sam2.1_hiera_t checkpoint"):
+    # MedSAM2 is SAM 2.1 tiny at 512 px: the shapes cannot tell the two apart
+    advice = "It is a sam2.1_hiera_t or sam2.1_hiera_t512 checkpoint: choose sam2.1_hiera_t"
+    with pytest.raises(CheckpointError, match=advice):
         load_model("sam2.1_hiera_s", checkpoint=path)
     with pytest.raises(CheckpointError, match="'tiny-sam2' architecture.*It is a sam2.1_hiera_t"):
         load_checkpoint(path, TINY)
+
+
+def test_registered_weights_named_with_another_architecture_are_refused(tmp_path, monkeypatch):
+    """The hash tells what shapes cannot: MedSAM2's file loaded as SAM 2.1 tiny (1024 px)."""
+    from napari_active_sam.core.engine import checkpoints
+
+    path = tmp_path / "MedSAM2_latest.pt"
+    torch.save({"model": {}}, path)
+    monkeypatch.setattr(checkpoints, "file_sha256", lambda _: get_spec("medsam2").sha256)
+    with pytest.raises(CheckpointError, match="MedSAM2 weights.*load it as medsam2"):
+        load_model("sam2.1_hiera_t", checkpoint=path)
+
+
+def test_a_configuration_that_names_other_code_is_refused_before_anything_runs(tmp_path):
+    target = tmp_path / "copied"
+    payload = (f"model.image_encoder.scalp={{_target_: shutil.copyfile, _args_: "
+               f"[{__file__}, {target}]}}")  # fmt: skip
+    hostile = Sam2Architecture("x", TINY.config, TINY.img_size, (*TINY.overrides, payload))
+    path = tmp_path / "hostile.pt"
+    torch.save({"format": "napari-active-sam/1", "architecture": hostile.to_dict(),
+                "state_dict": {}}, path)  # fmt: skip
+    with pytest.raises(CheckpointError, match="names 'shutil.copyfile' to build"):
+        load_checkpoint(path)
+    assert not target.exists()
+    with pytest.raises(ModelError, match="sets '_args_'"):
+        Sam2Architecture("y", TINY.config, 128, ("model.image_encoder._args_=[1]",)).build()
 
 
 def test_medsam2_loads_from_a_local_file_and_encodes_at_512(tmp_path):
@@ -144,11 +177,20 @@ def test_medsam2_loads_from_a_local_file_and_encodes_at_512(tmp_path):
 
 
 def test_without_the_sam2_package_loading_says_how_to_install_it(monkeypatch, tmp_path):
+    from napari_active_sam.core.engine import checkpoints
+
     path = tmp_path / "tiny.pt"
     torch.save({"model": {}}, path)
     monkeypatch.setitem(sys.modules, "sam2", None)  # import sam2 now fails
-    with pytest.raises(ModelError, match=r'pip install "napari-active-sam\[sam2\]"'):
+    with pytest.raises(ModelError, match=r'--no-build-isolation "napari-active-sam\[sam2\]"'):
         load_checkpoint(path, "sam2.1_hiera_t")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded before saying what to install")
+
+    monkeypatch.setattr(checkpoints, "fetch_checkpoint", no_download)
+    with pytest.raises(ModelError, match="SAM2_BUILD_CUDA=0"):
+        load_model("sam2.1_hiera_l")
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,12 @@ class AnnotationSession:
         """Zoom windows encoded for the slices still held."""
         return sum(z.windows_encoded for z in self._zooming.values())
 
+    def note_uncertainty(self, index: tuple[int, ...], score: torch.Tensor) -> None:
+        """Record how unsure the model was of slice ``index`` when the answer came from
+        elsewhere (SAM 2's tracking): :meth:`most_uncertain` ranks it with the rest."""
+        with self._lock:
+            self.slice_uncertainty[index] = score
+
     def forget(self, index: tuple[int, ...]) -> None:
         with self._lock:
             self.previous.pop(index, None)

@@ -169,9 +169,11 @@ def propagate(
 ) -> Generator[Progress, None, Propagated]:
     """Grow a 3D mask from seed masks on some slices of a ``(Z, H, W)`` volume.
 
-    Growth runs outwards from every seed, in both directions, until it meets the region of
-    the next seed (half-way between them), leaves the volume, or stops (see
-    :class:`PropagationSettings`).
+    With a SAM model growth runs outwards from every seed, in both directions, until it
+    meets the region of the next seed (half-way between them), leaves the volume, or stops
+    (see :class:`PropagationSettings`). A SAM 2 model tracks the object through every slice
+    between the seeds, conditioned on all of them, and beyond the first and the last until
+    its object-score head or the same rules stop it.
 
     Parameters
     ----------
@@ -314,7 +316,8 @@ def _track(
 def _on_input(mask: np.ndarray, input_size: tuple[int, int], img_size: int) -> torch.Tensor:
     """A slice's ``(H, W)`` mask on the model's padded ``S × S`` input, as float 0/1."""
     tensor = torch.as_tensor(np.asarray(mask, np.float32))[None, None]
-    resized = F.interpolate(tensor, input_size, mode="bilinear", align_corners=False)
+    resized = F.interpolate(tensor, input_size, mode="bilinear", align_corners=False,
+                            antialias=True)  # fmt: skip
     height, width = input_size
     padded = F.pad(resized, (0, img_size - width, 0, img_size - height))
     return (padded[0, 0] >= 0.5).float()
@@ -347,12 +350,14 @@ def _tracked(
     iou = float(prediction.iou[0])
     unsure = object_uncertainty(prediction)
     session.forget((z,))
-    session.slice_uncertainty[(z,)] = unsure
+    session.note_uncertainty((z,), unsure)
     unsure = float(unsure)
     area, before = int(mask.sum()), int(neighbour.sum())
     reason = ""
     if beyond_seeds:
-        if heads.object_score <= 0:
+        if not before:
+            reason = "the object ended on the slice before (it vanished)"
+        elif heads.object_score <= 0:
             reason = (f"SAM 2's object score {heads.object_score:.2f} ≤ 0: the object "
                       "ended (it vanished)")  # fmt: skip
         elif iou < settings.min_iou:

@@ -29,7 +29,7 @@ from .architectures import (
     stored_architecture,
 )
 from .downloads import ProgressCallback, bundled_path, cached_path, fetch_checkpoint
-from .registry import get_spec, model_names
+from .registry import MODELS, get_spec, model_names
 from .sam2_family import Sam2Architecture, require_sam2, sam2_installed
 
 if TYPE_CHECKING:
@@ -286,9 +286,10 @@ def _check_fits(
 ) -> None:
     """Raise :class:`CheckpointError` unless ``state`` has ``arch``'s keys and shapes.
 
-    Compares against a meta-device build, so nothing is allocated for an oversized
-    architecture or a file that does not fit; the message names the official architecture
-    the file fits, if any.
+    A SAM architecture is compared as a meta-device build, so nothing is allocated for an
+    oversized one or a file that does not fit; SAM 2's modules read values while they are
+    built, so those are built on the CPU (once per architecture). The message names every
+    official architecture of the family the file fits.
     """
     try:
         differences = _differences(state, arch.state_shapes())
@@ -302,7 +303,7 @@ def _check_fits(
         if other != arch and not _differences(state, other.state_shapes())
     ]
     if fits:
-        advice = f"It is a {fits[0]} checkpoint: choose {fits[0]}."
+        advice = f"It is a {' or '.join(fits)} checkpoint: choose {fits[0]}."
     elif isinstance(stored := metadata.get("architecture"), dict):
         advice = (
             f"It names its own architecture ({reprlib.repr(stored.get('name'))}): load it "
@@ -425,8 +426,11 @@ def load_model(
     """
     if checkpoint is not None:
         arch = _named_architecture(name)
-        return load_checkpoint(checkpoint, arch, device, name)
+        sha256 = file_sha256(Path(checkpoint))
+        _check_registered_weights(Path(checkpoint), sha256, arch)
+        return load_checkpoint(checkpoint, arch, device, name, sha256)
     spec = get_spec(name)
+    _require_package(spec.architecture)
     if spec.bundled:
         path = bundled_path(spec.bundled)
         if not path.is_file():
@@ -438,6 +442,23 @@ def load_model(
         return load_checkpoint(path, None, device, name=spec.name)
     path = fetch_checkpoint(spec, directory, progress)
     return load_checkpoint(path, spec.architecture, device, name=spec.name, sha256=spec.sha256)
+
+
+def _require_package(architecture: str) -> None:
+    """Say what to install for a SAM 2 architecture before anything is downloaded."""
+    if isinstance(NAMED_ARCHITECTURES.get(architecture), Sam2Architecture):
+        require_sam2()
+
+
+def _check_registered_weights(path: Path, sha256: str, architecture: str | None) -> None:
+    """Refuse a file whose hash is a registered model's when another architecture is named:
+    shapes cannot tell some apart (SAM 2.1 tiny and MedSAM2, at 1024 and 512 px)."""
+    for spec in MODELS.values():
+        if spec.sha256 == sha256 and architecture not in (None, spec.architecture):
+            raise CheckpointError(
+                f"{path} holds the {spec.title} weights, whose architecture is "
+                f"{spec.architecture}, not {architecture}: load it as {spec.name}."
+            )
 
 
 def _named_architecture(name: str) -> str | None:
@@ -515,6 +536,7 @@ class ModelRef:
             check_checkpoint(Path(self.checkpoint), _named_architecture(self.name))
         else:
             spec = get_spec(self.name)
+            _require_package(spec.architecture)
             if spec.url:
                 fetch_checkpoint(spec, progress=progress)
         return self

@@ -27,18 +27,27 @@ from ..errors import ModelError
 if TYPE_CHECKING:
     from .sam2_network import Sam2Network
 
-SAM2_EXTRA = 'pip install "napari-active-sam[sam2]"'
-"""How to install SAM 2 (its package builds no CUDA extension unless asked to)."""
+SAM2_EXTRA = 'SAM2_BUILD_CUDA=0 pip install --no-build-isolation "napari-active-sam[sam2]"'
+"""How to install SAM 2: its package is published as source, and would otherwise try to
+compile its optional CUDA extension and download another PyTorch to build with."""
 
 _NETWORK = "napari_active_sam.core.engine.sam2_network.Sam2Network"
 
 _VIDEO_SETTINGS = (
-    # what sam2's own video predictor builder sets: the memory encoder sees the binarised
+    # as sam2's video predictor builder sets it: the memory encoder sees the binarised
     # mask the user saw after clicks
     "model.binarize_mask_from_pts_for_mem_enc=true",
-    # holes are filled by a CUDA kernel this package does not need; leave them
+    # the builder fills small holes with a CUDA kernel this package does not build
     "model.fill_hole_area=0",
+    # no positional encodings made ahead on a CUDA device the model may not use
+    "model.image_encoder.neck.position_encoding.warmup_cache=false",
+    "model.memory_encoder.position_encoding.warmup_cache=false",
 )
+
+_MODULES = "sam2.modeling."
+"""Every class a configuration may name besides the network itself: SAM 2's modules. A
+checkpoint stores its architecture, so this keeps a file from naming anything else for
+hydra to call."""
 
 
 def sam2_installed() -> bool:
@@ -130,10 +139,16 @@ class Sam2Architecture:
         try:
             config = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(settings))
             OmegaConf.resolve(config)
+            model = OmegaConf.to_container(config.model)
         except Exception as error:  # omegaconf's and yaml's own errors
             raise ModelError(
                 f"SAM 2 configuration {self.config!r} cannot be read: {error}"
             ) from None
+        if problem := _foreign_call(model, root=True):
+            raise ModelError(
+                f"SAM 2 configuration {self.config!r} (with its overrides) {problem}: "
+                "napari-active-sam builds only SAM 2's own modules."
+            )
         return config.model
 
     def build(self) -> Sam2Network:
@@ -174,6 +189,25 @@ class Sam2Architecture:
         if missing:
             raise ModelError(f"The stored architecture lacks the fields {', '.join(missing)}.")
         return cls(**data)
+
+
+def _foreign_call(node: Any, root: bool = False) -> str:
+    """What in a configuration would make hydra call something other than SAM 2's modules
+    (another target, positional arguments, partial or converted calls); "" if nothing."""
+    if isinstance(node, list):
+        return next((found for item in node if (found := _foreign_call(item))), "")
+    if not isinstance(node, dict):
+        return ""
+    for key, value in node.items():
+        if key == "_target_":
+            allowed = value == _NETWORK if root else str(value).startswith(_MODULES)
+            if not allowed:
+                return f"names {reprlib.repr(value)} to build"
+        elif str(key).startswith("_"):
+            return f"sets {key!r}"
+        elif found := _foreign_call(value):
+            return found
+    return ""
 
 
 @functools.cache

@@ -12,6 +12,7 @@ hold SAM 2's embeddings unchanged (``C = 4d``: 1,024 channels for the official m
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,7 +63,10 @@ class Sam2Network(SAM2VideoPredictor):
     The state dict is SAM 2's own: official checkpoints load into it unchanged.
     """
 
-    last_heads: Heads | None = None
+    @property
+    def last_heads(self) -> Heads | None:
+        """What the heads said on the frame this thread tracked last (None before any)."""
+        return self.__dict__.get("_heads_by_thread", {}).get(threading.get_ident())
 
     @property
     def prompt_encoder(self) -> BoxesAsCorners:
@@ -109,7 +113,8 @@ class Sam2Network(SAM2VideoPredictor):
     def _forward_sam_heads(self, *args: Any, **kwargs: Any):
         out = super()._forward_sam_heads(*args, **kwargs)
         multimask, _, ious, chosen, _, _, object_score = out
-        self.last_heads = Heads(
+        heads = self.__dict__.setdefault("_heads_by_thread", {})
+        heads[threading.get_ident()] = Heads(
             multimask[0].detach(), chosen[0, 0].detach(), ious[0].detach(),
             float(object_score.reshape(-1)[0]),
         )  # fmt: skip
@@ -130,15 +135,15 @@ class Sam2Network(SAM2VideoPredictor):
         Masks added to the state and the masks tracked are on the padded model input
         (``S × S``): the caller crops and resizes them, as for every SAM answer.
         """
-        size = self.img_size
+        grid = self.img_size // 4  # sam2 resizes its output to this: kept as decoded
         storage = self.device
         state: dict[str, Any] = {
             "images": None,  # never read: frames come from ``features``
             "num_frames": depth,
             "offload_video_to_cpu": False,
             "offload_state_to_cpu": False,
-            "video_height": size,
-            "video_width": size,
+            "video_height": grid,
+            "video_width": grid,
             "device": self.device,
             "storage_device": storage,
             "point_inputs_per_obj": {},
