@@ -42,3 +42,46 @@ def test_the_plot_shows_each_slice_and_takes_the_user_there(spine_clicked, qtbot
     QTest.mouseClick(panel.canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
                      _plot_point(panel, other))  # fmt: skip
     assert viewer.dims.current_step[0] == other
+
+
+def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
+    spine_clicked, qtbot
+):
+    """Propagate, then the button: a click at the object's centre on the least sure slice,
+    its map and suggested clicks there; the A key answers the first, and Propagate grows the
+    object again from its first seed and this slice, replacing it under the same label."""
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, _ = spine_clicked
+    panel, controller = widget.along_z, widget.controller
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: viewer.layers[OUTPUT].data.any(), timeout=WAIT)
+    qtbot.waitUntil(panel.canvas.isVisible, timeout=5_000)
+    assert set(widget.controller.objects.seeds[1]) == {0}
+
+    QTest.mouseClick(panel.worst_button.native, Qt.MouseButton.LeftButton)
+    z = panel.least_sure
+    assert viewer.dims.current_step[0] == z and controller.correcting == 1
+    points = np.asarray(viewer.layers[PROMPTS].data)
+    assert len(points) == 1 and points[0][0] == z
+    assert (viewer.layers[OUTPUT].data[z][int(points[0][1]), int(points[0][2])]) == 1
+    qtbot.waitUntil(lambda: controller.offer is not None and controller.offer.index == (z,)
+                    and len(controller.suggestions) > 0, timeout=WAIT)  # fmt: skip
+    offered = controller.suggestions[0]
+
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_A)  # the first suggestion is inside
+    qtbot.waitUntil(lambda: len(viewer.layers[PROMPTS].data) == 2, timeout=5_000)
+    added = np.asarray(viewer.layers[PROMPTS].data)[-1]
+    assert added[0] == z and (added[1], added[2]) == (offered.y, offered.x)
+    qtbot.waitUntil(lambda: controller._shown == ((z,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    shown = viewer.layers["SAM preview"].data[z] > 0
+
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: set(controller.objects.seeds.get(1, {})) == {0, z}, timeout=WAIT)
+    labels = viewer.layers[OUTPUT].data
+    assert labels.max() == 1  # the same object, replaced: not a second one
+    assert np.array_equal(labels[z] == 1, shown)  # the corrected slice as the user saw it
+    assert controller.correcting is None and not len(viewer.layers[PROMPTS].data)

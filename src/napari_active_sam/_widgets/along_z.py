@@ -3,7 +3,9 @@
 After a propagation the panel plots, per slice the model decoded, the disagreement of
 SAM's heads (bars; red where growth stopped) and SAM's predicted IoU (a line). A click on
 the plot goes to that slice; the button goes to the slice the model was least sure of, the
-place to check and correct first.
+place to check and correct first, and starts the correction there: a click at the object's
+deepest point brings its mask, uncertainty map and suggested clicks; once answered,
+*Propagate* grows the object again from its seeds and that slice, under the same label.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class AlongZPanel(Container):
         self.controller = controller
         self.summary = Label(value="how sure the model was, slice by slice, after a propagation")
         self.summary.native.setWordWrap(True)  # a long line wraps inside the dock
-        self.worst_button = PushButton(text="Go to the least sure slice", enabled=False)
+        self.worst_button = PushButton(text="Correct the least sure slice", enabled=False)
         self.extend([self.summary, self.worst_button])
         self.figure = Figure(figsize=(4, 1.8), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
@@ -41,11 +43,13 @@ class AlongZPanel(Container):
         self.native.layout().addWidget(self.canvas)
         self.slices: dict[int, SliceReport] = {}
         self.least_sure: int | None = None
+        self.object_label: int | None = None  # the object last propagated
         self.worst_button.changed.connect(self.go_to_least_sure)
         self.canvas.mpl_connect("button_press_event", self._clicked)
         controller.events.propagated.connect(self._propagated)
 
     def _propagated(self, event) -> None:
+        self.object_label = event.label
         self.slices = dict(event.slices)
         kept = {z: r for z, r in self.slices.items() if r.kept}
         self.least_sure = max(kept, key=lambda z: kept[z].uncertainty) if kept else None
@@ -87,5 +91,7 @@ class AlongZPanel(Container):
         self.controller.go_to_slice((nearest,))
 
     def go_to_least_sure(self) -> None:
-        if self.least_sure is not None:
-            self.controller.go_to_slice((self.least_sure,))
+        """Go to the slice the model was least sure of and start correcting the object
+        there (its mask, map and suggested clicks drawn on that slice)."""
+        if self.least_sure is not None and self.object_label is not None:
+            self.controller.correct_slice(self.object_label, self.least_sure)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
+import numpy as np
 from napari.utils.events import EmitterGroup, Event
 from napari.utils.notifications import show_error, show_info
 
@@ -22,6 +23,7 @@ from ..core.annotate.session import AnnotationSession, Answer
 from ..core.enums import Acquisition
 from ..core.errors import ActiveSamError
 from ..core.prompts import PromptSet, Suggestion
+from ..core.sim.clicker import prompts_from_mask
 from . import layers
 from .adaptation import ModelAdaptation
 from .loading import ModelRequest, SessionLoader
@@ -107,6 +109,7 @@ class AnnotationController:
         self._shown: tuple | None = None  # (slice, prompts) the preview was made from
         self._shown_settings: tuple | None = None  # and the map settings
         self._commit_when_ready = False
+        self.correcting: int | None = None  # the propagated object a correction re-grows
         self.events.learned.connect(self._learned)
         self.events.committed.connect(self._refresh_slice_list)
         viewer.dims.events.current_step.connect(self._slice_changed)
@@ -219,7 +222,26 @@ class AnnotationController:
         shown = {}
         if current and self._shown == (current, prompted.get(current[0])):
             shown[current[0]] = layers.previewed(self.viewer, current)
-        self.encoder = self.objects.propagate(self.session, prompted, shown)
+        correcting, self.correcting = self.correcting, None
+        self.encoder = self.objects.propagate(self.session, prompted, shown, correcting)
+
+    def correct_slice(self, label: int, z: int) -> None:
+        """Start correcting propagated object ``label`` on slice ``z``: go there, click at
+        the object's deepest point, so that its mask, uncertainty map and suggested clicks
+        are drawn; answer them (A, D, S) or click, then *Propagate* grows the object again
+        from its seeds and this slice, under the same label."""
+        if self.session is None or layers.OUTPUT not in self.viewer.layers:
+            return
+        self.go_to_slice((z,))
+        mask = np.asarray(self.viewer.layers[layers.OUTPUT].data[z]) == label
+        if not mask.any():
+            return show_info(f"Object {label} is not on slice {z}.")
+        self.correcting = label
+        layers.remove_points_on_slice(self._points, (z,))
+        (click,) = prompts_from_mask(mask).clicks
+        self.add_click(click.y, click.x, positive=True)
+        self._say(f"correcting object {label} on slice {z}: answer the suggestions or click, "
+                  "then Propagate")  # fmt: skip
 
     def _learned(self, event=None) -> None:
         self._shown_settings = None  # same prompts, new head: a new map
@@ -304,6 +326,7 @@ class AnnotationController:
             show_info("Nothing to commit: click inside an object first.")
             return None
         label, pixels = self.objects.write(mask, index)
+        self.correcting = None  # committed as an object of its own
         self.clear_prompts()  # before an autosave: the prompts of a committed object go
         self.objects.announce(label, f"committed object {label} ({pixels} pixels)")
         return label

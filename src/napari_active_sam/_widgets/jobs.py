@@ -224,16 +224,21 @@ def similar_objects_job(session: AnnotationSession, quality: QualityModels,
 
 
 def propagation_job(
-    session: AnnotationSession, prompted: dict[int, PromptSet], shown: dict[int, np.ndarray]
+    session: AnnotationSession,
+    prompted: dict[int, PromptSet],
+    shown: dict[int, np.ndarray],
+    kept: dict[int, np.ndarray] | None = None,
 ):
     """Seed masks from the prompted slices (the previewed ``(H, W)`` mask where the user
-    saw one), then grow through the volume; returns the grown object and where it stopped
-    (:class:`~napari_active_sam.core.annotate.volume.Propagated`)."""
-    seeds = dict(shown)
+    saw one) and the ``kept`` seeds of an object being corrected (those slices not prompted
+    again), then grow through the volume; returns the grown object and where it stopped
+    (:class:`~napari_active_sam.core.annotate.volume.Propagated`), and its seeds."""
+    seeds = {z: mask for z, mask in (kept or {}).items() if z not in prompted}
+    seeds.update(shown)
     for z, prompts in prompted.items():
         if z not in seeds:
             seeds[z] = session.answer((z,), prompts).mask
-    return (yield from propagate(session, seeds))
+    return (yield from propagate(session, seeds)), seeds
 
 
 def assess_job(estimator, source, labels: np.ndarray, label: int | None, models, store):

@@ -76,16 +76,21 @@ class CommittedObjects:
         self._saves = LatestRequest(self._save)
         self._learner = None
         self.candidates: tuple[tuple[int, ...], list[Candidate]] | None = None
+        self.seeds: dict[int, dict[int, np.ndarray]] = {}
+        """The seed masks each propagated object grew from, by label: a correction adds to
+        them."""
 
     # ---------------------------------------------------------------------------- writing
-    def write(self, mask: np.ndarray, index: tuple[int, ...] = ()) -> tuple[int, int]:
+    def write(self, mask: np.ndarray, index: tuple[int, ...] = (),
+              label: int | None = None) -> tuple[int, int]:  # fmt: skip
         """Write boolean ``mask`` (a slice ``(H, W)`` at ``index``, or the whole image) as
-        one object; return ``(label, pixels written)``."""
+        one object (``label``, or else the selected or next free one); return ``(label,
+        pixels written)``."""
         output = self.viewer.layers[OUTPUT]
-        if self.use_selected and output.selected_label > 0:
-            label = int(output.selected_label)
-        else:
-            label = next_free_label(output.data)
+        if label is None:
+            selected = int(output.selected_label)
+            label = selected if self.use_selected and selected > 0 else None
+            label = label or next_free_label(output.data)
         written = commit_pixels(np.asarray(output.data[index]), mask, self.overwrite)
         count = len(written[0])
         indices = (*(np.full(count, i) for i in index), *written)
@@ -100,16 +105,24 @@ class CommittedObjects:
             self.save()
 
     def propagate(self, session: AnnotationSession, prompted: dict[int, PromptSet],
-                  shown: dict[int, np.ndarray]):  # fmt: skip
+                  shown: dict[int, np.ndarray], correcting: int | None = None):  # fmt: skip
         """Grow one object through the volume from the ``prompted`` slices (seeded with the
-        ``shown`` masks where given) on a worker, and commit it; return the worker."""
+        ``shown`` masks where given) on a worker, and commit it; return the worker. When
+        ``correcting`` names a propagated object, it grows again from its own seeds plus
+        the prompted slices and replaces that object under the same label."""
 
         clicks = np.asarray(self.viewer.layers[PROMPTS].data)
         seeds = clicks[np.isin(np.round(clicks[:, 0]), list(prompted))]
+        kept = self.seeds.get(correcting, {}) if correcting is not None else {}
 
-        def commit(grown) -> None:
+        def commit(result) -> None:
             """Write the grown object (a ``core.annotate.volume.Propagated``)."""
-            label, _ = self.write(grown.mask)
+            grown, used = result
+            label = None
+            if correcting is not None and self.remove(correcting):
+                label = correcting
+            label, _ = self.write(grown.mask, label=label)
+            self.seeds[label] = used
             slices = len(grown.masks.slices())
             if PROMPTS in self.viewer.layers:  # the seeds' clicks are done with; later ones stay
                 remove_points_at(self.viewer.layers[PROMPTS], seeds)
@@ -120,9 +133,18 @@ class CommittedObjects:
             self.events.propagated(label=label, slices=grown.slices, stops=grown.stops)
 
         return self.workers.start(
-            propagation_job, session, prompted, shown, progress=self._progress,
+            propagation_job, session, prompted, shown, kept, progress=self._progress,
             returned=commit, errored=self._report, cancellable=True,
         )  # fmt: skip
+
+    def remove(self, label: int) -> bool:
+        """Clear object ``label`` from the output layer (one undo step); False if absent."""
+        output = self.viewer.layers[OUTPUT]
+        where = np.nonzero(np.asarray(output.data) == label)
+        if not len(where[0]):
+            return False
+        output.data_setitem(where, 0)
+        return True
 
     def select(self, label: int) -> None:
         """Make ``label`` the output layer's selected label."""
