@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..engine.device import to_device
 from ..engine.embeddings import embed_slice
@@ -27,6 +28,9 @@ from ..progress import Progress
 from ..prompts import PromptSet
 from ..sim.clicker import prompts_from_mask
 from .session import AnnotationSession, object_uncertainty
+
+VANISHED = "the object ended on the slice before (it vanished)"
+"""Why growth stops past a slice that held no object."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,22 @@ class PropagationSettings:
     min_area_fraction: float = 0.2
     max_area_growth: float = 2.0
     max_uncertainty: float | None = None
+
+    def stop_reason(self, model: str, iou: float, unsure: float, area: int,
+                    before: int) -> str:  # fmt: skip
+        """Why growth stops at a slice whose mask has ``area`` pixels (its neighbour's
+        ``before``), predicted IoU ``iou`` and disagreement ``unsure``; "" if it goes on.
+        ``model`` names who answered ("SAM", "SAM 2")."""
+        if iou < self.min_iou:
+            return f"{model}'s predicted IoU {iou:.2f} < {self.min_iou:g} (uncertain)"
+        if self.max_uncertainty is not None and unsure > self.max_uncertainty:
+            return (f"{model}'s heads disagree, {unsure:.3f} nats > "
+                    f"{self.max_uncertainty:g} (uncertain)")  # fmt: skip
+        if area < self.min_area_fraction * before:
+            return f"the mask shrank to {area} pixels from {before} (it is vanishing)"
+        if area > self.max_area_growth * before:
+            return f"the mask grew to {area} pixels from {before} (it leaked)"
+        return ""
 
 
 @dataclass(eq=False)
@@ -236,7 +256,7 @@ def _from_neighbour(
     """The mask on slice ``z`` prompted from its neighbour's, or None and why growth stops
     there; what the model said is added to ``reports``."""
     if not neighbour.any():
-        return None, "the object ended on the slice before (it vanished)"
+        return None, VANISHED
     prompts = PromptSet(box=prompts_from_mask(neighbour).box)
     session.forget((z,))
     answer = session.answer((z,), prompts)
@@ -244,16 +264,7 @@ def _from_neighbour(
     iou = float(answer.prediction.iou[answer.head])
     unsure = float(object_uncertainty(answer.prediction))
     area, before = int(mask.sum()), int(neighbour.sum())
-    reason = ""
-    if iou < settings.min_iou:
-        reason = f"SAM's predicted IoU {iou:.2f} < {settings.min_iou:g} (uncertain)"
-    elif settings.max_uncertainty is not None and unsure > settings.max_uncertainty:
-        reason = (f"SAM's heads disagree, {unsure:.3f} nats > {settings.max_uncertainty:g} "
-                  "(uncertain)")  # fmt: skip
-    elif area < settings.min_area_fraction * before:
-        reason = f"the mask shrank to {area} pixels from {before} (it is vanishing)"
-    elif area > settings.max_area_growth * before:
-        reason = f"the mask grew to {area} pixels from {before} (it leaked)"
+    reason = settings.stop_reason("SAM", iou, unsure, area, before)
     reports[z] = SliceReport(unsure, iou, area, kept=not reason)
     return (None, reason) if reason else (mask, "")
 
@@ -275,19 +286,18 @@ def _track(
     order = sorted(seeds)
     first, last = order[0], order[-1]
     shape = seeds[first].shape
-    sizes: dict[int, tuple[int, int]] = {}
+    # every slice of a volume has its shape, so its size on the model's input too
+    input_size = ResizeLongestSide.get_preprocess_shape(*shape, network.img_size)
 
     def features(z: int) -> torch.Tensor:
         embedding = embed_slice(session.model, session.source, session.store, (z,),
                                 session.limits)  # fmt: skip
-        sizes[z] = tuple(embedding.input_size)
         return to_device(embedding.features, network.device).float()[None]
 
     state = network.volume_state(depth, features)
     for z in order:
-        features(z)
-        network.add_new_mask(state, frame_idx=z, obj_id=1, mask=_on_input(seeds[z], sizes[z],
-                             network.img_size))  # fmt: skip
+        network.add_new_mask(state, frame_idx=z, obj_id=1,
+                             mask=_on_input(seeds[z], input_size, network.img_size))  # fmt: skip
     result = SliceMasks((depth, *shape))
     for z, mask in seeds.items():
         result[z] = mask
@@ -301,7 +311,7 @@ def _track(
                 continue
             beyond = z > last if not reverse else z < first
             neighbour = result[z + 1 if reverse else z - 1]
-            mask, reason = _tracked(session, z, sizes[z], shape, neighbour, beyond, settings,
+            mask, reason = _tracked(session, z, input_size, shape, neighbour, beyond, settings,
                                     reports)  # fmt: skip
             if reason:
                 stops.append(f"slice {z}: {reason}")
@@ -356,18 +366,11 @@ def _tracked(
     reason = ""
     if beyond_seeds:
         if not before:
-            reason = "the object ended on the slice before (it vanished)"
+            reason = VANISHED
         elif heads.object_score <= 0:
             reason = (f"SAM 2's object score {heads.object_score:.2f} ≤ 0: the object "
                       "ended (it vanished)")  # fmt: skip
-        elif iou < settings.min_iou:
-            reason = f"SAM 2's predicted IoU {iou:.2f} < {settings.min_iou:g} (uncertain)"
-        elif settings.max_uncertainty is not None and unsure > settings.max_uncertainty:
-            reason = (f"SAM 2's heads disagree, {unsure:.3f} nats > "
-                      f"{settings.max_uncertainty:g} (uncertain)")  # fmt: skip
-        elif area < settings.min_area_fraction * before:
-            reason = f"the mask shrank to {area} pixels from {before} (it is vanishing)"
-        elif area > settings.max_area_growth * before:
-            reason = f"the mask grew to {area} pixels from {before} (it leaked)"
+        else:
+            reason = settings.stop_reason("SAM 2", iou, unsure, area, before)
     reports[z] = SliceReport(unsure, iou, area, kept=not reason)
     return mask, reason
