@@ -10,6 +10,8 @@ import pytest
 import tifffile
 from scipy import ndimage
 
+from napari_active_sam.core.data.files import read_image
+from napari_active_sam.core.data.randomised import _colour
 from napari_active_sam.core.data.scenes import (
     MODALITY_KINDS,
     make_scene,
@@ -37,7 +39,8 @@ def test_each_kind_has_objects_and_its_dtype(kind):
     scene = make_scene(kind, np.random.default_rng(5), 128)
     assert scene.kind == kind or kind == SceneKind.MIXED  # mixed draws any kind
     assert scene.image.dtype == DTYPES[scene.kind]
-    assert scene.image.shape == scene.labels.shape == (128, 128)
+    assert scene.image.shape[:2] == scene.labels.shape == (128, 128)
+    assert scene.image.ndim == 2 or (scene.kind is SceneKind.RANDOM and scene.image.shape[2] == 3)
     labels = np.unique(scene.labels)
     assert labels[0] == 0 and list(labels[1:]) == list(range(1, labels[-1] + 1))
     for child, parent in scene.parents.items():
@@ -121,7 +124,7 @@ def test_random_scenes_are_valid(random_scenes):
     for scene in random_scenes:
         assert scene.kind is SceneKind.RANDOM
         assert scene.image.dtype == np.uint8 and scene.labels.dtype == np.int32
-        assert scene.image.shape == scene.labels.shape == (128, 128)
+        assert scene.image.shape[:2] == scene.labels.shape == (128, 128)
         n = int(scene.labels.max())
         assert n >= 1
         sizes = np.bincount(scene.labels.ravel())
@@ -184,10 +187,41 @@ def test_training_scene_draws_both_and_is_deterministic():
         training_scene(np.random.default_rng(0), 64, random_fraction=1.5)
 
 
+def test_some_random_scenes_are_in_colour(random_scenes):
+    colour = [scene for scene in random_scenes if scene.image.ndim == 3]
+    assert 3 <= len(colour) <= len(random_scenes) - 8  # COLOUR_CHANCE of them, not all
+    for scene in colour:
+        channels = scene.image.reshape(-1, 3).astype(float)
+        assert np.abs(channels - channels.mean(axis=1, keepdims=True)).mean() > 2  # not grey
+
+
+def _chromaticity(rgb: np.ndarray) -> np.ndarray:
+    mean = rgb.reshape(-1, 3).mean(axis=0)
+    return mean / mean.sum()
+
+
+def test_colour_tells_apart_looks_that_are_equally_dark():
+    grey = np.full((64, 64), 0.4, np.float32)
+    looks = np.zeros((64, 64), np.int64)
+    looks[:, 32:] = 1
+    apart = 0
+    for seed in range(12):
+        rgb = _colour(grey, looks, np.random.default_rng(seed))
+        assert rgb.shape == (64, 64, 3) and rgb.min() >= 0 and rgb.max() <= 1
+        left, right = _chromaticity(rgb[:, 4:28]), _chromaticity(rgb[:, 36:60])
+        apart += np.abs(left - right).sum() > 0.05
+    assert apart >= 9
+
+
 def test_write_dataset_writes_random_scenes(tmp_path):
-    assert list(write_dataset(tmp_path, 2, seed=1, kind="random", size=96)) == [1, 2]
-    image = tifffile.imread(tmp_path / "images" / "random_0000.tif")
-    labels = tifffile.imread(tmp_path / "masks" / "random_0000.tif")
-    assert image.dtype == np.uint8 and labels.shape == image.shape and labels.max() >= 1
+    assert list(write_dataset(tmp_path, 8, seed=1, kind="random", size=96)) == list(range(1, 9))
+    shapes = set()
+    for path in sorted((tmp_path / "images").glob("*.tif")):
+        image = read_image(path)
+        labels = tifffile.imread(tmp_path / "masks" / path.name)
+        assert image.data.dtype == np.uint8 and labels.max() >= 1
+        assert labels.shape == image.data.shape[:2] and image.rgb == (image.data.ndim == 3)
+        shapes.add(image.data.ndim)
+    assert shapes == {2, 3}  # colour scenes are written, and read back, as RGB
     index = json.loads((tmp_path / "objects.json").read_text())
     assert {entry["kind"] for entry in index["images"].values()} == {"random"}

@@ -1,7 +1,9 @@
 """Domain-randomised scenes after SynthSeg (Billot et al. 2023): random label maps (Voronoi
 tissue, organs, blobs, tubes, crowds of small objects, objects inside objects, elastically
 deformed) with a random appearance per region, bias field, blur, resolution, noise model,
-gamma and clutter that is not an object."""
+gamma and clutter that is not an object; some scenes in colour, as a stained bright-field
+slide (Beer–Lambert absorbance of a random stain per look) or a fluorescence composite (a
+random emission colour per look)."""
 
 from __future__ import annotations
 
@@ -437,9 +439,56 @@ def _render(painter: _RegionPainter, rng: np.random.Generator, size: int) -> np.
     low, high = np.percentile(image[::3, ::3], [0.5, 99.5])
     image = np.clip((image - low) / max(high - low, 1e-3), 0, 1)
     image = image ** np.exp(rng.normal(0, 0.35))
-    if rng.random() < 0.15:
+    if rng.random() < COLOUR_CHANCE:
+        image = _colour(image, np.array(painter.region_looks)[painter.regions], rng)
+    elif rng.random() < 0.15:
         image = 1 - image
     return np.rint(image * 255).astype(np.uint8)
+
+
+COLOUR_CHANCE = 0.35
+"""Share of domain-randomised scenes rendered in colour."""
+
+_STAINS = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32)
+"""Optical density per unit of hematoxylin, eosin and DAB in R, G, B (Ruifrok & Johnston
+2001), the stains random ones are mixed from."""
+
+
+def _colour(image: np.ndarray, looks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(H, W, 3)`` in [0, 1]: the grey rendering ``image`` coloured by each pixel's look.
+
+    Half the time a bright-field slide: a look's stain (a random mix of hematoxylin, eosin
+    and DAB, or a random absorbance) absorbs in proportion to the grey image's darkness, so
+    two looks equally dark differ in hue only, as nuclei and DAB do. Else a fluorescence
+    composite: each look emits a random colour with the grey image's brightness. The grey
+    contrast is sometimes squeezed so that hue carries most of the difference between
+    looks, and each channel gets its own noise.
+    """
+    count = int(looks.max()) + 1
+    if rng.random() < 0.5:
+        contrast = rng.uniform(0.15, 0.6)
+        image = image.mean() + contrast * (image - image.mean())
+    if rng.random() < 0.5:
+        mix = rng.dirichlet(np.full(3, 0.5), count) @ _STAINS
+        mix = np.where(rng.random((count, 1)) < 0.2, rng.uniform(0.05, 1, (count, 3)), mix)
+        mix += rng.normal(0, 0.05, mix.shape)
+        mix = np.clip(mix, 0.02, None) / np.linalg.norm(np.clip(mix, 0.02, None), axis=1)[:, None]
+        field = _smooth_colours(mix.astype(np.float32), looks, rng)
+        density = (1 - image)[..., None] * rng.uniform(1.0, 3.0)
+        rgb = np.exp(-density * field)
+    else:
+        hues = rng.uniform(0, 1, (count, 3)) ** 0.7
+        hues /= np.maximum(hues.max(axis=1, keepdims=True), 1e-3)
+        rgb = image[..., None] * _smooth_colours(hues.astype(np.float32), looks, rng)
+    rgb += rng.uniform(0, 0.03) * rng.standard_normal(rgb.shape, dtype=np.float32)
+    return np.clip(rgb, 0, 1)
+
+
+def _smooth_colours(colours: np.ndarray, looks: np.ndarray, rng) -> np.ndarray:
+    """``(H, W, 3)``: each pixel's look's colour, blurred as the image was so that colour
+    edges fall where intensity edges do."""
+    sigma = rng.uniform(0.3, 1.5)
+    return np.stack([ndimage.gaussian_filter(colours[looks, c], sigma) for c in range(3)], -1)
 
 
 def random_scene(rng: np.random.Generator, size: int) -> Scene:

@@ -236,7 +236,8 @@ def scene_kinds(kind: str) -> list[SceneKind]:
 def write_dataset(
     out, count: int, seed: int, kind: str | SceneKind = SceneKind.MIXED, size: int = 256
 ):
-    """Write ``count`` scenes as ``out/images/NAME.tif`` and ``out/masks/NAME.tif``.
+    """Write ``count`` scenes as ``out/images/NAME.tif`` (RGB for a scene in colour) and
+    ``out/masks/NAME.tif``.
 
     Masks are int32 instance labels. ``out/objects.json`` records each image's kind, its
     intensity window and which objects lie inside which (child → parent). A generator,
@@ -250,7 +251,10 @@ def write_dataset(
     for i in range(count):
         scene = make_scene(kind, rng, size)
         name = f"{scene.kind.value}_{i:04d}"
-        tifffile.imwrite(out / "images" / f"{name}.tif", scene.image, compression="zlib")
+        photometric = "rgb" if scene.image.ndim == 3 else "minisblack"
+        tifffile.imwrite(
+            out / "images" / f"{name}.tif", scene.image, photometric=photometric, compression="zlib"
+        )
         tifffile.imwrite(out / "masks" / f"{name}.tif", scene.labels, compression="zlib")
         index[name] = {
             "kind": scene.kind.value,

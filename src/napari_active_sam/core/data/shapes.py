@@ -20,7 +20,7 @@ class Scene:
     ----------
     image : np.ndarray
         ``(H, W)``: int16 Hounsfield units (ct), uint8 (ultrasound, mixed, random) or uint16
-        (nuclei).
+        (nuclei); uint8 ``(H, W, 3)`` RGB for a random scene rendered in colour.
     labels : np.ndarray
         int32 ``(H, W)`` instance labels, 0 = background. A child object's pixels carry the
         child's label (the parent's label has a hole there).
