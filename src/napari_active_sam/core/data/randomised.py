@@ -219,11 +219,16 @@ class _RegionPainter(Painter):
 
 
 def _random_organs(painter: _RegionPainter, rng, size) -> None:
-    """Large smooth regions (organs), overlapping into shared boundaries, with lesions."""
+    """Large smooth regions (organs), overlapping into shared boundaries, with lesions;
+    sometimes the first one fills most of the field, as a brain does a head MRI slice."""
     shape = painter.labels.shape
-    for _ in range(rng.integers(1, 5)):
-        radius = rng.uniform(0.12, 0.3) * size
-        center = random_center(rng, shape, 0.1 * size)
+    for i in range(rng.integers(1, 5)):
+        if i == 0 and rng.random() < 0.4:
+            radius = rng.uniform(0.3, 0.46) * size
+            center = random_center(rng, shape, 0.35 * size)
+        else:
+            radius = rng.uniform(0.12, 0.3) * size
+            center = random_center(rng, shape, 0.1 * size)
         crop = _blob_crop(shape, center, radius, rng, rng.uniform(0.15, 0.5), rng.uniform(1, 1.8))
         label = painter.paint(*crop, painter.looks.add()) if crop else 0
         if label and rng.random() < 0.5:
