@@ -1,15 +1,17 @@
 """What zoom-in costs per click, and what it buys, on the real validation images.
 
 For every object of the real split (images that ship inside installed packages, see
-``napari-active-sam make-real-dataset``), plays the RITM episode twice on the same cached
-whole-image embedding: once decoding every click on the whole image, once through
-:class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor` (a window at the image's own
-resolution around the prompts, encoded on first use; the encoder pass counts in the click
-that needed it). The two runs alternate which goes first. Prints one JSON object: per
-image subset and overall, seconds per click (median over objects of episode time / clicks),
-the ratio zoomed / whole, windows encoded per object and mIoU@1 and @5 both ways.
+``napari-active-sam make-real-dataset``), plays the RITM episode on the same cached
+whole-image embedding once decoding every click on the whole image and once per
+magnification through :class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor` (a
+window around the prompts enlarged ``--magnify`` times to the model's input at first,
+encoded on first use; the encoder pass counts in the click that needed it). The runs take
+turns going first. Prints one JSON object: per image subset and overall, seconds per click
+(median over objects of episode time / clicks) and its ratio to the whole image, windows
+encoded per object, and mIoU@1 and @5 of each.
 
     python benchmarks/bench_zoom.py                 # the bundled demo model, 5 clicks
+    python benchmarks/bench_zoom.py --magnify 1,2,3 --clicks 20
     python benchmarks/bench_zoom.py --clicks 10 --split test
 """
 
@@ -29,7 +31,7 @@ from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.engine.store import EmbeddingStore
-from napari_active_sam.core.engine.zoom import ZoomingPredictor
+from napari_active_sam.core.engine.zoom import MAGNIFY, ZoomingPredictor
 
 
 def timed_episode(decoder, embedding, gt, clicks: int) -> tuple[float, list[float]]:
@@ -38,28 +40,20 @@ def timed_episode(decoder, embedding, gt, clicks: int) -> tuple[float, list[floa
     return (time.perf_counter() - started) / clicks, result.ious
 
 
-def summary(rows: list[dict]) -> dict:
-    whole = np.array([r["whole_s"] for r in rows])
-    zoomed = np.array([r["zoom_s"] for r in rows])
-    return {
-        "objects": len(rows),
-        "seconds_per_click": {
-            "whole": round(float(np.median(whole)), 4),
-            "zoom": round(float(np.median(zoomed)), 4),
-            "ratio": round(float(np.median(zoomed / whole)), 2),
-        },
-        "windows_per_object": round(float(np.mean([r["windows"] for r in rows])), 2),
-        "miou@1": {
-            "whole": round(float(np.mean([r["whole_iou"][0] for r in rows])), 4),
-            "zoom": round(float(np.mean([r["zoom_iou"][0] for r in rows])), 4),
-        },
-        "miou@5": {
-            "whole": round(float(np.mean([r["whole_iou"][min(4, len(r["whole_iou"]) - 1)]
-                                          for r in rows])), 4),  # fmt: skip
-            "zoom": round(float(np.mean([r["zoom_iou"][min(4, len(r["zoom_iou"]) - 1)]
-                                         for r in rows])), 4),  # fmt: skip
-        },
-    }
+def summary(rows: list[dict], names: list[str]) -> dict:
+    whole = np.array([r["whole"]["seconds"] for r in rows])
+    out: dict = {"objects": len(rows)}
+    for name in names:
+        seconds = np.array([r[name]["seconds"] for r in rows])
+        ious = [r[name]["ious"] for r in rows]
+        out[name] = {
+            "seconds_per_click": round(float(np.median(seconds)), 4),
+            "ratio_to_whole": round(float(np.median(seconds / whole)), 2),
+            "windows_per_object": round(float(np.mean([r[name]["windows"] for r in rows])), 2),
+            "miou@1": round(float(np.mean([i[0] for i in ious])), 4),
+            "miou@5": round(float(np.mean([i[min(4, len(i) - 1)] for i in ious])), 4),
+        }
+    return out
 
 
 def main() -> None:
@@ -67,12 +61,19 @@ def main() -> None:
     options.model_options(parser)
     parser.add_argument("--split", default="validation", choices=["validation", "test"])
     parser.add_argument("--clicks", type=options.positive_int, default=5)
+    parser.add_argument(
+        "--magnify",
+        default=f"1,{MAGNIFY:g}",
+        help="magnifications of the first zoom window, comma-separated",
+    )
     options.threads_option(parser)
     args = parser.parse_args()
     options.set_threads(args)
+    magnifications = [float(m) for m in args.magnify.split(",")]
 
     model = options.load_chosen_model(args, device="cpu")
     predictor = Predictor(model)
+    names = ["whole"] + [f"zoom x{m:g}" for m in magnifications]
     rows: list[dict] = []
     for image in real_images(args.split):
         source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
@@ -81,16 +82,17 @@ def main() -> None:
             gt = image.labels == label
             if not gt.any():
                 continue
-            zooming = ZoomingPredictor(predictor, source.raw_slice(()), source.limits())
-            runs = [("whole", predictor), ("zoom", zooming)]
-            if len(rows) % 2:
-                runs.reverse()
+            zoomed = [
+                ZoomingPredictor(predictor, source.raw_slice(()), source.limits(), magnify=m)
+                for m in magnifications
+            ]
+            runs = list(zip(names, [predictor, *zoomed], strict=True))
+            turn = len(rows) % len(runs)
             row: dict = {"subset": image.subset, "label": label}
-            for name, decoder in runs:
-                row[f"{name}_s"], row[f"{name}_iou"] = timed_episode(
-                    decoder, embedding, gt, args.clicks
-                )
-            row["windows"] = zooming.windows_encoded
+            for name, decoder in runs[turn:] + runs[:turn]:
+                seconds, ious = timed_episode(decoder, embedding, gt, args.clicks)
+                windows = getattr(decoder, "windows_encoded", 0)
+                row[name] = {"seconds": seconds, "ious": ious, "windows": windows}
             rows.append(row)
             print(f"{len(rows)} objects", file=sys.stderr, end="\r")
     report = {
@@ -98,9 +100,9 @@ def main() -> None:
         "split": args.split,
         "clicks": args.clicks,
         "threads": args.threads,
-        "overall": summary(rows),
+        "overall": summary(rows, names),
         "subsets": {
-            subset: summary([r for r in rows if r["subset"] == subset])
+            subset: summary([r for r in rows if r["subset"] == subset], names)
             for subset in sorted({r["subset"] for r in rows})
         },
     }

@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="zoom",
         action="store_false",
         help="decode every click on the whole image (default: small objects of a large image "
-        "are decoded in a window at its own resolution, as in the annotator)",
+        "are decoded in a window around them enlarged to the model's input, as in the annotator)",
     )
     options.cluster_options(parser)
 

@@ -1,5 +1,5 @@
-"""Zoom-in: windows around the prompts, decoded at the slice's own resolution, placed back;
-the acquisition maps, the annotator and the quality estimators on a zoomed answer."""
+"""Zoom-in: windows around the prompts, enlarged to the model's input, placed back; the
+acquisition maps, the annotator and the quality estimators on a zoomed answer."""
 
 from __future__ import annotations
 
@@ -220,6 +220,26 @@ def test_zoom_outlines_small_nuclei_far_better_than_the_whole_slice(demo):
         gains.append(iou(zoomed.mask()) - iou(plain.mask()))
     # Nuclei of a dozen pixels shrunk four times are specks; at full resolution they are not.
     assert np.mean(gains) > 0.3
+
+
+def test_the_first_window_is_the_input_side_over_the_magnification(demo, large_slice):
+    source = SliceSource(large_slice)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    disc = np.zeros(SIZE, bool)
+    rows, cols = np.mgrid[: SIZE[0], : SIZE[1]]
+    disc[(rows - 200) ** 2 + (cols - 220) ** 2 < 12**2] = True
+    sides = {}
+    for magnify in (1, 2, 4):
+        zooming = ZoomingPredictor(Predictor(demo), large_slice, source.limits(), magnify=magnify)
+        prediction = zooming.predict(embedding, one_click(220, 200))
+        sides[magnify] = prediction.original_size
+        mask = prediction.mask()
+        assert (mask & disc).sum() / (mask | disc).sum() > 0.7  # the disc, at any scale
+    # The disc fits every first window, so none doubles: 256, 128 and 64 pixels of the slice
+    # for the model's 256 px input.
+    assert sides == {1: (256, 256), 2: (128, 128), 4: (64, 64)}
+    with pytest.raises(ValueError, match="magnify"):
+        ZoomingPredictor(Predictor(demo), large_slice, source.limits(), magnify=0.5)
 
 
 def test_prompts_move_into_a_window_and_scale_with_the_image():

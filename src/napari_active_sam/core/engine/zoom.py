@@ -3,11 +3,13 @@
 A slice larger than the model's input is shrunk to fit it, and an object of a dozen pixels
 (a nucleus in a whole-slide tile) then covers two or three of the encoder's cells: too few
 to outline. :class:`ZoomingPredictor` decodes instead in a window around the prompts, cut
-from the slice at its own resolution (the model's input side, at least), encoded on first
-use and kept; later clicks that fit a kept window with the margin stay in it. If the mask it
-shows reaches the window's edge inside the image, the object is larger than the window: the
-side doubles and the prompts are decoded again, up to the whole slice. Masks and
-probabilities come back at the slice's size, zero outside the window.
+from the slice and enlarged to the model's input (:data:`MAGNIFY` times the slice's own
+resolution at first, as RITM's and FocalClick's zoom-in resize a crop around the object to
+the network's input), encoded on first use and kept; later clicks that fit a kept window
+with the margin stay in it. If the mask it shows reaches the window's edge inside the image,
+the object is larger than the window: the side doubles and the prompts are decoded again, up
+to the whole slice. Masks and probabilities come back at the slice's size, zero outside the
+window.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from .store import Embedding, slice_signature
 
 ZOOM_FROM = 1.5
 """Zoom only on slices whose long side is at least this many times the model's input."""
+MAGNIFY = 2.0
+"""Model-input pixels per slice pixel in the first window: its side is the model's input
+side over this (chosen on the real validation set; see the model card)."""
 MARGIN = 0.125
 """Space kept between the prompts and the window's edge, as a share of its side."""
 RECENT = 16
@@ -84,8 +89,8 @@ def window_around(prompts: PromptSet, size: tuple[int, int], side: int) -> Windo
 
 
 class ZoomingPredictor:
-    """A :class:`Predictor` for one slice that decodes small objects in a window at the
-    slice's own resolution.
+    """A :class:`Predictor` for one slice that decodes small objects in a window around the
+    prompts, enlarged to the model's input.
 
     Parameters
     ----------
@@ -96,11 +101,17 @@ class ZoomingPredictor:
         The intensity window the whole slice is encoded with (windows use the same).
     cache : int
         Window embeddings kept.
+    magnify : float
+        Model-input pixels per slice pixel in the first window (1: the slice's own
+        resolution).
     """
 
     def __init__(self, predictor: Predictor, raw: np.ndarray, limits: tuple[float, float],
-                 cache: int = 8):  # fmt: skip
+                 cache: int = 8, magnify: float = MAGNIFY):  # fmt: skip
+        if magnify < 1:
+            raise ValueError(f"magnify is at least 1 (the slice's own resolution), got {magnify}")
         self.predictor, self.raw, self.limits = predictor, raw, limits
+        self.magnify = magnify
         self.size = tuple(raw.shape[:2])
         self._embeddings: OrderedDict[Window, Embedding] = OrderedDict()
         self._cache = cache
@@ -146,7 +157,7 @@ class ZoomingPredictor:
         """
         if not self.zooms or prompts.is_empty:
             return self.predictor.predict(embedding, prompts, previous_logits)
-        side = self.model.architecture.img_size
+        side = round(self.model.architecture.img_size / self.magnify)
         while True:
             window = self._reused(window_around(prompts, self.size, side), prompts)
             if window is None:
