@@ -43,6 +43,11 @@ class PromptSet:
     def is_empty(self) -> bool:
         return not self.clicks and self.box is None
 
+    @property
+    def asks_for_object(self) -> bool:
+        """Whether a positive click or a box says an object is there."""
+        return self.box is not None or any(click.positive for click in self.clicks)
+
     def with_click(self, click: Click) -> PromptSet:
         """Return a new prompt set with ``click`` appended."""
         return PromptSet(clicks=(*self.clicks, click), box=self.box)

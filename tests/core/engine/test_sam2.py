@@ -218,3 +218,35 @@ def test_adapting_a_sam2_model_is_refused_with_what_to_do_instead(tiny):
 
     with pytest.raises(ModelError, match="adapt a SAM model"):
         drain(adapt(tiny, []))
+
+
+
+def test_a_window_that_answers_a_click_with_nothing_grows_until_something_answers(sample_ct):
+    """Random weights answer a click on the CT's organ with an empty mask in the first,
+    64-pixel window: an empty answer to a positive click means the window saw too little,
+    so the zooming predictor enlarges it as it does for a mask cut by the window's edge."""
+    from napari_active_sam.core.engine.embeddings import embed_slice
+    from napari_active_sam.core.engine.predictor import shown_head
+    from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
+    from napari_active_sam.core.engine.zoom import MAGNIFY, ZoomingPredictor, window_around
+
+    model = random_model(SMOKE_SAM2_ARCHITECTURE, seed=2)
+    model.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.data.fill_(8.0)
+    volume, organs, _ = sample_ct
+    image = volume[8]
+    source = SliceSource(image)
+    predictor = Predictor(model)
+    rows, cols = np.nonzero(organs[8] == 1)
+    prompts = PromptSet((Click(float(np.median(cols)), float(np.median(rows)), True),))
+
+    first = window_around(prompts, image.shape, round(SMOKE_SAM2_ARCHITECTURE.img_size / MAGNIFY))
+    crop = to_sam_rgb(image[first.slices], source.limits())
+    (local,) = SliceEncoder(model).encode([crop], ["first window"])
+    inside = predictor.predict(local, prompts.translated(-first.top, -first.left))
+    assert not inside.mask(shown_head(inside, prompts)).any()  # the first window: nothing
+
+    zooming = ZoomingPredictor(predictor, image, source.limits())
+    embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+    answer = zooming.predict(embedding, prompts)
+    assert answer.mask(shown_head(answer, prompts)).any()
+    assert max(answer.original_size) > first.height

@@ -7,9 +7,10 @@ from the slice and enlarged to the model's input (:data:`MAGNIFY` times the slic
 resolution at first, as RITM's and FocalClick's zoom-in resize a crop around the object to
 the network's input), encoded on first use and kept; later clicks that fit a kept window
 with the margin stay in it. If the mask it shows reaches the window's edge inside the image,
-the object is larger than the window: the side doubles and the prompts are decoded again, up
-to the whole slice. Masks and probabilities come back at the slice's size, zero outside the
-window.
+the object is larger than the window, and if it is empty though a click or a box asks for an
+object, the window saw too little of it: either way the side doubles and the prompts are
+decoded again, up to the whole slice. Masks and probabilities come back at the slice's size,
+zero outside the window.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ class ZoomingPredictor:
                 self._embedding(window), prompts.translated(-window.top, -window.left), feedback
             )
             shown = local.mask(shown_head(local, prompts))
-            if not window.touches_inside(shown, self.size):
+            missed = prompts.asks_for_object and not shown.any()
+            if not (missed or window.touches_inside(shown, self.size)):
                 prediction = replace(local, origin=(window.top, window.left),
                                      full_size=self.size)  # fmt: skip
                 self._recent.append((prediction, window))
