@@ -476,8 +476,8 @@ def _colour(image: np.ndarray, looks: np.ndarray, rng: np.random.Generator) -> n
     if rng.random() < 0.5:
         mix = rng.dirichlet(np.full(3, 0.5), count) @ _STAINS
         mix = np.where(rng.random((count, 1)) < 0.2, rng.uniform(0.05, 1, (count, 3)), mix)
-        mix += rng.normal(0, 0.05, mix.shape)
-        mix = np.clip(mix, 0.02, None) / np.linalg.norm(np.clip(mix, 0.02, None), axis=1)[:, None]
+        mix = np.clip(mix + rng.normal(0, 0.05, mix.shape), 0.02, None)
+        mix /= np.linalg.norm(mix, axis=1, keepdims=True)
         field = _smooth_colours(mix.astype(np.float32), looks, rng)
         density = (1 - image)[..., None] * rng.uniform(1.0, 3.0)
         rgb = np.exp(-density * field)
@@ -490,8 +490,8 @@ def _colour(image: np.ndarray, looks: np.ndarray, rng: np.random.Generator) -> n
 
 
 def _smooth_colours(colours: np.ndarray, looks: np.ndarray, rng) -> np.ndarray:
-    """``(H, W, 3)``: each pixel's look's colour, blurred as the image was so that colour
-    edges fall where intensity edges do."""
+    """``(H, W, 3)``: each pixel's look's colour, blurred a little so that colour edges are
+    as soft as the blurred image's."""
     sigma = rng.uniform(0.3, 1.5)
     return np.stack([ndimage.gaussian_filter(colours[looks, c], sigma) for c in range(3)], -1)
 
