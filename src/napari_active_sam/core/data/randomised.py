@@ -60,15 +60,16 @@ def _blob_crop(shape, center, radius, rng: np.random.Generator, irregularity=0.2
     return where, np.hypot(u, v) <= radius * r
 
 
-def _curve_crop(shape, rng: np.random.Generator, width: float, length: float):
-    """Like :func:`tube` (a smooth random curve ``length`` pixels long, ``width`` wide), computed
-    in its bounding window only: ``(slices, mask)`` or None outside the image."""
+def _curve_crop(shape, rng: np.random.Generator, width: float, length: float, start=None):
+    """Like :func:`tube` (a smooth random curve ``length`` pixels long, ``width`` wide, from
+    ``start`` or a random point), computed in its bounding window only: ``(slices, mask)`` or
+    None outside the image."""
     n = max(int(length), 8)
     t = np.linspace(0, 1, n)
     heading = rng.uniform(0, 2 * np.pi)
     curvature = rng.normal(0, 2.5) + 2.5 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t)
     angles = heading + np.cumsum(curvature) / n
-    start = rng.uniform(0, 1, 2) * shape
+    start = rng.uniform(0, 1, 2) * shape if start is None else np.asarray(start, float)
     ys = start[0] + np.cumsum(np.sin(angles)) * length / n
     xs = start[1] + np.cumsum(np.cos(angles)) * length / n
     keep = (ys >= 0) & (ys < shape[0]) & (xs >= 0) & (xs < shape[1])
@@ -219,8 +220,9 @@ class _RegionPainter(Painter):
 
 
 def _random_organs(painter: _RegionPainter, rng, size) -> None:
-    """Large smooth regions (organs), overlapping into shared boundaries, with lesions;
-    sometimes the first one fills most of the field, as a brain does a head MRI slice."""
+    """Large smooth regions (organs), overlapping into shared boundaries, some with
+    structures inside them, with lesions; sometimes the first one fills most of the field,
+    as a brain does a head MRI slice."""
     shape = painter.labels.shape
     for i in range(rng.integers(1, 5)):
         if i == 0 and rng.random() < 0.4:
@@ -232,7 +234,33 @@ def _random_organs(painter: _RegionPainter, rng, size) -> None:
         crop = _blob_crop(shape, center, radius, rng, rng.uniform(0.15, 0.5), rng.uniform(1, 1.8))
         label = painter.paint(*crop, painter.looks.add()) if crop else 0
         if label and rng.random() < 0.5:
+            _interior(painter, rng, label, radius)
+        if label and rng.random() < 0.5:
             _random_children(painter, rng, label, radius, rng.integers(1, 4))
+
+
+def _interior(painter: _RegionPainter, rng, parent: int, radius: float) -> None:
+    """Structures inside object ``parent`` that belong to it and are not objects: patches of
+    other looks (grey and white matter) and folds (sulci), so that the answer to a box or a
+    click on a heterogeneous organ is its outline, as for a brain on an MRI slice."""
+    ys, xs = np.nonzero(painter.labels == parent)
+    if not len(ys):
+        return
+    if rng.random() < 0.7:
+        window = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        shape = (window[0].stop - window[0].start, window[1].stop - window[1].start)
+        field_ = _coarse_field(rng, shape, rng.uniform(0.08, 0.4) * radius)
+        levels = np.digitize(field_, np.sort(rng.uniform(-1, 1, rng.integers(1, 3))))
+        looks = [painter.looks.add() for _ in range(int(levels.max()))]
+        painter.paint_cells(window, levels, looks, target=False, parent=parent)
+    if rng.random() < 0.6:
+        look = painter.looks.add(small=True)
+        for _ in range(rng.integers(3, 13)):
+            i = rng.integers(len(ys))
+            crop = _curve_crop(painter.labels.shape, rng, rng.uniform(1, 3),
+                               rng.uniform(0.3, 1.0) * radius, start=(ys[i], xs[i]))  # fmt: skip
+            if crop:
+                painter.paint(*crop, look, target=False, parent=parent)
 
 
 def _random_children(painter: _RegionPainter, rng, parent: int, radius: float, count: int):
