@@ -19,6 +19,22 @@ from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.engine.store import EmbeddingStore, slice_key, slice_signature
 
 
+def test_help_lists_every_command_and_each_command_has_its_own(capsys):
+    from napari_active_sam.cli.main import COMMANDS
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    listing = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command.NAME in listing
+        with pytest.raises(SystemExit) as exited:
+            main([command.NAME, "--help"])
+        assert exited.value.code == 0
+        assert f"usage: napari-active-sam {command.NAME}" in capsys.readouterr().out
+    assert "95 % credible" in listing  # measure's summary, its % kept
+
+
 def test_models_lists_registry_and_cache(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     assert main(["models", "--json"]) == 0

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         description = getattr(command, "DESCRIPTION", None)
-        parser_ = sub.add_parser(command.NAME, help=command.HELP, description=description)
+        # argparse formats help with %: a "95 % interval" would break the listing
+        summary = command.HELP.replace("%", "%%")
+        parser_ = sub.add_parser(command.NAME, help=summary, description=description)
         command.add_arguments(parser_)
         parser_.set_defaults(func=command.run)
     return parser
