@@ -10,6 +10,7 @@ inside other objects compared with isolated objects (generated scenes).
     python benchmarks/eval_demo_model.py                      # the bundled demo model
     python benchmarks/eval_demo_model.py --checkpoint m.pt --objects 400 --seed 1
     python benchmarks/eval_demo_model.py --real test --objects 0   # the real test split only
+    python benchmarks/eval_demo_model.py --choose sam   # SAM's IoU head picks the first mask
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.engine.zoom import ZoomingPredictor
 from napari_active_sam.core.enums import SceneKind
 from napari_active_sam.core.metrics import number_of_clicks
+from napari_active_sam.core.quality.choice import JudgingPredictor, can_judge
+from napari_active_sam.core.quality.estimators import QualityModels
 
 
 def head_variance(first, gt: np.ndarray) -> float:
@@ -58,8 +61,15 @@ def summarise(curves: list[list[float]]) -> dict:
     }
 
 
-def real_curves(predictor: Predictor, split: str, clicks: int,
-                zoom: bool) -> tuple[dict[str, list[list[float]]], int]:  # fmt: skip
+def judged(decoder, source: SliceSource, quality: QualityModels | None):
+    """``decoder``, its answers to a lone click judged by the quality ensemble when
+    ``quality`` is given (as the annotator chooses the mask it shows)."""
+    return decoder if quality is None else JudgingPredictor(decoder, quality, source.sam_slice())
+
+
+def real_curves(
+    predictor: Predictor, split: str, clicks: int, zoom: bool, quality: QualityModels | None
+) -> tuple[dict[str, list[list[float]]], int]:
     """IoU curves of every object of the real ``split`` by subset, and how many zoom windows
     were encoded."""
     model = predictor.model
@@ -69,7 +79,7 @@ def real_curves(predictor: Predictor, split: str, clicks: int,
         source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
         embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
         zooming = ZoomingPredictor(predictor, source.raw_slice(()), source.limits())
-        used = zooming if zoom else predictor
+        used = judged(zooming if zoom else predictor, source, quality)
         for label in range(1, int(image.labels.max()) + 1):
             gt = image.labels == label
             if gt.any():
@@ -92,10 +102,23 @@ def main() -> None:
     parser.add_argument("--no-zoom", dest="zoom", action="store_false",
                         help="decode every click on the whole real image (default: small "
                         "objects in a window at full resolution, as annotated)")  # fmt: skip
+    parser.add_argument("--choose", choices=["quality", "sam"], default="quality",
+                        help="who picks the mask shown for the first click among SAM's "
+                        "three: the quality ensemble, as annotated (default), or SAM's "
+                        "IoU head")  # fmt: skip
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model = options.load_chosen_model(args, device="cpu")
     predictor = Predictor(model)
+    quality = None
+    if args.choose == "quality":
+        quality = QualityModels.for_model(model, args.checkpoint)
+        if not can_judge(quality):
+            parser.error(f"{model.name} has neither a Bayesian head nor a quality regressor "
+                         "to judge masks with: fit them, or pass --choose sam")  # fmt: skip
     rng = np.random.default_rng(args.seed)
     kinds = [SceneKind(k.strip()) for k in args.kinds.split(",")]
     curves: dict[str, list[list[float]]] = {k.value: [] for k in kinds}
@@ -108,10 +131,11 @@ def main() -> None:
         scene = make_scene(kind, rng, model.architecture.img_size)
         source = SliceSource(scene.image, scene.window)
         embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+        used = judged(predictor, source, quality)
         nested = set(scene.parents) | set(scene.parents.values())
         for label in range(1, scene.labels.max() + 1):
             gt = scene.labels == label
-            result = run_episode(predictor, embedding, gt, "ritm", args.clicks)
+            result = run_episode(used, embedding, gt, "ritm", args.clicks)
             curves[kind.value].append(result.ious)
             count += 1
             if label in scene.parents:
@@ -120,13 +144,15 @@ def main() -> None:
                 variance["isolated"].append(head_variance(result.first, gt))
         print(f"{count} objects", file=sys.stderr, end="\r")
     real, windows = ({}, 0) if args.real == "none" else real_curves(
-        predictor, args.real, args.clicks, args.zoom
+        predictor, args.real, args.clicks, args.zoom, quality
     )
     report = {
         "model": model.model_id,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "protocol": "RITM clicker, previous logits fed back, first click multimask "
-        "(SAM's top-rated head shown), later clicks single-mask head",
+        "(the head shown chosen by " + ("the quality ensemble" if quality else "SAM's IoU head")
+        + "), later clicks single-mask head",
+        "choose": args.choose,
         "seed": args.seed,
         "scenes": scenes,
         "clicks": args.clicks,

@@ -99,8 +99,12 @@ def test_adapting_to_committed_objects_switches_and_switches_back(
     QTest.keyClick(panel.decode_with.native, Qt.Key.Key_Up)
     assert panel.decode_with.value == BASE
     assert widget.session.model is base and not widget.controller.adaptation.using_adapted
+    assert widget.session.judge == widget.controller.quality.judge
+    assert widget.controller.quality.model is base
     QTest.keyClick(panel.decode_with.native, Qt.Key.Key_Down)
     assert widget.session.model is adapted
+    assert widget.session.judge == widget.controller.quality.judge
+    assert widget.controller.quality.model is adapted
 
     # A new session on the same model finds the adapter it saved and offers it.
     widget.window.value = "soft_tissue"

@@ -297,10 +297,16 @@ def test_suggestions_uncertainty_layer_and_answer_keys(make_napari_viewer, qtbot
     widget = ActiveSamWidget(viewer)
     _ready(qtbot, widget)
     assert widget.session.head is not None and widget.acquisition.value == "bald"
+    assert widget.session.judge == widget.controller.quality.judge
+    answers = []
+    widget.controller.events.answered.connect(lambda event: answers.append(event.answer))
     gt = scene.labels == 1
     rows, cols = np.nonzero(gt)
     widget.add_click(float(np.median(rows)), float(np.median(cols)))
     qtbot.waitUntil(lambda: _suggested(widget), timeout=WAIT)
+    first = answers[-1]  # the quality ensemble chose which of SAM's three masks is shown
+    assert first.prediction.judged is not None
+    assert first.head == 1 + int(np.argmax(first.prediction.judged))
 
     uncertainty = viewer.layers[UNCERTAINTY]
     assert uncertainty.data.max() > 0 and uncertainty.colormap.name == "magma"

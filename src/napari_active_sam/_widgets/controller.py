@@ -277,7 +277,7 @@ class AnnotationController:
     def _use_models(self, model, head, quality) -> None:
         if self.session is None:
             return
-        self.session.use_model(model, head)
+        self.session.use_model(model, head, quality.judge)
         self.quality = quality
         self._without_head_no_bald(head)
         self._shown = self._shown_settings = None  # the same prompts, a new answer

@@ -68,7 +68,9 @@ def make_session(model: LoadedModel, data, window: str, rgb: bool, checkpoint=No
         regressor = None
         note = f"{exc} Quality falls back to SAM's IoU head."
         problem = f"{problem} {note}" if problem else note
-    return session, QualityModels(model, session.head, regressor), problem
+    quality = QualityModels(model, session.head, regressor)
+    session.judge = quality.judge  # the ensemble picks the mask shown for a lone click
+    return session, quality, problem
 
 
 def learning_job(session: AnnotationSession, labels: np.ndarray):
@@ -206,7 +208,7 @@ def similar_objects_job(session: AnnotationSession, quality: QualityModels,
     rng = np.random.default_rng(0)
     candidates: list[Candidate] = []
     for done, (prompts, _) in enumerate(prompts_found, 1):
-        prediction = decoder.predict(embedding, prompts)
+        prediction = quality.judge(decoder.predict(embedding, prompts), prompts, embedding, rgb)
         head = shown_head(prediction, prompts)
         mask = prediction.mask(head)
         if mask.any() and (mask & taken).sum() < 0.5 * mask.sum():

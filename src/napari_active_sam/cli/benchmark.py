@@ -89,6 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="decode every click on the whole image (default: small objects of a large image "
         "are decoded in a window around them enlarged to the model's input, as in the annotator)",
     )
+    parser.add_argument(
+        "--sam-chooses",
+        dest="judge",
+        action="store_false",
+        help="show SAM's top-rated mask after a lone click (default: the quality ensemble "
+        "picks among SAM's three masks, as in the annotator)",
+    )
     options.cluster_options(parser)
 
 
@@ -115,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         first=args.first,
         tolerance=args.nsd_tolerance,
+        judge=args.judge,
     )
     with dask_client(args.scheduler, args.workers) as (client, info):
         steps = run_benchmark(config, args.out, client, info.torch_threads)

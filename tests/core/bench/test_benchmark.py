@@ -265,6 +265,8 @@ def test_resuming_into_another_runs_folder_is_refused(dataset, tiny_checkpoint, 
                                 strategies=("ritm",), clicks=4, seed=5)  # fmt: skip
         with pytest.raises(ActiveSamError, match="different clicks"):
             drain(run_benchmark(other, out, client))
+        with pytest.raises(ActiveSamError, match="different judge"):  # SAM chose the masks
+            drain(run_benchmark(_config(dataset, tiny_checkpoint, judge=False), out, client))
         # A subset of the same run returns only what was asked for.
         subset = _config(dataset, tiny_checkpoint, limit=1)
         records = drain(run_benchmark(subset, out, client))
@@ -292,3 +294,38 @@ def test_zoom_decodes_a_small_object_of_a_large_image_in_a_window(tmp_path):
     [plain] = evaluate_pair(config.model, pair, window, [(obj, "ritm")], 3, 0)
     [zoomed] = evaluate_pair(config.model, pair, window, [(obj, "ritm")], 3, 0, zoom=True)
     assert zoomed["iou"][0] > plain["iou"][0] + 0.3
+
+
+def test_the_quality_ensemble_chooses_the_first_mask_when_the_run_judges(dataset):
+    """Each object's first click, shown as the annotator shows it: the multimask head the
+    quality ensemble rates best with ``judge``, SAM's top-rated head without."""
+    from napari_active_sam.core.bench.strategies import STRATEGIES, first_click, parse_strategy
+    from napari_active_sam.core.engine.checkpoints import load_model
+    from napari_active_sam.core.engine.predictor import shown_head
+    from napari_active_sam.core.metrics import iou
+    from napari_active_sam.core.quality.estimators import QualityModels
+    from napari_active_sam.core.sim.episode import clicks_to_prompts
+
+    config = BenchmarkConfig(data=dataset, model=ModelRef("demo"))
+    pair = discover_pairs(dataset)[0][0]
+    labels = tifffile.imread(pair.mask)
+    todo = [(obj, "ritm") for obj in object_targets(labels)]
+    window = config.window_for(pair.stem)
+    judged = evaluate_pair(config.model, pair, window, todo, 1, 0, judge=True)
+    sams = evaluate_pair(config.model, pair, window, todo, 1, 0)
+
+    model = load_model("demo", device="cpu")
+    quality = QualityModels.for_model(model)
+    source = SliceSource(tifffile.imread(pair.image), window)
+    embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+    rgb, ritm = source.sam_slice(), STRATEGIES[parse_strategy("ritm")]
+    assert len(todo) >= 3
+    for (obj, _), with_judge, without in zip(todo, judged, sams, strict=True):
+        gt = labels == obj.label
+        prompts = clicks_to_prompts(first_click(ritm, gt, np.random.default_rng(0)))
+        answer = Predictor(model).predict(embedding, prompts)
+        chosen = quality.judge(answer, prompts, embedding, rgb)
+        shown = {"judged": chosen.mask(shown_head(chosen, prompts)),
+                 "sam": answer.mask(shown_head(answer, prompts))}  # fmt: skip
+        assert with_judge["iou"][0] == pytest.approx(iou(gt, shown["judged"]), abs=1e-6)
+        assert without["iou"][0] == pytest.approx(iou(gt, shown["sam"]), abs=1e-6)

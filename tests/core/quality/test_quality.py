@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from napari_active_sam.core.active.bayes_head import BayesHead
 from napari_active_sam.core.data.scenes import make_scene
-from napari_active_sam.core.engine.checkpoints import load_model, random_model
+from napari_active_sam.core.engine.checkpoints import random_model
 from napari_active_sam.core.engine.embeddings import SliceEncoder
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource, to_sam_rgb
 from napari_active_sam.core.enums import Estimator
@@ -49,28 +49,6 @@ def _drain(generator):
     return drain(generator, steps.append), steps
 
 
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return load_model("demo", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def full_models(demo):
-    """The demo model with its shipped Bayesian head and quality regressor."""
-    models = QualityModels.for_model(demo)
-    assert models.bayes_head is not None and models.regressor is not None
-    return models
-
-
-@pytest.fixture(scope="module")
-def ct_scene(demo):
-    """A held-out CT scene (not a training seed), its SAM input and embedding."""
-    scene = make_scene("ct", np.random.default_rng(7), demo.architecture.img_size)
-    rgb = to_sam_rgb(scene.image, scene.window.limits(scene.image))
-    (embedding,) = SliceEncoder(demo).encode([rgb], ["test-ct"])
-    return scene, rgb, embedding
 
 
 @pytest.fixture(scope="module")

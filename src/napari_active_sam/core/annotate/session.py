@@ -7,7 +7,7 @@ tested directly and used by scripts.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,9 +17,9 @@ from ..active.acquisition import Uncertainty, mutual_information, uncertainty
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import embed_slice, encode_slices
-from ..engine.predictor import Prediction, Predictor, shown_head
+from ..engine.predictor import Prediction, Predictor, ambiguous, shown_head
 from ..engine.preprocess import SliceSource
-from ..engine.store import EmbeddingStore, slice_key, slice_signature
+from ..engine.store import Embedding, EmbeddingStore, slice_key, slice_signature
 from ..engine.zoom import ZoomingPredictor, zooms
 from ..errors import ModelError
 from ..progress import Progress
@@ -29,6 +29,12 @@ ZOOM_SLICES = 4
 """Slices whose zoom windows a session keeps (the most recently clicked)."""
 ZOOM_WINDOWS = 4
 """Window embeddings kept per slice."""
+
+HeadJudge = Callable[[Prediction, PromptSet, Embedding, np.ndarray], Prediction]
+"""Judges the three masks of an answer to a lone click, given the slice's embedding and SAM
+input: :meth:`QualityModels.judge
+<napari_active_sam.core.quality.estimators.QualityModels.judge>` of the model's quality
+networks, whose verdict picks the mask shown."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +74,9 @@ class AnnotationSession:
         Decode clicks on small objects of a large slice in a window at the slice's own
         resolution (:class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor`); slices
         under 1.5 times the model's input are always decoded whole.
+    judge : HeadJudge, optional
+        Chooses the mask shown for a lone click among SAM's three (default: SAM's IoU head
+        chooses).
     """
 
     model: LoadedModel
@@ -77,6 +86,7 @@ class AnnotationSession:
     predictor: Predictor = field(init=False)
     head: BayesHead | None = None
     zoom: bool = True
+    judge: HeadJudge | None = None
     previous: dict[tuple[int, ...], tuple[PromptSet, torch.Tensor]] = field(
         default_factory=dict, init=False
     )
@@ -132,6 +142,7 @@ class AnnotationSession:
             earlier = self.previous.get(index)
             logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
             prediction = self._decoder(index).predict(embedding, prompts, logits)
+            prediction = self._judged(index, prediction, prompts, embedding)
             head = shown_head(prediction, prompts)
             self.previous[index] = (prompts, prediction.logits[head])
             self.slice_uncertainty[index] = object_uncertainty(prediction)
@@ -149,12 +160,21 @@ class AnnotationSession:
         that leaves the session as it was."""
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
         with self._lock:
-            return self._decoder(index).predict(embedding, prompts)
+            prediction = self._decoder(index).predict(embedding, prompts)
+            return self._judged(index, prediction, prompts, embedding)
 
-    def use_model(self, model: LoadedModel, head: BayesHead | None = None) -> None:
+    def _judged(self, index: tuple[int, ...], prediction: Prediction, prompts: PromptSet,
+                embedding: Embedding) -> Prediction:  # fmt: skip
+        """``prediction`` judged by :attr:`judge` when it answers a lone click."""
+        if self.judge is None or not ambiguous(prompts):
+            return prediction
+        return self.judge(prediction, prompts, embedding, self.source.sam_slice(index, self.limits))
+
+    def use_model(self, model: LoadedModel, head: BayesHead | None = None,
+                  judge: HeadJudge | None = None) -> None:  # fmt: skip
         """Decode with ``model`` from now on (an adapted model, or the base model back),
-        with its Bayesian head; the embeddings (and zoom windows) are kept, so ``model``
-        must share this session's image encoder.
+        with its Bayesian head and its judge of masks; the embeddings (and zoom windows) are
+        kept, so ``model`` must share this session's image encoder.
 
         Raises
         ------
@@ -169,7 +189,7 @@ class AnnotationSession:
         # No lock: a decode in flight finishes with the model it started with (the newest
         # request is decoded again), and the zoom windows' embeddings stay valid.
         predictor = Predictor(model)
-        self.model, self.predictor, self.head = model, predictor, head
+        self.model, self.predictor, self.head, self.judge = model, predictor, head, judge
         for zooming in list(self._zooming.values()):
             zooming.predictor = predictor
         self.previous.clear()

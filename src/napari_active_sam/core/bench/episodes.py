@@ -26,6 +26,9 @@ from ..errors import ActiveSamError, ImageError
 from ..metrics import dice, iou, oracle_choice
 from ..progress import Progress
 from ..prompts import PromptSet
+from ..quality.choice import JudgingPredictor
+from ..quality.estimators import QualityModels
+from ..quality.networks import QualityRegressor
 from ..sim.episode import ClickList, Step, clicks_to_prompts, episode
 from .strategies import STRATEGIES, ClickContext, first_click, parse_strategy, require_head
 
@@ -157,7 +160,8 @@ def run_episode(
 
 
 def _best_multimask(prediction: Prediction, prompts: PromptSet) -> int:
-    """SAM's top-rated multimask head whatever the prompts (EIG's and entropy's episodes)."""
+    """The top-rated multimask head whatever the prompts (EIG's and entropy's episodes):
+    judged by the quality ensemble after a lone click when the run judges, else SAM's."""
     return prediction.best_multimask_head
 
 
@@ -195,10 +199,12 @@ def evaluate_pair(
     head_file: str | None = None,
     zoom: bool = False,
     adapter_file: str | None = None,
+    judge: bool = False,
 ) -> list[dict[str, Any]]:
     """Play episodes on one image (a dask task): ``todo`` lists (object, strategy) pairs;
     with ``zoom``, small objects are decoded in a window at the image's resolution; with
-    ``adapter_file`` the model is adapted first.
+    ``adapter_file`` the model is adapted first; with ``judge``, the quality ensemble picks
+    the mask shown for the first click, as in the annotator (:mod:`..quality.choice`).
 
     Returns one JSON-ready record per episode.
     """
@@ -206,6 +212,7 @@ def evaluate_pair(
     predictor = Predictor(model)
     source, labels = load_pair(pair, window)
     limits = source.limits()
+    quality = worker_quality(ref, model, head) if judge else None
     store = EmbeddingStore(model.encoder_id)
     records = []
     for obj, strategy in todo:
@@ -215,6 +222,8 @@ def evaluate_pair(
             embedding = embed_slice(model, source, store, index, limits)
             gt = labels[index] == obj.label
             used = _zooming(predictor, source, index, limits) if zoom else predictor
+            if quality is not None:
+                used = JudgingPredictor(used, quality, source.sam_slice(index, limits))
             result = run_episode(used, embedding, gt, strategy, clicks, rng, head)
             slices.append((index, gt, result))
         records.append(_record(pair.stem, obj.label, str(strategy), slices))
@@ -236,6 +245,15 @@ def worker_model(
     if adapter_file:
         model = Adapter.load(Path(adapter_file), model).apply(model)
     return model, BayesHead.load(Path(head_file), model) if head_file else None
+
+
+def worker_quality(ref: ModelRef, model: LoadedModel, head: BayesHead | None) -> QualityModels:
+    """The networks the annotator judges masks with: the benchmark's Bayesian head, else the
+    model's own, and the model's quality regressor, where it has them."""
+    checkpoint = Path(ref.checkpoint) if ref.checkpoint else None
+    if head is None:
+        head = BayesHead.for_model(model, checkpoint)
+    return QualityModels(model, head, QualityRegressor.for_model(model, checkpoint))
 
 
 def _zooming(predictor: Predictor, source: SliceSource, index: tuple[int, ...],

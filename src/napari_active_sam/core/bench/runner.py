@@ -72,6 +72,10 @@ class BenchmarkConfig:
         The 3D protocol's opening: ``box`` or ``click``.
     tolerance : float
         The 3D protocol's surface Dice tolerance, in the volume's units (mm).
+    judge : bool
+        The quality ensemble picks the mask shown for a lone click among SAM's three, as
+        the annotator does (:mod:`~napari_active_sam.core.quality.choice`); else SAM's IoU
+        head picks.
     """
 
     data: Path
@@ -88,6 +92,7 @@ class BenchmarkConfig:
     protocol: Protocol = Protocol.TWO_D
     first: str = "box"
     tolerance: float = NSD_TOLERANCE_MM
+    judge: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "strategies", tuple(parse_strategy(s) for s in self.strategies))
@@ -178,6 +183,7 @@ def run_benchmark(
             config.zoom,
             config.adapter,
             *extra,
+            judge=config.judge,
             pure=False,
         ): (pair, todo)
         for pair, window, todo in tasks
@@ -274,13 +280,15 @@ def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -
         **({"protocol": "3d", "first": config.first, "tolerance": config.tolerance}
            if config.protocol is Protocol.THREE_D else {}),  # fmt: skip
         **({"zoom": True} if config.zoom else {}),  # unzoomed runs match those made before
+        **({"judge": True} if config.judge else {}),  # as are runs where SAM chose
         **({"adapter": file_sha256(Path(config.adapter))[:16]} if config.adapter else {}),
     }
     path = out / RUN_FILE
     if path.is_file():
         earlier = json.loads(path.read_text())
         if earlier != identity:
-            changed = sorted(k for k in identity if earlier.get(k) != identity[k])
+            changed = sorted(k for k in identity.keys() | earlier.keys()
+                             if earlier.get(k) != identity.get(k))  # fmt: skip
             raise ActiveSamError(
                 f"{out} holds results of another benchmark run (different {', '.join(changed)})"
                 ": choose another --out folder, or delete it to start again."

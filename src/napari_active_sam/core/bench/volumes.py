@@ -36,7 +36,7 @@ from ..metrics import dice, largest_error_click, normalised_surface_dice
 from ..progress import Progress, drain
 from ..prompts import Click, PromptSet
 from ..sim.clicker import ClickList, prompts_from_mask, ritm_next_click
-from .episodes import episode_seed, worker_model
+from .episodes import episode_seed, worker_model, worker_quality
 from .strategies import STRATEGIES, ClickContext, parse_strategy
 
 NSD_TOLERANCE_MM = 2.0
@@ -318,10 +318,12 @@ def evaluate_volume_pair(
     adapter_file: str | None = None,
     first: str = "box",
     tolerance: float = NSD_TOLERANCE_MM,
+    judge: bool = False,
 ) -> list[dict[str, Any]]:
     """Play 3D episodes on one volume (a dask task): ``todo`` lists (object, strategy)
     pairs; each gets the opening box or click and ``corrections`` corrections. The spacing
-    comes from the file. Returns one JSON-ready record per episode.
+    comes from the file; with ``judge``, the quality ensemble picks the mask shown for an
+    opening click. Returns one JSON-ready record per episode.
 
     Raises
     ------
@@ -334,6 +336,8 @@ def evaluate_volume_pair(
         check_volume(labels, spacing)  # says why: a 2D image
     session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id), zoom=zoom)
     session.head = head
+    if judge:  # a click opening: the quality ensemble picks the mask shown, as annotated
+        session.judge = worker_quality(ref, model, head).judge
     records = []
     for obj, strategy in todo:
         rng = np.random.default_rng(episode_seed(seed, pair.stem, obj.label, strategy, "3d"))

@@ -49,6 +49,10 @@ class Prediction:
     full_size : tuple of int, optional
         ``(H, W)`` of the slice when a window of it was decoded: masks and probabilities
         then come back at this size, zero outside the window.
+    judged : np.ndarray, optional
+        float32 (3,) quality of the three multimask heads' masks as an estimator judged
+        them (:func:`~napari_active_sam.core.quality.choice.judge_heads`); when given, it
+        ranks the multimask heads instead of SAM's IoU head.
     """
 
     logits: torch.Tensor
@@ -58,6 +62,7 @@ class Prediction:
     original_size: tuple[int, int]
     origin: tuple[int, int] = (0, 0)
     full_size: tuple[int, int] | None = None
+    judged: np.ndarray | None = None
     _upscaled: dict[int, np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -140,8 +145,10 @@ class Prediction:
 
     @property
     def best_multimask_head(self) -> int:
-        """Index (1-3) of the multimask head SAM rates best."""
-        return int(np.argmax(self.iou[1:])) + 1
+        """Index (1-3) of the multimask head rated best: by :attr:`judged` when the answer
+        was judged, else by SAM's IoU head."""
+        scores = self.iou[1:] if self.judged is None else self.judged
+        return int(np.argmax(scores)) + 1
 
     def mask(self, head: int | None = None, threshold: float = 0.5) -> np.ndarray:
         """Boolean (H, W) mask of ``head`` (default: SAM's best multimask head)."""
@@ -270,9 +277,13 @@ class Predictor:
         )
 
 
+def ambiguous(prompts: PromptSet) -> bool:
+    """Whether ``prompts`` are a lone click (or nothing), which SAM answers with three
+    candidate masks (a part, the object, a whole) rather than one."""
+    return len(prompts.clicks) <= 1 and prompts.box is None
+
+
 def shown_head(prediction: Prediction, prompts: PromptSet) -> int:
-    """The head a user sees: SAM's top-rated multimask head for a lone click (ambiguous),
+    """The head a user sees: the best-rated multimask head for a lone click (ambiguous),
     the single-mask head for a box or several clicks (SAM's own recommendation)."""
-    if len(prompts.clicks) <= 1 and prompts.box is None:
-        return prediction.best_multimask_head
-    return 0
+    return prediction.best_multimask_head if ambiguous(prompts) else 0

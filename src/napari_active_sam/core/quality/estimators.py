@@ -51,7 +51,7 @@ from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead, head_inputs
 from ..engine.checkpoints import LoadedModel
 from ..engine.device import to_device
 from ..engine.embeddings import SliceEncoder
-from ..engine.predictor import Prediction, Predictor, shown_head
+from ..engine.predictor import Prediction, Predictor, ambiguous, shown_head
 from ..engine.store import Embedding
 from ..engine.zoom import ZoomingPredictor, zooms
 from ..enums import Estimator, parse_option
@@ -235,6 +235,34 @@ class QualityModels:
             return sample.embedding
         (embedding,) = SliceEncoder(self.model).encode([sample.image], ["quality-sample"])
         return embedding
+
+    def judge(
+        self, prediction: Prediction, prompts: PromptSet, embedding: Embedding, image: np.ndarray
+    ) -> Prediction:
+        """``prediction`` with its three multimask heads judged by the ensemble
+        (:attr:`Prediction.judged`, which then picks the head shown) when ``prompts`` are a
+        lone click; unchanged for other prompts, or when these models hold nothing beyond
+        SAM's IoU head (see :mod:`~napari_active_sam.core.quality.choice`).
+
+        Parameters
+        ----------
+        prediction : Prediction
+            SAM's answer to ``prompts``, of the whole slice or a zoom window of it.
+        prompts : PromptSet
+        embedding : Embedding
+            The slice's embedding.
+        image : np.ndarray
+            uint8 ``(H, W, 3)`` SAM input of the slice (``SliceSource.sam_slice``).
+        """
+        if not ambiguous(prompts) or not prompts.clicks or len(ensemble_members(self)) < 2:
+            return prediction
+        scores = []
+        for head in (1, 2, 3):
+            sample = QualitySample(image, prediction.mask(head), embedding, prompts,
+                                   prediction, head)  # fmt: skip
+            found = estimate_quality(Estimator.ENSEMBLE, sample, self, np.random.default_rng(0))
+            scores.append(found.predicted_dice)
+        return replace(prediction, judged=np.asarray(scores, np.float32))
 
 
 def sam_answer(sample: QualitySample, models: QualityModels) -> tuple[Prediction, PromptSet, int]:

@@ -164,7 +164,7 @@ def episode(
         See :func:`interaction`.
     choose_head : callable
         The head a user sees (default :func:`shown_head`; the EIG and entropy benchmarks
-        keep SAM's top-rated multimask head at every round).
+        keep the top-rated multimask head at every round).
 
     Yields
     ------

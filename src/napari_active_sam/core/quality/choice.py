@@ -1,0 +1,68 @@
+"""Which of SAM's three masks to show for a lone click, chosen by the quality ensemble.
+
+A lone click is ambiguous (a part, the object, a whole), so SAM answers with three masks and
+shows the one its IoU head rates best. On images unlike its training data that rating is
+the weakest of the quality estimators: on the real validation set it often picks the larger
+mask that swallows a nucleus's neighbours, or a small piece of a brain. The ensemble of
+:mod:`~napari_active_sam.core.quality.estimators` ranks masks better there (it adds the
+posterior's spread and what the image around each mask looks like), so the annotator, the
+benchmark and the demo let it choose: :meth:`QualityModels.judge
+<napari_active_sam.core.quality.estimators.QualityModels.judge>` judges the three masks and
+records the verdict in :attr:`Prediction.judged
+<napari_active_sam.core.engine.predictor.Prediction.judged>`, which every later choice of
+the best multimask head follows. Boxes and several clicks are left to SAM's single-mask
+head, as before.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..engine.checkpoints import LoadedModel
+from ..engine.predictor import Prediction
+from ..engine.store import Embedding
+from ..prompts import PromptSet
+from .estimators import QualityModels, ensemble_members
+
+
+def can_judge(models: QualityModels) -> bool:
+    """Whether ``models`` hold anything beyond SAM's IoU head to judge with (a Bayesian head
+    or a regressor); with the IoU head alone, judging would repeat SAM's choice."""
+    return len(ensemble_members(models)) > 1
+
+
+class Decoder(Protocol):
+    """What decodes prompts: a :class:`~napari_active_sam.core.engine.predictor.Predictor`
+    or a :class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor`."""
+
+    @property
+    def model(self) -> LoadedModel: ...
+
+    def predict(self, embedding: Embedding, prompts: PromptSet, previous=None) -> Prediction: ...
+
+
+class JudgingPredictor:
+    """A decoder whose answers to a lone click come with their multimask heads judged by the
+    quality ensemble, for the episodes of a benchmark on one slice.
+
+    Parameters
+    ----------
+    decoder : Decoder
+    models : QualityModels
+        For the decoder's model.
+    image : np.ndarray
+        uint8 ``(H, W, 3)`` SAM input of the slice.
+    """
+
+    def __init__(self, decoder: Decoder, models: QualityModels, image: np.ndarray):
+        self.decoder, self.models, self.image = decoder, models, image
+
+    @property
+    def model(self) -> LoadedModel:
+        return self.decoder.model
+
+    def predict(self, embedding: Embedding, prompts: PromptSet, previous=None) -> Prediction:
+        prediction = self.decoder.predict(embedding, prompts, previous)
+        return self.models.judge(prediction, prompts, embedding, self.image)
