@@ -12,7 +12,7 @@ from segment_anything import SamPredictor
 from napari_active_sam.core.engine.architectures import Architecture
 from napari_active_sam.core.engine.checkpoints import random_model
 from napari_active_sam.core.engine.embeddings import SliceEncoder
-from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.predictor import Prediction, Predictor, shown_head
 from napari_active_sam.core.engine.preprocess import to_sam_rgb
 from napari_active_sam.core.errors import PromptError
 from napari_active_sam.core.prompts import Click, PromptSet
@@ -121,3 +121,23 @@ def test_previous_logits_of_the_wrong_shape_are_refused(tiny_model):
     embedding, _ = _setup(tiny_model)
     with pytest.raises(PromptError, match="32×32"):
         Predictor(tiny_model).predict(embedding, PROMPTS[0], previous_logits=np.zeros((64, 64)))
+
+
+@pytest.mark.parametrize(
+    ("iou", "lone_click", "box_alone", "several"),
+    [
+        ([0.9, 0.5, 0.6, 0.3], 2, 0, 0),  # the single-mask answer rated best: shown for a box
+        ([0.4, 0.5, 0.8, 0.3], 2, 2, 0),  # a multimask head rated above it: shown for a box
+    ],
+)
+def test_the_head_shown_depends_on_the_prompts(iou, lone_click, box_alone, several):
+    """A lone click shows the best multimask head, a box alone the best of all four heads
+    by SAM's IoU head, several clicks (or clicks and a box) the single-mask head."""
+    answer = Prediction(np.zeros((4, 8, 8), np.float32), np.array(iou, np.float32), 32,
+                        (32, 32), (32, 32))  # fmt: skip
+    click, box = Click(5.0, 5.0), (1.0, 1.0, 20.0, 20.0)
+    assert shown_head(answer, PromptSet((click,))) == lone_click
+    assert shown_head(answer, PromptSet(box=box)) == box_alone
+    assert shown_head(answer, PromptSet((click, Click(9.0, 9.0, False)))) == several
+    assert shown_head(answer, PromptSet((click,), box=box)) == several
+

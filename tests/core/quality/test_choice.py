@@ -58,18 +58,20 @@ def test_the_judged_scores_pick_the_multimask_head(demo, ct_scene):
     assert answer.best_multimask_head == sams
 
 
-def test_boxes_and_several_clicks_keep_the_single_mask_head(demo, full_models, ct_scene):
+def test_boxes_and_several_clicks_are_not_judged(demo, full_models, ct_scene):
     scene, rgb, embedding = ct_scene
     predictor = Predictor(demo)
     rows, cols = np.nonzero(scene.labels == 1)
-    for prompts in (
-        PromptSet(box=(cols.min(), rows.min(), cols.max(), rows.max())),
-        PromptSet((_inside(scene, 1), Click(2.0, 2.0, False))),
-        PromptSet((_inside(scene, 1),), box=(cols.min(), rows.min(), cols.max(), rows.max())),
+    box = (cols.min(), rows.min(), cols.max(), rows.max())
+    for prompts, shown in (
+        (PromptSet(box=box), None),  # SAM's IoU head, over all four heads
+        (PromptSet((_inside(scene, 1), Click(2.0, 2.0, False))), 0),
+        (PromptSet((_inside(scene, 1),), box=box), 0),
     ):
         answer = predictor.predict(embedding, prompts)
         assert full_models.judge(answer, prompts, embedding, rgb) is answer
-        assert shown_head(answer, prompts) == 0
+        expected = int(np.argmax(answer.iou)) if shown is None else shown
+        assert shown_head(answer, prompts) == expected
 
 
 def test_without_quality_networks_sam_chooses(demo, ct_scene):

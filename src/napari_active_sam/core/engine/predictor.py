@@ -284,6 +284,14 @@ def ambiguous(prompts: PromptSet) -> bool:
 
 
 def shown_head(prediction: Prediction, prompts: PromptSet) -> int:
-    """The head a user sees: the best-rated multimask head for a lone click (ambiguous),
-    the single-mask head for a box or several clicks (SAM's own recommendation)."""
-    return prediction.best_multimask_head if ambiguous(prompts) else 0
+    """The head a user sees: the best-rated multimask head for a lone click (ambiguous);
+    for a box alone, the head SAM's IoU head rates best of all four (its single-mask answer
+    unless a multimask head is rated above it: on a large organ of many textures the
+    single-mask answer of a small model can be a faint patch where a multimask head has the
+    outline); the single-mask head for several clicks, or clicks with a box (SAM's own
+    recommendation)."""
+    if ambiguous(prompts):
+        return prediction.best_multimask_head
+    if prompts.box is not None and not prompts.clicks:
+        return int(np.argmax(prediction.iou))
+    return 0
