@@ -10,8 +10,8 @@ benchmark and the demo let it choose: :meth:`QualityModels.judge
 <napari_active_sam.core.quality.estimators.QualityModels.judge>` judges the three masks and
 records the verdict in :attr:`Prediction.judged
 <napari_active_sam.core.engine.predictor.Prediction.judged>`, which every later choice of
-the best multimask head follows. Boxes and several clicks are left to SAM's single-mask
-head, as before.
+the best multimask head follows. A box or several clicks are not ambiguous and are left to
+SAM (:func:`~napari_active_sam.core.engine.predictor.shown_head`).
 """
 
 from __future__ import annotations
