@@ -22,7 +22,7 @@ from ..engine.preprocess import IntensityWindow, SliceSource
 from ..engine.store import Embedding, EmbeddingStore
 from ..engine.zoom import ZoomingPredictor
 from ..enums import Strategy
-from ..errors import ActiveSamError, ImageError
+from ..errors import ActiveSamError, ImageError, ModelError
 from ..metrics import dice, iou, oracle_choice
 from ..progress import Progress
 from ..prompts import PromptSet
@@ -249,11 +249,18 @@ def worker_model(
 
 def worker_quality(ref: ModelRef, model: LoadedModel, head: BayesHead | None) -> QualityModels:
     """The networks the annotator judges masks with: the benchmark's Bayesian head, else the
-    model's own, and the model's quality regressor, where it has them."""
+    model's own, and the model's quality regressor, where it has them (an adapted model has
+    none of its own; those of its base model do not fit it)."""
     checkpoint = Path(ref.checkpoint) if ref.checkpoint else None
-    if head is None:
-        head = BayesHead.for_model(model, checkpoint)
-    return QualityModels(model, head, QualityRegressor.for_model(model, checkpoint))
+
+    def own(kind):
+        try:
+            return kind.for_model(model, checkpoint)
+        except ModelError:  # the base model's file, found for an adapted model
+            return None
+
+    return QualityModels(model, head if head is not None else own(BayesHead),
+                         own(QualityRegressor))  # fmt: skip
 
 
 def _zooming(predictor: Predictor, source: SliceSource, index: tuple[int, ...],

@@ -51,7 +51,8 @@ class Prediction:
         then come back at this size, zero outside the window.
     judged : np.ndarray, optional
         float32 (3,) quality of the three multimask heads' masks as an estimator judged
-        them (:func:`~napari_active_sam.core.quality.choice.judge_heads`); when given, it
+        them (:meth:`QualityModels.judge
+        <napari_active_sam.core.quality.estimators.QualityModels.judge>`); when given, it
         ranks the multimask heads instead of SAM's IoU head.
     """
 
