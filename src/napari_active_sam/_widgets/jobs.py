@@ -212,8 +212,11 @@ def similar_objects_job(session: AnnotationSession, quality: QualityModels,
         head = shown_head(prediction, prompts)
         mask = prediction.mask(head)
         if mask.any() and (mask & taken).sum() < 0.5 * mask.sum():
-            sample = QualitySample(rgb, mask, embedding, prompts, prediction, head)
-            dice = estimate_quality("ensemble", sample, quality, rng).predicted_dice
+            if prediction.judged is not None:  # the ensemble has judged the shown mask
+                dice = float(prediction.judged[head - 1])
+            else:
+                sample = QualitySample(rgb, mask, embedding, prompts, prediction, head)
+                dice = estimate_quality("ensemble", sample, quality, rng).predicted_dice
             candidates.append(Candidate(mask, prompts, dice))
         yield Progress(done, len(prompts_found), f"judged {done}/{len(prompts_found)} candidates")
     kept: list[Candidate] = []

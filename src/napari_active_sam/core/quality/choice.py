@@ -24,13 +24,9 @@ from ..engine.checkpoints import LoadedModel
 from ..engine.predictor import Prediction
 from ..engine.store import Embedding
 from ..prompts import PromptSet
-from .estimators import QualityModels, ensemble_members
+from .estimators import QualityModels, can_judge
 
-
-def can_judge(models: QualityModels) -> bool:
-    """Whether ``models`` hold anything beyond SAM's IoU head to judge with (a Bayesian head
-    or a regressor); with the IoU head alone, judging would repeat SAM's choice."""
-    return len(ensemble_members(models)) > 1
+__all__ = ["Decoder", "JudgingPredictor", "can_judge"]
 
 
 class Decoder(Protocol):

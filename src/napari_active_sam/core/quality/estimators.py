@@ -254,7 +254,7 @@ class QualityModels:
         image : np.ndarray
             uint8 ``(H, W, 3)`` SAM input of the slice (``SliceSource.sam_slice``).
         """
-        if not ambiguous(prompts) or not prompts.clicks or len(ensemble_members(self)) < 2:
+        if not ambiguous(prompts) or not prompts.clicks or not can_judge(self):
             return prediction
         scores = []
         for head in (1, 2, 3):
@@ -343,6 +343,12 @@ def ensemble_members(models: QualityModels) -> list[Estimator]:
     """The estimators :data:`Estimator.ENSEMBLE` averages with ``models``: every member whose
     network the models have."""
     return [e for e in ENSEMBLE_MEMBERS if ESTIMATORS[e].missing(models) is None]
+
+
+def can_judge(models: QualityModels) -> bool:
+    """Whether ``models`` hold anything beyond SAM's IoU head to judge masks with (a Bayesian
+    head or a regressor); with the IoU head alone, judging would repeat SAM's choice."""
+    return len(ensemble_members(models)) > 1
 
 
 def _ensemble(sample: QualitySample, models: QualityModels, rng: np.random.Generator) -> float:
