@@ -3,10 +3,12 @@
 Each setting trains the demo architecture for ``--steps`` steps from the bundled model (the
 first ``--skip`` steps, which include starting the worker processes, are not timed), in the
 same process, one after another; prints JSON with the median of ``--repeats`` runs and each
-setting's ratio to training without data workers.
+setting's ratio to training without data workers. ``--click-threads`` simulates each
+batch's corrective clicks in that many threads, in every setting alike.
 
     python benchmarks/bench_training.py --steps 30 --repeats 3
-    python benchmarks/bench_training.py --device cuda --batch-size 32
+    python benchmarks/bench_training.py --device cuda --batch-size 32 --workers 0,12 \
+        --click-threads 4
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", default="0,1,2", help="data worker counts to compare")
+    parser.add_argument("--click-threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = choose_device(args.device)
@@ -54,6 +57,7 @@ def main() -> None:
     for workers in (int(w) for w in args.workers.split(",")):
         config = DemoTrainingConfig(steps=args.steps, batch_size=args.batch_size,
                                     warmup_steps=1, data_workers=workers,
+                                    click_threads=args.click_threads,
                                     checkpoint_every_s=1e9)  # fmt: skip
         runs = [steps_per_second(config, device, args.skip) for _ in range(args.repeats)]
         results[str(workers)] = {"median_steps_per_s": round(statistics.median(runs), 3),
@@ -67,6 +71,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
+        "click_threads": args.click_threads,
         "steps": args.steps,
         "timed_after": args.skip,
         "data_workers": results,

@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="processes generating scenes while the network trains (default 0: none)",
     )
     parser.add_argument(
+        "--click-threads",
+        type=int,
+        default=0,
+        help="threads simulating a batch's corrective clicks (default 0: none; on a GPU, "
+        "several keep the CPU from setting the pace)",
+    )
+    parser.add_argument(
         "--checkpoint-every",
         type=float,
         default=300.0,
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         click_iterations=args.prompts,
         random_fraction=args.random_fraction,
         data_workers=args.data_workers,
+        click_threads=args.click_threads,
         checkpoint_every_s=args.checkpoint_every,
     )
     device = choose_device(args.device)

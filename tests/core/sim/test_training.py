@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -84,6 +85,24 @@ def test_an_interactive_session_backpropagates_into_every_part(tiny_arch):
             assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_clicks_simulated_in_threads_are_those_simulated_in_turn(tiny_arch):
+    config = DemoTrainingConfig(batch_size=4, size=tiny_arch.img_size)
+    batch = make_batch(np.random.default_rng(3), config, "nuclei")
+    model = LoadedModel(tiny_arch.build().eval(), "tiny", tiny_arch, "x")
+    embeddings = encode_batch(model, batch.images).detach()
+
+    def session(pool, seed=5):
+        # The loss of every round depends on where its clicks landed.
+        loss, stats = interactive_loss(model, embeddings, batch.targets, batch.regions, False,
+                                       4, np.random.default_rng(seed), pool)  # fmt: skip
+        return loss.item(), stats
+
+    in_turn = session(None)
+    with ThreadPoolExecutor(3) as pool:
+        assert session(pool) == in_turn
+        assert session(pool, seed=6) != in_turn
+
+
 @pytest.mark.slow
 def test_short_training_improves_and_saves_a_loadable_checkpoint(tiny_arch, tmp_path):
     config = DemoTrainingConfig(steps=60, batch_size=4, size=tiny_arch.img_size,
@@ -130,6 +149,12 @@ def test_training_continues_from_a_checkpoint_and_sums_the_stages(tiny_arch, tmp
 def test_training_options_below_one_are_a_clear_error(field):
     with pytest.raises(ActiveSamError, match=f"{field} of at least 1"):
         DemoTrainingConfig(**{field: 0})
+
+
+@pytest.mark.parametrize("field", ["data_workers", "click_threads"])
+def test_negative_worker_counts_are_a_clear_error(field):
+    with pytest.raises(ActiveSamError, match=f"{field} cannot be negative"):
+        DemoTrainingConfig(**{field: -1})
 
 
 def test_training_refuses_to_continue_from_another_architecture(tiny_arch, tmp_path):

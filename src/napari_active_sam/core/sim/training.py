@@ -12,6 +12,7 @@ import os
 import platform
 import time
 from collections.abc import Generator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,8 +41,11 @@ class DemoTrainingConfig:
     intensities, textures and artefacts; see
     :func:`~napari_active_sam.core.data.scenes.training_scene`), the rest are drawn from the
     modality-like kinds; every scene is generated fresh, by
-    ``data_workers`` processes (0: in the training process). A resumable state is written
-    every ``checkpoint_every_s`` seconds.
+    ``data_workers`` processes (0: in the training process). The corrective clicks of a
+    batch's sessions are simulated by ``click_threads`` threads (0: one after another; the
+    distance transforms they spend their time in run outside Python's lock), so that on a
+    GPU the CPU keeps pace. A resumable state is written every ``checkpoint_every_s``
+    seconds.
     """
 
     steps: int = 1400
@@ -54,6 +58,7 @@ class DemoTrainingConfig:
     size: int = 256
     random_fraction: float = 0.5
     data_workers: int = 0
+    click_threads: int = 0
     checkpoint_every_s: float = 300.0
 
     def __post_init__(self):
@@ -64,8 +69,9 @@ class DemoTrainingConfig:
                 )
         if not 0 <= self.random_fraction <= 1:
             raise ActiveSamError(f"random_fraction is a share, 0 to 1; got {self.random_fraction}.")
-        if self.data_workers < 0:
-            raise ActiveSamError(f"data_workers cannot be negative, got {self.data_workers}.")
+        for name in ("data_workers", "click_threads"):
+            if getattr(self, name) < 0:
+                raise ActiveSamError(f"{name} cannot be negative, got {getattr(self, name)}.")
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha=0.25):
@@ -226,6 +232,7 @@ def interactive_loss(
     use_box: bool,
     iterations: int,
     rng: np.random.Generator,
+    pool: Executor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of an interactive session of ``iterations`` prompts on each of a batch of image
     embeddings (the encoder's output: trained with it, or cached and frozen).
@@ -238,6 +245,11 @@ def interactive_loss(
         Boolean ``(B, S, S)`` in the model's padded input frame, at its input side or
         smaller (the loss is then taken at that size, and clicks are scaled up to the
         input): target masks, and where the first click may go.
+    rng : np.random.Generator
+        Draws the opening prompts, and a stream of corrective clicks for each session.
+    pool : Executor, optional
+        Simulates the sessions' corrective clicks side by side; each session has its own
+        random stream, so the clicks do not depend on the pool.
     """
     sam = model.sam
     device = sam.device
@@ -252,9 +264,10 @@ def interactive_loss(
         openings = [clicks_to_prompts([(*click_inside(r, rng), True)]) for r in first_regions]
     # One interaction per image, driven in lockstep: each round is decoded for the batch.
     loops = [
-        interaction(gt.shape, opening, corrections(gt, rng), iterations)
-        for gt, opening in zip(targets, openings, strict=True)
+        interaction(gt.shape, opening, corrections(gt, stream), iterations)
+        for gt, opening, stream in zip(targets, openings, rng.spawn(batch), strict=True)
     ]
+    run = map if pool is None else pool.map
     turns = [next(loop) for loop in loops]
     previous = None
     total = torch.zeros((), device=device)
@@ -286,13 +299,15 @@ def interactive_loss(
         chosen_iou = true_iou[chosen, head].mean().item()
         stats["iou_first" if iteration == 0 else "iou_last"] = chosen_iou
         if iteration < iterations - 1:
-            turns = [
-                loop.send(Step(turn, mask=mask))
-                for loop, turn, mask in zip(loops, turns, shown, strict=True)
-            ]
+            turns = list(run(_answer, loops, turns, shown))
     total = total / iterations
     stats["loss"] = float(total.item())
     return total, stats
+
+
+def _answer(loop: Generator, turn, mask: np.ndarray):
+    """The next turn of one session, whose last turn showed ``mask``."""
+    return loop.send(Step(turn, mask=mask))
 
 
 def batch_prompts(
@@ -435,40 +450,43 @@ def train_demo_model(
     batches = _batches(config, str(kind), seed, first_step)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     history = []
-    for step in range(first_step, config.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, config)
-        batch = next(batches)
-        with autocast:
-            embeddings = encode_batch(model, batch.images)
-            loss, stats = interactive_loss(model, embeddings, batch.targets, batch.regions,
-                                           batch.use_box, config.click_iterations, rng)  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
-        optimizer.step()
-        history.append(stats)
-        now = time.perf_counter()
-        if now - last_saved >= config.checkpoint_every_s and step + 1 < config.steps:
-            _save_state(resume_path(out), {
-                "sam": sam.state_dict(), "optimizer": optimizer.state_dict(),
-                "step": step + 1, "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(), "seed": seed, "config": asdict(config),
-                "kind": str(kind), "previous": previous,
-                "wall_time_s": spent + now - started,
-            })  # fmt: skip
-            last_saved = now
-            yield Progress(step + 1, config.steps, f"resumable state saved at step {step + 1}")
-        if (step + 1) % 10 == 0 or step + 1 == config.steps:
-            recent = history[-50:]
-            summary = {k: float(np.mean([h[k] for h in recent])) for k in recent[0]}
-            rate = (step + 1 - first_step) / (now - started)
-            yield Progress(
-                step + 1,
-                config.steps,
-                "loss {loss:.3f}  IoU first {iou_first:.3f}  last {iou_last:.3f}".format(**summary)
-                + f"  {rate:.2f} steps/s",
-            )
+    pool = ThreadPoolExecutor(config.click_threads) if config.click_threads else None
+    try:
+        for step in range(first_step, config.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(step, config)
+            batch = next(batches)
+            with autocast:
+                embeddings = encode_batch(model, batch.images)
+                loss, stats = interactive_loss(model, embeddings, batch.targets, batch.regions,
+                                               batch.use_box, config.click_iterations, rng,
+                                               pool)  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+            optimizer.step()
+            history.append(stats)
+            now = time.perf_counter()
+            if now - last_saved >= config.checkpoint_every_s and step + 1 < config.steps:
+                _save_state(resume_path(out), {
+                    "sam": sam.state_dict(), "optimizer": optimizer.state_dict(),
+                    "step": step + 1, "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "seed": seed, "config": asdict(config),
+                    "kind": str(kind), "previous": previous,
+                    "wall_time_s": spent + now - started,
+                })  # fmt: skip
+                last_saved = now
+                yield Progress(step + 1, config.steps, f"resumable state saved at step {step + 1}")
+            if (step + 1) % 10 == 0 or step + 1 == config.steps:
+                recent = history[-50:]
+                summary = {k: float(np.mean([h[k] for h in recent])) for k in recent[0]}
+                rate = (step + 1 - first_step) / (now - started)
+                report = "loss {loss:.3f}  IoU first {iou_first:.3f}  last {iou_last:.3f}"
+                yield Progress(step + 1, config.steps,
+                               report.format(**summary) + f"  {rate:.2f} steps/s")  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown()
     sam.eval()
     wall_time = spent + time.perf_counter() - started
     save_checkpoint(
