@@ -13,7 +13,10 @@ Methods: zero-shot; fine-tuning the prompt encoder and mask decoder from cached 
 candidates ranked by IoU with the truth (``dpo-iou``), by the quality estimators with no
 truth (``dpo-quality``), by a five-point rating of each candidate alone instead of a
 ranking (``dpo-rating``), and by IoU with 10 % and 20 % of the rankings reversed
-(``dpo-iou-flip10``, ``dpo-iou-flip20``). Means over ``--seeds`` draws of the labelled
+(``dpo-iou-flip10``, ``dpo-iou-flip20``). Every adapted model decodes small objects in
+windows at the magnification the labelled objects' size asks for, as the annotator does
+after adapting; zero-shot is scored at the model's own (``zero-shot``) and at that one
+(``zero-shot, zoom of the labelled``). Means over ``--seeds`` draws of the labelled
 objects. Prints one JSON object.
 
     python benchmarks/adapt_study.py                      # nuclei and the whole real set
@@ -33,9 +36,15 @@ import numpy as np
 from napari_active_sam.cli import options
 from napari_active_sam.core.adapt.dpo import align, make_ranker, preferences, rank_by_iou
 from napari_active_sam.core.adapt.finetune import AdaptConfig, finetune, ritm_ious
-from napari_active_sam.core.adapt.objects import labelled_objects, reencoded, split_objects
+from napari_active_sam.core.adapt.objects import (
+    labelled_objects,
+    reencoded,
+    sized_for,
+    split_objects,
+)
 from napari_active_sam.core.data.real import real_images
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.zoom import magnify_of
 from napari_active_sam.core.metrics import iou
 from napari_active_sam.core.progress import drain
 from napari_active_sam.core.quality.estimators import QualityModels
@@ -76,20 +85,30 @@ def rated(obj, masks) -> list[int]:
     return sorted(range(len(masks)), key=lambda i: -scores[i])
 
 
-def one_draw(model, objects, test, fraction, seed, quality) -> dict:
+def one_draw(model, cut, fraction, seed, quality) -> dict:
+    """One draw of the labelled objects. ``cut(model)`` gives the validation and test
+    objects cut out for ``model``'s magnification; adaptation decodes at the one the
+    labelled objects' size asks for (:func:`sized_for`), zero-shot at the model's own."""
+    objects, test = cut(model)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(objects))
     count = max(2, round(fraction * len(objects)))
-    labelled = [objects[i] for i in order[:count]]
-    rest = [objects[i] for i in order[count:]]
-    train, held = split_objects(labelled, 0.2, np.random.default_rng(seed))
 
     def scored(adapted, reencode: bool) -> dict:
         return {"rest": scores(ritm_ious(adapted, rest, 5, reencode)),
                 "test": scores(ritm_ious(adapted, test, 5, reencode))}  # fmt: skip
 
+    rest = [objects[i] for i in order[count:]]
     out = {"labelled": count, "rest": len(rest), "test": len(test),
            "zero-shot": scored(model, False)}  # fmt: skip
+    sized = sized_for(model, [objects[i].gt for i in order[:count]])
+    out["magnify"] = magnify_of(sized)
+    objects, test = cut(sized)
+    labelled = [objects[i] for i in order[:count]]
+    rest = [objects[i] for i in order[count:]]
+    train, held = split_objects(labelled, 0.2, np.random.default_rng(seed))
+    out["zero-shot, zoom of the labelled"] = scored(sized, False)
+    model = sized
     timings = {}
     for name, encoder in (("ft", False), ("ft+enc", True)):
         started = time.perf_counter()
@@ -127,6 +146,7 @@ def mean_of(draws: list[dict]) -> dict:
     table["seconds"] = {m: round(float(np.mean([d["seconds"][m] for d in draws])), 1)
                         for m in first["seconds"]}  # fmt: skip
     table.update({k: first[k] for k in ("labelled", "rest", "test")})
+    table["magnify"] = [d["magnify"] for d in draws]
     return table
 
 
@@ -144,12 +164,19 @@ def main() -> None:
     quality = QualityModels.for_model(model, args.checkpoint)
     report: dict = {"model": model.model_id, "seeds": args.seeds, "sets": {}}
     for subset in args.sets.split(","):
-        objects = objects_of(model, "validation", subset)
-        test = objects_of(model, "test", subset)
+        kept: dict[float, tuple[list, list]] = {}
+
+        def cut(sized, subset=subset, kept=kept):
+            magnify = magnify_of(sized)
+            if magnify not in kept:
+                kept[magnify] = (objects_of(sized, "validation", subset),
+                                 objects_of(sized, "test", subset))  # fmt: skip
+            return kept[magnify]
+
         for fraction in (float(f) for f in args.fractions.split(",")):
             draws = []
             for seed in range(args.seeds):
-                draws.append(one_draw(model, objects, test, fraction, seed, quality))
+                draws.append(one_draw(model, cut, fraction, seed, quality))
                 print(f"{subset} {fraction}: seed {seed} done", file=sys.stderr)
             report["sets"][f"{subset} {round(fraction * 100)}%"] = mean_of(draws)
     print(json.dumps(report, indent=1))

@@ -24,6 +24,7 @@ from ..core.adapt.objects import (
     exemplars_of,
     labelled_objects,
     prompted_objects,
+    sized_for,
 )
 from ..core.adapt.pipeline import AdaptPlan, adapt, head_for
 from ..core.annotate.session import AnnotationSession
@@ -137,7 +138,10 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     like the committed ones) align it on them too, their four threshold masks ranked by
     ``base_quality`` — or, with ``ranked`` (``[(Candidates, order), ...]``), on the masks
     the user ranked; fit a Bayesian head for the result on the committed objects, save the
-    adapter as the user's own; returns an :class:`Adaptation`."""
+    adapter as the user's own; returns an :class:`Adaptation`. The adapted model decodes
+    small objects zoomed in as far as the committed objects' size asks for."""
+    committed = [m for *_, masks in exemplars_of(session.source, labels) for m in masks]
+    base = sized_for(base, committed)
     objects = yield from labelled_objects(base, session.source, labels, "committed",
                                           store=session.store)  # fmt: skip
     found, ranker = [], None

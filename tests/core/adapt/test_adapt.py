@@ -23,14 +23,20 @@ from napari_active_sam.core.adapt.objects import (
     LabelledObject,
     labelled_objects,
     reencoded,
+    sized_for,
     split_objects,
 )
 from napari_active_sam.core.adapt.pipeline import AdaptPlan, adapt
 from napari_active_sam.core.engine.architectures import SMOKE_ARCHITECTURE
-from napari_active_sam.core.engine.checkpoints import random_model
+from napari_active_sam.core.engine.checkpoints import load_model, random_model
+from napari_active_sam.core.engine.embeddings import embed_slice
+from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
+from napari_active_sam.core.engine.store import EmbeddingStore
+from napari_active_sam.core.engine.zoom import ZoomingPredictor
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError, ModelError
 from napari_active_sam.core.progress import drain
+from napari_active_sam.core.prompts import Click, PromptSet
 from napari_active_sam.core.quality.estimators import QualityModels
 
 TINY = SMOKE_ARCHITECTURE
@@ -73,6 +79,62 @@ def test_labelled_objects_hold_each_object_on_its_grid(objects, scene):
         assert frame.shape == (TINY.img_size, TINY.img_size, 3)
         assert not frame[height:].any() and not frame[:, width:].any()  # SAM's padding
     assert (labels > 0).sum() == sum(int(obj.gt.sum()) for obj in objects)
+
+
+def test_an_object_on_a_large_slice_is_cut_out_as_the_annotator_decodes_a_click_on_it():
+    # Fine-tuning learns from the window the annotator would decode the object in: the same
+    # place and size (a zoom window at the annotator's magnification), or it learns another
+    # scale than it is asked at.
+    demo = load_model("demo", device="cpu")
+    rng = np.random.default_rng(2)
+    size = 3 * demo.architecture.img_size
+    rows, cols = np.mgrid[:size, :size]
+    image = rng.normal(0.2, 0.03, (size, size)).astype(np.float32)
+    labels = np.zeros((size, size), np.int32)
+    centres = [(200, 230), (500, 610)]
+    for label, (r, c) in enumerate(centres, 1):
+        inside = (rows - r) ** 2 + (cols - c) ** 2 < 9**2
+        image[inside], labels[inside] = 0.9, label
+    source = SliceSource(image)
+    found = drain(labelled_objects(demo, source, labels, "large"))
+    zooming = ZoomingPredictor(Predictor(demo), image, source.limits())
+    whole = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    for obj, (r, c) in zip(found, centres, strict=True):
+        answer = zooming.predict(whole, PromptSet(clicks=(Click(c, r, True),)))
+        assert answer.full_size == (size, size)
+        assert obj.gt.shape == answer.original_size
+        top, left = answer.origin
+        height, width = answer.original_size
+        np.testing.assert_array_equal(obj.gt, labels[top : top + height, left : left + width]
+                                      == obj.where[2])  # fmt: skip
+
+
+def test_small_objects_are_adapted_on_and_decoded_at_the_zoom_their_size_asks_for(tmp_path):
+    demo = load_model("demo", device="cpu")
+    rng = np.random.default_rng(5)
+    size = 3 * demo.architecture.img_size
+    rows, cols = np.mgrid[:size, :size]
+    image = rng.normal(0.2, 0.03, (size, size)).astype(np.float32)
+    labels = np.zeros((size, size), np.int32)
+    for label, (r, c) in enumerate([(150, 150), (300, 500), (600, 200), (650, 640)], 1):
+        inside = (rows - r) ** 2 + (cols - c) ** 2 < 7**2  # nuclei of 13 pixels
+        image[inside], labels[inside] = 0.9, label
+    masks = [labels == v for v in range(1, 5)]
+    sized = sized_for(demo, masks)
+    assert sized.extra["magnify"] == 4 and sized.model_id == demo.model_id
+    assert "magnify" not in demo.extra  # the base model is left as it was
+    found = drain(labelled_objects(sized, SliceSource(image), labels, "small"))
+    side = demo.architecture.img_size // 4
+    assert all(obj.gt.shape == (side, side) for obj in found)
+    plan = AdaptPlan(stage1=AdaptConfig(steps=1, check_every=1, batch_size=2), stage2=None)
+    result = drain(adapt(sized, found, plan=plan))
+    assert result.adapter.report["magnify"] == 4
+    loaded = Adapter.load(result.adapter.save(tmp_path / "small.adapter.pt"), demo)
+    adapted = loaded.apply(demo)  # the base model as loaded, without the zoom
+    whole = embed_slice(adapted, SliceSource(image), EmbeddingStore(adapted.encoder_id))
+    zooming = ZoomingPredictor(Predictor(adapted), image, SliceSource(image).limits())
+    answer = zooming.predict(whole, PromptSet(clicks=(Click(150, 150, True),)))
+    assert answer.original_size == (side, side)
 
 
 def test_a_volume_gives_an_object_per_slice(model):
@@ -199,6 +261,7 @@ def test_an_adapter_round_trips_and_refuses_another_model(tmp_path, model, objec
     other = random_model(TINY, seed=9)
     with pytest.raises(ModelError, match="made for model"):
         Adapter.load(path, other)
+    assert applied.extra["magnify"] == adapter.report["magnify"] == 2  # the model's own zoom
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="adapt"):

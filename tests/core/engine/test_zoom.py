@@ -3,6 +3,8 @@ acquisition maps, the annotator and the quality estimators on a zoomed answer.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,14 @@ from napari_active_sam.core.engine.embeddings import SliceEncoder, embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
 from napari_active_sam.core.engine.store import EmbeddingStore
-from napari_active_sam.core.engine.zoom import Window, ZoomingPredictor, window_around, zooms
+from napari_active_sam.core.engine.zoom import (
+    MAGNIFY,
+    Window,
+    ZoomingPredictor,
+    magnify_for,
+    window_around,
+    zooms,
+)
 from napari_active_sam.core.prompts import Click, PromptSet
 from napari_active_sam.core.quality.estimators import (
     QualityModels,
@@ -240,6 +249,27 @@ def test_the_first_window_is_the_input_side_over_the_magnification(demo, large_s
     assert sides == {1: (256, 256), 2: (128, 128), 4: (64, 64)}
     with pytest.raises(ValueError, match="magnify"):
         ZoomingPredictor(Predictor(demo), large_slice, source.limits(), magnify=0.5)
+
+
+def test_objects_of_a_size_ask_for_the_magnification_that_makes_them_a_quarter_of_the_input():
+    # The median object spans about a quarter of the 256 px input, in powers of two.
+    assert magnify_for([14, 12, 16, 40], 256) == 4  # IHC nuclei: 14 px
+    assert magnify_for([40, 38, 45], 256) == 2  # coins
+    assert magnify_for([300, 200], 256) == 1  # organs: never shrunk below the slice's own
+    assert magnify_for([2, 3], 256) == 4  # at most four times
+    assert magnify_for([], 256) == magnify_for([0, 0], 256) == MAGNIFY  # nothing to go by
+
+
+def test_a_model_that_carries_a_magnification_is_decoded_at_it(demo, large_slice):
+    source = SliceSource(large_slice)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    sides = {}
+    for magnify in (None, 4.0):
+        extra = demo.extra if magnify is None else {**demo.extra, "magnify": magnify}
+        model = replace(demo, extra=extra)
+        zooming = ZoomingPredictor(Predictor(model), large_slice, source.limits())
+        sides[magnify] = zooming.predict(embedding, one_click(220, 200)).original_size
+    assert sides == {None: (128, 128), 4.0: (64, 64)}
 
 
 def test_prompts_move_into_a_window_and_scale_with_the_image():

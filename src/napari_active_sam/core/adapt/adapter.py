@@ -52,7 +52,8 @@ class Adapter:
     base_model_id : str
         :attr:`LoadedModel.model_id` of the model adapted.
     report : dict
-        What the adaptation measured (objects, stages, held-out IoU before and after).
+        What the adaptation measured (objects, stages, held-out IoU before and after), and
+        ``magnify``: the first-window magnification the adapted model decodes at.
     """
 
     state: dict[str, torch.Tensor]
@@ -139,6 +140,8 @@ class Adapter:
         adapted.sam.eval()
         adapted.weights_sha256 = adapted_sha256(model.weights_sha256, self.digest)
         adapted.extra = {**model.extra, "base_model_id": model.model_id, "adapter": self.digest}
+        if "magnify" in self.report:  # the zoom of the objects it was adapted on
+            adapted.extra["magnify"] = float(self.report["magnify"])
         if not any(key.startswith(f"{ENCODER}.") for key in self.state):
             adapted.extra["encoder_id"] = model.encoder_id  # its embeddings stay valid
         return adapted

@@ -3,7 +3,7 @@ model decodes on (the slice, or the zoom window the annotator would decode it in
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import SliceEncoder, embed_slice
 from ..engine.preprocess import IntensityWindow, SliceSource, to_sam_rgb
 from ..engine.store import Embedding, EmbeddingStore
-from ..engine.zoom import Window, window_around, zooms
+from ..engine.zoom import Window, first_side, magnify_for, magnify_of, window_around, zooms
 from ..errors import ActiveSamError, ImageError
 from ..progress import Progress
 from ..prompts import PromptSet
@@ -88,6 +88,21 @@ class LabelledObject:
         return frame
 
 
+def extent(mask: np.ndarray) -> int:
+    """The longer side, in pixels, of a 2D mask's bounding box (0 for an empty mask)."""
+    rows, cols = np.nonzero(mask)
+    return 0 if not rows.size else int(max(np.ptp(rows), np.ptp(cols))) + 1
+
+
+def sized_for(model: LoadedModel, masks: Iterable[np.ndarray]) -> LoadedModel:
+    """``model`` decoding at the first-window magnification that objects like ``masks``
+    (2D, on their slices) ask for (:func:`~napari_active_sam.core.engine.zoom.magnify_for`):
+    a shallow copy under the same identity. Objects cut for it, and the model adapted from
+    them (the adapter keeps the magnification), are decoded in windows of that size."""
+    magnify = magnify_for([extent(m) for m in masks], model.architecture.img_size)
+    return replace(model, extra={**model.extra, "magnify": magnify})
+
+
 def _box(mask: np.ndarray) -> PromptSet:
     rows, cols = np.nonzero(mask)
     return PromptSet(box=(float(cols.min()), float(rows.min()), float(cols.max()),
@@ -119,6 +134,7 @@ def labelled_objects(
     limits = source.limits()
     store = store or EmbeddingStore(model.encoder_id)
     img_size = model.architecture.img_size
+    side = first_side(img_size, magnify_of(model))
     planes = [(index, labels[index]) for index in source.slice_indices()]
     planes = [(index, plane) for index, plane in planes if plane.any()]
     found: list[LabelledObject] = []
@@ -129,7 +145,7 @@ def labelled_objects(
             mask = plane == label
             window = None
             if zoom and zooms(plane.shape, img_size):
-                window = window_around(_box(mask), plane.shape, img_size)
+                window = window_around(_box(mask), plane.shape, side)
             if window not in windows:
                 windows[window] = _encoded(model, source, store, index, raw, limits, window)
             embedding, rgb = windows[window]
@@ -187,13 +203,14 @@ def prompted_objects(
     limits = source.limits()
     raw = source.raw_slice(index)
     img_size = model.architecture.img_size
+    side = first_side(img_size, magnify_of(model))
     store = store or EmbeddingStore(model.encoder_id)
     windows: dict[Window | None, tuple[Embedding, np.ndarray]] = {}
     objects = []
     for number, given in enumerate(prompts, 1):
         window = None
         if zoom and zooms(raw.shape[:2], img_size):
-            window = window_around(given, raw.shape[:2], img_size)
+            window = window_around(given, raw.shape[:2], side)
         if window not in windows:
             windows[window] = _encoded(model, source, store, index, raw, limits, window)
         embedding, rgb = windows[window]

@@ -13,6 +13,7 @@ from ..active.bayes_head import BayesHead
 from ..active.head_training import HeadConfig, examples_from_objects, fit_head
 from ..engine.checkpoints import LoadedModel
 from ..engine.predictor import Predictor
+from ..engine.zoom import magnify_of
 from ..errors import ModelError
 from ..progress import Progress
 from .adapter import Adapter
@@ -120,6 +121,7 @@ def adapt(
         "plan": {"stage1": asdict(plan.stage1),
                  "stage2": asdict(plan.stage2) if plan.stage2 else None},  # fmt: skip
         "seconds": round(time.perf_counter() - started, 1),
+        "magnify": magnify_of(model),
     }
     adapter = Adapter(trained_state(current, plan.stage1.parts), model.model_id, report)
     return AdaptResult(adapter, adapter.apply(model), first, second, held_out, len(prefs))
