@@ -81,20 +81,14 @@ def test_labelled_objects_hold_each_object_on_its_grid(objects, scene):
     assert (labels > 0).sum() == sum(int(obj.gt.sum()) for obj in objects)
 
 
-def test_an_object_on_a_large_slice_is_cut_out_as_the_annotator_decodes_a_click_on_it():
+def test_an_object_on_a_large_slice_is_cut_out_as_the_annotator_decodes_a_click_on_it(discs):
     # Fine-tuning learns from the window the annotator would decode the object in: the same
     # place and size (a zoom window at the annotator's magnification), or it learns another
     # scale than it is asked at.
     demo = load_model("demo", device="cpu")
-    rng = np.random.default_rng(2)
     size = 3 * demo.architecture.img_size
-    rows, cols = np.mgrid[:size, :size]
-    image = rng.normal(0.2, 0.03, (size, size)).astype(np.float32)
-    labels = np.zeros((size, size), np.int32)
     centres = [(200, 230), (500, 610)]
-    for label, (r, c) in enumerate(centres, 1):
-        inside = (rows - r) ** 2 + (cols - c) ** 2 < 9**2
-        image[inside], labels[inside] = 0.9, label
+    image, labels = discs(size, centres, 9, seed=2)
     source = SliceSource(image)
     found = drain(labelled_objects(demo, source, labels, "large"))
     zooming = ZoomingPredictor(Predictor(demo), image, source.limits())
@@ -109,16 +103,10 @@ def test_an_object_on_a_large_slice_is_cut_out_as_the_annotator_decodes_a_click_
                                       == obj.where[2])  # fmt: skip
 
 
-def test_small_objects_are_adapted_on_and_decoded_at_the_zoom_their_size_asks_for(tmp_path):
+def test_small_objects_are_adapted_on_and_decoded_at_the_zoom_of_their_size(tmp_path, discs):
     demo = load_model("demo", device="cpu")
-    rng = np.random.default_rng(5)
-    size = 3 * demo.architecture.img_size
-    rows, cols = np.mgrid[:size, :size]
-    image = rng.normal(0.2, 0.03, (size, size)).astype(np.float32)
-    labels = np.zeros((size, size), np.int32)
-    for label, (r, c) in enumerate([(150, 150), (300, 500), (600, 200), (650, 640)], 1):
-        inside = (rows - r) ** 2 + (cols - c) ** 2 < 7**2  # nuclei of 13 pixels
-        image[inside], labels[inside] = 0.9, label
+    centres = [(150, 150), (300, 500), (600, 200), (650, 640)]
+    image, labels = discs(3 * demo.architecture.img_size, centres, 7, seed=5)  # 13 px nuclei
     masks = [labels == v for v in range(1, 5)]
     sized = sized_for(demo, masks)
     assert sized.extra["magnify"] == 4 and sized.model_id == demo.model_id

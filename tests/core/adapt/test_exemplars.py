@@ -23,22 +23,10 @@ def demo():
     return load_model("demo", device="cpu")
 
 
-def discs(size: int, centres, radius: int, seed: int = 0):
-    """Bright discs on a dark, noisy background, with ramps (not discs) as distractors."""
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[:size, :size]
-    image = rng.normal(0.15, 0.02, (size, size)).astype(np.float32)
-    labels = np.zeros((size, size), np.int32)
-    for label, (r, c) in enumerate(centres, 1):
-        inside = (rows - r) ** 2 + (cols - c) ** 2 < radius**2
-        image[inside], labels[inside] = 0.85, label
-    return image, labels
-
-
 CENTRES = [(40, 40), (40, 200), (120, 120), (200, 60), (210, 210), (120, 30), (60, 120)]
 
 
-def test_objects_like_the_exemplars_are_found_and_the_exemplars_are_not(demo):
+def test_objects_like_the_exemplars_are_found_and_the_exemplars_are_not(demo, discs):
     image, labels = discs(256, CENTRES, 13)
     limits = (float(image.min()), float(image.max()))
     exemplars = [labels == 1, labels == 2]
@@ -55,7 +43,7 @@ def test_objects_like_the_exemplars_are_found_and_the_exemplars_are_not(demo):
     assert scores == sorted(scores, reverse=True)
 
 
-def test_small_objects_are_searched_at_a_zoom(demo):
+def test_small_objects_are_searched_at_a_zoom(demo, discs):
     centres = [(40 + 60 * i, 40 + 60 * j) for i in range(8) for j in range(8)]
     image, labels = discs(512, centres, 5, seed=1)
     limits = (float(image.min()), float(image.max()))
@@ -70,7 +58,7 @@ def test_small_objects_are_searched_at_a_zoom(demo):
         assert 0 <= click.x < width and 0 <= click.y < height  # in its own window
 
 
-def test_another_encoder_and_no_exemplar_are_refused(demo, tiny_model):
+def test_another_encoder_and_no_exemplar_are_refused(demo, tiny_model, discs):
     image, labels = discs(128, CENTRES[:3], 10)
     limits = (0.0, 1.0)
     with pytest.raises(ActiveSamError, match="Commit at least one object"):
