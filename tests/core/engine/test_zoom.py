@@ -186,6 +186,17 @@ def test_the_annotator_zooms_on_large_slices_only_when_asked(demo, large_slice):
     assert not plain.prediction.zoomed and whole.windows_encoded == 0
 
 
+def test_a_session_that_switches_to_a_model_of_another_zoom_decodes_at_it(demo, large_slice):
+    session = AnnotationSession(demo, SliceSource(large_slice), EmbeddingStore(demo.model_id))
+    first = session.answer((), one_click(80, 60))
+    assert first.prediction.original_size == (128, 128)
+    session.use_model(replace(demo, extra={**demo.extra, "magnify": 4.0}))
+    again = session.answer((), one_click(300, 400))
+    assert again.prediction.original_size == (64, 64)
+    session.use_model(demo)  # back to the base model, and its zoom
+    assert session.answer((), one_click(500, 200)).prediction.original_size == (128, 128)
+
+
 def test_quality_estimators_ask_sam_in_a_window_on_large_slices(demo, demo_head,
                                                               large_slice):  # fmt: skip
     source = SliceSource(large_slice)

@@ -139,11 +139,10 @@ class ZoomingPredictor:
 
     def __init__(self, predictor: Predictor, raw: np.ndarray, limits: tuple[float, float],
                  cache: int = 8, magnify: float | None = None):  # fmt: skip
-        magnify = magnify_of(predictor.model) if magnify is None else magnify
-        if magnify < 1:
+        if magnify is not None and magnify < 1:
             raise ValueError(f"magnify is at least 1 (the slice's own resolution), got {magnify}")
         self.predictor, self.raw, self.limits = predictor, raw, limits
-        self.magnify = magnify
+        self._magnify = magnify
         self.size = tuple(raw.shape[:2])
         self._embeddings: OrderedDict[Window, Embedding] = OrderedDict()
         self._cache = cache
@@ -153,6 +152,12 @@ class ZoomingPredictor:
     @property
     def model(self):
         return self.predictor.model
+
+    @property
+    def magnify(self) -> float:
+        """The first window's magnification: the one given, else the model's own (it
+        follows a predictor swapped for another model's)."""
+        return magnify_of(self.model) if self._magnify is None else self._magnify
 
     @property
     def zooms(self) -> bool:
