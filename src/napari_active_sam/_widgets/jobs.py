@@ -140,8 +140,7 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     the user ranked; fit a Bayesian head for the result on the committed objects, save the
     adapter as the user's own; returns an :class:`Adaptation`. The adapted model decodes
     small objects zoomed in as far as the committed objects' size asks for."""
-    committed = [m for *_, masks in exemplars_of(session.source, labels) for m in masks]
-    base = sized_for(base, committed)
+    base = sized_for(base, [labels])
     objects = yield from labelled_objects(base, session.source, labels, "committed",
                                           store=session.store)  # fmt: skip
     found, ranker = [], None

@@ -125,6 +125,15 @@ def test_small_objects_are_adapted_on_and_decoded_at_the_zoom_of_their_size(tmp_
     assert answer.original_size == (side, side)
 
 
+def test_objects_of_a_volume_are_sized_on_their_slices(model):
+    labels = np.zeros((30, 120, 120), np.int32)
+    labels[:, 50:60, 50:60] = 3  # ten pixels across, thirty slices deep
+    assert TINY.img_size == 128  # a quarter of the input is 32 pixels: three times, so 4
+    assert sized_for(model, [labels]).extra["magnify"] == 4
+    assert sized_for(model, [labels[0] > 0]).extra["magnify"] == 4  # a mask reads the same
+    assert sized_for(model, []).extra["magnify"] == 2  # nothing labelled: the model's own
+
+
 def test_a_volume_gives_an_object_per_slice(model):
     volume = np.zeros((3, 40, 40), np.float32)
     labels = np.zeros((3, 40, 40), np.int32)

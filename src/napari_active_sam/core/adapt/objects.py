@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..data.datasets import check_labels, dataset_window, discover_pairs, load_pair
@@ -88,18 +89,21 @@ class LabelledObject:
         return frame
 
 
-def extent(mask: np.ndarray) -> int:
-    """The longer side, in pixels, of a 2D mask's bounding box (0 for an empty mask)."""
-    rows, cols = np.nonzero(mask)
-    return 0 if not rows.size else int(max(np.ptp(rows), np.ptp(cols))) + 1
-
-
-def sized_for(model: LoadedModel, masks: Iterable[np.ndarray]) -> LoadedModel:
-    """``model`` decoding at the first-window magnification that objects like ``masks``
-    (2D, on their slices) ask for (:func:`~napari_active_sam.core.engine.zoom.magnify_for`):
-    a shallow copy under the same identity. Objects cut for it, and the model adapted from
-    them (the adapter keeps the magnification), are decoded in windows of that size."""
-    magnify = magnify_for([extent(m) for m in masks], model.architecture.img_size)
+def sized_for(model: LoadedModel, labels: Iterable[np.ndarray]) -> LoadedModel:
+    """``model`` decoding at the first-window magnification that objects like those of
+    ``labels`` ask for (:func:`~napari_active_sam.core.engine.zoom.magnify_for`): a shallow
+    copy under the same identity. ``labels`` are instance-label images or masks, 2D or a
+    stack of slices (an object's size is read on each slice). Objects cut for the copy, and
+    the model adapted from them (the adapter keeps the magnification), are decoded in
+    windows of that size."""
+    extents = [
+        max(part.stop - part.start for part in box)
+        for image in labels
+        for plane in np.asarray(image).reshape((-1, *np.shape(image)[-2:]))
+        for box in ndimage.find_objects(plane.astype(np.int64, copy=False))
+        if box is not None
+    ]
+    magnify = magnify_for(extents, model.architecture.img_size)
     return replace(model, extra={**model.extra, "magnify": magnify})
 
 
