@@ -56,6 +56,8 @@ def test_adapt_writes_an_adapter_that_benchmark_and_quality_use(tmp_path, tiny_c
     head = HEAD.users(adapter.apply(base).model_id)
     assert head.is_file() and str(head) in err  # a head fitted for the adapted model
     assert adapter.report["labelled"] >= 6 and adapter.report["stage1"]["steps"] >= 1
+    # Discs of about 20 pixels span a quarter of tiny's 128-pixel input at twice their size.
+    assert adapter.report["magnify"] == 2
 
     results = tmp_path / "results"
     assert main(["benchmark", "--data", str(unlabelled), *model, "--adapter", str(out),

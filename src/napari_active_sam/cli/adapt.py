@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.adapt.objects import (
         folder_exemplars,
         folder_images,
+        folder_labels,
         folder_objects,
         found_objects,
         sized_for,
@@ -63,10 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.held_out < 1:
         raise ActiveSamError(f"--held-out is a share between 0 and 1, got {args.held_out}.")
     options.set_threads(args)
-    exemplars = folder_exemplars(args.data, args.window)
     # Small objects are decoded zoomed in as far as the labelled ones' size asks for.
-    masks = [mask for *_, on_slice in exemplars for mask in on_slice]
-    model = sized_for(options.load_chosen_model(args), masks)
+    model = sized_for(options.load_chosen_model(args), folder_labels(args.data))
     labelled = options.drain_with_bar(folder_objects(model, args.data, args.window), "labelled")
     unlabelled, ranker = [], None
     if args.unlabelled and (args.unlabelled / "masks").is_dir():
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if args.rank == "iou":
             raise ActiveSamError(f"{args.unlabelled} has no masks/ to rank by IoU with: "
                                  "rank by quality, or add the masks.")  # fmt: skip
-        found = exemplar_prototypes(model, exemplars)
+        found = exemplar_prototypes(model, folder_exemplars(args.data, args.window))
         for name, source in folder_images(args.unlabelled, args.window):
             unlabelled += options.drain_with_bar(found_objects(model, source, found, name),
                                                  f"searching {name}")  # fmt: skip

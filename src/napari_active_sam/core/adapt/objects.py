@@ -239,6 +239,19 @@ def folder_exemplars(data: Path, window: str | None = None) -> Exemplars:
     return found
 
 
+def folder_labels(data: Path) -> list[np.ndarray]:
+    """The masks of a labelled folder, without their images (unreadable ones left out):
+    what :func:`sized_for` reads."""
+    pairs, _ = discover_pairs(data)
+    found = []
+    for pair in pairs:
+        try:
+            found.append(np.asarray(read_image(pair.mask).data))
+        except ImageError:
+            continue
+    return found
+
+
 def exemplars_of(source: SliceSource, labels: np.ndarray) -> Exemplars:
     """The objects of instance ``labels`` on ``source`` as exemplars: ``(raw slice, limits,
     masks)`` per slice that has objects."""
