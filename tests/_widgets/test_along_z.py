@@ -8,6 +8,7 @@ from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
 
 from napari_active_sam._widgets.layers import OUTPUT
+from napari_active_sam.core.engine.predictor import shown_head
 
 WAIT = 60_000  # ms; the encoder runs on a 2-core CPU
 
@@ -68,6 +69,14 @@ def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
     qtbot.waitUntil(lambda: controller.offer is not None and controller.offer.index == (z,)
                     and len(controller.suggestions) > 0, timeout=WAIT)  # fmt: skip
     offered = controller.suggestions[0]
+    # The click refines the mask propagation left there (fed to SAM's mask prompt).
+    propagated = viewer.layers[OUTPUT].data[z] == 1
+    first = viewer.layers["SAM preview"].data[z] > 0
+    prompts = controller.current_prompts()
+    refined = controller.session.decode((z,), prompts, prior=propagated)
+    afresh = controller.session.decode((z,), prompts)
+    assert np.array_equal(first, refined.mask(shown_head(refined, prompts)))
+    assert not np.array_equal(first, afresh.mask(shown_head(afresh, prompts)))
 
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()

@@ -110,6 +110,7 @@ class AnnotationController:
         self._shown_settings: tuple | None = None  # and the map settings
         self._commit_when_ready = False
         self.correcting: int | None = None  # the propagated object a correction re-grows
+        self._prior: tuple[tuple[int, ...], np.ndarray] | None = None  # its mask there
         self.events.learned.connect(self._learned)
         self.events.committed.connect(self._refresh_slice_list)
         viewer.dims.events.current_step.connect(self._slice_changed)
@@ -222,14 +223,15 @@ class AnnotationController:
         shown = {}
         if current and self._shown == (current, prompted.get(current[0])):
             shown[current[0]] = layers.previewed(self.viewer, current)
-        correcting, self.correcting = self.correcting, None
+        correcting, self.correcting, self._prior = self.correcting, None, None
         self.encoder = self.objects.propagate(self.session, prompted, shown, correcting)
 
     def correct_slice(self, label: int, z: int) -> None:
         """Start correcting propagated object ``label`` on slice ``z``: go there, click at
         the object's deepest point, so that its mask, uncertainty map and suggested clicks
         are drawn; answer them (A, D, S) or click, then *Propagate* grows the object again
-        from its seeds and this slice, under the same label."""
+        from its seeds and this slice, under the same label. The clicks refine the mask
+        propagation left there (SAM's mask prompt), as the 3D benchmark's corrections do."""
         if self.session is None or layers.OUTPUT not in self.viewer.layers:
             return
         self.go_to_slice((z,))
@@ -237,6 +239,7 @@ class AnnotationController:
         if not mask.any():
             return show_info(f"Object {label} is not on slice {z}.")
         self.correcting = label
+        self._prior = ((z,), mask)
         layers.remove_points_on_slice(self._points, (z,))
         (click,) = prompts_from_mask(mask).clicks
         self.add_click(click.y, click.x, positive=True)
@@ -326,7 +329,7 @@ class AnnotationController:
             show_info("Nothing to commit: click inside an object first.")
             return None
         label, pixels = self.objects.write(mask, index)
-        self.correcting = None  # committed as an object of its own
+        self.correcting, self._prior = None, None  # committed as an object of its own
         self.clear_prompts()  # before an autosave: the prompts of a committed object go
         self.objects.announce(label, f"committed object {label} ({pixels} pixels)")
         return label
@@ -367,8 +370,9 @@ class AnnotationController:
             self._shown_settings = settings
             self._refresh_slice_list()
             return None
+        prior = self._prior[1] if self._prior and self._prior[0] == index else None
         return self.workers.start(
-            self.session.answer, index, prompts, *settings,
+            partial(self.session.answer, prior=prior), index, prompts, *settings,
             returned=lambda answer: self._decoded(index, prompts, settings, answer),
             errored=self._decode_failed, finished=finished,
         )  # fmt: skip

@@ -7,7 +7,7 @@ import pytest
 
 from napari_active_sam._sample_data import ct_volume
 from napari_active_sam.core.annotate.session import AnnotationSession
-from napari_active_sam.core.annotate.volume import PropagationSettings, propagate
+from napari_active_sam.core.annotate.volume import VANISHED, PropagationSettings, propagate
 from napari_active_sam.core.engine.checkpoints import load_model
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
 from napari_active_sam.core.engine.store import EmbeddingStore
@@ -119,19 +119,26 @@ def test_a_grown_object_is_held_as_its_slices_bounding_boxes():
         masks[2] = np.ones((10, 10), bool)
 
 
-def test_a_real_brain_grows_from_its_box_through_the_volume():
-    """nibabel's real EPI volume: the demo model's answer to a box around the brain on its
-    largest slice is rated below 0.5 on the neighbouring slices though it is right there;
-    with the default settings growth goes on through most of the brain's slices."""
+@pytest.fixture(scope="module")
+def epi_brain():
+    """A session on nibabel's real EPI volume, and its brain."""
     from napari_active_sam.core.data.real import mri_epi_volume
-    from napari_active_sam.core.metrics import dice
-    from napari_active_sam.core.prompts import PromptSet
 
     volume, labels, _ = mri_epi_volume()
-    brain = labels == 1
     model = load_model("demo", device="cpu")
     session = AnnotationSession(model, SliceSource(volume, IntensityWindow.percentile()),
                                 EmbeddingStore(model.model_id))  # fmt: skip
+    return session, labels == 1
+
+
+def test_a_real_brain_grows_from_its_box_through_the_volume(epi_brain):
+    """nibabel's real EPI volume: the demo model's answer to a box around the brain on its
+    largest slice is rated below 0.5 on the neighbouring slices though it is right there;
+    with the default settings growth goes on through most of the brain's slices."""
+    from napari_active_sam.core.metrics import dice
+    from napari_active_sam.core.prompts import PromptSet
+
+    session, brain = epi_brain
     z = int(np.argmax(brain.sum(axis=(1, 2))))
     rows, cols = np.nonzero(brain[z])
     box = (float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max()))
@@ -142,3 +149,38 @@ def test_a_real_brain_grows_from_its_box_through_the_volume():
     assert dice(brain, result.mask) > 0.5
     strict, _ = _drain(propagate(session, {z: seed}, PropagationSettings(min_iou=0.5)))
     assert strict.mask.any(axis=(1, 2)).sum() < grown.sum()  # the old floor stopped early
+
+
+def test_the_outline_of_a_corrected_slice_carries_on_to_the_next_slices(epi_brain):
+    """A user's exact brain outline on one slice of the real EPI volume: prompted with each
+    neighbour's mask as well as its box, the slices grown from it follow that outline;
+    from the box alone the demo model outlines parts of the brain."""
+    from napari_active_sam.core.metrics import dice
+
+    session, brain = epi_brain
+    z = int(np.argmax(brain.sum(axis=(1, 2))))
+    near = slice(z - 3, z + 4)
+    with_mask, _ = _drain(propagate(session, {z: brain[z]}))
+    box_alone, _ = _drain(propagate(session, {z: brain[z]},
+                                    PropagationSettings(mask_prompt=False)))  # fmt: skip
+    assert with_mask.mask[near].any(axis=(1, 2)).all()
+    assert dice(brain[near], with_mask.mask[near]) > 0.9
+    assert dice(brain[near], box_alone.mask[near]) < 0.8
+
+
+def test_growth_from_one_seed_goes_on_where_growth_from_the_next_stopped_short():
+    """Two seeds: the liver on slice 8 and nothing on slice 23 (past its end). Growth from
+    the empty seed stops at once; growth from the liver then fills the slices beyond the
+    half-way slice as well, instead of leaving them empty."""
+    (volume, _, _), (organs, _, _) = ct_volume()
+    model = load_model("demo", device="cpu")
+    source = SliceSource(volume, IntensityWindow.ct("soft_tissue"))
+    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    liver = organs == 1
+    assert not liver[23].any() and liver[16:23].any(axis=(1, 2)).all()
+    result, steps = _drain(propagate(session, {8: liver[8], 23: liver[23]}))
+    grown = result.mask
+    beyond_half_way = range(16, 23)
+    assert sum(grown[z].any() for z in beyond_half_way if liver[z].any()) >= 5
+    assert f"slice 22: {VANISHED}" in result.stops
+    assert steps[-1].done == steps[-1].total

@@ -12,7 +12,13 @@ from segment_anything import SamPredictor
 from napari_active_sam.core.engine.architectures import Architecture
 from napari_active_sam.core.engine.checkpoints import random_model
 from napari_active_sam.core.engine.embeddings import SliceEncoder
-from napari_active_sam.core.engine.predictor import Prediction, Predictor, shown_head
+from napari_active_sam.core.engine.predictor import (
+    PRIOR_LOGIT,
+    Prediction,
+    Predictor,
+    PriorMask,
+    shown_head,
+)
 from napari_active_sam.core.engine.preprocess import to_sam_rgb
 from napari_active_sam.core.errors import PromptError
 from napari_active_sam.core.prompts import Click, PromptSet
@@ -115,6 +121,31 @@ def test_points_on_the_border_pixels_are_accepted(tiny_model):
     embedding, _ = _setup(tiny_model)
     prompts = PromptSet((Click(0, 0, True), Click(99, 69, False), Click(-0.4, 69.4, True)))
     assert Predictor(tiny_model).predict(embedding, prompts).iou.shape == (4,)
+
+
+def test_a_prior_mask_is_fed_to_the_mask_prompt_on_the_decoders_grid(tiny_model):
+    """A mask of the slice (a neighbouring slice's) becomes mask-prompt logits laid out as
+    the slice is for the model: resized to the input (the long side to 128 px, the short
+    padded), averaged onto the 32 × 32 grid, ±PRIOR_LOGIT inside and outside."""
+    embedding, reference = _setup(tiny_model)  # 70 × 100 → 90 × 128 of the 128 px input
+    assert tuple(embedding.input_size) == (90, 128)
+    mask = np.zeros((70, 100), bool)
+    mask[:, :50] = True  # the left half: 64 input pixels, 16 cells of the grid
+    logits = PriorMask(mask).logits(embedding.input_size, 128, 32).numpy()
+    assert logits.shape == (32, 32)
+    np.testing.assert_allclose(logits[:22, :15], PRIOR_LOGIT)  # clear of the soft edge
+    np.testing.assert_allclose(logits[:22, 17:], -PRIOR_LOGIT)  # the right half
+    np.testing.assert_allclose(logits[23:], -PRIOR_LOGIT)  # the padding below the slice
+    predictor = Predictor(tiny_model)
+    prompts = PROMPTS[2]
+    ours = predictor.predict(embedding, prompts, PriorMask(mask))
+    _, _, low_res = reference.predict(box=np.array(prompts.box), mask_input=logits[None],
+                                      multimask_output=True, return_logits=True)  # fmt: skip
+    np.testing.assert_allclose(ours.low_res_logits[1:], low_res, atol=2e-2)
+    assert not np.allclose(predictor.predict(embedding, prompts).low_res_logits,
+                           ours.low_res_logits)  # fmt: skip
+    with pytest.raises(PromptError, match="give a mask of the slice"):
+        predictor.predict(embedding, prompts, PriorMask(mask[:60]))
 
 
 def test_previous_logits_of_the_wrong_shape_are_refused(tiny_model):

@@ -13,7 +13,7 @@ from napari_active_sam.core.active.bayes_head import BayesHead
 from napari_active_sam.core.annotate.session import AnnotationSession
 from napari_active_sam.core.engine.checkpoints import load_model
 from napari_active_sam.core.engine.embeddings import SliceEncoder, embed_slice
-from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.predictor import Predictor, PriorMask
 from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
 from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.engine.zoom import (
@@ -132,6 +132,25 @@ def test_a_small_object_is_decoded_in_a_window_and_placed_back(demo, large_slice
     assert zooming.windows_encoded == 1 and again.origin == prediction.origin
     fed = predictor.predict(local, more.translated(-row, -col), prediction.low_res_logits[0])
     np.testing.assert_allclose(again.low_res_logits, fed.low_res_logits, atol=1e-5)
+
+
+def test_a_prior_mask_of_the_slice_is_cut_to_the_window(demo, large_slice):
+    source = SliceSource(large_slice)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    predictor = Predictor(demo)
+    zooming = ZoomingPredictor(predictor, large_slice, source.limits())
+    box = PromptSet(box=(190.0, 175.0, 250.0, 225.0))
+    prior = np.zeros(SIZE, bool)
+    prior[180:220, 195:245] = True
+    prediction = zooming.predict(embedding, box, PriorMask(prior))
+    assert prediction.zoomed
+    row, col = prediction.origin
+    height, width = prediction.original_size
+    window = large_slice[row : row + height, col : col + width]
+    (local,) = SliceEncoder(demo).encode([to_sam_rgb(window, source.limits())], ["w"])
+    cut = PriorMask(prior[row : row + height, col : col + width])
+    by_hand = predictor.predict(local, box.translated(-row, -col), cut)
+    np.testing.assert_allclose(prediction.low_res_logits, by_hand.low_res_logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["eig", "bald", "entropy"])

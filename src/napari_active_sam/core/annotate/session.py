@@ -17,7 +17,7 @@ from ..active.acquisition import Uncertainty, mutual_information, uncertainty
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import embed_slice, encode_slices
-from ..engine.predictor import Prediction, Predictor, ambiguous, shown_head
+from ..engine.predictor import Prediction, Predictor, PriorMask, ambiguous, shown_head
 from ..engine.preprocess import SliceSource
 from ..engine.store import Embedding, EmbeddingStore, slice_key, slice_signature
 from ..engine.zoom import ZoomingPredictor, zooms
@@ -127,6 +127,7 @@ class AnnotationSession:
         samples: int = DEFAULT_SAMPLES,
         suggestions: int = 5,
         rng: np.random.Generator | None = None,
+        prior: np.ndarray | None = None,
     ) -> Answer:
         """Decode ``prompts`` on slice ``index`` (encoding it first if needed), and draw the
         acquisition map and suggestions when one is named (BALD needs :attr:`head`).
@@ -135,12 +136,16 @@ class AnnotationSession:
         the mask and the map. The logits of the previous answer on this slice are fed back,
         as in SAM's interactive use, but only when ``prompts`` extend the prompts of that
         answer (clicks added, nothing moved, removed or flipped); otherwise SAM starts
-        afresh. Safe to call from several worker threads.
+        afresh, or from ``prior`` (a boolean mask of the slice, such as the neighbouring
+        slice's when an object grows through a volume) when one is given. Safe to call from
+        several worker threads.
         """
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
         with self._lock:
             earlier = self.previous.get(index)
             logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
+            if logits is None and prior is not None:
+                logits = PriorMask(np.asarray(prior, bool))
             prediction = self._decoder(index).predict(embedding, prompts, logits)
             prediction = self._judged(index, prediction, prompts, embedding)
             head = shown_head(prediction, prompts)
@@ -154,13 +159,16 @@ class AnnotationSession:
         )  # fmt: skip
         return Answer(prediction, head, prediction.mask(head), found)  # its map came along
 
-    def decode(self, index: tuple[int, ...], prompts: PromptSet) -> Prediction:
-        """SAM's answer to ``prompts`` on slice ``index``, without the previous answer's
-        logits and without being remembered: a look-ahead (what would this click give?)
-        that leaves the session as it was."""
+    def decode(self, index: tuple[int, ...], prompts: PromptSet,
+               prior: np.ndarray | None = None) -> Prediction:  # fmt: skip
+        """SAM's answer to ``prompts`` on slice ``index`` (starting from ``prior``, a mask of
+        the slice, if given), without the previous answer's logits and without being
+        remembered: a look-ahead (what would this click give?) that leaves the session as
+        it was."""
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
+        start = None if prior is None else PriorMask(np.asarray(prior, bool))
         with self._lock:
-            prediction = self._decoder(index).predict(embedding, prompts)
+            prediction = self._decoder(index).predict(embedding, prompts, start)
             return self._judged(index, prediction, prompts, embedding)
 
     def _judged(self, index: tuple[int, ...], prediction: Prediction, prompts: PromptSet,

@@ -13,6 +13,7 @@ collapses.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ VANISHED = "the object ended on the slice before (it vanished)"
 
 @dataclass(frozen=True)
 class PropagationSettings:
-    """When propagation stops.
+    """How propagation prompts each slice, and when it stops.
 
     Attributes
     ----------
@@ -52,6 +53,9 @@ class PropagationSettings:
         Stop when the mask grows past this multiple of the neighbour's area (it has leaked
         into a surrounding structure, e.g. from a lesion into its organ).
 
+    mask_prompt : bool
+        Prompt each slice with its neighbour's mask as well as the box around it (SAM's
+        mask prompt), so that the outline the user corrected carries on to the next slices.
     max_uncertainty : float, optional
         Stop when SAM's heads disagree about the mask more than this: the mean information
         gain over its three multimask heads inside their masks, in nats
@@ -63,6 +67,7 @@ class PropagationSettings:
     min_area_fraction: float = 0.2
     max_area_growth: float = 2.0
     max_uncertainty: float | None = None
+    mask_prompt: bool = True
 
     def stop_reason(self, model: str, iou: float, unsure: float, area: int,
                     before: int) -> str:  # fmt: skip
@@ -195,7 +200,10 @@ def propagate(
 
     With a SAM model growth runs outwards from every seed, in both directions, until it
     meets the region of the next seed (half-way between them), leaves the volume, or stops
-    (see :class:`PropagationSettings`). A SAM 2 model tracks the object through every slice
+    (see :class:`PropagationSettings`); where growth from one seed stops short of the
+    half-way slice, growth from the seed on the other side goes on into the slices it left
+    empty. Each slice is prompted with the box around its neighbour's mask and, by default,
+    that mask itself. A SAM 2 model tracks the object through every slice
     between the seeds, conditioned on all of them, and beyond the first and the last until
     its object-score head or the same rules stop it.
 
@@ -235,17 +243,35 @@ def propagate(
     done = 0
     stops = []
     reports: dict[int, SliceReport] = {}
-    for start, direction, limit in runs:
+
+    def grow(start: int, direction: int, limit: int):
+        """Grow from slice ``start`` (kept) towards ``limit`` (excluded); returns the slice
+        where growth stopped, or None if it reached ``limit``."""
+        nonlocal done
         z = start + direction
         while z != limit and z not in seeds:
             mask, reason = _from_neighbour(session, result[z - direction], z, settings, reports)
             if mask is None:
                 stops.append(f"slice {z}: {reason}")
-                break
+                return z
             result[z] = mask
             done += 1
             yield Progress(done, total, f"propagated to slice {z}")
             z += direction
+        return None
+
+    ended = {}
+    for start, direction, limit in runs:
+        ended[start, direction] = yield from grow(start, direction, limit)
+    # Where growth from one seed stopped short of the half-way slice, growth from the other
+    # side goes on into the slices left empty, up to where the first stopped.
+    for below, above in itertools.pairwise(order):
+        up, down = ended[below, +1], ended[above, -1]
+        half = (below + above) // 2
+        if up is None and down is not None:
+            yield from grow(half, +1, down + 1)
+        elif down is None and up is not None:
+            yield from grow(half + 1, -1, up - 1)
     yield Progress(total, total, "propagation finished")
     return Propagated(result, tuple(stops), reports)
 
@@ -258,19 +284,38 @@ def _from_neighbour(
     reports: dict[int, SliceReport],
 ) -> tuple[np.ndarray | None, str]:
     """The mask on slice ``z`` prompted from its neighbour's, or None and why growth stops
-    there; what the model said is added to ``reports``."""
+    there; what the model said is added to ``reports``.
+
+    Whether the object goes on is asked of the box around the neighbour alone: given the
+    neighbour's mask as well, SAM tends to copy it onto slices the object has left, so the
+    rules would not see it vanish or leak. The mask kept is then the answer to the box and
+    the neighbour's mask (with ``settings.mask_prompt``), which follows the neighbour's
+    outline, corrections included.
+    """
     if not neighbour.any():
         return None, VANISHED
     prompts = PromptSet(box=prompts_from_mask(neighbour).box)
     session.forget((z,))
     answer = session.answer((z,), prompts)
-    mask = answer.mask
+    reason = _judge_slice(settings, answer, int(neighbour.sum()), z, reports)
+    if reason or not settings.mask_prompt:
+        return (None, reason) if reason else (answer.mask, "")
+    session.forget((z,))
+    answer = session.answer((z,), prompts, prior=neighbour)
+    _judge_slice(settings, answer, int(neighbour.sum()), z, reports, kept=True)
+    return answer.mask, ""
+
+
+def _judge_slice(settings: PropagationSettings, answer, before: int, z: int,
+                 reports: dict[int, SliceReport], kept: bool | None = None) -> str:  # fmt: skip
+    """Why growth stops at ``answer`` (a neighbour of ``before`` pixels); "" if it goes on.
+    Recorded in ``reports[z]``, kept unless it stops there (or as ``kept`` says)."""
     iou = float(answer.prediction.iou[answer.head])
     unsure = float(object_uncertainty(answer.prediction))
-    area, before = int(mask.sum()), int(neighbour.sum())
+    area = int(answer.mask.sum())
     reason = settings.stop_reason("SAM", iou, unsure, area, before)
-    reports[z] = SliceReport(unsure, iou, area, kept=not reason)
-    return (None, reason) if reason else (mask, "")
+    reports[z] = SliceReport(unsure, iou, area, kept=not reason if kept is None else kept)
+    return reason
 
 
 def _track(

@@ -206,8 +206,11 @@ def play_volume(
             prompts[z] = base
             added = [[int(r), int(c), bool(p)] for r, c, p in clicks]
             kind = "click"
-        session.forget((z,))  # the slice's own prompts decide it, not propagation's logits
-        seeds[z] = session.answer((z,), prompts[z]).mask
+        # The slice's prompts refine the mask shown there (as a mask prompt), not whatever
+        # propagation's last logits on it were.
+        session.forget((z,))
+        shown = mask[z] if mask[z].any() else None
+        seeds[z] = session.answer((z,), prompts[z], prior=shown).mask
         propagated: Propagated = drain(propagate(session, dict(seeds), settings))
         mask = propagated.mask
         result.seconds.append(time.perf_counter() - start)
@@ -260,10 +263,11 @@ def _slice_clicks(
         row, col = centre
         return [(row, col, bool(gt[row, col]))]
     shown = mask[z]
+    prior = shown if shown.any() else None  # what a correction there refines
     current = prompts.get(z) or _propagated_prompts(mask, z)
     if current.is_empty:
         current = PromptSet((Click(float(centre[1]), float(centre[0]), bool(gt[centre])),))
-    prediction = session.decode((z,), current)  # the slice as it stands, every head
+    prediction = session.decode((z,), current, prior)  # the slice as it stands, every head
 
     @functools.cache
     def current_uncertainty(name: str) -> Uncertainty:
@@ -275,7 +279,7 @@ def _slice_clicks(
     def dice_if_clicked(click: tuple[int, int, bool]) -> float:
         row, col, positive = click
         trial = current.with_click(Click(float(col), float(row), positive))
-        answer = session.decode((z,), trial)
+        answer = session.decode((z,), trial, prior)
         return dice(gt, answer.mask(shown_head(answer, trial)))
 
     context = ClickContext(gt, shown, clicked, prediction, rng, dice_if_clicked,

@@ -23,7 +23,7 @@ import torch
 
 from ..prompts import PromptSet
 from .embeddings import SliceEncoder
-from .predictor import Prediction, Predictor, shown_head
+from .predictor import Prediction, Predictor, PriorMask, shown_head
 from .preprocess import to_sam_rgb
 from .store import Embedding, slice_signature
 
@@ -184,13 +184,14 @@ class ZoomingPredictor:
         self,
         embedding: Embedding,
         prompts: PromptSet,
-        previous_logits: np.ndarray | torch.Tensor | None = None,
+        previous_logits: np.ndarray | torch.Tensor | PriorMask | None = None,
     ) -> Prediction:
         """As :meth:`Predictor.predict` on the whole slice's ``embedding``, decoded in a
         window around the prompts where the slice is large enough.
 
         ``previous_logits`` are fed back only when they come from the window decoded now
-        (logits of another window lie on another grid).
+        (logits of another window lie on another grid); a :class:`PriorMask` of the slice
+        is cut to the window.
         """
         if not self.zooms or prompts.is_empty:
             return self.predictor.predict(embedding, prompts, previous_logits)
@@ -234,10 +235,14 @@ class ZoomingPredictor:
                 return kept
         return window
 
-    def _feedback(self, previous: np.ndarray | torch.Tensor | None, window: Window | None):
-        """``previous`` when an earlier answer decoded in ``window`` produced it, else None."""
+    def _feedback(self, previous: np.ndarray | torch.Tensor | PriorMask | None,
+                  window: Window | None):  # fmt: skip
+        """``previous`` when an earlier answer decoded in ``window`` produced it, else None;
+        a prior mask cut to ``window``."""
         if previous is None:
             return None
+        if isinstance(previous, PriorMask):
+            return previous if window is None else PriorMask(previous.mask[window.slices])
         for answer, decoded in reversed(self._recent):
             if any(_same_logits(previous, head) for head in answer.logits):
                 return previous if decoded == window else None
