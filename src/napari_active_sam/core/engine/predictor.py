@@ -31,8 +31,8 @@ the middle value."""
 class PriorMask:
     """A mask SAM's answer should start from, given in the slice's (or a window's) pixels:
     the neighbouring slice's mask when an object grows through a volume. It is fed to SAM's
-    mask prompt in place of an earlier answer's logits, as micro-sam's volume segmentation
-    does with a box and the neighbour's mask.
+    mask prompt in place of an earlier answer's logits (micro-sam's volume segmentation
+    offers the neighbour's mask, its box or both as the prompt projected onto a slice).
 
     Attributes
     ----------
