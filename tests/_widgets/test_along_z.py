@@ -94,3 +94,22 @@ def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
     assert labels.max() == 1  # the same object, replaced: not a second one
     assert np.array_equal(labels[z] == 1, shown)  # the corrected slice as the user saw it
     assert controller.correcting is None and not len(viewer.layers[PROMPTS].data)
+
+
+def test_clearing_the_slice_ends_a_correction_so_the_next_click_starts_afresh(spine_clicked,
+                                                                                qtbot):
+    """The X key on the canvas clears the correction's click: what follows on that slice
+    (another object, say) no longer starts from the propagated mask."""
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, _ = spine_clicked
+    panel, controller = widget.along_z, widget.controller
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(panel.canvas.isVisible, timeout=WAIT)
+    QTest.mouseClick(panel.worst_button.native, Qt.MouseButton.LeftButton)
+    assert controller.correcting == 1
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_X)
+    qtbot.waitUntil(lambda: not len(viewer.layers[PROMPTS].data), timeout=5_000)
+    assert controller.correcting is None and controller._prior is None

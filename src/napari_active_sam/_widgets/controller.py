@@ -138,6 +138,7 @@ class AnnotationController:
             self.cancel_encoding()
             self.loader.forget()
             self.image, self.session = None, None
+            self.correcting, self._prior = None, None
             self._offer(None)
             self._say("the image was removed: its encoding stopped")
 
@@ -163,6 +164,7 @@ class AnnotationController:
             self._report(exc)
             return
         self.session, self.quality = session, quality
+        self.correcting, self._prior = None, None  # nothing of another image carries over
         self.adaptation.reset(session, quality)
         self.objects.clear_candidates()
         self._shown = None
@@ -223,15 +225,23 @@ class AnnotationController:
         shown = {}
         if current and self._shown == (current, prompted.get(current[0])):
             shown[current[0]] = layers.previewed(self.viewer, current)
+        # A corrected slice not on screen starts, as it did there, from the propagated mask.
+        priors = {}
+        if self._prior is not None and self.correcting is not None:
+            (z,), mask = self._prior
+            if z in prompted and z not in shown:
+                priors[z] = mask
         correcting, self.correcting, self._prior = self.correcting, None, None
-        self.encoder = self.objects.propagate(self.session, prompted, shown, correcting)
+        self.encoder = self.objects.propagate(self.session, prompted, shown, correcting,
+                                              priors)  # fmt: skip
 
     def correct_slice(self, label: int, z: int) -> None:
         """Start correcting propagated object ``label`` on slice ``z``: go there, click at
         the object's deepest point, so that its mask, uncertainty map and suggested clicks
         are drawn; answer them (A, D, S) or click, then *Propagate* grows the object again
-        from its seeds and this slice, under the same label. The clicks refine the mask
-        propagation left there (SAM's mask prompt), as the 3D benchmark's corrections do."""
+        from its seeds and this slice, under the same label. Until then the clicks there
+        refine the mask propagation left on the slice (fed to SAM's mask prompt), as the
+        3D benchmark's corrections refine the mask shown."""
         if self.session is None or layers.OUTPUT not in self.viewer.layers:
             return
         self.go_to_slice((z,))
@@ -307,8 +317,11 @@ class AnnotationController:
             self._prompts_changed()
 
     def clear_prompts(self) -> None:
-        """Remove the prompts of the current slice and its preview."""
+        """Remove the prompts of the current slice and its preview (a correction started
+        there ends: the next click starts afresh)."""
         index = self.current_index()
+        if self._prior and self._prior[0] == index:
+            self.correcting, self._prior = None, None
         layers.remove_points_on_slice(self._points, index)
         if self.session is not None:
             self.session.forget(index)
@@ -370,7 +383,8 @@ class AnnotationController:
             self._shown_settings = settings
             self._refresh_slice_list()
             return None
-        prior = self._prior[1] if self._prior and self._prior[0] == index else None
+        correcting_here = self.correcting is not None and self._prior and self._prior[0] == index
+        prior = self._prior[1] if correcting_here else None
         return self.workers.start(
             partial(self.session.answer, prior=prior), index, prompts, *settings,
             returned=lambda answer: self._decoded(index, prompts, settings, answer),

@@ -236,16 +236,19 @@ def propagation_job(
     prompted: dict[int, PromptSet],
     shown: dict[int, np.ndarray],
     kept: dict[int, np.ndarray] | None = None,
+    priors: dict[int, np.ndarray] | None = None,
 ):
     """Seed masks from the prompted slices (the previewed ``(H, W)`` mask where the user
-    saw one) and the ``kept`` seeds of an object being corrected (those slices not prompted
-    again), then grow through the volume; returns the grown object and where it stopped
+    saw one, else the answer to their prompts, starting from ``priors`` where given) and
+    the ``kept`` seeds of an object being corrected (those slices not prompted again), then
+    grow through the volume; returns the grown object and where it stopped
     (:class:`~napari_active_sam.core.annotate.volume.Propagated`), and its seeds."""
     seeds = {z: mask for z, mask in (kept or {}).items() if z not in prompted}
     seeds.update(shown)
+    priors = priors or {}
     for z, prompts in prompted.items():
         if z not in seeds:
-            seeds[z] = session.answer((z,), prompts).mask
+            seeds[z] = session.answer((z,), prompts, prior=priors.get(z)).mask
     return (yield from propagate(session, seeds)), seeds
 
 

@@ -105,9 +105,11 @@ class CommittedObjects:
             self.save()
 
     def propagate(self, session: AnnotationSession, prompted: dict[int, PromptSet],
-                  shown: dict[int, np.ndarray], correcting: int | None = None):  # fmt: skip
+                  shown: dict[int, np.ndarray], correcting: int | None = None,
+                  priors: dict[int, np.ndarray] | None = None):  # fmt: skip
         """Grow one object through the volume from the ``prompted`` slices (seeded with the
-        ``shown`` masks where given) on a worker, and commit it; return the worker. When
+        ``shown`` masks where given, else with the answer to their prompts, starting from
+        ``priors`` where given) on a worker, and commit it; return the worker. When
         ``correcting`` names a propagated object, it grows again from its own seeds plus
         the prompted slices and replaces that object under the same label."""
 
@@ -133,7 +135,7 @@ class CommittedObjects:
             self.events.propagated(label=label, slices=grown.slices, stops=grown.stops)
 
         return self.workers.start(
-            propagation_job, session, prompted, shown, kept, progress=self._progress,
+            propagation_job, session, prompted, shown, kept, priors, progress=self._progress,
             returned=commit, errored=self._report, cancellable=True,
         )  # fmt: skip
 

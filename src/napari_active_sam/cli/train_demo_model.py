@@ -54,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of domain-randomised scenes in the mixed kind (default 0.5)",
     )
     parser.add_argument(
+        "--large-targets",
+        type=_share,
+        default=0.0,
+        help="share of sessions whose target is drawn in proportion to its area rather than "
+        "uniformly among a scene's objects (default 0)",
+    )
+    parser.add_argument(
         "--data-workers",
         type=int,
         default=0,
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         click_iterations=args.prompts,
         random_fraction=args.random_fraction,
+        large_targets=args.large_targets,
         data_workers=args.data_workers,
         click_threads=args.click_threads,
         checkpoint_every_s=args.checkpoint_every,

@@ -148,6 +148,18 @@ def test_a_prior_mask_is_fed_to_the_mask_prompt_on_the_decoders_grid(tiny_model)
         predictor.predict(embedding, prompts, PriorMask(mask[:60]))
 
 
+def test_a_prior_thinner_than_a_cell_is_not_told_away():
+    """A one-pixel line on a 512 px slice covers a quarter of each 4 × 4 cell it crosses
+    (128 px input, 32 × 32 grid): those cells are neutral, not "outside"."""
+    line = np.zeros((512, 512), bool)
+    line[200, 100:400] = True
+    logits = PriorMask(line).logits((128, 128), 128, 32).numpy()
+    # Row 200 of 512 is input row 50, grid row 12; columns 100-399 are grid columns 6-24.
+    np.testing.assert_array_equal(logits[12, 7:24], 0.0)
+    assert (logits[11] == -PRIOR_LOGIT).all() and (logits[13] == -PRIOR_LOGIT).all()
+    assert (logits[12, :6] == -PRIOR_LOGIT).all() and (logits[12, 25:] == -PRIOR_LOGIT).all()
+
+
 def test_previous_logits_of_the_wrong_shape_are_refused(tiny_model):
     embedding, _ = _setup(tiny_model)
     with pytest.raises(PromptError, match="32×32"):

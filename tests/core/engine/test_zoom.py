@@ -24,6 +24,7 @@ from napari_active_sam.core.engine.zoom import (
     window_around,
     zooms,
 )
+from napari_active_sam.core.errors import PromptError
 from napari_active_sam.core.prompts import Click, PromptSet
 from napari_active_sam.core.quality.estimators import (
     QualityModels,
@@ -151,6 +152,8 @@ def test_a_prior_mask_of_the_slice_is_cut_to_the_window(demo, large_slice):
     cut = PriorMask(prior[row : row + height, col : col + width])
     by_hand = predictor.predict(local, box.translated(-row, -col), cut)
     np.testing.assert_allclose(prediction.low_res_logits, by_hand.low_res_logits, atol=1e-5)
+    with pytest.raises(PromptError, match="give a mask of the slice"):  # not cut silently
+        zooming.predict(embedding, box, PriorMask(np.zeros((700, 700), bool)))
 
 
 @pytest.mark.parametrize("name", ["eig", "bald", "entropy"])

@@ -22,6 +22,7 @@ from napari_active_sam.core.sim.training import (
     interactive_loss,
     make_batch,
     resume_path,
+    sample_target,
     train_demo_model,
 )
 
@@ -143,6 +144,31 @@ def test_training_continues_from_a_checkpoint_and_sums_the_stages(tiny_arch, tmp
     unchanged = load_checkpoint(frozen, device="cpu").sam.state_dict()
     for key, value in model.sam.state_dict().items():
         assert torch.equal(unchanged[key], value), key
+
+
+def test_a_share_of_sessions_target_objects_in_proportion_to_their_area():
+    """One organ of 2,500 pixels among nine specks of 4: drawn uniformly it is the target
+    one session in ten; with ``large=1`` in proportion to its area (98.6 %)."""
+    from napari_active_sam.core.data.shapes import Scene
+    from napari_active_sam.core.engine.preprocess import IntensityWindow
+    from napari_active_sam.core.enums import SceneKind
+
+    labels = np.zeros((80, 80), np.int32)
+    labels[10:60, 10:60] = 1
+    for i in range(9):
+        labels[70:72, 2 + 8 * i : 4 + 8 * i] = i + 2
+    scene = Scene(np.zeros((80, 80), np.uint8), labels, IntensityWindow.percentile(),
+                  SceneKind.RANDOM)  # fmt: skip
+
+    def organ_share(large: float) -> float:
+        rng = np.random.default_rng(0)
+        return np.mean([sample_target(scene, rng, large)[0][30, 30] for _ in range(600)])
+
+    assert 0.05 < organ_share(0.0) < 0.16
+    assert organ_share(1.0) > 0.95
+    assert 0.47 < organ_share(0.5) < 0.62  # half of each: 0.54
+    with pytest.raises(ActiveSamError, match="large_targets is a share"):
+        DemoTrainingConfig(large_targets=1.5)
 
 
 @pytest.mark.parametrize("field", ["steps", "batch_size", "click_iterations"])

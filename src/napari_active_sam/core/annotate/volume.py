@@ -3,12 +3,13 @@
 A SAM 2 model tracks the object with its memory of the slices before (SAM 2's video
 predictor, on the cached embeddings): every prompted slice conditions it, in both
 directions, and its object-score head says where the object ends. For a SAM model each new
-slice is prompted from its neighbour's result: the box around the neighbour's mask
-(a box alone: on the sample CT's organs a box followed the object better than a box with a
-click at the mask's deepest point, mean Dice per slice 0.95 against 0.87, chiefly on a
-small organ where the click chose a larger structure). Growth in a direction stops, saying
-why, when the object vanishes, leaks into a larger structure, or SAM's predicted IoU
-collapses.
+slice is prompted from its neighbour's result: the box around the neighbour's mask and, by
+default, the mask itself as SAM's mask prompt (no click: on the sample CT's organs a box
+followed the object better than a box with a click at the mask's deepest point, mean Dice
+per slice 0.95 against 0.87, chiefly on a small organ where the click chose a larger
+structure). Growth in a direction stops, saying why, when the object vanishes, leaks into a
+larger structure, or SAM's predicted IoU collapses; those rules judge the answer to the box
+alone.
 """
 
 from __future__ import annotations
@@ -44,23 +45,26 @@ class PropagationSettings:
         Stop when SAM's predicted IoU of the chosen mask falls below this. 0.3, chosen on
         the 3D protocol's volumes with the demo model (`benchmarks/eval_volumes.py`): at 0.5
         growth from the EPI brain's box stopped on the next slice (predicted IoU 0.45–0.48)
-        and the real MRI volume reached 3D Dice 0.22 after the box, 0.47 at 0.3; the sample
-        CT's organs were the same at 0.5, 0.4, 0.3 and 0.2.
+        and the real MRI volume reached 3D Dice 0.22 after the box, 0.47 at 0.3 (slices
+        prompted by the box alone then); the sample CT's organs were the same at 0.5, 0.4,
+        0.3 and 0.2.
     min_area_fraction : float
         Stop when the mask shrinks below this fraction of the neighbour's area (the object
         is vanishing).
     max_area_growth : float
         Stop when the mask grows past this multiple of the neighbour's area (it has leaked
         into a surrounding structure, e.g. from a lesion into its organ).
-
-    mask_prompt : bool
-        Prompt each slice with its neighbour's mask as well as the box around it (SAM's
-        mask prompt), so that the outline the user corrected carries on to the next slices.
     max_uncertainty : float, optional
         Stop when SAM's heads disagree about the mask more than this: the mean information
         gain over its three multimask heads inside their masks, in nats
         (:func:`~napari_active_sam.core.annotate.session.object_uncertainty`); None never
         stops for it.
+    mask_prompt : bool
+        SAM models: prompt each slice with its neighbour's mask as well as the box around
+        it (SAM's mask prompt), so that the outline the user corrected carries on to the
+        next slices. The rules above judge the answer to the box alone, and an answer to
+        box and mask that they would reject is replaced by it. SAM 2 models track with
+        their memory instead.
     """
 
     min_iou: float = 0.3
@@ -252,7 +256,7 @@ def propagate(
         while z != limit and z not in seeds:
             mask, reason = _from_neighbour(session, result[z - direction], z, settings, reports)
             if mask is None:
-                stops.append(f"slice {z}: {reason}")
+                stops.append((z, reason))
                 return z
             result[z] = mask
             done += 1
@@ -273,7 +277,9 @@ def propagate(
         elif down is None and up is not None:
             yield from grow(half + 1, -1, up - 1)
     yield Progress(total, total, "propagation finished")
-    return Propagated(result, tuple(stops), reports)
+    grown = set(result.slices())  # a stop that growth from the other side overcame is no stop
+    said = tuple(f"slice {z}: {reason}" for z, reason in stops if z not in grown)
+    return Propagated(result, said, reports)
 
 
 def _from_neighbour(
@@ -294,27 +300,32 @@ def _from_neighbour(
     """
     if not neighbour.any():
         return None, VANISHED
+    before = int(neighbour.sum())
     prompts = PromptSet(box=prompts_from_mask(neighbour).box)
     session.forget((z,))
-    answer = session.answer((z,), prompts)
-    reason = _judge_slice(settings, answer, int(neighbour.sum()), z, reports)
-    if reason or not settings.mask_prompt:
-        return (None, reason) if reason else (answer.mask, "")
+    probe = session.answer((z,), prompts)
+    reason = _judge_slice(settings, probe, before, z, reports)
+    if reason:
+        return None, reason
+    if not settings.mask_prompt:
+        return probe.mask, ""
     session.forget((z,))
-    answer = session.answer((z,), prompts, prior=neighbour)
-    _judge_slice(settings, answer, int(neighbour.sum()), z, reports, kept=True)
-    return answer.mask, ""
+    refined = session.answer((z,), prompts, prior=neighbour)
+    if _judge_slice(settings, refined, before, z, reports):  # the rules reject it
+        _judge_slice(settings, probe, before, z, reports)
+        return probe.mask, ""
+    return refined.mask, ""
 
 
 def _judge_slice(settings: PropagationSettings, answer, before: int, z: int,
-                 reports: dict[int, SliceReport], kept: bool | None = None) -> str:  # fmt: skip
+                 reports: dict[int, SliceReport]) -> str:  # fmt: skip
     """Why growth stops at ``answer`` (a neighbour of ``before`` pixels); "" if it goes on.
-    Recorded in ``reports[z]``, kept unless it stops there (or as ``kept`` says)."""
+    Recorded in ``reports[z]``, kept unless it stops there."""
     iou = float(answer.prediction.iou[answer.head])
     unsure = float(object_uncertainty(answer.prediction))
     area = int(answer.mask.sum())
     reason = settings.stop_reason("SAM", iou, unsure, area, before)
-    reports[z] = SliceReport(unsure, iou, area, kept=not reason if kept is None else kept)
+    reports[z] = SliceReport(unsure, iou, area, kept=not reason)
     return reason
 
 

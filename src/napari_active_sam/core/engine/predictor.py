@@ -23,8 +23,8 @@ Maps = TypeVar("Maps", np.ndarray, torch.Tensor)
 PRIOR_LOGIT = 8.0
 """Logit a :class:`PriorMask` gives SAM's mask prompt wholly inside (and minus it wholly
 outside) the mask. On the 3D protocol's two volumes (``benchmarks/eval_volumes.py``, RITM,
-box + 5) 3, 8 and 16 gave the real MRI 0.653, 0.642 and 0.662 and the sample CT 0.969-0.970:
-the middle value."""
+box + 5) 3, 8 and 16 gave the real MRI 0.653, 0.642 and 0.662 and the sample CT 0.969–0.970:
+differences of one or two objects' corrections and no trend, so the middle value."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,7 +32,8 @@ class PriorMask:
     """A mask SAM's answer should start from, given in the slice's (or a window's) pixels:
     the neighbouring slice's mask when an object grows through a volume. It is fed to SAM's
     mask prompt in place of an earlier answer's logits (micro-sam's volume segmentation
-    offers the neighbour's mask, its box or both as the prompt projected onto a slice).
+    projects a slice's mask onto the next as its box, as box and mask, or as points and
+    mask).
 
     Attributes
     ----------
@@ -45,13 +46,16 @@ class PriorMask:
     def logits(self, input_size: tuple[int, int], img_size: int, grid: int) -> torch.Tensor:
         """``(grid, grid)`` float32 logits on the decoder's grid: the mask resized as the
         slice was for the model (``input_size``, padded to ``img_size``), each cell's share
-        of mask mapped linearly to ``±PRIOR_LOGIT``."""
+        of mask (area averages) mapped linearly to ``±PRIOR_LOGIT``. A cell the mask
+        touches is never pushed below 0: an object thinner than a cell would otherwise be
+        told away (the box still says where it is)."""
         height, width = input_size
         mask = torch.as_tensor(np.ascontiguousarray(self.mask), dtype=torch.float32)[None, None]
-        resized = F.interpolate(mask, (height, width), mode="bilinear", align_corners=False)
+        resized = F.interpolate(mask, (height, width), mode="area")
         padded = F.pad(resized, (0, img_size - width, 0, img_size - height))
-        share = F.interpolate(padded, (grid, grid), mode="area")
-        return ((2 * share - 1) * PRIOR_LOGIT)[0, 0]
+        share = F.interpolate(padded, (grid, grid), mode="area")[0, 0]
+        linear = (2 * share - 1) * PRIOR_LOGIT
+        return torch.where(share > 0, linear.clamp(min=0), linear)
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,8 +266,8 @@ class Predictor:
         Raises
         ------
         PromptError
-            For no prompt at all, points or a box outside the image, or previous logits of
-            the wrong shape.
+            For no prompt at all, points or a box outside the image, previous logits of
+            the wrong shape, or a prior mask of another size than the slice.
         """
         sam = self.model.sam
         device = sam.device

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..errors import PromptError
 from ..prompts import PromptSet
 from .embeddings import SliceEncoder
 from .predictor import Prediction, Predictor, PriorMask, shown_head
@@ -193,6 +194,9 @@ class ZoomingPredictor:
         (logits of another window lie on another grid); a :class:`PriorMask` of the slice
         is cut to the window.
         """
+        if isinstance(previous_logits, PriorMask) and previous_logits.mask.shape != self.size:
+            raise PromptError(f"The prior mask is {previous_logits.mask.shape}, the slice "
+                              f"{self.size}: give a mask of the slice.")  # fmt: skip
         if not self.zooms or prompts.is_empty:
             return self.predictor.predict(embedding, prompts, previous_logits)
         side = first_side(self.model.architecture.img_size, self.magnify)

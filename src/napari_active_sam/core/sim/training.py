@@ -45,7 +45,8 @@ class DemoTrainingConfig:
     batch's sessions are simulated by ``click_threads`` threads (0: one after another; the
     distance transforms they spend their time in run outside Python's lock), so that on a
     GPU the CPU keeps pace. A resumable state is written every ``checkpoint_every_s``
-    seconds.
+    seconds. ``large_targets`` of the sessions target an object drawn in proportion to its
+    area, the rest one drawn uniformly (see :func:`sample_target`).
     """
 
     steps: int = 1400
@@ -60,6 +61,7 @@ class DemoTrainingConfig:
     data_workers: int = 0
     click_threads: int = 0
     checkpoint_every_s: float = 300.0
+    large_targets: float = 0.0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "click_iterations"):
@@ -67,8 +69,9 @@ class DemoTrainingConfig:
                 raise ActiveSamError(
                     f"Demo-model training needs {name} of at least 1, got {getattr(self, name)}."
                 )
-        if not 0 <= self.random_fraction <= 1:
-            raise ActiveSamError(f"random_fraction is a share, 0 to 1; got {self.random_fraction}.")
+        for name in ("random_fraction", "large_targets"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ActiveSamError(f"{name} is a share, 0 to 1; got {getattr(self, name)}.")
         for name in ("data_workers", "click_threads"):
             if getattr(self, name) < 0:
                 raise ActiveSamError(f"{name} cannot be negative, got {getattr(self, name)}.")
@@ -96,13 +99,22 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 20 * focal_loss(logits, target) + dice_loss(logits, target)
 
 
-def sample_target(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_target(scene: Scene, rng: np.random.Generator,
+                  large: float = 0.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """A target mask of ``scene`` and the region its first click may come from.
 
-    A click inside a child object may target the child or its parent (with the child
-    inside): the ambiguity SAM's multimask heads are trained to cover.
+    The object is drawn uniformly among the scene's, or with probability ``large`` in
+    proportion to its area: in a scene of eighty nuclei and a brain-like organ, a uniform
+    draw targets the organ one session in eighty-one. A click inside a child object may
+    target the child or its parent (with the child inside): the ambiguity SAM's multimask
+    heads are trained to cover.
     """
-    label = int(rng.integers(1, scene.labels.max() + 1))
+    count = int(scene.labels.max())
+    areas = np.bincount(scene.labels.ravel(), minlength=count + 1)[1:].astype(float)
+    if large and areas.sum() and rng.random() < large:
+        label = int(rng.choice(count, p=areas / areas.sum())) + 1
+    else:
+        label = int(rng.integers(1, count + 1))
     own = scene.labels == label
     if label in scene.parents and rng.random() < 0.5:
         return scene.object_mask(scene.parents[label]), own
@@ -130,7 +142,7 @@ def make_batch(rng: np.random.Generator, config: DemoTrainingConfig, kind: str) 
             scene = training_scene(rng, config.size, config.random_fraction)
         else:
             scene = make_scene(kind, rng, config.size)
-        target, region = sample_target(scene, rng)
+        target, region = sample_target(scene, rng, config.large_targets)
         images.append(to_sam_rgb(scene.image, scene.window.limits(scene.image)))
         targets.append(target)
         regions.append(region)
