@@ -296,7 +296,7 @@ def _from_neighbour(
     neighbour's mask as well, SAM tends to copy it onto slices the object has left, so the
     rules would not see it vanish or leak. The mask kept is then the answer to the box and
     the neighbour's mask (with ``settings.mask_prompt``), which follows the neighbour's
-    outline, corrections included.
+    outline, corrections included, unless the same rules reject it.
     """
     if not neighbour.any():
         return None, VANISHED

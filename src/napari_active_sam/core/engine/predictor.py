@@ -43,6 +43,17 @@ class PriorMask:
 
     mask: np.ndarray
 
+    def check_size(self, size: tuple[int, ...]) -> None:
+        """Refuse a mask of another size than the slice's ``(H, W)``.
+
+        Raises
+        ------
+        PromptError
+        """
+        if self.mask.shape != tuple(size):
+            raise PromptError(f"The prior mask is {self.mask.shape}, the slice {tuple(size)}: "
+                              "give a mask of the slice.")  # fmt: skip
+
     def logits(self, input_size: tuple[int, int], img_size: int, grid: int) -> torch.Tensor:
         """``(grid, grid)`` float32 logits on the decoder's grid: the mask resized as the
         slice was for the model (``input_size``, padded to ``img_size``), each cell's share
@@ -291,11 +302,7 @@ class Predictor:
             boxes = torch.as_tensor(box, dtype=torch.float, device=device)
         masks = None
         if isinstance(previous_logits, PriorMask):
-            if previous_logits.mask.shape != tuple(embedding.original_size):
-                raise PromptError(
-                    f"The prior mask is {previous_logits.mask.shape}, the slice "
-                    f"{tuple(embedding.original_size)}: give a mask of the slice."
-                )
+            previous_logits.check_size(embedding.original_size)
             previous_logits = previous_logits.logits(
                 tuple(embedding.input_size), self.model.architecture.img_size,
                 self.model.architecture.low_res_size,

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..errors import PromptError
 from ..prompts import PromptSet
 from .embeddings import SliceEncoder
 from .predictor import Prediction, Predictor, PriorMask, shown_head
@@ -194,9 +193,8 @@ class ZoomingPredictor:
         (logits of another window lie on another grid); a :class:`PriorMask` of the slice
         is cut to the window.
         """
-        if isinstance(previous_logits, PriorMask) and previous_logits.mask.shape != self.size:
-            raise PromptError(f"The prior mask is {previous_logits.mask.shape}, the slice "
-                              f"{self.size}: give a mask of the slice.")  # fmt: skip
+        if isinstance(previous_logits, PriorMask):
+            previous_logits.check_size(self.size)  # before it is cut to a window
         if not self.zooms or prompts.is_empty:
             return self.predictor.predict(embedding, prompts, previous_logits)
         side = first_side(self.model.architecture.img_size, self.magnify)

@@ -110,10 +110,12 @@ def sample_target(scene: Scene, rng: np.random.Generator,
     heads are trained to cover.
     """
     count = int(scene.labels.max())
-    areas = np.bincount(scene.labels.ravel(), minlength=count + 1)[1:].astype(float)
-    if large and areas.sum() and rng.random() < large:
-        label = int(rng.choice(count, p=areas / areas.sum())) + 1
-    else:
+    label = 0
+    if large and rng.random() < large:
+        areas = np.bincount(scene.labels.ravel(), minlength=count + 1)[1:].astype(float)
+        if areas.any():
+            label = int(rng.choice(count, p=areas / areas.sum())) + 1
+    if not label:
         label = int(rng.integers(1, count + 1))
     own = scene.labels == label
     if label in scene.parents and rng.random() < 0.5:
