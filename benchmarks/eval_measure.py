@@ -11,7 +11,7 @@ Printed as one JSON object: the coverage of the posterior alone, the fitted wide
 its held-out coverage (goal 0.90-0.98 for a 95 % interval), the coverage of the shipped
 ``POSTERIOR_SPREAD`` on the held-out half, median relative widths, and per object the
 figures; then the same, with the shipped widening, on a real volume (nibabel's EPI brain
-MRI: the brain and the lateral ventricles).
+MRI: the brain and the ventricles).
 
 Examples
 --------

@@ -1,7 +1,7 @@
 """The 3D interactive protocol on the sample CT's organs and on a real MRI volume.
 
 Writes both as NIfTI files with their spacing (the sample CT: 2.5 × 0.8 × 0.8 mm, soft-tissue
-window; nibabel's EPI volume: 2.2 × 2 × 2 mm, brain and lateral ventricles) into a labelled
+window; nibabel's EPI volume: 2.2 × 2 × 2 mm, brain and ventricles) into a labelled
 folder each, runs ``napari-active-sam benchmark --protocol 3d`` on them (a box and five
 corrections per object by default) and prints one JSON object with each run's summary.
 

@@ -28,6 +28,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a number above 0")
+    return value
+
+
 def existing_file(text: str) -> Path:
     """An argparse type: a file that exists."""
     path = Path(text)

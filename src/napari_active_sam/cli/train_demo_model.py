@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=options.positive_int, default=8)
     parser.add_argument(
+        "--learning-rate",
+        type=options.positive_float,
+        default=5e-4,
+        help="peak learning rate of the cosine schedule (default 5e-4; a stage continuing "
+        "from --init may want less)",
+    )
+    parser.add_argument(
         "--prompts",
         type=options.positive_int,
         default=8,
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     config = DemoTrainingConfig(
         steps=args.steps,
         batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
         click_iterations=args.prompts,
         random_fraction=args.random_fraction,
         large_targets=args.large_targets,

@@ -13,7 +13,12 @@ import tifffile
 
 from napari_active_sam.cli.main import main
 from napari_active_sam.core.annotate.session import AnnotationSession
-from napari_active_sam.core.bench.volumes import check_volume, curve_area, play_volume
+from napari_active_sam.core.bench.volumes import (
+    _corrected,
+    check_volume,
+    curve_area,
+    play_volume,
+)
 from napari_active_sam.core.data.real import mri_epi_volume
 from napari_active_sam.core.engine.checkpoints import load_model
 from napari_active_sam.core.engine.downloads import CACHE_ENV
@@ -22,6 +27,7 @@ from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.errors import ImageError
 from napari_active_sam.core.metrics import largest_error_click, normalised_surface_dice
 from napari_active_sam.core.progress import drain
+from napari_active_sam.core.prompts import Click, PromptSet
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +93,20 @@ def test_bad_volumes_are_refused_with_what_to_do(demo, sample_ct):
         drain(play_volume(session, labels == 99))
     with pytest.raises(ImageError, match="not the volume's"):
         drain(play_volume(session, labels[:, :100] == 1))
+
+
+def test_a_positive_correction_outside_the_slice_s_box_stretches_it():
+    """The box a slice carries over from propagation is a guess: a positive correction
+    outside it means the object reaches there, and SAM answers only inside a box."""
+    carried = PromptSet(box=(59.5, 46.5, 71.5, 60.5))
+    stretched = _corrected(carried, [(37, 61, True)])
+    assert stretched.box == (59.5, 36.5, 71.5, 60.5)
+    assert stretched.clicks == (Click(61.0, 37.0, True),)
+    assert _corrected(carried, [(37, 61, False)]).box == carried.box  # not the object's
+    assert _corrected(carried, [(50, 65, True)]).box == carried.box  # already inside
+    both = _corrected(carried, [(80, 20, True), (70, 90, True)])
+    assert both.box == (19.5, 46.5, 90.5, 80.5) and len(both.clicks) == 2
+    assert _corrected(PromptSet(), [(3, 4, True)]).box is None
 
 
 def test_surface_dice_counts_surfaces_within_the_tolerance_in_mm():

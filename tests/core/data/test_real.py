@@ -16,8 +16,11 @@ from napari_active_sam.core.data.real import (
     SPLITS,
     SUBSETS,
     VERTEBRA_HU,
+    brain_masks,
+    mri_epi_volume,
     real_images,
     subset_of,
+    ventricle_mask,
 )
 from napari_active_sam.core.data.real_dataset import labels_digest, write_real_dataset
 from napari_active_sam.core.engine.preprocess import IntensityWindow
@@ -109,6 +112,29 @@ def test_mri_brain_contains_the_ventricles_and_they_are_bright(split_images):
         assert (inside[vent]).all() and 40 <= vent.sum() < 0.1 * inside.sum()
         assert np.median(brain.image[vent]) > 1.1 * np.median(brain.image[inside & ~vent])
         assert np.median(brain.image[~inside]) < 0.1 * np.median(brain.image[inside])
+
+
+def test_the_volume_s_ventricles_are_one_connected_bright_object():
+    """The 3D protocol's ventricles: one 3D region of bright CSF inside the brain, holding
+    the lateral ventricles of their largest slice, and not the sulci the slice rule picks
+    above the ventricles' bodies."""
+    from scipy import ndimage
+
+    volume, labels, spacing = mri_epi_volume()
+    ventricles, brain = labels == 2, labels > 0
+    assert ndimage.label(ventricles)[1] == 1
+    assert (brain[ventricles]).all() and spacing == pytest.approx((2.2, 2.0, 2.0), abs=1e-3)
+    slices = np.flatnonzero(ventricles.any(axis=(1, 2)))
+    assert np.array_equal(slices, np.arange(slices[0], slices[-1] + 1)) and len(slices) >= 15
+    brains = brain_masks(volume)
+    per_slice = [ventricle_mask(plane, b) for plane, b in zip(volume, brains, strict=True)]
+    largest = int(np.argmax([mask.sum() for mask in per_slice]))
+    assert ventricles[largest][per_slice[largest]].all()
+    top = slices[-1] + 1  # above the bodies the slice rule finds a sulcus, far from them
+    assert per_slice[top].any() and not ventricles[top].any()
+    for z in slices:
+        plane, inside = volume[z].astype(float), brain[z] & ~ventricles[z]
+        assert np.median(plane[ventricles[z]]) > 1.1 * np.median(plane[inside])
 
 
 def test_ct_labels_follow_hounsfield_thresholds():

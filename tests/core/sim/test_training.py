@@ -15,6 +15,7 @@ from napari_active_sam.core.errors import ActiveSamError, CheckpointError
 from napari_active_sam.core.sim.clicker import error_click
 from napari_active_sam.core.sim.training import (
     DemoTrainingConfig,
+    _learning_rate,
     decode_batch,
     dice_loss,
     encode_batch,
@@ -175,6 +176,18 @@ def test_a_share_of_sessions_target_objects_in_proportion_to_their_area():
 def test_training_options_below_one_are_a_clear_error(field):
     with pytest.raises(ActiveSamError, match=f"{field} of at least 1"):
         DemoTrainingConfig(**{field: 0})
+
+
+@pytest.mark.parametrize("rate", [-1e-4, float("nan")])
+def test_a_negative_learning_rate_is_a_clear_error(rate):
+    with pytest.raises(ActiveSamError, match="learning_rate cannot be negative"):
+        DemoTrainingConfig(learning_rate=rate)
+
+
+def test_the_schedule_peaks_at_the_learning_rate_given():
+    config = DemoTrainingConfig(steps=50, learning_rate=2e-4, warmup_steps=10)
+    rates = [_learning_rate(step, config) for step in range(50)]
+    assert max(rates) == pytest.approx(2e-4) and rates[-1] < 1e-5
 
 
 @pytest.mark.parametrize("field", ["data_workers", "click_threads"])

@@ -199,11 +199,9 @@ def play_volume(
                 _repeat(result, start)
                 yield Progress(step + 1, interactions, "the strategy had nothing to ask")
                 continue
-            base = prompts.get(z) or _propagated_prompts(mask, z)
-            for r, c, positive in clicks:
-                base = base.with_click(Click(float(c), float(r), positive))
+            prompts[z] = _corrected(prompts.get(z) or _propagated_prompts(mask, z), clicks)
+            for r, c, _ in clicks:
                 clicked[z, r, c] = True
-            prompts[z] = base
             added = [[int(r), int(c), bool(p)] for r, c, p in clicks]
             kind = "click"
         # The slice's prompts refine the mask shown there (as a mask prompt), not whatever
@@ -242,6 +240,20 @@ def _propagated_prompts(mask: np.ndarray, z: int) -> PromptSet:
         return PromptSet()
     nearest = int(filled[np.argmin(np.abs(filled - z))])
     return PromptSet(box=prompts_from_mask(mask[nearest]).box)
+
+
+def _corrected(prompts: PromptSet, clicks: ClickList) -> PromptSet:
+    """``prompts`` with the correction ``clicks`` (``(row, col, positive)``) added. A
+    positive click outside the slice's box stretches the box over it: the object reaches
+    there, and a box that leaves the click out has SAM leave it out too (the box a slice
+    carries over from propagation is only a guess of where the object is)."""
+    for row, col, positive in clicks:
+        prompts = prompts.with_click(Click(float(col), float(row), positive))
+        if positive and prompts.box is not None:
+            x0, y0, x1, y1 = prompts.box
+            box = (min(x0, col - 0.5), min(y0, row - 0.5), max(x1, col + 0.5), max(y1, row + 0.5))
+            prompts = PromptSet(clicks=prompts.clicks, box=tuple(float(v) for v in box))
+    return prompts
 
 
 def _slice_clicks(

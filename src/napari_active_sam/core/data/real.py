@@ -19,7 +19,10 @@ subsets, named at the start of each file name:
   brain MRI, 2 mm: the brain (Otsu threshold of the volume, opening, largest component, holes
   filled) on several axial slices, and the lateral ventricles (bright CSF: above 1.1 times
   the brain's median, 10 voxels (20 mm) inside the brain, the largest component crossing
-  the midline) on slices where they are large.
+  the midline) on slices where they are large. The real volume of the 3D protocol labels
+  the ventricles as one 3D object: the bright CSF connected in 3D to the lateral ventricles
+  of the slice where they are largest (frontal horns, bodies, third ventricle and, joined
+  at 2 mm, the basal cisterns).
 - ``ct-chest``: pydicom's ``CT_small.dcm``, a real 128 x 128 thoracic CT slice in Hounsfield
   units, shown in the bone window: the two lungs (air, <= -400 HU, vessels inside filled)
   and the vertebra (the largest region >= 200 HU, marrow spaces filled: its cancellous bone
@@ -328,17 +331,18 @@ def brain_masks(volume: np.ndarray) -> np.ndarray:
     ])  # fmt: skip
 
 
-def ventricle_mask(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Lateral ventricles of an EPI slice: CSF is bright in T2*.
-
-    Signal (sigma 1) above 1.1 times the brain's median, at least 10 voxels inside the brain
-    (cortical grey matter is bright too), the largest region that crosses the brain's
-    midline and covers 40 voxels; empty if none does.
-    """
+def bright_csf(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """CSF of an EPI slice, bright in T2*: signal (sigma 1) above 1.1 times the brain's
+    median, at least 10 voxels inside the brain (cortical grey matter is bright too)."""
     smooth = ndimage.gaussian_filter(plane.astype(np.float64), 1)
     inside = ndimage.binary_erosion(brain, _disk(10))
-    bright = (smooth > 1.1 * np.median(plane[brain])) & inside
-    regions, count = ndimage.label(bright)
+    return (smooth > 1.1 * np.median(plane[brain])) & inside
+
+
+def ventricle_mask(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Lateral ventricles of an EPI slice: of its :func:`bright_csf`, the largest region
+    that crosses the brain's midline and covers 40 voxels; empty if none does."""
+    regions, count = ndimage.label(bright_csf(plane, brain))
     columns = np.flatnonzero(brain.any(axis=0))
     midline = (columns[0] + columns[-1]) / 2
     best, best_area = 0, 0
@@ -347,6 +351,25 @@ def ventricle_mask(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
         if found[1].start <= midline < found[1].stop and area >= 40 and area > best_area:
             best, best_area = value, area
     return regions == best if best else np.zeros(plane.shape, bool)
+
+
+def ventricular_csf(volume: np.ndarray, brains: np.ndarray) -> np.ndarray:
+    """The ventricles as one 3D object: the bright CSF connected in 3D to the lateral
+    ventricles of the slice where :func:`ventricle_mask` finds them largest.
+
+    Slice by slice, the largest midline region is another CSF space on some slices (a frontal
+    or parieto-occipital sulcus) while the frontal horns and the third ventricle lie beside
+    it; connectivity keeps the ventricular spaces and drops the rest. At 2 mm the basal
+    cisterns below the third ventricle join it and are kept.
+    """
+    csf = np.stack([bright_csf(plane, brain) for plane, brain in zip(volume, brains,
+                                                                     strict=True)])
+    per_slice = np.stack([ventricle_mask(plane, brain) for plane, brain in zip(volume, brains,
+                                                                             strict=True)])
+    seed = int(np.argmax(per_slice.sum(axis=(1, 2))))
+    regions, _ = ndimage.label(csf)
+    keep = np.unique(regions[seed][per_slice[seed]])
+    return np.isin(regions, keep[keep > 0])
 
 
 def epi_spacing() -> tuple[float, float, float]:
@@ -360,11 +383,15 @@ def epi_spacing() -> tuple[float, float, float]:
 
 def mri_epi_volume() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """A real volume with 3D objects: the EPI volume, its labels (1 brain without the
-    ventricles, 2 lateral ventricles, on the slices where they are found) and its spacing."""
+    ventricles, 2 ventricles) and its spacing.
+
+    The ventricles are :func:`ventricular_csf`: connected in 3D, unlike the slices' own
+    :func:`ventricle_mask` regions, which on slices above and below the lateral ventricles'
+    bodies pick other CSF.
+    """
     volume = epi_volume()
     brains = brain_masks(volume)
-    ventricles = np.stack([ventricle_mask(plane, brain) for plane, brain in zip(volume, brains,
-                                                                              strict=True)])
+    ventricles = ventricular_csf(volume, brains)
     labels = np.where(brains, 1, 0).astype(np.int32)
     labels[ventricles] = 2
     return volume, labels, epi_spacing()

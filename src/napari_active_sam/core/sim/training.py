@@ -69,6 +69,8 @@ class DemoTrainingConfig:
                 raise ActiveSamError(
                     f"Demo-model training needs {name} of at least 1, got {getattr(self, name)}."
                 )
+        if not self.learning_rate >= 0:
+            raise ActiveSamError(f"learning_rate cannot be negative, got {self.learning_rate}.")
         for name in ("random_fraction", "large_targets"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ActiveSamError(f"{name} is a share, 0 to 1; got {getattr(self, name)}.")
