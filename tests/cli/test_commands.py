@@ -129,6 +129,26 @@ def test_training_on_a_missing_gpu_is_a_clear_error(tmp_path, capsys):
     assert "sees no CUDA GPU" in capsys.readouterr().err and not out.exists()
 
 
+def test_training_options_reach_the_training_configuration(tmp_path, monkeypatch):
+    from napari_active_sam.core.sim import training
+
+    seen = {}
+
+    def record(out, seed, config, **kwargs):
+        seen.update(out=out, seed=seed, config=config, **kwargs)
+        yield from ()
+
+    monkeypatch.setattr(training, "train_demo_model", record)
+    out = tmp_path / "m.pt"
+    assert main(["train-demo-model", "--out", str(out), "--seed", "4", "--steps", "30",
+                 "--batch-size", "2", "--learning-rate", "2e-4", "--random-fraction", "0.7",
+                 "--large-targets", "0.2", "--kind", "random"]) == 0  # fmt: skip
+    config = seen["config"]
+    assert (config.learning_rate, config.steps, config.batch_size) == (2e-4, 30, 2)
+    assert (config.random_fraction, config.large_targets) == (0.7, 0.2)
+    assert seen["seed"] == 4 and seen["kind"] == "random" and seen["out"] == out
+
+
 def test_make_dataset_then_benchmark_writes_every_output(tmp_path, tiny_checkpoint, capsys):
     data, out = tmp_path / "data", tmp_path / "results"
     assert main(["make-dataset", "--out", str(data), "--n", "2", "--seed", "3",

@@ -58,7 +58,7 @@ def test_a_box_and_corrections_on_the_sample_ct(demo, sample_ct):
 
 
 def test_the_protocol_runs_on_a_real_mri_volume(demo):
-    """nibabel's EPI volume (2 × 2 × 2.2 mm): the lateral ventricles from a first click,
+    """nibabel's EPI volume (2 × 2 × 2.2 mm): the ventricles from a first click,
     propagated, every stop with its reason."""
     volume, labels, spacing = mri_epi_volume()
     assert spacing[0] > spacing[1]  # anisotropic, from the file
@@ -107,6 +107,28 @@ def test_a_positive_correction_outside_the_slice_s_box_stretches_it():
     both = _corrected(carried, [(80, 20, True), (70, 90, True)])
     assert both.box == (19.5, 46.5, 90.5, 80.5) and len(both.clicks) == 2
     assert _corrected(PromptSet(), [(3, 4, True)]).box is None
+
+
+def test_corrections_on_a_real_volume_are_answered_inside_a_box_that_holds_them(demo):
+    """On the EPI ventricles RITM's first correction falls on a slice propagation did not
+    reach, outside the box carried from the nearest slice: the answer is asked with the box
+    stretched over it."""
+    volume, labels, spacing = mri_epi_volume()
+    session = _session(demo, volume)
+    asked = []
+    answer = session.answer
+
+    def spy(index, prompts, **kwargs):
+        asked.append(prompts)
+        return answer(index, prompts, **kwargs)
+
+    session.answer = spy
+    episode = drain(play_volume(session, labels == 2, spacing, "ritm", interactions=2))
+    assert episode.interactions[1]["kind"] == "click"
+    (corrected,) = [prompts for prompts in asked if prompts.clicks]  # propagation: boxes
+    x0, y0, x1, y1 = corrected.box
+    (click,) = corrected.clicks
+    assert click.positive and x0 <= click.x <= x1 and y0 <= click.y <= y1
 
 
 def test_surface_dice_counts_surfaces_within_the_tolerance_in_mm():

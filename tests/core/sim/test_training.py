@@ -178,9 +178,9 @@ def test_training_options_below_one_are_a_clear_error(field):
         DemoTrainingConfig(**{field: 0})
 
 
-@pytest.mark.parametrize("rate", [-1e-4, float("nan")])
-def test_a_negative_learning_rate_is_a_clear_error(rate):
-    with pytest.raises(ActiveSamError, match="learning_rate cannot be negative"):
+@pytest.mark.parametrize("rate", [-1e-4, float("nan"), float("inf")])
+def test_a_learning_rate_below_zero_or_not_finite_is_a_clear_error(rate):
+    with pytest.raises(ActiveSamError, match="learning_rate must be a finite number"):
         DemoTrainingConfig(learning_rate=rate)
 
 

@@ -251,7 +251,8 @@ def _corrected(prompts: PromptSet, clicks: ClickList) -> PromptSet:
         prompts = prompts.with_click(Click(float(col), float(row), positive))
         if positive and prompts.box is not None:
             x0, y0, x1, y1 = prompts.box
-            box = (min(x0, col - 0.5), min(y0, row - 0.5), max(x1, col + 0.5), max(y1, row + 0.5))
+            box = (min(x0, col - 0.5), min(y0, row - 0.5),
+                   max(x1, col + 0.5), max(y1, row + 0.5))  # fmt: skip
             prompts = PromptSet(clicks=prompts.clicks, box=tuple(float(v) for v in box))
     return prompts
 
@@ -289,8 +290,7 @@ def _slice_clicks(
         )  # fmt: skip
 
     def dice_if_clicked(click: tuple[int, int, bool]) -> float:
-        row, col, positive = click
-        trial = current.with_click(Click(float(col), float(row), positive))
+        trial = _corrected(current, [click])
         answer = session.decode((z,), trial, prior)
         return dice(gt, answer.mask(shown_head(answer, trial)))
 

@@ -342,7 +342,11 @@ def bright_csf(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
 def ventricle_mask(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Lateral ventricles of an EPI slice: of its :func:`bright_csf`, the largest region
     that crosses the brain's midline and covers 40 voxels; empty if none does."""
-    regions, count = ndimage.label(bright_csf(plane, brain))
+    return _midline_region(bright_csf(plane, brain), brain)
+
+
+def _midline_region(csf: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    regions, _ = ndimage.label(csf)
     columns = np.flatnonzero(brain.any(axis=0))
     midline = (columns[0] + columns[-1]) / 2
     best, best_area = 0, 0
@@ -350,7 +354,7 @@ def ventricle_mask(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
         area = int((regions[found] == value).sum())
         if found[1].start <= midline < found[1].stop and area >= 40 and area > best_area:
             best, best_area = value, area
-    return regions == best if best else np.zeros(plane.shape, bool)
+    return regions == best if best else np.zeros(csf.shape, bool)
 
 
 def ventricular_csf(volume: np.ndarray, brains: np.ndarray) -> np.ndarray:
@@ -364,12 +368,14 @@ def ventricular_csf(volume: np.ndarray, brains: np.ndarray) -> np.ndarray:
     """
     csf = np.stack([bright_csf(plane, brain) for plane, brain in zip(volume, brains,
                                                                      strict=True)])
-    per_slice = np.stack([ventricle_mask(plane, brain) for plane, brain in zip(volume, brains,
-                                                                             strict=True)])
+    per_slice = np.stack([_midline_region(c, brain) for c, brain in zip(csf, brains,
+                                                                         strict=True)])
+    if not per_slice.any():
+        raise ActiveSamError("No lateral ventricles found on any slice of the volume.")
     seed = int(np.argmax(per_slice.sum(axis=(1, 2))))
     regions, _ = ndimage.label(csf)
     keep = np.unique(regions[seed][per_slice[seed]])
-    return np.isin(regions, keep[keep > 0])
+    return np.isin(regions, keep)
 
 
 def epi_spacing() -> tuple[float, float, float]:

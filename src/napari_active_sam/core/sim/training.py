@@ -8,6 +8,7 @@ mean squared error between the IoU head and each head's true IoU."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -69,8 +70,10 @@ class DemoTrainingConfig:
                 raise ActiveSamError(
                     f"Demo-model training needs {name} of at least 1, got {getattr(self, name)}."
                 )
-        if not self.learning_rate >= 0:
-            raise ActiveSamError(f"learning_rate cannot be negative, got {self.learning_rate}.")
+        if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
+            raise ActiveSamError(
+                f"learning_rate must be a finite number of at least 0, got {self.learning_rate}."
+            )
         for name in ("random_fraction", "large_targets"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ActiveSamError(f"{name} is a share, 0 to 1; got {getattr(self, name)}.")
