@@ -69,14 +69,18 @@ def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
     qtbot.waitUntil(lambda: controller.offer is not None and controller.offer.index == (z,)
                     and len(controller.suggestions) > 0, timeout=WAIT)  # fmt: skip
     offered = controller.suggestions[0]
-    # The click refines the mask propagation left there (fed to SAM's mask prompt).
+    # The click refines the mask propagation left there: the box around it and the mask
+    # itself (SAM's mask prompt) go with the click, as in the 3D benchmark's corrections.
     propagated = viewer.layers[OUTPUT].data[z] == 1
     first = viewer.layers["SAM preview"].data[z] > 0
     prompts = controller.current_prompts()
-    refined = controller.session.decode((z,), prompts, prior=propagated)
-    afresh = controller.session.decode((z,), prompts)
-    assert np.array_equal(first, refined.mask(shown_head(refined, prompts)))
-    assert not np.array_equal(first, afresh.mask(shown_head(afresh, prompts)))
+    asked = prompts.refining(propagated)
+    assert asked.box is not None and asked.clicks == prompts.clicks
+    refined = controller.session.decode((z,), asked, prior=propagated)
+    assert np.array_equal(first, refined.mask(shown_head(refined, asked)))
+    for other, prior in ((prompts, propagated), (prompts, None)):  # without the box; afresh
+        answer = controller.session.decode((z,), other, prior=prior)
+        assert not np.array_equal(first, answer.mask(shown_head(answer, other)))
 
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()

@@ -240,8 +240,9 @@ class AnnotationController:
         the object's deepest point, so that its mask, uncertainty map and suggested clicks
         are drawn; answer them (A, D, S) or click, then *Propagate* grows the object again
         from its seeds and this slice, under the same label. Until then the clicks there
-        refine the mask propagation left on the slice (fed to SAM's mask prompt), as the
-        3D benchmark's corrections refine the mask shown."""
+        refine the mask propagation left on the slice, as the 3D benchmark's corrections
+        refine the mask shown: they are asked with the box around it (stretched over
+        positive clicks outside it) and the mask itself (SAM's mask prompt)."""
         if self.session is None or layers.OUTPUT not in self.viewer.layers:
             return
         self.go_to_slice((z,))
@@ -385,8 +386,9 @@ class AnnotationController:
             return None
         correcting_here = self.correcting is not None and self._prior and self._prior[0] == index
         prior = self._prior[1] if correcting_here else None
+        asked = prompts.refining(prior) if correcting_here else prompts
         return self.workers.start(
-            partial(self.session.answer, prior=prior), index, prompts, *settings,
+            partial(self.session.answer, prior=prior), index, asked, *settings,
             returned=lambda answer: self._decoded(index, prompts, settings, answer),
             errored=self._decode_failed, finished=finished,
         )  # fmt: skip

@@ -7,6 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def box_around(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """The box ``(x0, y0, x1, y1)`` around a non-empty ``(H, W)`` mask, on the pixels' outer
+    edges (so a one-pixel-thin mask still has an area)."""
+    rows, cols = np.nonzero(mask)
+    if not rows.size:
+        raise ValueError("An empty mask has no box.")
+    return (float(cols.min() - 0.5), float(rows.min() - 0.5),
+            float(cols.max() + 0.5), float(rows.max() + 0.5))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Click:
     """One point prompt in image pixel coordinates.
@@ -51,6 +61,23 @@ class PromptSet:
     def with_click(self, click: Click) -> PromptSet:
         """Return a new prompt set with ``click`` appended."""
         return PromptSet(clicks=(*self.clicks, click), box=self.box)
+
+    def stretched(self) -> PromptSet:
+        """The same prompts, the box stretched over every positive click outside it: the
+        object reaches there, and SAM answers inside the box, leaving such a click out."""
+        if self.box is None:
+            return self
+        x0, y0, x1, y1 = self.box
+        for click in self.clicks:
+            if click.positive:
+                x0, y0 = min(x0, click.x - 0.5), min(y0, click.y - 0.5)
+                x1, y1 = max(x1, click.x + 0.5), max(y1, click.y + 0.5)
+        return PromptSet(clicks=self.clicks, box=(float(x0), float(y0), float(x1), float(y1)))
+
+    def refining(self, mask: np.ndarray) -> PromptSet:
+        """The prompts of a correction of ``mask`` (a mask shown on the slice, not empty):
+        these clicks, with the box around the mask stretched over the positive ones."""
+        return PromptSet(clicks=self.clicks, box=box_around(mask)).stretched()
 
     def translated(self, rows: float, cols: float) -> PromptSet:
         """The same prompts moved by ``rows`` down and ``cols`` right (into a window of the

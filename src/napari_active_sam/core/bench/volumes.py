@@ -34,8 +34,8 @@ from ..enums import Strategy
 from ..errors import ImageError
 from ..metrics import dice, largest_error_click, normalised_surface_dice
 from ..progress import Progress, drain
-from ..prompts import Click, PromptSet
-from ..sim.clicker import ClickList, prompts_from_mask, ritm_next_click
+from ..prompts import Click, PromptSet, box_around
+from ..sim.clicker import ClickList, ritm_next_click
 from .episodes import episode_seed, worker_model, worker_quality
 from .strategies import STRATEGIES, ClickContext, parse_strategy
 
@@ -239,22 +239,16 @@ def _propagated_prompts(mask: np.ndarray, z: int) -> PromptSet:
     if not filled.size:
         return PromptSet()
     nearest = int(filled[np.argmin(np.abs(filled - z))])
-    return PromptSet(box=prompts_from_mask(mask[nearest]).box)
+    return PromptSet(box=box_around(mask[nearest]))
 
 
 def _corrected(prompts: PromptSet, clicks: ClickList) -> PromptSet:
-    """``prompts`` with the correction ``clicks`` (``(row, col, positive)``) added. A
-    positive click outside the slice's box stretches the box over it: the object reaches
-    there, and a box that leaves the click out has SAM leave it out too (the box a slice
-    carries over from propagation is only a guess of where the object is)."""
+    """``prompts`` with the correction ``clicks`` (``(row, col, positive)``) added, the box
+    stretched over the positive ones (:meth:`PromptSet.stretched`: the box a slice carries
+    over from propagation is only a guess of where the object is)."""
     for row, col, positive in clicks:
         prompts = prompts.with_click(Click(float(col), float(row), positive))
-        if positive and prompts.box is not None:
-            x0, y0, x1, y1 = prompts.box
-            box = (min(x0, col - 0.5), min(y0, row - 0.5),
-                   max(x1, col + 0.5), max(y1, row + 0.5))  # fmt: skip
-            prompts = PromptSet(clicks=prompts.clicks, box=tuple(float(v) for v in box))
-    return prompts
+    return prompts.stretched()
 
 
 def _slice_clicks(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..prompts import Click, PromptSet
+from ..prompts import Click, PromptSet, box_around
 
 
 def _inner_distance(region: np.ndarray) -> np.ndarray:
@@ -104,8 +104,5 @@ def noisy_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def prompts_from_mask(mask: np.ndarray) -> PromptSet:
     """A box around ``mask`` (pixel edges, so a one-pixel-thin mask still has an area) and
     a positive click at its deepest point."""
-    rows, cols = np.nonzero(mask)
     row, col, _ = ritm_next_click(mask, np.zeros_like(mask))
-    box = (cols.min() - 0.5, rows.min() - 0.5, cols.max() + 0.5, rows.max() + 0.5)
-    box = tuple(float(v) for v in box)
-    return PromptSet(clicks=(Click(float(col), float(row), True),), box=box)
+    return PromptSet(clicks=(Click(float(col), float(row), True),), box=box_around(mask))

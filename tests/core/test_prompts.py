@@ -1,0 +1,57 @@
+"""Prompt sets: boxes around masks, and boxes stretched over the clicks that say the object
+reaches beyond them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from napari_active_sam.core.prompts import Click, PromptSet, box_around
+
+
+def test_the_box_around_a_mask_lies_on_its_pixels_outer_edges():
+    mask = np.zeros((20, 30), bool)
+    mask[4:9, 10:25] = True
+    assert box_around(mask) == (9.5, 3.5, 24.5, 8.5)
+    line = np.zeros((20, 30), bool)
+    line[7, 3:6] = True
+    x0, y0, x1, y1 = box_around(line)
+    assert (y1 - y0, x1 - x0) == (1.0, 3.0)  # one pixel thin, still an area
+    with pytest.raises(ValueError, match="empty mask"):
+        box_around(np.zeros((4, 4), bool))
+
+
+coordinates = st.floats(min_value=0, max_value=200, allow_nan=False)
+clicks = st.lists(st.builds(Click, coordinates, coordinates, st.booleans()), max_size=6)
+
+
+@given(x0=coordinates, y0=coordinates, w=coordinates, h=coordinates, given_clicks=clicks)
+def test_a_stretched_box_holds_the_box_and_every_positive_click_and_no_more(
+    x0, y0, w, h, given_clicks
+):
+    prompts = PromptSet(tuple(given_clicks), box=(x0, y0, x0 + w, y0 + h)).stretched()
+    sx0, sy0, sx1, sy1 = prompts.box
+    assert prompts.clicks == tuple(given_clicks)
+    assert sx0 <= x0 and sy0 <= y0 and sx1 >= x0 + w and sy1 >= y0 + h
+    positive = [c for c in given_clicks if c.positive]
+    for click in positive:
+        assert sx0 < click.x < sx1 and sy0 < click.y < sy1
+    # no larger than the box and the positive clicks' pixels together
+    assert sx0 == min([x0] + [c.x - 0.5 for c in positive])
+    assert sy1 == max([y0 + h] + [c.y + 0.5 for c in positive])
+
+
+def test_without_a_box_nothing_is_stretched():
+    prompts = PromptSet((Click(3.0, 4.0, True),))
+    assert prompts.stretched() is prompts
+
+
+def test_a_correction_of_a_mask_asks_with_its_box_and_the_clicks():
+    mask = np.zeros((40, 40), bool)
+    mask[10:20, 10:20] = True
+    inside, outside, negative = Click(15.0, 15.0), Click(30.0, 12.0), Click(2.0, 2.0, False)
+    asked = PromptSet((inside, negative)).refining(mask)
+    assert asked.box == (9.5, 9.5, 19.5, 19.5) and asked.clicks == (inside, negative)
+    assert PromptSet((outside,)).refining(mask).box == (9.5, 9.5, 30.5, 19.5)
