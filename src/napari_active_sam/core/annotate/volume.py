@@ -27,8 +27,7 @@ from ..engine.device import to_device
 from ..engine.embeddings import embed_slice
 from ..engine.predictor import Prediction
 from ..progress import Progress
-from ..prompts import PromptSet
-from ..sim.clicker import prompts_from_mask
+from ..prompts import PromptSet, box_around
 from .session import AnnotationSession, object_uncertainty
 
 VANISHED = "the object ended on the slice before (it vanished)"
@@ -301,7 +300,7 @@ def _from_neighbour(
     if not neighbour.any():
         return None, VANISHED
     before = int(neighbour.sum())
-    prompts = PromptSet(box=prompts_from_mask(neighbour).box)
+    prompts = PromptSet(box=box_around(neighbour))
     session.forget((z,))
     probe = session.answer((z,), prompts)
     reason = _judge_slice(settings, probe, before, z, reports)
@@ -309,10 +308,11 @@ def _from_neighbour(
         return None, reason
     if not settings.mask_prompt:
         return probe.mask, ""
+    judged = reports[z]
     session.forget((z,))
     refined = session.answer((z,), prompts, prior=neighbour)
     if _judge_slice(settings, refined, before, z, reports):  # the rules reject it
-        _judge_slice(settings, probe, before, z, reports)
+        reports[z] = judged
         return probe.mask, ""
     return refined.mask, ""
 

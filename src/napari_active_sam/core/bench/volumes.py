@@ -226,9 +226,7 @@ def _opening(gt_slice: np.ndarray, first: str) -> PromptSet:
     if first == "click":
         row, col, _ = ritm_next_click(gt_slice, np.zeros_like(gt_slice))
         return PromptSet((Click(float(col), float(row), True),))
-    rows, cols = np.nonzero(gt_slice)
-    box = (cols.min() - 0.5, rows.min() - 0.5, cols.max() + 0.5, rows.max() + 0.5)
-    return PromptSet(box=tuple(float(v) for v in box))
+    return PromptSet(box=box_around(gt_slice))
 
 
 def _propagated_prompts(mask: np.ndarray, z: int) -> PromptSet:
