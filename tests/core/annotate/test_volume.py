@@ -120,15 +120,48 @@ def test_a_grown_object_is_held_as_its_slices_bounding_boxes():
 
 
 @pytest.fixture(scope="module")
-def epi_brain():
-    """A session on nibabel's real EPI volume, and its brain."""
+def epi():
+    """A session on nibabel's real EPI volume, and its labels (1 brain, 2 ventricles)."""
     from napari_active_sam.core.data.real import mri_epi_volume
 
     volume, labels, _ = mri_epi_volume()
     model = load_model("demo", device="cpu")
     session = AnnotationSession(model, SliceSource(volume, IntensityWindow.percentile()),
                                 EmbeddingStore(model.model_id))  # fmt: skip
+    return session, labels
+
+
+@pytest.fixture
+def epi_brain(epi):
+    session, labels = epi
     return session, labels == 1
+
+
+def test_a_correction_the_refining_answer_leaves_out_is_shown_by_a_head_that_takes_it_in(epi):
+    """Slice 15 of the real EPI volume corrected from slice 17's ventricles: a positive
+    click on a frontal horn, outside them. Given that mask to refine, the demo model's
+    single-mask answer leaves the click out; another head takes it in, and the session
+    shows that one. Without a mask to refine the clicks are not a correction and the usual
+    head is shown."""
+    from napari_active_sam.core.engine.predictor import contradicted, honouring_head, shown_head
+    from napari_active_sam.core.prompts import Click, PromptSet, box_around
+
+    session, labels = epi
+    ventricles = labels == 2
+    prior = ventricles[17]
+    assert ventricles[15, 36, 59] and not prior[36, 59]
+    prompts = PromptSet((Click(59.0, 36.0, True),), box=box_around(prior)).stretched()
+    heads = session.decode((15,), prompts, prior)
+    usual = shown_head(heads, prompts)
+    assert contradicted(heads, usual, prompts) == 1  # what SAM's usual head would show
+    session.forget((15,))
+    answer = session.answer((15,), prompts, prior=prior)
+    assert answer.mask[36, 59]
+    assert answer.head == honouring_head(heads, prompts, usual) != usual
+    session.forget((15,))
+    plain = session.answer((15,), prompts)
+    assert plain.head == shown_head(plain.prediction, prompts)
+    session.forget((15,))
 
 
 def test_a_real_brain_grows_from_its_box_through_the_volume(epi_brain):

@@ -17,6 +17,8 @@ from napari_active_sam.core.engine.predictor import (
     Prediction,
     Predictor,
     PriorMask,
+    contradicted,
+    honouring_head,
     shown_head,
 )
 from napari_active_sam.core.engine.preprocess import to_sam_rgb
@@ -184,3 +186,21 @@ def test_the_head_shown_depends_on_the_prompts(iou, lone_click, box_alone, sever
     assert shown_head(answer, PromptSet((click, Click(9.0, 9.0, False)))) == several
     assert shown_head(answer, PromptSet((click,), box=box)) == several
 
+
+def test_a_head_that_contradicts_clicks_gives_way_to_the_best_rated_that_does_not():
+    """A positive click top left and a negative one bottom right: the head shown keeps the
+    positive click out; of the two heads that honour both, SAM's better-rated one is
+    shown instead, and a head that honours the clicks stays."""
+    logits = np.full((4, 8, 8), -5.0, np.float32)  # head 0: nothing at all
+    logits[1] = 5.0  # everything, the negative click too
+    logits[2:, :4, :4] = 5.0  # the top-left quarter, twice
+    answer = Prediction(logits, np.array([0.9, 0.8, 0.3, 0.6], np.float32), 32, (32, 32),
+                        (32, 32))  # fmt: skip
+    prompts = PromptSet((Click(5.0, 5.0, True), Click(25.0, 25.0, False)))
+    assert [contradicted(answer, head, prompts) for head in range(4)] == [1, 1, 0, 0]
+    assert honouring_head(answer, prompts, 0) == 3
+    assert honouring_head(answer, prompts, 2) == 2
+    only_positive = PromptSet((Click(5.0, 5.0, True),), box=(0.0, 0.0, 31.0, 31.0))
+    assert honouring_head(answer, only_positive, 0) == 1  # best rated of heads 1, 2 and 3
+    nobody = PromptSet((Click(25.0, 5.0, True),), box=(0.0, 0.0, 31.0, 31.0))
+    assert honouring_head(answer, nobody.with_click(Click(25.0, 25.0, False)), 0) == 0

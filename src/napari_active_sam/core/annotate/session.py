@@ -17,7 +17,14 @@ from ..active.acquisition import Uncertainty, mutual_information, uncertainty
 from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import embed_slice, encode_slices
-from ..engine.predictor import Prediction, Predictor, PriorMask, ambiguous, shown_head
+from ..engine.predictor import (
+    Prediction,
+    Predictor,
+    PriorMask,
+    ambiguous,
+    honouring_head,
+    shown_head,
+)
 from ..engine.preprocess import SliceSource
 from ..engine.store import Embedding, EmbeddingStore, slice_key, slice_signature
 from ..engine.zoom import ZoomingPredictor, zooms
@@ -90,9 +97,7 @@ class AnnotationSession:
     previous: dict[tuple[int, ...], tuple[PromptSet, torch.Tensor]] = field(
         default_factory=dict, init=False
     )
-    slice_uncertainty: dict[tuple[int, ...], torch.Tensor] = field(
-        default_factory=dict, init=False
-    )
+    slice_uncertainty: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, init=False)
     """Slice → :func:`object_uncertainty` of its latest answer (clicks or propagation)."""
     _zooming: dict[tuple[int, ...], ZoomingPredictor] = field(
         default_factory=dict, init=False, repr=False
@@ -137,8 +142,11 @@ class AnnotationSession:
         as in SAM's interactive use, but only when ``prompts`` extend the prompts of that
         answer (clicks added, nothing moved, removed or flipped); otherwise SAM starts
         afresh, or from ``prior`` (a boolean mask of the slice, such as the neighbouring
-        slice's when an object grows through a volume) when one is given. Safe to call from
-        several worker threads.
+        slice's when an object grows through a volume) when one is given. Clicks that
+        correct ``prior`` are shown with a head that takes them in when the usual one does
+        not (:func:`~napari_active_sam.core.engine.predictor.honouring_head`): given a mask
+        to refine, SAM may answer a click on a slice propagation got wrong by returning
+        that mask again. Safe to call from several worker threads.
         """
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
         with self._lock:
@@ -149,6 +157,8 @@ class AnnotationSession:
             prediction = self._decoder(index).predict(embedding, prompts, logits)
             prediction = self._judged(index, prediction, prompts, embedding)
             head = shown_head(prediction, prompts)
+            if prior is not None and prompts.clicks:
+                head = honouring_head(prediction, prompts, head)
             self.previous[index] = (prompts, prediction.logits[head])
             self.slice_uncertainty[index] = object_uncertainty(prediction)
         if not acquisition:

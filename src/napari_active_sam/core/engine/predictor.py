@@ -351,3 +351,29 @@ def shown_head(prediction: Prediction, prompts: PromptSet) -> int:
     if prompts.box is not None and not prompts.clicks:
         return int(np.argmax(prediction.iou))
     return 0
+
+
+def contradicted(prediction: Prediction, head: int, prompts: PromptSet) -> int:
+    """How many of the clicks ``head``'s mask contradicts: positive clicks outside it and
+    negative clicks inside it."""
+    probability = prediction.probability(head)
+    rows, cols = probability.shape
+    return sum(
+        bool(probability[min(max(int(c.y), 0), rows - 1), min(max(int(c.x), 0), cols - 1)] > 0.5)
+        != c.positive
+        for c in prompts.clicks
+    )
+
+
+def honouring_head(prediction: Prediction, prompts: PromptSet, head: int) -> int:
+    """``head``, or when its mask contradicts some of the clicks (:func:`contradicted`), the
+    head that contradicts fewest, SAM's best-rated first among equals: a correction that
+    SAM answers by keeping the mask it was given is shown by a head that takes it in."""
+    wrong = contradicted(prediction, head, prompts)
+    if not wrong:
+        return head
+    order = np.argsort(-np.asarray(prediction.iou, float), kind="stable")
+    fewest, _, best = min(
+        (contradicted(prediction, int(h), prompts), rank, int(h)) for rank, h in enumerate(order)
+    )
+    return best if fewest < wrong else head
