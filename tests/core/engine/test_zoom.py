@@ -20,6 +20,7 @@ from napari_active_sam.core.engine.zoom import (
     MAGNIFY,
     Window,
     ZoomingPredictor,
+    grid_window,
     magnify_for,
     window_around,
     zooms,
@@ -76,6 +77,38 @@ def test_a_window_holds_the_prompts_inside_the_slice():
     assert window_around(wide, SIZE, 128) is None  # most of the slice: decode it whole
     boxed = PromptSet(box=(40, 40, 200, 200))
     assert window_around(boxed, SIZE, 128).height >= 160 / (1 - 2 * 0.125) - 1
+
+
+def test_a_click_gets_a_window_of_the_grid_well_inside_it_and_shares_it_with_its_neighbours():
+    for x, y in [(220, 200), (5, 590), (655, 10), (330, 300), (64, 64)]:
+        window = grid_window(one_click(x, y), SIZE, 128)
+        assert (window.height, window.width) == (128, 128)
+        # Corners every half side from the slice's origin, or flush with its far edge.
+        assert window.top % 64 == 0 or window.top == SIZE[0] - 128
+        assert window.left % 64 == 0 or window.left == SIZE[1] - 128
+        assert window.top <= y < window.top + 128 and window.left <= x < window.left + 128
+        if 64 <= x < SIZE[1] - 64 and 64 <= y < SIZE[0] - 64:  # away from the slice's edges
+            assert abs(window.top + 64 - y) <= 32 and abs(window.left + 64 - x) <= 32
+    assert grid_window(one_click(200, 200), SIZE, 128) == grid_window(
+        one_click(210, 195), SIZE, 128
+    )
+    spread = PromptSet((Click(100, 100, True), Click(200, 190, False)))
+    assert grid_window(spread, SIZE, 128) == window_around(spread, SIZE, 128)  # wider than it
+    wide = PromptSet((Click(10, 10, True), Click(630, 590, True)))
+    assert grid_window(wide, SIZE, 128) is None
+
+
+def test_the_same_click_gives_the_same_mask_whatever_was_clicked_before(demo, large_slice):
+    source = SliceSource(large_slice)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    alone = ZoomingPredictor(Predictor(demo), large_slice, source.limits())
+    first = alone.predict(embedding, one_click(300, 120))
+    busy = ZoomingPredictor(Predictor(demo), large_slice, source.limits())
+    for x, y in [(80, 60), (220, 200), (312, 131)]:  # other nuclei, then beside this one
+        busy.predict(embedding, one_click(x, y))
+    again = busy.predict(embedding, one_click(300, 120))
+    assert (again.origin, again.original_size) == (first.origin, first.original_size)
+    np.testing.assert_allclose(again.low_res_logits, first.low_res_logits, atol=1e-5)
 
 
 def test_touches_inside_ignores_the_slices_own_edges():

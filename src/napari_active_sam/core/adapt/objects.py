@@ -19,7 +19,7 @@ from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import SliceEncoder, embed_slice
 from ..engine.preprocess import IntensityWindow, SliceSource, to_sam_rgb
 from ..engine.store import Embedding, EmbeddingStore
-from ..engine.zoom import Window, first_side, magnify_for, magnify_of, window_around, zooms
+from ..engine.zoom import Window, first_side, grid_window, magnify_for, magnify_of, zooms
 from ..errors import ActiveSamError, ImageError
 from ..progress import Progress
 from ..prompts import PromptSet
@@ -149,7 +149,7 @@ def labelled_objects(
             mask = plane == label
             window = None
             if zoom and zooms(plane.shape, img_size):
-                window = window_around(_box(mask), plane.shape, side)
+                window = grid_window(_box(mask), plane.shape, side)
             if window not in windows:
                 windows[window] = _encoded(model, source, store, index, raw, limits, window)
             embedding, rgb = windows[window]
@@ -214,7 +214,7 @@ def prompted_objects(
     for number, given in enumerate(prompts, 1):
         window = None
         if zoom and zooms(raw.shape[:2], img_size):
-            window = window_around(given, raw.shape[:2], side)
+            window = grid_window(given, raw.shape[:2], side)
         if window not in windows:
             windows[window] = _encoded(model, source, store, index, raw, limits, window)
         embedding, rgb = windows[window]

@@ -5,12 +5,13 @@ A slice larger than the model's input is shrunk to fit it, and an object of a do
 to outline. :class:`ZoomingPredictor` decodes instead in a window around the prompts, cut
 from the slice and enlarged to the model's input (:data:`MAGNIFY` times the slice's own
 resolution at first, as RITM's and FocalClick's zoom-in resize a crop around the object to
-the network's input), encoded on first use and kept; later clicks that fit a kept window
-with the margin stay in it. If the mask it shows reaches the window's edge inside the image,
-the object is larger than the window, and if it is empty though a click or a box asks for an
-object, the window saw too little of it: either way the side doubles and the prompts are
-decoded again, up to the whole slice. Masks and probabilities come back at the slice's size,
-zero outside the window.
+the network's input), encoded on first use and kept. Later clicks on the same object that
+fit its window with the margin stay in it; a window depends only on the object's own
+prompts, so the same click gives the same mask whatever was clicked before. If the mask it
+shows reaches the window's edge inside the image, the object is larger than the window, and
+if it is empty though a click or a box asks for an object, the window saw too little of it:
+either way the side doubles and the prompts are decoded again, up to the whole slice. Masks
+and probabilities come back at the slice's size, zero outside the window.
 """
 
 from __future__ import annotations
@@ -98,16 +99,56 @@ def first_side(img_size: int, magnify: float = MAGNIFY) -> int:
     return round(img_size / magnify)
 
 
+def _points(prompts: PromptSet) -> list[tuple[float, float]]:
+    """``(y, x)`` of every click and of the box's corners."""
+    points = [(c.y, c.x) for c in prompts.clicks]
+    if prompts.box is not None:
+        x0, y0, x1, y1 = prompts.box
+        points += [(y0, x0), (y1, x1)]
+    return points
+
+
+def _holds(window: Window, points: list[tuple[float, float]]) -> bool:
+    """Whether every ``(y, x)`` point lies inside ``window`` with the margin."""
+    margin = MARGIN * min(window.height, window.width)
+    return all(
+        window.top + margin <= y < window.top + window.height - margin
+        and window.left + margin <= x < window.left + window.width - margin
+        for y, x in points
+    )
+
+
+def grid_window(prompts: PromptSet, size: tuple[int, int], side: int) -> Window | None:
+    """The window of about ``side`` pixels on a grid of half-overlapping windows (corners
+    every half side, the last flush with the slice's edge) whose centre is nearest the
+    prompts', when it holds them with the margin; else :func:`window_around`. Neighbouring
+    objects share grid windows, so a window encoded for one serves the next, while each
+    prompt still gets the same window whatever was clicked before."""
+    around = window_around(prompts, size, side)
+    if around is None or max(around.height, around.width) > side:
+        return around  # most of the slice, or prompts spread wider than the side
+    points = _points(prompts)
+    ys, xs = [y for y, _ in points], [x for _, x in points]
+    top = _grid_start(size[0], around.height, (min(ys) + max(ys)) / 2)
+    left = _grid_start(size[1], around.width, (min(xs) + max(xs)) / 2)
+    snapped = Window(top, left, around.height, around.width)
+    return snapped if _holds(snapped, points) else around
+
+
+def _grid_start(length: int, extent: int, centre: float) -> int:
+    """Of the grid's starts along an axis of ``length`` (every half ``extent``, and the
+    last flush with the end), the one whose window is centred nearest ``centre``."""
+    starts = np.append(np.arange(0, length - extent + 1, max(extent // 2, 1)), length - extent)
+    return int(starts[np.argmin(np.abs(starts + extent / 2 - centre))])
+
+
 def window_around(prompts: PromptSet, size: tuple[int, int], side: int) -> Window | None:
     """A window of about ``side`` pixels holding every prompt with a margin, inside a slice
     of ``size``; None when that is most of the slice (decode the whole slice then)."""
     rows, cols = size
-    xs = [c.x for c in prompts.clicks]
-    ys = [c.y for c in prompts.clicks]
-    if prompts.box is not None:
-        x0, y0, x1, y1 = prompts.box
-        xs += [x0, x1]
-        ys += [y0, y1]
+    points = _points(prompts)
+    ys = [y for y, _ in points]
+    xs = [x for _, x in points]
     span = max(max(xs) - min(xs), max(ys) - min(ys))
     side = int(max(side, np.ceil(span / (1 - 2 * MARGIN))))
     if side >= 0.75 * max(rows, cols):
@@ -189,17 +230,25 @@ class ZoomingPredictor:
         """As :meth:`Predictor.predict` on the whole slice's ``embedding``, decoded in a
         window around the prompts where the slice is large enough.
 
-        ``previous_logits`` are fed back only when they come from the window decoded now
-        (logits of another window lie on another grid); a :class:`PriorMask` of the slice
-        is cut to the window.
+        Prompts that refine an earlier answer (``previous_logits`` are its logits) and lie
+        inside its window with the margin are decoded in that window again; otherwise in
+        :func:`window_around` them, doubled while too small. The window depends only on the
+        object's own prompts, never on what was clicked before it: the same click gives the
+        same mask. ``previous_logits`` are fed back only when they come from the window
+        decoded now (logits of another window lie on another grid); a :class:`PriorMask`
+        of the slice is cut to the window.
         """
         if isinstance(previous_logits, PriorMask):
             previous_logits.check_size(self.size)  # before it is cut to a window
         if not self.zooms or prompts.is_empty:
             return self.predictor.predict(embedding, prompts, previous_logits)
+        window = self._refined(previous_logits, prompts)
         side = first_side(self.model.architecture.img_size, self.magnify)
+        if window is not None:
+            side = max(window.height, window.width)
         while True:
-            window = self._reused(window_around(prompts, self.size, side), prompts)
+            if window is None:
+                window = grid_window(prompts, self.size, side)
             if window is None:
                 feedback = self._feedback(previous_logits, None)
                 prediction = self.predictor.predict(embedding, prompts, feedback)
@@ -216,26 +265,19 @@ class ZoomingPredictor:
                                      full_size=self.size)  # fmt: skip
                 self._recent.append((prediction, window))
                 return prediction
-            side *= 2
+            side, window = 2 * side, None
 
-    def _reused(self, window: Window | None, prompts: PromptSet) -> Window | None:
-        """A window already encoded, of ``window``'s size, that holds every prompt with the
-        margin, else ``window`` (a click next to the last one stays in its window)."""
-        if window is None:
+    def _refined(self, previous, prompts: PromptSet) -> Window | None:
+        """The window the answer with ``previous`` logits was decoded in, when every prompt
+        lies inside it with the margin; else None."""
+        if previous is None or isinstance(previous, PriorMask):
             return None
-        points = [(c.y, c.x) for c in prompts.clicks]
-        if prompts.box is not None:
-            x0, y0, x1, y1 = prompts.box
-            points += [(y0, x0), (y1, x1)]
-        for kept in reversed(self._embeddings):
-            margin = MARGIN * min(kept.height, kept.width)
-            if (kept.height, kept.width) == (window.height, window.width) and all(
-                kept.top + margin <= y < kept.top + kept.height - margin
-                and kept.left + margin <= x < kept.left + kept.width - margin
-                for y, x in points
-            ):
-                return kept
-        return window
+        for answer, decoded in reversed(self._recent):
+            if any(_same_logits(previous, head) for head in answer.logits):
+                if decoded is not None and _holds(decoded, _points(prompts)):
+                    return decoded
+                return None
+        return None
 
     def _feedback(self, previous: np.ndarray | torch.Tensor | PriorMask | None,
                   window: Window | None):  # fmt: skip
