@@ -5,9 +5,11 @@ A slice larger than the model's input is shrunk to fit it, and an object of a do
 to outline. :class:`ZoomingPredictor` decodes instead in a window around the prompts, cut
 from the slice and enlarged to the model's input (:data:`MAGNIFY` times the slice's own
 resolution at first, as RITM's and FocalClick's zoom-in resize a crop around the object to
-the network's input), encoded on first use and kept. Later clicks on the same object that
-fit its window with the margin stay in it; a window depends only on the object's own
-prompts, so the same click gives the same mask whatever was clicked before. If the mask it
+the network's input), encoded on first use and kept. A new object's window is the one of a
+grid of half-overlapping windows centred nearest its prompts, so neighbouring objects share
+windows; later clicks on the object that fit its window with the margin stay in it. A window
+depends only on the object's own prompts: the same click gives the same mask whatever was
+clicked before. If the mask it
 shows reaches the window's edge inside the image, the object is larger than the window, and
 if it is empty though a click or a box asks for an object, the window saw too little of it:
 either way the side doubles and the prompts are decoded again, up to the whole slice. Masks
@@ -232,9 +234,9 @@ class ZoomingPredictor:
 
         Prompts that refine an earlier answer (``previous_logits`` are its logits) and lie
         inside its window with the margin are decoded in that window again; otherwise in
-        :func:`window_around` them, doubled while too small. The window depends only on the
-        object's own prompts, never on what was clicked before it: the same click gives the
-        same mask. ``previous_logits`` are fed back only when they come from the window
+        :func:`grid_window` for them, doubled while too small. The window depends only on
+        the object's own prompts, never on what was clicked before it: the same click gives
+        the same mask. ``previous_logits`` are fed back only when they come from the window
         decoded now (logits of another window lie on another grid); a :class:`PriorMask`
         of the slice is cut to the window.
         """
