@@ -135,27 +135,45 @@ def normalised_surface_dice(
 
 
 def largest_error_click(
-    gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None
+    gt: np.ndarray,
+    pred: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    clicked: np.ndarray | None = None,
 ) -> tuple[tuple[int, ...], bool] | None:
     """The RITM rule in any dimension: the point of the largest connected error region
     (missed or extra, face-connected) farthest from that region's boundary (exact
     Euclidean distance in the units of ``spacing``; the image border counts as boundary).
 
+    Voxels already clicked (``clicked``) are never chosen, as by the 2D clicker
+    (:func:`~napari_active_sam.core.sim.clicker.ritm_next_click`): a click the model
+    ignored leaves its voxel an error, and clicking it again would tell the model nothing
+    new. The click goes to the deepest voxel not yet clicked of the largest region that
+    has one.
+
     Returns
     -------
     tuple or None
         ``(index, positive)``: the voxel, and whether it is missed object (a positive
-        click); None when the masks agree.
+        click); None when the masks agree, or every error voxel was clicked.
     """
     gt, pred = np.asarray(gt, bool), np.asarray(pred, bool)
     errors = gt ^ pred
+    if clicked is not None:
+        clicked = np.asarray(clicked, bool)
+        if clicked.shape != gt.shape:
+            raise ValueError(f"Clicks of shape {clicked.shape} for masks of {gt.shape}.")
     if not errors.any():
         return None
     regions, count = ndimage.label(errors)
     sizes = np.bincount(regions.ravel(), minlength=count + 1)[1:]
-    largest = regions == int(np.argmax(sizes)) + 1
     spacing = tuple(float(s) for s in (spacing or (1.0,) * gt.ndim))
-    inside = ndimage.distance_transform_edt(np.pad(largest, 1), sampling=spacing)
-    inside = inside[tuple(slice(1, -1) for _ in range(gt.ndim))]
-    index = np.unravel_index(int(np.argmax(inside)), gt.shape)
-    return tuple(int(i) for i in index), bool(gt[index])
+    for label in np.argsort(-sizes, kind="stable") + 1:
+        region = regions == label
+        inside = ndimage.distance_transform_edt(np.pad(region, 1), sampling=spacing)
+        inside = inside[tuple(slice(1, -1) for _ in range(gt.ndim))]
+        if clicked is not None:
+            inside[clicked] = 0
+        if inside.max() > 0:
+            index = np.unravel_index(int(np.argmax(inside)), gt.shape)
+            return tuple(int(i) for i in index), bool(gt[index])
+    return None

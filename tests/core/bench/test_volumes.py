@@ -131,6 +131,18 @@ def test_corrections_on_a_real_volume_are_answered_inside_a_box_that_holds_them(
     assert click.positive and x0 <= click.x <= x1 and y0 <= click.y <= y1
 
 
+def test_ritm_corrections_on_a_real_volume_never_click_a_voxel_twice(demo):
+    """On the EPI ventricles the model leaves a positive correction on slice 12 out of the
+    mask it shows; the next corrections go elsewhere instead of asking the same voxel
+    again (the 2D clicker's rule)."""
+    volume, labels, spacing = mri_epi_volume()
+    episode = drain(play_volume(_session(demo, volume), labels == 2, spacing, "ritm",
+                                interactions=5))  # fmt: skip
+    voxels = [(step["slice"], row, col) for step in episode.interactions[1:]
+              for row, col, _ in step["clicks"]]  # fmt: skip
+    assert len(voxels) == 4 and len(set(voxels)) == 4
+
+
 def test_surface_dice_counts_surfaces_within_the_tolerance_in_mm():
     gt = np.zeros((6, 30, 30), bool)
     gt[1:5, 5:25, 5:25] = True
@@ -155,6 +167,29 @@ def test_the_3d_error_centre_weighs_thick_slices():
     found = largest_error_click(gt, gt | extra, (5.0, 1.0, 1.0))
     assert found is not None and found[1] is False and found[0][0] in range(2, 7)
     assert largest_error_click(gt, gt) is None
+
+
+def test_the_3d_error_centre_is_never_a_voxel_already_clicked():
+    """A click the model ignored leaves its voxel an error: the next correction goes to the
+    deepest voxel of the largest region not yet clicked, then to the next region once
+    every voxel of the largest was clicked, and to none when all were."""
+    gt = np.zeros((9, 20, 20), bool)
+    gt[1:8, 5:12, 5:12] = True  # missed: a cube of 343 voxels
+    gt[4, 15:17, 15:17] = True  # missed too: 4 voxels
+    pred = np.zeros_like(gt)
+    clicked = np.zeros_like(gt)
+    first, positive = largest_error_click(gt, pred, clicked=clicked)
+    assert positive and first == (4, 8, 8)
+    clicked[first] = True
+    second, _ = largest_error_click(gt, pred, clicked=clicked)
+    assert second != first and gt[second] and 5 <= second[1] < 12
+    clicked[1:8, 5:12, 5:12] = True
+    third, _ = largest_error_click(gt, pred, clicked=clicked)
+    assert third[0] == 4 and third[1] in (15, 16) and third[2] in (15, 16)
+    clicked[gt] = True
+    assert largest_error_click(gt, pred, clicked=clicked) is None
+    with pytest.raises(ValueError, match="shape"):
+        largest_error_click(gt, pred, clicked=clicked[0])
 
 
 def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, sample_ct):

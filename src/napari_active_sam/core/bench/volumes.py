@@ -187,7 +187,7 @@ def play_volume(
             added = [[int(c.y), int(c.x), True] for c in prompts[z].clicks]
             kind = first
         else:
-            found = largest_error_click(gt, mask, spacing)
+            found = largest_error_click(gt, mask, spacing, clicked)
             if found is None:  # nothing left to correct: the last figures stand
                 _repeat(result, start)
                 yield Progress(step + 1, interactions, "nothing left to correct")
