@@ -10,8 +10,11 @@ from qtpy.QtTest import QTest
 
 from napari_active_sam._widgets.dock import ActiveSamWidget
 from napari_active_sam._widgets.layers import (
+    CLICK_BORDER,
     CLICK_PIXELS,
     INSIDE_COLOUR,
+    LEFT_OUT_BORDER,
+    LEFT_OUT_COLOUR,
     OUTSIDE_COLOUR,
     PREVIEW,
     PROMPTS,
@@ -97,3 +100,27 @@ def test_left_click_inside_and_right_click_outside_on_the_canvas(make_napari_vie
     assert preview.visible and preview.opacity == 1 and preview.contour > 0
     assert uncertainty.contrast_limits == pytest.approx([0, np.log(2)])
     assert uncertainty.data.max() <= np.log(2) + 1e-6
+
+
+def test_a_click_the_mask_leaves_out_is_ringed_and_said(spine_clicked, qtbot):
+    """A click inside the spine gives a mask that holds it: white borders, nothing said of
+    it. A right click (outside) a few pixels beside the first, inside the vertebral body,
+    is one the demo model cannot take in: the mask still covers it, so that click is ringed
+    and the status line says so and what to do."""
+    viewer, widget, spine = spine_clicked
+    points, preview = viewer.layers[PROMPTS], viewer.layers[PREVIEW]
+    qtbot.waitUntil(lambda: preview.data[0].any(), timeout=WAIT)
+    qtbot.waitUntil(lambda: not widget.controller.decoding, timeout=WAIT)
+    np.testing.assert_allclose(points.border_color, transform_color(["white"]), atol=1e-6)
+    assert "leaves out" not in widget.status.value
+
+    first = points.data[0]
+    click(viewer, float(first[1]), float(first[2] + 8), Qt.MouseButton.RightButton)
+    qtbot.waitUntil(lambda: "leaves out" in widget.status.value, timeout=WAIT)
+    row, col = np.round(points.data[1][1:]).astype(int)
+    assert spine[0, row, col] and preview.data[0, row, col]  # the mask still holds it
+    assert "1 of your clicks (ringed)" in widget.status.value
+    assert "adapt the model" in widget.status.value
+    np.testing.assert_allclose(points.border_color,
+                               transform_color(["white", LEFT_OUT_COLOUR]), atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(points.border_width, [CLICK_BORDER, LEFT_OUT_BORDER])

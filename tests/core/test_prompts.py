@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from napari_active_sam.core.prompts import Click, PromptSet, box_around
+from napari_active_sam.core.prompts import Click, PromptSet, box_around, left_out
 
 
 def test_the_box_around_a_mask_lies_on_its_pixels_outer_edges():
@@ -55,3 +55,18 @@ def test_a_correction_of_a_mask_asks_with_its_box_and_the_clicks():
     asked = PromptSet((inside, negative)).refining(mask)
     assert asked.box == (9.5, 9.5, 19.5, 19.5) and asked.clicks == (inside, negative)
     assert PromptSet((outside,)).refining(mask).box == (9.5, 9.5, 30.5, 19.5)
+
+
+def test_the_clicks_a_mask_leaves_out_are_positive_outside_and_negative_inside():
+    """A click counts on the pixel it falls in: 4.6 is pixel 5, 4.4 pixel 4 (pixel centres
+    lie on whole coordinates), and one off the slice on its nearest pixel."""
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 2:5] = True  # rows and columns 2-4
+    inside, negative_inside = Click(3, 3, True), Click(2.0, 4.4, False)
+    outside, on_the_edge = Click(4.6, 3, True), Click(3, 4.6, True)
+    off_the_slice = Click(-3, 12, False)
+    prompts = PromptSet((inside, negative_inside, outside, on_the_edge, off_the_slice))
+    assert left_out(mask, prompts) == (negative_inside, outside, on_the_edge)
+    assert left_out(mask, PromptSet((inside, off_the_slice))) == ()
+    assert left_out(np.ones((10, 10), bool), PromptSet((off_the_slice,))) == (off_the_slice,)
+    assert left_out(mask, PromptSet(box=(0, 0, 9, 9))) == ()  # a box is no click

@@ -22,7 +22,7 @@ from ..core.active.bayes_head import DEFAULT_SAMPLES
 from ..core.annotate.session import AnnotationSession, Answer
 from ..core.enums import Acquisition
 from ..core.errors import ActiveSamError
-from ..core.prompts import PromptSet, Suggestion
+from ..core.prompts import PromptSet, Suggestion, left_out
 from ..core.sim.clicker import prompts_from_mask
 from . import layers
 from .adaptation import ModelAdaptation
@@ -413,6 +413,8 @@ class AnnotationController:
         suggestions."""
         found: Uncertainty | None = None if answer is None else answer.uncertainty
         layers.show_preview(self.viewer, index, None if answer is None else answer.mask)
+        missed = () if answer is None else left_out(answer.mask, prompts)
+        layers.ring_left_out(self.viewer, index, missed)
         layers.show_uncertainty(self.viewer, index, None if found is None else found.scores)
         self._offer(None if found is None else Offer(index, prompts, found.suggestions))
         layers.show_suggestions(self.viewer, index, None if found is None else found.suggestions)

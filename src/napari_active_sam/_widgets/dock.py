@@ -30,7 +30,7 @@ from ..core.active.acquisition import ACQUISITIONS
 from ..core.active.bayes_head import DEFAULT_SAMPLES, MAX_SAMPLES
 from ..core.engine.preprocess import CT_PRESETS
 from ..core.enums import Acquisition
-from ..core.prompts import PromptSet, Suggestion
+from ..core.prompts import PromptSet, Suggestion, left_out
 from ..io import PLUGIN, READER_SUFFIXES
 from .adapt import AdaptPanel
 from .along_z import AlongZPanel
@@ -220,15 +220,21 @@ class ActiveSamWidget(Container):
 
     def _show_answer(self, event) -> None:
         """Say what the map on screen is and how many suggestions it gives (the hint line
-        asks the first one)."""
+        asks the first one), and which clicks the mask leaves out."""
+        said = []
         found = event.answer.uncertainty
-        if found is None:
-            return
-        title = ACQUISITIONS[found.acquisition].title
-        if not found.suggestions:
-            self.status.value = f"{title}: no suggestion, the model is sure everywhere"
-            return
-        self.status.value = f"{title}: {len(found.suggestions)} suggestions"
+        if found is not None:
+            title = ACQUISITIONS[found.acquisition].title
+            said.append(f"{title}: {len(found.suggestions)} suggestions" if found.suggestions
+                        else f"{title}: no suggestion, the model is sure everywhere")  # fmt: skip
+        missed = left_out(event.answer.mask, event.prompts)
+        if missed:
+            them = "it" if len(missed) == 1 else "them"
+            said.append(f"the mask leaves out {len(missed)} of your clicks (ringed): the "
+                        f"model could not take {them} in; click nearby, or adapt the model "
+                        "to your objects")  # fmt: skip
+        if said:
+            self.status.value = "; ".join(said)
 
     def _show_candidate(self, event) -> None:
         if event.first is None:

@@ -31,6 +31,12 @@ INSIDE_COLOUR = "#56b4e9"
 palette: blue and orange stay apart for every common colour-vision deficiency)."""
 OUTSIDE_COLOUR = "#e69f00"
 """Orange: outside clicks, and suggestions the model believes outside."""
+LEFT_OUT_COLOUR = "#cc79a7"
+"""Reddish purple (Okabe and Ito): the ring around a click the mask shown leaves out."""
+CLICK_BORDER = 0.05
+"""A click marker's white border, as a share of its size (napari's default)."""
+LEFT_OUT_BORDER = 0.3
+"""The ring around a click the mask leaves out, as a share of the marker's size."""
 CLICK_PIXELS = 12
 """Screen pixels of a click marker, whatever the zoom."""
 RING_PIXELS = 22
@@ -257,6 +263,26 @@ def colour_points(points: napari.layers.Points) -> None:
     if len(points.data):
         positive = np.asarray(points.features["positive"], bool)
         points.face_color = [INSIDE_COLOUR if p else OUTSIDE_COLOUR for p in positive]
+
+
+def ring_left_out(viewer: napari.Viewer, index: tuple[int, ...],
+                  clicks: tuple[Click, ...]) -> None:  # fmt: skip
+    """Ring the clicks of slice ``index`` that the mask shown leaves out (``clicks``, from
+    :func:`~napari_active_sam.core.prompts.left_out`) in :data:`LEFT_OUT_COLOUR`; every
+    other click gets its thin white border back."""
+    if PROMPTS not in viewer.layers or not len(viewer.layers[PROMPTS].data):
+        return
+    points = viewer.layers[PROMPTS]
+    data = np.asarray(points.data)
+    positive = np.asarray(points.features["positive"], bool)
+    wanted = {(c.y, c.x, c.positive) for c in clicks}
+    here = _on_slice(data, index)
+    ringed = [
+        bool(on) and (float(row), float(col), bool(p)) in wanted
+        for on, (row, col), p in zip(here, data[:, -2:], positive, strict=True)
+    ]
+    points.border_color = [LEFT_OUT_COLOUR if r else "white" for r in ringed]
+    points.border_width = np.where(ringed, LEFT_OUT_BORDER, CLICK_BORDER)
 
 
 def show_preview(viewer: napari.Viewer, index: tuple[int, ...], mask: np.ndarray | None):

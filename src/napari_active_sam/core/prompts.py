@@ -109,6 +109,23 @@ class PromptSet:
         return coords, labels
 
 
+def left_out(mask: np.ndarray, prompts: PromptSet) -> tuple[Click, ...]:
+    """The clicks a boolean ``(H, W)`` mask of their slice disagrees with: positive clicks
+    outside it and negative clicks inside it, in the order given. A click counts on the
+    pixel it falls in (pixel centres at whole coordinates); one off the slice, on the
+    nearest pixel."""
+    rows, cols = mask.shape
+
+    def pixel(value: float, length: int) -> int:
+        return min(max(int(np.floor(value + 0.5)), 0), length - 1)
+
+    return tuple(
+        click
+        for click in prompts.clicks
+        if bool(mask[pixel(click.y, rows), pixel(click.x, cols)]) != click.positive
+    )
+
+
 @dataclass(frozen=True)
 class Suggestion:
     """A pixel whose label the model would most like to know.

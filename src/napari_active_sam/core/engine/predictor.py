@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..errors import PromptError
-from ..prompts import PromptSet
+from ..prompts import PromptSet, left_out
 from .checkpoints import LoadedModel
 from .device import to_device, to_host
 from .geometry import CellGrid, upscale_grid
@@ -355,14 +355,8 @@ def shown_head(prediction: Prediction, prompts: PromptSet) -> int:
 
 def contradicted(prediction: Prediction, head: int, prompts: PromptSet) -> int:
     """How many of the clicks ``head``'s mask contradicts: positive clicks outside it and
-    negative clicks inside it."""
-    probability = prediction.probability(head)
-    rows, cols = probability.shape
-    return sum(
-        bool(probability[min(max(int(c.y), 0), rows - 1), min(max(int(c.x), 0), cols - 1)] > 0.5)
-        != c.positive
-        for c in prompts.clicks
-    )
+    negative clicks inside it (:func:`~napari_active_sam.core.prompts.left_out`)."""
+    return len(left_out(prediction.mask(head), prompts))
 
 
 def honouring_head(prediction: Prediction, prompts: PromptSet, head: int) -> int:
