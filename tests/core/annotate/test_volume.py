@@ -158,9 +158,15 @@ def test_a_correction_the_refining_answer_leaves_out_is_shown_by_a_head_that_tak
     answer = session.answer((15,), prompts, prior=prior)
     assert answer.mask[36, 59]
     assert answer.head == honouring_head(heads, prompts, usual) != usual
+    # Without a mask to refine, a click the usual head leaves out (though another head takes
+    # it in) is shown as SAM answers it: the clicks are no correction of a mask shown.
+    fresh = PromptSet((Click(68.0, 39.0, True),), box=box_around(prior)).stretched()
+    heads = session.decode((15,), fresh)
+    usual = shown_head(heads, fresh)
+    assert contradicted(heads, usual, fresh) == 1 and honouring_head(heads, fresh, usual) != usual
     session.forget((15,))
-    plain = session.answer((15,), prompts)
-    assert plain.head == shown_head(plain.prediction, prompts)
+    plain = session.answer((15,), fresh)
+    assert plain.head == usual and not plain.mask[39, 68]
     session.forget((15,))
 
 

@@ -228,7 +228,7 @@ def test_a_window_that_answers_a_click_with_nothing_grows_until_something_answer
     from napari_active_sam.core.engine.embeddings import embed_slice
     from napari_active_sam.core.engine.predictor import shown_head
     from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
-    from napari_active_sam.core.engine.zoom import MAGNIFY, ZoomingPredictor, window_around
+    from napari_active_sam.core.engine.zoom import MAGNIFY, ZoomingPredictor, grid_window
 
     model = random_model(SMOKE_SAM2_ARCHITECTURE, seed=2)
     model.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.data.fill_(8.0)
@@ -239,7 +239,7 @@ def test_a_window_that_answers_a_click_with_nothing_grows_until_something_answer
     rows, cols = np.nonzero(organs[8] == 1)
     prompts = PromptSet((Click(float(np.median(cols)), float(np.median(rows)), True),))
 
-    first = window_around(prompts, image.shape, round(SMOKE_SAM2_ARCHITECTURE.img_size / MAGNIFY))
+    first = grid_window(prompts, image.shape, round(SMOKE_SAM2_ARCHITECTURE.img_size / MAGNIFY))
     crop = to_sam_rgb(image[first.slices], source.limits())
     (local,) = SliceEncoder(model).encode([crop], ["first window"])
     inside = predictor.predict(local, prompts.translated(-first.top, -first.left))

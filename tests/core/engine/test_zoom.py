@@ -22,6 +22,7 @@ from napari_active_sam.core.engine.zoom import (
     ZoomingPredictor,
     grid_window,
     magnify_for,
+    widened,
     window_around,
     zooms,
 )
@@ -98,6 +99,17 @@ def test_a_click_gets_a_window_of_the_grid_well_inside_it_and_shares_it_with_its
     assert grid_window(wide, SIZE, 128) is None
 
 
+def test_near_the_slice_s_edge_a_click_keeps_no_margin_from_it():
+    """Clicks a few pixels below the slice's top edge, 15 apart: the margin a prompt keeps
+    from a window's edge is kept only where the window ends inside the slice, so both get
+    the same window of the grid, flush with the top; one that ends inside still needs it."""
+    near_top = grid_window(one_click(200, 5), SIZE, 128)
+    assert near_top == grid_window(one_click(215, 3), SIZE, 128)
+    assert near_top.top == 0 and near_top.left % 64 == 0
+    inside = grid_window(one_click(200, 125), SIZE, 128)  # 3 pixels above the grid's row 128
+    assert inside.top <= 125 - 16 and inside.top + inside.height > 125 + 16
+
+
 def test_the_same_click_gives_the_same_mask_whatever_was_clicked_before(demo, large_slice):
     source = SliceSource(large_slice)
     embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
@@ -109,6 +121,46 @@ def test_the_same_click_gives_the_same_mask_whatever_was_clicked_before(demo, la
     again = busy.predict(embedding, one_click(300, 120))
     assert (again.origin, again.original_size) == (first.origin, first.original_size)
     np.testing.assert_allclose(again.low_res_logits, first.low_res_logits, atol=1e-5)
+
+
+def test_a_mask_chosen_after_the_window_is_never_cut_off_by_it(demo):
+    """The window is sized by the head SAM rates best; a judge of masks may pick another.
+    On the coins photograph a click on a coin's rim, judged by a rule that prefers the
+    largest mask: in the first window the largest head runs into the window's edge, so the
+    session decodes again in a larger window, where the head shown ends inside it."""
+    from skimage import data
+
+    def largest(prediction, prompts, embedding, image):
+        sizes = [prediction.mask(head).sum() for head in (1, 2, 3)]
+        return replace(prediction, judged=np.asarray(sizes, np.float32))
+
+    image = data.coins()
+    source = SliceSource(image)
+    prompts = one_click(100.0, 160.0)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
+    zooming = ZoomingPredictor(Predictor(demo), image, source.limits())
+    first = largest(zooming.predict(embedding, prompts), prompts, embedding, None)
+    cut = widened(first, first.best_multimask_head)
+    assert cut == 2 * max(first.original_size)  # the largest head reaches the window's edge
+
+    session = AnnotationSession(demo, source, EmbeddingStore(demo.encoder_id))
+    session.judge = largest
+    answer = session.answer((), prompts)
+    assert answer.head == answer.prediction.best_multimask_head
+    assert max(answer.prediction.original_size) >= cut
+    assert widened(answer.prediction, answer.head) == 0  # its mask ends inside the window
+    assert answer.mask.sum() > first.mask(first.best_multimask_head).sum()
+
+    # The benchmark's judged episodes decode the same way.
+    from types import SimpleNamespace
+
+    from napari_active_sam.core.quality.choice import JudgingPredictor
+
+    judging = JudgingPredictor(ZoomingPredictor(Predictor(demo), image, source.limits()),
+                               SimpleNamespace(judge=largest), None)  # fmt: skip
+    episode = judging.predict(embedding, prompts)
+    assert episode.original_size == answer.prediction.original_size
+    np.testing.assert_array_equal(episode.mask(episode.best_multimask_head), answer.mask)
 
 
 def test_touches_inside_ignores_the_slices_own_edges():

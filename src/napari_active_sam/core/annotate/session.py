@@ -27,7 +27,7 @@ from ..engine.predictor import (
 )
 from ..engine.preprocess import SliceSource
 from ..engine.store import Embedding, EmbeddingStore, slice_key, slice_signature
-from ..engine.zoom import ZoomingPredictor, zooms
+from ..engine.zoom import ZoomingPredictor, widened, zooms
 from ..errors import ModelError
 from ..progress import Progress
 from ..prompts import PromptSet
@@ -154,11 +154,19 @@ class AnnotationSession:
             logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
             if logits is None and prior is not None:
                 logits = PriorMask(np.asarray(prior, bool))
-            prediction = self._decoder(index).predict(embedding, prompts, logits)
-            prediction = self._judged(index, prediction, prompts, embedding)
-            head = shown_head(prediction, prompts)
-            if prior is not None and prompts.clicks:
-                head = honouring_head(prediction, prompts, head)
+            decoder, side = self._decoder(index), 0
+            while True:  # again in a larger window while the head shown is cut off by it
+                if side:
+                    prediction = decoder.predict(embedding, prompts, logits, min_side=side)
+                else:
+                    prediction = decoder.predict(embedding, prompts, logits)
+                prediction = self._judged(index, prediction, prompts, embedding)
+                head = shown_head(prediction, prompts)
+                if prior is not None and prompts.clicks:
+                    head = honouring_head(prediction, prompts, head)
+                side = widened(prediction, head)
+                if not side:
+                    break
             self.previous[index] = (prompts, prediction.logits[head])
             self.slice_uncertainty[index] = object_uncertainty(prediction)
         if not acquisition:

@@ -185,6 +185,8 @@ def play_volume(
             z = int(np.argmax(gt.sum(axis=(1, 2))))
             prompts[z] = _opening(gt[z], first)
             added = [[int(c.y), int(c.x), True] for c in prompts[z].clicks]
+            for row, col, _ in added:
+                clicked[z, row, col] = True
             kind = first
         else:
             found = largest_error_click(gt, mask, spacing, clicked)

@@ -8,12 +8,13 @@ resolution at first, as RITM's and FocalClick's zoom-in resize a crop around the
 the network's input), encoded on first use and kept. A new object's window is the one of a
 grid of half-overlapping windows centred nearest its prompts, so neighbouring objects share
 windows; later clicks on the object that fit its window with the margin stay in it. A window
-depends only on the object's own prompts: the same click gives the same mask whatever was
-clicked before. If the mask it
-shows reaches the window's edge inside the image, the object is larger than the window, and
-if it is empty though a click or a box asks for an object, the window saw too little of it:
-either way the side doubles and the prompts are decoded again, up to the whole slice. Masks
-and probabilities come back at the slice's size, zero outside the window.
+depends only on the object's own prompts (and, for a click refining an earlier answer, on
+the window of that answer, remembered for the last :data:`RECENT` answers): the same click
+gives the same mask whatever was clicked before. If the mask it shows reaches the window's
+edge inside the image, the object is larger than the window, and if it is empty though a
+click or a box asks for an object, the window saw too little of it: either way the side
+doubles and the prompts are decoded again, up to the whole slice. Masks and probabilities
+come back at the slice's size, zero outside the window.
 """
 
 from __future__ import annotations
@@ -110,14 +111,16 @@ def _points(prompts: PromptSet) -> list[tuple[float, float]]:
     return points
 
 
-def _holds(window: Window, points: list[tuple[float, float]]) -> bool:
-    """Whether every ``(y, x)`` point lies inside ``window`` with the margin."""
+def _holds(window: Window, points: list[tuple[float, float]], size: tuple[int, int]) -> bool:
+    """Whether every ``(y, x)`` point lies inside ``window`` with the margin, on each side
+    that is not the edge of the slice of ``size`` as well (the object ends there)."""
     margin = MARGIN * min(window.height, window.width)
-    return all(
-        window.top + margin <= y < window.top + window.height - margin
-        and window.left + margin <= x < window.left + window.width - margin
-        for y, x in points
-    )
+    rows, cols = size
+    top = window.top + (margin if window.top > 0 else 0)
+    left = window.left + (margin if window.left > 0 else 0)
+    bottom = window.top + window.height - (margin if window.top + window.height < rows else 0)
+    right = window.left + window.width - (margin if window.left + window.width < cols else 0)
+    return all(top <= y < bottom and left <= x < right for y, x in points)
 
 
 def grid_window(prompts: PromptSet, size: tuple[int, int], side: int) -> Window | None:
@@ -134,7 +137,7 @@ def grid_window(prompts: PromptSet, size: tuple[int, int], side: int) -> Window 
     top = _grid_start(size[0], around.height, (min(ys) + max(ys)) / 2)
     left = _grid_start(size[1], around.width, (min(xs) + max(xs)) / 2)
     snapped = Window(top, left, around.height, around.width)
-    return snapped if _holds(snapped, points) else around
+    return snapped if _holds(snapped, points, size) else around
 
 
 def _grid_start(length: int, extent: int, centre: float) -> int:
@@ -228,6 +231,7 @@ class ZoomingPredictor:
         embedding: Embedding,
         prompts: PromptSet,
         previous_logits: np.ndarray | torch.Tensor | PriorMask | None = None,
+        min_side: int = 0,
     ) -> Prediction:
         """As :meth:`Predictor.predict` on the whole slice's ``embedding``, decoded in a
         window around the prompts where the slice is large enough.
@@ -238,7 +242,8 @@ class ZoomingPredictor:
         the object's own prompts, never on what was clicked before it: the same click gives
         the same mask. ``previous_logits`` are fed back only when they come from the window
         decoded now (logits of another window lie on another grid); a :class:`PriorMask`
-        of the slice is cut to the window.
+        of the slice is cut to the window. The window's side is at least ``min_side``
+        (from :func:`widened`, when the mask a user is shown was cut off by a smaller one).
         """
         if isinstance(previous_logits, PriorMask):
             previous_logits.check_size(self.size)  # before it is cut to a window
@@ -248,6 +253,8 @@ class ZoomingPredictor:
         side = first_side(self.model.architecture.img_size, self.magnify)
         if window is not None:
             side = max(window.height, window.width)
+        if min_side > side:
+            window, side = None, min_side
         while True:
             if window is None:
                 window = grid_window(prompts, self.size, side)
@@ -276,7 +283,7 @@ class ZoomingPredictor:
             return None
         for answer, decoded in reversed(self._recent):
             if any(_same_logits(previous, head) for head in answer.logits):
-                if decoded is not None and _holds(decoded, _points(prompts)):
+                if decoded is not None and _holds(decoded, _points(prompts), self.size):
                     return decoded
                 return None
         return None
@@ -295,11 +302,27 @@ class ZoomingPredictor:
         return None
 
 
+def widened(prediction: Prediction, head: int) -> int:
+    """The side of a window twice that ``prediction`` was decoded in, when ``head``'s mask
+    reaches the window's edge inside the slice; 0 when it does not, or the whole slice was
+    decoded. A :class:`ZoomingPredictor` sizes its window by the head :func:`shown_head`
+    picks; one chosen after it (the quality ensemble's pick, a head that takes a correction
+    in) may reach further, and is cut off unless decoded again with ``min_side`` this."""
+    if not prediction.zoomed:
+        return 0
+    (top, left), (height, width) = prediction.origin, prediction.original_size
+    window = Window(top, left, height, width)
+    if not window.touches_inside(prediction.mask(head)[window.slices], prediction.full_size):
+        return 0
+    return 2 * max(height, width)
+
+
 def _same_logits(given: np.ndarray | torch.Tensor, head: torch.Tensor) -> bool:
     """Whether ``given`` are ``head``'s logits: the same memory, or equal values."""
     given = torch.as_tensor(given)
     if given.shape != head.shape:
         return False
-    if given.device == head.device and given.data_ptr() == head.data_ptr():
+    if (given.device == head.device and given.data_ptr() == head.data_ptr()
+            and given.stride() == head.stride()):  # fmt: skip
         return True
     return bool(torch.equal(given.to(head.device), head))

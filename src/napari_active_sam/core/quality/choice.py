@@ -21,8 +21,9 @@ from typing import Protocol
 import numpy as np
 
 from ..engine.checkpoints import LoadedModel
-from ..engine.predictor import Prediction
+from ..engine.predictor import Prediction, shown_head
 from ..engine.store import Embedding
+from ..engine.zoom import widened
 from ..prompts import PromptSet
 from .estimators import QualityModels, can_judge
 
@@ -60,5 +61,14 @@ class JudgingPredictor:
         return self.decoder.model
 
     def predict(self, embedding: Embedding, prompts: PromptSet, previous=None) -> Prediction:
-        prediction = self.decoder.predict(embedding, prompts, previous)
-        return self.models.judge(prediction, prompts, embedding, self.image)
+        """The decoder's answer, judged; decoded again in a larger window while the head
+        now shown is cut off by the window's edge (:func:`~napari_active_sam.core.engine
+        .zoom.widened`), as the annotator does."""
+        prediction = self.models.judge(self.decoder.predict(embedding, prompts, previous),
+                                       prompts, embedding, self.image)  # fmt: skip
+        while side := widened(prediction, shown_head(prediction, prompts)):
+            prediction = self.models.judge(
+                self.decoder.predict(embedding, prompts, previous, min_side=side),
+                prompts, embedding, self.image,
+            )  # fmt: skip
+        return prediction
