@@ -28,7 +28,7 @@ from napari_active_sam.core.bench.episodes import run_episode
 from napari_active_sam.core.data.real import real_images
 from napari_active_sam.core.data.scenes import make_scene
 from napari_active_sam.core.engine.embeddings import embed_slice
-from napari_active_sam.core.engine.predictor import Predictor
+from napari_active_sam.core.engine.predictor import InsistingPredictor, Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.engine.zoom import ZoomingPredictor
@@ -61,14 +61,18 @@ def summarise(curves: list[list[float]]) -> dict:
     }
 
 
-def judged(decoder, source: SliceSource, quality: QualityModels | None):
+def judged(decoder, source: SliceSource, quality: QualityModels | None, insist: bool = True):
     """``decoder``, its answers to a lone click judged by the quality ensemble when
-    ``quality`` is given (as the annotator chooses the mask it shows)."""
-    return decoder if quality is None else JudgingPredictor(decoder, quality, source.sam_slice())
+    ``quality`` is given (as the annotator chooses the mask it shows), asked again when the
+    mask shown leaves clicks out with ``insist`` (as the annotator does)."""
+    if quality is not None:
+        decoder = JudgingPredictor(decoder, quality, source.sam_slice())
+    return InsistingPredictor(decoder) if insist else decoder
 
 
 def real_curves(
-    predictor: Predictor, split: str, clicks: int, zoom: bool, quality: QualityModels | None
+    predictor: Predictor, split: str, clicks: int, zoom: bool, quality: QualityModels | None,
+    insist: bool = True,
 ) -> tuple[dict[str, list[list[float]]], int]:
     """IoU curves of every object of the real ``split`` by subset, and how many zoom windows
     were encoded."""
@@ -79,7 +83,7 @@ def real_curves(
         source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
         embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
         zooming = ZoomingPredictor(predictor, source.raw_slice(()), source.limits())
-        used = judged(zooming if zoom else predictor, source, quality)
+        used = judged(zooming if zoom else predictor, source, quality, insist)
         for label in range(1, int(image.labels.max()) + 1):
             gt = image.labels == label
             if gt.any():
@@ -106,6 +110,9 @@ def main() -> None:
                         help="who picks the mask shown for the first click among SAM's "
                         "three: the quality ensemble, as annotated (default), or SAM's "
                         "IoU head")  # fmt: skip
+    parser.add_argument("--no-insist", dest="insist", action="store_false",
+                        help="show SAM's answer even when it leaves clicks out (default: "
+                        "asked again from the mask edited at them, as annotated)")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -131,7 +138,7 @@ def main() -> None:
         scene = make_scene(kind, rng, model.architecture.img_size)
         source = SliceSource(scene.image, scene.window)
         embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
-        used = judged(predictor, source, quality)
+        used = judged(predictor, source, quality, args.insist)
         nested = set(scene.parents) | set(scene.parents.values())
         for label in range(1, scene.labels.max() + 1):
             gt = scene.labels == label
@@ -144,15 +151,17 @@ def main() -> None:
                 variance["isolated"].append(head_variance(result.first, gt))
         print(f"{count} objects", file=sys.stderr, end="\r")
     real, windows = ({}, 0) if args.real == "none" else real_curves(
-        predictor, args.real, args.clicks, args.zoom, quality
+        predictor, args.real, args.clicks, args.zoom, quality, args.insist
     )
     report = {
         "model": model.model_id,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "protocol": "RITM clicker, previous logits fed back, first click multimask "
         "(the head shown chosen by " + ("the quality ensemble" if quality else "SAM's IoU head")
-        + "), later clicks single-mask head",
+        + "), later clicks single-mask head"
+        + (", asked again when it leaves clicks out" if args.insist else ""),
         "choose": args.choose,
+        "insist": args.insist,
         "seed": args.seed,
         "scenes": scenes,
         "clicks": args.clicks,

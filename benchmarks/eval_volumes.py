@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clicks", type=int, default=5, help="corrections after the box")
     parser.add_argument("--first", default="box", choices=["box", "click"])
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--no-insist", dest="insist", action="store_false",
+                        help="keep answers that leave corrections out (default: asked again)")
     return parser.parse_args(argv)
 
 
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark", "--data", str(data), "--model", args.model, "--protocol", "3d",
             "--strategies", args.strategies, "--clicks", str(args.clicks), "--first",
             args.first, "--window", window, "--out", str(out), "--workers", "1",
+            *([] if args.insist else ["--no-insist"]),
         ])  # fmt: skip
         if code != 0:
             return code
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             ],  # fmt: skip
         }
     json.dump({"model": args.model, "first": args.first, "corrections": args.clicks,
+               "insist": args.insist,
                "results": results}, sys.stdout, indent=1)  # fmt: skip
     print()
     return 0

@@ -96,6 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="show SAM's top-rated mask after a lone click (default: the quality ensemble "
         "picks among SAM's three masks, as in the annotator)",
     )
+    parser.add_argument(
+        "--no-insist",
+        dest="insist",
+        action="store_false",
+        help="show SAM's answer even when it leaves clicks out (default: SAM is asked once "
+        "more from the mask edited at those clicks, as in the annotator)",
+    )
     options.cluster_options(parser)
 
 
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         first=args.first,
         tolerance=args.nsd_tolerance,
         judge=args.judge,
+        insist=args.insist,
     )
     with dask_client(args.scheduler, args.workers) as (client, info):
         steps = run_benchmark(config, args.out, client, info.torch_threads)

@@ -154,7 +154,8 @@ def test_cluster_run_equals_in_process_run_and_resumes(dataset, tiny_checkpoint,
     for pair in pairs:
         labels = tifffile.imread(pair.mask)
         todo = [(obj, s) for obj in object_targets(labels) for s in config.strategies]
-        expected += evaluate_pair(config.model, pair, config.window_for(pair.stem), todo, 3, 5)
+        expected += evaluate_pair(config.model, pair, config.window_for(pair.stem), todo, 3, 5,
+                                  judge=config.judge, insist=config.insist)  # fmt: skip
     key = lambda r: (r["image"], r["label"], r["strategy"])  # noqa: E731
 
     out = tmp_path / "out"

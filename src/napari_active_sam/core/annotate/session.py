@@ -18,6 +18,7 @@ from ..active.bayes_head import DEFAULT_SAMPLES, BayesHead
 from ..engine.checkpoints import LoadedModel
 from ..engine.embeddings import embed_slice, encode_slices
 from ..engine.predictor import (
+    InsistingPredictor,
     Prediction,
     Predictor,
     PriorMask,
@@ -84,6 +85,10 @@ class AnnotationSession:
     judge : HeadJudge, optional
         Chooses the mask shown for a lone click among SAM's three (default: SAM's IoU head
         chooses).
+    insist : bool
+        Ask SAM once more, from the mask edited at the clicks, when the mask shown leaves
+        some of them out
+        (:class:`~napari_active_sam.core.engine.predictor.InsistingPredictor`).
     """
 
     model: LoadedModel
@@ -94,6 +99,7 @@ class AnnotationSession:
     head: BayesHead | None = None
     zoom: bool = True
     judge: HeadJudge | None = None
+    insist: bool = True
     previous: dict[tuple[int, ...], tuple[PromptSet, torch.Tensor]] = field(
         default_factory=dict, init=False
     )
@@ -154,7 +160,7 @@ class AnnotationSession:
             logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
             if logits is None and prior is not None:
                 logits = PriorMask(np.asarray(prior, bool))
-            decoder, side = self._decoder(index), 0
+            decoder, side = self._insisting(index), 0
             while True:  # again in a larger window while the head shown is cut off by it
                 if side:
                     prediction = decoder.predict(embedding, prompts, logits, min_side=side)
@@ -186,7 +192,7 @@ class AnnotationSession:
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
         start = None if prior is None else PriorMask(np.asarray(prior, bool))
         with self._lock:
-            prediction = self._decoder(index).predict(embedding, prompts, start)
+            prediction = self._insisting(index).predict(embedding, prompts, start)
             return self._judged(index, prediction, prompts, embedding)
 
     def _judged(self, index: tuple[int, ...], prediction: Prediction, prompts: PromptSet,
@@ -219,6 +225,12 @@ class AnnotationSession:
         for zooming in list(self._zooming.values()):
             zooming.predictor = predictor
         self.previous.clear()
+
+    def _insisting(self, index: tuple[int, ...]):
+        """:meth:`_decoder`, asking again when the mask shown leaves clicks out (with
+        :attr:`insist`)."""
+        decoder = self._decoder(index)
+        return InsistingPredictor(decoder) if self.insist else decoder
 
     def _decoder(self, index: tuple[int, ...]) -> Predictor | ZoomingPredictor:
         """What decodes clicks on slice ``index``: a zooming predictor for a slice large

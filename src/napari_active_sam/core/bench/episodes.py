@@ -17,7 +17,7 @@ from ..adapt.adapter import Adapter
 from ..data.datasets import ImagePair, ObjectTarget, check_labels, load_pair, object_targets
 from ..engine.checkpoints import LoadedModel, ModelRef
 from ..engine.embeddings import embed_slice
-from ..engine.predictor import Prediction, Predictor, shown_head
+from ..engine.predictor import InsistingPredictor, Prediction, Predictor, shown_head
 from ..engine.preprocess import IntensityWindow, SliceSource
 from ..engine.store import Embedding, EmbeddingStore
 from ..engine.zoom import ZoomingPredictor
@@ -200,11 +200,14 @@ def evaluate_pair(
     zoom: bool = False,
     adapter_file: str | None = None,
     judge: bool = False,
+    insist: bool = False,
 ) -> list[dict[str, Any]]:
     """Play episodes on one image (a dask task): ``todo`` lists (object, strategy) pairs;
     with ``zoom``, small objects are decoded in a window at the image's resolution; with
     ``adapter_file`` the model is adapted first; with ``judge``, the quality ensemble picks
-    the mask shown for the first click, as in the annotator (:mod:`..quality.choice`).
+    the mask shown for the first click, as in the annotator (:mod:`..quality.choice`); with
+    ``insist``, SAM is asked again when the mask shown leaves clicks out
+    (:class:`~napari_active_sam.core.engine.predictor.InsistingPredictor`).
 
     Returns one JSON-ready record per episode.
     """
@@ -224,6 +227,8 @@ def evaluate_pair(
             used = _zooming(predictor, source, index, limits) if zoom else predictor
             if quality is not None:
                 used = JudgingPredictor(used, quality, source.sam_slice(index, limits))
+            if insist:
+                used = InsistingPredictor(used)
             result = run_episode(used, embedding, gt, strategy, clicks, rng, head)
             slices.append((index, gt, result))
         records.append(_record(pair.stem, obj.label, str(strategy), slices))

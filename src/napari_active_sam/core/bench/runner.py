@@ -76,6 +76,10 @@ class BenchmarkConfig:
         The quality ensemble picks the mask shown for a lone click among SAM's three, as
         the annotator does (:mod:`~napari_active_sam.core.quality.choice`); else SAM's IoU
         head picks.
+    insist : bool
+        When the mask shown leaves clicks out, SAM is asked once more from the mask edited
+        at them, as the annotator does
+        (:class:`~napari_active_sam.core.engine.predictor.InsistingPredictor`).
     """
 
     data: Path
@@ -93,6 +97,7 @@ class BenchmarkConfig:
     first: str = "box"
     tolerance: float = NSD_TOLERANCE_MM
     judge: bool = True
+    insist: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "strategies", tuple(parse_strategy(s) for s in self.strategies))
@@ -184,6 +189,7 @@ def run_benchmark(
             config.adapter,
             *extra,
             judge=config.judge,
+            insist=config.insist,
             pure=False,
         ): (pair, todo)
         for pair, window, todo in tasks
@@ -281,6 +287,7 @@ def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -
            if config.protocol is Protocol.THREE_D else {}),  # fmt: skip
         **({"zoom": True} if config.zoom else {}),  # unzoomed runs match those made before
         **({"judge": True} if config.judge else {}),  # as are runs where SAM chose
+        **({"insist": True} if config.insist else {}),  # and runs that took clicks as given
         **({"adapter": file_sha256(Path(config.adapter))[:16]} if config.adapter else {}),
     }
     path = out / RUN_FILE

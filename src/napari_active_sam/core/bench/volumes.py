@@ -329,11 +329,13 @@ def evaluate_volume_pair(
     first: str = "box",
     tolerance: float = NSD_TOLERANCE_MM,
     judge: bool = False,
+    insist: bool = False,
 ) -> list[dict[str, Any]]:
     """Play 3D episodes on one volume (a dask task): ``todo`` lists (object, strategy)
     pairs; each gets the opening box or click and ``corrections`` corrections. The spacing
     comes from the file; with ``judge``, the quality ensemble picks the mask shown for an
-    opening click. Returns one JSON-ready record per episode.
+    opening click; with ``insist``, a correction the mask leaves out is asked again
+    (:attr:`AnnotationSession.insist`). Returns one JSON-ready record per episode.
 
     Raises
     ------
@@ -344,7 +346,8 @@ def evaluate_volume_pair(
     source, labels, spacing = load_scaled_pair(pair, window)
     if labels.ndim != 3:
         check_volume(labels, spacing)  # says why: a 2D image
-    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id), zoom=zoom)
+    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id), zoom=zoom,
+                                insist=insist)  # fmt: skip
     session.head = head
     if judge:  # a click opening: the quality ensemble picks the mask shown, as annotated
         session.judge = worker_quality(ref, model, head).judge
