@@ -91,3 +91,43 @@ def test_an_answer_that_takes_every_click_in_is_left_as_it_is(demo, nuclei):
     fresh = ZoomingPredictor(Predictor(demo), source.raw_slice(()), source.limits())
     np.testing.assert_array_equal(answer.low_res_logits,
                                   fresh.predict(embedding, prompts).low_res_logits)  # fmt: skip
+
+
+def _trips(call):
+    """Run ``call()``; return what it returned and how often it brought results from the
+    device to the host."""
+    import sys
+
+    from napari_active_sam.core.engine import device
+
+    calls = []
+
+    def profile(frame, event, _):
+        if event == "call" and frame.f_code is device.to_host.__code__:
+            calls.append(frame)
+
+    sys.setprofile(profile)
+    try:
+        result = call()
+    finally:
+        sys.setprofile(None)
+    return result, len(calls)
+
+
+def test_an_answer_that_takes_every_click_in_costs_no_trip_more(demo, nuclei):
+    """The session checks the mask already on the host: a click taken in brings mask, map
+    and suggestions in as many trips from the device with asking again as without."""
+    from napari_active_sam.core.active.bayes_head import BayesHead
+
+    source, _ = nuclei
+    head = BayesHead.for_model(demo)
+    prompts = PromptSet((FIRST, Click(127.0, 255.0, True)))
+    trips = []
+    for insist in (True, False):
+        session = AnnotationSession(demo, source, EmbeddingStore(demo.model_id), head=head,
+                                    insist=insist)  # fmt: skip
+        session.answer((), PromptSet((FIRST,)))  # encodes; the next click refines it
+        answer, count = _trips(lambda: session.answer((), prompts, "bald"))  # noqa: B023
+        assert left_out(answer.mask, prompts) == ()
+        trips.append(count)
+    assert trips[0] == trips[1] > 0

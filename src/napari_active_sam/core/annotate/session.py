@@ -23,7 +23,9 @@ from ..engine.predictor import (
     Predictor,
     PriorMask,
     ambiguous,
+    edited_at,
     honouring_head,
+    insist_radius,
     shown_head,
 )
 from ..engine.preprocess import SliceSource
@@ -31,7 +33,7 @@ from ..engine.store import Embedding, EmbeddingStore, slice_key, slice_signature
 from ..engine.zoom import ZoomingPredictor, widened, zooms
 from ..errors import ModelError
 from ..progress import Progress
-from ..prompts import PromptSet
+from ..prompts import PromptSet, left_out
 
 ZOOM_SLICES = 4
 """Slices whose zoom windows a session keeps (the most recently clicked)."""
@@ -152,29 +154,59 @@ class AnnotationSession:
         correct ``prior`` are shown with a head that takes them in when the usual one does
         not (:func:`~napari_active_sam.core.engine.predictor.honouring_head`): given a mask
         to refine, SAM may answer a click on a slice propagation got wrong by returning
-        that mask again. Safe to call from several worker threads.
+        that mask again. When the mask shown still leaves clicks out and :attr:`insist` is
+        set, SAM is asked once more from that mask edited at them, and that answer is shown
+        if it leaves fewer out (the rule of
+        :class:`~napari_active_sam.core.engine.predictor.InsistingPredictor`); the check
+        reads the mask already brought to the host, so an answer that takes every click in
+        costs nothing more. Safe to call from several worker threads.
         """
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
+        refining = prior is not None
         with self._lock:
             earlier = self.previous.get(index)
             logits = earlier[1] if earlier and _extends(prompts, earlier[0]) else None
-            if logits is None and prior is not None:
+            if logits is None and refining:
                 logits = PriorMask(np.asarray(prior, bool))
-            decoder, side = self._insisting(index), 0
-            while True:  # again in a larger window while the head shown is cut off by it
-                if side:
-                    prediction = decoder.predict(embedding, prompts, logits, min_side=side)
-                else:
-                    prediction = decoder.predict(embedding, prompts, logits)
-                prediction = self._judged(index, prediction, prompts, embedding)
-                head = shown_head(prediction, prompts)
-                if prior is not None and prompts.clicks:
-                    head = honouring_head(prediction, prompts, head)
-                side = widened(prediction, head)
-                if not side:
-                    break
+            prediction, head = self._decoded(index, embedding, prompts, logits, refining)
+        answer = self._drawn(prediction, head, prompts, acquisition, samples, suggestions, rng)
+        missed = left_out(answer.mask, prompts) if self.insist else ()
+        if missed:
+            edited = PriorMask(edited_at(answer.mask, missed, insist_radius(prediction)))
+            with self._lock:
+                again = self._decoded(index, embedding, prompts, edited, refining)
+            retried = self._drawn(*again, prompts, acquisition, samples, suggestions, rng)
+            if len(left_out(retried.mask, prompts)) < len(missed):
+                (prediction, head), answer = again, retried
+        with self._lock:
             self.previous[index] = (prompts, prediction.logits[head])
             self.slice_uncertainty[index] = object_uncertainty(prediction)
+        return answer
+
+    def _decoded(self, index: tuple[int, ...], embedding: Embedding, prompts: PromptSet,
+                 logits, refining: bool) -> tuple[Prediction, int]:  # fmt: skip
+        """SAM's answer to ``prompts`` starting from ``logits``, judged, and the head shown
+        (one that takes the clicks in when ``refining`` a given mask); decoded again in a
+        larger window while that head is cut off by the window's edge."""
+        decoder, side = self._decoder(index), 0
+        while True:
+            if side:
+                prediction = decoder.predict(embedding, prompts, logits, min_side=side)
+            else:
+                prediction = decoder.predict(embedding, prompts, logits)
+            prediction = self._judged(index, prediction, prompts, embedding)
+            head = shown_head(prediction, prompts)
+            if refining and prompts.clicks:
+                head = honouring_head(prediction, prompts, head)
+            side = widened(prediction, head)
+            if not side:
+                return prediction, head
+
+    def _drawn(self, prediction: Prediction, head: int, prompts: PromptSet,
+               acquisition: str | None, samples: int, suggestions: int,
+               rng: np.random.Generator | None) -> Answer:  # fmt: skip
+        """The answer a user sees: ``head``'s mask and, when ``acquisition`` is named, the
+        map and suggestions, brought to the host together."""
         if not acquisition:
             return Answer(prediction, head, prediction.mask(head))
         found = uncertainty(

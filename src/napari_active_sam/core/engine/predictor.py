@@ -417,7 +417,7 @@ class InsistingPredictor:
         missed = left_out(shown, prompts)
         if not missed:
             return prediction
-        edited = PriorMask(edited_at(shown, missed, _cell_pixels(prediction)))
+        edited = PriorMask(edited_at(shown, missed, insist_radius(prediction)))
         again = self.decoder.predict(embedding, prompts, edited, **options)
         if len(left_out(again.mask(shown_head(again, prompts)), prompts)) < len(missed):
             return again
@@ -428,9 +428,10 @@ INSIST_RADIUS = 2.0
 """The smallest disc, in slice pixels, an insisting decoder puts in or takes out at a click."""
 
 
-def _cell_pixels(prediction: Prediction) -> float:
-    """Slice pixels per cell of the decoder's grid where ``prediction`` was decoded, at
-    least :data:`INSIST_RADIUS`."""
+def insist_radius(prediction: Prediction) -> float:
+    """The radius, in slice pixels, of the disc put in or taken out at a click left out of
+    ``prediction``'s mask: one cell of the decoder's grid where it was decoded, at least
+    :data:`INSIST_RADIUS`."""
     input_pixels = prediction.img_size / prediction.logits.shape[-1]
     scale = max(prediction.original_size) / max(prediction.input_size)
     return max(INSIST_RADIUS, input_pixels * scale)
