@@ -23,9 +23,8 @@ from ..engine.predictor import (
     Predictor,
     PriorMask,
     ambiguous,
-    edited_at,
     honouring_head,
-    insist_radius,
+    insistence,
     shown_head,
 )
 from ..engine.preprocess import SliceSource
@@ -170,13 +169,13 @@ class AnnotationSession:
                 logits = PriorMask(np.asarray(prior, bool))
             prediction, head = self._decoded(index, embedding, prompts, logits, refining)
         answer = self._drawn(prediction, head, prompts, acquisition, samples, suggestions, rng)
-        missed = left_out(answer.mask, prompts) if self.insist else ()
-        if missed:
-            edited = PriorMask(edited_at(answer.mask, missed, insist_radius(prediction)))
+        found = insistence(answer.mask, prompts, prediction) if self.insist else None
+        if found is not None:
+            missed, edited = found
             with self._lock:
                 again = self._decoded(index, embedding, prompts, edited, refining)
             retried = self._drawn(*again, prompts, acquisition, samples, suggestions, rng)
-            if len(left_out(retried.mask, prompts)) < len(missed):
+            if len(left_out(retried.mask, prompts)) < missed:
                 (prediction, head), answer = again, retried
         with self._lock:
             self.previous[index] = (prompts, prediction.logits[head])

@@ -413,15 +413,25 @@ class InsistingPredictor:
         """As the decoder's ``predict``; again from the edited mask when the head
         :func:`shown_head` picks leaves some of the clicks out."""
         prediction = self.decoder.predict(embedding, prompts, previous_logits, **options)
-        shown = prediction.mask(shown_head(prediction, prompts))
-        missed = left_out(shown, prompts)
-        if not missed:
+        found = insistence(prediction.mask(shown_head(prediction, prompts)), prompts, prediction)
+        if found is None:
             return prediction
-        edited = PriorMask(edited_at(shown, missed, insist_radius(prediction)))
+        missed, edited = found
         again = self.decoder.predict(embedding, prompts, edited, **options)
-        if len(left_out(again.mask(shown_head(again, prompts)), prompts)) < len(missed):
+        if len(left_out(again.mask(shown_head(again, prompts)), prompts)) < missed:
             return again
         return prediction
+
+
+def insistence(shown: np.ndarray, prompts: PromptSet,
+               prediction: Prediction) -> tuple[int, PriorMask] | None:  # fmt: skip
+    """When ``shown`` (the mask a user sees of ``prediction``) leaves clicks out: how many,
+    and the mask edited at them to ask SAM again from (an answer is kept when it leaves
+    fewer out); None when it takes every click in."""
+    missed = left_out(shown, prompts)
+    if not missed:
+        return None
+    return len(missed), PriorMask(edited_at(shown, missed, insist_radius(prediction)))
 
 
 INSIST_RADIUS = 2.0
