@@ -68,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "uniformly among a scene's objects (default 0)",
     )
     parser.add_argument(
+        "--click-loss",
+        type=float,
+        default=0.0,
+        help="weight of a loss asking every head to take every click in, at the clicked "
+        "pixels (default 0: the mask loss alone)",
+    )
+    parser.add_argument(
         "--data-workers",
         type=int,
         default=0,
@@ -108,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         click_iterations=args.prompts,
         random_fraction=args.random_fraction,
         large_targets=args.large_targets,
+        click_weight=args.click_loss,
         data_workers=args.data_workers,
         click_threads=args.click_threads,
         checkpoint_every_s=args.checkpoint_every,

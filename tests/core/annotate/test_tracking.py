@@ -21,7 +21,9 @@ from napari_active_sam.core.engine.sam2_family import SMOKE_SAM2_ARCHITECTURE  #
 from napari_active_sam.core.engine.store import EmbeddingStore  # noqa: E402
 from napari_active_sam.core.progress import drain  # noqa: E402
 
-LENIENT = PropagationSettings(min_iou=0, min_area_fraction=0, max_area_growth=np.inf)
+LENIENT = PropagationSettings(
+    min_iou=0, min_area_fraction=0, max_area_growth=np.inf, max_intensity_shift=None
+)
 """Rules that never stop growth: only SAM 2's object score does."""
 
 
@@ -91,6 +93,26 @@ def test_the_object_score_head_stops_tracking_where_the_object_ends(tiny):
     result = drain(propagate(_session(tiny, volume), {5: _seed(volume, 5)}, LENIENT))
     assert result.stops == ()
     assert set(result.slices) == set(range(12)) - {5}
+
+
+def test_tracking_beyond_the_seeds_stops_where_the_mask_leaves_the_seeds_intensity(tiny):
+    """The drifting block: the seed's mask is the bright block; a mask SAM 2 tracks beyond
+    it is judged by its mean intensity against the seed's, and growth stops there when
+    it moves further than allowed (a bound of 0 deviations: any change at all)."""
+    from dataclasses import replace
+
+    volume = _volume()
+    _object_score(tiny, 8.0)
+    seeds = {5: _seed(volume, 5)}
+    strict = drain(propagate(_session(tiny, volume), seeds,
+                             replace(LENIENT, max_intensity_shift=0.0)))  # fmt: skip
+    tracked = drain(propagate(_session(tiny, volume), seeds, LENIENT))
+    for z in (4, 6):  # the first slice each way beyond the seed
+        assert tracked.slices[z].kept and tracked.slices[z].area > 0
+        assert not strict.slices[z].kept
+        assert any(stop.startswith(f"slice {z}: the mask's mean intensity moved")
+                   for stop in strict.stops)  # fmt: skip
+    assert strict.mask.any(axis=(1, 2)).sum() == 1
 
 
 def test_a_correction_conditions_tracking_on_one_more_slice(tiny):

@@ -89,7 +89,7 @@ def test_every_slice_reports_how_sure_the_model_was_and_every_stop_says_why():
                for r in result.slices.values())  # fmt: skip
     assert result.least_sure in kept
     for stop in result.stops:
-        assert stop.split(": ", 1)[1].endswith(("(uncertain)", "(it leaked)",
+        assert stop.split(": ", 1)[1].endswith(("(uncertain)", "(it leaked)", "tissue)",
                                                 "(it is vanishing)", "(it vanished)"))  # fmt: skip
     # A threshold below what every kept slice showed stops growth at once, saying why.
     strict = PropagationSettings(max_uncertainty=min(result.slices[z].uncertainty
@@ -228,3 +228,35 @@ def test_growth_from_one_seed_goes_on_where_growth_from_the_next_stopped_short()
     for stop in result.stops:  # a stop that the other side's growth overcame is not said
         assert not grown[int(stop.split()[1].rstrip(":"))].any()
     assert steps[-1].done == steps[-1].total
+
+
+def test_growth_stops_where_the_mask_leaves_the_seeds_tissue(epi):
+    """The real EPI volume's ventricles grown up from a box on their largest slice: the
+    demo model carries the mask past their end onto darker brain. Judged against the seed's
+    intensity, growth stops there and says why; without the rule it runs to the volume's
+    last slice."""
+    from napari_active_sam.core.prompts import PromptSet, box_around
+
+    session, labels = epi
+    ventricles = labels == 2
+    z = int(np.argmax(ventricles.sum(axis=(1, 2))))
+    seed = session.answer((z,), PromptSet(box=box_around(ventricles[z]))).mask
+    last = ventricles.shape[0] - 1
+    free, _ = _drain(propagate(session, {z: seed}, PropagationSettings(max_intensity_shift=None)))
+    assert free.mask[last].any() and not ventricles[last].any()
+    judged, _ = _drain(propagate(session, {z: seed}))
+    above = [stop for stop in judged.stops if int(stop.split(":")[0].split()[1]) > z]
+    assert len(above) == 1 and "mean intensity moved" in above[0]
+    stopped = int(above[0].split(":")[0].split()[1])
+    assert not judged.mask[stopped:].any() and judged.slices[stopped].kept is False
+    overshoot = [(m & ~ventricles[k]).sum() for k, m in enumerate(judged.mask)]
+    assert sum(overshoot) < sum((m & ~ventricles[k]).sum() for k, m in enumerate(free.mask))
+
+
+@pytest.mark.parametrize(("shift", "stops"), [(1.9, False), (-2.1, True), (2.1, True)])
+def test_the_intensity_rule_stops_past_its_bound_either_way(shift, stops):
+    settings = PropagationSettings(max_intensity_shift=2.0)
+    reason = settings.stop_reason("SAM", 0.9, 0.0, 100, 100, shift)
+    assert bool(reason) is stops
+    assert PropagationSettings(max_intensity_shift=None).stop_reason(
+        "SAM", 0.9, 0.0, 100, 100, 50.0) == ""  # fmt: skip

@@ -12,10 +12,12 @@ import torch
 from napari_active_sam.core.engine.architectures import DEMO_ARCHITECTURE
 from napari_active_sam.core.engine.checkpoints import LoadedModel, load_checkpoint
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError
+from napari_active_sam.core.prompts import Click, PromptSet
 from napari_active_sam.core.sim.clicker import error_click
 from napari_active_sam.core.sim.training import (
     DemoTrainingConfig,
     _learning_rate,
+    click_loss,
     decode_batch,
     dice_loss,
     encode_batch,
@@ -34,6 +36,45 @@ def test_losses_are_small_for_right_and_large_for_wrong_logits():
     right, wrong = (target * 2 - 1) * 10, (1 - target * 2) * 10
     assert focal_loss(right, target).item() < 1e-4 < focal_loss(wrong, target).item()
     assert dice_loss(right, target).item() < 0.01 and dice_loss(wrong, target).item() > 0.9
+
+
+def test_the_click_loss_is_small_where_every_head_takes_the_clicks_in():
+    logits = torch.full((2, 3, 8, 8), -8.0)  # every head outside everywhere
+    logits[:, :, 2:5, 2:5] = 8.0  # but inside this square
+    logits[1, 2, 3, 3] = -8.0  # session 1's third head leaves the square's centre out
+    prompts = [
+        PromptSet((Click(3.0, 3.0, True), Click(6.4, 1.0, False))),
+        # x 2.6 falls in column 3, y 4.6 in row 5 (outside the square)
+        PromptSet((Click(2.6, 3.0, True), Click(3.0, 4.6, False))),
+    ]
+    loss = click_loss(logits, prompts)
+    assert loss.shape == (2, 3)
+    assert loss[0].max() < 1e-3 and loss[1, :2].max() < 1e-3
+    assert loss[1, 2] > 3.9  # one of its two clicks left out by a margin of 8
+    assert (click_loss(logits, [PromptSet(box=(0, 0, 4, 4))] * 2) == 0).all()
+
+
+def test_the_click_loss_weighs_into_a_session_when_asked(tiny_arch):
+    rng_seed, config = 4, DemoTrainingConfig(batch_size=2, size=tiny_arch.img_size)
+    batch = make_batch(np.random.default_rng(rng_seed), config, "nuclei")
+    model = LoadedModel(tiny_arch.build().eval(), "tiny", tiny_arch, "x")
+    embeddings = encode_batch(model, batch.images).detach()
+
+    def session(weight):
+        loss, _ = interactive_loss(model, embeddings, batch.targets, batch.regions, False, 3,
+                                   np.random.default_rng(5), click_weight=weight)  # fmt: skip
+        return loss.item()
+
+    # random weights leave clicks out: the loss grows with the weight, the same clicks drawn
+    without, once, twice = session(0.0), session(1.0), session(2.0)
+    assert without < once < twice
+    assert twice - once == pytest.approx(once - without, rel=1e-4)
+
+
+@pytest.mark.parametrize("weight", [-0.5, float("nan")])
+def test_a_click_weight_below_zero_or_not_finite_is_a_clear_error(weight):
+    with pytest.raises(ActiveSamError, match="click_weight must be a finite number"):
+        DemoTrainingConfig(click_weight=weight)
 
 
 def test_error_click_lands_in_the_error_region_with_the_right_sign():

@@ -4,7 +4,10 @@ The recipe follows Segment Anything's: the first prompt is a click inside the ob
 box around it; further clicks are sampled from the error region of the current prediction
 while the previous low-resolution logits are fed back as the mask prompt. The loss is
 focal + Dice (20:1) on the best of the three multimask heads plus the single-mask head, and
-mean squared error between the IoU head and each head's true IoU."""
+mean squared error between the IoU head and each head's true IoU; optionally
+(``click_weight``) a term that asks every head to take every click in: the logistic loss
+at each clicked pixel (a mask that leaves a correction out costs one pixel in focal + Dice,
+however often the user clicked there)."""
 
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ class DemoTrainingConfig:
     distance transforms they spend their time in run outside Python's lock), so that on a
     GPU the CPU keeps pace. A resumable state is written every ``checkpoint_every_s``
     seconds. ``large_targets`` of the sessions target an object drawn in proportion to its
-    area, the rest one drawn uniformly (see :func:`sample_target`).
+    area, the rest one drawn uniformly (see :func:`sample_target`). ``click_weight`` weighs
+    :func:`click_loss` against the mask loss (0: not used).
     """
 
     steps: int = 1400
@@ -63,6 +67,7 @@ class DemoTrainingConfig:
     click_threads: int = 0
     checkpoint_every_s: float = 300.0
     large_targets: float = 0.0
+    click_weight: float = 0.0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "click_iterations"):
@@ -77,6 +82,10 @@ class DemoTrainingConfig:
         for name in ("random_fraction", "large_targets"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ActiveSamError(f"{name} is a share, 0 to 1; got {getattr(self, name)}.")
+        if not (self.click_weight >= 0 and math.isfinite(self.click_weight)):
+            raise ActiveSamError(
+                f"click_weight must be a finite number of at least 0, got {self.click_weight}."
+            )
         for name in ("data_workers", "click_threads"):
             if getattr(self, name) < 0:
                 raise ActiveSamError(f"{name} cannot be negative, got {getattr(self, name)}.")
@@ -102,6 +111,22 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0):
 def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SAM's mask loss: 20 × focal + 1 × Dice; ``(..., H, W)`` → ``(...)``."""
     return 20 * focal_loss(logits, target) + dice_loss(logits, target)
+
+
+def click_loss(logits: torch.Tensor, prompts: list[PromptSet]) -> torch.Tensor:
+    """How far each head is from taking each session's clicks in: the logistic loss of its
+    logit at the pixel each click falls in (inside for a positive click, outside for a
+    negative one), averaged over the clicks; ``(B, M, H, W)`` logits in the clicks' frame
+    → ``(B, M)``; zeros for sessions without clicks."""
+    batch, heads, rows, cols = logits.shape
+    if not prompts[0].clicks:
+        return logits.new_zeros((batch, heads))
+    coords, labels = zip(*(p.point_arrays() for p in prompts), strict=True)
+    xy = torch.as_tensor(np.floor(np.stack(coords) + 0.5), device=logits.device).long()
+    x, y = xy[..., 0].clamp(0, cols - 1), xy[..., 1].clamp(0, rows - 1)  # (B, N)
+    sign = torch.as_tensor(np.stack(labels), device=logits.device).float() * 2 - 1
+    picked = logits[torch.arange(batch, device=logits.device)[:, None], :, y, x]  # (B, N, M)
+    return F.softplus(-sign[..., None] * picked.float()).mean(dim=1)
 
 
 def sample_target(scene: Scene, rng: np.random.Generator,
@@ -252,6 +277,7 @@ def interactive_loss(
     iterations: int,
     rng: np.random.Generator,
     pool: Executor | None = None,
+    click_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of an interactive session of ``iterations`` prompts on each of a batch of image
     embeddings (the encoder's output: trained with it, or cached and frozen).
@@ -269,6 +295,8 @@ def interactive_loss(
     pool : Executor, optional
         Simulates the sessions' corrective clicks side by side; each session has its own
         random stream, so the clicks do not depend on the pool.
+    click_weight : float
+        Weight of :func:`click_loss` on every head (0: not computed).
     """
     sam = model.sam
     device = sam.device
@@ -304,6 +332,9 @@ def interactive_loss(
             true_iou = inter / union.clamp(min=1)
         step_loss = (losses[:, 1:].min(dim=1).values + losses[:, 0]).mean()
         step_loss = step_loss + F.mse_loss(iou_pred, true_iou)
+        if click_weight:
+            clicks = click_loss(logits, [turn.prompts for turn in turns])
+            step_loss = step_loss + click_weight * clicks.mean()
         total = total + step_loss
 
         # Feed back what a user would see: SAM's top-rated multimask head after the first
@@ -479,7 +510,7 @@ def train_demo_model(
                 embeddings = encode_batch(model, batch.images)
                 loss, stats = interactive_loss(model, embeddings, batch.targets, batch.regions,
                                                batch.use_box, config.click_iterations, rng,
-                                               pool)  # fmt: skip
+                                               pool, config.click_weight)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
