@@ -13,7 +13,7 @@ from napari_active_sam._widgets.models import LOCAL_FILE
 from napari_active_sam.core.active.bayes_head import HEAD
 from napari_active_sam.core.adapt.adapter import ADAPTER, Adapter
 
-WAIT = 120_000  # ms: fine-tuning and a head fit on a 2-core CPU
+WAIT = 300_000  # ms: fine-tuning and a head fit on a 2-core CPU, other work beside them
 
 
 def docked(viewer, qtbot, image, checkpoint) -> ActiveSamWidget:

@@ -135,7 +135,7 @@ class Intensity:
 
 def _grey(session: AnnotationSession, z: int) -> np.ndarray:
     """Slice ``z`` as the model sees it, in grey levels (the mean of its three channels)."""
-    return session.source.sam_slice((z,)).mean(axis=-1, dtype=np.float32)
+    return session.source.sam_slice((z,), session.limits).mean(axis=-1, dtype=np.float32)
 
 
 @dataclass(eq=False)
