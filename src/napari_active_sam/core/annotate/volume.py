@@ -287,7 +287,7 @@ def propagate(
     result = SliceMasks((depth, *seeds[order[0]].shape))
     for z, mask in seeds.items():
         result[z] = mask
-    references = {z: Intensity.inside(_grey(session, z), mask) for z, mask in seeds.items()}
+    references = {z: _reference(session, settings, z, mask) for z, mask in seeds.items()}
     runs = []
     for i, start in enumerate(order):
         upper = (start + order[i + 1]) // 2 + 1 if i + 1 < len(order) else depth
@@ -340,7 +340,7 @@ def _from_neighbour(
     z: int,
     settings: PropagationSettings,
     reports: dict[int, SliceReport],
-    reference: Intensity,
+    reference: Intensity | None,
 ) -> tuple[np.ndarray | None, str]:
     """The mask on slice ``z`` prompted from its neighbour's, or None and why growth stops
     there; what the model said is added to ``reports``; ``reference`` is the intensity of
@@ -358,7 +358,7 @@ def _from_neighbour(
     prompts = PromptSet(box=box_around(neighbour))
     session.forget((z,))
     probe = session.answer((z,), prompts)
-    shift = _shift(session, settings, reference, z)
+    shift = _shift(session, reference, z)
     reason = _judge_slice(settings, probe, before, z, reports, shift(probe.mask))
     if reason:
         return None, reason
@@ -373,11 +373,19 @@ def _from_neighbour(
     return refined.mask, ""
 
 
-def _shift(session: AnnotationSession, settings: PropagationSettings, reference: Intensity,
-           z: int):  # fmt: skip
-    """How far a mask on slice ``z`` moved from ``reference``'s intensity (always 0 when
-    ``settings`` do not stop for it: the slice is not read)."""
+def _reference(session: AnnotationSession, settings: PropagationSettings, z: int,
+               mask: np.ndarray) -> Intensity | None:  # fmt: skip
+    """The intensity inside seed ``mask`` on slice ``z`` that growth from it is judged
+    against; None when ``settings`` do not stop for it (the slice is not read)."""
     if settings.max_intensity_shift is None:
+        return None
+    return Intensity.inside(_grey(session, z), mask)
+
+
+def _shift(session: AnnotationSession, reference: Intensity | None, z: int):
+    """How far a mask on slice ``z`` moved from ``reference``'s intensity, as a function of
+    the mask (slice ``z`` read once; always 0 without a reference)."""
+    if reference is None:
         return lambda mask: 0.0
     grey = _grey(session, z)
     return lambda mask: reference.shift(grey, mask)
@@ -430,8 +438,8 @@ def _track(
         result[z] = mask
     reports: dict[int, SliceReport] = {}
     stops: list[str] = []
-    ends = {False: Intensity.inside(_grey(session, last), seeds[last]),
-            True: Intensity.inside(_grey(session, first), seeds[first])}  # fmt: skip
+    ends = {False: _reference(session, settings, last, seeds[last]),
+            True: _reference(session, settings, first, seeds[first])}  # fmt: skip
     total, done = depth - len(order), 0
     for reverse in (False, True):
         frames = network.propagate_in_video(state, start_frame_idx=first, reverse=reverse)
@@ -471,7 +479,7 @@ def _tracked(
     beyond_seeds: bool,
     settings: PropagationSettings,
     reports: dict[int, SliceReport],
-    reference: Intensity,
+    reference: Intensity | None,
 ) -> tuple[np.ndarray, str]:
     """The mask SAM 2 tracked on slice ``z``, and why growth stops there ("" if it does not;
     only ``beyond_seeds`` it may, judged against the intensity of the seed it left,
@@ -502,7 +510,7 @@ def _tracked(
             reason = (f"SAM 2's object score {heads.object_score:.2f} ≤ 0: the object "
                       "ended (it vanished)")  # fmt: skip
         else:
-            shift = _shift(session, settings, reference, z)(mask)
+            shift = _shift(session, reference, z)(mask)
             reason = settings.stop_reason("SAM 2", iou, unsure, area, before, shift)
     reports[z] = SliceReport(unsure, iou, area, kept=not reason)
     return mask, reason
