@@ -100,6 +100,17 @@ def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
     assert controller.correcting is None and not len(viewer.layers[PROMPTS].data)
 
 
+def _correcting_the_least_sure_slice(widget, qtbot):
+    """Propagate the clicked object, then *Correct the least sure slice*: its panel and the
+    controller, correcting object 1."""
+    panel, controller = widget.along_z, widget.controller
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(panel.canvas.isVisible, timeout=WAIT)
+    QTest.mouseClick(panel.worst_button.native, Qt.MouseButton.LeftButton)
+    assert controller.correcting == 1
+    return panel, controller
+
+
 def test_clearing_the_slice_ends_a_correction_so_the_next_click_starts_afresh(spine_clicked,
                                                                                 qtbot):
     """The X key on the canvas clears the correction's click: what follows on that slice
@@ -107,13 +118,55 @@ def test_clearing_the_slice_ends_a_correction_so_the_next_click_starts_afresh(sp
     from napari_active_sam._widgets.layers import PROMPTS
 
     viewer, widget, _ = spine_clicked
-    panel, controller = widget.along_z, widget.controller
-    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(panel.canvas.isVisible, timeout=WAIT)
-    QTest.mouseClick(panel.worst_button.native, Qt.MouseButton.LeftButton)
-    assert controller.correcting == 1
+    panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()
     QTest.keyClick(canvas, Qt.Key.Key_X)
     qtbot.waitUntil(lambda: not len(viewer.layers[PROMPTS].data), timeout=5_000)
     assert controller.correcting is None and controller._prior is None
+
+
+def test_a_click_where_the_corrected_object_is_not_is_sized_by_its_nearest_slice(
+    spine_clicked, qtbot
+):
+    """While an object is corrected, a click on a slice it is not on (there the user erased
+    it) is asked with a box of the object's size on the nearest slice it is on, centred on
+    the click, as the 3D benchmark's corrections are; Propagate brings the object back
+    there under its label."""
+    from test_canvas_clicks import click
+
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, spine = spine_clicked
+    panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
+    output = viewer.layers[OUTPUT]
+    grown = np.flatnonzero((output.data == 1).any(axis=(1, 2)))
+    k = int(grown[-1]) if grown[-1] != panel.least_sure else int(grown[-2])
+    erased = output.data[k] == 1
+    rows, cols = np.nonzero(erased)
+    output.data_setitem((np.full(rows.size, k), rows, cols), 0)  # the eraser's one step
+    assert not (output.data[k] == 1).any()
+
+    viewer.dims.current_step = (k, 0, 0)
+    rows, cols = np.nonzero(spine[k])
+    click(viewer, float(np.median(rows)), float(np.median(cols)))
+    qtbot.waitUntil(lambda: len(controller.current_prompts().clicks) == 1, timeout=5_000)
+    qtbot.waitUntil(lambda: controller._shown == ((k,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    prompts = controller.current_prompts()
+    object_ = output.data == 1
+    nearest = k - 1 if object_[k - 1].any() else k + 1
+    asked = prompts.placed(object_[nearest])
+    (clicked,) = prompts.clicks
+    x0, y0, x1, y1 = asked.box
+    assert (x0 + x1) / 2 == clicked.x and (y0 + y1) / 2 == clicked.y
+    preview = viewer.layers["SAM preview"].data[k] > 0
+    placed = controller.session.decode((k,), asked)
+    assert np.array_equal(preview, placed.mask(shown_head(placed, asked)))
+    alone = controller.session.decode((k,), prompts)
+    assert not np.array_equal(preview, alone.mask(shown_head(alone, prompts)))
+
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: (viewer.layers[OUTPUT].data[k] == 1).any(), timeout=WAIT)
+    assert viewer.layers[OUTPUT].data.max() == 1  # the same object, not a second one
+    assert controller.correcting is None and not len(viewer.layers[PROMPTS].data)

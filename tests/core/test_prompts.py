@@ -57,6 +57,21 @@ def test_a_correction_of_a_mask_asks_with_its_box_and_the_clicks():
     assert PromptSet((outside,)).refining(mask).box == (9.5, 9.5, 30.5, 19.5)
 
 
+def test_clicks_where_the_object_is_not_yet_get_a_box_of_its_size_on_a_neighbour():
+    neighbour = np.zeros((40, 60), bool)
+    neighbour[10:20, 10:30] = True  # a box 20 wide, 10 high
+    click, negative = Click(45.0, 25.0), Click(44.0, 22.0, False)
+    asked = PromptSet((click, negative)).placed(neighbour)
+    assert asked.box == (35.0, 20.0, 55.0, 30.0) and asked.clicks == (click, negative)
+    two = PromptSet((Click(40.0, 25.0), Click(50.0, 25.0))).placed(neighbour)
+    assert two.box == (35.0, 20.0, 55.0, 30.0)  # centred between them
+    apart = PromptSet((Click(10.0, 25.0), Click(50.0, 25.0))).placed(neighbour)
+    assert apart.box == (9.5, 20.0, 50.5, 30.0)  # stretched over both
+    at_the_edge = PromptSet((Click(2.0, 38.0),)).placed(neighbour)
+    assert at_the_edge.box == (-0.5, 33.0, 12.0, 39.5)  # not past the slice
+    assert PromptSet((negative,)).placed(neighbour) == PromptSet((negative,))
+
+
 def test_the_clicks_a_mask_leaves_out_are_positive_outside_and_negative_inside():
     """A click counts on the pixel it falls in: 4.6 is pixel 5, 4.4 pixel 4 (pixel centres
     lie on whole coordinates), and one off the slice on its nearest pixel."""

@@ -22,7 +22,7 @@ from ..core.active.bayes_head import DEFAULT_SAMPLES
 from ..core.annotate.session import AnnotationSession, Answer
 from ..core.enums import Acquisition
 from ..core.errors import ActiveSamError
-from ..core.prompts import PromptSet, Suggestion, left_out
+from ..core.prompts import PromptSet, Suggestion, left_out, nearest_filled
 from ..core.sim.clicker import prompts_from_mask
 from . import layers
 from .adaptation import ModelAdaptation
@@ -231,9 +231,25 @@ class AnnotationController:
             (z,), mask = self._prior
             if z in prompted and z not in shown:
                 priors[z] = mask
+        # Clicks where the corrected object is not yet are asked as they were previewed.
+        prompted = {z: self._placed((z,), prompts) for z, prompts in prompted.items()}
         correcting, self.correcting, self._prior = self.correcting, None, None
         self.encoder = self.objects.propagate(self.session, prompted, shown, correcting,
                                               priors)  # fmt: skip
+
+    def _placed(self, index: tuple[int, ...], prompts: PromptSet) -> PromptSet:
+        """``prompts`` on a slice that the object being corrected is not on, with a box of
+        its size on the nearest slice it is on, centred on the positive clicks
+        (:meth:`~napari_active_sam.core.prompts.PromptSet.placed`, as the 3D benchmark's
+        corrections ask there); elsewhere the prompts themselves."""
+        if self.correcting is None or len(index) != 1 or layers.OUTPUT not in self.viewer.layers:
+            return prompts
+        labels = self.viewer.layers[layers.OUTPUT].data
+        if (np.asarray(labels[index[0]]) == self.correcting).any():
+            return prompts
+        object_ = np.asarray(labels) == self.correcting
+        nearest = nearest_filled(object_, index[0])
+        return prompts if nearest is None else prompts.placed(object_[nearest])
 
     def correct_slice(self, label: int, z: int) -> None:
         """Start correcting propagated object ``label`` on slice ``z``: go there, click at
@@ -386,7 +402,7 @@ class AnnotationController:
             return None
         correcting_here = self.correcting is not None and self._prior and self._prior[0] == index
         prior = self._prior[1] if correcting_here else None
-        asked = prompts.refining(prior) if correcting_here else prompts
+        asked = prompts.refining(prior) if correcting_here else self._placed(index, prompts)
         return self.workers.start(
             partial(self.session.answer, prior=prior), index, asked, *settings,
             returned=lambda answer: self._decoded(index, prompts, settings, answer),

@@ -17,6 +17,13 @@ def box_around(mask: np.ndarray) -> tuple[float, float, float, float]:
             float(cols.max() + 0.5), float(rows.max() + 0.5))  # fmt: skip
 
 
+def nearest_filled(volume: np.ndarray, z: int) -> int | None:
+    """The slice of a boolean ``(Z, H, W)`` object nearest slice ``z`` that holds some of it
+    (``z`` itself if it does; the lower of two as near), or None for an empty object."""
+    filled = np.flatnonzero(np.asarray(volume).any(axis=(1, 2)))
+    return int(filled[np.argmin(np.abs(filled - z))]) if filled.size else None
+
+
 @dataclass(frozen=True)
 class Click:
     """One point prompt in image pixel coordinates.
@@ -78,6 +85,25 @@ class PromptSet:
         """The prompts of a correction of ``mask`` (a mask shown on the slice, not empty):
         these clicks, with the box around the mask stretched over the positive ones."""
         return PromptSet(clicks=self.clicks, box=box_around(mask)).stretched()
+
+    def placed(self, mask: np.ndarray) -> PromptSet:
+        """The prompts of clicks on a slice an object has not reached yet, ``mask`` being
+        the object on the nearest slice it is on (not empty): these clicks with a box the
+        size of the one around ``mask``, centred on the positive clicks and stretched over
+        them. The clicks say where the object is, its neighbour how large: a lone click
+        leaves SAM's three masks to choose from, the smallest part or the whole organ
+        around it. Without a positive click, the clicks alone."""
+        positive = [click for click in self.clicks if click.positive]
+        if not positive:
+            return PromptSet(clicks=self.clicks)
+        x0, y0, x1, y1 = box_around(mask)
+        x = float(np.mean([click.x for click in positive]))
+        y = float(np.mean([click.y for click in positive]))
+        half_width, half_height = (x1 - x0) / 2, (y1 - y0) / 2
+        rows, cols = mask.shape
+        box = (max(x - half_width, -0.5), max(y - half_height, -0.5),
+               min(x + half_width, cols - 0.5), min(y + half_height, rows - 0.5))  # fmt: skip
+        return PromptSet(clicks=self.clicks, box=box).stretched()
 
     def translated(self, rows: float, cols: float) -> PromptSet:
         """The same prompts moved by ``rows`` down and ``cols`` right (into a window of the

@@ -13,6 +13,8 @@ import tifffile
 
 from napari_active_sam.cli.main import main
 from napari_active_sam.core.annotate.session import AnnotationSession
+from napari_active_sam.core.bench import volumes
+from napari_active_sam.core.bench.episodes import worker_quality
 from napari_active_sam.core.bench.volumes import (
     _corrected,
     check_volume,
@@ -20,7 +22,7 @@ from napari_active_sam.core.bench.volumes import (
     play_volume,
 )
 from napari_active_sam.core.data.real import mri_epi_volume
-from napari_active_sam.core.engine.checkpoints import load_model
+from napari_active_sam.core.engine.checkpoints import ModelRef, load_model
 from napari_active_sam.core.engine.downloads import CACHE_ENV
 from napari_active_sam.core.engine.preprocess import IntensityWindow, SliceSource
 from napari_active_sam.core.engine.store import EmbeddingStore
@@ -95,52 +97,82 @@ def test_bad_volumes_are_refused_with_what_to_do(demo, sample_ct):
         drain(play_volume(session, labels[:, :100] == 1))
 
 
-def test_a_positive_correction_outside_the_slice_s_box_stretches_it():
-    """The box a slice carries over from propagation is a guess: a positive correction
-    outside it means the object reaches there, and SAM answers only inside a box."""
-    carried = PromptSet(box=(59.5, 46.5, 71.5, 60.5))
-    stretched = _corrected(carried, [(37, 61, True)])
+def test_corrections_are_asked_as_the_dock_asks_them():
+    """On the opening slice a correction joins the user's box, stretched over a positive
+    click outside it (SAM answers inside a box); on a slice propagation reached it corrects
+    the mask there (the box around it, stretched the same way); on a slice it did not
+    reach the clicks go alone; clicks given on a slice before stay."""
+    mask = np.zeros((3, 100, 100), bool)
+    mask[1, 47:61, 60:72] = True  # box (59.5, 46.5, 71.5, 60.5) on slice 1
+    mask[2, 47:61, 60:72] = True
+    opened = {1: PromptSet(box=(59.5, 46.5, 71.5, 60.5))}
+    stretched = _corrected(opened, 1, mask, 1, [(37, 61, True)])
     assert stretched.box == (59.5, 36.5, 71.5, 60.5)
     assert stretched.clicks == (Click(61.0, 37.0, True),)
-    assert _corrected(carried, [(37, 61, False)]).box == carried.box  # not the object's
-    assert _corrected(carried, [(50, 65, True)]).box == carried.box  # already inside
-    both = _corrected(carried, [(80, 20, True), (70, 90, True)])
+    assert _corrected(opened, 1, mask, 1, [(37, 61, False)]).box == opened[1].box
+    assert _corrected(opened, 1, mask, 1, [(50, 65, True)]).box == opened[1].box
+    both = _corrected(opened, 1, mask, 1, [(80, 20, True), (70, 90, True)])
     assert both.box == (19.5, 46.5, 90.5, 80.5) and len(both.clicks) == 2
-    assert _corrected(PromptSet(), [(3, 4, True)]).box is None
+
+    refined = _corrected(opened, 1, mask, 2, [(37, 61, True)])  # propagation reached 2
+    assert refined == PromptSet((Click(61.0, 37.0, True),)).refining(mask[2])
+    assert refined.box == (59.5, 36.5, 71.5, 60.5)
+    again = _corrected({**opened, 2: refined}, 1, mask, 2, [(55, 66, False)])
+    assert again.clicks == (Click(61.0, 37.0, True), Click(66.0, 55.0, False))
+
+    placed = _corrected(opened, 1, mask, 0, [(37, 61, True)])  # it did not reach 0
+    assert placed == PromptSet((Click(61.0, 37.0, True),)).placed(mask[1])
+    assert placed.box == (55.0, 30.0, 67.0, 44.0)  # slice 1's size, centred on the click
 
 
-def test_corrections_on_a_real_volume_are_answered_inside_a_box_that_holds_them(demo):
-    """On the EPI ventricles RITM's first correction falls on a slice propagation did not
-    reach, outside the box carried from the nearest slice: the answer is asked with the box
-    stretched over it."""
+def test_a_correction_where_propagation_did_not_reach_is_sized_by_its_neighbour(demo):
+    """On the EPI ventricles growth down from the box stops at slice 13, and RITM's first
+    correction falls on slice 12, which propagation did not reach: it is asked with a box of
+    the ventricles' size on slice 14, centred on the click, and the object gains by it.
+    With the box around the object on slice 14 (a blob on the septum) the answer was the
+    septum again, and with the click alone the quality ensemble chose the whole brain: Dice
+    fell either way."""
     volume, labels, spacing = mri_epi_volume()
     session = _session(demo, volume)
+    session.judge = worker_quality(ModelRef("demo"), demo, None).judge  # as benchmarked
     asked = []
     answer = session.answer
 
     def spy(index, prompts, **kwargs):
-        asked.append(prompts)
+        asked.append((index, prompts))
         return answer(index, prompts, **kwargs)
 
     session.answer = spy
     episode = drain(play_volume(session, labels == 2, spacing, "ritm", interactions=2))
     assert episode.interactions[1]["kind"] == "click"
-    (corrected,) = [prompts for prompts in asked if prompts.clicks]  # propagation: boxes
-    x0, y0, x1, y1 = corrected.box
+    assert "slice 13" in " ".join(episode.interactions[0]["stops"])
+    (((z,), corrected),) = [(index, prompts) for index, prompts in asked if prompts.clicks]
     (click,) = corrected.clicks
-    assert click.positive and x0 <= click.x <= x1 and y0 <= click.y <= y1
+    x0, y0, x1, y1 = corrected.box
+    assert z == 12 and click.positive and (x0 + x1) / 2 == click.x and (y0 + y1) / 2 == click.y
+    assert (x1 - x0) * (y1 - y0) < volume[z].size / 10  # the ventricles' size, not the brain's
+    assert episode.dsc[1] > episode.dsc[0]
 
 
-def test_ritm_corrections_on_a_real_volume_never_click_a_voxel_twice(demo):
-    """On the EPI ventricles the model leaves a positive correction on slice 12 out of the
+def test_ritm_corrections_on_a_real_volume_never_click_a_voxel_twice(demo, monkeypatch):
+    """On the EPI ventricles, not asked again, the model leaves a correction out of the
     mask it shows; the next corrections go elsewhere instead of asking the same voxel
     again (the 2D clicker's rule)."""
     volume, labels, spacing = mri_epi_volume()
-    episode = drain(play_volume(_session(demo, volume), labels == 2, spacing, "ritm",
-                                interactions=5))  # fmt: skip
+    session = _session(demo, volume)
+    session.insist = False
+    still_wrong = []
+
+    def counting(gt, mask, spacing, clicked=None):
+        still_wrong.append(int((clicked & (gt != mask)).sum()))
+        return largest_error_click(gt, mask, spacing, clicked)
+
+    monkeypatch.setattr(volumes, "largest_error_click", counting)
+    episode = drain(play_volume(session, labels == 2, spacing, "ritm", interactions=6))
+    assert any(still_wrong)  # a clicked voxel the mask still gets wrong
     voxels = [(step["slice"], row, col) for step in episode.interactions[1:]
               for row, col, _ in step["clicks"]]  # fmt: skip
-    assert len(voxels) == 4 and len(set(voxels)) == 4
+    assert len(voxels) == 5 and len(set(voxels)) == 5
 
 
 def test_surface_dice_counts_surfaces_within_the_tolerance_in_mm():
