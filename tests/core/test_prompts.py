@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from napari_active_sam.core.prompts import Click, PromptSet, box_around, left_out
+from napari_active_sam.core.prompts import (
+    Click,
+    PromptSet,
+    box_around,
+    left_out,
+    nearest_filled,
+)
 
 
 def test_the_box_around_a_mask_lies_on_its_pixels_outer_edges():
@@ -68,8 +74,20 @@ def test_clicks_where_the_object_is_not_yet_get_a_box_of_its_size_on_a_neighbour
     apart = PromptSet((Click(10.0, 25.0), Click(50.0, 25.0))).placed(neighbour)
     assert apart.box == (9.5, 20.0, 50.5, 30.0)  # stretched over both
     at_the_edge = PromptSet((Click(2.0, 38.0),)).placed(neighbour)
-    assert at_the_edge.box == (-0.5, 33.0, 12.0, 39.5)  # not past the slice
+    assert at_the_edge.box == (-0.5, 29.5, 19.5, 39.5)  # its size, moved onto the slice
     assert PromptSet((negative,)).placed(neighbour) == PromptSet((negative,))
+
+
+def test_the_nearest_slice_holding_an_object_is_found_outwards_from_a_slice():
+    labels = np.zeros((7, 4, 4), np.int32)
+    labels[1, 0, 0] = labels[5, 3, 3] = 2
+    labels[3, 1, 1] = 1
+    assert nearest_filled(labels, 3, 2) == 1  # slices 1 and 5 as near: the lower
+    assert nearest_filled(labels, 4, 2) == 5
+    assert nearest_filled(labels, 5, 2) == 5  # on the slice itself
+    assert nearest_filled(labels, 0, 1) == 3
+    assert nearest_filled(labels == 2, 6) == 5  # a boolean object
+    assert nearest_filled(labels, 3, 9) is None
 
 
 def test_the_clicks_a_mask_leaves_out_are_positive_outside_and_negative_inside():

@@ -245,11 +245,10 @@ class AnnotationController:
         if self.correcting is None or len(index) != 1 or layers.OUTPUT not in self.viewer.layers:
             return prompts
         labels = self.viewer.layers[layers.OUTPUT].data
-        if (np.asarray(labels[index[0]]) == self.correcting).any():
+        nearest = nearest_filled(labels, index[0], self.correcting)  # read outwards from here
+        if nearest is None or nearest == index[0]:
             return prompts
-        object_ = np.asarray(labels) == self.correcting
-        nearest = nearest_filled(object_, index[0])
-        return prompts if nearest is None else prompts.placed(object_[nearest])
+        return prompts.placed(np.asarray(labels[nearest]) == self.correcting)
 
     def correct_slice(self, label: int, z: int) -> None:
         """Start correcting propagated object ``label`` on slice ``z``: go there, click at
@@ -258,7 +257,9 @@ class AnnotationController:
         from its seeds and this slice, under the same label. Until then the clicks there
         refine the mask propagation left on the slice, as the 3D benchmark's corrections
         refine the mask shown: they are asked with the box around it (stretched over
-        positive clicks outside it) and the mask itself (SAM's mask prompt)."""
+        positive clicks outside it) and the mask itself (SAM's mask prompt). Clicks on
+        other slices seed the regrowth too; on a slice the object is not on they are asked
+        with a box of its size on the nearest slice it is on (:meth:`_placed`)."""
         if self.session is None or layers.OUTPUT not in self.viewer.layers:
             return
         self.go_to_slice((z,))

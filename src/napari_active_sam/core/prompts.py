@@ -17,11 +17,17 @@ def box_around(mask: np.ndarray) -> tuple[float, float, float, float]:
             float(cols.max() + 0.5), float(rows.max() + 0.5))  # fmt: skip
 
 
-def nearest_filled(volume: np.ndarray, z: int) -> int | None:
-    """The slice of a boolean ``(Z, H, W)`` object nearest slice ``z`` that holds some of it
-    (``z`` itself if it does; the lower of two as near), or None for an empty object."""
-    filled = np.flatnonzero(np.asarray(volume).any(axis=(1, 2)))
-    return int(filled[np.argmin(np.abs(filled - z))]) if filled.size else None
+def nearest_filled(volume, z: int, value: int | bool = True) -> int | None:
+    """The slice of ``volume`` nearest slice ``z`` that holds some of an object (``z`` itself
+    if it does; the lower of two as near), or None if none does: ``volume`` is ``(Z, H, W)``,
+    a boolean object or labels with the object's label ``value``. Slices are read outwards
+    from ``z``, so an object on a nearby slice costs a few slices, not the volume."""
+    depth = len(volume)
+    for distance in range(depth):
+        for candidate in (z - distance, z + distance) if distance else (z,):
+            if 0 <= candidate < depth and (np.asarray(volume[candidate]) == value).any():
+                return candidate
+    return None
 
 
 @dataclass(frozen=True)
@@ -90,20 +96,20 @@ class PromptSet:
         """The prompts of clicks on a slice an object has not reached yet, ``mask`` being
         the object on the nearest slice it is on (not empty): these clicks with a box the
         size of the one around ``mask``, centred on the positive clicks and stretched over
-        them. The clicks say where the object is, its neighbour how large: a lone click
-        leaves SAM's three masks to choose from, the smallest part or the whole organ
-        around it. Without a positive click, the clicks alone."""
+        them (moved inwards where it would reach past the slice's edge). The clicks say
+        where the object is, its neighbour how large: a lone click leaves SAM's three masks
+        to choose from, the smallest part or the whole organ around it. Without a positive
+        click, the clicks alone."""
         positive = [click for click in self.clicks if click.positive]
         if not positive:
             return PromptSet(clicks=self.clicks)
         x0, y0, x1, y1 = box_around(mask)
         x = float(np.mean([click.x for click in positive]))
         y = float(np.mean([click.y for click in positive]))
-        half_width, half_height = (x1 - x0) / 2, (y1 - y0) / 2
         rows, cols = mask.shape
-        box = (max(x - half_width, -0.5), max(y - half_height, -0.5),
-               min(x + half_width, cols - 0.5), min(y + half_height, rows - 0.5))  # fmt: skip
-        return PromptSet(clicks=self.clicks, box=box).stretched()
+        left, right = _span(x, x1 - x0, cols)
+        top, bottom = _span(y, y1 - y0, rows)
+        return PromptSet(clicks=self.clicks, box=(left, top, right, bottom)).stretched()
 
     def translated(self, rows: float, cols: float) -> PromptSet:
         """The same prompts moved by ``rows`` down and ``cols`` right (into a window of the
@@ -133,6 +139,13 @@ class PromptSet:
         coords = np.array([(c.x, c.y) for c in self.clicks], dtype=np.float32).reshape(-1, 2)
         labels = np.array([int(c.positive) for c in self.clicks], dtype=np.int32)
         return coords, labels
+
+
+def _span(centre: float, length: float, extent: int) -> tuple[float, float]:
+    """``(start, end)`` of a box side ``length`` long (at most ``extent``) centred on
+    ``centre``, moved inwards to lie on a slice ``extent`` pixels across."""
+    start = min(max(centre - length / 2, -0.5), extent - 0.5 - length)
+    return start, start + length
 
 
 def left_out(mask: np.ndarray, prompts: PromptSet) -> tuple[Click, ...]:

@@ -98,10 +98,12 @@ def test_bad_volumes_are_refused_with_what_to_do(demo, sample_ct):
 
 
 def test_corrections_are_asked_as_the_dock_asks_them():
-    """On the opening slice a correction joins the user's box, stretched over a positive
-    click outside it (SAM answers inside a box); on a slice propagation reached it corrects
-    the mask there (the box around it, stretched the same way); on a slice it did not
-    reach the clicks go alone; clicks given on a slice before stay."""
+    """On the opening slice a correction joins the box it was opened with, stretched over a
+    positive click outside it (SAM answers inside a box); on a slice propagation reached it
+    refines the mask there (the box around it, stretched the same way); on a slice it did
+    not reach it goes with a box of the object's size on the nearest slice, centred on it,
+    also when an earlier correction there left the slice empty; clicks given on a slice
+    before stay."""
     mask = np.zeros((3, 100, 100), bool)
     mask[1, 47:61, 60:72] = True  # box (59.5, 46.5, 71.5, 60.5) on slice 1
     mask[2, 47:61, 60:72] = True
@@ -123,15 +125,18 @@ def test_corrections_are_asked_as_the_dock_asks_them():
     placed = _corrected(opened, 1, mask, 0, [(37, 61, True)])  # it did not reach 0
     assert placed == PromptSet((Click(61.0, 37.0, True),)).placed(mask[1])
     assert placed.box == (55.0, 30.0, 67.0, 44.0)  # slice 1's size, centred on the click
+    moved = _corrected({**opened, 0: placed}, 1, mask, 0, [(41, 65, True)])  # still empty
+    assert moved.box == (57.0, 32.0, 69.0, 46.0) and len(moved.clicks) == 2
+    nothing = np.zeros_like(mask)
+    assert _corrected({}, 1, nothing, 0, [(37, 61, True)]) == PromptSet((Click(61.0, 37.0),))
 
 
 def test_a_correction_where_propagation_did_not_reach_is_sized_by_its_neighbour(demo):
     """On the EPI ventricles growth down from the box stops at slice 13, and RITM's first
     correction falls on slice 12, which propagation did not reach: it is asked with a box of
-    the ventricles' size on slice 14, centred on the click, and the object gains by it.
-    With the box around the object on slice 14 (a blob on the septum) the answer was the
-    septum again, and with the click alone the quality ensemble chose the whole brain: Dice
-    fell either way."""
+    the ventricles' size on slice 14, centred on the click, and the object gains by it
+    (asked with the box around the object on slice 14, a blob on the septum, the answer is
+    the septum again; asked alone, the quality ensemble chooses the whole brain)."""
     volume, labels, spacing = mri_epi_volume()
     session = _session(demo, volume)
     session.judge = worker_quality(ModelRef("demo"), demo, None).judge  # as benchmarked
