@@ -170,3 +170,45 @@ def test_a_click_where_the_corrected_object_is_not_is_sized_by_its_nearest_slice
     qtbot.waitUntil(lambda: (viewer.layers[OUTPUT].data[k] == 1).any(), timeout=WAIT)
     assert viewer.layers[OUTPUT].data.max() == 1  # the same object, not a second one
     assert controller.correcting is None and not len(viewer.layers[PROMPTS].data)
+
+
+def test_a_click_on_another_slice_of_the_corrected_object_refines_its_mask_there(
+    spine_clicked, qtbot
+):
+    """While an object is corrected, a click on another slice it is on refines its mask
+    there (the box around it and the mask itself go with the click), as on the slice the
+    correction started from and as the 3D benchmark's corrections do; Propagate seeds that
+    slice with what was shown."""
+    from test_canvas_clicks import click
+
+    viewer, widget, spine = spine_clicked
+    panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
+    output = viewer.layers[OUTPUT]
+    grown = np.flatnonzero((output.data == 1).any(axis=(1, 2)))
+    k = next(int(z) for z in grown[::-1] if z not in (0, panel.least_sure))
+    propagated = output.data[k] == 1
+    asked = []
+    answer = controller.session.answer
+
+    def recorded(index, prompts, *args, prior=None, **kwargs):
+        asked.append((index, prompts, prior))
+        return answer(index, prompts, *args, prior=prior, **kwargs)
+
+    controller.session.answer = recorded
+    viewer.dims.current_step = (k, 0, 0)
+    rows, cols = np.nonzero(spine[k] & ~propagated)  # a part of the spine the mask missed
+    assert rows.size
+    click(viewer, float(rows[len(rows) // 2]), float(cols[len(cols) // 2]))
+    qtbot.waitUntil(lambda: len(controller.current_prompts().clicks) == 1, timeout=5_000)
+    qtbot.waitUntil(lambda: controller._shown == ((k,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    prompts = controller.current_prompts()
+    index, sent, prior = asked[-1]
+    assert index == (k,) and sent == prompts.refining(propagated)
+    assert sent.box is not None and np.array_equal(prior, propagated)
+    shown = viewer.layers["SAM preview"].data[k] > 0
+
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.correcting is None, timeout=5_000)
+    qtbot.waitUntil(lambda: k in controller.objects.seeds.get(1, {}), timeout=WAIT)
+    assert np.array_equal(controller.objects.seeds[1][k], shown)

@@ -225,17 +225,28 @@ class AnnotationController:
         shown = {}
         if current and self._shown == (current, prompted.get(current[0])):
             shown[current[0]] = layers.previewed(self.viewer, current)
-        # A corrected slice not on screen starts, as it did there, from the propagated mask.
+        # Corrected slices not on screen are asked as they were previewed: from the
+        # propagated mask where the object is, with a box of its size where it is not yet.
         priors = {}
-        if self._prior is not None and self.correcting is not None:
-            (z,), mask = self._prior
-            if z in prompted and z not in shown:
-                priors[z] = mask
-        # Clicks where the corrected object is not yet are asked as they were previewed.
+        for z in prompted:
+            prior = self._corrected_mask((z,))
+            if prior is not None and z not in shown:
+                priors[z] = prior
         prompted = {z: self._placed((z,), prompts) for z, prompts in prompted.items()}
         correcting, self.correcting, self._prior = self.correcting, None, None
         self.encoder = self.objects.propagate(self.session, prompted, shown, correcting,
                                               priors)  # fmt: skip
+
+    def _corrected_mask(self, index: tuple[int, ...]) -> np.ndarray | None:
+        """The mask that clicks on slice ``index`` correct while an object is corrected: the
+        object's mask there, as propagation left it; None where it is not (or nothing is
+        corrected)."""
+        if self._prior is not None and self._prior[0] == index:
+            return self._prior[1]
+        if self.correcting is None or len(index) != 1 or layers.OUTPUT not in self.viewer.layers:
+            return None
+        mask = np.asarray(self.viewer.layers[layers.OUTPUT].data[index[0]]) == self.correcting
+        return mask if mask.any() else None
 
     def _placed(self, index: tuple[int, ...], prompts: PromptSet) -> PromptSet:
         """``prompts`` on a slice that the object being corrected is not on, with a box of
@@ -258,8 +269,9 @@ class AnnotationController:
         refine the mask propagation left on the slice, as the 3D benchmark's corrections
         refine the mask shown: they are asked with the box around it (stretched over
         positive clicks outside it) and the mask itself (SAM's mask prompt). Clicks on
-        other slices seed the regrowth too; on a slice the object is not on they are asked
-        with a box of its size on the nearest slice it is on (:meth:`_placed`)."""
+        other slices seed the regrowth too: where the object is they refine its mask there
+        the same way, where it is not yet they are asked with a box of its size on the
+        nearest slice it is on (:meth:`_placed`)."""
         if self.session is None or layers.OUTPUT not in self.viewer.layers:
             return
         self.go_to_slice((z,))
@@ -401,9 +413,8 @@ class AnnotationController:
             self._shown_settings = settings
             self._refresh_slice_list()
             return None
-        correcting_here = self.correcting is not None and self._prior and self._prior[0] == index
-        prior = self._prior[1] if correcting_here else None
-        asked = prompts.refining(prior) if correcting_here else self._placed(index, prompts)
+        prior = self._corrected_mask(index)
+        asked = prompts.refining(prior) if prior is not None else self._placed(index, prompts)
         return self.workers.start(
             partial(self.session.answer, prior=prior), index, asked, *settings,
             returned=lambda answer: self._decoded(index, prompts, settings, answer),
