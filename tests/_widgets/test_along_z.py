@@ -209,6 +209,52 @@ def test_a_click_on_another_slice_of_the_corrected_object_refines_its_mask_there
     shown = viewer.layers["SAM preview"].data[k] > 0
 
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: controller.correcting is None, timeout=5_000)
     qtbot.waitUntil(lambda: k in controller.objects.seeds.get(1, {}), timeout=WAIT)
     assert np.array_equal(controller.objects.seeds[1][k], shown)
+    assert controller.correcting is None
+
+
+def test_propagate_pressed_twice_while_regrowing_still_regrows_the_corrected_object(
+    spine_clicked, qtbot
+):
+    """The second press cancels the first regrow and starts another: it still regrows the
+    corrected object under its label, from its seeds and the correction (not a second
+    object from the correction's click)."""
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, _ = spine_clicked
+    panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
+    z = panel.least_sure
+    qtbot.waitUntil(lambda: controller._shown == ((z,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    button = widget.propagate_button.native
+    QTest.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert controller.encoder is not None and controller.correcting == 1  # still regrowing
+    QTest.mouseClick(button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: set(controller.objects.seeds.get(1, {})) == {0, z}, timeout=WAIT)
+    qtbot.waitUntil(lambda: controller.correcting is None, timeout=WAIT)
+    assert viewer.layers[OUTPUT].data.max() == 1 and not len(viewer.layers[PROMPTS].data)
+
+
+def test_removing_the_labels_layer_ends_the_correction_and_c_commits_into_a_new_one(
+    spine_clicked, qtbot
+):
+    """Deleting the labels layer while an object is corrected ends the correction (its
+    object is gone); C then commits the slice shown into a new labels layer, as object 1."""
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, _ = spine_clicked
+    panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
+    z = panel.least_sure
+    qtbot.waitUntil(lambda: controller._shown == ((z,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    shown = viewer.layers["SAM preview"].data[z] > 0
+    viewer.layers.remove(OUTPUT)
+    assert controller.correcting is None and not controller.objects.seeds
+    canvas = viewer.window._qt_viewer.canvas.native
+    viewer.layers.selection.active = viewer.layers[PROMPTS]
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_C)
+    qtbot.waitUntil(lambda: OUTPUT in viewer.layers, timeout=5_000)
+    labels = viewer.layers[OUTPUT].data
+    assert np.array_equal(labels[z] == 1, shown) and labels.max() == 1

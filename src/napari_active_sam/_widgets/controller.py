@@ -141,6 +141,11 @@ class AnnotationController:
             self.correcting, self._prior = None, None
             self._offer(None)
             self._say("the image was removed: its encoding stopped")
+        elif event.value.name == layers.OUTPUT and self.session is not None:
+            # Its objects are gone: no correction or regrow can refer to them.
+            self.correcting, self._prior = None, None
+            self.objects.seeds.clear()
+            self._say("the labels layer was removed: the next object starts a new one")
 
     # ------------------------------------------------------------------- model, session
     def start_session(self, image: napari.layers.Image, request: ModelRequest, window: str):
@@ -152,14 +157,19 @@ class AnnotationController:
         self.cancel_encoding()
         self.loader.request(image, request, window)
 
-    def _session_made(self, image, session, quality, head_problem) -> None:
+    def _ensure_layers(self, image: napari.layers.Image) -> None:
+        """Create the layers the dock draws into on ``image``'s grid, where missing (the
+        user may have removed one), with the dock's keys bound in each."""
         keys = {"c": self.commit, "x": self.clear_prompts, "t": self.toggle_last,
                 "a": partial(self.answer_suggestion, True),
                 "d": partial(self.answer_suggestion, False),
                 "s": partial(self.answer_suggestion, None)}  # fmt: skip
+        layers.ensure_layers(self.viewer, image, self._prompts_changed, keys)
+
+    def _session_made(self, image, session, quality, head_problem) -> None:
         try:
             self.session = None  # no decode against half-made layers
-            layers.ensure_layers(self.viewer, image, self._prompts_changed, keys)
+            self._ensure_layers(image)
         except ActiveSamError as exc:
             self._report(exc)
             return
@@ -215,6 +225,8 @@ class AnnotationController:
         if self.session is None or len(self.session.source.leading_shape) != 1:
             show_info("Propagation needs a volume (z, y, x).")
             return
+        if layers.OUTPUT not in self.viewer.layers:  # the user removed it: a new one
+            self._ensure_layers(self.image)
         prompted = layers.prompted_slices(self._points)
         if not prompted:
             show_info("Click inside the object on at least one slice first.")
@@ -233,9 +245,15 @@ class AnnotationController:
             if prior is not None and z not in shown:
                 priors[z] = prior
         prompted = {z: self._placed((z,), prompts) for z, prompts in prompted.items()}
-        correcting, self.correcting, self._prior = self.correcting, None, None
-        self.encoder = self.objects.propagate(self.session, prompted, shown, correcting,
-                                              priors)  # fmt: skip
+        # The correction lasts until the regrown object is committed: pressed again (or
+        # cancelled) before then, Propagate still regrows that object.
+        self.encoder = self.objects.propagate(self.session, prompted, shown, self.correcting,
+                                              priors, done=self._regrown)  # fmt: skip
+
+    def _regrown(self, label: int) -> None:
+        """Object ``label`` was committed by propagation: a correction of it is over."""
+        if self.correcting == label:
+            self.correcting, self._prior = None, None
 
     def _corrected_mask(self, index: tuple[int, ...]) -> np.ndarray | None:
         """The mask that clicks on slice ``index`` correct while an object is corrected: the
@@ -367,10 +385,13 @@ class AnnotationController:
             self._say("committing when the mask is up to date ...")
             self.request_decode()
             return None
-        mask = layers.previewed(self.viewer, index)
-        if not mask.any():
+        shown = layers.PREVIEW in self.viewer.layers
+        mask = layers.previewed(self.viewer, index) if shown else None
+        if mask is None or not mask.any():
             show_info("Nothing to commit: click inside an object first.")
             return None
+        if layers.OUTPUT not in self.viewer.layers and self.image is not None:
+            self._ensure_layers(self.image)  # the user removed it: a new one
         label, pixels = self.objects.write(mask, index)
         self.correcting, self._prior = None, None  # committed as an object of its own
         self.clear_prompts()  # before an autosave: the prompts of a committed object go

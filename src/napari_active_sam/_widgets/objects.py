@@ -10,6 +10,7 @@ from the objects run on workers. Results are announced on the controller's event
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,12 +107,14 @@ class CommittedObjects:
 
     def propagate(self, session: AnnotationSession, prompted: dict[int, PromptSet],
                   shown: dict[int, np.ndarray], correcting: int | None = None,
-                  priors: dict[int, np.ndarray] | None = None):  # fmt: skip
+                  priors: dict[int, np.ndarray] | None = None,
+                  done: Callable[[int], None] | None = None):  # fmt: skip
         """Grow one object through the volume from the ``prompted`` slices (seeded with the
         ``shown`` masks where given, else with the answer to their prompts, starting from
-        ``priors`` where given) on a worker, and commit it; return the worker. When
-        ``correcting`` names a propagated object, it grows again from its own seeds plus
-        the prompted slices and replaces that object under the same label."""
+        ``priors`` where given) on a worker, and commit it, then call ``done`` with its
+        label; return the worker. When ``correcting`` names a propagated object, it grows
+        again from its own seeds plus the prompted slices and replaces that object under the
+        same label."""
 
         clicks = np.asarray(self.viewer.layers[PROMPTS].data)
         seeds = clicks[np.isin(np.round(clicks[:, 0]), list(prompted))]
@@ -133,6 +136,8 @@ class CommittedObjects:
             unsure = f"; least sure on slice {worst}" if worst is not None else ""
             self.announce(label, f"committed object {label} on {slices} slices{stopped}{unsure}")
             self.events.propagated(label=label, slices=grown.slices, stops=grown.stops)
+            if done is not None:
+                done(label)
 
         return self.workers.start(
             propagation_job, session, prompted, shown, kept, priors, progress=self._progress,
