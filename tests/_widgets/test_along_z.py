@@ -236,6 +236,25 @@ def test_propagate_pressed_twice_while_regrowing_still_regrows_the_corrected_obj
     assert viewer.layers[OUTPUT].data.max() == 1 and not len(viewer.layers[PROMPTS].data)
 
 
+def test_one_undo_takes_a_regrow_back_to_the_object_before_it(spine_clicked, qtbot):
+    """The regrow replaces the object in one step: Ctrl+Z on the labels layer brings back
+    the object as propagated before the correction (not an empty layer)."""
+    viewer, widget, _ = spine_clicked
+    panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
+    z = panel.least_sure
+    before = viewer.layers[OUTPUT].data.copy()
+    qtbot.waitUntil(lambda: controller._shown == ((z,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: set(controller.objects.seeds.get(1, {})) == {0, z}, timeout=WAIT)
+    assert not np.array_equal(viewer.layers[OUTPUT].data, before)
+    viewer.layers.selection.active = viewer.layers[OUTPUT]
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: np.array_equal(viewer.layers[OUTPUT].data, before), timeout=5_000)
+
+
 def test_removing_the_labels_layer_ends_the_correction_and_c_commits_into_a_new_one(
     spine_clicked, qtbot
 ):

@@ -124,9 +124,10 @@ class CommittedObjects:
             """Write the grown object (a ``core.annotate.volume.Propagated``)."""
             grown, used = result
             label = None
-            if correcting is not None and self.remove(correcting):
-                label = correcting
-            label, _ = self.write(grown.mask, label=label)
+            with self.viewer.layers[OUTPUT].block_history():  # one undo step: replaced
+                if correcting is not None and self.remove(correcting):
+                    label = correcting
+                label, _ = self.write(grown.mask, label=label)
             self.seeds[label] = used
             slices = len(grown.masks.slices())
             if PROMPTS in self.viewer.layers:  # the seeds' clicks are done with; later ones stay
@@ -145,7 +146,8 @@ class CommittedObjects:
         )  # fmt: skip
 
     def remove(self, label: int) -> bool:
-        """Clear object ``label`` from the output layer (one undo step); False if absent."""
+        """Clear object ``label`` from the output layer (one undo step, or part of the
+        caller's); False if absent."""
         output = self.viewer.layers[OUTPUT]
         where = np.nonzero(np.asarray(output.data) == label)
         if not len(where[0]):
