@@ -126,6 +126,37 @@ def test_clearing_the_slice_ends_a_correction_so_the_next_click_starts_afresh(sp
     assert controller.correcting is None and controller._prior is None
 
 
+def test_a_correction_with_clicks_on_other_slices_ends_when_the_last_are_cleared(
+    spine_clicked, qtbot
+):
+    """X clears the slice on screen; the correction goes on while its clicks on another
+    slice are left (Propagate would still regrow the object from them), and ends when
+    those are cleared too."""
+    from test_canvas_clicks import click
+
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, spine = spine_clicked
+    panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
+    z = panel.least_sure
+    k = next(int(s) for s in range(1, spine.shape[0]) if s != z and spine[s].any())
+    viewer.dims.current_step = (k, 0, 0)
+    rows, cols = np.nonzero(spine[k])
+    click(viewer, float(np.median(rows)), float(np.median(cols)))
+    qtbot.waitUntil(lambda: len(viewer.layers[PROMPTS].data) == 2, timeout=5_000)
+    canvas = viewer.window._qt_viewer.canvas.native
+    viewer.dims.current_step = (z, 0, 0)
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_X)
+    qtbot.waitUntil(lambda: len(viewer.layers[PROMPTS].data) == 1, timeout=5_000)
+    assert controller.correcting == 1
+    viewer.dims.current_step = (k, 0, 0)
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_X)
+    qtbot.waitUntil(lambda: not len(viewer.layers[PROMPTS].data), timeout=5_000)
+    assert controller.correcting is None and controller._prior is None
+
+
 def test_a_click_where_the_corrected_object_is_not_is_sized_by_its_nearest_slice(
     spine_clicked, qtbot
 ):

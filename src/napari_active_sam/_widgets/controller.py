@@ -365,12 +365,12 @@ class AnnotationController:
             self._prompts_changed()
 
     def clear_prompts(self) -> None:
-        """Remove the prompts of the current slice and its preview (a correction started
-        there ends: the next click starts afresh)."""
+        """Remove the prompts of the current slice and its preview. A correction ends once
+        none of its clicks are left, on any slice: the next click starts afresh."""
         index = self.current_index()
-        if self._prior and self._prior[0] == index:
-            self.correcting, self._prior = None, None
         layers.remove_points_on_slice(self._points, index)
+        if self.correcting is not None and not len(self._points.data):
+            self.correcting, self._prior = None, None
         if self.session is not None:
             self.session.forget(index)
         self._show(index, PromptSet(), None)
