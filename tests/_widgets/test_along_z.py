@@ -308,3 +308,34 @@ def test_removing_the_labels_layer_ends_the_correction_and_c_commits_into_a_new_
     qtbot.waitUntil(lambda: OUTPUT in viewer.layers, timeout=5_000)
     labels = viewer.layers[OUTPUT].data
     assert np.array_equal(labels[z] == 1, shown) and labels.max() == 1
+
+
+def test_every_slice_seeds_with_the_mask_shown_there_not_only_the_one_on_screen(
+    spine_clicked, qtbot
+):
+    """Two clicks on the first slice are answered click by click (the second refines the
+    first's answer); moved to another slice, Propagate seeds the first with the mask shown
+    there, which SAM asked afresh with both clicks would not give."""
+    from test_canvas_clicks import click
+
+    from napari_active_sam._widgets.layers import PREVIEW
+
+    viewer, widget, spine = spine_clicked
+    controller = widget.controller
+    qtbot.waitUntil(lambda: controller._shown == ((0,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    rows, cols = np.nonzero(spine[0])
+    far = int(np.argmax(rows))  # the spine's lowest pixel, far from the first click
+    click(viewer, float(rows[far]), float(cols[far]))
+    qtbot.waitUntil(lambda: len(controller.current_prompts().clicks) == 2, timeout=5_000)
+    qtbot.waitUntil(lambda: controller._shown == ((0,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    shown = viewer.layers[PREVIEW].data[0] > 0
+    prompts = controller.current_prompts()
+    afresh = controller.session.decode((0,), prompts)
+    assert not np.array_equal(shown, afresh.mask(0))  # click by click is not afresh
+
+    viewer.dims.current_step = (5, 0, 0)
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: 1 in controller.objects.seeds, timeout=WAIT)
+    assert np.array_equal(controller.objects.seeds[1][0], shown)

@@ -107,6 +107,7 @@ class AnnotationController:
         self.encoder = None
         self._decodes = LatestRequest(self._decode)
         self._shown: tuple | None = None  # (slice, prompts) the preview was made from
+        self._previewed: dict[tuple[int, ...], PromptSet] = {}  # each slice's, likewise
         self._shown_settings: tuple | None = None  # and the map settings
         self._commit_when_ready = False
         self.correcting: int | None = None  # the propagated object a correction re-grows
@@ -178,6 +179,7 @@ class AnnotationController:
         self.adaptation.reset(session, quality)
         self.objects.clear_candidates()
         self._shown = None
+        self._previewed.clear()
         self._offer(None)
         if head_problem:
             show_error(head_problem)
@@ -232,13 +234,14 @@ class AnnotationController:
             show_info("Click inside the object on at least one slice first.")
             return
         self.cancel_encoding()
-        # The slice on screen seeds with the mask the user sees, if it is up to date.
-        current = self.current_index()
+        # Each slice seeds with the mask the user saw there, where it is up to date: the
+        # preview was built click by click, and asked afresh SAM may answer otherwise.
         shown = {}
-        if current and self._shown == (current, prompted.get(current[0])):
-            shown[current[0]] = layers.previewed(self.viewer, current)
-        # Corrected slices not on screen are asked as they were previewed: from the
-        # propagated mask where the object is, with a box of its size where it is not yet.
+        if layers.PREVIEW in self.viewer.layers:
+            shown = {z: layers.previewed(self.viewer, (z,)) for z, prompts in prompted.items()
+                     if self._previewed.get((z,)) == prompts}  # fmt: skip
+        # Corrected slices without an up-to-date preview are asked as they were previewed:
+        # from the propagated mask where the object is, with a box of its size elsewhere.
         priors = {}
         for z in prompted:
             prior = self._corrected_mask((z,))
@@ -468,6 +471,7 @@ class AnnotationController:
         self._offer(None if found is None else Offer(index, prompts, found.suggestions))
         layers.show_suggestions(self.viewer, index, None if found is None else found.suggestions)
         self._shown = (index, prompts)
+        self._previewed[index] = prompts
 
     # -------------------------------------------------------------------- suggestions
     @property
