@@ -301,6 +301,7 @@ def test_removing_the_labels_layer_ends_the_correction_and_c_commits_into_a_new_
     shown = viewer.layers["SAM preview"].data[z] > 0
     viewer.layers.remove(OUTPUT)
     assert controller.correcting is None and not controller.objects.seeds
+    assert not panel.worst_button.enabled and not panel.canvas.isVisible()  # its object is gone
     canvas = viewer.window._qt_viewer.canvas.native
     viewer.layers.selection.active = viewer.layers[PROMPTS]
     canvas.setFocus()

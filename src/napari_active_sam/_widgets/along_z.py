@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from .controller import AnnotationController
 
 
+IDLE = "how sure the model was, slice by slice, after a propagation"
+
+
 class AlongZPanel(Container):
     """The per-slice report of the last propagation in the Active SAM dock.
 
@@ -33,7 +36,7 @@ class AlongZPanel(Container):
     def __init__(self, controller: AnnotationController):
         super().__init__(label="along z")
         self.controller = controller
-        self.summary = Label(value="how sure the model was, slice by slice, after a propagation")
+        self.summary = Label(value=IDLE)
         self.summary.native.setWordWrap(True)  # a long line wraps inside the dock
         self.worst_button = PushButton(text="Correct the least sure slice", enabled=False)
         self.extend([self.summary, self.worst_button])
@@ -47,6 +50,14 @@ class AlongZPanel(Container):
         self.worst_button.changed.connect(self.go_to_least_sure)
         self.canvas.mpl_connect("button_press_event", self._clicked)
         controller.events.propagated.connect(self._propagated)
+        controller.events.objects_removed.connect(self.reset)
+
+    def reset(self, event=None) -> None:
+        """Forget the last propagation's report (its object is gone)."""
+        self.slices, self.least_sure, self.object_label = {}, None, None
+        self.worst_button.enabled = False
+        self.summary.value = IDLE
+        self._plot()
 
     def _propagated(self, event) -> None:
         self.object_label = event.label

@@ -47,6 +47,7 @@ EVENTS = {
     "answered": "(index, prompts, answer) drawn; answers overtaken by newer prompts are not",
     "uncertain_slices": "(ranked) [(index, score), ...] most uncertain first; None in 2D",
     "committed": "(label) an object was written into the output layer",
+    "objects_removed": "() the output layer was removed, with every object in it",
     "propagated": "(label, slices, stops) object label was grown through the volume: how "
     "sure the model was on each slice it decoded (slice → core.annotate.volume.SliceReport) "
     "and why growth stopped",
@@ -146,6 +147,7 @@ class AnnotationController:
             # Its objects are gone: no correction or regrow can refer to them.
             self.correcting, self._prior = None, None
             self.objects.seeds.clear()
+            self.events.objects_removed()
             self._say("the labels layer was removed: the next object starts a new one")
 
     # ------------------------------------------------------------------- model, session
