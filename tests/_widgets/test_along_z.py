@@ -111,6 +111,16 @@ def _correcting_the_least_sure_slice(widget, qtbot):
     return panel, controller
 
 
+def _correction_shown(viewer, widget, qtbot):
+    """:func:`_correcting_the_least_sure_slice`, then the preview there once drawn: the
+    panel, the controller, that slice and the mask shown on it."""
+    panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
+    z = panel.least_sure
+    qtbot.waitUntil(lambda: controller._shown == ((z,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    return panel, controller, z, viewer.layers["SAM preview"].data[z] > 0
+
+
 def test_clearing_the_slice_ends_a_correction_so_the_next_click_starts_afresh(spine_clicked,
                                                                                 qtbot):
     """The X key on the canvas clears the correction's click: what follows on that slice
@@ -294,11 +304,7 @@ def test_removing_the_labels_layer_ends_the_correction_and_c_commits_into_a_new_
     from napari_active_sam._widgets.layers import PROMPTS
 
     viewer, widget, _ = spine_clicked
-    panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
-    z = panel.least_sure
-    qtbot.waitUntil(lambda: controller._shown == ((z,), controller.current_prompts()),
-                    timeout=WAIT)  # fmt: skip
-    shown = viewer.layers["SAM preview"].data[z] > 0
+    panel, controller, z, shown = _correction_shown(viewer, widget, qtbot)
     viewer.layers.remove(OUTPUT)
     assert controller.correcting is None and not controller.objects.seeds
     assert not panel.worst_button.enabled and not panel.canvas.isVisible()  # its object is gone
@@ -340,3 +346,25 @@ def test_every_slice_seeds_with_the_mask_shown_there_not_only_the_one_on_screen(
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: 1 in controller.objects.seeds, timeout=WAIT)
     assert np.array_equal(controller.objects.seeds[1][0], shown)
+
+
+def test_c_during_a_correction_commits_the_slice_as_an_object_of_its_own_whole(
+    spine_clicked, qtbot
+):
+    """C on the slice being corrected commits its mask as a new object, taking the pixels it
+    covers there from the corrected object (made from that object's mask, it overlaps it):
+    the whole mask shown, not the sliver outside object 1."""
+    viewer, widget, _ = spine_clicked
+    panel, controller, z, shown = _correction_shown(viewer, widget, qtbot)
+    before = viewer.layers[OUTPUT].data.copy()
+    assert (shown & (before[z] == 1)).any()  # it overlaps object 1 there
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_C)
+    qtbot.waitUntil(lambda: viewer.layers[OUTPUT].data.max() == 2, timeout=5_000)
+    labels = viewer.layers[OUTPUT].data
+    assert np.array_equal(labels[z] == 2, shown)
+    assert np.array_equal(labels[z] == 1, (before[z] == 1) & ~shown)
+    others = np.arange(len(labels)) != z
+    assert np.array_equal(labels[others], before[others])  # object 1 elsewhere as it was
+    assert controller.correcting is None

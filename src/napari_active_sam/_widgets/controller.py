@@ -397,8 +397,10 @@ class AnnotationController:
             return None
         if layers.OUTPUT not in self.viewer.layers and self.image is not None:
             self._ensure_layers(self.image)  # the user removed it: a new one
-        label, pixels = self.objects.write(mask, index)
-        self.correcting, self._prior = None, None  # committed as an object of its own
+        # Committed during a correction, the slice's mask (made from the corrected
+        # object's) becomes an object of its own, taking its pixels from that object.
+        label, pixels = self.objects.write(mask, index, replacing=self.correcting)
+        self.correcting, self._prior = None, None
         self.clear_prompts()  # before an autosave: the prompts of a committed object go
         self.objects.announce(label, f"committed object {label} ({pixels} pixels)")
         return label

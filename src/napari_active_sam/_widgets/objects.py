@@ -82,17 +82,18 @@ class CommittedObjects:
         them."""
 
     # ---------------------------------------------------------------------------- writing
-    def write(self, mask: np.ndarray, index: tuple[int, ...] = (),
-              label: int | None = None) -> tuple[int, int]:  # fmt: skip
+    def write(self, mask: np.ndarray, index: tuple[int, ...] = (), label: int | None = None,
+              replacing: int | None = None) -> tuple[int, int]:  # fmt: skip
         """Write boolean ``mask`` (a slice ``(H, W)`` at ``index``, or the whole image) as
-        one object (``label``, or else the selected or next free one); return ``(label,
-        pixels written)``."""
+        one object (``label``, or else the selected or next free one), over object
+        ``replacing`` where it lies there; return ``(label, pixels written)``."""
         output = self.viewer.layers[OUTPUT]
         if label is None:
             selected = int(output.selected_label)
             label = selected if self.use_selected and selected > 0 else None
             label = label or next_free_label(output.data)
-        written = commit_pixels(np.asarray(output.data[index]), mask, self.overwrite)
+        written = commit_pixels(np.asarray(output.data[index]), mask, self.overwrite,
+                                replacing)  # fmt: skip
         count = len(written[0])
         indices = (*(np.full(count, i) for i in index), *written)
         output.data_setitem(indices, label)

@@ -327,13 +327,19 @@ def next_free_label(labels: np.ndarray) -> int:
 
 
 def commit_pixels(
-    labels: np.ndarray, mask: np.ndarray, overwrite: bool = False
+    labels: np.ndarray, mask: np.ndarray, overwrite: bool = False, replacing: int | None = None
 ) -> tuple[np.ndarray, ...]:
     """Indices of the ``mask`` pixels a commit may write into ``labels`` (same shape).
 
-    Without ``overwrite`` pixels that already belong to another object are left alone.
+    Without ``overwrite`` pixels that already belong to another object are left alone,
+    except those of object ``replacing`` (the object a correction started from, whose
+    mask the committed one was made from).
     """
     if labels.shape != mask.shape:
         raise ValueError(f"Mask {mask.shape} and labels {labels.shape} differ in shape.")
-    writable = mask if overwrite else mask & (labels == 0)
-    return np.nonzero(writable)
+    if overwrite:
+        return np.nonzero(mask)
+    free = labels == 0
+    if replacing is not None:
+        free |= labels == replacing
+    return np.nonzero(mask & free)
