@@ -12,6 +12,7 @@ from napari_active_sam.core.prompts import (
     Click,
     PromptSet,
     box_around,
+    correction,
     left_out,
     nearest_filled,
 )
@@ -103,3 +104,16 @@ def test_the_clicks_a_mask_leaves_out_are_positive_outside_and_negative_inside()
     assert left_out(mask, PromptSet((inside, off_the_slice))) == ()
     assert left_out(np.ones((10, 10), bool), PromptSet((off_the_slice,))) == (off_the_slice,)
     assert left_out(mask, PromptSet(box=(0, 0, 9, 9))) == ()  # a box is no click
+
+
+def test_a_correction_refines_the_object_where_it_is_and_is_placed_where_it_is_not():
+    labels = np.zeros((4, 40, 60), np.int32)
+    labels[1, 10:20, 10:30] = 3
+    labels[1, 30:35, 40:50] = 1  # another object
+    click = PromptSet((Click(45.0, 25.0),), box=(0.0, 0.0, 5.0, 5.0))  # its box is dropped
+    refined, prior = correction(click, labels, 1, 3)
+    assert np.array_equal(prior, labels[1] == 3)
+    assert refined == PromptSet(click.clicks).refining(labels[1] == 3)
+    placed, prior = correction(click, labels, 3, 3)
+    assert prior is None and placed == PromptSet(click.clicks).placed(labels[1] == 3)
+    assert correction(click, labels, 1, 7) == (PromptSet(click.clicks), None)  # nowhere

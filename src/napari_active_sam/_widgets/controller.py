@@ -22,7 +22,7 @@ from ..core.active.bayes_head import DEFAULT_SAMPLES
 from ..core.annotate.session import AnnotationSession, Answer
 from ..core.enums import Acquisition
 from ..core.errors import ActiveSamError
-from ..core.prompts import PromptSet, Suggestion, left_out, nearest_filled
+from ..core.prompts import PromptSet, Suggestion, correction, left_out
 from ..core.sim.clicker import prompts_from_mask
 from . import layers
 from .adaptation import ModelAdaptation
@@ -112,7 +112,6 @@ class AnnotationController:
         self._shown_settings: tuple | None = None  # and the map settings
         self._commit_when_ready = False
         self.correcting: int | None = None  # the propagated object a correction re-grows
-        self._prior: tuple[tuple[int, ...], np.ndarray] | None = None  # its mask there
         self.events.learned.connect(self._learned)
         self.events.committed.connect(self._refresh_slice_list)
         viewer.dims.events.current_step.connect(self._slice_changed)
@@ -140,12 +139,12 @@ class AnnotationController:
             self.cancel_encoding()
             self.loader.forget()
             self.image, self.session = None, None
-            self.correcting, self._prior = None, None
+            self.correcting = None
             self._offer(None)
             self._say("the image was removed: its encoding stopped")
         elif event.value.name == layers.OUTPUT and self.session is not None:
             # Its objects are gone: no correction or regrow can refer to them.
-            self.correcting, self._prior = None, None
+            self.correcting = None
             self.objects.seeds.clear()
             self.events.objects_removed()
             self._say("the labels layer was removed: the next object starts a new one")
@@ -177,7 +176,7 @@ class AnnotationController:
             self._report(exc)
             return
         self.session, self.quality = session, quality
-        self.correcting, self._prior = None, None  # nothing of another image carries over
+        self.correcting = None  # nothing of another image carries over
         self.adaptation.reset(session, quality)
         self.objects.clear_candidates()
         self._shown = None
@@ -242,47 +241,33 @@ class AnnotationController:
         if layers.PREVIEW in self.viewer.layers:
             shown = {z: layers.previewed(self.viewer, (z,)) for z, prompts in prompted.items()
                      if self._previewed.get((z,)) == prompts}  # fmt: skip
-        # Corrected slices without an up-to-date preview are asked as they were previewed:
-        # from the propagated mask where the object is, with a box of its size elsewhere.
-        priors = {}
-        for z in prompted:
-            prior = self._corrected_mask((z,))
+        # The other slices are asked as they were previewed: as a correction of the object
+        # being corrected, starting from its mask where it is there.
+        priors, asked = {}, {}
+        for z, prompts in prompted.items():
+            asked[z], prior = self._correction((z,), prompts)
             if prior is not None and z not in shown:
                 priors[z] = prior
-        prompted = {z: self._placed((z,), prompts) for z, prompts in prompted.items()}
         # The correction lasts until the regrown object is committed: pressed again (or
         # cancelled) before then, Propagate still regrows that object.
-        self.encoder = self.objects.propagate(self.session, prompted, shown, self.correcting,
+        self.encoder = self.objects.propagate(self.session, asked, shown, self.correcting,
                                               priors, done=self._regrown)  # fmt: skip
 
     def _regrown(self, label: int) -> None:
         """Object ``label`` was committed by propagation: a correction of it is over."""
         if self.correcting == label:
-            self.correcting, self._prior = None, None
+            self.correcting = None
 
-    def _corrected_mask(self, index: tuple[int, ...]) -> np.ndarray | None:
-        """The mask that clicks on slice ``index`` correct while an object is corrected: the
-        object's mask there, as propagation left it; None where it is not (or nothing is
-        corrected)."""
-        if self._prior is not None and self._prior[0] == index:
-            return self._prior[1]
+    def _correction(self, index: tuple[int, ...],
+                    prompts: PromptSet) -> tuple[PromptSet, np.ndarray | None]:  # fmt: skip
+        """What clicks ``prompts`` on slice ``index`` ask, and the mask they correct, while
+        an object is corrected (:func:`~napari_active_sam.core.prompts.correction`: its
+        mask there refined, or a box of its size on the nearest slice it is on, as the 3D
+        benchmark's corrections ask); otherwise the prompts themselves and None."""
         if self.correcting is None or len(index) != 1 or layers.OUTPUT not in self.viewer.layers:
-            return None
-        mask = np.asarray(self.viewer.layers[layers.OUTPUT].data[index[0]]) == self.correcting
-        return mask if mask.any() else None
-
-    def _placed(self, index: tuple[int, ...], prompts: PromptSet) -> PromptSet:
-        """``prompts`` on a slice that the object being corrected is not on, with a box of
-        its size on the nearest slice it is on, centred on the positive clicks
-        (:meth:`~napari_active_sam.core.prompts.PromptSet.placed`, as the 3D benchmark's
-        corrections ask there); elsewhere the prompts themselves."""
-        if self.correcting is None or len(index) != 1 or layers.OUTPUT not in self.viewer.layers:
-            return prompts
-        labels = self.viewer.layers[layers.OUTPUT].data
-        nearest = nearest_filled(labels, index[0], self.correcting)  # read outwards from here
-        if nearest is None or nearest == index[0]:
-            return prompts
-        return prompts.placed(np.asarray(labels[nearest]) == self.correcting)
+            return prompts, None
+        labels = self.viewer.layers[layers.OUTPUT].data  # read outwards from the slice
+        return correction(prompts, labels, index[0], self.correcting)
 
     def correct_slice(self, label: int, z: int) -> None:
         """Start correcting propagated object ``label`` on slice ``z``: go there, click at
@@ -294,7 +279,7 @@ class AnnotationController:
         positive clicks outside it) and the mask itself (SAM's mask prompt). Clicks on
         other slices seed the regrowth too: where the object is they refine its mask there
         the same way, where it is not yet they are asked with a box of its size on the
-        nearest slice it is on (:meth:`_placed`)."""
+        nearest slice it is on (:meth:`_correction`)."""
         if self.session is None or layers.OUTPUT not in self.viewer.layers:
             return
         self.go_to_slice((z,))
@@ -302,7 +287,6 @@ class AnnotationController:
         if not mask.any():
             return show_info(f"Object {label} is not on slice {z}.")
         self.correcting = label
-        self._prior = ((z,), mask)
         layers.remove_points_on_slice(self._points, (z,))
         (click,) = prompts_from_mask(mask).clicks
         self.add_click(click.y, click.x, positive=True)
@@ -375,7 +359,7 @@ class AnnotationController:
         index = self.current_index()
         layers.remove_points_on_slice(self._points, index)
         if self.correcting is not None and not len(self._points.data):
-            self.correcting, self._prior = None, None
+            self.correcting = None
         if self.session is not None:
             self.session.forget(index)
         self._show(index, PromptSet(), None)
@@ -400,7 +384,7 @@ class AnnotationController:
         # Committed during a correction, the slice's mask (made from the corrected
         # object's) becomes an object of its own, taking its pixels from that object.
         label, pixels = self.objects.write(mask, index, replacing=self.correcting)
-        self.correcting, self._prior = None, None
+        self.correcting = None
         self.clear_prompts()  # before an autosave: the prompts of a committed object go
         self.objects.announce(label, f"committed object {label} ({pixels} pixels)")
         return label
@@ -441,8 +425,7 @@ class AnnotationController:
             self._shown_settings = settings
             self._refresh_slice_list()
             return None
-        prior = self._corrected_mask(index)
-        asked = prompts.refining(prior) if prior is not None else self._placed(index, prompts)
+        asked, prior = self._correction(index, prompts)
         return self.workers.start(
             partial(self.session.answer, prior=prior), index, asked, *settings,
             returned=lambda answer: self._decoded(index, prompts, settings, answer),

@@ -239,19 +239,17 @@ def propagation_job(
     priors: dict[int, np.ndarray] | None = None,
 ):
     """Seed masks from the prompted slices (the previewed ``(H, W)`` mask where the user
-    saw one, else the answer to their prompts, where ``priors`` gives a mask being corrected
-    as a correction of it: :meth:`~napari_active_sam.core.prompts.PromptSet.refining`) and
-    the ``kept`` seeds of an object being corrected (those slices not prompted again), then
-    grow through the volume; returns the grown object and where it stopped
-    (:class:`~napari_active_sam.core.annotate.volume.Propagated`), and its seeds."""
+    saw one, else the answer to their prompts, starting from the mask they correct where
+    ``priors`` gives one) and the ``kept`` seeds of an object being corrected (those
+    slices not prompted again), then grow through the volume; returns the grown object
+    and where it stopped (:class:`~napari_active_sam.core.annotate.volume.Propagated`), and
+    its seeds."""
     seeds = {z: mask for z, mask in (kept or {}).items() if z not in prompted}
     seeds.update(shown)
     priors = priors or {}
     for z, prompts in prompted.items():
         if z not in seeds:
-            prior = priors.get(z)
-            asked = prompts if prior is None else prompts.refining(prior)
-            seeds[z] = session.answer((z,), asked, prior=prior).mask
+            seeds[z] = session.answer((z,), prompts, prior=priors.get(z)).mask
     return (yield from propagate(session, seeds)), seeds
 
 

@@ -30,6 +30,24 @@ def nearest_filled(volume, z: int, value: int | bool = True) -> int | None:
     return None
 
 
+def correction(prompts: PromptSet, volume, z: int,
+               value: int | bool = True) -> tuple[PromptSet, np.ndarray | None]:  # fmt: skip
+    """How the clicks of ``prompts`` on slice ``z`` correct an object of ``volume`` (a
+    boolean ``(Z, H, W)`` object, or labels with the object's label ``value``), and the
+    mask they correct (SAM's mask prompt; None if none). Where the object is on ``z`` they
+    refine its mask there (:meth:`PromptSet.refining`); where it is on other slices only,
+    they go with a box of its size on the nearest (:meth:`PromptSet.placed`); where it is
+    nowhere, alone. The 3D benchmark's corrections and the dock's ask the same."""
+    clicks = PromptSet(prompts.clicks)
+    nearest = nearest_filled(volume, z, value)
+    if nearest is None:
+        return clicks, None
+    mask = np.asarray(volume[nearest]) == value
+    if nearest == z:
+        return clicks.refining(mask), mask
+    return clicks.placed(mask), None
+
+
 @dataclass(frozen=True)
 class Click:
     """One point prompt in image pixel coordinates.

@@ -34,7 +34,7 @@ from ..enums import Strategy
 from ..errors import ImageError
 from ..metrics import dice, largest_error_click, normalised_surface_dice
 from ..progress import Progress, drain
-from ..prompts import Click, PromptSet, box_around, nearest_filled
+from ..prompts import Click, PromptSet, box_around, correction
 from ..sim.clicker import ClickList, ritm_next_click
 from .episodes import episode_seed, worker_model, worker_quality
 from .strategies import STRATEGIES, ClickContext, parse_strategy
@@ -236,22 +236,16 @@ def _corrected(prompts: dict[int, PromptSet], opening: int, mask: np.ndarray, z:
     """Slice ``z``'s prompts once the correction ``clicks`` (``(row, col, positive)``) are
     added to those given there before. On the opening slice they join the box (or click)
     it was opened with, the box stretched over the positive ones
-    (:meth:`PromptSet.stretched`). On a slice that propagation reached they refine the
-    mask shown there, as the dock's *Correct the least sure slice* does
-    (:meth:`PromptSet.refining`); on one it did not reach they go with a box of the
-    object's size on the nearest slice it reached, centred on them, as the dock asks clicks
-    there while an object is corrected (:meth:`PromptSet.placed`)."""
+    (:meth:`PromptSet.stretched`). Elsewhere they correct the object as the dock's
+    corrections do (:func:`~napari_active_sam.core.prompts.correction`): the mask shown on
+    a slice propagation reached, or with a box of the object's size on the nearest slice it
+    reached."""
     asked = prompts.get(z, PromptSet())
     for row, col, positive in clicks:
         asked = asked.with_click(Click(float(col), float(row), positive))
     if z == opening:
         return asked.stretched()
-    nearest = nearest_filled(mask, z)
-    if nearest is None:  # nothing of the object anywhere: the clicks alone
-        return PromptSet(asked.clicks)
-    if nearest == z:
-        return PromptSet(asked.clicks).refining(mask[z])
-    return PromptSet(asked.clicks).placed(mask[nearest])
+    return correction(asked, mask, z)[0]
 
 
 def _slice_clicks(
@@ -279,7 +273,7 @@ def _slice_clicks(
     # The slice as the strategy finds it: its prompts so far, asked as a correction is; on
     # a slice with neither prompts nor object, the click RITM would make there.
     current = _corrected(prompts, opening, mask, z, [])
-    if current.is_empty or not current.asks_for_object:
+    if not current.asks_for_object:
         current = _corrected(prompts, opening, mask, z, [(*centre, bool(gt[centre]))])
     prediction = session.decode((z,), current, prior)  # the slice as it stands, every head
 
