@@ -58,7 +58,7 @@ def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: viewer.layers[OUTPUT].data.any(), timeout=WAIT)
     qtbot.waitUntil(panel.canvas.isVisible, timeout=5_000)
-    assert set(widget.controller.objects.seeds[1]) == {0}
+    assert set(widget.controller.objects.seeds(1)) == {0}
 
     QTest.mouseClick(panel.worst_button.native, Qt.MouseButton.LeftButton)
     z = panel.least_sure
@@ -93,7 +93,7 @@ def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
     shown = viewer.layers["SAM preview"].data[z] > 0
 
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: set(controller.objects.seeds.get(1, {})) == {0, z}, timeout=WAIT)
+    qtbot.waitUntil(lambda: set(controller.objects.seeds(1)) == {0, z}, timeout=WAIT)
     labels = viewer.layers[OUTPUT].data
     assert labels.max() == 1  # the same object, replaced: not a second one
     assert np.array_equal(labels[z] == 1, shown)  # the corrected slice as the user saw it
@@ -250,8 +250,8 @@ def test_a_click_on_another_slice_of_the_corrected_object_refines_its_mask_there
     shown = viewer.layers["SAM preview"].data[k] > 0
 
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: k in controller.objects.seeds.get(1, {}), timeout=WAIT)
-    assert np.array_equal(controller.objects.seeds[1][k], shown)
+    qtbot.waitUntil(lambda: k in controller.objects.seeds(1), timeout=WAIT)
+    assert np.array_equal(controller.objects.seeds(1)[k], shown)
     assert controller.correcting is None
 
 
@@ -272,14 +272,16 @@ def test_propagate_pressed_twice_while_regrowing_still_regrows_the_corrected_obj
     QTest.mouseClick(button, Qt.MouseButton.LeftButton)
     assert controller.encoder is not None and controller.correcting == 1  # still regrowing
     QTest.mouseClick(button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: set(controller.objects.seeds.get(1, {})) == {0, z}, timeout=WAIT)
+    qtbot.waitUntil(lambda: set(controller.objects.seeds(1)) == {0, z}, timeout=WAIT)
     qtbot.waitUntil(lambda: controller.correcting is None, timeout=WAIT)
     assert viewer.layers[OUTPUT].data.max() == 1 and not len(viewer.layers[PROMPTS].data)
 
 
 def test_one_undo_takes_a_regrow_back_to_the_object_before_it(spine_clicked, qtbot):
     """The regrow replaces the object in one step: Ctrl+Z on the labels layer brings back
-    the object as propagated before the correction (not an empty layer)."""
+    the object as propagated before the correction (not an empty layer), and with it the
+    seeds it grew from, so that the next regrow leaves the undone correction out; redone,
+    the correction's seed is back."""
     viewer, widget, _ = spine_clicked
     panel, controller = _correcting_the_least_sure_slice(widget, qtbot)
     z = panel.least_sure
@@ -287,13 +289,19 @@ def test_one_undo_takes_a_regrow_back_to_the_object_before_it(spine_clicked, qtb
     qtbot.waitUntil(lambda: controller._shown == ((z,), controller.current_prompts()),
                     timeout=WAIT)  # fmt: skip
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: set(controller.objects.seeds.get(1, {})) == {0, z}, timeout=WAIT)
+    qtbot.waitUntil(lambda: set(controller.objects.seeds(1)) == {0, z}, timeout=WAIT)
     assert not np.array_equal(viewer.layers[OUTPUT].data, before)
     viewer.layers.selection.active = viewer.layers[OUTPUT]
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()
     QTest.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: np.array_equal(viewer.layers[OUTPUT].data, before), timeout=5_000)
+    assert set(controller.objects.seeds(1)) == {0}
+    QTest.keyClick(canvas, Qt.Key.Key_Z,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: not np.array_equal(viewer.layers[OUTPUT].data, before),
+                    timeout=5_000)  # fmt: skip
+    assert set(controller.objects.seeds(1)) == {0, z}
 
 
 def test_removing_the_labels_layer_ends_the_correction_and_c_commits_into_a_new_one(
@@ -306,7 +314,7 @@ def test_removing_the_labels_layer_ends_the_correction_and_c_commits_into_a_new_
     viewer, widget, _ = spine_clicked
     panel, controller, z, shown = _correction_shown(viewer, widget, qtbot)
     viewer.layers.remove(OUTPUT)
-    assert controller.correcting is None and not controller.objects.seeds
+    assert controller.correcting is None and not controller.objects.seeds(1)
     assert not panel.worst_button.enabled and not panel.canvas.isVisible()  # its object is gone
     canvas = viewer.window._qt_viewer.canvas.native
     viewer.layers.selection.active = viewer.layers[PROMPTS]
@@ -344,8 +352,8 @@ def test_every_slice_seeds_with_the_mask_shown_there_not_only_the_one_on_screen(
 
     viewer.dims.current_step = (5, 0, 0)
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: 1 in controller.objects.seeds, timeout=WAIT)
-    assert np.array_equal(controller.objects.seeds[1][0], shown)
+    qtbot.waitUntil(lambda: bool(controller.objects.seeds(1)), timeout=WAIT)
+    assert np.array_equal(controller.objects.seeds(1)[0], shown)
 
 
 def test_c_during_a_correction_commits_the_slice_as_an_object_of_its_own_whole(
@@ -368,3 +376,38 @@ def test_c_during_a_correction_commits_the_slice_as_an_object_of_its_own_whole(
     others = np.arange(len(labels)) != z
     assert np.array_equal(labels[others], before[others])  # object 1 elsewhere as it was
     assert controller.correcting is None
+
+
+def test_erasing_the_corrected_object_under_its_clicks_asks_the_preview_again(spine_clicked,
+                                                                             qtbot):  # fmt: skip
+    """While an object is corrected, the clicks on a slice refine its mask there. The user
+    erases part of that mask with the labels layer's eraser (a real mouse press on the
+    canvas): the preview is asked again from the mask as it now is, and Propagate seeds the
+    slice with that preview, not the one made before the edit."""
+    from test_canvas_clicks import click
+
+    viewer, widget, _ = spine_clicked
+    panel, controller, z, first = _correction_shown(viewer, widget, qtbot)
+    output = viewer.layers[OUTPUT]
+    before = output.data[z] == 1
+    (row, col) = np.asarray(viewer.layers["SAM prompts"].data)[0][1:]
+    rows, cols = np.nonzero(before)
+    far = np.argmax(np.hypot(rows - row, cols - col))  # the object's pixel furthest away
+    viewer.layers.selection.active = output
+    output.mode, output.brush_size = "erase", 15
+    click(viewer, float(rows[far]), float(cols[far]))
+    edited = output.data[z] == 1
+    assert edited.sum() < before.sum()  # the stroke erased a part of the object
+    qtbot.waitUntil(lambda: controller._previewed[(z,)].prior is not None
+                    and np.array_equal(controller._previewed[(z,)].prior, edited),
+                    timeout=WAIT)  # fmt: skip
+    prompts = controller.current_prompts()
+    asked = prompts.refining(edited)
+    again = controller.session.decode((z,), asked, prior=edited)
+    shown = viewer.layers["SAM preview"].data[z] > 0
+    assert np.array_equal(shown, again.mask(shown_head(again, asked)))
+    assert not np.array_equal(shown, first)  # the edit changed what is shown
+
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: z in controller.objects.seeds(1), timeout=WAIT)
+    assert np.array_equal(controller.objects.seeds(1)[z], shown)

@@ -10,6 +10,7 @@ the controller's choices in step with its controls and learns the rest from the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,25 @@ EVENTS = {
 """The controller's events: name → "(attributes) meaning"."""
 
 
+@dataclass(frozen=True, eq=False)
+class Asked:
+    """What a slice's preview is decoded from: the user's ``prompts`` there, the prompts
+    ``asked`` of SAM (those of a correction while an object is corrected) and the mask
+    they refine (``prior``; None if none)."""
+
+    prompts: PromptSet
+    asked: PromptSet
+    prior: np.ndarray | None
+
+    def same(self, other: Asked | None) -> bool:
+        """Whether ``other`` decodes the same: equal prompts and equal masks."""
+        if other is None or (self.prompts, self.asked) != (other.prompts, other.asked):
+            return False
+        if self.prior is None or other.prior is None:
+            return self.prior is other.prior
+        return np.array_equal(self.prior, other.prior)
+
+
 class AnnotationController:
     """Interactive segmentation of one image layer in a viewer, with suggested clicks.
 
@@ -108,7 +128,8 @@ class AnnotationController:
         self.encoder = None
         self._decodes = LatestRequest(self._decode)
         self._shown: tuple | None = None  # (slice, prompts) the preview was made from
-        self._previewed: dict[tuple[int, ...], PromptSet] = {}  # each slice's, likewise
+        # each slice's preview was made from: its prompts, as asked, and the mask corrected
+        self._previewed: dict[tuple[int, ...], Asked] = {}
         self._shown_settings: tuple | None = None  # and the map settings
         self._commit_when_ready = False
         self.correcting: int | None = None  # the propagated object a correction re-grows
@@ -133,6 +154,8 @@ class AnnotationController:
         self.viewer.layers.events.removed.disconnect(self._layer_removed)
         if layers.PROMPTS in self.viewer.layers:
             self._points.events.data.disconnect(self._prompts_changed)
+        if layers.OUTPUT in self.viewer.layers:
+            self.viewer.layers[layers.OUTPUT].events.paint.disconnect(self._labels_edited)
 
     def _layer_removed(self, event) -> None:
         if self.image is not None and event.value is self.image:  # nothing reads it now
@@ -145,7 +168,7 @@ class AnnotationController:
         elif event.value.name == layers.OUTPUT and self.session is not None:
             # Its objects are gone: no correction or regrow can refer to them.
             self.correcting = None
-            self.objects.seeds.clear()
+            self.objects.forget_seeds()
             self.events.objects_removed()
             self._say("the labels layer was removed: the next object starts a new one")
 
@@ -167,6 +190,8 @@ class AnnotationController:
                 "d": partial(self.answer_suggestion, False),
                 "s": partial(self.answer_suggestion, None)}  # fmt: skip
         layers.ensure_layers(self.viewer, image, self._prompts_changed, keys)
+        # A correction is asked from the labels: an edit of them may change the preview.
+        self.viewer.layers[layers.OUTPUT].events.paint.connect(self._labels_edited)
 
     def _session_made(self, image, session, quality, head_problem) -> None:
         try:
@@ -235,19 +260,20 @@ class AnnotationController:
             show_info("Click inside the object on at least one slice first.")
             return
         self.cancel_encoding()
-        # Each slice seeds with the mask the user saw there, where it is up to date: the
-        # preview was built click by click, and asked afresh SAM may answer otherwise.
-        shown = {}
-        if layers.PREVIEW in self.viewer.layers:
-            shown = {z: layers.previewed(self.viewer, (z,)) for z, prompts in prompted.items()
-                     if self._previewed.get((z,)) == prompts}  # fmt: skip
-        # The other slices are asked as they were previewed: as a correction of the object
-        # being corrected, starting from its mask where it is there.
-        priors, asked = {}, {}
+        # Each slice seeds with the mask the user saw there, where it is up to date (made
+        # from its prompts as they are asked now): the preview was built click by click,
+        # and asked afresh SAM may answer otherwise. The other slices are asked as they
+        # would be previewed: as a correction of the object being corrected, starting from
+        # its mask where it is there.
+        shown, priors, asked = {}, {}, {}
+        previews = layers.PREVIEW in self.viewer.layers
         for z, prompts in prompted.items():
-            asked[z], prior = self._correction((z,), prompts)
-            if prior is not None and z not in shown:
-                priors[z] = prior
+            now = self._asked((z,), prompts)
+            asked[z] = now.asked
+            if previews and now.same(self._previewed.get((z,))):
+                shown[z] = layers.previewed(self.viewer, (z,))
+            elif now.prior is not None:
+                priors[z] = now.prior
         # The correction lasts until the regrown object is committed: pressed again (or
         # cancelled) before then, Propagate still regrows that object.
         self.encoder = self.objects.propagate(self.session, asked, shown, self.correcting,
@@ -257,6 +283,18 @@ class AnnotationController:
         """Object ``label`` was committed by propagation: a correction of it is over."""
         if self.correcting == label:
             self.correcting = None
+
+    def _asked(self, index: tuple[int, ...], prompts: PromptSet) -> Asked:
+        """How ``prompts`` on slice ``index`` are decoded now (:meth:`_correction`)."""
+        if not prompts.clicks:
+            return Asked(prompts, prompts, None)
+        return Asked(prompts, *self._correction(index, prompts))
+
+    def _labels_edited(self, event=None) -> None:
+        """The user painted, filled or erased in the labels: while an object is corrected,
+        the preview may be asked from a mask that has changed."""
+        if self.correcting is not None:
+            self.request_decode()
 
     def _correction(self, index: tuple[int, ...],
                     prompts: PromptSet) -> tuple[PromptSet, np.ndarray | None]:  # fmt: skip
@@ -362,14 +400,15 @@ class AnnotationController:
             self.correcting = None
         if self.session is not None:
             self.session.forget(index)
-        self._show(index, PromptSet(), None)
+        self._show(index, Asked(PromptSet(), PromptSet(), None), None)
 
     def commit(self) -> int | None:
         """Write the previewed object into the output layer (undoable with Ctrl+Z); None
         when there is nothing to commit yet."""
         index, prompts = self.current_index(), self.current_prompts()
         if prompts.clicks and self._shown != (index, prompts):
-            # The preview is behind the clicks: commit once it has caught up.
+            # The preview is behind the clicks: commit once it has caught up. (One made from
+            # them is what the user sees, even if an edit of the labels since asks anew.)
             self._commit_when_ready = True
             self._say("committing when the mask is up to date ...")
             self.request_decode()
@@ -417,28 +456,36 @@ class AnnotationController:
             return None  # no session, or the user removed our layers
         index, prompts = self.current_index(), self.current_prompts()
         settings = (self.acquisition, self.samples)
-        if self._shown == (index, prompts) and self._shown_settings == settings:
+        now = self._asked(index, prompts)
+        if self._up_to_date(index, prompts, now) and self._shown_settings == settings:
             return None  # the preview already shows these prompts
         if not prompts.clicks:
             self.session.forget(index)
-            self._show(index, prompts, None)
+            self._show(index, now, None)
             self._shown_settings = settings
             self._refresh_slice_list()
             return None
-        asked, prior = self._correction(index, prompts)
         return self.workers.start(
-            partial(self.session.answer, prior=prior), index, asked, *settings,
-            returned=lambda answer: self._decoded(index, prompts, settings, answer),
+            partial(self.session.answer, prior=now.prior), index, now.asked, *settings,
+            returned=lambda answer: self._decoded(index, now, settings, answer),
             errored=self._decode_failed, finished=finished,
         )  # fmt: skip
 
-    def _decoded(self, index, prompts, settings, answer: Answer) -> None:
-        if index != self.current_index() or prompts != self.current_prompts():
+    def _up_to_date(self, index: tuple[int, ...], prompts: PromptSet,
+                    now: Asked | None = None) -> bool:  # fmt: skip
+        """Whether the preview on screen is of slice ``index`` and was made from
+        ``prompts`` as they are asked now (``now``, if already known)."""
+        if self._shown != (index, prompts):
+            return False
+        return (now or self._asked(index, prompts)).same(self._previewed.get(index))
+
+    def _decoded(self, index, asked: Asked, settings, answer: Answer) -> None:
+        if index != self.current_index() or asked.prompts != self.current_prompts():
             return  # the user moved on: a newer decode follows
-        self._show(index, prompts, answer)
+        self._show(index, asked, answer)
         self._shown_settings = settings
         self._refresh_slice_list()
-        self.events.answered(index=index, prompts=prompts, answer=answer)
+        self.events.answered(index=index, prompts=asked.prompts, answer=answer)
         if self._commit_when_ready:
             self._commit_when_ready = False
             self.commit()
@@ -447,9 +494,10 @@ class AnnotationController:
         self._commit_when_ready = False  # never commit a mask the user did not see
         self._report(exc)
 
-    def _show(self, index, prompts: PromptSet, answer: Answer | None) -> None:
-        """Draw ``answer`` (None: nothing) for ``prompts`` on slice ``index``; offer its
+    def _show(self, index, asked: Asked, answer: Answer | None) -> None:
+        """Draw ``answer`` (None: nothing) for ``asked`` on slice ``index``; offer its
         suggestions."""
+        prompts = asked.prompts
         found: Uncertainty | None = None if answer is None else answer.uncertainty
         layers.show_preview(self.viewer, index, None if answer is None else answer.mask)
         missed = () if answer is None else left_out(answer.mask, prompts)
@@ -458,7 +506,7 @@ class AnnotationController:
         self._offer(None if found is None else Offer(index, prompts, found.suggestions))
         layers.show_suggestions(self.viewer, index, None if found is None else found.suggestions)
         self._shown = (index, prompts)
-        self._previewed[index] = prompts
+        self._previewed[index] = asked
 
     # -------------------------------------------------------------------- suggestions
     @property

@@ -10,6 +10,7 @@ from the objects run on workers. Results are announced on the controller's event
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,9 +78,9 @@ class CommittedObjects:
         self._saves = LatestRequest(self._save)
         self._learner = None
         self.candidates: tuple[tuple[int, ...], list[Candidate]] | None = None
-        self.seeds: dict[int, dict[int, np.ndarray]] = {}
-        """The seed masks each propagated object grew from, by label: a correction adds to
-        them."""
+        self._grown: dict[int, list[tuple[str, dict[int, np.ndarray]]]] = {}
+        """Each propagated object's commits, oldest first, by label: a digest of the object
+        as written and the seed masks it grew from (a correction adds to them)."""
 
     # ---------------------------------------------------------------------------- writing
     def write(self, mask: np.ndarray, index: tuple[int, ...] = (), label: int | None = None,
@@ -119,7 +120,7 @@ class CommittedObjects:
 
         clicks = np.asarray(self.viewer.layers[PROMPTS].data)
         seeds = clicks[np.isin(np.round(clicks[:, 0]), list(prompted))]
-        kept = self.seeds.get(correcting, {}) if correcting is not None else {}
+        kept = self.seeds(correcting) if correcting is not None else {}
 
         def commit(result) -> None:
             """Write the grown object (a ``core.annotate.volume.Propagated``)."""
@@ -129,7 +130,7 @@ class CommittedObjects:
                 if correcting is not None and self.remove(correcting):
                     label = correcting
                 label, _ = self.write(grown.mask, label=label)
-            self.seeds[label] = used
+            self._grown.setdefault(label, []).append((self._digest(label), used))
             slices = len(grown.masks.slices())
             if PROMPTS in self.viewer.layers:  # the seeds' clicks are done with; later ones stay
                 remove_points_at(self.viewer.layers[PROMPTS], seeds)
@@ -145,6 +146,30 @@ class CommittedObjects:
             propagation_job, session, prompted, shown, kept, priors, progress=self._progress,
             returned=commit, errored=self._report, cancellable=True,
         )  # fmt: skip
+
+    def seeds(self, label: int) -> dict[int, np.ndarray]:
+        """The seed masks (slice → mask) object ``label`` grew from, for the object as the
+        labels layer holds it now: once Ctrl+Z has taken a regrow back, those of the commit
+        it brought back, so that the next regrow leaves out the undone correction; where the
+        user has painted on the object since, those of its last commit; empty for an object
+        never propagated."""
+        commits = self._grown.get(label)
+        if not commits:
+            return {}
+        now = self._digest(label)
+        return next((seeds for digest, seeds in reversed(commits) if digest == now),
+                    commits[-1][1])  # fmt: skip
+
+    def forget_seeds(self) -> None:
+        """Forget every object's seeds (the labels layer they were committed to is gone)."""
+        self._grown.clear()
+
+    def _digest(self, label: int) -> str:
+        """A digest of object ``label``'s voxels in the output layer ("" without it)."""
+        if OUTPUT not in self.viewer.layers:
+            return ""
+        inside = np.packbits(np.asarray(self.viewer.layers[OUTPUT].data) == label)
+        return hashlib.blake2b(inside.tobytes(), digest_size=16).hexdigest()
 
     def remove(self, label: int) -> bool:
         """Clear object ``label`` from the output layer (one undo step, or part of the
