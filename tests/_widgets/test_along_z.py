@@ -409,5 +409,143 @@ def test_erasing_the_corrected_object_under_its_clicks_asks_the_preview_again(sp
     assert not np.array_equal(shown, first)  # the edit changed what is shown
 
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: z in controller.objects.seeds(1), timeout=WAIT)
+    qtbot.waitUntil(lambda: controller.correcting is None, timeout=WAIT)  # regrown
     assert np.array_equal(controller.objects.seeds(1)[z], shown)
+
+
+def _propagated(viewer, widget, qtbot):
+    """Propagate the clicked spine and wait until it is committed as object 1."""
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: viewer.layers[OUTPUT].data.any()
+                    and not len(viewer.layers[PROMPTS].data), timeout=WAIT)  # fmt: skip
+
+
+def test_removing_the_labels_layer_while_the_object_grows_writes_nothing_and_keeps_clicks(
+    spine_clicked, qtbot
+):
+    """The labels layer deleted while propagation runs: the grown object has nowhere to
+    go, so nothing is written (no error, no object in a layer made later) and the clicks
+    stay for the next Propagate, which writes the object into a new labels layer."""
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, spine = spine_clicked
+    controller = widget.controller
+    heard = []
+    controller.events.status.connect(lambda event: heard.append(event.message))
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    worker = controller.encoder
+    viewer.layers.remove(OUTPUT)  # before the worker's result reaches the GUI thread
+    qtbot.waitUntil(lambda: any("nothing was written" in m for m in heard), timeout=WAIT)
+    assert not worker.is_running and OUTPUT not in viewer.layers
+    assert len(viewer.layers[PROMPTS].data) == 1
+
+    _propagated(viewer, widget, qtbot)
+    grown = viewer.layers[OUTPUT].data == 1
+    assert grown[0].any() and (grown & spine).sum() / (grown | spine).sum() > 0.5
+
+
+def test_propagate_after_the_labels_layer_was_removed_seeds_with_the_mask_shown(
+    spine_clicked, qtbot
+):
+    """The labels layer removed after the preview was drawn: Propagate makes a new one and
+    seeds with the mask still on screen (not with an emptied preview)."""
+    viewer, widget, _ = spine_clicked
+    controller = widget.controller
+    qtbot.waitUntil(lambda: controller._shown == ((0,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    shown = viewer.layers["SAM preview"].data[0] > 0
+    assert shown.any()
+    viewer.layers.remove(OUTPUT)
+    _propagated(viewer, widget, qtbot)
+    assert np.array_equal(viewer.layers[OUTPUT].data[0] == 1, shown)
+    assert len(np.flatnonzero(viewer.layers[OUTPUT].data.any(axis=(1, 2)))) > 1
+
+
+def test_correcting_is_refused_while_another_objects_clicks_wait(spine_clicked, qtbot):
+    """Clicks of a new object on another slice, not committed: *Correct the least sure
+    slice* says to commit or clear them first, instead of taking them into the object."""
+    from test_canvas_clicks import click
+
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, spine = spine_clicked
+    panel, controller = widget.along_z, widget.controller
+    _propagated(viewer, widget, qtbot)
+    qtbot.waitUntil(lambda: panel.worst_button.enabled, timeout=5_000)
+    k = next(z for z in range(spine.shape[0]) if z != panel.least_sure)
+    viewer.dims.current_step = (k, 0, 0)
+    click(viewer, 30.0, 30.0)  # far from the spine: another object
+    qtbot.waitUntil(lambda: len(viewer.layers[PROMPTS].data) == 1, timeout=5_000)
+    heard = []
+    controller.events.status.connect(lambda event: heard.append(event.message))
+    QTest.mouseClick(panel.worst_button.native, Qt.MouseButton.LeftButton)
+    assert controller.correcting is None and viewer.dims.current_step[0] == k
+    assert np.asarray(viewer.layers[PROMPTS].data)[:, 0].tolist() == [k]
+
+
+def test_a_regrow_keeps_what_the_user_erased_on_a_slice_without_clicks(spine_clicked, qtbot):
+    """During a correction the user erases part of the object on another slice, one with
+    no clicks: the regrow seeds that slice with the object as the user left it."""
+    from test_canvas_clicks import click
+
+    viewer, widget, _ = spine_clicked
+    panel, controller, z, _ = _correction_shown(viewer, widget, qtbot)
+    output = viewer.layers[OUTPUT]
+    on = np.flatnonzero((output.data == 1).any(axis=(1, 2)))
+    k = next(int(s) for s in on if s not in (0, z))
+    rows, cols = np.nonzero(output.data[k] == 1)
+    viewer.dims.current_step = (k, 0, 0)
+    viewer.layers.selection.active = output
+    output.mode, output.brush_size = "erase", 9
+    click(viewer, float(rows.min()), float(np.median(cols)))
+    edited = output.data[k] == 1
+    assert 0 < edited.sum() < len(rows)
+    viewer.dims.current_step = (z, 0, 0)
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: controller.correcting is None, timeout=WAIT)  # regrown
+    assert np.array_equal(output.data[k] == 1, edited)
+    assert set(controller.objects.seeds(1)) == {0, z, k}
+
+
+def test_keys_and_propagate_make_the_prompts_layer_again_if_it_was_removed(spine_clicked,
+                                                                          qtbot):  # fmt: skip
+    """The prompts layer deleted: C in the labels layer commits the mask on screen, X and
+    Propagate work (the clicks went with the layer: nothing to clear or grow), and each
+    brings the layer back."""
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, _ = spine_clicked
+    controller = widget.controller
+    qtbot.waitUntil(lambda: controller._shown == ((0,), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    shown = viewer.layers["SAM preview"].data[0] > 0
+    canvas = viewer.window._qt_viewer.canvas.native
+    for key in (Qt.Key.Key_C, Qt.Key.Key_X):
+        viewer.layers.remove(PROMPTS)
+        viewer.layers.selection.active = viewer.layers[OUTPUT]
+        canvas.setFocus()
+        QTest.keyClick(canvas, key)
+        assert PROMPTS in viewer.layers and not len(viewer.layers[PROMPTS].data)
+    assert np.array_equal(viewer.layers[OUTPUT].data[0] == 1, shown)
+    viewer.layers.remove(PROMPTS)
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    assert PROMPTS in viewer.layers and viewer.layers[OUTPUT].data.max() == 1
+
+
+def test_a_new_image_forgets_the_last_propagation_of_the_one_before(spine_clicked, qtbot):
+    """Switching the dock to another image of the same shape: the along-z report and the
+    object's seeds belonged to the first image, so they go."""
+    viewer, widget, _ = spine_clicked
+    panel, controller = widget.along_z, widget.controller
+    _propagated(viewer, widget, qtbot)
+    qtbot.waitUntil(lambda: panel.worst_button.enabled, timeout=5_000)
+    assert controller.objects.seeds(1)
+    ct = viewer.layers["ct"]
+    other = viewer.add_image(np.asarray(ct.data)[::-1].copy(), name="ct reversed")
+    widget.image.value = other
+    qtbot.waitUntil(lambda: controller.session is not None
+                    and controller.session.source.data is other.data, timeout=WAIT)  # fmt: skip
+    assert not panel.worst_button.enabled and not panel.slices
+    assert not controller.objects.seeds(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,87 @@ def test_a_closed_controller_starts_no_work(ready):
     controller.request_decode()
     assert controller.encode_all() is None
     assert not controller.decoding and not controller.workers.running
+
+
+@pytest.fixture
+def demo_slowed(make_napari_viewer, qtbot):
+    """A controller with the demo model on a generated ultrasound scene, encoded, whose
+    answers each take half a second longer (so that the user can act while one runs), and
+    the scene; ``made`` maps each answer drawn to the session that made it."""
+    from napari_active_sam.core.data.scenes import make_scene
+
+    scene = make_scene("ultrasound", np.random.default_rng(8), 256)
+    viewer = make_napari_viewer()
+    image = viewer.add_image(scene.image, name="us")
+    controller = AnnotationController(viewer)
+    made: dict[int, object] = {}
+
+    def slowed(event) -> None:
+        session, answer = event.session, event.session.answer
+
+        def late(*args, **kwargs):
+            time.sleep(0.5)
+            found = answer(*args, **kwargs)
+            made[id(found)] = session
+            return found
+
+        session.answer = late
+
+    controller.events.session_ready.connect(slowed)
+    controller.start_session(image, ModelRequest("demo", "demo", None, "cpu"), "percentile")
+    qtbot.waitUntil(lambda: controller.session is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: controller.session.is_encoded(()), timeout=WAIT)
+    yield controller, scene, made
+    controller.close()
+
+
+def _inside(scene, label: int) -> tuple[float, float]:
+    rows, cols = np.nonzero(scene.labels == label)
+    return float(np.median(rows)), float(np.median(cols))
+
+
+def test_c_for_clicks_taken_back_commits_nothing_later(demo_slowed, qtbot):
+    """C before the preview caught up, then X: the commit waiting for that preview is
+    dropped, so the next object's first answer is shown, not committed."""
+    controller, scene, _ = demo_slowed
+    controller.add_click(*_inside(scene, 1))
+    assert controller.commit() is None  # "committing when the mask is up to date"
+    controller.clear_prompts()
+    qtbot.waitUntil(lambda: not controller.decoding, timeout=WAIT)
+    controller.add_click(*_inside(scene, 2))
+    qtbot.waitUntil(lambda: controller._shown == ((), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
+    assert controller.viewer.layers[PREVIEW].data.any()
+    assert not controller.viewer.layers[OUTPUT].data.any()
+    assert len(controller.viewer.layers["SAM prompts"].data) == 1
+
+
+def test_an_answer_from_before_a_new_window_is_not_drawn(demo_slowed, qtbot):
+    """Another intensity window chosen while a click is decoded: the answer on the old
+    window is dropped and the click is decoded again on the new one."""
+    controller, scene, made = demo_slowed
+    old = controller.session
+    heard = _record(controller, "answered")
+    controller.add_click(*_inside(scene, 1))
+    qtbot.wait(100)
+    assert controller.decoding
+    controller.start_session(controller.image, ModelRequest("demo", "demo", None, "cpu"),
+                             "bone")  # fmt: skip
+    qtbot.waitUntil(lambda: controller.session not in (None, old), timeout=WAIT)
+    qtbot.waitUntil(lambda: bool(heard) and made.get(id(heard[-1][1].answer)) is controller.session,
+                    timeout=WAIT)  # fmt: skip
+    assert all(made[id(event.answer)] is controller.session for _, event in heard)
+
+
+def test_a_new_head_redraws_the_map_of_a_click_being_decoded(demo_slowed, qtbot):
+    """A Bayesian head learned while a click is decoded: the click is decoded again, so
+    the map shown is the new head's."""
+    controller, scene, made = demo_slowed
+    heard = _record(controller, "answered")
+    controller.add_click(*_inside(scene, 1))
+    qtbot.wait(100)
+    before = len(made)
+    controller.events.learned(head=controller.session.head, saved="")
+    qtbot.waitUntil(lambda: len(made) == before + 2 and not controller.decoding,
+                    timeout=WAIT)  # fmt: skip
+    assert len(heard) == 1 and made[id(heard[0][1].answer)] is controller.session

@@ -51,6 +51,7 @@ class AlongZPanel(Container):
         self.canvas.mpl_connect("button_press_event", self._clicked)
         controller.events.propagated.connect(self._propagated)
         controller.events.objects_removed.connect(self.reset)
+        controller.events.session_ready.connect(self._session_ready)
 
     def reset(self, event=None) -> None:
         """Forget the last propagation's report (its object is gone)."""
@@ -58,6 +59,10 @@ class AlongZPanel(Container):
         self.worst_button.enabled = False
         self.summary.value = IDLE
         self._plot()
+
+    def _session_ready(self, event) -> None:
+        if event.new_image:  # the report was of an object grown through another image
+            self.reset()
 
     def _propagated(self, event) -> None:
         self.object_label = event.label

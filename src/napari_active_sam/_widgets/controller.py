@@ -44,7 +44,8 @@ EVENTS = {
     "offered": "(suggestions) the suggestions on offer changed (best first; may be empty)",
     "model_kept": "(request) the chosen model failed to load: the ModelRequest still in use",
     "acquisition": "(value) the acquisition switched to by the controller (BALD needs a head)",
-    "session_ready": "(session) a session is ready on an image and the layers exist",
+    "session_ready": "(session, new_image) a session is ready on an image and the layers "
+    "exist; new_image: on another image than the session before (not a new model or window)",
     "answered": "(index, prompts, answer) drawn; answers overtaken by newer prompts are not",
     "uncertain_slices": "(ranked) [(index, score), ...] most uncertain first; None in 2D",
     "committed": "(label) an object was written into the output layer",
@@ -122,6 +123,7 @@ class AnnotationController:
         self.session: AnnotationSession | None = None
         self.quality: QualityModels | None = None  # estimators' networks for the model
         self.image: napari.layers.Image | None = None
+        self._session_image: napari.layers.Image | None = None  # that the session reads
         self.acquisition: str | None = Acquisition.BALD.value
         self.samples = DEFAULT_SAMPLES
         self.offer: Offer | None = None
@@ -131,7 +133,11 @@ class AnnotationController:
         # each slice's preview was made from: its prompts, as asked, and the mask corrected
         self._previewed: dict[tuple[int, ...], Asked] = {}
         self._shown_settings: tuple | None = None  # and the map settings
-        self._commit_when_ready = False
+        # C pressed before the preview caught up: the (slice, prompts) to commit once drawn
+        self._commit_for: tuple | None = None
+        # bumped when the session, its model or its head changes: an answer started before
+        # is not drawn
+        self._generation = 0
         self.correcting: int | None = None  # the propagated object a correction re-grows
         self.events.learned.connect(self._learned)
         self.events.committed.connect(self._refresh_slice_list)
@@ -140,6 +146,9 @@ class AnnotationController:
 
     @property
     def _points(self):
+        """The prompts layer, made again if the user removed it (and the image is there)."""
+        if layers.PROMPTS not in self.viewer.layers and self.image is not None:
+            self._ensure_layers(self.image)
         return self.viewer.layers[layers.PROMPTS]
 
     @property
@@ -161,7 +170,9 @@ class AnnotationController:
         if self.image is not None and event.value is self.image:  # nothing reads it now
             self.cancel_encoding()
             self.loader.forget()
-            self.image, self.session = None, None
+            self.image, self.session, self._session_image = None, None, None
+            self._generation += 1
+            self._commit_for = None
             self.correcting = None
             self._offer(None)
             self._say("the image was removed: its encoding stopped")
@@ -182,35 +193,43 @@ class AnnotationController:
         self.cancel_encoding()
         self.loader.request(image, request, window)
 
-    def _ensure_layers(self, image: napari.layers.Image) -> None:
+    def _ensure_layers(self, image: napari.layers.Image, fresh: bool = False) -> None:
         """Create the layers the dock draws into on ``image``'s grid, where missing (the
-        user may have removed one), with the dock's keys bound in each."""
+        user may have removed one), with the dock's keys bound in each; ``fresh`` for a new
+        session, whose preview starts empty. A preview made again is empty: no slice's
+        preview is up to date then."""
+        if fresh or layers.PREVIEW not in self.viewer.layers:
+            self._shown = None
+            self._previewed.clear()
         keys = {"c": self.commit, "x": self.clear_prompts, "t": self.toggle_last,
                 "a": partial(self.answer_suggestion, True),
                 "d": partial(self.answer_suggestion, False),
                 "s": partial(self.answer_suggestion, None)}  # fmt: skip
-        layers.ensure_layers(self.viewer, image, self._prompts_changed, keys)
+        layers.ensure_layers(self.viewer, image, self._prompts_changed, keys, clear=fresh)
         # A correction is asked from the labels: an edit of them may change the preview.
         self.viewer.layers[layers.OUTPUT].events.paint.connect(self._labels_edited)
 
     def _session_made(self, image, session, quality, head_problem) -> None:
         try:
             self.session = None  # no decode against half-made layers
-            self._ensure_layers(image)
+            self._ensure_layers(image, fresh=True)
         except ActiveSamError as exc:
             self._report(exc)
             return
-        self.session, self.quality = session, quality
+        new_image = image is not self._session_image
+        self.session, self.quality, self._session_image = session, quality, image
+        self._generation += 1
+        self._commit_for = None
         self.correcting = None  # nothing of another image carries over
+        if new_image:  # the objects' seeds were masks of that image
+            self.objects.forget_seeds()
         self.adaptation.reset(session, quality)
         self.objects.clear_candidates()
-        self._shown = None
-        self._previewed.clear()
         self._offer(None)
         if head_problem:
             show_error(head_problem)
         self._without_head_no_bald(session.head)
-        self.events.session_ready(session=session)
+        self.events.session_ready(session=session, new_image=new_image)
         self.request_decode()  # prompts kept from an earlier session get a fresh mask
         head = "with its Bayesian head" if session.head else "without a Bayesian head"
         self._say(f"{session.model.name} ready on {session.model.device}, {head}")
@@ -320,6 +339,11 @@ class AnnotationController:
         nearest slice it is on (:meth:`_correction`)."""
         if self.session is None or layers.OUTPUT not in self.viewer.layers:
             return
+        waiting = sorted(layers.prompted_slices(self._points))
+        if waiting and self.correcting != label:  # not this object's: they would join it
+            where = ", ".join(str(k) for k in waiting)
+            return show_info(f"Clicks on slice(s) {where} are not of object {label}: commit "
+                             "them (C or Propagate) or clear them (X) first.")  # fmt: skip
         self.go_to_slice((z,))
         mask = np.asarray(self.viewer.layers[layers.OUTPUT].data[z]) == label
         if not mask.any():
@@ -332,6 +356,7 @@ class AnnotationController:
                   "then Propagate")  # fmt: skip
 
     def _learned(self, event=None) -> None:
+        self._generation += 1
         self._shown_settings = None  # same prompts, new head: a new map
         self.request_decode()
 
@@ -368,6 +393,7 @@ class AnnotationController:
         self.session.use_model(model, head, quality.judge)
         self.quality = quality
         self._without_head_no_bald(head)
+        self._generation += 1
         self._shown = self._shown_settings = None  # the same prompts, a new answer
         self.request_decode()
 
@@ -395,6 +421,7 @@ class AnnotationController:
         """Remove the prompts of the current slice and its preview. A correction ends once
         none of its clicks are left, on any slice: the next click starts afresh."""
         index = self.current_index()
+        self._commit_for = None
         layers.remove_points_on_slice(self._points, index)
         if self.correcting is not None and not len(self._points.data):
             self.correcting = None
@@ -409,7 +436,7 @@ class AnnotationController:
         if prompts.clicks and self._shown != (index, prompts):
             # The preview is behind the clicks: commit once it has caught up. (One made from
             # them is what the user sees, even if an edit of the labels since asks anew.)
-            self._commit_when_ready = True
+            self._commit_for = (index, prompts)
             self._say("committing when the mask is up to date ...")
             self.request_decode()
             return None
@@ -455,6 +482,8 @@ class AnnotationController:
         }:
             return None  # no session, or the user removed our layers
         index, prompts = self.current_index(), self.current_prompts()
+        if self._commit_for not in (None, (index, prompts)):
+            self._commit_for = None  # C was for clicks the user has changed since
         settings = (self.acquisition, self.samples)
         now = self._asked(index, prompts)
         if self._up_to_date(index, prompts, now) and self._shown_settings == settings:
@@ -467,7 +496,7 @@ class AnnotationController:
             return None
         return self.workers.start(
             partial(self.session.answer, prior=now.prior), index, now.asked, *settings,
-            returned=lambda answer: self._decoded(index, now, settings, answer),
+            returned=partial(self._decoded, index, now, settings, self._generation),
             errored=self._decode_failed, finished=finished,
         )  # fmt: skip
 
@@ -479,19 +508,22 @@ class AnnotationController:
             return False
         return (now or self._asked(index, prompts)).same(self._previewed.get(index))
 
-    def _decoded(self, index, asked: Asked, settings, answer: Answer) -> None:
+    def _decoded(self, index, asked: Asked, settings, generation: int,
+                 answer: Answer) -> None:  # fmt: skip
+        if generation != self._generation:
+            return  # answered by a model, head or image no longer in use: decoded again
         if index != self.current_index() or asked.prompts != self.current_prompts():
             return  # the user moved on: a newer decode follows
         self._show(index, asked, answer)
         self._shown_settings = settings
         self._refresh_slice_list()
         self.events.answered(index=index, prompts=asked.prompts, answer=answer)
-        if self._commit_when_ready:
-            self._commit_when_ready = False
+        if self._commit_for == (index, asked.prompts):
+            self._commit_for = None
             self.commit()
 
     def _decode_failed(self, exc: Exception) -> None:
-        self._commit_when_ready = False  # never commit a mask the user did not see
+        self._commit_for = None  # never commit a mask the user did not see
         self._report(exc)
 
     def _show(self, index, asked: Asked, answer: Answer | None) -> None:

@@ -127,9 +127,11 @@ def _on_slice(data: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- creation
 def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
-                  prompts_changed: Callable, keys: dict[str, Callable]) -> None:  # fmt: skip
+                  prompts_changed: Callable, keys: dict[str, Callable],
+                  clear: bool = True) -> None:  # fmt: skip
     """Create the output, preview, uncertainty, suggestions and prompts layers on
-    ``image``'s grid, keeping what the user made.
+    ``image``'s grid, keeping what the user made; with ``clear``, empty the preview and
+    the uncertainty map (a new session draws them afresh).
 
     ``prompts_changed`` hears every edit of the prompts layer (connected once, so a
     restarted session keeps the user's clicks); each key of ``keys`` runs its action (no
@@ -158,8 +160,9 @@ def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
     if PREVIEW not in layers:
         viewer.add_labels(np.zeros(shape, np.uint8), name=PREVIEW, opacity=1.0,
                           **placement).contour = PREVIEW_CONTOUR  # fmt: skip
-    layers[PREVIEW].data[...] = 0
-    layers[PREVIEW].refresh()
+    if clear:
+        layers[PREVIEW].data[...] = 0
+        layers[PREVIEW].refresh()
     if UNCERTAINTY in layers and layers[UNCERTAINTY].data.shape != shape:
         layers.remove(UNCERTAINTY)
     if UNCERTAINTY not in layers:
@@ -168,7 +171,8 @@ def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
             blending="additive", contrast_limits=(0, MAP_LIMIT), **placement,
         )  # fmt: skip
         uncertainty.colorbar.visible = True
-    layers[UNCERTAINTY].data[...] = 0
+    if clear:
+        layers[UNCERTAINTY].data[...] = 0
     if layers.index(UNCERTAINTY) > layers.index(PREVIEW):  # the mask outline stays on top
         layers.move(layers.index(UNCERTAINTY), layers.index(PREVIEW))
     if SUGGESTIONS in layers and layers[SUGGESTIONS].ndim != ndim:

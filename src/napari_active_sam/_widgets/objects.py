@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,26 @@ if TYPE_CHECKING:
 
     from ..core.active.bayes_head import BayesHead
     from ..core.quality.estimators import ObjectQuality
+
+
+@dataclass(frozen=True, eq=False)
+class Grown:
+    """One commit of a propagated object.
+
+    Attributes
+    ----------
+    slices : dict of int to str
+        A digest of the object's mask as written on each slice it is on.
+    seeds : dict of int to np.ndarray
+        The seed masks it grew from, by slice (a correction adds to them).
+    """
+
+    slices: dict[int, str]
+    seeds: dict[int, np.ndarray]
+
+    def agreement(self, now: dict[int, str]) -> int:
+        """On how many of its slices the object ``now`` (as :attr:`slices`) is the same."""
+        return sum(now.get(z) == digest for z, digest in self.slices.items())
 
 
 class CommittedObjects:
@@ -78,9 +99,8 @@ class CommittedObjects:
         self._saves = LatestRequest(self._save)
         self._learner = None
         self.candidates: tuple[tuple[int, ...], list[Candidate]] | None = None
-        self._grown: dict[int, list[tuple[str, dict[int, np.ndarray]]]] = {}
-        """Each propagated object's commits, oldest first, by label: a digest of the object
-        as written and the seed masks it grew from (a correction adds to them)."""
+        self._grown: dict[int, list[Grown]] = {}
+        """Each propagated object's commits, oldest first, by label."""
 
     # ---------------------------------------------------------------------------- writing
     def write(self, mask: np.ndarray, index: tuple[int, ...] = (), label: int | None = None,
@@ -121,16 +141,25 @@ class CommittedObjects:
         clicks = np.asarray(self.viewer.layers[PROMPTS].data)
         seeds = clicks[np.isin(np.round(clicks[:, 0]), list(prompted))]
         kept = self.seeds(correcting) if correcting is not None else {}
+        output = self.viewer.layers[OUTPUT]
 
         def commit(result) -> None:
             """Write the grown object (a ``core.annotate.volume.Propagated``)."""
             grown, used = result
+            if OUTPUT not in self.viewer.layers or self.viewer.layers[OUTPUT] is not output:
+                self._say("the labels layer was removed while the object grew: nothing was "
+                          "written; the clicks are kept, Propagate grows it again")  # fmt: skip
+                return
+            if not grown.masks.slices():
+                self._say("nothing grew from the clicks (no mask on any slice): nothing was "
+                          "written; the clicks are kept")  # fmt: skip
+                return
             label = None
-            with self.viewer.layers[OUTPUT].block_history():  # one undo step: replaced
+            with output.block_history():  # one undo step: replaced
                 if correcting is not None and self.remove(correcting):
                     label = correcting
                 label, _ = self.write(grown.mask, label=label)
-            self._grown.setdefault(label, []).append((self._digest(label), used))
+            self._grown.setdefault(label, []).append(Grown(self._object_slices(label), used))
             slices = len(grown.masks.slices())
             if PROMPTS in self.viewer.layers:  # the seeds' clicks are done with; later ones stay
                 remove_points_at(self.viewer.layers[PROMPTS], seeds)
@@ -149,27 +178,42 @@ class CommittedObjects:
 
     def seeds(self, label: int) -> dict[int, np.ndarray]:
         """The seed masks (slice → mask) object ``label`` grew from, for the object as the
-        labels layer holds it now: once Ctrl+Z has taken a regrow back, those of the commit
-        it brought back, so that the next regrow leaves out the undone correction; where the
-        user has painted on the object since, those of its last commit; empty for an object
-        never propagated."""
+        labels layer holds it now; a regrow starts from them.
+
+        Once Ctrl+Z has taken a regrow back, they are those of the commit it brought back,
+        so that the next regrow leaves the undone correction out. Where the object was
+        edited since it was committed (painted, erased, or some of it taken by another
+        object), each slice edited seeds with the object as it is there now, so that a
+        regrow keeps the user's edits; the other slices are those of the commit the object
+        is closest to. Empty for an object never propagated."""
         commits = self._grown.get(label)
         if not commits:
             return {}
-        now = self._digest(label)
-        return next((seeds for digest, seeds in reversed(commits) if digest == now),
-                    commits[-1][1])  # fmt: skip
+        now = self._object_slices(label)
+        for grown in reversed(commits):
+            if grown.slices == now:
+                return dict(grown.seeds)
+        base = max(reversed(commits), key=lambda grown: grown.agreement(now))
+        edited = {z for z in now.keys() | base.slices.keys()
+                  if now.get(z) != base.slices.get(z)}  # fmt: skip
+        seeds = {z: mask for z, mask in base.seeds.items() if z not in edited}
+        labels = self.viewer.layers[OUTPUT].data
+        seeds.update({z: np.asarray(labels[z]) == label for z in edited if z in now})
+        return seeds
 
     def forget_seeds(self) -> None:
-        """Forget every object's seeds (the labels layer they were committed to is gone)."""
+        """Forget every object's seeds (the labels layer they were committed to is gone, or
+        they were masks of another image)."""
         self._grown.clear()
 
-    def _digest(self, label: int) -> str:
-        """A digest of object ``label``'s voxels in the output layer ("" without it)."""
+    def _object_slices(self, label: int) -> dict[int, str]:
+        """Object ``label`` in the output layer, slice by slice: a digest of its mask on
+        each slice it is on (empty without the layer)."""
         if OUTPUT not in self.viewer.layers:
-            return ""
-        inside = np.packbits(np.asarray(self.viewer.layers[OUTPUT].data) == label)
-        return hashlib.blake2b(inside.tobytes(), digest_size=16).hexdigest()
+            return {}
+        inside = np.asarray(self.viewer.layers[OUTPUT].data) == label
+        return {int(z): hashlib.blake2b(np.packbits(inside[z]).tobytes(), digest_size=16)
+                .hexdigest() for z in np.flatnonzero(inside.any(axis=(1, 2)))}  # fmt: skip
 
     def remove(self, label: int) -> bool:
         """Clear object ``label`` from the output layer (one undo step, or part of the
