@@ -31,11 +31,29 @@ def test_tiff_stack_png_and_npy(tmp_path):
     tifffile.imwrite(tmp_path / "stack.tif", stack)
     image = read_image(tmp_path / "stack.tif")
     assert np.array_equal(image.data, stack) and not image.rgb and image.scale == (1.0,) * 3
+    assert not image.spacing_known  # a plain TIFF says nothing of its voxels
     rgb = np.zeros((8, 9, 3), np.uint8)
     iio.imwrite(tmp_path / "photo.png", rgb)
     assert read_image(tmp_path / "photo.png").rgb
     np.save(tmp_path / "arr.npy", stack[0])
     assert read_image(tmp_path / "arr.npy").data.shape == (16, 12)
+
+
+def test_a_tiffs_imagej_or_ome_sizes_become_its_spacing_in_mm(tmp_path):
+    stack = np.zeros((4, 8, 6), np.uint16)
+    tifffile.imwrite(tmp_path / "ct.tif", stack, imagej=True, resolution=(1 / 0.8, 1 / 0.7),
+                     metadata={"spacing": 2.5, "unit": "mm", "axes": "ZYX"})  # fmt: skip
+    image = read_image(tmp_path / "ct.tif")
+    assert image.spacing_known and image.scale == pytest.approx((2.5, 0.7, 0.8))
+    tifffile.imwrite(tmp_path / "cells.ome.tif", stack, metadata={
+        "axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.25, "PhysicalSizeZ": 2.0,
+    })  # fmt: skip
+    image = read_image(tmp_path / "cells.ome.tif")  # OME's default unit: µm
+    assert image.spacing_known and image.scale == pytest.approx((2e-3, 2.5e-4, 5e-4))
+    tifffile.imwrite(tmp_path / "px.tif", stack[0], imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "pixel"})  # fmt: skip
+    image = read_image(tmp_path / "px.tif")  # a unit that is no length: not a size
+    assert not image.spacing_known and image.scale == (1.0, 1.0)
 
 
 def test_broken_and_unknown_files_raise_image_error(tmp_path):

@@ -194,3 +194,13 @@ def test_a_benchmark_that_evaluates_nothing_fails(tmp_path, tiny_checkpoint, cap
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Nothing was evaluated" in err and "skipped.json" in err
+
+
+def test_the_demo_without_a_display_says_to_use_xvfb_or_headless(monkeypatch, capsys):
+    """No X11 or Wayland display and no Qt platform chosen: a clear error, not Qt's abort."""
+    monkeypatch.setattr("sys.platform", "linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["demo", "--screenshot", "never.png"]) == 2
+    error = capsys.readouterr().err
+    assert "no display" in error and "xvfb-run -a" in error and "--headless" in error

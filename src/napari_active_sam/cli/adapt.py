@@ -113,10 +113,11 @@ def run(args: argparse.Namespace) -> int:
         saved = head.save(HEAD.users(result.model.model_id))
         print(f"Bayesian head for the adapted model: {saved}", file=sys.stderr)
         missing = "quality regressor"
+    command = "train-quality" if missing == "quality regressor" else "train-head and train-quality"
     print(
-        f"The adapted model has no {missing} of its own yet: fit it with train-quality "
-        "(train-head) --adapter; until then the quality estimators that need it are left out "
-        "of the ensemble.",
+        f"The adapted model has no {missing} of its own yet: fit it with {command} "
+        "--adapter; until then the quality estimators that need it are left out of the "
+        "ensemble.",
         file=sys.stderr,
     )
     return 0

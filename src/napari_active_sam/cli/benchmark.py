@@ -156,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
             f"Nothing was evaluated: no object of {args.data} could be run (see "
             f"{args.out / 'skipped.json'} for why each file was left out)."
         )
+    unit = sorted({r["image"] for r in records if three_d and r["spacing"] == [1.0] * 3})
+    if unit:
+        print(f"warning: {', '.join(unit)} ha{'s' if len(unit) == 1 else 've'} a voxel size of "
+              f"1 × 1 × 1: if the file states none (a plain TIFF, .npy), NSD's tolerance of "
+              f"{args.nsd_tolerance:g} is in voxels; give it as NIfTI, DICOM or a TIFF with "
+              "ImageJ or OME sizes", file=sys.stderr)  # fmt: skip
     for name, figures in summary["strategies"].items():
         if three_d:
             print(

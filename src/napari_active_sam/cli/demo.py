@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from ..core.enums import SceneKind, Strategy
+from ..core.errors import ActiveSamError
 from . import options
 
 HEADLESS_SCENES = (SceneKind.CT, SceneKind.ULTRASOUND, SceneKind.NUCLEI)
@@ -33,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.headless:
+        _check_display()
         from .._widgets.demo import run_demo
 
         run_demo(args.model, args.device, args.screenshot, args.checkpoint)
@@ -40,6 +44,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"screenshot: {args.screenshot}")
         return 0
     return _headless(args)
+
+
+def _check_display() -> None:
+    """A clear error, before Qt aborts the process, where there is no display to open
+    napari on (Linux without X11 or Wayland, and no Qt platform chosen)."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ActiveSamError(
+            "There is no display to open napari on: run `xvfb-run -a napari-active-sam demo "
+            "...` (with --screenshot to save the window), or use --headless."
+        )
 
 
 def _headless(args: argparse.Namespace) -> int:

@@ -14,8 +14,9 @@ HELP = "each object's volume (mm³) with a 95 % credible interval and its predic
 DESCRIPTION = (
     "Measures every object of --labels (instance labels on --image's grid) and writes "
     "label,volume_mm3,volume_low_mm3,volume_high_mm3,predicted_dice,first_slice,last_slice "
-    "rows. Voxel sizes come from the image file; the interval from the Bayesian head's "
-    "posterior (a 2D image gives areas in mm²)."
+    "rows. Voxel sizes come from the image file (NIfTI, DICOM, OME-Zarr, a TIFF's ImageJ or "
+    "OME sizes) or --spacing; the interval from the Bayesian head's posterior (a 2D image "
+    "gives areas in mm²)."
 )
 
 
@@ -27,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--labels", type=options.existing_file, required=True, help="labels on the image's grid"
     )
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    parser.add_argument(
+        "--spacing", type=options.positive_float, nargs="+", metavar="MM",
+        help="voxel size in mm, Z Y X (Y X for a 2D image), in place of the file's: for a "
+        "file that states none (a plain TIFF, PNG or .npy), whose volumes are otherwise in "
+        "voxels",
+    )  # fmt: skip
     options.model_options(parser)
     options.adapter_option(parser)
     parser.add_argument(
@@ -56,6 +63,17 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(Path(args.image))
     labels = check_labels(read_image(args.labels).data, image.spatial_shape,
                           Path(args.labels).name, f"the image {Path(args.image).name}")  # fmt: skip
+    spacing = tuple(image.scale)
+    if args.spacing:
+        if len(args.spacing) != len(spacing):
+            raise ActiveSamError(
+                f"--spacing takes {len(spacing)} sizes for this image of "
+                f"{len(spacing)} axes {image.spatial_shape}, got {len(args.spacing)}."
+            )
+        spacing = tuple(args.spacing)
+    elif not image.spacing_known:
+        print(f"warning: {Path(args.image).name} states no voxel size: volumes are in voxels; "
+              "give --spacing (mm) for volumes in mm³", file=sys.stderr)  # fmt: skip
     model = options.load_chosen_model(args)
     head = BayesHead.load(args.head, model) if args.head else BayesHead.for_model(model)
     if head is None:
@@ -64,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             "`napari-active-sam train-head` and pass it with --head."
         )
     source = SliceSource(image.data, IntensityWindow.from_name(args.window), rgb=image.rgb)
-    steps = measure_objects(model, head, source, labels, image.scale, samples=args.samples,
+    steps = measure_objects(model, head, source, labels, spacing, samples=args.samples,
                             level=args.level)  # fmt: skip
     found = options.drain_with_bar(steps, "measure", unit="object")
     save_or_keep(lambda path: write_measurements(found, path), args.out, "the measurements")

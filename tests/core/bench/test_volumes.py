@@ -229,9 +229,10 @@ def test_the_3d_error_centre_is_never_a_voxel_already_clicked():
         largest_error_click(gt, pred, clicked=clicked[0])
 
 
-def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, sample_ct):
-    """`benchmark --protocol 3d` on a NIfTI volume with 5 mm slices and a 2D image (skipped,
-    saying why): summary.json per strategy, interactions.csv, report.md."""
+def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, capsys, sample_ct):
+    """`benchmark --protocol 3d` on a NIfTI volume with 5 mm slices, a 2D image (skipped,
+    saying why) and a plain TIFF stack (its voxels of 1, with a warning): summary.json per
+    strategy, interactions.csv, report.md."""
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     volume, labels, _ = sample_ct
     data = tmp_path / "data"
@@ -243,6 +244,8 @@ def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, sample
         nibabel.save(nifti, data / name / "ct.nii.gz")
     tifffile.imwrite(data / "images" / "a_flat.tif", volume[0])
     tifffile.imwrite(data / "masks" / "a_flat.tif", labels[0])
+    tifffile.imwrite(data / "images" / "b_plain.tif", volume[:4])
+    tifffile.imwrite(data / "masks" / "b_plain.tif", np.where(labels[:4] == 7, 7, 0))
     out = tmp_path / "out"
     code = main(["benchmark", "--data", str(data), "--model", "demo", "--protocol", "3d",
                  "--strategies", "ritm", "--clicks", "1", "--limit", "2", "--window",
@@ -254,7 +257,9 @@ def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, sample
                             "seconds_per_interaction", "objects"}  # fmt: skip
     assert figures["objects"] == 2 and len(figures["dsc"]) == len(figures["nsd"]) == 2
     records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
-    assert all(r["spacing"] == pytest.approx([5.0, 0.7, 0.7]) for r in records)
+    assert {r["image"]: r["spacing"] for r in records} == {
+        "ct": pytest.approx([5.0, 0.7, 0.7]), "b_plain": [1.0, 1.0, 1.0]}  # fmt: skip
+    assert "b_plain has a voxel size of 1 × 1 × 1" in capsys.readouterr().err
     with open(out / "interactions.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert rows[0]["kind"] == "box" and {r["interaction"] for r in rows} == {"1", "2"}

@@ -134,6 +134,15 @@ def test_not_a_checkpoint(tmp_path):
         load_checkpoint(path, "vit_b")
 
 
+def test_a_companion_file_given_as_the_model_says_what_it_is():
+    """The demo model's Bayesian head passed where its checkpoint belongs: the error names
+    the file a head, not "name an architecture"."""
+    from napari_active_sam.core.engine.downloads import bundled_path
+
+    with pytest.raises(CheckpointError, match=r"is a head file \(for model demo@.*not a model"):
+        load_checkpoint(bundled_path("demo_model.head.pt"), "demo")
+
+
 def test_truncated_checkpoint(tmp_path, tiny_checkpoint):
     data = tiny_checkpoint.read_bytes()
     path = tmp_path / "truncated.pt"

@@ -101,3 +101,20 @@ def test_measure_on_the_command_line_writes_the_table(tmp_path, monkeypatch, cap
     tifffile.imwrite(wrong, labels[:5])
     assert main(args[:4] + [str(wrong)] + args[5:]) == 2
     assert "must match their image" in capsys.readouterr().err
+
+    # A plain TIFF states no voxel size: volumes in voxels, with a warning, or in mm³ with
+    # --spacing (three sizes for a volume).
+    plain = tmp_path / "ct.tif"
+    tifffile.imwrite(plain, volume[:12])
+    tiff_args = ["measure", "--image", str(plain)] + args[3:]
+    assert main(tiff_args) == 0
+    assert "states no voxel size" in capsys.readouterr().err
+    with open(out) as handle:
+        assert float(next(csv.DictReader(handle))["volume_mm3"]) == pytest.approx(voxels)
+    assert main(tiff_args + ["--spacing", "5", "0.7", "0.7"]) == 0
+    assert "states no voxel size" not in capsys.readouterr().err
+    with open(out) as handle:
+        assert float(next(csv.DictReader(handle))["volume_mm3"]) == pytest.approx(
+            voxels * 0.7 * 0.7 * 5.0, rel=1e-5)  # fmt: skip
+    assert main(tiff_args + ["--spacing", "0.7", "0.7"]) == 2
+    assert "--spacing takes 3 sizes" in capsys.readouterr().err

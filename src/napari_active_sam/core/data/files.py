@@ -78,9 +78,62 @@ def _read_tiff(path: Path) -> ImageData:
                            stored=path.stat().st_size,
                            ratio=COMPRESSED_RATIO if compressed else 1)  # fmt: skip
         data = series.asarray()
-    rgb = data.ndim >= 3 and data.shape[-1] in (3, 4) and data.dtype == np.uint8
-    spatial = data.ndim - (1 if rgb else 0)
-    return ImageData(data=data, scale=(1.0,) * spatial, rgb=rgb)
+        rgb = data.ndim >= 3 and data.shape[-1] in (3, 4) and data.dtype == np.uint8
+        spatial = data.ndim - (1 if rgb else 0)
+        sizes = _tiff_spacing(tiff)
+    scale = [1.0] * spatial
+    if sizes is not None:  # (z, y, x) in mm; z only where the image has slices
+        z, y, x = sizes
+        scale[-2:] = [y, x]
+        if spatial >= 3 and z is not None:
+            scale[-3] = z
+        scale = list(checked_spacing(path, scale, "the pixel size"))
+    return ImageData(data=data, scale=tuple(scale), rgb=rgb, spacing_known=sizes is not None)
+
+
+TO_MM = {"mm": 1.0, "millimeter": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0,
+         "meter": 1000.0, "um": 1e-3, "\u00b5m": 1e-3, "\u03bcm": 1e-3, "\\u00b5m": 1e-3,
+         "micron": 1e-3, "micrometer": 1e-3, "nm": 1e-6, "nanometer": 1e-6,
+         "inch": 25.4}  # fmt: skip
+"""Lengths of the units a TIFF's ImageJ or OME metadata may name, in mm."""
+
+
+def _tiff_spacing(tiff) -> tuple[float | None, float, float] | None:
+    """The pixel size ``(z, y, x)`` in mm a TIFF's ImageJ or OME-XML metadata states (z None
+    if it states none), or None if it states no size in a known unit: plain TIFF resolution
+    tags describe printing (72 dots per inch), not the scanner or microscope."""
+    if tiff.is_ome and tiff.ome_metadata:
+        import xml.etree.ElementTree as ET
+
+        try:
+            root = ET.fromstring(tiff.ome_metadata)
+        except ET.ParseError:
+            return None
+        pixels = next((e for e in root.iter() if e.tag.endswith("}Pixels")), None)
+        if pixels is None or "PhysicalSizeX" not in pixels.attrib:
+            return None
+
+        def size(axis: str) -> float | None:
+            if f"PhysicalSize{axis}" not in pixels.attrib:
+                return None
+            unit = pixels.attrib.get(f"PhysicalSize{axis}Unit", "µm")  # OME's default unit
+            factor = TO_MM.get(unit.lower())
+            return None if factor is None else float(pixels.attrib[f"PhysicalSize{axis}"]) * factor
+
+        x, y = size("X"), size("Y")
+        return None if x is None or y is None else (size("Z"), y, x)
+    meta = tiff.imagej_metadata
+    if meta and str(meta.get("unit", "")).lower() in TO_MM:
+        factor = TO_MM[str(meta["unit"]).lower()]
+        tags = tiff.pages[0].tags
+        if "XResolution" not in tags or "YResolution" not in tags:
+            return None
+        (xn, xd), (yn, yd) = tags["XResolution"].value, tags["YResolution"].value
+        if not (xn and yn):
+            return None
+        z = float(meta["spacing"]) * factor if "spacing" in meta else None
+        return z, yd / yn * factor, xd / xn * factor
+    return None
 
 
 def _read_plain(path: Path) -> ImageData:
@@ -94,7 +147,7 @@ def _read_plain(path: Path) -> ImageData:
                        stored=len(encoded), ratio=DEFLATE_RATIO)  # fmt: skip
     data = iio.imread(io.BytesIO(encoded), extension=path.suffix.lower())
     rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
-    return ImageData(data=data, scale=(1.0, 1.0), rgb=rgb)
+    return ImageData(data=data, scale=(1.0, 1.0), rgb=rgb, spacing_known=False)
 
 
 def _read_npy(path: Path) -> ImageData:
@@ -117,7 +170,7 @@ def _read_npy(path: Path) -> ImageData:
         raise ImageError(f"{path.name} holds Python objects, not an image array.")
     check_claimed_size(path, shape or (1,), dtype.itemsize, stored=stored)
     data = np.load(path, allow_pickle=False)
-    return ImageData(data=data, scale=(1.0,) * data.ndim)
+    return ImageData(data=data, scale=(1.0,) * data.ndim, spacing_known=False)
 
 
 _READERS = (

@@ -38,12 +38,16 @@ class ImageData:
         Whether the last axis is colour.
     metadata : dict
         Format-specific extras (the NIfTI affine, for writing labels back).
+    spacing_known : bool
+        Whether the file states its pixel size (False: ``scale`` is 1.0 per axis, and
+        distances, areas and volumes are in pixels).
     """
 
     data: np.ndarray
     scale: tuple[float, ...]
     rgb: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    spacing_known: bool = True
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:

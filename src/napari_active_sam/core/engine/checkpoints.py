@@ -230,6 +230,14 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
             f"{path} holds a {type(payload).__name__}, not a state dict: it is not a SAM "
             "checkpoint."
         )
+    kind = payload.get("kind")
+    if isinstance(kind, str) and kind.startswith("napari-active-sam "):  # a companion file
+        what = kind.removeprefix("napari-active-sam ")
+        raise CheckpointError(
+            f"{path} is a {what} file (for model {payload.get('model_id', '?')}), not a model "
+            "checkpoint: give the model's checkpoint here, and this file where a "
+            f"{what} is asked for."
+        )
     metadata: dict[str, Any] = {}
     if payload.get("format") == CHECKPOINT_FORMAT:
         metadata = {k: v for k, v in payload.items() if k != "state_dict"}
