@@ -20,7 +20,12 @@ import numpy as np
 from napari.utils.notifications import show_info
 
 from ..core.annotate.persistence import SavedAnnotation, load_annotation, save_annotation
-from ..core.annotate.session import AnnotationSession, commit_pixels, next_free_label
+from ..core.annotate.session import (
+    AnnotationSession,
+    commit_pixels,
+    committable,
+    next_free_label,
+)
 from ..core.errors import ActiveSamError
 from ..core.prompts import PromptSet
 from .jobs import (
@@ -40,6 +45,18 @@ if TYPE_CHECKING:
 
     from ..core.active.bayes_head import BayesHead
     from ..core.quality.estimators import ObjectQuality
+
+
+def _bounding_box(region: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True of ``region`` (None if there is none)."""
+    box = []
+    for axis in range(region.ndim):
+        others = tuple(a for a in range(region.ndim) if a != axis)
+        found = np.flatnonzero(region.any(axis=others))
+        if not found.size:
+            return None
+        box.append(slice(int(found[0]), int(found[-1]) + 1))
+    return tuple(box)
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,11 +171,10 @@ class CommittedObjects:
                 self._say("nothing grew from the clicks (no mask on any slice): nothing was "
                           "written; the clicks are kept")  # fmt: skip
                 return
-            label = None
-            with output.block_history():  # one undo step: replaced
-                if correcting is not None and self.remove(correcting):
-                    label = correcting
-                label, _ = self.write(grown.mask, label=label)
+            if correcting is not None and (np.asarray(output.data) == correcting).any():
+                label = self.replace(correcting, grown.mask)
+            else:
+                label, _ = self.write(grown.mask)
             self._grown.setdefault(label, []).append(Grown(self._object_slices(label), used))
             slices = len(grown.masks.slices())
             if PROMPTS in self.viewer.layers:  # the seeds' clicks are done with; later ones stay
@@ -215,15 +231,26 @@ class CommittedObjects:
         return {int(z): hashlib.blake2b(np.packbits(inside[z]).tobytes(), digest_size=16)
                 .hexdigest() for z in np.flatnonzero(inside.any(axis=(1, 2)))}  # fmt: skip
 
-    def remove(self, label: int) -> bool:
-        """Clear object ``label`` from the output layer (one undo step, or part of the
-        caller's); False if absent."""
+    def replace(self, label: int, mask: np.ndarray) -> int:
+        """Make object ``label`` the boolean ``mask`` (the whole image), in one undo step:
+        where ``mask`` is on another object's pixels they stay that object's (unless
+        :attr:`overwrite`). Only the pixels that change are written, so that regrowing a
+        large object rewrites what moved, not the whole of it. Returns ``label``."""
         output = self.viewer.layers[OUTPUT]
-        where = np.nonzero(np.asarray(output.data) == label)
-        if not len(where[0]):
-            return False
-        output.data_setitem(where, 0)
-        return True
+        labels = np.asarray(output.data)
+        mine = labels == label
+        mask = np.asarray(mask, bool)
+        # Only the box around the object and the mask can change: read the rest no further.
+        box = _bounding_box(mine | mask)
+        if box is None:
+            return label
+        mine, kept = mine[box], committable(labels[box], mask[box], self.overwrite, label)
+        starts = [s.start for s in box]
+        with output.block_history():
+            for where, value in ((mine & ~kept, 0), (kept & ~mine, label)):
+                found = np.nonzero(where)
+                output.data_setitem(tuple(i + s for i, s in zip(found, starts, strict=True)), value)
+        return label
 
     def select(self, label: int) -> None:
         """Make ``label`` the output layer's selected label."""

@@ -329,17 +329,27 @@ def next_free_label(labels: np.ndarray) -> int:
 def commit_pixels(
     labels: np.ndarray, mask: np.ndarray, overwrite: bool = False, replacing: int | None = None
 ) -> tuple[np.ndarray, ...]:
-    """Indices of the ``mask`` pixels a commit may write into ``labels`` (same shape).
+    """Indices of the ``mask`` pixels a commit may write into ``labels`` (same shape): those
+    of :func:`committable`."""
+    return np.nonzero(committable(labels, mask, overwrite, replacing))
+
+
+def committable(
+    labels: np.ndarray, mask: np.ndarray, overwrite: bool = False, replacing: int | None = None
+) -> np.ndarray:
+    """The ``mask`` pixels a commit may write into ``labels`` (same shape), as a boolean
+    array.
 
     Without ``overwrite`` pixels that already belong to another object are left alone,
     except those of object ``replacing`` (the object a correction started from, whose
     mask the committed one was made from).
     """
+    labels, mask = np.asarray(labels), np.asarray(mask, bool)
     if labels.shape != mask.shape:
         raise ValueError(f"Mask {mask.shape} and labels {labels.shape} differ in shape.")
     if overwrite:
-        return np.nonzero(mask)
+        return mask
     free = labels == 0
     if replacing is not None:
         free |= labels == replacing
-    return np.nonzero(mask & free)
+    return mask & free
