@@ -288,7 +288,7 @@ def test_checkpoint_for_another_architecture_is_refused_before_building_it(
     with pytest.raises(CheckpointError, match="does not fit the 'vit_h' architecture") as info:
         load_model("vit_h", checkpoint=tiny_checkpoint, device="cpu")
     assert (
-        "It names its own architecture ('tiny'): load it with the architecture from the file"
+        "It names its own architecture ('tiny'): choose that one, or name none"
         in str(info.value)
     )
     assert real_builds == []

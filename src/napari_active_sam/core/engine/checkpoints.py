@@ -314,8 +314,8 @@ def _check_fits(
         advice = f"It is a {' or '.join(fits)} checkpoint: choose {fits[0]}."
     elif isinstance(stored := metadata.get("architecture"), dict):
         advice = (
-            f"It names its own architecture ({reprlib.repr(stored.get('name'))}): load it "
-            "with the architecture from the file."
+            f"It names its own architecture ({reprlib.repr(stored.get('name'))}): choose "
+            "that one, or name none and the file's is used."
         )
     else:
         advice = (
