@@ -210,6 +210,41 @@ def test_candidates_are_answered_one_by_one_with_keys_on_the_canvas(make_napari_
     assert third not in left and len(left) == offered - 2
 
 
+def test_a_click_takes_the_keys_from_the_candidates_and_a_removed_labels_layer_ends_them(
+    make_napari_viewer, qtbot
+):
+    """Objects like mine on offer, then a click of the user's own: A answers that click's
+    first suggestion, not the candidate. The labels layer removed: the candidates go with
+    it, and A commits nothing."""
+    from test_canvas_clicks import click
+
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer = make_napari_viewer(show=True)
+    widget = discs_dock(viewer, qtbot, committed=2)
+    controller = widget.controller
+    output, objects = viewer.layers[OUTPUT], controller.objects
+    QTest.mouseClick(widget.adapt_panel.find_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: objects.candidates is not None, timeout=WAIT)
+    offered = len(objects.candidates[1])
+    viewer.layers.selection.active = viewer.layers[PROMPTS]
+    click(viewer, *CENTRES[2])
+    qtbot.waitUntil(lambda: bool(controller.suggestions), timeout=WAIT)
+    suggested = controller.suggestions[0]
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_A)
+    clicks = np.asarray(viewer.layers[PROMPTS].data)
+    assert len(clicks) == 2 and tuple(clicks[-1]) == (suggested.y, suggested.x)
+    assert output.data.max() == 2 and len(objects.candidates[1]) == offered
+
+    viewer.layers.remove(OUTPUT)
+    assert objects.candidates is None and CANDIDATES not in viewer.layers
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_A)  # a suggestion again, if any: never a candidate
+    assert OUTPUT not in viewer.layers or not viewer.layers[OUTPUT].data.any()
+
+
 def test_adapting_while_the_volume_encodes_loses_neither(
     make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
 ):

@@ -190,7 +190,8 @@ def test_an_answer_from_before_a_new_window_is_not_drawn(demo_slowed, qtbot):
     assert controller.decoding
     controller.start_session(controller.image, ModelRequest("demo", "demo", None, "cpu"),
                              "bone")  # fmt: skip
-    qtbot.waitUntil(lambda: controller.session not in (None, old), timeout=WAIT)
+    qtbot.waitUntil(lambda: controller.session is not None and controller.session is not old,
+                    timeout=WAIT)  # fmt: skip
     qtbot.waitUntil(lambda: bool(heard) and made.get(id(heard[-1][1].answer)) is controller.session,
                     timeout=WAIT)  # fmt: skip
     assert all(made[id(event.answer)] is controller.session for _, event in heard)

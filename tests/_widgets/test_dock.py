@@ -222,9 +222,37 @@ def test_save_and_restore_an_annotation(make_napari_viewer, qtbot, tiny_checkpoi
     assert not other.layers[OUTPUT].data.any()
 
 
+def test_save_with_the_prompts_or_labels_layer_removed(make_napari_viewer, qtbot,
+                                                        tiny_checkpoint, tmp_path):  # fmt: skip
+    """Without the prompts layer the labels are saved with no clicks; without the labels
+    layer there is nothing to save, and the status says so (no error)."""
+    from napari_active_sam.core.annotate.persistence import load_annotation
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((64, 64)).astype(np.float32), name="img")
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    _ready(qtbot, widget)
+    widget.save_folder.value = tmp_path / "annotation"
+    widget.autosave.value = False
+    viewer.layers[PREVIEW].data[10:20, 10:20] = 1
+    widget.commit()
+    viewer.layers.remove(PROMPTS)
+    widget.save()
+    qtbot.waitUntil(lambda: not widget.controller.objects.saving, timeout=WAIT)
+    saved = load_annotation(tmp_path / "annotation")
+    assert saved.labels.sum() == 100 and not len(saved.points)
+    viewer.layers.remove(OUTPUT)
+    widget.save()
+    assert "nothing to save" in widget.status.value
+
+
 def test_restore_refuses_another_images_annotation(make_napari_viewer, qtbot, tiny_checkpoint,
                                                    tmp_path):  # fmt: skip
-    from napari_active_sam.core.annotate.persistence import SavedAnnotation, save_annotation
+    from napari_active_sam.core.annotate.persistence import (
+        SavedAnnotation,
+        load_annotation,
+        save_annotation,
+    )
 
     small = SavedAnnotation(np.zeros((5, 5), np.int32), np.empty((0, 2)), np.array([], bool))
     save_annotation(tmp_path / "a", small)
@@ -237,6 +265,23 @@ def test_restore_refuses_another_images_annotation(make_napari_viewer, qtbot, ti
     widget.restore()
     assert "has shape" in widget.status.value or "shape (5, 5)" in widget.status.value
     assert viewer.layers[OUTPUT].data[0, 0] == 3  # the user's labels are untouched
+
+    # A save of the same size but of another image: restore says whose it is, and
+    # autosave does not write this image's objects over it.
+    ct = SavedAnnotation(np.ones((128, 128), np.int32), np.empty((0, 2)), np.array([], bool),
+                         {"image": "ct"})  # fmt: skip
+    save_annotation(tmp_path / "b", ct)
+    widget.save_folder.value = tmp_path / "b"
+    widget.restore()
+    assert "holds the annotation of image 'ct', not of 'img'" in widget.status.value
+    assert viewer.layers[OUTPUT].data[0, 0] == 3 and viewer.layers[OUTPUT].data.sum() == 3
+    viewer.layers[PREVIEW].data[10:20, 10:20] = 1
+    said = []
+    widget.controller.events.status.connect(lambda event: said.append(event.message))
+    widget.commit()  # autosaves
+    qtbot.waitUntil(lambda: not widget.controller.objects.saving, timeout=WAIT)
+    assert any("holds the annotation of image 'ct'" in message for message in said)
+    assert load_annotation(tmp_path / "b").labels.all()  # ct's save is unchanged
 
 
 def test_rgb_volume_and_time_series_are_annotated_slice_by_slice(make_napari_viewer, qtbot,
@@ -442,11 +487,34 @@ def test_quality_panel_flags_a_wrong_object_and_jumps_to_it(make_napari_viewer, 
     panel.review.value = [panel.review.choices[0]]
     assert viewer.layers[OUTPUT].selected_label == bad
 
+    # Removing the labels layer takes the estimates of its objects with it.
+    viewer.layers.remove(OUTPUT)
+    assert not panel.results and not panel.review.choices
+
+
+def test_estimates_of_one_image_are_not_shown_for_the_next(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    _ready(qtbot, widget)
+    panel = widget.quality_panel
+    viewer.layers[PREVIEW].data[30:60, 30:60] = 1
+    label = widget.commit()
+    qtbot.waitUntil(lambda: (label, ()) in panel.results, timeout=WAIT)
+    other = viewer.add_image(scene.image[::-1].copy(), name="us flipped")
+    session = widget.session
+    widget.image.value = other
+    qtbot.waitUntil(lambda: widget.session is not None and widget.session is not session,
+                    timeout=WAIT)  # fmt: skip
+    assert not panel.results and not panel.review.choices
+
 
 def test_removing_the_image_stops_its_encoding(make_napari_viewer, qtbot, tiny_checkpoint):
     viewer = make_napari_viewer()
     image = viewer.add_image(np.random.default_rng(0).random((40, 128, 128)).astype(np.float32))
     widget = _tiny_widget(viewer, tiny_checkpoint)
+    viewer.window.add_dock_widget(widget)  # docked, its choices follow the layer list
     qtbot.waitUntil(lambda: widget.session is not None and widget.cancel.enabled, timeout=WAIT)
     qtbot.waitUntil(lambda: widget.progress.value >= 2, timeout=WAIT)
     worker, session = widget.controller.encoder, widget.session
@@ -456,6 +524,9 @@ def test_removing_the_image_stops_its_encoding(make_napari_viewer, qtbot, tiny_c
     assert encoded < 40 and not widget.cancel.enabled and widget.session is None
     qtbot.wait(300)
     assert sum(session.is_encoded((z,)) for z in range(40)) == encoded
+    # The dock's own uncertainty map is an image layer too, but never one to annotate.
+    assert UNCERTAINTY in viewer.layers and widget.image.value is None
+    assert widget.session is None and not list(widget.image.choices)
 
 
 def test_a_propagated_object_under_the_threshold_gets_one_warning():

@@ -180,6 +180,7 @@ class AnnotationController:
             # Its objects are gone: no correction or regrow can refer to them.
             self.correcting = None
             self.objects.forget_seeds()
+            self.objects.clear_candidates()  # they were offered to be committed there
             self.events.objects_removed()
             self._say("the labels layer was removed: the next object starts a new one")
 
@@ -548,9 +549,12 @@ class AnnotationController:
 
     def answer_suggestion(self, inside: bool | None) -> None:
         """Answer the offered suggestion: inside (A), outside (D), or skip it (S). While
-        objects like the committed ones are on offer, the same keys accept (A), reject (D)
-        or pass over (S) the first of them instead."""
-        if self.objects.candidates is not None:
+        objects like the committed ones are on offer on the slice shown and no click waits
+        there, the same keys accept (A), reject (D) or pass over (S) the first of them
+        instead."""
+        candidates = self.objects.candidates
+        if candidates is not None and candidates[0] == self.current_index() \
+                and not self.current_prompts().clicks:  # fmt: skip
             self.objects.answer_candidate(inside)
             return
         offer = self.offer

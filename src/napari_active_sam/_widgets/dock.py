@@ -35,6 +35,7 @@ from ..io import PLUGIN, READER_SUFFIXES
 from .adapt import AdaptPanel
 from .along_z import AlongZPanel
 from .controller import AnnotationController
+from .layers import MANAGED
 from .loading import ModelRequest
 from .models import FROM_FILE, checkpoint_missing, chosen_model, model_choosers
 from .quality import QualityPanel
@@ -65,7 +66,8 @@ class ActiveSamWidget(Container):
         self.model_name, self.checkpoint, self.architecture = model_choosers()
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
         self.open_button = PushButton(text="Open image or DICOM series…")
-        self.image = create_widget(annotation="napari.layers.Image", label="image")
+        self.image = create_widget(annotation="napari.layers.Image", label="image",
+                                   options={"choices": self._user_images})  # fmt: skip
         self.window = ComboBox(label="window", choices=["percentile", *CT_PRESETS])
         self.encode_slice = PushButton(text="Encode current slice")
         self.encode_volume = PushButton(text="Encode whole volume")
@@ -132,6 +134,13 @@ class ActiveSamWidget(Container):
             self.start_session()
 
     # ----------------------------------------------------------------------- choices
+    def _user_images(self, _widget=None) -> list:
+        """The image layers to choose from: the user's, not the dock's own uncertainty map."""
+        import napari
+
+        images = [layer for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
+        return [layer for layer in images if layer.name not in MANAGED]
+
     def start_session(self) -> None:
         """(Re)start on the chosen image: load the model if needed, then encode."""
         layer = self.image.value

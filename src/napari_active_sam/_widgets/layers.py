@@ -371,13 +371,11 @@ def show_candidates(viewer: napari.Viewer, index: tuple[int, ...],
     """Candidate objects on slice ``index`` as a Labels layer over the output (label
     ``i + 1`` for candidate ``i``, its predicted Dice in the features; the first, the one
     the keys answer, in :data:`INSIDE_COLOUR`, the others grey); none removes it."""
-    if OUTPUT not in viewer.layers:
-        return
-    output = viewer.layers[OUTPUT]
-    if not masks:
+    if not masks or OUTPUT not in viewer.layers:
         if CANDIDATES in viewer.layers:
             viewer.layers.remove(CANDIDATES)
         return
+    output = viewer.layers[OUTPUT]
     plane = np.zeros(output.data.shape[-2:], np.int32)
     for number, mask in enumerate(masks, 1):
         plane[mask & (plane == 0)] = number

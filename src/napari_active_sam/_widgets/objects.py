@@ -26,7 +26,7 @@ from ..core.annotate.session import (
     committable,
     next_free_label,
 )
-from ..core.errors import ActiveSamError
+from ..core.errors import ActiveSamError, AnnotationFileError
 from ..core.prompts import PromptSet
 from .jobs import (
     Candidate,
@@ -279,13 +279,18 @@ class CommittedObjects:
     def _save(self, finished):
         if self.folder is None:
             return None
-        points = self.viewer.layers[PROMPTS]
-        annotation = SavedAnnotation(
-            labels=np.array(self.viewer.layers[OUTPUT].data),
-            points=np.asarray(points.data),
-            positive=np.asarray(points.features["positive"], bool),
-            settings=dict(self.settings),
-        )
+        if OUTPUT not in self.viewer.layers:
+            self._say("nothing to save: the labels layer was removed; commit an object first")
+            return None
+        labels = np.array(self.viewer.layers[OUTPUT].data)
+        if PROMPTS in self.viewer.layers:
+            points = self.viewer.layers[PROMPTS]
+            clicks = np.asarray(points.data)
+            positive = np.asarray(points.features["positive"], bool)
+        else:  # the user removed it: no clicks to keep
+            clicks, positive = np.empty((0, labels.ndim)), np.array([], bool)
+        annotation = SavedAnnotation(labels=labels, points=clicks, positive=positive,
+                                     settings=dict(self.settings))  # fmt: skip
         return self.workers.start(
             save_annotation, self.folder, annotation,
             returned=lambda path: self._say(f"saved to {path}"),
@@ -302,6 +307,13 @@ class CommittedObjects:
         try:
             saved = load_annotation(folder)
             output = self.viewer.layers[OUTPUT]
+            image, other = self.settings.get("image"), saved.settings.get("image")
+            if image is not None and other is not None and other != image:
+                raise AnnotationFileError(
+                    f"{folder} holds the annotation of image {other!r}, not of {image!r}: "
+                    f"choose {other!r} in the dock to restore it (or rename this layer "
+                    f"{other!r} if it is that image)."
+                )
             if saved.labels.shape != output.data.shape:
                 raise ActiveSamError(
                     f"The saved labels have shape {saved.labels.shape} but this image needs "
@@ -329,10 +341,14 @@ class CommittedObjects:
             if label is None:
                 self._say("commit some objects first")
             return
+
+        def judged(found) -> None:
+            if self._current()[0] is session:  # not judged on an image left since
+                self._judged(found, label)
+
         self.workers.start(
             assess_job, estimator, session.source, labels, label, quality, session.store,
-            progress=self._progress, returned=lambda found: self._judged(found, label),
-            errored=self._report,
+            progress=self._progress, returned=judged, errored=self._report,
         )  # fmt: skip
 
     def measure(self, spacing: tuple[float, ...]) -> None:
@@ -348,9 +364,14 @@ class CommittedObjects:
             self._say("measuring with error bars needs a Bayesian head: use 'Learn from my "
                       "annotations' first")  # fmt: skip
             return
+
+        def measured(found) -> None:
+            if self._current()[0] is session:  # not measured on an image left since
+                self._measured(found, len(spacing))
+
         self.workers.start(
-            measure_job, session, labels, spacing, progress=self._progress,
-            returned=lambda found: self._measured(found, len(spacing)), errored=self._report,
+            measure_job, session, labels, spacing, progress=self._progress, returned=measured,
+            errored=self._report,
         )  # fmt: skip
 
     def _measured(self, found, dimensions: int) -> None:
@@ -410,7 +431,7 @@ class CommittedObjects:
     def answer_candidate(self, accept: bool | None) -> int | None:
         """Accept (True: commit it), reject (False) or pass over (None: it goes last) the
         first candidate on offer; returns the label committed, if any."""
-        if self.candidates is None:
+        if self.candidates is None or OUTPUT not in self.viewer.layers:
             return None
         index, (first, *rest) = self.candidates
         label = None

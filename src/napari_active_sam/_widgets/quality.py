@@ -64,6 +64,19 @@ class QualityPanel(Container):
         controller.events.committed.connect(self._committed)
         controller.events.quality_checked.connect(self._checked)
         controller.events.measured.connect(self._measured)
+        controller.events.objects_removed.connect(self.reset)
+        controller.events.session_ready.connect(self._session_ready)
+
+    def reset(self, event=None) -> None:
+        """Forget every estimate and measurement (their objects are gone)."""
+        self.results = {}
+        self._measured_entries = {}
+        self.volumes.choices = []
+        self._refresh()
+
+    def _session_ready(self, event) -> None:
+        if event.new_image:  # the estimates were of another image's objects
+            self.reset()
 
     # ------------------------------------------------------------------------------ runs
     def check_all(self) -> None:

@@ -45,6 +45,23 @@ def test_round_trip(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [SAVE]
 
 
+def test_a_folder_keeps_one_images_annotation_a_save_of_another_is_refused(tmp_path):
+    labels = np.zeros((6, 6), np.int32)
+    labels[1:3, 1:3] = 1
+    mine = SavedAnnotation(labels, np.empty((0, 2)), np.array([], bool), {"image": "ct"})
+    save_annotation(tmp_path, mine)
+    assert persistence.saved_image(tmp_path) == "ct"
+    save_annotation(tmp_path, mine)  # the same image saves again
+    theirs = SavedAnnotation(labels * 0, np.empty((0, 2)), np.array([], bool), {"image": "mr"})
+    with pytest.raises(SaveError, match="holds the annotation of image 'ct', and this is 'mr'"):
+        save_annotation(tmp_path, theirs)
+    assert load_annotation(tmp_path).labels.any()  # ct's save is unchanged
+    unnamed = SavedAnnotation(labels * 0, np.empty((0, 2)), np.array([], bool))
+    save_annotation(tmp_path, unnamed)  # a save that names no image is not told apart
+    assert persistence.saved_image(tmp_path) is None
+    assert persistence.saved_image(tmp_path / "nothing") is None
+
+
 def _save_format_1(folder, labels, points, positive, settings=None, **record):
     """Write a save the way version 1 did: ``labels.npy`` and ``annotation.json``."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -68,9 +68,18 @@ def save_annotation(folder: Path | str, annotation: SavedAnnotation) -> Path:
     Raises
     ------
     SaveError
-        If the save cannot be written; the folder's previous save is then left as it was.
+        If the save cannot be written, or the folder holds the save of another image (named
+        by the ``image`` setting of both); the folder's previous save is then left as it
+        was.
     """
     folder = Path(folder)
+    image, other = annotation.settings.get("image"), saved_image(folder)
+    if image is not None and other is not None and other != image:
+        raise SaveError(
+            f"Nothing was saved: {folder} holds the annotation of image {other!r}, and this is "
+            f"{image!r}. Choose another annotation folder for {image!r}; {other!r}'s is "
+            "unchanged."
+        )
     labels = np.asarray(annotation.labels)
     arrays = {
         "labels": labels,
@@ -134,6 +143,25 @@ def load_annotation(folder: Path | str) -> SavedAnnotation:
     raise AnnotationFileError(
         f"{folder} holds no saved annotation: choose the folder you saved to."
     )
+
+
+def saved_image(folder: Path | str) -> str | None:
+    """The name of the image whose annotation ``folder`` holds (its ``image`` setting), read
+    without its arrays; None if the folder holds no readable save or the save names none."""
+    folder = Path(folder)
+    try:
+        if (folder / SAVE_NAME).is_file():
+            with zipfile.ZipFile(folder / SAVE_NAME) as archive:
+                record = json.loads(archive.read("annotation.json"))
+        elif (folder / "annotation.json").is_file():
+            record = json.loads((folder / "annotation.json").read_bytes())
+        else:
+            return None
+    except (*_DAMAGED, OSError):
+        return None
+    settings = record.get("settings") if isinstance(record, dict) else None
+    image = settings.get("image") if isinstance(settings, dict) else None
+    return image if isinstance(image, str) else None
 
 
 def _read(path: Path) -> SavedAnnotation:
