@@ -157,11 +157,14 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     adapter, adapted = result.adapter, result.model
     adapter.report["held_out_iou_at_1"] = [round(before, 4), round(after, 4)]
     head = yield from head_for(adapted, objects)
-    try:
-        saved = f"saved {adapter.save(ADAPTER.users(base.model_id))}"
-        head.save(HEAD.users(adapted.model_id))
-    except SaveError as exc:  # the adapted model is still used in this session
-        saved = str(exc)
+    said = []
+    for save in (lambda: adapter.save(ADAPTER.users(base.model_id)),
+                 lambda: head.save(HEAD.users(adapted.model_id))):  # fmt: skip
+        try:  # each on its own: a head is kept even when its adapter could not be
+            said.append(f"saved {save()}")
+        except SaveError as exc:  # the adapted model is still used in this session
+            said.append(str(exc))
+    saved = "; ".join(said)
     quality = QualityModels(adapted, head)
     return Adaptation(adapted, head, quality, saved, len(objects), len(held), before, after,
                       aligned)  # fmt: skip
