@@ -237,6 +237,9 @@ def test_a_click_takes_the_keys_from_the_candidates_and_a_removed_labels_layer_e
     clicks = np.asarray(viewer.layers[PROMPTS].data)
     assert len(clicks) == 2 and tuple(clicks[-1]) == (suggested.y, suggested.x)
     assert output.data.max() == 2 and len(objects.candidates[1]) == offered
+    assert "A = accept" not in widget.hint.value  # the hint says what A answers
+    QTest.keyClick(canvas, Qt.Key.Key_X)  # the clicks cleared: the keys answer candidates
+    assert not len(viewer.layers[PROMPTS].data) and "A = accept" in widget.hint.value
 
     viewer.layers.remove(OUTPUT)
     assert objects.candidates is None and CANDIDATES not in viewer.layers
@@ -301,3 +304,34 @@ def test_ranking_the_four_masks_with_number_keys_feeds_the_adaptation(
     report = Adapter.load(ADAPTER.users(widget.controller.adaptation.base[0].model_id)).report
     assert (shown.grid.amax(0) != shown.grid.amin(0)).any()  # the masks differ somewhere
     assert report["ranked_by"] == "a person" and report["preferences"] == 1
+
+
+def test_a_head_learned_for_the_base_model_while_the_adapted_one_decodes_is_kept_for_it(
+    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Learn pressed on the base model, then the adapted model chosen before the head
+    arrives: the head is kept with the base model and decodes once it is chosen again."""
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
+    image = np.zeros((128, 128), np.float32)
+    boxes = [(10, 40, 10, 40), (60, 100, 20, 50), (20, 50, 70, 110), (80, 115, 80, 120)]
+    for r0, r1, c0, c1 in boxes:
+        image[r0:r1, c0:c1] = 1
+    viewer = make_napari_viewer()
+    widget = docked(viewer, qtbot, image, tiny_checkpoint)
+    panel = widget.adapt_panel
+    for r0, r1, c0, c1 in boxes:
+        viewer.layers[PREVIEW].data[r0:r1, c0:c1] = 1
+        widget.commit()
+    QTest.mouseClick(panel.adapt_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.decode_with.value == ADAPTED, timeout=WAIT)
+    panel.decode_with.value = BASE
+    base = widget.session.model
+    learned = []
+    widget.controller.events.learned.connect(lambda event: learned.append(event.head))
+    QTest.mouseClick(widget.learn_button.native, Qt.MouseButton.LeftButton)
+    panel.decode_with.value = ADAPTED  # while the head for the base model is learned
+    qtbot.waitUntil(lambda: bool(learned), timeout=WAIT)
+    assert learned[0].model_id == base.model_id != widget.session.model.model_id
+    assert "for another model than the one decoding now" in widget.status.value
+    panel.decode_with.value = BASE
+    assert widget.session.model is base and widget.session.head is learned[0]

@@ -57,6 +57,21 @@ class ModelAdaptation:
         self.ranked: list[tuple[Candidates, tuple[int, ...]]] = []
         """Candidate masks the user ranked (best first), for the next adaptation."""
         self._worker = None
+        events.learned.connect(self._head_learned)
+
+    def _head_learned(self, event) -> None:
+        """A Bayesian head learned for the model not in use now (the user switched between
+        the base and the adapted model while it was learned) is kept with that model, to be
+        used when the user switches back."""
+        head = event.head
+        if self.base is not None and self.using_adapted and head.model_id == self.base[0].model_id:
+            model, _, quality = self.base
+            quality.bayes_head = head
+            self.base = (model, head, quality)
+        elif (self.adaptation is not None and not self.using_adapted
+              and head.model_id == self.adaptation.model.model_id):  # fmt: skip
+            self.adaptation.quality.bayes_head = head
+            self.adaptation = replace(self.adaptation, head=head)
 
     @property
     def running(self) -> bool:

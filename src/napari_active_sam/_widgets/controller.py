@@ -547,14 +547,19 @@ class AnnotationController:
         """The suggestions still on offer, best first (empty when there are none)."""
         return self.offer.remaining if self.offer is not None else ()
 
+    def keys_answer_candidates(self) -> bool:
+        """Whether A, D and S answer the objects like the committed ones on offer (on the
+        slice shown, with no click waiting there) rather than the suggestions."""
+        candidates = self.objects.candidates
+        return (candidates is not None and candidates[0] == self.current_index()
+                and not self.current_prompts().clicks)  # fmt: skip
+
     def answer_suggestion(self, inside: bool | None) -> None:
         """Answer the offered suggestion: inside (A), outside (D), or skip it (S). While
         objects like the committed ones are on offer on the slice shown and no click waits
         there, the same keys accept (A), reject (D) or pass over (S) the first of them
         instead."""
-        candidates = self.objects.candidates
-        if candidates is not None and candidates[0] == self.current_index() \
-                and not self.current_prompts().clicks:  # fmt: skip
+        if self.keys_answer_candidates():
             self.objects.answer_candidate(inside)
             return
         offer = self.offer

@@ -112,8 +112,12 @@ class ActiveSamWidget(Container):
         events.acquisition.connect(self._show_acquisition)
         events.uncertain_slices.connect(self._show_uncertain_slices)
         events.answered.connect(self._show_answer)
-        events.offered.connect(lambda event: setattr(self.hint, "value", hint(event.suggestions)))
-        events.candidates.connect(self._show_candidate)
+        events.offered.connect(self._show_hint)
+        events.candidates.connect(self._show_hint)
+        viewer.dims.events.current_step.connect(self._show_hint)  # candidates are per slice
+        self.native.destroyed.connect(
+            lambda *_: viewer.dims.events.current_step.disconnect(self._show_hint)
+        )
         for control in (self.model_name, self.checkpoint, self.architecture, self.device,
                         self.image, self.window):  # fmt: skip
             control.changed.connect(self.start_session)
@@ -245,12 +249,15 @@ class ActiveSamWidget(Container):
         if said:
             self.status.value = "; ".join(said)
 
-    def _show_candidate(self, event) -> None:
-        if event.first is None:
+    def _show_hint(self, event=None) -> None:
+        """What A, D and S answer now: the first object like yours on offer, or the first
+        suggestion (:meth:`AnnotationController.keys_answer_candidates`)."""
+        if not self.controller.keys_answer_candidates():
             self.hint.value = hint(self.controller.suggestions)
             return
-        self.hint.value = (f"object like yours (1 of {event.count}, predicted Dice "
-                           f"{event.first.predicted_dice:.2f}): A = accept, D = reject, "
+        _, found = self.controller.objects.candidates
+        self.hint.value = (f"object like yours (1 of {len(found)}, predicted Dice "
+                           f"{found[0].predicted_dice:.2f}): A = accept, D = reject, "
                            "S = next")  # fmt: skip
 
     def _show_uncertain_slices(self, event) -> None:

@@ -34,7 +34,7 @@ from ..core.bench.report import summarise
 from ..core.bench.strategies import reads_head
 from ..core.engine.checkpoints import LoadedModel, load_model
 from ..core.engine.embeddings import embed_slice
-from ..core.engine.predictor import shown_head
+from ..core.engine.predictor import Predictor, shown_head
 from ..core.engine.preprocess import IntensityWindow, SliceSource
 from ..core.engine.store import EmbeddingStore
 from ..core.engine.zoom import ZoomingPredictor
@@ -74,13 +74,15 @@ def make_session(model: LoadedModel, data, window: str, rgb: bool, checkpoint=No
     return session, quality, problem
 
 
-def learning_job(session: AnnotationSession, labels: np.ndarray):
+def learning_job(session: AnnotationSession, labels: np.ndarray, model: LoadedModel,
+                 predictor: Predictor, initial: BayesHead | None):  # fmt: skip
     """Click sets simulated on every committed object of ``labels`` (same shape as the
-    image, without channels), then the head fitted on them (starting from the current
-    head) and saved as the user's own; returns ``(head, path)``."""
+    image, without channels) with ``model`` (the session's when Learn was pressed, and its
+    ``predictor``; the session may switch models meanwhile), then the head fitted on them
+    (starting from ``initial``) and saved as the user's own; returns ``(head, path)``."""
 
     def embedding(index):
-        return lambda: embed_slice(session.model, session.source, session.store, index,
+        return lambda: embed_slice(model, session.source, session.store, index,
                                    session.limits)  # fmt: skip
 
     pairs = []
@@ -91,11 +93,11 @@ def learning_job(session: AnnotationSession, labels: np.ndarray):
     if not pairs:
         raise ActiveSamError("No committed objects to learn from: commit some objects first.")
     rng = np.random.default_rng(0)
-    examples = yield from examples_from_objects(session.predictor, pairs, rng)
+    examples = yield from examples_from_objects(predictor, pairs, rng)
     config = HeadConfig(steps=300)
-    head: BayesHead = yield from fit_head(examples, session.model, config, initial=session.head)
+    head: BayesHead = yield from fit_head(examples, model, config, initial=initial)
     try:
-        saved = f"saved {head.save(HEAD.users(session.model.model_id))}"
+        saved = f"saved {head.save(HEAD.users(model.model_id))}"
     except SaveError as exc:  # the head is kept elsewhere and still used in this session
         saved = str(exc)
     return head, saved

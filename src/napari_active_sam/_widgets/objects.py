@@ -483,7 +483,8 @@ class CommittedObjects:
             show_info("Already learning; wait for it to finish.")
             return
         worker = self.workers.start(
-            learning_job, session, self.committed_labels(), progress=self._progress,
+            learning_job, session, self.committed_labels(), session.model, session.predictor,
+            session.head, progress=self._progress,
             returned=self._learned, errored=self._report,
             finished=lambda: self._learning_finished(worker), cancellable=True,
         )  # fmt: skip
@@ -493,13 +494,15 @@ class CommittedObjects:
         self._learner = None  # done once its result is here: learning again may start
         head, saved = result
         session, quality = self._current()  # the session now, perhaps another image's
-        if session is not None and session.model.model_id == head.model_id:
+        in_use = session is not None and session.model.model_id == head.model_id
+        if in_use:
             session.head = head
             if quality is not None:
                 quality.bayes_head = head
         info = head.info
+        other = "" if in_use else "; it is for another model than the one decoding now"
         self._say(f"learned from {info['examples']} click sets (loss {info['sam_loss']:.4f} "
-                  f"-> {info['map_loss']:.4f}); {saved}")  # fmt: skip
+                  f"-> {info['map_loss']:.4f}); {saved}{other}")  # fmt: skip
         self.events.learned(head=head, saved=saved)
 
     def _learning_finished(self, worker) -> None:
