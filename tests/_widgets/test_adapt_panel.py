@@ -28,6 +28,18 @@ def docked(viewer, qtbot, image, checkpoint) -> ActiveSamWidget:
     return widget
 
 
+BOXES = [(10, 40, 10, 40), (60, 100, 20, 50), (20, 50, 70, 110), (80, 115, 80, 120)]
+"""Squares of :func:`squares_image`, as (top, bottom, left, right)."""
+
+
+def squares_image() -> np.ndarray:
+    """Four bright squares (:data:`BOXES`) on a 128 × 128 black image."""
+    image = np.zeros((128, 128), np.float32)
+    for r0, r1, c0, c1 in BOXES:
+        image[r0:r1, c0:c1] = 1
+    return image
+
+
 CENTRES = [(40, 40), (40, 200), (120, 120), (200, 60), (210, 210), (120, 30)]
 """Discs of :func:`discs_dock`."""
 
@@ -54,25 +66,21 @@ def test_adapting_to_committed_objects_switches_and_switches_back(
     make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
-    image = np.zeros((128, 128), np.float32)
-    boxes = [(10, 40, 10, 40), (60, 100, 20, 50), (20, 50, 70, 110), (80, 115, 80, 120)]
-    for r0, r1, c0, c1 in boxes:
-        image[r0:r1, c0:c1] = 1
     viewer = make_napari_viewer()
-    widget = docked(viewer, qtbot, image, tiny_checkpoint)
+    widget = docked(viewer, qtbot, squares_image(), tiny_checkpoint)
     base = widget.session.model
     panel = widget.adapt_panel
     assert panel.decode_with.choices == (BASE,)
 
     # One object is not enough: the panel says what to do and nothing runs.
     preview = viewer.layers[PREVIEW]
-    r0, r1, c0, c1 = boxes[0]
+    r0, r1, c0, c1 = BOXES[0]
     preview.data[r0:r1, c0:c1] = 1
     widget.commit()
     QTest.mouseClick(panel.adapt_button.native, Qt.MouseButton.LeftButton)
     assert not widget.controller.adaptation.running and widget.session.model is base
 
-    for r0, r1, c0, c1 in boxes[1:]:
+    for r0, r1, c0, c1 in BOXES[1:]:
         preview.data[r0:r1, c0:c1] = 1
         widget.commit()
     committed = viewer.layers[OUTPUT].data.copy()
@@ -312,14 +320,10 @@ def test_a_head_learned_for_the_base_model_while_the_adapted_one_decodes_is_kept
     """Learn pressed on the base model, then the adapted model chosen before the head
     arrives: the head is kept with the base model and decodes once it is chosen again."""
     monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
-    image = np.zeros((128, 128), np.float32)
-    boxes = [(10, 40, 10, 40), (60, 100, 20, 50), (20, 50, 70, 110), (80, 115, 80, 120)]
-    for r0, r1, c0, c1 in boxes:
-        image[r0:r1, c0:c1] = 1
     viewer = make_napari_viewer()
-    widget = docked(viewer, qtbot, image, tiny_checkpoint)
+    widget = docked(viewer, qtbot, squares_image(), tiny_checkpoint)
     panel = widget.adapt_panel
-    for r0, r1, c0, c1 in boxes:
+    for r0, r1, c0, c1 in BOXES:
         viewer.layers[PREVIEW].data[r0:r1, c0:c1] = 1
         widget.commit()
     QTest.mouseClick(panel.adapt_button.native, Qt.MouseButton.LeftButton)
