@@ -10,7 +10,6 @@ the controller's choices in step with its controls and learns the rest from the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -27,65 +26,16 @@ from ..core.prompts import PromptSet, Suggestion, correction, left_out
 from ..core.sim.clicker import prompts_from_mask
 from . import layers
 from .adaptation import ModelAdaptation
+from .events import EVENTS
 from .loading import ModelRequest, SessionLoader
 from .objects import CommittedObjects
-from .suggestions import Offer
+from .previews import Asked, Offer
 from .workers import LatestRequest, WorkerHost
 
 if TYPE_CHECKING:
     import napari
 
     from ..core.quality.estimators import QualityModels
-
-EVENTS = {
-    "status": "(message) a line for the status bar",
-    "progress": "(step) Progress of encoding, propagation, learning or a quality check",
-    "busy": "(value) whether work that cancel_all stops is running",
-    "offered": "(suggestions) the suggestions on offer changed (best first; may be empty)",
-    "model_kept": "(request) the chosen model failed to load: the ModelRequest still in use",
-    "acquisition": "(value) the acquisition switched to by the controller (BALD needs a head)",
-    "session_ready": "(session, new_image) a session is ready on an image and the layers "
-    "exist; new_image: on another image than the session before (not a new model or window)",
-    "answered": "(index, prompts, answer) drawn; answers overtaken by newer prompts are not",
-    "uncertain_slices": "(ranked) [(index, score), ...] most uncertain first; None in 2D",
-    "committed": "(label) an object was written into the output layer",
-    "objects_removed": "() the output layer was removed, with every object in it",
-    "propagated": "(label, slices, stops) object label was grown through the volume: how "
-    "sure the model was on each slice it decoded (slice → core.annotate.volume.SliceReport) "
-    "and why growth stopped",
-    "quality_checked": "(found, label) predicted Dice of object label, or of all if None",
-    "measured": "(found, unit) every committed object measured: core.quality.measure."
-    "Measurement per object, volumes in unit (mm³, or mm² for a 2D image)",
-    "learned": "(head, path) a Bayesian head was fitted on the committed objects and saved",
-    "candidates": "(count, first) objects like the committed ones on offer in the candidates "
-    "layer, and the first of them (the one A, D and S answer; None when none is left)",
-    "to_rank": "(candidates) four candidate masks of one object for the user to rank",
-    "adapter_found": "(adaptation) an adapter the user made earlier for this model is on offer",
-    "adapted": "(adaptation) the model was adapted to the committed objects and now decodes "
-    "(jobs.Adaptation: the model, its head, where the adapter went, held-out figures)",
-    "error": "(error) a job failed; one the user can act on is also in status and a "
-    "notification, anything else is raised again",
-}
-"""The controller's events: name → "(attributes) meaning"."""
-
-
-@dataclass(frozen=True, eq=False)
-class Asked:
-    """What a slice's preview is decoded from: the user's ``prompts`` there, the prompts
-    ``asked`` of SAM (those of a correction while an object is corrected) and the mask
-    they refine (``prior``; None if none)."""
-
-    prompts: PromptSet
-    asked: PromptSet
-    prior: np.ndarray | None
-
-    def same(self, other: Asked | None) -> bool:
-        """Whether ``other`` decodes the same: equal prompts and equal masks."""
-        if other is None or (self.prompts, self.asked) != (other.prompts, other.asked):
-            return False
-        if self.prior is None or other.prior is None:
-            return self.prior is other.prior
-        return np.array_equal(self.prior, other.prior)
 
 
 class AnnotationController:

@@ -38,8 +38,8 @@ from .controller import AnnotationController
 from .layers import MANAGED
 from .loading import ModelRequest
 from .models import FROM_FILE, checkpoint_missing, chosen_model, model_choosers
+from .previews import hint
 from .quality import QualityPanel
-from .suggestions import hint
 
 if TYPE_CHECKING:
     import napari
