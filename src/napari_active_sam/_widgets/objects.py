@@ -171,7 +171,7 @@ class CommittedObjects:
                 self._say("nothing grew from the clicks (no mask on any slice): nothing was "
                           "written; the clicks are kept")  # fmt: skip
                 return
-            if correcting is not None and (np.asarray(output.data) == correcting).any():
+            if correcting is not None:  # regrown: the same object, under its label
                 label = self.replace(correcting, grown.mask)
             else:
                 label, _ = self.write(grown.mask)
