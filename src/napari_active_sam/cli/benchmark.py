@@ -156,12 +156,12 @@ def run(args: argparse.Namespace) -> int:
             f"Nothing was evaluated: no object of {args.data} could be run (see "
             f"{args.out / 'skipped.json'} for why each file was left out)."
         )
-    unit = sorted({r["image"] for r in records if three_d and r["spacing"] == [1.0] * 3})
+    unit = sorted({r["image"] for r in records if not r.get("spacing_known", True)})
     if unit:
-        print(f"warning: {', '.join(unit)} ha{'s' if len(unit) == 1 else 've'} a voxel size of "
-              f"1 × 1 × 1: if the file states none (a plain TIFF, .npy), NSD's tolerance of "
-              f"{args.nsd_tolerance:g} is in voxels; give it as NIfTI, DICOM or a TIFF with "
-              "ImageJ or OME sizes", file=sys.stderr)  # fmt: skip
+        print(f"warning: {', '.join(unit)} state{'s' if len(unit) == 1 else ''} no voxel size: "
+              f"distances and NSD's tolerance of {args.nsd_tolerance:g} are in voxels; give "
+              "such volumes as NIfTI, DICOM or a TIFF with ImageJ or OME sizes",
+              file=sys.stderr)  # fmt: skip
     for name, figures in summary["strategies"].items():
         if three_d:
             print(

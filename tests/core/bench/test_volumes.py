@@ -259,7 +259,8 @@ def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, capsys
     records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert {r["image"]: r["spacing"] for r in records} == {
         "ct": pytest.approx([5.0, 0.7, 0.7]), "b_plain": [1.0, 1.0, 1.0]}  # fmt: skip
-    assert "b_plain has a voxel size of 1 × 1 × 1" in capsys.readouterr().err
+    assert {r["image"]: r["spacing_known"] for r in records} == {"ct": True, "b_plain": False}
+    assert "b_plain states no voxel size" in capsys.readouterr().err
     with open(out / "interactions.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert rows[0]["kind"] == "box" and {r["interaction"] for r in rows} == {"1", "2"}

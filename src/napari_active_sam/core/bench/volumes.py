@@ -302,8 +302,10 @@ def _repeat(result: VolumeEpisode, start: float) -> None:
 
 
 def volume_record(image: str, label: int, strategy: str, gt: np.ndarray,
-                  episode: VolumeEpisode, spacing: Sequence[float]) -> dict[str, Any]:  # fmt: skip
-    """The JSON record of one 3D episode (a line of ``episodes.jsonl``)."""
+                  episode: VolumeEpisode, spacing: Sequence[float],
+                  spacing_known: bool = True) -> dict[str, Any]:  # fmt: skip
+    """The JSON record of one 3D episode (a line of ``episodes.jsonl``); ``spacing_known``:
+    whether the image file records its voxel size (else ``spacing`` is 1 per axis)."""
     return {
         "image": image,
         "label": int(label),
@@ -312,6 +314,7 @@ def volume_record(image: str, label: int, strategy: str, gt: np.ndarray,
         "voxels": int(np.count_nonzero(gt)),
         "slices": [int(z) for z in np.flatnonzero(gt.any(axis=(1, 2)))],
         "spacing": [float(s) for s in spacing],
+        "spacing_known": bool(spacing_known),
         **episode.summary(),
     }
 
@@ -344,7 +347,7 @@ def evaluate_volume_pair(
         An image that is not a volume of at least two slices.
     """
     model, head = worker_model(ref, torch_threads, adapter_file, head_file)
-    source, labels, spacing = load_scaled_pair(pair, window)
+    source, labels, spacing, known = load_scaled_pair(pair, window)
     if labels.ndim != 3:
         check_volume(labels, spacing)  # says why: a 2D image
     session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id), zoom=zoom,
@@ -358,5 +361,6 @@ def evaluate_volume_pair(
         gt = labels == obj.label
         episode = drain(play_volume(session, gt, spacing, strategy, corrections + 1, first, rng,
                                     tolerance=tolerance))  # fmt: skip
-        records.append(volume_record(pair.stem, obj.label, strategy, gt, episode, spacing))
+        records.append(volume_record(pair.stem, obj.label, strategy, gt, episode, spacing,
+                                     known))  # fmt: skip
     return records

@@ -121,22 +121,23 @@ def load_pair(pair: ImagePair, window: IntensityWindow) -> tuple[SliceSource, np
     ImageError
         Shapes that differ, a mask with non-integer values, or a mask with no object.
     """
-    source, labels, _ = load_scaled_pair(pair, window)
+    source, labels, _, _ = load_scaled_pair(pair, window)
     return source, labels
 
 
 def load_scaled_pair(
     pair: ImagePair, window: IntensityWindow
-) -> tuple[SliceSource, np.ndarray, tuple[float, ...]]:
-    """:func:`load_pair`, and the image's pixel or voxel size from its file (1 where the
-    file records none), one per spatial axis."""
+) -> tuple[SliceSource, np.ndarray, tuple[float, ...], bool]:
+    """:func:`load_pair`, the image's pixel or voxel size from its file (1 where the file
+    records none), one per spatial axis, and whether the file records it."""
     image, mask = read_image(pair.image), read_image(pair.mask)
     labels = check_labels(
         mask.data, image.spatial_shape, pair.mask.name, f"its image {pair.image.name}"
     )
     if not (labels > 0).any():
         raise ImageError(f"{pair.mask.name} contains no object (all pixels are 0).")
-    return SliceSource(image.data, window, rgb=image.rgb), labels, tuple(image.scale)
+    source = SliceSource(image.data, window, rgb=image.rgb)
+    return source, labels, tuple(image.scale), image.spacing_known
 
 
 @dataclass(frozen=True)
