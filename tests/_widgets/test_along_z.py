@@ -378,16 +378,11 @@ def test_c_during_a_correction_commits_the_slice_as_an_object_of_its_own_whole(
     assert controller.correcting is None
 
 
-def test_erasing_the_corrected_object_under_its_clicks_asks_the_preview_again(spine_clicked,
-                                                                             qtbot):  # fmt: skip
-    """While an object is corrected, the clicks on a slice refine its mask there. The user
-    erases part of that mask with the labels layer's eraser (a real mouse press on the
-    canvas): the preview is asked again from the mask as it now is, and Propagate seeds the
-    slice with that preview, not the one made before the edit."""
+def _erase_far_from_the_click(viewer, z: int) -> tuple[np.ndarray, np.ndarray]:
+    """Erase, with the labels layer's eraser (a real mouse press on the canvas), the part of
+    object 1 on slice ``z`` furthest from the click there; its mask before and after."""
     from test_canvas_clicks import click
 
-    viewer, widget, _ = spine_clicked
-    panel, controller, z, first = _correction_shown(viewer, widget, qtbot)
     output = viewer.layers[OUTPUT]
     before = output.data[z] == 1
     (row, col) = np.asarray(viewer.layers["SAM prompts"].data)[0][1:]
@@ -398,6 +393,18 @@ def test_erasing_the_corrected_object_under_its_clicks_asks_the_preview_again(sp
     click(viewer, float(rows[far]), float(cols[far]))
     edited = output.data[z] == 1
     assert edited.sum() < before.sum()  # the stroke erased a part of the object
+    return before, edited
+
+
+def test_erasing_the_corrected_object_under_its_clicks_asks_the_preview_again(spine_clicked,
+                                                                             qtbot):  # fmt: skip
+    """While an object is corrected, the clicks on a slice refine its mask there. The user
+    erases part of that mask with the labels layer's eraser (a real mouse press on the
+    canvas): the preview is asked again from the mask as it now is, and Propagate seeds the
+    slice with that preview, not the one made before the edit."""
+    viewer, widget, _ = spine_clicked
+    panel, controller, z, first = _correction_shown(viewer, widget, qtbot)
+    _, edited = _erase_far_from_the_click(viewer, z)
     qtbot.waitUntil(lambda: controller._previewed[(z,)].prior is not None
                     and np.array_equal(controller._previewed[(z,)].prior, edited),
                     timeout=WAIT)  # fmt: skip
@@ -411,6 +418,31 @@ def test_erasing_the_corrected_object_under_its_clicks_asks_the_preview_again(sp
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: controller.correcting is None, timeout=WAIT)  # regrown
     assert np.array_equal(controller.objects.seeds(1)[z], shown)
+
+
+def test_undoing_an_edit_of_the_corrected_object_asks_the_preview_again(spine_clicked, qtbot):
+    """An eraser stroke on the corrected object, then Ctrl+Z pressed on the canvas (napari's
+    undo, which announces no paint): the preview is asked again from the mask as it was
+    before the stroke, not left showing the answer to the erased one."""
+    viewer, widget, _ = spine_clicked
+    panel, controller, z, _ = _correction_shown(viewer, widget, qtbot)
+    output = viewer.layers[OUTPUT]
+    before, edited = _erase_far_from_the_click(viewer, z)
+    qtbot.waitUntil(lambda: np.array_equal(controller._previewed[(z,)].prior, edited),
+                    timeout=WAIT)  # fmt: skip
+
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert np.array_equal(output.data[z] == 1, before)  # the stroke is undone
+    qtbot.waitUntil(lambda: np.array_equal(controller._previewed[(z,)].prior, before),
+                    timeout=WAIT)  # fmt: skip
+    prompts = controller.current_prompts()
+    asked = prompts.refining(before)
+    again = controller.session.decode((z,), asked, prior=before)
+    qtbot.waitUntil(lambda: controller._shown == ((z,), prompts), timeout=WAIT)
+    shown = viewer.layers["SAM preview"].data[z] > 0
+    assert np.array_equal(shown, again.mask(shown_head(again, asked)))
 
 
 def _propagated(viewer, widget, qtbot):

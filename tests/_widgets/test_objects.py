@@ -37,3 +37,29 @@ def test_replacing_an_object_moves_it_keeps_the_others_and_undoes_in_one_step():
     objects.replace(1, grown)
     data = objects.viewer.layers[OUTPUT].data
     assert np.array_equal(data == 1, grown) and (data == 2).sum() < (labels == 2).sum()
+
+
+def test_writing_an_object_fills_only_free_pixels_of_its_box_wherever_it_lies():
+    """A volume's object, one touching the volume's far corner, and a slice's object: each
+    written where it is free (another object's pixels stay that object's), at the right
+    place, as the next free label, in one undo step."""
+    labels = np.zeros((5, 16, 18), np.int32)
+    labels[2:5, 10:16, 12:18] = 1  # an object in the far corner
+    objects = _objects(labels)
+    output = objects.viewer.layers[OUTPUT]
+    mask = np.zeros(labels.shape, bool)
+    mask[1:5, 8:16, 9:18] = True  # reaches the last row, column and slice, over object 1
+    assert objects.write(mask) == (2, int((mask & (labels == 0)).sum()))
+    expected = labels.copy()
+    expected[mask & (labels == 0)] = 2
+    assert np.array_equal(output.data, expected)
+
+    flat = np.zeros(labels.shape[1:], bool)
+    flat[0:3, 1:4] = True
+    assert objects.write(flat, (4,)) == (3, 9)
+    expected[4][flat] = 3
+    assert np.array_equal(output.data, expected)
+    assert objects.write(np.zeros(labels.shape[1:], bool), (0,))[1] == 0
+    output.undo()
+    output.undo()
+    assert np.array_equal(output.data, labels)

@@ -114,7 +114,7 @@ class AnnotationController:
         if layers.PROMPTS in self.viewer.layers:
             self._points.events.data.disconnect(self._prompts_changed)
         if layers.OUTPUT in self.viewer.layers:
-            self.viewer.layers[layers.OUTPUT].events.paint.disconnect(self._labels_edited)
+            self._listen_to_labels(self.viewer.layers[layers.OUTPUT], False)
 
     def _layer_removed(self, event) -> None:
         if self.image is not None and event.value is self.image:  # nothing reads it now
@@ -157,8 +157,17 @@ class AnnotationController:
                 "d": partial(self.answer_suggestion, False),
                 "s": partial(self.answer_suggestion, None)}  # fmt: skip
         layers.ensure_layers(self.viewer, image, self._prompts_changed, keys, clear=fresh)
-        # A correction is asked from the labels: an edit of them may change the preview.
-        self.viewer.layers[layers.OUTPUT].events.paint.connect(self._labels_edited)
+        self._listen_to_labels(self.viewer.layers[layers.OUTPUT], True)
+
+    def _listen_to_labels(self, output: napari.layers.Labels, listen: bool) -> None:
+        """A correction is asked from the labels: an edit of them (a stroke, a fill, an
+        eraser's press: ``paint``) or an undo or redo of one (which napari announces only as
+        ``set_data``) may change the preview."""
+        for emitter in (output.events.paint, output.events.set_data):
+            if listen:
+                emitter.connect(self._labels_edited)
+            else:
+                emitter.disconnect(self._labels_edited)
 
     def _session_made(self, image, session, quality, head_problem) -> None:
         try:
@@ -261,8 +270,9 @@ class AnnotationController:
         return Asked(prompts, *self._correction(index, prompts))
 
     def _labels_edited(self, event=None) -> None:
-        """The user painted, filled or erased in the labels: while an object is corrected,
-        the preview may be asked from a mask that has changed."""
+        """The user painted, filled or erased in the labels, or undid such an edit: while
+        an object is corrected, the preview may be asked from a mask that has changed (a
+        decode that would ask what the preview was made from does nothing)."""
         if self.correcting is not None:
             self.request_decode()
 

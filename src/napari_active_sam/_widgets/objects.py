@@ -130,11 +130,16 @@ class CommittedObjects:
             selected = int(output.selected_label)
             label = selected if self.use_selected and selected > 0 else None
             label = label or next_free_label(output.data)
-        written = commit_pixels(np.asarray(output.data[index]), mask, self.overwrite,
-                                replacing)  # fmt: skip
+        mask = np.asarray(mask, bool)
+        # Only the box around the mask can be written: a volume is read no further.
+        box = _bounding_box(mask)
+        if box is None:
+            return label, 0
+        region = np.asarray(output.data[index])[box]
+        written = commit_pixels(region, mask[box], self.overwrite, replacing)
         count = len(written[0])
-        indices = (*(np.full(count, i) for i in index), *written)
-        output.data_setitem(indices, label)
+        placed = (found + where.start for found, where in zip(written, box, strict=True))
+        output.data_setitem((*(np.full(count, i) for i in index), *placed), label)
         return label, count
 
     def announce(self, label: int, message: str) -> None:

@@ -83,6 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="surface Dice tolerance of the 3D protocol, in mm (default 2)",
     )
     parser.add_argument(
+        "--spacing",
+        type=options.positive_float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="voxel size in mm of the volumes whose file states none (a plain TIFF), for "
+        "the 3D protocol's distances and surface Dice (default: 1 voxel, with a warning); "
+        "a file's own voxel size is kept",
+    )
+    parser.add_argument(
         "--no-zoom",
         dest="zoom",
         action="store_false",
@@ -111,8 +120,11 @@ def run(args: argparse.Namespace) -> int:
     from ..core.bench.runner import BenchmarkConfig, run_benchmark
     from ..core.cluster import dask_client
 
-    ref = options.model_ref(args)
     three_d = args.protocol == Protocol.THREE_D
+    if args.spacing and not three_d:
+        raise ActiveSamError("--spacing is for the 3D protocol's distances: add --protocol 3d, "
+                             "or leave --spacing out (the 2D protocol scores in pixels).")
+    ref = options.model_ref(args)
     clicks = args.clicks or (5 if three_d else 20)
     config = BenchmarkConfig(
         data=args.data,
@@ -129,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         first=args.first,
         tolerance=args.nsd_tolerance,
+        spacing=tuple(args.spacing) if args.spacing else None,
         judge=args.judge,
         insist=args.insist,
     )
@@ -156,12 +169,13 @@ def run(args: argparse.Namespace) -> int:
             f"Nothing was evaluated: no object of {args.data} could be run (see "
             f"{args.out / 'skipped.json'} for why each file was left out)."
         )
-    unit = sorted({r["image"] for r in records if not r.get("spacing_known", True)})
+    unit = sorted({r["image"] for r in records
+                   if not r.get("spacing_known", True) and not r.get("spacing_given")})  # fmt: skip
     if unit:
         print(f"warning: {', '.join(unit)} state{'s' if len(unit) == 1 else ''} no voxel size: "
               f"distances and NSD's tolerance of {args.nsd_tolerance:g} are in voxels; give "
-              "such volumes as NIfTI, DICOM or a TIFF with ImageJ or OME sizes",
-              file=sys.stderr)  # fmt: skip
+              "--spacing Z Y X (mm), or such volumes as NIfTI, DICOM or a TIFF with ImageJ or "
+              "OME sizes", file=sys.stderr)  # fmt: skip
     for name, figures in summary["strategies"].items():
         if three_d:
             print(

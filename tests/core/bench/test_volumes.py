@@ -267,3 +267,36 @@ def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, capsys
     skipped = json.loads((out / "skipped.json").read_text())
     assert any("a_flat" in s["file"] and "needs a volume" in s["reason"] for s in skipped)
     assert "3D benchmark" in (out / "report.md").read_text()
+
+    # --spacing gives the plain TIFF its voxel size; the NIfTI keeps its own.
+    given = tmp_path / "given"
+    code = main(["benchmark", "--data", str(data), "--model", "demo", "--protocol", "3d",
+                 "--strategies", "ritm", "--clicks", "1", "--limit", "2", "--window",
+                 "soft_tissue", "--spacing", "3", "0.5", "0.5", "--out", str(given),
+                 "--workers", "1"])  # fmt: skip
+    assert code == 0
+    records = [json.loads(line) for line in (given / "episodes.jsonl").read_text().splitlines()]
+    assert {r["image"]: r["spacing"] for r in records} == {
+        "ct": pytest.approx([5.0, 0.7, 0.7]), "b_plain": [3.0, 0.5, 0.5]}  # fmt: skip
+    assert {r["image"]: r["spacing_given"] for r in records} == {"ct": False, "b_plain": True}
+    assert "no voxel size" not in capsys.readouterr().err
+
+
+def test_a_voxel_size_given_is_checked(tmp_path, capsys):
+    """--spacing is three positive sizes, for the 3D protocol only; each refusal says what
+    to do and nothing runs."""
+    from napari_active_sam.core.bench.runner import BenchmarkConfig
+    from napari_active_sam.core.errors import ActiveSamError
+
+    with pytest.raises(ActiveSamError, match="three positive sizes"):
+        BenchmarkConfig(tmp_path, ModelRef("demo"), protocol="3d", spacing=(5.0, 0.0, 1.0))
+    (tmp_path / "images").mkdir()
+    out = tmp_path / "out"
+    code = main(["benchmark", "--data", str(tmp_path), "--model", "demo", "--spacing", "5",
+                 "1", "1", "--out", str(out), "--workers", "1"])  # fmt: skip
+    assert code != 0 and "add --protocol 3d" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--data", str(tmp_path), "--model", "demo", "--protocol", "3d",
+              "--spacing", "5", "-1", "1", "--out", str(out)])  # fmt: skip
+    assert "--spacing" in capsys.readouterr().err

@@ -72,6 +72,9 @@ class BenchmarkConfig:
         The 3D protocol's opening: ``box`` or ``click``.
     tolerance : float
         The 3D protocol's surface Dice tolerance, in the volume's units (mm).
+    spacing : tuple of float, optional
+        ``(z, y, x)`` voxel size (mm) the 3D protocol gives a volume whose file states none
+        (else 1 per axis); a file's own voxel size is kept.
     judge : bool
         The quality ensemble picks the mask shown for a lone click among SAM's three, as
         the annotator does (:mod:`~napari_active_sam.core.quality.choice`); else SAM's IoU
@@ -96,6 +99,7 @@ class BenchmarkConfig:
     protocol: Protocol = Protocol.TWO_D
     first: str = "box"
     tolerance: float = NSD_TOLERANCE_MM
+    spacing: tuple[float, float, float] | None = None
     judge: bool = True
     insist: bool = True
 
@@ -113,6 +117,12 @@ class BenchmarkConfig:
             )
         if self.clicks < 1:
             raise ActiveSamError("--clicks must be at least 1.")
+        if self.spacing is not None and (
+            len(self.spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in self.spacing)
+        ):
+            raise ActiveSamError(
+                f"A voxel size is three positive sizes (z, y, x) in mm, got {self.spacing}."
+            )
 
     def window_for(self, stem: str) -> IntensityWindow:
         """The intensity window of image ``stem`` (see :func:`dataset_window`)."""
@@ -174,6 +184,7 @@ def run_benchmark(
     yield Progress(finished, total, f"{finished} of {total} episodes already done")
     three_d = config.protocol is Protocol.THREE_D
     extra = (config.first, config.tolerance) if three_d else ()
+    given = {"spacing": config.spacing} if three_d else {}
     futures = {
         client.submit(
             evaluate_volume_pair if three_d else evaluate_pair,
@@ -188,6 +199,7 @@ def run_benchmark(
             config.zoom,
             config.adapter,
             *extra,
+            **given,
             judge=config.judge,
             insist=config.insist,
             pure=False,
@@ -285,6 +297,7 @@ def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -
         "volume": config.volume,
         **({"protocol": "3d", "first": config.first, "tolerance": config.tolerance}
            if config.protocol is Protocol.THREE_D else {}),  # fmt: skip
+        **({"spacing": list(config.spacing)} if config.spacing else {}),
         **({"zoom": True} if config.zoom else {}),  # unzoomed runs match those made before
         **({"judge": True} if config.judge else {}),  # as are runs where SAM chose
         **({"insist": True} if config.insist else {}),  # and runs that took clicks as given

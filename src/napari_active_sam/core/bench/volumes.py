@@ -303,9 +303,11 @@ def _repeat(result: VolumeEpisode, start: float) -> None:
 
 def volume_record(image: str, label: int, strategy: str, gt: np.ndarray,
                   episode: VolumeEpisode, spacing: Sequence[float],
-                  spacing_known: bool = True) -> dict[str, Any]:  # fmt: skip
+                  spacing_known: bool = True, spacing_given: bool = False,
+                  ) -> dict[str, Any]:  # fmt: skip
     """The JSON record of one 3D episode (a line of ``episodes.jsonl``); ``spacing_known``:
-    whether the image file records its voxel size (else ``spacing`` is 1 per axis)."""
+    whether the image file records its voxel size; ``spacing_given``: whether ``spacing``
+    was given for a file that records none (else it is 1 per axis)."""
     return {
         "image": image,
         "label": int(label),
@@ -315,6 +317,7 @@ def volume_record(image: str, label: int, strategy: str, gt: np.ndarray,
         "slices": [int(z) for z in np.flatnonzero(gt.any(axis=(1, 2)))],
         "spacing": [float(s) for s in spacing],
         "spacing_known": bool(spacing_known),
+        "spacing_given": bool(spacing_given),
         **episode.summary(),
     }
 
@@ -332,14 +335,16 @@ def evaluate_volume_pair(
     adapter_file: str | None = None,
     first: str = "box",
     tolerance: float = NSD_TOLERANCE_MM,
+    spacing: Sequence[float] | None = None,
     judge: bool = False,
     insist: bool = False,
 ) -> list[dict[str, Any]]:
     """Play 3D episodes on one volume (a dask task): ``todo`` lists (object, strategy)
     pairs; each gets the opening box or click and ``corrections`` corrections. The spacing
-    comes from the file; with ``judge``, the quality ensemble picks the mask shown for an
-    opening click; with ``insist``, a correction the mask leaves out is asked again
-    (:attr:`AnnotationSession.insist`). Returns one JSON-ready record per episode.
+    comes from the file, else ``spacing`` where given, else 1 per axis; with ``judge``, the
+    quality ensemble picks the mask shown for an opening click; with ``insist``, a
+    correction the mask leaves out is asked again (:attr:`AnnotationSession.insist`).
+    Returns one JSON-ready record per episode.
 
     Raises
     ------
@@ -347,9 +352,11 @@ def evaluate_volume_pair(
         An image that is not a volume of at least two slices.
     """
     model, head = worker_model(ref, torch_threads, adapter_file, head_file)
-    source, labels, spacing, known = load_scaled_pair(pair, window)
+    source, labels, found, known = load_scaled_pair(pair, window)
     if labels.ndim != 3:
-        check_volume(labels, spacing)  # says why: a 2D image
+        check_volume(labels, found)  # says why: a 2D image
+    given = not known and spacing is not None
+    spacing = tuple(spacing) if given else found
     session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id), zoom=zoom,
                                 insist=insist)  # fmt: skip
     session.head = head
@@ -362,5 +369,5 @@ def evaluate_volume_pair(
         episode = drain(play_volume(session, gt, spacing, strategy, corrections + 1, first, rng,
                                     tolerance=tolerance))  # fmt: skip
         records.append(volume_record(pair.stem, obj.label, strategy, gt, episode, spacing,
-                                     known))  # fmt: skip
+                                     known, given))  # fmt: skip
     return records
