@@ -385,3 +385,103 @@ def test_an_image_too_big_to_read_whole_converts_and_opens_lazily(tmp_path, monk
     assert main(["convert", str(tiff), "--out", str(tmp_path / "stack.ome.zarr")]) == 0
     np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "stack.ome.zarr").data),
                                   volume[:8])  # fmt: skip
+
+
+def test_a_voxel_size_assumed_is_not_counted_as_known(tmp_path, dicom_slice):
+    """Where a reader puts 1.0 in place of a size the file does not state, or states as no
+    size, the image says its spacing is unknown, so measuring warns rather than reporting
+    voxels as mm³. A 4D NIfTI's time step of 0 leaves its spatial sizes alone."""
+    bare = _series(tmp_path / "bare", dicom_slice, [0.0, 2.5], PixelSpacing=None)
+    image = read_image(bare)
+    assert image.scale == (2.5, 1.0, 1.0) and not image.spacing_known
+    assert read_image(_series(tmp_path / "sized", dicom_slice, [0.0, 2.5])).spacing_known
+    with pytest.warns(UserWarning, match="not a positive size"):
+        zero = read_image(_series(tmp_path / "zero", dicom_slice, [0.0, 2.0],
+                                  PixelSpacing=[0.0, 0.7]))  # fmt: skip
+    assert not zero.spacing_known
+
+    timed = nibabel.Nifti1Image(np.zeros((4, 5, 3, 2), np.int16), np.eye(4))
+    timed.header.set_zooms((0.5, 0.6, 2.0, 0.0))
+    nibabel.save(timed, tmp_path / "timed.nii.gz")
+    image = read_image(tmp_path / "timed.nii.gz")
+    assert image.scale == pytest.approx((1.0, 2.0, 0.6, 0.5)) and image.spacing_known
+    nan = nibabel.Nifti1Image(np.zeros((4, 4, 2), np.int16), np.eye(4))
+    nan.header["pixdim"][1:4] = [np.nan, 1.0, 1.0]
+    nibabel.save(nan, tmp_path / "nan.nii")
+    with pytest.warns(UserWarning, match="not a positive size"):
+        assert not read_image(tmp_path / "nan.nii").spacing_known
+
+
+def test_an_enhanced_dicoms_pixel_size_comes_from_its_functional_groups(tmp_path, dicom_slice):
+    from pydicom.dataset import Dataset
+
+    measures = Dataset()
+    measures.PixelSpacing = [0.5, 0.4]
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    folder = _series(tmp_path / "enhanced", dicom_slice, [0.0, 2.0], PixelSpacing=None,
+                     SharedFunctionalGroupsSequence=[shared])  # fmt: skip
+    image = read_image(folder)
+    assert image.scale == pytest.approx((2.0, 0.5, 0.4)) and image.spacing_known
+
+
+def test_labels_saved_as_nifti_keep_a_dicom_or_tiff_images_voxel_size(tmp_path, dicom_slice):
+    """From napari: labels on a DICOM series saved as NIfTI carry the series' voxel size
+    (the reader's layer scale), into a folder that does not exist yet."""
+    from napari_active_sam.io import napari_write_labels
+
+    folder = _series(tmp_path / "ct", dicom_slice, [0.0, 2.5, 5.0])
+    [(data, meta, _)] = napari_get_reader(str(folder))(str(folder))
+    labels = np.zeros(data.shape, np.int32)
+    labels[1, 2, 3] = 4
+    target = tmp_path / "new" / "folder" / "ct_labels.nii.gz"
+    [written] = napari_write_labels(str(target), labels, meta)
+    image = nibabel.load(written)
+    assert image.header.get_zooms() == pytest.approx((0.7, 0.6, 2.5))
+    assert np.asarray(image.dataobj)[3, 2, 1] == 4
+
+
+def test_a_dicom_series_too_big_to_read_says_what_can_be_done(tmp_path, dicom_slice,
+                                                              monkeypatch):  # fmt: skip
+    """`convert` takes TIFF and NIfTI only, so a DICOM series over the allowance is not
+    told to convert."""
+    from napari_active_sam.core.data import image as image_module
+
+    folder = _series(tmp_path / "ct", dicom_slice, [0.0, 2.5, 5.0])
+    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", 64)
+    with pytest.raises(ImageError, match="does not fit read whole") as refused:
+        read_image(folder)
+    assert "convert" not in str(refused.value)
+    assert "NAPARI_ACTIVE_SAM_MAX_IMAGE_GB" in str(refused.value)
+
+
+def test_a_tiff_is_read_by_the_axes_it_states(tmp_path):
+    """Planar RGB comes back as colour, not three slices; 8-bit grey slices three pixels wide
+    are not taken for colour; channels are refused, saying how to split them; an ImageJ
+    hyperstack of one channel keeps its z size on its slices; a file of two images reads
+    the first and says so."""
+    planar = np.arange(3 * 8 * 6, dtype=np.uint8).reshape(3, 8, 6)
+    tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
+    image = read_image(tmp_path / "planar.tif")
+    assert image.rgb and image.data.shape == (8, 6, 3)
+    np.testing.assert_array_equal(image.data[..., 1], planar[1])
+
+    narrow = np.zeros((10, 64, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "narrow.tif", narrow, photometric="minisblack")
+    image = read_image(tmp_path / "narrow.tif")
+    assert not image.rgb and image.data.shape == (10, 64, 3) and len(image.scale) == 3
+
+    two = np.zeros((5, 2, 16, 16), np.uint16)
+    tifffile.imwrite(tmp_path / "two.tif", two, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "spacing": 3.0, "unit": "um"})  # fmt: skip
+    with pytest.raises(ImageError, match="2 channels .*Split Channels"):
+        read_image(tmp_path / "two.tif")
+    tifffile.imwrite(tmp_path / "one.tif", two[:, :1], imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "spacing": 3.0, "unit": "um"})  # fmt: skip
+    image = read_image(tmp_path / "one.tif")
+    assert image.data.shape == (5, 16, 16) and image.scale == pytest.approx((3e-3, 5e-4, 5e-4))
+
+    tifffile.imwrite(tmp_path / "pair.tif", np.ones((16, 16), np.uint8))
+    tifffile.imwrite(tmp_path / "pair.tif", np.zeros((8, 8), np.uint8), append=True)
+    with pytest.warns(UserWarning, match="holds 2 images; the first .16, 16. is read"):
+        assert read_image(tmp_path / "pair.tif").data.shape == (16, 16)

@@ -56,8 +56,11 @@ def napari_write_labels(path: str, data: Any, meta: dict) -> list[str]:
                 "A DICOM SEG refers to the DICOM series the labels were drawn on, and these "
                 "labels come from no series: save them as NIfTI or TIFF."
             )
-        return [str(write_seg(Path(files[0]).parent, np.asarray(data), Path(path)))]
-    return [str(write_labels(path, data, source))]
+        written = write_seg(Path(files[0]).parent, np.asarray(data), Path(path),
+                            series_uid=source.get("series_uid"))  # fmt: skip
+        return [str(written)]
+    scale = meta.get("scale")
+    return [str(write_labels(path, data, source, tuple(scale) if scale is not None else None))]
 
 
 def _napari_read(path: str) -> list[tuple]:

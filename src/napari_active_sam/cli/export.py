@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
                 "its folder, or export with --format nifti."
             )
         described = _descriptions(args, image, labels) if args.measure else {}
-        save_or_keep(lambda path: write_seg(series, labels, path, described), args.out,
+        uid = image.metadata.get("series_uid")  # the series of the file given, of those there
+        save_or_keep(lambda path: write_seg(series, labels, path, described, uid), args.out,
                      "the DICOM SEG")  # fmt: skip
     elif args.format == "ome-zarr":
         if not is_zarr(image_path):
@@ -94,10 +95,7 @@ def run(args: argparse.Namespace) -> int:
         written = write_ome_zarr_labels(image_path, labels, name=stem(Path(args.out).name))
         print(f"labels in {written}", file=sys.stderr)
     else:
-        metadata = dict(image.metadata)
-        if "affine" not in metadata:  # place the voxels at the image's spacing
-            zooms = [*reversed(image.scale)][:3]
-            metadata["affine"] = np.diag([*zooms, *[1.0] * (4 - len(zooms))])
-        save_or_keep(lambda path: write_labels(path, labels, metadata), args.out, "the labels")
+        save_or_keep(lambda path: write_labels(path, labels, image.metadata, image.scale),
+                     args.out, "the labels")  # fmt: skip
     print(f"{len(np.unique(labels)) - 1} objects written to {args.out}", file=sys.stderr)
     return 0

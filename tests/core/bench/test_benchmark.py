@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import nibabel
 import numpy as np
 import pytest
 import tifffile
@@ -203,6 +204,10 @@ def test_bad_files_are_skipped_with_reasons(tmp_path, tiny_checkpoint):
     tifffile.imwrite(data / "images" / "fractional.tif", image)
     tifffile.imwrite(data / "masks" / "fractional.tif", good * 0.5)
     tifffile.imwrite(data / "masks" / "orphan.tif", good)
+    tifffile.imwrite(data / "images" / "twin.tif", image)
+    tifffile.imwrite(data / "masks" / "twin.tif", good)
+    nibabel.save(nibabel.Nifti1Image(image[..., None], np.eye(4)),
+                 data / "images" / "twin.nii.gz")  # another image named twin: which one?
     out = tmp_path / "out"
     with dask_client(workers=1) as (client, _):
         records = drain(run_benchmark(_config(data, tiny_checkpoint), out, client))
@@ -215,6 +220,11 @@ def test_bad_files_are_skipped_with_reasons(tmp_path, tiny_checkpoint):
     assert "no object" in reasons["empty.tif"]
     assert "non-integer" in reasons["fractional.tif"]
     assert "no image" in reasons["orphan.tif"]
+    twins = {s["file"].split("data/")[-1]: s["reason"] for s in
+             json.loads((out / "skipped.json").read_text()) if "twin" in s["file"]}  # fmt: skip
+    assert set(twins) == {"images/twin.nii.gz", "images/twin.tif", "masks/twin.tif"}
+    assert "twin.nii.gz and twin.tif share a name: rename" in twins["images/twin.tif"]
+    assert "more than one of the images is named twin" in twins["masks/twin.tif"]
 
 
 def test_unwritable_output_and_bad_options(tmp_path, dataset, tiny_checkpoint):

@@ -120,6 +120,28 @@ def test_seg_of_another_series_and_bad_labels_are_refused(tmp_path, ct_series):
         read_seg(folder / "slice0.dcm")
 
 
+def test_a_seg_refers_to_the_series_it_was_drawn_on_of_two_in_a_folder(tmp_path, ct_series,
+                                                                        monkeypatch):  # fmt: skip
+    """Two series of as many slices in one folder (arterial and venous phases, say): labels
+    drawn on the second, saved from napari or exported from one of its files, refer to it."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    folder, first = ct_series
+    other, second = _series(tmp_path / "venous")
+    for path in other.iterdir():
+        shutil.copy(path, folder / f"venous_{path.name}")
+    venous = str(folder / "venous_slice0.dcm")
+    [(data, meta, _)] = napari_get_reader(venous)(venous)
+    assert meta["metadata"]["series_uid"] == second != first
+    labels = _labels(data.shape)
+    [written] = napari_write_labels(str(tmp_path / "venous.dcm"), labels, meta)
+    assert pydicom.dcmread(written).ReferencedSeriesSequence[0].SeriesInstanceUID == second
+    tifffile.imwrite(tmp_path / "labels.tif", labels, photometric="minisblack")
+    exported = tmp_path / "exported.dcm"
+    assert main(["export", "--image", str(folder / "venous_slice1.dcm"), "--labels",
+                 str(tmp_path / "labels.tif"), "--out", str(exported), "--no-measure"]) == 0
+    assert pydicom.dcmread(exported).ReferencedSeriesSequence[0].SeriesInstanceUID == second
+
+
 def test_export_on_the_command_line(tmp_path, ct_series, monkeypatch, capsys):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))

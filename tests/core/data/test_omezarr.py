@@ -125,3 +125,64 @@ def test_the_benchmark_pairs_an_ome_zarr_image_with_its_mask(ome_ct, tmp_path):
     source, labels = load_pair(pair, IntensityWindow.ct("soft_tissue"))
     assert not isinstance(source.data, np.ndarray)  # still lazy
     np.testing.assert_array_equal(labels, organs)
+
+
+def _damaged(path, change) -> None:
+    """Rewrite the first multiscale's metadata of the OME-Zarr image at ``path``."""
+    group = zarr.open_group(str(path), mode="a")
+    ome = dict(group.attrs["ome"])
+    change(ome["multiscales"][0])
+    group.attrs["ome"] = ome
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(axes=m["axes"][1:]), "names 2 axes and 3 scale values"),
+        (lambda m: m["datasets"][0]["coordinateTransformations"][0].update(scale=[1.0, 1.0]),
+         "names 3 axes and 2 scale values"),
+    ],
+)  # fmt: skip
+def test_metadata_that_does_not_fit_the_image_is_refused(ome_ct, change, message):
+    path, _, _ = ome_ct
+    _damaged(path, change)
+    with pytest.raises(ImageError, match=message):
+        read_image(path)
+
+
+def test_a_scale_that_is_no_size_is_replaced_and_not_counted_as_known(ome_ct):
+    path, _, _ = ome_ct
+    assert read_image(path).spacing_known
+    _damaged(path, lambda m: m["datasets"][0]["coordinateTransformations"][0].update(
+        scale=[-2.0, 0.0, 0.5]))  # fmt: skip
+    with pytest.warns(UserWarning, match="not a positive size"):
+        image = read_image(path)
+    assert image.scale == (1.0, 1.0, 1.0) and not image.spacing_known
+
+
+def test_convert_keeps_a_tiffs_pixel_size_and_never_writes_over_a_folder(tmp_path, capsys):
+    """An ImageJ TIFF's sizes (µm) reach the OME-Zarr copy in mm; `--out` naming a folder
+    that holds files, or a file, is refused with nothing written there; a damaged file is
+    a clear error, not a traceback."""
+    volume = np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16)
+    source = tmp_path / "cells.tif"
+    tifffile.imwrite(source, volume, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"spacing": 2.0, "unit": "um", "axes": "ZYX"})  # fmt: skip
+    out = tmp_path / "cells.ome.zarr"
+    assert main(["convert", str(source), "--out", str(out)]) == 0
+    copy = read_image(out)
+    assert copy.scale == pytest.approx((2e-3, 5e-4, 5e-4)) and copy.spacing_known
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept")
+    assert main(["convert", str(source), "--out", str(mine)]) != 0
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    assert main(["convert", str(source), "--out", str(mine / "notes.txt")]) != 0
+    assert (mine / "notes.txt").read_text() == "kept"
+
+    for name in ("empty.tif", "empty.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+        assert main(["convert", str(tmp_path / name), "--out", str(tmp_path / f"{name}.zarr")]) != 0
+        assert "could not be converted" in capsys.readouterr().err

@@ -42,12 +42,27 @@ def pair_folders(images: Path, masks: Path) -> tuple[list[ImagePair], list[dict[
         if not Path(folder).is_dir():
             raise ActiveSamError(f"{folder} is not a folder: give a folder of image files.")
 
+    twins: list[dict[str, str]] = []
+
     def by_stem(folder: Path) -> dict[str, Path]:
         files = sorted(p for p in Path(folder).iterdir()
                        if has_suffix(p, IMAGE_SUFFIXES) or is_zarr(p))  # fmt: skip
-        return {stem(p): p for p in files}
+        named: dict[str, list[Path]] = {}
+        for path in files:
+            named.setdefault(stem(path), []).append(path)
+        for same in (paths for paths in named.values() if len(paths) > 1):
+            # case1.tif and case1.nii.gz: which one a mask (or image) belongs to is unclear
+            names = " and ".join(p.name for p in same)
+            twins.extend({"file": str(p), "reason": f"{names} share a name: rename all but "
+                          "one, so that it is clear which one the mask is of"} for p in same)
+        return {name: paths[0] for name, paths in named.items() if len(paths) == 1}
 
     found_images, found_masks = by_stem(images), by_stem(masks)
+    for name in sorted({stem(Path(t["file"])) for t in twins}):  # nothing pairs with them
+        for found, other in ((found_images, "masks"), (found_masks, "images")):
+            if name in found:
+                twins.append({"file": str(found.pop(name)), "reason": f"more than one of the "
+                              f"{other} is named {name}: rename all but one"})  # fmt: skip
     common = sorted(found_images.keys() & found_masks.keys())
     pairs = [ImagePair(s, found_images[s], found_masks[s]) for s in common]
     skipped = [
@@ -56,7 +71,7 @@ def pair_folders(images: Path, masks: Path) -> tuple[list[ImagePair], list[dict[
     ] + [
         {"file": str(found_images[s]), "reason": "image with no mask of the same name"}
         for s in sorted(found_images.keys() - found_masks.keys())
-    ]
+    ] + twins
     return pairs, skipped
 
 

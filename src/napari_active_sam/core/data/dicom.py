@@ -44,7 +44,7 @@ class _Slice:
     samples: int
     bits: int
     compressed: bool
-    pixel_spacing: tuple[float, ...]
+    pixel_spacing: tuple[float, ...] | None
     spacing_between: float | None
     thickness: float | None
     slope: float | None
@@ -108,12 +108,17 @@ def read_series(folder: Path, chosen: Path | None = None) -> ImageData:
     ordered, spacing = _order(folder, volume)
     data, rgb = _pixels(ordered)
     first = ordered[0]
-    rows, columns = checked_spacing(first.path, first.pixel_spacing, "PixelSpacing")
+    stated = first.pixel_spacing
+    if stated is None:
+        rows = columns = 1.0
+    else:
+        rows, columns = checked_spacing(first.path, stated, "PixelSpacing")
     scale = (rows, columns) if data.ndim - rgb == 2 else (spacing, rows, columns)
     return ImageData(
         data=data,
         scale=scale,
         rgb=rgb,
+        spacing_known=stated is not None and (rows, columns) == stated,
         metadata={
             "series_uid": first.series,
             "series_description": first.description,
@@ -201,12 +206,24 @@ def _slice(file: Path, header) -> _Slice:
         samples=int(header.get("SamplesPerPixel", 1) or 1),
         bits=int(header.get("BitsAllocated", 16) or 16),
         compressed=pydicom.uid.UID(syntax).is_compressed,  # ValueError: not a syntax
-        pixel_spacing=tuple(float(v) for v in header.get("PixelSpacing", (1.0, 1.0))),
+        pixel_spacing=_pixel_spacing(header),
         spacing_between=number("SpacingBetweenSlices"),
         thickness=number("SliceThickness"),
         slope=number("RescaleSlope"),
         intercept=number("RescaleIntercept"),
     )
+
+
+def _pixel_spacing(header) -> tuple[float, ...] | None:
+    """The (row, column) pixel size in mm a header states: its PixelSpacing, or an enhanced
+    multi-frame file's, which it keeps in its shared functional groups; None if neither."""
+    value = header.get("PixelSpacing")
+    if value in (None, ""):
+        try:
+            value = header.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+        except (AttributeError, IndexError, KeyError, TypeError):
+            return None
+    return tuple(float(v) for v in value)
 
 
 def _choose(folder: Path, slices: list[_Slice], chosen: Path | None):

@@ -55,6 +55,7 @@ def write_seg(
     labels: np.ndarray,
     out: Path,
     descriptions: Mapping[int, str] | None = None,
+    series_uid: str | None = None,
 ) -> Path:
     """Write the objects of ``labels`` (on the grid of the DICOM series in folder
     ``series``) as a DICOM SEG at ``out``.
@@ -69,6 +70,9 @@ def write_seg(
         The SEG file to write.
     descriptions : mapping of int to str, optional
         Per object label, the segment's description (what was measured).
+    series_uid : str, optional
+        The SeriesInstanceUID of the series the labels were drawn on, where the folder
+        holds more than one (default: the volume the reader chooses there).
 
     Raises
     ------
@@ -80,7 +84,7 @@ def write_seg(
     import pydicom
     from pydicom.sr.codedict import codes
 
-    files, image = _series_files(Path(series))
+    files, image = _series_files(Path(series), series_uid)
     labels = check_labels(labels, image.spatial_shape, "The labels", "the series")
     objects = [int(v) for v in np.unique(labels) if v > 0]
     if not objects:

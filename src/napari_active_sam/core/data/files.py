@@ -7,6 +7,7 @@ in the same order, so a layer's ``scale`` shows anisotropic volumes correctly.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,10 @@ def _read_nifti(path: Path) -> ImageData:
     check_claimed_size(path, image.shape, header.get_data_dtype().itemsize, stored=stored,
                        ratio=DEFLATE_RATIO if gzipped else 1)  # fmt: skip
     data = np.asanyarray(image.dataobj)
-    zooms = checked_spacing(path, header.get_zooms()[: data.ndim], "the voxel size")
+    steps = [float(z) for z in header.get_zooms()[: data.ndim]]
+    stated = tuple(steps[:3])  # i, j, k: a 4D file's time step (0 if unset) is no size
+    zooms = checked_spacing(path, stated, "the voxel size")
+    zooms += tuple(t if np.isfinite(t) and t > 0 else 1.0 for t in steps[3:])
     # NIfTI stores (i, j, k); napari shows the last two axes, so put k (slices) first.
     # Extra axes (time in a 4D file) go first, so the image plane stays last.
     order = tuple(range(3, data.ndim)) + tuple(reversed(range(min(data.ndim, 3))))
@@ -63,6 +67,7 @@ def _read_nifti(path: Path) -> ImageData:
         data=np.transpose(data, order),
         scale=tuple(zooms[i] if i < len(zooms) else 1.0 for i in order),
         metadata={"affine": np.asarray(image.affine), "axes_order": order},
+        spacing_known=zooms[:3] == stated,
     )
 
 
@@ -77,18 +82,52 @@ def _read_tiff(path: Path) -> ImageData:
         check_claimed_size(path, series.shape, series.dtype.itemsize,
                            stored=path.stat().st_size,
                            ratio=COMPRESSED_RATIO if compressed else 1)  # fmt: skip
-        data = series.asarray()
-        rgb = data.ndim >= 3 and data.shape[-1] in (3, 4) and data.dtype == np.uint8
+        if len(tiff.series) > 1:
+            warnings.warn(f"{path.name} holds {len(tiff.series)} images; the first "
+                          f"{tuple(series.shape)} is read: save each image as its own file "
+                          "to open the others.", UserWarning, stacklevel=3)  # fmt: skip
+        data, rgb = _by_axes(path, series.asarray(), series.axes)
         spatial = data.ndim - (1 if rgb else 0)
-        sizes = _tiff_spacing(tiff)
+        sizes = tiff_spacing(tiff)
+    scale = spatial_scale(sizes, spatial)
+    checked = checked_spacing(path, scale, "the pixel size")
+    return ImageData(data=data, scale=checked, rgb=rgb,
+                     spacing_known=sizes is not None and checked == scale)  # fmt: skip
+
+
+def _by_axes(path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, bool]:
+    """A TIFF's pixels as the annotator takes them, read by the axes the file states
+    (tifffile's letters): one channel (``C`` of more than one is refused), colour samples
+    (``S``, 3 or 4 of 8 bits) last, and whether they are RGB(A); other axes as they come,
+    slices before the image plane."""
+    channel = axes.find("C")
+    if channel >= 0:
+        if data.shape[channel] > 1:
+            raise ImageError(
+                f"{path.name} has {data.shape[channel]} channels (axes {axes}): the annotator "
+                "takes one. Save each channel as its own TIFF (Fiji: Image > Color > Split "
+                "Channels) and open the one to annotate."
+            )
+        data, axes = np.take(data, 0, axis=channel), axes.replace("C", "")
+    sample = axes.find("S")
+    colour = sample >= 0 and data.shape[sample] in (3, 4) and data.dtype == np.uint8
+    if colour and sample != len(axes) - 1:  # planar RGB: the samples last, as napari shows them
+        data = np.moveaxis(data, sample, -1)
+    return data, colour
+
+
+def spatial_scale(sizes: tuple[float | None, float, float] | None,
+                  spatial: int) -> tuple[float, ...]:  # fmt: skip
+    """One size per spatial axis from a TIFF's stated ``(z, y, x)`` in mm
+    (:func:`tiff_spacing`): y and x on the last two, z on the one before where the image
+    has slices and the file states it; 1.0 where nothing is stated."""
     scale = [1.0] * spatial
-    if sizes is not None:  # (z, y, x) in mm; z only where the image has slices
+    if sizes is not None:
         z, y, x = sizes
         scale[-2:] = [y, x]
         if spatial >= 3 and z is not None:
             scale[-3] = z
-        scale = list(checked_spacing(path, scale, "the pixel size"))
-    return ImageData(data=data, scale=tuple(scale), rgb=rgb, spacing_known=sizes is not None)
+    return tuple(scale)
 
 
 TO_MM = {"mm": 1.0, "millimeter": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0,
@@ -98,7 +137,7 @@ TO_MM = {"mm": 1.0, "millimeter": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000
 """Lengths of the units a TIFF's ImageJ or OME metadata may name, in mm."""
 
 
-def _tiff_spacing(tiff) -> tuple[float | None, float, float] | None:
+def tiff_spacing(tiff) -> tuple[float | None, float, float] | None:
     """The pixel size ``(z, y, x)`` in mm a TIFF's ImageJ or OME-XML metadata states (z None
     if it states none), or None if it states no size in a known unit: plain TIFF resolution
     tags describe printing (72 dots per inch), not the scanner or microscope."""
@@ -221,7 +260,8 @@ def read_image(path: Path | str) -> ImageData:
 
 
 def write_labels(
-    path: Path | str, labels: np.ndarray, metadata: dict[str, Any] | None = None
+    path: Path | str, labels: np.ndarray, metadata: dict[str, Any] | None = None,
+    scale: tuple[float, ...] | None = None,
 ) -> Path:
     """Write a label image to NIfTI (with the source affine, in its axis order) or TIFF.
 
@@ -234,11 +274,15 @@ def write_labels(
     metadata : dict, optional
         ``metadata`` of the source :class:`ImageData`: a NIfTI source's affine and axis order
         put the labels back in the source's voxel grid.
+    scale : tuple of float, optional
+        The image's pixel or voxel size in napari's axis order: a NIfTI file of labels whose
+        source has no affine (a DICOM series, a TIFF) keeps it.
     """
     path = Path(path)
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ImageError(f"Labels must be integers, got {labels.dtype}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
     labels = labels.astype(np.int32 if labels.max(initial=0) > 32767 else np.int16)
     metadata = metadata or {}
     if has_suffix(path, NIFTI_SUFFIXES):
@@ -246,7 +290,10 @@ def write_labels(
 
         order = metadata.get("axes_order", tuple(reversed(range(min(labels.ndim, 3)))))
         data = np.transpose(labels, np.argsort(order))
-        affine = metadata.get("affine", np.eye(4))
+        affine = metadata.get("affine")
+        if affine is None:  # place the voxels at the image's spacing
+            zooms = [*reversed(scale or ())][:3]
+            affine = np.diag([*zooms, *[1.0] * (4 - len(zooms))])
         nibabel.save(nibabel.Nifti1Image(data, np.asarray(affine)), str(path))
     elif has_suffix(path, TIFF_SUFFIXES):
         import tifffile

@@ -104,14 +104,20 @@ def check_claimed_size(
     free = _free_memory()
     if size > limit or (free is not None and size > free):
         room = f"the {_gb(limit)} allowed" if size > limit else f"the {_gb(free)} of free memory"
+        lazily = (
+            "Open it lazily instead: convert it to OME-Zarr (`napari-active-sam convert "
+            f"{path.name} --out {path.name.split('.')[0]}.ome.zarr`, slice by slice) and open "
+            "the .ome.zarr folder, which is read slice by slice as you annotate; or crop it, "
+        ) if path.name.lower().endswith(CONVERTIBLE) else "Crop it or open fewer slices, "
         raise ImageError(
             f"{path.name}: the image {tuple(shape)} would take {_gb(size)}, more than {room}: "
-            "it does not fit read whole. Open it lazily instead: convert it to OME-Zarr "
-            f"(`napari-active-sam convert {path.name} --out {path.name.split('.')[0]}.ome.zarr`"
-            ", slice by slice) and open the .ome.zarr folder, which is read slice by slice as "
-            "you annotate; or crop it, or set NAPARI_ACTIVE_SAM_MAX_IMAGE_GB higher."
+            f"it does not fit read whole. {lazily}or set NAPARI_ACTIVE_SAM_MAX_IMAGE_GB higher."
         )
     return size
+
+
+CONVERTIBLE = (".tif", ".tiff", ".nii", ".nii.gz")
+"""Files ``napari-active-sam convert`` writes as OME-Zarr."""
 
 
 def _free_memory() -> int | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError
-from .image import ImageData
+from .image import ImageData, checked_spacing
 
 SPATIAL = ("z", "y", "x")
 
@@ -63,6 +63,12 @@ def read_ome_zarr(path: Path) -> ImageData:
     for transform in node.metadata.get("coordinateTransformations", [[]])[0]:
         if transform.get("type") == "scale":
             scale = [float(v) for v in transform["scale"]]
+    if not len(names) == len(scale) == data.ndim:
+        raise ImageError(
+            f"{Path(path).name}: its metadata names {len(names)} axes and {len(scale)} scale "
+            f"values for an image of {data.ndim} axes {tuple(data.shape)}: the metadata is "
+            "damaged; write the image again (napari-active-sam convert, or ome-zarr-py)."
+        )
     keep = []
     for axis, (name, size) in enumerate(zip(names, data.shape, strict=True)):
         if name in SPATIAL:
@@ -73,10 +79,13 @@ def read_ome_zarr(path: Path) -> ImageData:
                 "channel and one time point (napari-ome-zarr shows the whole)."
             )
     data = data[tuple(slice(None) if a in keep else 0 for a in range(data.ndim))]
+    spatial = tuple(scale[a] for a in keep)
+    checked = checked_spacing(Path(path), spatial, "the voxel size")
     return ImageData(
         data=data,
-        scale=tuple(scale[a] for a in keep),
+        scale=checked,
         metadata={"ome_zarr": str(path), "axes": [names[a] for a in keep]},
+        spacing_known=checked == spatial,
     )
 
 
@@ -117,22 +126,44 @@ def convert_to_ome_zarr(source: Path, out: Path) -> Path:
     Raises
     ------
     ImageError
-        Another kind of file, or an RGB or multi-series TIFF.
+        Another kind of file, an RGB or multi-series TIFF, a file that cannot be read, or an
+        ``out`` that exists and is not empty (nothing there is overwritten).
     """
+    source, out = Path(source), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ImageError(
+            f"{out} already exists and is not an empty folder: nothing was written. Choose "
+            "a new folder for the OME-Zarr image, or remove that one first."
+        )
+    try:
+        return _convert(source, out)
+    except ImageError:
+        raise
+    except Exception as error:  # what tifffile, nibabel or zarr says of what they cannot do
+        raise ImageError(
+            f"{source.name} could not be converted to {out} ({type(error).__name__}: {error}): "
+            f"check that it is an undamaged .tif, .nii or .nii.gz image and that {out.parent} "
+            "can be written."
+        ) from error
+
+
+def _convert(source: Path, out: Path) -> Path:
     import dask.array as da
     import zarr
     from ome_zarr.writer import write_image
 
-    source, out = Path(source), Path(out)
     name = source.name.lower()
     if name.endswith((".tif", ".tiff")):
         import tifffile
 
+        from .files import spatial_scale, tiff_spacing
+
         with tifffile.TiffFile(source) as tiff:
             if len(tiff.series) != 1 or tiff.series[0].axes[-1:] in ("S",):
                 raise ImageError(f"{source.name}: only single-series grayscale TIFFs convert.")
+            sizes = tiff_spacing(tiff)
         array = zarr.open(tifffile.imread(source, aszarr=True), mode="r")
-        data, scale = da.from_zarr(array), (1.0,) * array.ndim
+        data, scale = da.from_zarr(array), spatial_scale(sizes, array.ndim)
     elif name.endswith((".nii", ".nii.gz")):
         import nibabel
 
