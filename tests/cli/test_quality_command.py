@@ -64,7 +64,7 @@ def test_quality_ranks_every_object_of_2d_and_3d_masks_worst_first(tmp_path, cap
     by_label = {int(r["label"]): float(r["predicted_dice"]) for r in cells}
     assert by_label[wrong] < np.median(list(by_label.values()))
 
-    assert main([*args[:-4], "--estimator", "regressor"]) == 0
+    assert main([*args[:-4], "--estimator", "regressor", "--overwrite"]) == 0
     _, learned = _read(out)
     assert {r["estimator"] for r in learned} == {"regressor"} and len(learned) == len(rows)
 

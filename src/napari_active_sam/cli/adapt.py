@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from . import options
 
@@ -39,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out", type=float, default=0.2,
                         help="share of labelled objects kept to decide when to stop")  # fmt: skip
     options.window_option(parser, None, "intensity window (default: per dataset)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True, help="adapter file to write")
+    parser.add_argument("--seed", type=options.seed, default=0)
+    options.output_options(parser, "adapter file")
     options.threads_option(parser)
 
 
@@ -63,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.held_out < 1:
         raise ActiveSamError(f"--held-out is a share between 0 and 1, got {args.held_out}.")
+    options.check_output(args, (), (args.checkpoint, args.data))
     options.set_threads(args)
     # Small objects are decoded zoomed in as far as the labelled ones' size asks for.
     model = sized_for(options.load_chosen_model(args), folder_labels(args.data))

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "opening box or click (default 5)",
     )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=options.seed, default=0)
     parser.add_argument("--limit", type=options.positive_int, help="evaluate at most N objects")
     options.window_option(parser, None, "one window for all images (default: per dataset)")
     parser.add_argument(

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.model_options(parser)
     parser.add_argument("--device", help="auto, cuda, mps or cpu")
     parser.add_argument("--clicks", type=options.positive_int, default=5)
-    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--seed", type=options.seed, default=3)
     parser.add_argument(
         "--screenshot", type=Path, help="save a PNG (of the window, or with --headless a figure)"
     )

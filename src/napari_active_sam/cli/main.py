@@ -77,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"napari-active-sam: error: {exc}; check the path and its permissions.",
               file=sys.stderr)  # fmt: skip
         return 2
+    except KeyboardInterrupt:
+        print("\nnapari-active-sam: interrupted. A command that saves its progress (train-"
+              "demo-model, benchmark) goes on from there when run again the same way "
+              "(train-demo-model with --resume).", file=sys.stderr)  # fmt: skip
+        return 130
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labels", type=options.existing_file, required=True, help="labels on the image's grid"
     )
-    parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    options.output_options(parser, "CSV file")
     parser.add_argument(
         "--spacing", type=options.positive_float, nargs="+", metavar="MM",
         help="voxel size in mm, Z Y X (Y X for a 2D image), in place of the file's: for a "
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.keeping import save_or_keep
     from ..core.quality.measure import measure_objects, write_measurements
 
+    options.check_output(args, (".csv",), (args.image, args.labels))
     options.set_threads(args)
     if not Path(args.image).exists():
         raise ActiveSamError(f"{args.image} does not exist: give an image, volume or series.")
@@ -86,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
                             level=args.level)  # fmt: skip
     found = options.drain_with_bar(steps, "measure", unit="object")
     save_or_keep(lambda path: write_measurements(found, path), args.out, "the measurements")
+    unit = "mm³" if len(spacing) == 3 else "mm²"  # a 2D image's "volume" is an area
     for m in found:
         print(
-            f"object {m.label}: {m.volume_mm3:.1f} mm³ ({m.volume_low_mm3:.1f}–"
+            f"object {m.label}: {m.volume_mm3:.1f} {unit} ({m.volume_low_mm3:.1f}–"
             f"{m.volume_high_mm3:.1f}), predicted Dice {m.predicted_dice:.2f}, slices "
             f"{m.first_slice}–{m.last_slice}",
             file=sys.stderr,

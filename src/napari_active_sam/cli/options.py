@@ -18,15 +18,24 @@ WINDOWS = ("percentile", *CT_PRESETS)
 """Intensity windows by name: percentiles, or a CT preset in Hounsfield units."""
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 1 or more")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give {least} or more")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return _whole_number(text, 1)
+
+
+def seed(text: str) -> int:
+    """An argparse type: a random seed, a whole number of 0 or more."""
+    return _whole_number(text, 0)
 
 
 def positive_float(text: str) -> float:
@@ -54,6 +63,33 @@ def existing_folder(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is not a folder")
     return path
+
+
+def output_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--out`` (``what`` to write) and ``--overwrite`` (replace an ``--out`` that exists;
+    :func:`check_output` refuses one otherwise)."""
+    parser.add_argument("--out", type=Path, required=True, help=f"{what} to write")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an --out that exists (default: refused)")  # fmt: skip
+
+
+def check_output(args: argparse.Namespace, suffixes: tuple[str, ...] = (),
+                 inputs: tuple[Path | None, ...] = ()) -> None:  # fmt: skip
+    """Refuse, before anything is computed, an ``--out`` that would lose what the user has:
+    one of the command's ``inputs``, a name without one of ``suffixes`` (a CSV written over
+    an image by a slip), a folder, or a file that exists without ``--overwrite``."""
+    out = Path(args.out)
+    if any(p is not None and out.exists() and Path(p).exists() and out.samefile(p)
+           for p in inputs):  # fmt: skip
+        raise ActiveSamError(f"--out {out} is one of this command's inputs: write elsewhere.")
+    if suffixes and not out.name.lower().endswith(suffixes):
+        raise ActiveSamError(f"--out {out} should end in {' or '.join(suffixes)}: give such a "
+                             "file name.")  # fmt: skip
+    if out.is_dir():
+        raise ActiveSamError(f"--out {out} is a folder: give the file to write.")
+    if out.exists() and not getattr(args, "overwrite", False):
+        raise ActiveSamError(f"--out {out} exists: choose a new file, or replace it with "
+                             "--overwrite.")  # fmt: skip
 
 
 def strategy_list(text: str) -> tuple[str, ...]:
@@ -118,7 +154,7 @@ def fitting_options(parser: argparse.ArgumentParser, what: str, images: int, cli
     parser.add_argument(
         "--clicks", type=positive_int, default=clicks, help="clicks per simulated object"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     threads_option(parser)
 
 

@@ -69,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
     window = IntensityWindow.from_name(args.window)
     inputs = Path(args.image)
     files = _image_files(inputs)
+    named: dict[str, list[str]] = {}
+    for file in files:
+        named.setdefault(stem(file), []).append(file.name)
+    shared = [" and ".join(names) for names in named.values() if len(names) > 1]
+    if shared and len(files) > 1:  # each image's store is named after it
+        raise ActiveSamError(f"{'; '.join(shared)} would share one store in {args.out}: "
+                             "rename all but one of each, or precompute them apart.")  # fmt: skip
     with dask_client(args.scheduler, args.workers) as (client, info):
         for file in files:
             image = read_image(file)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..core.enums import Estimator
 from ..core.errors import ActiveSamError, ImageError
@@ -30,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="folder of masks named like their images",
     )
-    parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    options.output_options(parser, "CSV file")
     options.adapter_option(parser)
     parser.add_argument(
         "--estimator",
@@ -61,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.quality.assess import assess_labels, quality_rows, write_quality_csv
     from ..core.quality.estimators import QualityModels, resolve_estimator
 
+    options.check_output(args, (".csv",), (args.images, args.masks))
     options.set_threads(args)
     pairs, skipped = pair_folders(args.images, args.masks)
     if not pairs:

@@ -27,7 +27,7 @@ def _share(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=options.seed, default=0)
     parser.add_argument(
         "--steps",
         type=options.positive_int,
@@ -93,7 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="seconds between resumable states (default 300)",
     )
-    parser.add_argument("--resume", action="store_true", help="continue a killed run")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed or interrupted (Ctrl+C) run")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an --out that exists (default: refused)")  # fmt: skip
     parser.add_argument(
         "--init",
         type=options.existing_file,
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     device = choose_device(args.device)
     steps = train_demo_model(
         args.out, args.seed, config, kind=args.kind, init=args.init, device=device,
-        resume=args.resume,
+        resume=args.resume, overwrite=args.overwrite,
     )  # fmt: skip
     options.drain_with_bar(steps, "train", unit="step")
     print(f"saved {args.out}", file=sys.stderr)

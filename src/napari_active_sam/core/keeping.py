@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import SaveError
+from .errors import ActiveSamError, SaveError
 
 T = TypeVar("T")
 
@@ -64,3 +64,20 @@ def save_or_keep(write: Callable[[Path], T], target: Path, what: str) -> T:
             f"Could not write {what} to {target} ({exc}); it is kept in {spare}: copy it "
             "from there, or choose a writable place next time."
         ) from exc
+
+
+def check_new_folder(out: Path, what: str) -> None:
+    """Refuse to write ``what`` into ``out`` when it is a file or a folder that holds files,
+    so that nothing there is overwritten or mixed with the new files.
+
+    Raises
+    ------
+    ActiveSamError
+        ``out`` exists and is not an empty folder.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ActiveSamError(
+            f"{out} already exists and is not an empty folder: nothing was written. Choose "
+            f"a new folder for {what}, or remove that one first."
+        )

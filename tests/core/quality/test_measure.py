@@ -78,7 +78,7 @@ def test_measure_on_the_command_line_writes_the_table(tmp_path, monkeypatch, cap
     out = tmp_path / "results" / "objects.csv"
     args = ["measure", "--image", str(tmp_path / "ct.nii.gz"), "--labels",
             str(tmp_path / "labels.nii.gz"), "--out", str(out), "--model", "demo",
-            "--samples", "8", "--window", "soft_tissue"]  # fmt: skip
+            "--samples", "8", "--window", "soft_tissue", "--overwrite"]  # fmt: skip
     assert main(args) == 0
     with open(out) as handle:
         rows = list(csv.DictReader(handle))

@@ -269,6 +269,52 @@ def test_a_killed_run_resumes_from_its_last_state(tiny_arch, tmp_path):
     assert not resume_path(out).exists()
 
 
+def test_an_interrupt_keeps_the_steps_done_and_a_finished_model_is_never_overwritten(
+    tiny_arch, tmp_path, monkeypatch
+):
+    """Ctrl+C (KeyboardInterrupt where the run is) writes the resumable state of the steps
+    done, long before the next timed save; --resume goes on from there, with other data
+    workers or save intervals. Runs that would write over a model or an interrupted run's
+    state are refused before training, as is a resume with nothing to resume, and a model
+    that cannot be saved where asked is kept elsewhere."""
+    from napari_active_sam.core.errors import SaveError
+
+    config = DemoTrainingConfig(steps=4, batch_size=2, size=tiny_arch.img_size, warmup_steps=1,
+                                click_iterations=1, checkpoint_every_s=3600)  # fmt: skip
+    out = tmp_path / "m.pt"
+    with pytest.raises(ActiveSamError, match="Nothing to resume: .* was never started"):
+        next(train_demo_model(out, 0, config, tiny_arch, kind="nuclei", resume=True))
+    run = train_demo_model(out, 0, config, tiny_arch, kind="nuclei")
+    next(run)  # the first report comes after step 1 at the latest
+    with pytest.raises(KeyboardInterrupt):
+        run.throw(KeyboardInterrupt)
+    assert torch.load(resume_path(out), weights_only=True)["step"] >= 1 and not out.exists()
+    with pytest.raises(ActiveSamError, match="interrupted run .* --resume continues it"):
+        next(train_demo_model(out, 0, config, tiny_arch, kind="nuclei"))
+    faster = replace(config, checkpoint_every_s=60, click_threads=2)
+    messages = [p.message for p in train_demo_model(out, 0, faster, tiny_arch, kind="nuclei",
+                                                    resume=True)]  # fmt: skip
+    assert messages[0].startswith("resumed at step") and out.is_file()
+    trained = out.read_bytes()
+    with pytest.raises(ActiveSamError, match="exists: choose a new --out, or .*--overwrite"):
+        next(train_demo_model(out, 0, config, tiny_arch, kind="nuclei"))
+    with pytest.raises(ActiveSamError, match="Nothing to resume: .* is a finished model"):
+        next(train_demo_model(out, 0, config, tiny_arch, kind="nuclei", resume=True))
+    with pytest.raises(ActiveSamError, match="is a folder"):
+        next(train_demo_model(tmp_path, 0, config, tiny_arch, kind="nuclei"))
+    assert out.read_bytes() == trained
+
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "a_file").write_text("")
+    blocked = tmp_path / "a_file" / "m.pt"  # its folder cannot be made
+    with pytest.raises(SaveError, match="it is kept in") as kept:
+        list(train_demo_model(blocked, 0, replace(config, steps=1), tiny_arch, kind="nuclei"))
+    spare = str(kept.value).split("it is kept in ")[1].split(":")[0]
+    assert load_checkpoint(spare, device="cpu").extra["steps"] == 1
+
+
 @pytest.mark.slow
 def test_scenes_made_by_a_data_worker_process(tiny_arch, tmp_path):
     config = DemoTrainingConfig(steps=2, batch_size=2, size=tiny_arch.img_size, warmup_steps=1,

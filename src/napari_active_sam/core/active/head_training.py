@@ -163,7 +163,10 @@ def fit_head(
     """
     config = config or HeadConfig()
     if len(examples) == 0:
-        raise ActiveSamError("No annotated objects to learn from: commit some objects first.")
+        raise ActiveSamError(
+            "No annotated objects to learn from: commit some objects in the dock first, or "
+            "give a data set whose masks hold objects."
+        )
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -3,6 +3,7 @@ resumable from ``episodes.jsonl``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Generator
@@ -162,6 +163,9 @@ def run_benchmark(
     from distributed import as_completed
 
     out = Path(out)
+    if out.is_dir() and not (out / RUN_FILE).is_file() and any(out.iterdir()):
+        raise ActiveSamError(f"{out} holds files of no benchmark run, which the results would "
+                             "replace: choose a new or empty --out folder.")  # fmt: skip
     if not is_writable_dir(out):
         raise ActiveSamError(f"Cannot write to {out}: choose a writable output folder.")
     if config.adapter:  # a damaged adapter or one for another model stops the run here
@@ -285,12 +289,26 @@ def _head_file(config: BenchmarkConfig) -> str | None:
 RUN_FILE = "run.json"
 
 
+def _files_digest(data: Path) -> str:
+    """A digest of the names, sizes and modification times of the files in ``data``'s
+    images and masks: a data set made again (other images under the same names) is another
+    run's."""
+    digest = hashlib.blake2b(digest_size=8)
+    found_files = (p for part in ("images", "masks") for p in (data / part).rglob("*"))
+    for path in sorted(p for p in found_files if p.is_file()):
+        found = path.stat()
+        digest.update(f"{path.relative_to(data)}\0{found.st_size}\0{found.st_mtime_ns}\n"
+                      .encode())  # fmt: skip
+    return digest.hexdigest()
+
+
 def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -> None:
     """Refuse to resume into a folder holding another run's episodes."""
     identity = {
         "head": file_sha256(Path(head_file))[:16] if head_file else None,
         "model": config.model.model_id(),
         "data": str(Path(config.data).resolve()),
+        "files": _files_digest(Path(config.data)),
         "clicks": config.clicks,
         "seed": config.seed,
         "window": config.window,

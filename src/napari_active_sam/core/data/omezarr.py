@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError
+from ..keeping import check_new_folder
 from .image import ImageData, checked_spacing
 
 SPATIAL = ("z", "y", "x")
@@ -126,15 +127,12 @@ def convert_to_ome_zarr(source: Path, out: Path) -> Path:
     Raises
     ------
     ImageError
-        Another kind of file, an RGB or multi-series TIFF, a file that cannot be read, or an
-        ``out`` that exists and is not empty (nothing there is overwritten).
+        Another kind of file, an RGB or multi-series TIFF, or a file that cannot be read.
+    ActiveSamError
+        An ``out`` that exists and is not an empty folder (nothing there is overwritten).
     """
     source, out = Path(source), Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ImageError(
-            f"{out} already exists and is not an empty folder: nothing was written. Choose "
-            "a new folder for the OME-Zarr image, or remove that one first."
-        )
+    check_new_folder(out, "the OME-Zarr image")
     try:
         return _convert(source, out)
     except ImageError:

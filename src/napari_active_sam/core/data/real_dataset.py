@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..keeping import check_new_folder
 from . import real
 from .real import SUBSETS, RealImage, real_images
 
@@ -85,6 +86,7 @@ def write_real_dataset(out: Path, split: str = "validation") -> dict:
     import tifffile
 
     out = Path(out)
+    check_new_folder(out, "the real data set")
     images = real_images(split)
     for folder in ("images", "masks", "overlays"):
         (out / folder).mkdir(parents=True, exist_ok=True)

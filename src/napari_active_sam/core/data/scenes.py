@@ -33,6 +33,8 @@ from scipy import ndimage
 
 from ..engine.preprocess import IntensityWindow
 from ..enums import SceneKind
+from ..errors import ActiveSamError
+from ..keeping import check_new_folder
 from .randomised import random_scene
 from .shapes import Painter, Scene, blob, ellipse, random_center, smooth_field, tube
 
@@ -168,6 +170,10 @@ MODALITY_KINDS = (SceneKind.CT, SceneKind.ULTRASOUND, SceneKind.NUCLEI, SceneKin
 ``random``: adding it would change every scene drawn from a seed before it existed."""
 
 
+MIN_SCENE_SIZE = 32
+"""The smallest scene side: below it some kinds' objects shrink under a pixel."""
+
+
 def make_scene(kind: str | SceneKind, rng: np.random.Generator, size: int = 256) -> Scene:
     """Generate one scene of ``kind`` (``mixed`` draws one of :data:`MODALITY_KINDS`, its own
     generic shapes included).
@@ -179,9 +185,17 @@ def make_scene(kind: str | SceneKind, rng: np.random.Generator, size: int = 256)
     rng : np.random.Generator
         Source of randomness (a seeded generator makes scenes reproducible).
     size : int
-        Side of the square image in pixels.
+        Side of the square image in pixels, at least :data:`MIN_SCENE_SIZE`.
+
+    Raises
+    ------
+    ActiveSamError
+        A size under :data:`MIN_SCENE_SIZE`.
     """
     kind = SceneKind(kind)
+    if size < MIN_SCENE_SIZE:
+        raise ActiveSamError(f"Scenes are at least {MIN_SCENE_SIZE} pixels wide (objects "
+                             f"smaller than a pixel are never drawn), not {size}.")  # fmt: skip
     if kind is SceneKind.MIXED:
         kind = SceneKind(str(rng.choice(MODALITY_KINDS)))
     return _draw(kind, rng, size)
@@ -244,6 +258,9 @@ def write_dataset(
     yielding the number of scenes written so far.
     """
     out = Path(out)
+    check_new_folder(out, "the data set")
+    if size < MIN_SCENE_SIZE:
+        make_scene(kind, np.random.default_rng(seed), size)  # says why, before any folder
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -270,7 +270,13 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
+    partial = path.with_name(path.name + ".partial")  # a failed write leaves the old file
+    try:
+        torch.save(payload, partial)
+    except RuntimeError as exc:  # torch's word for a file it cannot open
+        partial.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {exc}") from exc
+    partial.replace(path)
     return file_sha256(path)
 
 

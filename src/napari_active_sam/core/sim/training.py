@@ -31,6 +31,7 @@ from ..engine.checkpoints import LoadedModel, load_checkpoint, save_checkpoint
 from ..engine.preprocess import to_sam_rgb
 from ..enums import SceneKind
 from ..errors import ActiveSamError, CheckpointError
+from ..keeping import save_or_keep
 from ..progress import Progress
 from ..prompts import PromptSet
 from .clicker import click_inside, noisy_box
@@ -418,6 +419,28 @@ def _save_state(path: Path, state: dict) -> None:
     partial.replace(path)
 
 
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any training, a run that would write over what the user has: a
+    finished checkpoint (unless ``overwrite``), an interrupted run's state (unless
+    resumed), or a folder; and a resume with nothing to resume."""
+    state = resume_path(out)
+    if out.is_dir():
+        raise ActiveSamError(f"{out} is a folder: give the checkpoint file to write, such as "
+                             f"{out / 'model.pt'}.")  # fmt: skip
+    if resume and not state.is_file():
+        done = f"{out} is a finished model" if out.is_file() else f"{out} was never started"
+        raise ActiveSamError(f"Nothing to resume: {done} and {state} holds no interrupted "
+                             "run. Train without --resume, into a new --out.")  # fmt: skip
+    if not resume and state.is_file():
+        raise ActiveSamError(
+            f"{state} holds an interrupted run of {out}: --resume continues it; delete that "
+            "file to start afresh."
+        )
+    if not resume and out.exists() and not overwrite:
+        raise ActiveSamError(f"{out} exists: choose a new --out, or replace it with "
+                             "--overwrite.")  # fmt: skip
+
+
 def _resumed(out: Path, seed: int, config: DemoTrainingConfig, kind: str) -> dict | None:
     """The state a killed run of the same settings left, or None."""
     path = resume_path(out)
@@ -427,12 +450,23 @@ def _resumed(out: Path, seed: int, config: DemoTrainingConfig, kind: str) -> dic
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a damaged file
         raise CheckpointError(f"{path} cannot be read ({exc}): delete it to start afresh.") from exc
-    if (state.get("seed"), state.get("config"), state.get("kind")) != (seed, asdict(config), kind):
+    saved = {"seed": state.get("seed"), "kind": state.get("kind"), **(state.get("config") or {})}
+    asked = {"seed": seed, "kind": kind, **asdict(config)}
+    for free in PACE_SETTINGS:  # how often states are saved, how data is made: not results
+        saved.pop(free, None), asked.pop(free, None)
+    changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
+    if changed:
+        was = ", ".join(f"{k} {saved.get(k)!r}" for k in changed)
         raise CheckpointError(
-            f"{path} is a run with other settings (seed, configuration or scene kind): "
-            "resume with those settings, or delete it to start afresh."
+            f"{path} is a run with other settings ({was}): resume with those settings, or "
+            "delete it to start afresh."
         )
     return state
+
+
+PACE_SETTINGS = ("checkpoint_every_s", "data_workers", "click_threads")
+"""Training settings that change how fast a run goes and how often it saves, not what it
+learns: a run resumes with other values of them."""
 
 
 def train_demo_model(
@@ -444,6 +478,7 @@ def train_demo_model(
     init: Path | None = None,
     device: str | torch.device = "cpu",
     resume: bool = False,
+    overwrite: bool = False,
 ) -> Generator[Progress, None, Path]:
     """Train the demo model on generated scenes; yield progress; save it.
 
@@ -473,11 +508,24 @@ def train_demo_model(
         Where the network trains (the scenes and clicks are made on the CPU); on CUDA the
         forward passes run in bfloat16 autocast.
     resume : bool
-        Continue a killed run that wrote ``out``'s resumable state.
+        Continue a killed or interrupted run that wrote ``out``'s resumable state (an
+        interrupt, Ctrl+C, writes it before it stops).
+    overwrite : bool
+        Replace an ``out`` that exists (otherwise refused before training).
+
+    Raises
+    ------
+    ActiveSamError
+        Before training: ``out`` exists (without ``overwrite``), an interrupted run's state
+        is there (without ``resume``), or ``resume`` finds none.
+    SaveError
+        ``out`` could not be written once trained; the message names where the model was
+        kept instead.
     """
     config = config or DemoTrainingConfig()
     out = Path(out)
     device = torch.device(device)
+    _check_out(out, resume, overwrite)
     state = _resumed(out, seed, config, str(kind)) if resume else None
     start, previous = _starting_point(init, architecture)
     torch.manual_seed(seed)
@@ -501,6 +549,16 @@ def train_demo_model(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     history = []
     pool = ThreadPoolExecutor(config.click_threads) if config.click_threads else None
+    done = first_step
+
+    def save_state() -> None:
+        _save_state(resume_path(out), {
+            "sam": sam.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
+            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "seed": seed,
+            "config": asdict(config), "kind": str(kind), "previous": previous,
+            "wall_time_s": spent + time.perf_counter() - started,
+        })  # fmt: skip
+
     try:
         for step in range(first_step, config.steps):
             for group in optimizer.param_groups:
@@ -515,16 +573,11 @@ def train_demo_model(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
             optimizer.step()
+            done = step + 1
             history.append(stats)
             now = time.perf_counter()
             if now - last_saved >= config.checkpoint_every_s and step + 1 < config.steps:
-                _save_state(resume_path(out), {
-                    "sam": sam.state_dict(), "optimizer": optimizer.state_dict(),
-                    "step": step + 1, "rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(), "seed": seed, "config": asdict(config),
-                    "kind": str(kind), "previous": previous,
-                    "wall_time_s": spent + now - started,
-                })  # fmt: skip
+                save_state()
                 last_saved = now
                 yield Progress(step + 1, config.steps, f"resumable state saved at step {step + 1}")
             if (step + 1) % 10 == 0 or step + 1 == config.steps:
@@ -534,13 +587,17 @@ def train_demo_model(
                 report = "loss {loss:.3f}  IoU first {iou_first:.3f}  last {iou_last:.3f}"
                 yield Progress(step + 1, config.steps,
                                report.format(**summary) + f"  {rate:.2f} steps/s")  # fmt: skip
+    except KeyboardInterrupt:
+        if done > first_step:  # keep what this run learned: --resume goes on from it
+            save_state()
+        raise
     finally:
         if pool is not None:
             pool.shutdown()
     sam.eval()
     wall_time = spent + time.perf_counter() - started
-    save_checkpoint(
-        out,
+    save_or_keep(lambda path: save_checkpoint(
+        path,
         sam,
         architecture,
         seed=seed,
@@ -559,6 +616,6 @@ def train_demo_model(
         threads=torch.get_num_threads(),
         cpu=platform.processor() or platform.machine(),
         cpu_cores=os.cpu_count(),
-    )
+    ), out, "the trained model")  # fmt: skip
     resume_path(out).unlink(missing_ok=True)
     return out
