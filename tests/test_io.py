@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import imageio.v3 as iio
@@ -485,3 +486,43 @@ def test_a_tiff_is_read_by_the_axes_it_states(tmp_path):
     tifffile.imwrite(tmp_path / "pair.tif", np.zeros((8, 8), np.uint8), append=True)
     with pytest.warns(UserWarning, match="holds 2 images; the first .16, 16. is read"):
         assert read_image(tmp_path / "pair.tif").data.shape == (16, 16)
+
+
+def test_the_reader_claims_only_what_it_opens(tmp_path):
+    """A zarr group that is no OME-Zarr image, and a TIFF of several channels, are left to
+    napari's other readers; an OME-Zarr image and a one-channel TIFF are claimed."""
+    import zarr
+    from ome_zarr.writer import write_image
+
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(str(plain), mode="w").create_array("data", shape=(4, 4), dtype="u1")
+    assert napari_get_reader(str(plain)) is None
+    image = tmp_path / "image.ome.zarr"
+    write_image(np.zeros((2, 16, 16), np.uint8), zarr.open_group(str(image), mode="w"),
+                axes="zyx", scale_factors=())  # fmt: skip
+    assert callable(napari_get_reader(str(image)))
+    channels = np.zeros((3, 2, 16, 16), np.uint16)
+    tifffile.imwrite(tmp_path / "two.tif", channels, imagej=True, metadata={"axes": "ZCYX"})
+    assert napari_get_reader(str(tmp_path / "two.tif")) is None
+    tifffile.imwrite(tmp_path / "one.tif", channels[:, :1], imagej=True,
+                     metadata={"axes": "ZCYX"})  # fmt: skip
+    assert callable(napari_get_reader(str(tmp_path / "one.tif")))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="needs a POSIX user that file modes apply to")  # fmt: skip
+def test_a_folder_that_cannot_be_listed_is_not_claimed(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        assert napari_get_reader(str(locked)) is None
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("name", ["big.tif", "big.nii.gz"])
+def test_labels_past_the_signed_32_bit_range_are_written_as_they_are(tmp_path, name):
+    labels = np.array([[[0, 40_000], [70_000, 2**31 + 5]]], np.uint32)
+    written = write_labels(tmp_path / name, labels)
+    np.testing.assert_array_equal(read_image(written).data.reshape(labels.shape), labels)

@@ -25,6 +25,7 @@ def test_entry_point_and_classifier():
     assert point.value == "napari_active_sam:napari.yaml"
     metadata = distribution("napari-active-sam").metadata
     assert "Framework :: napari" in metadata.get_all("Classifier")
+    assert metadata["License-Expression"] == "BSD-3-Clause"  # its text ships as LICENSE
     core = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
     assert not any(q in " ".join(core).lower() for q in ("pyqt", "pyside"))
     assert {"all", "testing"} <= set(metadata.get_all("Provides-Extra"))

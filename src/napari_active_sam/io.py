@@ -19,7 +19,7 @@ from .core.data.files import (
     stem,
     write_labels,
 )
-from .core.data.omezarr import is_zarr
+from .core.data.omezarr import is_ome_zarr, is_zarr
 from .core.errors import ImageError
 
 READER_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + DICOM_SUFFIXES + (".zarr",)
@@ -32,16 +32,40 @@ def napari_get_reader(path: str | list[str]) -> Callable | None:
     series folders and OME-Zarr images (read lazily)."""
     if isinstance(path, list):
         return None
-    if has_suffix(path, READER_SUFFIXES) or _holds_dicom(Path(path)) or is_zarr(Path(path)):
+    if has_suffix(path, (".zarr",)) or is_zarr(Path(path)):
+        # A zarr group that is no OME-Zarr image is left to readers that know it.
+        return _napari_read if is_ome_zarr(Path(path)) else None
+    if has_suffix(path, TIFF_SUFFIXES) and _channels(Path(path)) > 1:
+        return None  # napari's own reader shows the channels; the annotator takes one
+    if has_suffix(path, READER_SUFFIXES) or _holds_dicom(Path(path)):
         return _napari_read
     return None
 
 
 def _holds_dicom(folder: Path, sample: int = 20) -> bool:
-    """Whether a folder holds DICOM files (among the first ``sample`` files)."""
-    if not folder.is_dir():
+    """Whether a folder holds DICOM files (among the first ``sample`` files); False for a
+    folder that cannot be listed."""
+    try:
+        if not folder.is_dir():
+            return False
+        files = sorted(p for p in folder.iterdir() if p.is_file())[:sample]
+    except OSError:  # no permission to list it: not this reader's to claim
         return False
-    return any(is_dicom(p) for p in sorted(p for p in folder.iterdir() if p.is_file())[:sample])
+    return any(is_dicom(p) for p in files)
+
+
+def _channels(path: Path) -> int:
+    """How many channels a TIFF's first image states (1 when it states none or cannot be
+    read: the reader then says what is wrong)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            axis = series.axes.find("C")
+            return int(series.shape[axis]) if axis >= 0 else 1
+    except Exception:  # a damaged file: read_image explains it
+        return 1
 
 
 def napari_write_labels(path: str, data: Any, meta: dict) -> list[str]:

@@ -259,6 +259,17 @@ def read_image(path: Path | str) -> ImageData:
     )
 
 
+def _label_type(labels: np.ndarray) -> type:
+    """The smallest signed type that holds every label, unsigned 32 bits past the signed
+    ones' reach (a type that wrapped a label round would merge or lose objects)."""
+    top, bottom = int(labels.max(initial=0)), int(labels.min(initial=0))
+    for kind in (np.int16, np.int32, np.uint32, np.int64):
+        info = np.iinfo(kind)
+        if info.min <= bottom and top <= info.max:
+            return kind
+    raise ImageError(f"Labels up to {top} do not fit 64 bits: number the objects again.")
+
+
 def write_labels(
     path: Path | str, labels: np.ndarray, metadata: dict[str, Any] | None = None,
     scale: tuple[float, ...] | None = None,
@@ -283,7 +294,7 @@ def write_labels(
     if not np.issubdtype(labels.dtype, np.integer):
         raise ImageError(f"Labels must be integers, got {labels.dtype}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    labels = labels.astype(np.int32 if labels.max(initial=0) > 32767 else np.int16)
+    labels = labels.astype(_label_type(labels), copy=False)
     metadata = metadata or {}
     if has_suffix(path, NIFTI_SUFFIXES):
         import nibabel

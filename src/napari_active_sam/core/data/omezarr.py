@@ -27,6 +27,24 @@ def is_zarr(path: Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zattrs"))
 
 
+def is_ome_zarr(path: Path) -> bool:
+    """Whether ``path`` is a zarr group whose metadata describes an OME-Zarr image (its
+    ``multiscales``, in OME-Zarr 0.5's ``zarr.json`` or 0.4's ``.zattrs``)."""
+    import json
+
+    path = Path(path)
+    for name, keys in (("zarr.json", ("attributes", "ome")), (".zattrs", ())):
+        try:
+            found = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        for key in keys:
+            found = found.get(key, {}) if isinstance(found, dict) else {}
+        if isinstance(found, dict) and "multiscales" in found:
+            return True
+    return False
+
+
 def read_ome_zarr(path: Path) -> ImageData:
     """The full-resolution level of an OME-Zarr image, as a lazy (dask) array.
 
