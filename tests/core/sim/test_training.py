@@ -14,6 +14,7 @@ from napari_active_sam.core.engine.checkpoints import LoadedModel, load_checkpoi
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError
 from napari_active_sam.core.prompts import Click, PromptSet
 from napari_active_sam.core.sim.clicker import error_click
+from napari_active_sam.core.sim.resumable import resume_path
 from napari_active_sam.core.sim.training import (
     DemoTrainingConfig,
     _learning_rate,
@@ -24,7 +25,6 @@ from napari_active_sam.core.sim.training import (
     focal_loss,
     interactive_loss,
     make_batch,
-    resume_path,
     sample_target,
     train_demo_model,
 )

@@ -36,6 +36,7 @@ from ..progress import Progress
 from ..prompts import PromptSet
 from .clicker import click_inside, noisy_box
 from .episode import Step, clicks_to_prompts, corrections, interaction
+from .resumable import check_out, resume_path, resumed_state, save_state_file
 
 
 @dataclass(frozen=True)
@@ -406,69 +407,6 @@ def _starting_point(init: Path | None, architecture: Architecture) -> tuple[Sam 
     }
 
 
-def resume_path(out: Path) -> Path:
-    """Where a run writing ``out`` keeps its resumable state: ``out`` + ``.resume``."""
-    out = Path(out)
-    return out.with_name(out.name + ".resume")
-
-
-def _save_state(path: Path, state: dict) -> None:
-    """Write the resumable state atomically (a kill mid-write keeps the previous one)."""
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    partial.replace(path)
-
-
-def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse, before any training, a run that would write over what the user has: a
-    finished checkpoint (unless ``overwrite``), an interrupted run's state (unless
-    resumed), or a folder; and a resume with nothing to resume."""
-    state = resume_path(out)
-    if out.is_dir():
-        raise ActiveSamError(f"{out} is a folder: give the checkpoint file to write, such as "
-                             f"{out / 'model.pt'}.")  # fmt: skip
-    if resume and not state.is_file():
-        done = f"{out} is a finished model" if out.is_file() else f"{out} was never started"
-        raise ActiveSamError(f"Nothing to resume: {done} and {state} holds no interrupted "
-                             "run. Train without --resume, into a new --out.")  # fmt: skip
-    if not resume and state.is_file():
-        raise ActiveSamError(
-            f"{state} holds an interrupted run of {out}: --resume continues it; delete that "
-            "file to start afresh."
-        )
-    if not resume and out.exists() and not overwrite:
-        raise ActiveSamError(f"{out} exists: choose a new --out, or replace it with "
-                             "--overwrite.")  # fmt: skip
-
-
-def _resumed(out: Path, seed: int, config: DemoTrainingConfig, kind: str) -> dict | None:
-    """The state a killed run of the same settings left, or None."""
-    path = resume_path(out)
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a damaged file
-        raise CheckpointError(f"{path} cannot be read ({exc}): delete it to start afresh.") from exc
-    saved = {"seed": state.get("seed"), "kind": state.get("kind"), **(state.get("config") or {})}
-    asked = {"seed": seed, "kind": kind, **asdict(config)}
-    for free in PACE_SETTINGS:  # how often states are saved, how data is made: not results
-        saved.pop(free, None), asked.pop(free, None)
-    changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
-    if changed:
-        was = ", ".join(f"{k} {saved.get(k)!r}" for k in changed)
-        raise CheckpointError(
-            f"{path} is a run with other settings ({was}): resume with those settings, or "
-            "delete it to start afresh."
-        )
-    return state
-
-
-PACE_SETTINGS = ("checkpoint_every_s", "data_workers", "click_threads")
-"""Training settings that change how fast a run goes and how often it saves, not what it
-learns: a run resumes with other values of them."""
-
-
 def train_demo_model(
     out: Path,
     seed: int = 0,
@@ -525,8 +463,8 @@ def train_demo_model(
     config = config or DemoTrainingConfig()
     out = Path(out)
     device = torch.device(device)
-    _check_out(out, resume, overwrite)
-    state = _resumed(out, seed, config, str(kind)) if resume else None
+    check_out(out, resume, overwrite)
+    state = resumed_state(out, seed, asdict(config), str(kind)) if resume else None
     start, previous = _starting_point(init, architecture)
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 1])  # clicks and boxes; scenes have their own streams
@@ -552,7 +490,7 @@ def train_demo_model(
     done = first_step
 
     def save_state() -> None:
-        _save_state(resume_path(out), {
+        save_state_file(resume_path(out), {
             "sam": sam.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "seed": seed,
             "config": asdict(config), "kind": str(kind), "previous": previous,
