@@ -174,6 +174,13 @@ MIN_SCENE_SIZE = 32
 """The smallest scene side: below it some kinds' objects shrink under a pixel."""
 
 
+def check_scene_size(size: int) -> None:
+    """Refuse a scene side under :data:`MIN_SCENE_SIZE`, saying why."""
+    if size < MIN_SCENE_SIZE:
+        raise ActiveSamError(f"Scenes are at least {MIN_SCENE_SIZE} pixels wide (objects "
+                             f"smaller than a pixel are never drawn), not {size}.")  # fmt: skip
+
+
 def make_scene(kind: str | SceneKind, rng: np.random.Generator, size: int = 256) -> Scene:
     """Generate one scene of ``kind`` (``mixed`` draws one of :data:`MODALITY_KINDS`, its own
     generic shapes included).
@@ -193,9 +200,7 @@ def make_scene(kind: str | SceneKind, rng: np.random.Generator, size: int = 256)
         A size under :data:`MIN_SCENE_SIZE`.
     """
     kind = SceneKind(kind)
-    if size < MIN_SCENE_SIZE:
-        raise ActiveSamError(f"Scenes are at least {MIN_SCENE_SIZE} pixels wide (objects "
-                             f"smaller than a pixel are never drawn), not {size}.")  # fmt: skip
+    check_scene_size(size)
     if kind is SceneKind.MIXED:
         kind = SceneKind(str(rng.choice(MODALITY_KINDS)))
     return _draw(kind, rng, size)
@@ -259,8 +264,7 @@ def write_dataset(
     """
     out = Path(out)
     check_new_folder(out, "the data set")
-    if size < MIN_SCENE_SIZE:
-        make_scene(kind, np.random.default_rng(seed), size)  # says why, before any folder
+    check_scene_size(size)  # before any folder is made
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
