@@ -5,10 +5,11 @@ For every object of the real split (images that ship inside installed packages, 
 whole-image embedding once decoding every click on the whole image and once per
 magnification through :class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor` (a
 window around the prompts enlarged ``--magnify`` times to the model's input at first,
-encoded on first use; the encoder pass counts in the click that needed it). The runs take
-turns going first. Prints one JSON object: per image subset and overall, seconds per click
-(median over objects of episode time / clicks) and its ratio to the whole image, windows
-encoded per object, and mIoU@1 and @5 of each.
+encoded on first use; the encoder pass counts in the click that needed it), and once as
+the annotator decodes (its lone click tried at each of the zoom's scales, the answer SAM's
+IoU head rates best kept). The runs take turns going first. Prints one JSON object: per
+image subset and overall, seconds per click (median over objects of episode time / clicks)
+and its ratio to the whole image, windows encoded per object, and mIoU@1 and @5 of each.
 
     python benchmarks/bench_zoom.py                 # the bundled demo model, 5 clicks
     python benchmarks/bench_zoom.py --magnify 1,2,3 --clicks 20
@@ -31,7 +32,7 @@ from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.engine.store import EmbeddingStore
-from napari_active_sam.core.engine.zoom import MAGNIFY, ZoomingPredictor
+from napari_active_sam.core.engine.zoom import MAGNIFY, SCALES, ZoomingPredictor
 
 
 def timed_episode(decoder, embedding, gt, clicks: int) -> tuple[float, list[float]]:
@@ -73,7 +74,9 @@ def main() -> None:
 
     model = options.load_chosen_model(args, device="cpu")
     predictor = Predictor(model)
-    names = ["whole"] + [f"zoom x{m:g}" for m in magnifications]
+    names = ["whole"] + [f"zoom x{m:g}" for m in magnifications] + ["zoom, scales " + ",".join(
+        f"x{MAGNIFY * s:g}" for s in SCALES
+    )]  # fmt: skip
     rows: list[dict] = []
     for image in real_images(args.split):
         source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
@@ -82,10 +85,11 @@ def main() -> None:
             gt = image.labels == label
             if not gt.any():
                 continue
+            raw, limits = source.raw_slice(()), source.limits()
             zoomed = [
-                ZoomingPredictor(predictor, source.raw_slice(()), source.limits(), magnify=m)
+                ZoomingPredictor(predictor, raw, limits, magnify=m, scales=(1.0,))
                 for m in magnifications
-            ]
+            ] + [ZoomingPredictor(predictor, raw, limits)]
             runs = list(zip(names, [predictor, *zoomed], strict=True))
             turn = len(rows) % len(runs)
             row: dict = {"subset": image.subset, "label": label}

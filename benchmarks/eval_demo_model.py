@@ -31,7 +31,7 @@ from napari_active_sam.core.engine.embeddings import embed_slice
 from napari_active_sam.core.engine.predictor import InsistingPredictor, Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.engine.store import EmbeddingStore
-from napari_active_sam.core.engine.zoom import ZoomingPredictor
+from napari_active_sam.core.engine.zoom import SCALES, ZoomingPredictor
 from napari_active_sam.core.enums import SceneKind
 from napari_active_sam.core.metrics import number_of_clicks
 from napari_active_sam.core.quality.choice import JudgingPredictor, can_judge
@@ -72,7 +72,7 @@ def judged(decoder, source: SliceSource, quality: QualityModels | None, insist: 
 
 def real_curves(
     predictor: Predictor, split: str, clicks: int, zoom: bool, quality: QualityModels | None,
-    insist: bool = True,
+    insist: bool = True, scales: tuple[float, ...] | None = None,
 ) -> tuple[dict[str, list[list[float]]], int]:
     """IoU curves of every object of the real ``split`` by subset, and how many zoom windows
     were encoded."""
@@ -82,7 +82,8 @@ def real_curves(
     for image in real_images(split):
         source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
         embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
-        zooming = ZoomingPredictor(predictor, source.raw_slice(()), source.limits())
+        zooming = ZoomingPredictor(predictor, source.raw_slice(()), source.limits(),
+                                   scales=scales)  # fmt: skip
         used = judged(zooming if zoom else predictor, source, quality, insist)
         for label in range(1, int(image.labels.max()) + 1):
             gt = image.labels == label
@@ -113,6 +114,11 @@ def main() -> None:
     parser.add_argument("--no-insist", dest="insist", action="store_false",
                         help="show SAM's answer even when it leaves clicks out (default: "
                         "asked again from the mask edited at them, as annotated)")  # fmt: skip
+    parser.add_argument("--scales", type=options.scale_list,
+                        help="multiples of the zoom's magnification a lone click is decoded "
+                        "at, the answer rated best shown (default: "
+                        + ",".join(f"{s:g}" for s in SCALES)
+                        + "; 1: the magnification only)")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -151,7 +157,7 @@ def main() -> None:
                 variance["isolated"].append(head_variance(result.first, gt))
         print(f"{count} objects", file=sys.stderr, end="\r")
     real, windows = ({}, 0) if args.real == "none" else real_curves(
-        predictor, args.real, args.clicks, args.zoom, quality, args.insist
+        predictor, args.real, args.clicks, args.zoom, quality, args.insist, args.scales
     )
     report = {
         "model": model.model_id,
@@ -168,6 +174,7 @@ def main() -> None:
         "real": {
             "split": args.real,
             "zoom": args.zoom,
+            "scales": list(args.scales or SCALES) if args.zoom else None,
             "zoom_windows_encoded": windows,
             "overall": summarise(sum(real.values(), [])),
             "by_subset": {name: summarise(c) for name, c in real.items()},

@@ -122,3 +122,12 @@ def test_unknown_choices_are_listed_by_their_names(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["make-dataset", "--out", "o", "--kind", "bogus"])
     assert "'ct'" in capsys.readouterr().err
+
+
+def test_zoom_scales_parse_and_refuse_what_is_not_a_scale():
+    from napari_active_sam.cli.options import scale_list
+
+    assert scale_list("1,2") == (1.0, 2.0) and scale_list("1") == (1.0,)
+    for bad in ("", "0.5,2", "two"):
+        with pytest.raises(argparse.ArgumentTypeError, match="scales|numbers"):
+            scale_list(bad)

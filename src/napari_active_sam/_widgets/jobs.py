@@ -37,7 +37,7 @@ from ..core.engine.embeddings import embed_slice
 from ..core.engine.predictor import Predictor, shown_head
 from ..core.engine.preprocess import IntensityWindow, SliceSource
 from ..core.engine.store import EmbeddingStore
-from ..core.engine.zoom import ZoomingPredictor
+from ..core.engine.zoom import JudgedDecoder, ZoomingPredictor
 from ..core.errors import ActiveSamError, SaveError
 from ..core.progress import Progress
 from ..core.prompts import PromptSet
@@ -211,12 +211,13 @@ def similar_objects_job(session: AnnotationSession, quality: QualityModels,
     taken = (labels[index] if index else labels) > 0
     prompts_found = search_slice(session.model, raw, limits, found, count, taken)
     embedding = embed_slice(session.model, source, session.store, index, limits)
-    decoder = ZoomingPredictor(session.predictor, raw, limits)
     rgb = source.sam_slice(index, limits)
+    zooming = ZoomingPredictor(session.predictor, raw, limits)
+    decoder = JudgedDecoder(zooming, lambda answer, asked, e: quality.judge(answer, asked, e, rgb))
     rng = np.random.default_rng(0)
     candidates: list[Candidate] = []
     for done, (prompts, _) in enumerate(prompts_found, 1):
-        prediction = quality.judge(decoder.predict(embedding, prompts), prompts, embedding, rgb)
+        prediction = decoder.predict(embedding, prompts)
         head = shown_head(prediction, prompts)
         mask = prediction.mask(head)
         if mask.any() and (mask & taken).sum() < 0.5 * mask.sum():

@@ -92,6 +92,17 @@ def check_output(args: argparse.Namespace, suffixes: tuple[str, ...] = (),
                              "--overwrite.")  # fmt: skip
 
 
+def scale_list(text: str) -> tuple[float, ...]:
+    """An argparse type: comma-separated zoom scales, at least one, each 1 or more."""
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers") from None
+    if not scales or min(scales) < 1:
+        raise argparse.ArgumentTypeError(f"give scales of 1 or more, as 1,2 (got {text!r})")
+    return scales
+
+
 def strategy_list(text: str) -> tuple[str, ...]:
     """An argparse type: comma-separated strategy names, at least one, each known."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())

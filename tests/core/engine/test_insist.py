@@ -15,6 +15,7 @@ from napari_active_sam.core.engine.predictor import (
     InsistingPredictor,
     Predictor,
     edited_at,
+    insistence,
     shown_head,
 )
 from napari_active_sam.core.engine.preprocess import SliceSource
@@ -72,6 +73,9 @@ def test_a_correction_sam_leaves_out_is_asked_again_and_taken_in(demo, nuclei):
     assert left_out(mask, prompts) == ()
     shown = plain.mask(shown_head(plain, prompts))
     assert not np.array_equal(mask, edited_at(shown, (CORRECTION,), INSIST_RADIUS))
+    missed, edited = insistence(shown, prompts, plain)  # asked in the answer's own window
+    assert missed == 1 and edited.decoded_in == (*plain.origin, *plain.original_size)
+    assert plain.zoomed and again.origin == plain.origin
 
     # The annotator asks again the same way, unless told not to.
     session = AnnotationSession(demo, source, EmbeddingStore(demo.model_id))

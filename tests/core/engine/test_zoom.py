@@ -18,6 +18,7 @@ from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb
 from napari_active_sam.core.engine.store import EmbeddingStore
 from napari_active_sam.core.engine.zoom import (
     MAGNIFY,
+    SCALES,
     Window,
     ZoomingPredictor,
     grid_window,
@@ -190,7 +191,7 @@ def test_a_small_object_is_decoded_in_a_window_and_placed_back(demo, large_slice
     source = SliceSource(large_slice)
     embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
     predictor = Predictor(demo)
-    zooming = ZoomingPredictor(predictor, large_slice, source.limits())
+    zooming = ZoomingPredictor(predictor, large_slice, source.limits(), scales=(1.0,))
     prompts = one_click(220, 200)
     prediction = zooming.predict(embedding, prompts)
     assert prediction.zoomed and prediction.full_size == SIZE
@@ -218,6 +219,83 @@ def test_a_small_object_is_decoded_in_a_window_and_placed_back(demo, large_slice
     assert zooming.windows_encoded == 1 and again.origin == prediction.origin
     fed = predictor.predict(local, more.translated(-row, -col), prediction.low_res_logits[0])
     np.testing.assert_allclose(again.low_res_logits, fed.low_res_logits, atol=1e-5)
+
+
+def test_a_lone_click_is_decoded_at_each_scale_and_the_answer_rated_best_kept(
+    demo, large_slice
+):
+    source = SliceSource(large_slice)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    predictor, prompts = Predictor(demo), one_click(220, 200)
+    alone = {
+        side: ZoomingPredictor(predictor, large_slice, source.limits(), magnify=m, scales=(1.0,))
+        .predict(embedding, prompts)
+        for side, m in ((128, MAGNIFY), (64, 2 * MAGNIFY))
+    }  # fmt: skip
+    assert SCALES == (1.0, 2.0)
+    assert {a.original_size for a in alone.values()} == {(128, 128), (64, 64)}
+
+    def preferring(side: int):
+        """A judge that rates the masks of a window of ``side`` best."""
+
+        def judge(prediction, *_):
+            score = 1.0 if prediction.original_size == (side, side) else 0.5
+            return replace(prediction, judged=np.full(3, score, np.float32))
+
+        return judge
+
+    for side in (128, 64):
+        zooming = ZoomingPredictor(predictor, large_slice, source.limits())
+        chosen = zooming.predict(embedding, prompts, judge=preferring(side))
+        assert zooming.windows_encoded == 2 and chosen.original_size == (side, side)
+        np.testing.assert_allclose(chosen.low_res_logits, alone[side].low_res_logits, atol=1e-5)
+        # The object's next click stays in the window chosen, its logits fed back.
+        more = prompts.with_click(Click(224, 204, True))
+        again = zooming.predict(embedding, more, chosen.logits[0], judge=preferring(192 - side))
+        assert again.origin == chosen.origin and again.original_size == (side, side)
+        assert zooming.windows_encoded == 2
+
+    # The benchmark's judged decoder rates the scales as the annotator does.
+    from types import SimpleNamespace
+
+    from napari_active_sam.core.quality.choice import JudgingPredictor
+
+    judging = JudgingPredictor(ZoomingPredictor(predictor, large_slice, source.limits()),
+                               SimpleNamespace(judge=preferring(64)), None)  # fmt: skip
+    assert judging.predict(embedding, prompts).original_size == (64, 64)
+
+    # Without a judge, SAM's IoU head rates them.
+    best = max(alone.values(), key=lambda a: float(np.max(a.iou[1:])))
+    unjudged = ZoomingPredictor(predictor, large_slice, source.limits()).predict(embedding, prompts)
+    assert unjudged.original_size == best.original_size
+    with pytest.raises(ValueError, match="scales"):
+        ZoomingPredictor(predictor, large_slice, source.limits(), scales=(0.5, 1.0))
+
+
+def test_an_answer_edited_at_its_clicks_is_asked_again_in_its_window(demo, large_slice):
+    # A lone click answered in the window four times enlarged (a judge prefers it); the
+    # answer edited at the clicks it left out goes back to that window, not to a new one at
+    # the model's magnification.
+    source = SliceSource(large_slice)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    zooming = ZoomingPredictor(Predictor(demo), large_slice, source.limits())
+
+    def small_window(prediction, *_):
+        score = 1.0 if prediction.original_size == (64, 64) else 0.0
+        return replace(prediction, judged=np.full(3, score, np.float32))
+
+    first = zooming.predict(embedding, one_click(220, 200), judge=small_window)
+    assert first.original_size == (64, 64)
+    prompts = one_click(220, 200).with_click(Click(226, 204, True))
+    edited = np.zeros(SIZE, bool)
+    edited[190:212, 210:232] = True
+    window = (*first.origin, *first.original_size)
+    again = zooming.predict(embedding, prompts, PriorMask(edited, window))
+    assert again.origin == first.origin and again.original_size == (64, 64)
+    assert zooming.predict(embedding, prompts, PriorMask(edited)).original_size == (128, 128)
+    # A window the prompts have left is not kept.
+    far = prompts.with_click(Click(300, 300, True))
+    assert zooming.predict(embedding, far, PriorMask(edited, window)).original_size != (64, 64)
 
 
 def test_a_prior_mask_of_the_slice_is_cut_to_the_window(demo, large_slice):
@@ -286,22 +364,31 @@ def test_the_annotator_zooms_on_large_slices_only_when_asked(demo, large_slice):
     first = zoomed.answer((), one_click(80, 60), acquisition="eig")
     assert first.prediction.zoomed and first.mask.shape == SIZE
     assert first.uncertainty.scores.shape == SIZE
+    assert zoomed.windows_encoded == len(SCALES)  # a lone click: a window at each scale
     second = zoomed.answer((), one_click(80, 60).with_click(Click(85, 62, True)))
     assert second.prediction.origin == first.prediction.origin
-    assert zoomed.windows_encoded == 1
+    assert second.prediction.original_size == first.prediction.original_size
+    assert zoomed.windows_encoded == len(SCALES)  # the object's window, reused
     plain = whole.answer((), one_click(80, 60))
     assert not plain.prediction.zoomed and whole.windows_encoded == 0
 
 
 def test_a_session_that_switches_to_a_model_of_another_zoom_decodes_at_it(demo, large_slice):
+    def two_clicks(x: float, y: float) -> PromptSet:  # not a lone click: one scale
+        return one_click(x, y).with_click(Click(x + 4, y + 2, True))
+
     session = AnnotationSession(demo, SliceSource(large_slice), EmbeddingStore(demo.model_id))
-    first = session.answer((), one_click(80, 60))
+    first = session.answer((), two_clicks(80, 60))
     assert first.prediction.original_size == (128, 128)
     session.use_model(replace(demo, extra={**demo.extra, "magnify": 4.0}))
-    again = session.answer((), one_click(300, 400))
+    again = session.answer((), two_clicks(300, 400))
     assert again.prediction.original_size == (64, 64)
+    # The adapted model knows its objects' size: a lone click is decoded at its scale only.
+    encoded = session.windows_encoded
+    assert session.answer((), one_click(430, 120)).prediction.original_size == (64, 64)
+    assert session.windows_encoded == encoded + 1
     session.use_model(demo)  # back to the base model, and its zoom
-    assert session.answer((), one_click(500, 200)).prediction.original_size == (128, 128)
+    assert session.answer((), two_clicks(500, 200)).prediction.original_size == (128, 128)
 
 
 def test_quality_estimators_ask_sam_in_a_window_on_large_slices(demo, demo_head,
@@ -357,7 +444,8 @@ def test_the_first_window_is_the_input_side_over_the_magnification(demo, large_s
     disc[(rows - 200) ** 2 + (cols - 220) ** 2 < 12**2] = True
     sides = {}
     for magnify in (1, 2, 4):
-        zooming = ZoomingPredictor(Predictor(demo), large_slice, source.limits(), magnify=magnify)
+        zooming = ZoomingPredictor(Predictor(demo), large_slice, source.limits(),
+                                   magnify=magnify, scales=(1.0,))  # fmt: skip
         prediction = zooming.predict(embedding, one_click(220, 200))
         sides[magnify] = prediction.original_size
         mask = prediction.mask()
@@ -386,7 +474,8 @@ def test_a_model_that_carries_a_magnification_is_decoded_at_it(demo, large_slice
         extra = demo.extra if magnify is None else {**demo.extra, "magnify": magnify}
         model = replace(demo, extra=extra)
         zooming = ZoomingPredictor(Predictor(model), large_slice, source.limits())
-        sides[magnify] = zooming.predict(embedding, one_click(220, 200)).original_size
+        two_clicks = one_click(220, 200).with_click(Click(224, 203, True))
+        sides[magnify] = zooming.predict(embedding, two_clicks).original_size
     assert sides == {None: (128, 128), 4.0: (64, 64)}
 
 

@@ -6,6 +6,7 @@ tested directly and used by scripts.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from ..engine.predictor import (
 )
 from ..engine.preprocess import SliceSource
 from ..engine.store import Embedding, EmbeddingStore, slice_key, slice_signature
-from ..engine.zoom import ZoomingPredictor, widened, zooms
+from ..engine.zoom import JudgedDecoder, ZoomingPredictor, decode, widened, zooms
 from ..errors import ModelError
 from ..progress import Progress
 from ..prompts import PromptSet, left_out
@@ -188,12 +189,12 @@ class AnnotationSession:
         (one that takes the clicks in when ``refining`` a given mask); decoded again in a
         larger window while that head is cut off by the window's edge."""
         decoder, side = self._decoder(index), 0
+
+        def judge(prediction: Prediction) -> Prediction:
+            return self._judged(index, prediction, prompts, embedding)
+
         while True:
-            if side:
-                prediction = decoder.predict(embedding, prompts, logits, min_side=side)
-            else:
-                prediction = decoder.predict(embedding, prompts, logits)
-            prediction = self._judged(index, prediction, prompts, embedding)
+            prediction = decode(decoder, embedding, prompts, logits, judge, side)
             head = shown_head(prediction, prompts)
             if refining and prompts.clicks:
                 head = honouring_head(prediction, prompts, head)
@@ -223,8 +224,10 @@ class AnnotationSession:
         embedding = embed_slice(self.model, self.source, self.store, index, self.limits)
         start = None if prior is None else PriorMask(np.asarray(prior, bool))
         with self._lock:
-            prediction = self._insisting(index).predict(embedding, prompts, start)
-            return self._judged(index, prediction, prompts, embedding)
+            decoder = JudgedDecoder(self._decoder(index), functools.partial(self._judged, index))
+            if self.insist:
+                decoder = InsistingPredictor(decoder)
+            return decoder.predict(embedding, prompts, start)
 
     def _judged(self, index: tuple[int, ...], prediction: Prediction, prompts: PromptSet,
                 embedding: Embedding) -> Prediction:  # fmt: skip
@@ -256,12 +259,6 @@ class AnnotationSession:
         for zooming in list(self._zooming.values()):
             zooming.predictor = predictor
         self.previous.clear()
-
-    def _insisting(self, index: tuple[int, ...]):
-        """:meth:`_decoder`, asking again when the mask shown leaves clicks out (with
-        :attr:`insist`)."""
-        decoder = self._decoder(index)
-        return InsistingPredictor(decoder) if self.insist else decoder
 
     def _decoder(self, index: tuple[int, ...]) -> Predictor | ZoomingPredictor:
         """What decodes clicks on slice ``index``: a zooming predictor for a slice large

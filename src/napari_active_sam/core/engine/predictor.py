@@ -39,9 +39,14 @@ class PriorMask:
     ----------
     mask : np.ndarray
         Boolean ``(H, W)``, the size of the slice decoded.
+    decoded_in : tuple of int, optional
+        ``(top, left, height, width)`` of the zoom window the mask was decoded in, when it
+        is an answer edited (see :class:`InsistingPredictor`): asked again, it is decoded
+        in that window, as a click refining an answer is.
     """
 
     mask: np.ndarray
+    decoded_in: tuple[int, int, int, int] | None = None
 
     def check_size(self, size: tuple[int, ...]) -> None:
         """Refuse a mask of another size than the slice's ``(H, W)``.
@@ -431,7 +436,8 @@ def insistence(shown: np.ndarray, prompts: PromptSet,
     missed = left_out(shown, prompts)
     if not missed:
         return None
-    return len(missed), PriorMask(edited_at(shown, missed, insist_radius(prediction)))
+    window = (*prediction.origin, *prediction.original_size) if prediction.zoomed else None
+    return len(missed), PriorMask(edited_at(shown, missed, insist_radius(prediction)), window)
 
 
 INSIST_RADIUS = 2.0

@@ -16,33 +16,25 @@ SAM (:func:`~napari_active_sam.core.engine.predictor.shown_head`).
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 
-from ..engine.checkpoints import LoadedModel
-from ..engine.predictor import Prediction, shown_head
+from ..engine.predictor import Prediction, Predictor
 from ..engine.store import Embedding
-from ..engine.zoom import widened
+from ..engine.zoom import JudgedDecoder, ZoomingPredictor
 from ..prompts import PromptSet
 from .estimators import QualityModels, can_judge
 
 __all__ = ["Decoder", "JudgingPredictor", "can_judge"]
 
 
-class Decoder(Protocol):
-    """What decodes prompts: a :class:`~napari_active_sam.core.engine.predictor.Predictor`
-    or a :class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor`."""
-
-    @property
-    def model(self) -> LoadedModel: ...
-
-    def predict(self, embedding: Embedding, prompts: PromptSet, previous=None) -> Prediction: ...
+Decoder = Predictor | ZoomingPredictor
+"""What decodes prompts."""
 
 
-class JudgingPredictor:
+class JudgingPredictor(JudgedDecoder):
     """A decoder whose answers to a lone click come with their multimask heads judged by the
-    quality ensemble, for the episodes of a benchmark on one slice.
+    quality ensemble (a zooming decoder's at the magnification judged best), for the
+    episodes of a benchmark on one slice.
 
     Parameters
     ----------
@@ -54,21 +46,8 @@ class JudgingPredictor:
     """
 
     def __init__(self, decoder: Decoder, models: QualityModels, image: np.ndarray):
-        self.decoder, self.models, self.image = decoder, models, image
+        super().__init__(decoder, self._judge)
+        self.models, self.image = models, image
 
-    @property
-    def model(self) -> LoadedModel:
-        return self.decoder.model
-
-    def predict(self, embedding: Embedding, prompts: PromptSet, previous=None) -> Prediction:
-        """The decoder's answer, judged; decoded again in a larger window while the head
-        now shown is cut off by the window's edge (:func:`~napari_active_sam.core.engine
-        .zoom.widened`), as the annotator does."""
-        prediction = self.models.judge(self.decoder.predict(embedding, prompts, previous),
-                                       prompts, embedding, self.image)  # fmt: skip
-        while side := widened(prediction, shown_head(prediction, prompts)):
-            prediction = self.models.judge(
-                self.decoder.predict(embedding, prompts, previous, min_side=side),
-                prompts, embedding, self.image,
-            )  # fmt: skip
-        return prediction
+    def _judge(self, prediction: Prediction, prompts: PromptSet, embedding: Embedding):
+        return self.models.judge(prediction, prompts, embedding, self.image)
