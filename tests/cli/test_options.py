@@ -128,6 +128,6 @@ def test_zoom_scales_parse_and_refuse_what_is_not_a_scale():
     from napari_active_sam.cli.options import scale_list
 
     assert scale_list("1,2") == (1.0, 2.0) and scale_list("1") == (1.0,)
-    for bad in ("", "0.5,2", "two"):
+    for bad in ("", "0.5,2", "two", "nan", "1,inf"):
         with pytest.raises(argparse.ArgumentTypeError, match="scales|numbers"):
             scale_list(bad)

@@ -98,7 +98,7 @@ def scale_list(text: str) -> tuple[float, ...]:
         scales = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers") from None
-    if not scales or min(scales) < 1:
+    if not scales or not all(math.isfinite(s) and s >= 1 for s in scales):
         raise argparse.ArgumentTypeError(f"give scales of 1 or more, as 1,2 (got {text!r})")
     return scales
 

@@ -270,6 +270,8 @@ def test_a_lone_click_is_decoded_at_each_scale_and_the_answer_rated_best_kept(
     assert unjudged.original_size == best.original_size
     with pytest.raises(ValueError, match="scales"):
         ZoomingPredictor(predictor, large_slice, source.limits(), scales=(0.5, 1.0))
+    with pytest.raises(ValueError, match="scales"):
+        ZoomingPredictor(predictor, large_slice, source.limits(), scales=(1.0, float("nan")))
 
 
 def test_an_answer_edited_at_its_clicks_is_asked_again_in_its_window(demo, large_slice):

@@ -26,6 +26,7 @@ from ..data.datasets import (
 from ..engine.checkpoints import ModelRef, file_sha256
 from ..engine.downloads import is_writable_dir
 from ..engine.preprocess import IntensityWindow
+from ..engine.zoom import SCALES
 from ..enums import Protocol, Strategy, parse_option
 from ..errors import ActiveSamError, ImageError
 from ..progress import Progress
@@ -316,7 +317,8 @@ def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -
         **({"protocol": "3d", "first": config.first, "tolerance": config.tolerance}
            if config.protocol is Protocol.THREE_D else {}),  # fmt: skip
         **({"spacing": list(config.spacing)} if config.spacing else {}),
-        **({"zoom": True} if config.zoom else {}),  # unzoomed runs match those made before
+        **({"zoom": True, "zoom_scales": list(SCALES)} if config.zoom else {}),  # unzoomed
+        # runs match those made before; zoomed ones record how a lone click is decoded
         **({"judge": True} if config.judge else {}),  # as are runs where SAM chose
         **({"insist": True} if config.insist else {}),  # and runs that took clicks as given
         **({"adapter": file_sha256(Path(config.adapter))[:16]} if config.adapter else {}),

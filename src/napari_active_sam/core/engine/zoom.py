@@ -203,7 +203,7 @@ class ZoomingPredictor:
                  scales: tuple[float, ...] | None = None):  # fmt: skip
         if magnify is not None and magnify < 1:
             raise ValueError(f"magnify is at least 1 (the slice's own resolution), got {magnify}")
-        if scales is not None and (not scales or min(scales) < 1):
+        if scales is not None and not (scales and all(np.isfinite(scales)) and min(scales) >= 1):
             raise ValueError(f"scales are at least 1 (the first window's magnification), "
                              f"got {scales}")  # fmt: skip
         self.predictor, self.raw, self.limits = predictor, raw, limits
