@@ -85,8 +85,9 @@ class AnnotationSession:
         resolution (:class:`~napari_active_sam.core.engine.zoom.ZoomingPredictor`); slices
         under 1.5 times the model's input are always decoded whole.
     judge : HeadJudge, optional
-        Chooses the mask shown for a lone click among SAM's three (default: SAM's IoU head
-        chooses).
+        Chooses the mask shown for a lone click among SAM's three (and, zoomed in, the window
+        among those of :data:`~napari_active_sam.core.engine.zoom.SCALES`; default: SAM's IoU
+        head chooses).
     insist : bool
         Ask SAM once more, from the mask edited at the clicks, when the mask shown leaves
         some of them out

@@ -78,7 +78,8 @@ class BenchmarkConfig:
         ``(z, y, x)`` voxel size (mm) the 3D protocol gives a volume whose file states none
         (else 1 per axis); a file's own voxel size is kept.
     judge : bool
-        The quality ensemble picks the mask shown for a lone click among SAM's three, as
+        The quality ensemble picks the mask shown for a lone click among SAM's three (and
+        the zoom window, see :data:`~napari_active_sam.core.engine.zoom.SCALES`), as
         the annotator does (:mod:`~napari_active_sam.core.quality.choice`); else SAM's IoU
         head picks.
     insist : bool
