@@ -150,11 +150,33 @@ def test_propagation_grows_one_3d_object_and_clears_its_prompts(make_napari_view
     assert dice > 0.5
     # The seed's click is done with: only the next object's click is left.
     np.testing.assert_array_equal(widget.viewer.layers[PROMPTS].data, [[9.0, 20.0, 20.0]])
+    # The object's quality check follows the commit; the status keeps what propagation said.
+    qtbot.waitUntil(lambda: "predicted Dice" in widget.status.value, timeout=WAIT)
     assert f"committed object 1 on {len(object_slices)} slices" in widget.status.value
     worst = int(widget.status.value.split("least sure on slice ")[1].split()[0].rstrip(";"))
     assert worst in object_slices  # one summary: where to look first
     output.undo()
     assert not output.data.any()
+
+
+def test_an_object_that_grows_nowhere_says_why_in_the_along_z_panel(make_napari_viewer,
+                                                                    qtbot):  # fmt: skip
+    rng = np.random.default_rng(0)
+    volume = rng.normal(0.2, 0.05, (12, 128, 128)).astype(np.float32)
+    rows, cols = np.mgrid[:128, :128]
+    volume[6][(rows - 64) ** 2 + (cols - 64) ** 2 < 15**2] = 1.0  # a disc on one slice
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, name="disc")
+    widget = ActiveSamWidget(viewer)
+    viewer.dims.current_step = (6, 0, 0)
+    _ready(qtbot, widget)
+    widget.add_click(64.0, 64.0)
+    widget.propagate()
+    qtbot.waitUntil(lambda: viewer.layers[OUTPUT].data.any(), timeout=WAIT)
+    assert np.flatnonzero(viewer.layers[OUTPUT].data.any(axis=(1, 2))).tolist() == [6]
+    summary = widget.along_z.summary.value
+    assert summary.startswith("object 1: no slice was propagated: stopped at slice ")
+    assert "slice 5" in summary and "slice 7" in summary  # why, both ways
 
 
 def _tiny_widget(viewer, checkpoint):

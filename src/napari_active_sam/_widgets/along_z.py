@@ -71,7 +71,8 @@ class AlongZPanel(Container):
         self.least_sure = max(kept, key=lambda z: kept[z].uncertainty) if kept else None
         self.worst_button.enabled = self.least_sure is not None
         if self.least_sure is None:
-            self.summary.value = f"object {event.label}: no slice was propagated"
+            why = f": stopped at {', '.join(event.stops)}" if event.stops else ""
+            self.summary.value = f"object {event.label}: no slice was propagated{why}"
         else:
             worst = kept[self.least_sure]
             self.summary.value = (

@@ -118,6 +118,8 @@ class CommittedObjects:
         self.candidates: tuple[tuple[int, ...], list[Candidate]] | None = None
         self._grown: dict[int, list[Grown]] = {}
         """Each propagated object's commits, oldest first, by label."""
+        self._announced: dict[int, str] = {}
+        """What committing each object said, until its quality check says it again."""
 
     # ---------------------------------------------------------------------------- writing
     def write(self, mask: np.ndarray, index: tuple[int, ...] = (), label: int | None = None,
@@ -145,6 +147,7 @@ class CommittedObjects:
     def announce(self, label: int, message: str) -> None:
         """Tell the docks about committed object ``label``; save if asked to."""
         self._say(message)
+        self._announced[label] = message  # kept in the status its quality check leaves
         self.events.committed(label=label)
         if self.autosave and self.folder is not None:
             self.save()
@@ -390,8 +393,10 @@ class CommittedObjects:
             self._say("no committed object to judge: commit some objects first")
             return
         notes = {item.estimate.note for item in found if item.estimate.note}
+        committed = self._announced.pop(label, None) if label is not None else None
         self._say(
-            f"predicted Dice of {len({i.label for i in found})} object(s) by "
+            (f"{committed}; " if committed else "")
+            + f"predicted Dice of {len({i.label for i in found})} object(s) by "
             f"{found[0].estimate.estimator}" + (f" ({'; '.join(sorted(notes))})" if notes else "")
         )
 
