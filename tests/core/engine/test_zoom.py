@@ -249,7 +249,8 @@ def test_a_lone_click_is_decoded_at_each_scale_and_the_answer_rated_best_kept(
         chosen = zooming.predict(embedding, prompts, judge=preferring(side))
         assert zooming.windows_encoded == 2 and chosen.original_size == (side, side)
         np.testing.assert_allclose(chosen.low_res_logits, alone[side].low_res_logits, atol=1e-5)
-        # The object's next click stays in the window chosen, its logits fed back.
+        # The object's next click refines the answer in the window chosen for the first,
+        # whatever a judge would prefer.
         more = prompts.with_click(Click(224, 204, True))
         again = zooming.predict(embedding, more, chosen.logits[0], judge=preferring(192 - side))
         assert again.origin == chosen.origin and again.original_size == (side, side)
@@ -406,6 +407,11 @@ def test_quality_estimators_ask_sam_in_a_window_on_large_slices(demo, demo_head,
     for estimator in ("iou_head", "posterior"):
         estimate = estimate_quality(estimator, sample, models, np.random.default_rng(0))
         assert 0.0 <= estimate.predicted_dice <= 1.0
+    # A lone click is answered as the annotator answers it: the ensemble picks the mask.
+    clicked = QualitySample(rgb, mask, prompts=one_click(220, 200))
+    prediction, _, head = sam_answer(clicked, models)
+    assert prediction.zoomed and prediction.judged is not None
+    assert head == int(np.argmax(prediction.judged)) + 1
     models.zoom = False
     assert not sam_answer(sample, models)[0].zoomed
 

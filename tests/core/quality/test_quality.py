@@ -397,10 +397,21 @@ def test_evaluation_reports_correlations_selection_and_a_plot(full_models, tmp_p
 def test_estimators_are_judged_on_real_images_too(full_models):
     result, steps = _drain(
         evaluate_estimators(full_models, clicks=1, objects_per_image=1, real="validation",
-                            estimators=["iou_head"])  # fmt: skip
+                            estimators=["iou_head", "ensemble"])  # fmt: skip
     )
     summary = result["summary"]
     kinds = {r["kind"] for r in result["records"]}
     assert summary["kind"] == "real-validation" and len(steps) == summary["images"] >= 5
     assert {"photo-coins", "nuclei-ihc", "mri-epi"} <= kinds
     assert summary["sam_outputs"]["iou_head"]["objects"] >= 20
+    # A lone click is shown the mask the ensemble rates best, as in the annotator.
+    assert summary["lone_click_judged"]
+    judged = [r for r in result["records"] if r["setting"] == "sam_outputs"]
+    disagreed = 0
+    for image in {r["image"] for r in judged}:
+        heads = {r["origin"]: r for r in judged if r["image"] == image}
+        ranked = {h: heads[f"head{h}"]["predicted"] for h in (1, 2, 3)}
+        shown = next(h for h in range(4) if heads[f"head{h}"]["shown"])
+        assert shown == max(ranked, key=lambda h: ranked[h]["ensemble"])
+        disagreed += shown != max(ranked, key=lambda h: ranked[h]["iou_head"])
+    assert disagreed  # the ensemble's pick is not SAM's everywhere

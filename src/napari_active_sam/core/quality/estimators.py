@@ -53,7 +53,7 @@ from ..engine.device import to_device
 from ..engine.embeddings import SliceEncoder
 from ..engine.predictor import Prediction, Predictor, ambiguous, shown_head
 from ..engine.store import Embedding
-from ..engine.zoom import ZoomingPredictor, zooms
+from ..engine.zoom import JudgedDecoder, ZoomingPredictor, zooms
 from ..enums import Estimator, parse_option
 from ..errors import ActiveSamError, ImageError
 from ..metrics import iou
@@ -270,9 +270,10 @@ def sam_answer(sample: QualitySample, models: QualityModels) -> tuple[Prediction
 
     The sample's own prediction when given; else SAM prompted with the sample's prompts, or
     with a box around the mask and a click at its deepest point
-    (:func:`~napari_active_sam.core.sim.clicker.prompts_from_mask`). ``head`` is the
-    sample's head, else the head a user sees for those prompts (the single-mask head for a
-    box).
+    (:func:`~napari_active_sam.core.sim.clicker.prompts_from_mask`), decoded as the annotator
+    decodes them (a lone click's zoom window and mask chosen by :meth:`QualityModels.judge`).
+    ``head`` is the sample's head, else the head a user sees for those prompts (the
+    single-mask head for a box).
     """
     if sample.prediction is not None:
         prompts = sample.prompts or PromptSet()
@@ -285,7 +286,9 @@ def sam_answer(sample: QualitySample, models: QualityModels) -> tuple[Prediction
     decoder = models.predictor
     if models.zoom and zooms(sample.image.shape[:2], models.model.architecture.img_size):
         decoder = ZoomingPredictor(models.predictor, sample.image, (0, 255), cache=1)
-    prediction = decoder.predict(models.embedding_of(sample), prompts)
+    judged = JudgedDecoder(decoder, lambda answer, asked, e: models.judge(answer, asked, e,
+                                                                           sample.image))
+    prediction = judged.predict(models.embedding_of(sample), prompts)
     head = sample.head if sample.head is not None else shown_head(prediction, prompts)
     return prediction, prompts, head
 

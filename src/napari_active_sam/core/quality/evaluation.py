@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..data.scenes import scene_kinds
+from ..engine.predictor import shown_head
 from ..engine.store import Embedding
 from ..engine.zoom import ZoomingPredictor
 from ..enums import Estimator
@@ -17,7 +18,15 @@ from ..metrics import dice
 from ..progress import Progress
 from ..sim.episode import Step, episode, sam_recipe
 from ..sim.sources import encoded_real_images, encoded_scenes
-from .estimators import ESTIMATORS, QualityModels, QualitySample, estimate_quality, parse_estimator
+from .choice import JudgingPredictor
+from .estimators import (
+    ESTIMATORS,
+    QualityModels,
+    QualitySample,
+    can_judge,
+    estimate_quality,
+    parse_estimator,
+)
 from .training import PERTURBATIONS, perturbed_mask
 
 
@@ -58,14 +67,16 @@ def _judge_heads(
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Every head's mask after one step, judged knowing SAM's answer and from the mask
     alone; and the true Dice of the multimask mask each estimator (SAM's IoU head, an
-    oracle) would pick."""
+    oracle) would pick. ``shown`` marks the head a user is shown."""
     prediction, prompts = step.prediction, step.prompts
+    shown = shown_head(prediction, prompts)
     records, truths, predicted = [], [], []
     for head in range(4):
         mask = prediction.mask(head)
         truth = dice(gt, mask)
         own = _judge(QualitySample(rgb, mask, embedding, prompts, prediction, head), models, names)
-        found = {"step": step.iteration, "origin": f"head{head}", "true_dice": truth}
+        found = {"step": step.iteration, "origin": f"head{head}", "true_dice": truth,
+                 "shown": head == shown}  # fmt: skip
         records.append({**found, "setting": "sam_outputs", "predicted": own})
         if mask.any():
             alone = _judge(QualitySample(rgb, mask, embedding), models,
@@ -74,11 +85,23 @@ def _judge_heads(
         truths.append(truth)
         predicted.append(own)
     multimask = range(1, 4)
-    choice = {"sam_iou_head": truths[prediction.best_multimask_head],
+    sams_pick = int(np.argmax(prediction.iou[1:])) + 1  # not the judged pick
+    choice = {"sam_iou_head": truths[sams_pick],
               "oracle": max(truths[h] for h in multimask)}  # fmt: skip
     for e in names:
         choice[e.value] = truths[max(multimask, key=lambda h: predicted[h][e.value])]
     return records, choice
+
+
+def _decoder(models: QualityModels, rgb: np.ndarray) -> JudgingPredictor:
+    """What decodes an episode's prompts on one image, as the annotator does: the mask
+    shown for a lone click chosen by the quality ensemble
+    (:mod:`~napari_active_sam.core.quality.choice`; SAM's IoU head when the models have
+    nothing else), and when ``models`` zoom, decoded in zoom windows, a lone click's chosen
+    the same way and each widened while the mask shown is cut off by it."""
+    if models.zoom:
+        return JudgingPredictor(ZoomingPredictor(models.predictor, rgb, (0, 255)), models, rgb)
+    return JudgingPredictor(models.predictor, models, rgb)
 
 
 def evaluate_estimators(
@@ -130,7 +153,7 @@ def evaluate_estimators(
     names = [e for e in names if ESTIMATORS[e].missing(models) is None]
     if not names:
         raise ActiveSamError("None of the estimators can answer with these models.")
-    model, predictor = models.model, models.predictor
+    model = models.model
     rng = np.random.default_rng(seed)
     if real is not None:
         scenes = list(encoded_real_images(model, real))
@@ -143,7 +166,7 @@ def evaluate_estimators(
         for label, gt in scene.sample_objects(rng, objects_per_image):
             where = {"image": done, "kind": str(scene.kind), "label": label}
             opening, correct = sam_recipe(gt, rng)
-            decoder = ZoomingPredictor(predictor, rgb, (0, 255)) if models.zoom else predictor
+            decoder = _decoder(models, rgb)
             for step in episode(decoder, embedding, opening, correct, clicks):
                 judged, choice = _judge_heads(step, gt, rgb, embedding, models, names)
                 records += [{**where, **record} for record in judged]
@@ -165,6 +188,7 @@ def evaluate_estimators(
         "kind": kind,
         "clicks": clicks,
         "zoom": models.zoom,
+        "lone_click_judged": can_judge(models),
         "estimators": [e.value for e in names],
     }
     for setting in ("sam_outputs", "masks_only"):
