@@ -136,6 +136,20 @@ def test_a_sam2_checkpoint_for_another_size_names_the_size_it_fits(tmp_path):
         load_model("sam2.1_hiera_s", checkpoint=path)
     with pytest.raises(CheckpointError, match="'tiny-sam2' architecture.*It is a sam2.1_hiera_t"):
         load_checkpoint(path, TINY)
+    # Given for a SAM (1) architecture, the file is still recognised as SAM 2's
+    with pytest.raises(CheckpointError, match="'vit_b' architecture.*It is a sam2.1_hiera_t"):
+        load_model("vit_b", checkpoint=path)
+
+
+def test_a_sam_checkpoint_given_for_a_sam2_architecture_names_the_sam_it_fits(tmp_path):
+    from napari_active_sam.core.engine.architectures import ARCHITECTURES
+
+    # Stride-0 tensors: every key and shape of ViT-B in a few kilobytes.
+    shapes = ARCHITECTURES["vit_b"].state_shapes()
+    path = tmp_path / "sam_vit_b.pth"
+    torch.save({k: torch.zeros(1).expand(shape) for k, shape in shapes.items()}, path)
+    with pytest.raises(CheckpointError, match="'sam2.1_hiera_s' architecture.*It is a vit_b"):
+        load_model("sam2.1_hiera_s", checkpoint=path, device="cpu")
 
 
 def test_registered_weights_named_with_another_architecture_are_refused(tmp_path, monkeypatch):

@@ -313,7 +313,7 @@ def _check_fits(
         return
     fits = [
         name
-        for name, other in _comparable(arch).items()
+        for name, other in _comparable(arch, state).items()
         if other != arch and not _differences(state, other.state_shapes())
     ]
     if fits:
@@ -325,7 +325,7 @@ def _check_fits(
         )
     else:
         advice = (
-            f"It fits none of {', '.join(_comparable(arch)) or arch.name}: choose the "
+            f"It fits none of {', '.join(_comparable(arch, state)) or arch.name}: choose the "
             "architecture the checkpoint was trained with."
         )
     raise CheckpointError(
@@ -333,10 +333,23 @@ def _check_fits(
     )
 
 
-def _comparable(arch: AnyArchitecture) -> dict[str, AnyArchitecture]:
+FAMILY_MARKERS = {"memory_attention.": True, "image_encoder.patch_embed.": False}
+"""Starts of keys that tell a state dict's family: SAM 2's memory attention (True), SAM's
+ViT patch embedding (False)."""
+
+
+def _comparable(
+    arch: AnyArchitecture, state: dict[str, torch.Tensor] | None = None
+) -> dict[str, AnyArchitecture]:
     """The named architectures a file that does not fit ``arch`` is compared with: those of
-    its family (SAM 2's only where the sam2 package is installed)."""
+    the family ``state`` shows it belongs to (a SAM 2 file given for a SAM architecture is
+    compared with SAM 2's, and the other way round), else of ``arch``'s; SAM 2's only
+    where the sam2 package is installed."""
     sam2 = isinstance(arch, Sam2Architecture)
+    shown = {family for key in state or () for marker, family in FAMILY_MARKERS.items()
+             if key.startswith(marker)}  # fmt: skip
+    if len(shown) == 1:
+        (sam2,) = shown
     if sam2 and not sam2_installed():
         return {}
     return {
