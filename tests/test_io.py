@@ -55,6 +55,14 @@ def test_a_tiffs_imagej_or_ome_sizes_become_its_spacing_in_mm(tmp_path):
                      metadata={"unit": "pixel"})  # fmt: skip
     image = read_image(tmp_path / "px.tif")  # a unit that is no length: not a size
     assert not image.spacing_known and image.scale == (1.0, 1.0)
+    # A stack with a pixel size but no slice spacing: its voxel size is not known.
+    tifffile.imwrite(tmp_path / "flat.tif", stack, imagej=True, resolution=(1 / 0.8, 1 / 0.7),
+                     metadata={"unit": "mm", "axes": "ZYX"})  # fmt: skip
+    image = read_image(tmp_path / "flat.tif")
+    assert not image.spacing_known and image.scale == pytest.approx((1.0, 0.7, 0.8))
+    tifffile.imwrite(tmp_path / "flat.tif", stack[0], imagej=True, resolution=(1 / 0.8, 1 / 0.7),
+                     metadata={"unit": "mm"})  # fmt: skip
+    assert read_image(tmp_path / "flat.tif").spacing_known  # one slice needs no spacing
 
 
 def test_broken_and_unknown_files_raise_image_error(tmp_path):

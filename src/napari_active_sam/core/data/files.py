@@ -91,8 +91,9 @@ def _read_tiff(path: Path) -> ImageData:
         sizes = tiff_spacing(tiff)
     scale = spatial_scale(sizes, spatial)
     checked = checked_spacing(path, scale, "the pixel size")
-    return ImageData(data=data, scale=checked, rgb=rgb,
-                     spacing_known=sizes is not None and checked == scale)  # fmt: skip
+    # A stack whose file states the pixel size but not the slice spacing is not known in 3D.
+    known = sizes is not None and (spatial < 3 or sizes[0] is not None) and checked == scale
+    return ImageData(data=data, scale=checked, rgb=rgb, spacing_known=known)
 
 
 def _by_axes(path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, bool]:
