@@ -73,13 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--first",
         choices=["box", "click"],
-        default="box",
         help="how the 3D protocol opens (default: a box from the object's extent)",
     )
     parser.add_argument(
         "--nsd-tolerance",
-        type=float,
-        default=2.0,
+        type=options.positive_float,
         help="surface Dice tolerance of the 3D protocol, in mm (default 2)",
     )
     parser.add_argument(
@@ -118,12 +116,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..core.bench.report import write_outputs
     from ..core.bench.runner import BenchmarkConfig, run_benchmark
+    from ..core.bench.volumes import NSD_TOLERANCE_MM
     from ..core.cluster import dask_client
 
     three_d = args.protocol == Protocol.THREE_D
     if args.spacing and not three_d:
         raise ActiveSamError("--spacing is for the 3D protocol's distances: add --protocol 3d, "
                              "or leave --spacing out (the 2D protocol scores in pixels).")
+    if not three_d and (args.first is not None or args.nsd_tolerance is not None):
+        given = "--first" if args.first is not None else "--nsd-tolerance"
+        raise ActiveSamError(f"{given} is for the 3D protocol: add --protocol 3d, or leave "
+                             f"{given} out (the 2D protocol opens every object with a click "
+                             "and scores IoU).")  # fmt: skip
+    args.first = args.first or "box"
+    if args.nsd_tolerance is None:
+        args.nsd_tolerance = NSD_TOLERANCE_MM
     ref = options.model_ref(args)
     clicks = args.clicks or (5 if three_d else 20)
     config = BenchmarkConfig(
@@ -169,8 +176,7 @@ def run(args: argparse.Namespace) -> int:
             f"Nothing was evaluated: no object of {args.data} could be run (see "
             f"{args.out / 'skipped.json'} for why each file was left out)."
         )
-    unit = sorted({r["image"] for r in records
-                   if not r.get("spacing_known", True) and not r.get("spacing_given")})  # fmt: skip
+    unit = summary.get("spacing_unknown", [])  # the 3D protocol's volumes without a voxel size
     if unit:
         print(f"warning: {', '.join(unit)} state{'s' if len(unit) == 1 else ''} no voxel size: "
               f"distances and NSD's tolerance of {args.nsd_tolerance:g} are in voxels; give "

@@ -244,8 +244,9 @@ def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, capsys
         nibabel.save(nifti, data / name / "ct.nii.gz")
     tifffile.imwrite(data / "images" / "a_flat.tif", volume[0])
     tifffile.imwrite(data / "masks" / "a_flat.tif", labels[0])
-    tifffile.imwrite(data / "images" / "b_plain.tif", volume[:4])
-    tifffile.imwrite(data / "masks" / "b_plain.tif", np.where(labels[:4] == 7, 7, 0))
+    tifffile.imwrite(data / "images" / "b_plain.tif", volume[:4], photometric="minisblack")
+    tifffile.imwrite(data / "masks" / "b_plain.tif", np.where(labels[:4] == 7, 7, 0),
+                     photometric="minisblack")
     out = tmp_path / "out"
     code = main(["benchmark", "--data", str(data), "--model", "demo", "--protocol", "3d",
                  "--strategies", "ritm", "--clicks", "1", "--limit", "2", "--window",
@@ -261,12 +262,20 @@ def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, capsys
         "ct": pytest.approx([5.0, 0.7, 0.7]), "b_plain": [1.0, 1.0, 1.0]}  # fmt: skip
     assert {r["image"]: r["spacing_known"] for r in records} == {"ct": True, "b_plain": False}
     assert "b_plain states no voxel size" in capsys.readouterr().err
+    assert summary["spacing_unknown"] == ["b_plain"]
+    # Encoding is timed once per volume, apart from the interactions.
+    assert set(summary["encode_seconds"]) == {"ct", "b_plain"}
+    assert all(v > 0 for v in summary["encode_seconds"].values())
     with open(out / "interactions.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert rows[0]["kind"] == "box" and {r["interaction"] for r in rows} == {"1", "2"}
+    timed = {(f"{r['image']}:{r['label']}", str(n)): str(seconds)
+             for r in records for n, seconds in enumerate(r["seconds"], start=1)}  # fmt: skip
+    assert {(row["object"], row["interaction"]): row["seconds"] for row in rows} == timed
     skipped = json.loads((out / "skipped.json").read_text())
     assert any("a_flat" in s["file"] and "needs a volume" in s["reason"] for s in skipped)
-    assert "3D benchmark" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "3D benchmark" in report and "2 voxels in `b_plain`" in report
 
     # --spacing gives the plain TIFF its voxel size; the NIfTI keeps its own.
     given = tmp_path / "given"
@@ -280,6 +289,8 @@ def test_benchmark_protocol_3d_on_the_command_line(tmp_path, monkeypatch, capsys
         "ct": pytest.approx([5.0, 0.7, 0.7]), "b_plain": [3.0, 0.5, 0.5]}  # fmt: skip
     assert {r["image"]: r["spacing_given"] for r in records} == {"ct": False, "b_plain": True}
     assert "no voxel size" not in capsys.readouterr().err
+    assert json.loads((given / "summary.json").read_text())["spacing_unknown"] == []
+    assert "voxels" not in (given / "report.md").read_text()
 
 
 def test_a_voxel_size_given_is_checked(tmp_path, capsys):
@@ -296,6 +307,12 @@ def test_a_voxel_size_given_is_checked(tmp_path, capsys):
                  "1", "1", "--out", str(out), "--workers", "1"])  # fmt: skip
     assert code != 0 and "add --protocol 3d" in capsys.readouterr().err
     assert not out.exists()
+    for given in (["--first", "click"], ["--nsd-tolerance", "3"]):  # 3D options, 2D run
+        code = main(["benchmark", "--data", str(tmp_path), "--model", "demo", *given,
+                     "--out", str(out), "--workers", "1"])  # fmt: skip
+        said = capsys.readouterr().err
+        assert code != 0 and f"{given[0]} is for the 3D protocol" in said
+        assert not out.exists()
     with pytest.raises(SystemExit):
         main(["benchmark", "--data", str(tmp_path), "--model", "demo", "--protocol", "3d",
               "--spacing", "5", "-1", "1", "--out", str(out)])  # fmt: skip

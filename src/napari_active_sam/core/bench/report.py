@@ -196,8 +196,18 @@ VOLUME_FIGURES = ("dsc_auc", "nsd_auc", "final_dsc", "final_nsd", "seconds_per_i
 def summarise_volumes(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     """Per-strategy figures of the 3D protocol: mean 3D Dice and surface Dice after each
     interaction (``dsc``, ``nsd``), their areas under the curve, the final values and the
-    seconds per interaction, averaged over objects."""
+    seconds per interaction, averaged over objects. ``spacing_unknown`` lists the volumes
+    whose file records no voxel size and that were given none: their surface Dice
+    tolerance is in voxels, not millimetres. ``encode_seconds`` is the time taken to
+    encode each volume's slices before its episodes (charged to no interaction)."""
     summary: dict[str, Any] = dict(meta)
+    volumes = {r["image"]: r for r in records}
+    summary["spacing_unknown"] = sorted(
+        name for name, r in volumes.items() if not (r["spacing_known"] or r["spacing_given"])
+    )
+    summary["encode_seconds"] = {
+        name: r["encode_seconds"] for name, r in sorted(volumes.items()) if "encode_seconds" in r
+    }
     summary["strategies"] = {}
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
@@ -225,11 +235,28 @@ def write_interactions_csv(records: list[dict[str, Any]], path: Path) -> None:
         for record in records:
             name = f"{record['image']}:{record['label']}"
             for number, step in enumerate(record["interactions"], start=1):
-                scores = [record["dsc"][number - 1], record["nsd"][number - 1]]
+                scores = [record["dsc"][number - 1], record["nsd"][number - 1],
+                          record["seconds"][number - 1]]  # fmt: skip
                 for row, col, positive in step["clicks"] or [("", "", "")]:
                     writer.writerow([name, record["strategy"], number, step["kind"],
-                                     step["slice"], row, col, positive, *scores,
-                                     record["seconds_per_interaction"]])  # fmt: skip
+                                     step["slice"], row, col, positive, *scores])  # fmt: skip
+
+
+def _tolerance(summary: dict[str, Any], tolerance: float) -> str:
+    """The surface Dice tolerance with its unit, which is voxels where the spacing is
+    unknown."""
+    unknown = summary["spacing_unknown"]
+    if not unknown:
+        return f"{tolerance:g} mm"
+    names = ", ".join(f"`{name}`" for name in unknown)
+    return (f"{tolerance:g} mm; {tolerance:g} voxels in {names}, whose file records no voxel "
+            "size: give it with `--spacing Z Y X`")  # fmt: skip
+
+
+def _encoding(seconds: dict[str, float]) -> str:
+    if not seconds:
+        return "time not recorded"
+    return ", ".join(f"{name} in {value:.1f} s" for name, value in seconds.items())
 
 
 def write_volume_outputs(
@@ -245,8 +272,10 @@ def write_volume_outputs(
         f"Per object: a {meta.get('first', 'box')} on its largest slice, propagation, then "
         f"{summary['clicks']} corrections, each on the slice of the largest 3D error's centre "
         "and followed by propagation from every corrected slice. Dice and normalised "
-        f"surface Dice (tolerance {meta.get('tolerance', 2.0):g} mm) of the whole object "
-        "after each interaction; AUC by the trapezoid rule over interactions.",
+        f"surface Dice (tolerance {_tolerance(summary, meta.get('tolerance', 2.0))}) of the "
+        "whole object after each interaction; AUC by the trapezoid rule over interactions. "
+        "Seconds per interaction are those of prompting, decoding and propagation; the "
+        "slices were encoded before (" + _encoding(summary["encode_seconds"]) + ").",
         "",
         "| strategy | objects | DSC first | DSC final | NSD final | DSC_AUC | NSD_AUC "
         "| s / interaction |",

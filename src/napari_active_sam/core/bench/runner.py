@@ -315,7 +315,9 @@ def _check_same_run(config: BenchmarkConfig, out: Path, head_file: str | None) -
         "seed": config.seed,
         "window": config.window,
         "volume": config.volume,
-        **({"protocol": "3d", "first": config.first, "tolerance": config.tolerance}
+        # 3D runs time each interaction with the volume encoded before the episodes
+        **({"protocol": "3d", "first": config.first, "tolerance": config.tolerance,
+            "timing": "encoded before"}
            if config.protocol is Protocol.THREE_D else {}),  # fmt: skip
         **({"spacing": list(config.spacing)} if config.spacing else {}),
         **({"zoom": True, "zoom_scales": list(SCALES)} if config.zoom else {}),  # unzoomed
