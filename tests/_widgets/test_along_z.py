@@ -45,6 +45,31 @@ def test_the_plot_shows_each_slice_and_takes_the_user_there(spine_clicked, qtbot
     assert viewer.dims.current_step[0] == other
 
 
+def test_a_disagreement_bound_typed_in_the_panel_stops_propagation_and_is_drawn(
+    spine_clicked, qtbot
+):
+    viewer, widget, _ = spine_clicked
+    panel, controller = widget.along_z, widget.controller
+    spin = panel.stop_above.native
+    spin.setFocus()
+    QTest.keyClick(spin, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    QTest.keyClicks(spin, "0.01")
+    QTest.keyClick(spin, Qt.Key.Key_Return)
+    assert controller.max_uncertainty == 0.01
+    stops = []
+    controller.events.propagated.connect(lambda event: stops.extend(event.stops))
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(stops), timeout=WAIT)
+    assert any("heads disagree" in stop and "> 0.01" in stop for stop in stops)
+    qtbot.waitUntil(panel.canvas.isVisible, timeout=5_000)
+    assert [line.get_ydata()[0] for line in panel.axes.get_lines()] == [0.01]  # the bound
+    # 0 turns the bound off again
+    QTest.keyClick(spin, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    QTest.keyClicks(spin, "0")
+    QTest.keyClick(spin, Qt.Key.Key_Return)
+    assert controller.max_uncertainty is None and not panel.axes.get_lines()
+
+
 def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
     spine_clicked, qtbot
 ):
@@ -454,6 +479,15 @@ def _propagated(viewer, widget, qtbot):
                     and not len(viewer.layers[PROMPTS].data), timeout=WAIT)  # fmt: skip
 
 
+def _propagating(widget):
+    """Propagate pressed, the status lines said from then on recorded: ``(heard, the
+    propagation's worker)``."""
+    heard = []
+    widget.controller.events.status.connect(lambda event: heard.append(event.message))
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    return heard, widget.controller.encoder
+
+
 def test_removing_the_labels_layer_while_the_object_grows_writes_nothing_and_keeps_clicks(
     spine_clicked, qtbot
 ):
@@ -463,11 +497,7 @@ def test_removing_the_labels_layer_while_the_object_grows_writes_nothing_and_kee
     from napari_active_sam._widgets.layers import PROMPTS
 
     viewer, widget, spine = spine_clicked
-    controller = widget.controller
-    heard = []
-    controller.events.status.connect(lambda event: heard.append(event.message))
-    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
-    worker = controller.encoder
+    heard, worker = _propagating(widget)
     viewer.layers.remove(OUTPUT)  # before the worker's result reaches the GUI thread
     qtbot.waitUntil(lambda: any("nothing was written" in m for m in heard), timeout=WAIT)
     assert not worker.is_running and OUTPUT not in viewer.layers
@@ -476,6 +506,21 @@ def test_removing_the_labels_layer_while_the_object_grows_writes_nothing_and_kee
     _propagated(viewer, widget, qtbot)
     grown = viewer.layers[OUTPUT].data == 1
     assert grown[0].any() and (grown & spine).sum() / (grown | spine).sum() > 0.5
+
+
+def test_cancelling_propagation_says_so_writes_nothing_and_keeps_the_clicks(
+    spine_clicked, qtbot
+):
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, _ = spine_clicked
+    heard, worker = _propagating(widget)
+    assert widget.cancel.enabled
+    QTest.mouseClick(widget.cancel.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: any("propagation was cancelled" in m for m in heard), timeout=WAIT)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=WAIT)
+    assert not viewer.layers[OUTPUT].data.any() and not widget.cancel.enabled
+    assert len(viewer.layers[PROMPTS].data) == 1
 
 
 def test_propagate_after_the_labels_layer_was_removed_seeds_with_the_mask_shown(

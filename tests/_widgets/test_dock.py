@@ -179,6 +179,26 @@ def test_an_object_that_grows_nowhere_says_why_in_the_along_z_panel(make_napari_
     assert "slice 5" in summary and "slice 7" in summary  # why, both ways
 
 
+def test_propagate_on_a_volume_of_one_slice_says_there_is_nothing_to_propagate_to(
+    make_napari_viewer, qtbot, tiny_checkpoint
+):
+    from napari.utils.notifications import notification_manager
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.random.default_rng(0).random((1, 96, 96)).astype(np.float32))
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    viewer.window.add_dock_widget(widget)
+    _ready(qtbot, widget)
+    widget.add_click(48.0, 48.0)
+    before = len(notification_manager.records)
+    QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
+    said = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("one slice: there is nothing to propagate to" in m for m in said)
+    assert len(viewer.layers[PROMPTS].data) == 1  # the clicks stay, to commit
+
+
 def _tiny_widget(viewer, checkpoint):
     widget = ActiveSamWidget(viewer)
     widget.model_name.value = LOCAL_FILE

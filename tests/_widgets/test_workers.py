@@ -64,16 +64,18 @@ def test_progress_and_result_reach_their_callbacks(qtbot):
 
 def test_cancel_stops_a_generator_between_steps(qtbot, gate, waiting):
     host = WorkerHost()
-    reached, steps, results = [], [], []
+    reached, steps, results, aborted = [], [], [], []
     worker = host.start(gated_job, gate, waiting, reached, progress=steps.append,
-                        returned=results.append)  # fmt: skip
+                        returned=results.append, aborted=lambda: aborted.append(True))  # fmt: skip
     qtbot.waitUntil(waiting.is_set, timeout=WAIT)
     host.cancel(worker)
     gate.set()
     qtbot.waitUntil(lambda: not host.running, timeout=WAIT)
     # The step under way when cancel came runs to its yield; no later step starts.
     assert reached == [0, 1]
-    assert results == []  # a cancelled job returns nothing
+    assert results == [] and aborted == [True]  # a cancelled job returns nothing, says so
+    with pytest.raises(TypeError, match="cannot be cancelled"):
+        host.start(failing_job, ImageError("x"), aborted=lambda: None)  # not a generator
 
 
 def test_cancellable_jobs_make_the_host_busy_until_cancelled(qtbot, gate, waiting):

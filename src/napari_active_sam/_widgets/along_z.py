@@ -6,13 +6,15 @@ the plot goes to that slice; the button goes to the slice the model was least su
 place to check and correct first, and starts the correction there: a click at the object's
 deepest point brings its mask, uncertainty map and suggested clicks; once answered,
 *Propagate* grows the object again from its seeds and that slice, under the same label.
+Growth can also be told to stop where the heads disagree more than a bound (drawn on the
+plot as a line); 0 never stops for it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import Container, Label, PushButton
+from magicgui.widgets import Container, FloatSpinBox, Label, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 
@@ -39,7 +41,13 @@ class AlongZPanel(Container):
         self.summary = Label(value=IDLE)
         self.summary.native.setWordWrap(True)  # a long line wraps inside the dock
         self.worst_button = PushButton(text="Correct the least sure slice", enabled=False)
-        self.extend([self.summary, self.worst_button])
+        self.stop_above = FloatSpinBox(
+            label="stop above (nats)", value=controller.max_uncertainty or 0.0, min=0.0,
+            max=5.0, step=0.01,
+            tooltip="Propagation stops at a slice where SAM's heads disagree more than this "
+            "(the bars of the plot); 0: never stops for it",
+        )  # fmt: skip
+        self.extend([self.summary, self.worst_button, self.stop_above])
         self.figure = Figure(figsize=(4, 1.8), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setVisible(False)
@@ -48,10 +56,16 @@ class AlongZPanel(Container):
         self.least_sure: int | None = None
         self.object_label: int | None = None  # the object last propagated
         self.worst_button.changed.connect(self.go_to_least_sure)
+        self.stop_above.changed.connect(self._bound_changed)
         self.canvas.mpl_connect("button_press_event", self._clicked)
         controller.events.propagated.connect(self._propagated)
         controller.events.objects_removed.connect(self.reset)
         controller.events.session_ready.connect(self._session_ready)
+
+    def _bound_changed(self, value: float) -> None:
+        """The disagreement above which the next propagation stops (0: none)."""
+        self.controller.max_uncertainty = float(value) if value > 0 else None
+        self._plot()
 
     def reset(self, event=None) -> None:
         """Forget the last propagation's report (its object is gone)."""
@@ -90,6 +104,9 @@ class AlongZPanel(Container):
         zs = sorted(self.slices)
         colours = ["tab:blue" if self.slices[z].kept else "tab:red" for z in zs]
         ax.bar(zs, [self.slices[z].uncertainty for z in zs], color=colours, width=0.8)
+        bound = self.controller.max_uncertainty
+        if bound is not None:
+            ax.axhline(bound, color="tab:red", ls="--", lw=1)
         ax.set(xlabel="slice", ylabel="disagreement (nats)")
         ax.set_xlim(min(zs) - 1, max(zs) + 1)
         quality = ax.twinx()

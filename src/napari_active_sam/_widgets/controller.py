@@ -76,6 +76,8 @@ class AnnotationController:
         self._session_image: napari.layers.Image | None = None  # that the session reads
         self.acquisition: str | None = Acquisition.BALD.value
         self.samples = DEFAULT_SAMPLES
+        # propagation stops where SAM's heads disagree more (nats; None: never)
+        self.max_uncertainty: float | None = None
         self.offer: Offer | None = None
         self.encoder = None
         self._decodes = LatestRequest(self._decode)
@@ -232,6 +234,10 @@ class AnnotationController:
         if self.session is None or len(self.session.source.leading_shape) != 1:
             show_info("Propagation needs a volume (z, y, x).")
             return
+        if self.session.source.leading_shape[0] < 2:
+            show_info("This volume has one slice: there is nothing to propagate to. Commit "
+                      "the object with C instead.")  # fmt: skip
+            return
         if layers.OUTPUT not in self.viewer.layers:  # the user removed it: a new one
             self._ensure_layers(self.image)
         prompted = layers.prompted_slices(self._points)
@@ -256,7 +262,8 @@ class AnnotationController:
         # The correction lasts until the regrown object is committed: pressed again (or
         # cancelled) before then, Propagate still regrows that object.
         self.encoder = self.objects.propagate(self.session, asked, shown, self.correcting,
-                                              priors, done=self._regrown)  # fmt: skip
+                                              priors, done=self._regrown,
+                                              max_uncertainty=self.max_uncertainty)  # fmt: skip
 
     def _regrown(self, label: int) -> None:
         """Object ``label`` was committed by propagation: a correction of it is over."""

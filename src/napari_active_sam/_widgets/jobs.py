@@ -28,7 +28,7 @@ from ..core.adapt.objects import (
 )
 from ..core.adapt.pipeline import AdaptPlan, adapt, head_for
 from ..core.annotate.session import AnnotationSession
-from ..core.annotate.volume import propagate
+from ..core.annotate.volume import PropagationSettings, propagate
 from ..core.bench.episodes import evaluate_image
 from ..core.bench.report import summarise
 from ..core.bench.strategies import reads_head
@@ -243,20 +243,23 @@ def propagation_job(
     shown: dict[int, np.ndarray],
     kept: dict[int, np.ndarray] | None = None,
     priors: dict[int, np.ndarray] | None = None,
+    max_uncertainty: float | None = None,
 ):
     """Seed masks from the prompted slices (the previewed ``(H, W)`` mask where the user
     saw one, else the answer to their prompts, starting from the mask they correct where
     ``priors`` gives one) and the ``kept`` seeds of an object being corrected (those
-    slices not prompted again), then grow through the volume; returns the grown object
-    and where it stopped (:class:`~napari_active_sam.core.annotate.volume.Propagated`), and
-    its seeds."""
+    slices not prompted again), then grow through the volume (stopping also where SAM's
+    heads disagree more than ``max_uncertainty``, in nats, when given); returns the grown
+    object and where it stopped
+    (:class:`~napari_active_sam.core.annotate.volume.Propagated`), and its seeds."""
     seeds = {z: mask for z, mask in (kept or {}).items() if z not in prompted}
     seeds.update(shown)
     priors = priors or {}
     for z, prompts in prompted.items():
         if z not in seeds:
             seeds[z] = session.answer((z,), prompts, prior=priors.get(z)).mask
-    return (yield from propagate(session, seeds)), seeds
+    settings = PropagationSettings(max_uncertainty=max_uncertainty)
+    return (yield from propagate(session, seeds, settings)), seeds
 
 
 def assess_job(estimator, source, labels: np.ndarray, label: int | None, models, store):

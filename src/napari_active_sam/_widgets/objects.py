@@ -155,13 +155,15 @@ class CommittedObjects:
     def propagate(self, session: AnnotationSession, prompted: dict[int, PromptSet],
                   shown: dict[int, np.ndarray], correcting: int | None = None,
                   priors: dict[int, np.ndarray] | None = None,
-                  done: Callable[[int], None] | None = None):  # fmt: skip
+                  done: Callable[[int], None] | None = None,
+                  max_uncertainty: float | None = None):  # fmt: skip
         """Grow one object through the volume from the ``prompted`` slices (seeded with the
         ``shown`` masks where given, else with the answer to their prompts, starting from
-        ``priors`` where given) on a worker, and commit it, then call ``done`` with its
-        label; return the worker. When ``correcting`` names a propagated object, it grows
-        again from its own seeds plus the prompted slices and replaces that object under the
-        same label."""
+        ``priors`` where given) on a worker, also stopping where SAM's heads disagree more
+        than ``max_uncertainty`` when given, and commit it, then call ``done`` with its
+        label; return the worker. When ``correcting`` names a propagated object, it grows again
+        from its own seeds plus the prompted slices and replaces that object under the same
+        label."""
 
         clicks = np.asarray(self.viewer.layers[PROMPTS].data)
         seeds = clicks[np.isin(np.round(clicks[:, 0]), list(prompted))]
@@ -195,9 +197,14 @@ class CommittedObjects:
             if done is not None:
                 done(label)
 
+        def cancelled() -> None:
+            self._say("propagation was cancelled: nothing was written; the clicks are kept, "
+                      "Propagate grows the object again")  # fmt: skip
+
         return self.workers.start(
-            propagation_job, session, prompted, shown, kept, priors, progress=self._progress,
-            returned=commit, errored=self._report, cancellable=True,
+            propagation_job, session, prompted, shown, kept, priors, max_uncertainty,
+            progress=self._progress,
+            returned=commit, errored=self._report, cancellable=True, aborted=cancelled,
         )  # fmt: skip
 
     def seeds(self, label: int) -> dict[int, np.ndarray]:

@@ -14,6 +14,7 @@ the GUI thread, as the bug it is.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -81,6 +82,7 @@ class WorkerHost:
         errored: Callable[[Exception], None] | None = None,
         finished: Callable[[], None] | None = None,
         cancellable: bool = False,
+        aborted: Callable[[], None] | None = None,
     ) -> WorkerBase | None:
         """Run ``job(*args)`` on a worker thread.
 
@@ -102,12 +104,18 @@ class WorkerHost:
         cancellable : bool
             Whether :meth:`cancel_all` (a Cancel button) stops it; such jobs make the
             host busy while they run.
+        aborted : callable, optional
+            Called when a generator job stops because it was cancelled (instead of
+            ``returned``).
 
         Returns
         -------
         WorkerBase or None
             The started worker; None once the host is closed (nothing is started then).
         """
+        if aborted is not None and not inspect.isgeneratorfunction(job):
+            raise TypeError(f"{job.__name__} is no generator: it cannot be cancelled, so "
+                            "nothing would call `aborted`.")  # fmt: skip
         if self.closed:
             return None
         worker = create_worker(job, *args, _ignore_errors=True)
@@ -115,7 +123,7 @@ class WorkerHost:
         # Set in the worker's own thread as its run ends, so close() can wait on it.
         worker.finished.connect(ended.set, Qt.ConnectionType.DirectConnection)
         self._ends[worker] = ended
-        slots = {"yielded": progress, "returned": returned,
+        slots = {"yielded": progress, "returned": returned, "aborted": aborted,
                  "errored": errored or self.report, "finished": finished}  # fmt: skip
         for signal, callback in slots.items():
             if callback is not None:
