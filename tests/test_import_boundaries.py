@@ -22,6 +22,22 @@ def test_core_modules_import_no_gui_package():
     assert result.stdout.strip() == "", f"core imported GUI packages: {result.stdout}"
 
 
+def test_importing_the_package_warns_nothing():
+    """Importing every module of core/, the command line and the reader, with every warning
+    an error: a user's console starts clean (laplace-torch's dependencies warn at import
+    under newer torch unless told not to)."""
+    code = (
+        "import pkgutil, importlib\n"
+        "import napari_active_sam.core as core\n"
+        "for info in pkgutil.walk_packages(core.__path__, 'napari_active_sam.core.'):\n"
+        "    importlib.import_module(info.name)\n"
+        "import napari_active_sam.cli, napari_active_sam.io\n"
+    )
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_the_check_itself_detects_a_gui_import():
     code = f"import qtpy; import sys; print([m for m in {GUI_MODULES!r} if m in sys.modules])"
     result = subprocess.run(

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from laplace import Laplace
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -26,6 +25,13 @@ from ..progress import Progress
 from ..sim.episode import episode, sam_recipe
 from ..sim.sources import on_generated_scenes
 from .bayes_head import HIDDEN, BayesHead, BayesHeadNet, head_inputs
+
+with warnings.catch_warnings():
+    # laplace-torch imports asdl, which scripts functions with torch.jit at import; newer
+    # torch warns on every such call, on every start of the plugin.
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
+                            category=FutureWarning)  # fmt: skip
+    from laplace import Laplace
 
 
 class _PixelModel(nn.Module):
