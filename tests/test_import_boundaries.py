@@ -23,15 +23,19 @@ def test_core_modules_import_no_gui_package():
 
 
 def test_importing_the_package_warns_nothing():
-    """Importing every module of core/, the command line and the reader, with every warning
-    an error: a user's console starts clean (laplace-torch's dependencies warn at import
-    under newer torch unless told not to)."""
+    """Importing every module of core/, the command line and the reader, and laplace-torch
+    as a head is fitted, with every warning an error: a user's console stays clean
+    (laplace-torch's dependencies warn at import under newer torch unless told not to)."""
     code = (
         "import pkgutil, importlib\n"
         "import napari_active_sam.core as core\n"
         "for info in pkgutil.walk_packages(core.__path__, 'napari_active_sam.core.'):\n"
         "    importlib.import_module(info.name)\n"
         "import napari_active_sam.cli, napari_active_sam.io\n"
+        "import sys\n"
+        "assert 'laplace' not in sys.modules  # imported when a head is fitted, not before\n"
+        "from napari_active_sam.core.active.head_training import laplace_class\n"
+        "laplace_class()\n"
     )
     result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
                             text=True)  # fmt: skip

@@ -26,13 +26,6 @@ from ..sim.episode import episode, sam_recipe
 from ..sim.sources import on_generated_scenes
 from .bayes_head import HIDDEN, BayesHead, BayesHeadNet, head_inputs
 
-with warnings.catch_warnings():
-    # laplace-torch imports asdl, which scripts functions with torch.jit at import; newer
-    # torch warns on every such call, on every start of the plugin.
-    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
-                            category=FutureWarning)  # fmt: skip
-    from laplace import Laplace
-
 
 class _PixelModel(nn.Module):
     """The final 1×1 convolution seen as a per-pixel binary classifier for laplace-torch.
@@ -149,6 +142,18 @@ def _losses(net: BayesHeadNet, inputs: torch.Tensor, targets: torch.Tensor) -> t
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
+def laplace_class():
+    """laplace-torch's ``Laplace``, imported when a head is fitted (it takes seconds, which
+    opening the dock or starting a command should not), with the warning its dependency
+    asdl raises under newer torch (it scripts functions with torch.jit at import)
+    silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
+                                category=FutureWarning)  # fmt: skip
+        from laplace import Laplace
+    return Laplace
+
+
 def fit_head(
     examples: Sequence[HeadExample],
     model: LoadedModel,
@@ -242,7 +247,7 @@ def _laplace(
     features, labels = features[order], labels[order]
     held_out = max(1, len(labels) // 5) if config.prior == PriorMethod.GRIDSEARCH else 0
     fit_set = TensorDataset(features[held_out:], labels[held_out:])
-    laplace = Laplace(
+    laplace = laplace_class()(
         pixel_model,
         "classification",
         subset_of_weights="all",
