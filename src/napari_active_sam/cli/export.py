@@ -19,6 +19,8 @@ DESCRIPTION = (
     "OME-Zarr image's labels/ group, named after --out."
 )
 FORMATS = ("dicom-seg", "ome-zarr", "nifti")
+SUFFIXES = {"dicom-seg": (".dcm",), "nifti": (".nii", ".nii.gz")}
+"""What a file of each format is named."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=options.existing_file, required=True,
                         help="labels on the image's grid (NIfTI, TIFF)")  # fmt: skip
     parser.add_argument("--format", choices=FORMATS, default="dicom-seg")
-    parser.add_argument("--out", type=Path, required=True, help="file to write")
+    options.output_options(parser, "file (.dcm, .nii or .nii.gz; for ome-zarr the labels' "
+                           "name)")  # fmt: skip
     parser.add_argument("--no-measure", dest="measure", action="store_false",
                         help="leave volumes and predicted Dice out of the segment descriptions")
     options.model_options(parser)
@@ -72,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     image_path = Path(args.image)
     if not image_path.exists():
         raise ActiveSamError(f"{image_path} does not exist: give the image the labels are on.")
+    if args.format != "ome-zarr":  # ome-zarr's --out names labels inside the image
+        options.check_output(args, SUFFIXES[args.format], (image_path, args.labels))
     image = read_image(image_path)
     labels = check_labels(read_image(args.labels).data, image.spatial_shape,
                           Path(args.labels).name, f"the image {image_path.name}")  # fmt: skip
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{image_path.name} is not an OME-Zarr image: OME-Zarr labels go next to one; "
                 "export with --format nifti instead."
             )
-        written = write_ome_zarr_labels(image_path, labels, name=stem(Path(args.out).name))
+        written = write_ome_zarr_labels(image_path, labels, name=stem(Path(args.out).name),
+                                        overwrite=args.overwrite)  # fmt: skip
         print(f"labels in {written}", file=sys.stderr)
     else:
         save_or_keep(lambda path: write_labels(path, labels, image.metadata, image.scale),

@@ -170,8 +170,19 @@ def test_export_on_the_command_line(tmp_path, ct_series, monkeypatch, capsys):
     assert str(kept) in capsys.readouterr().err
     assert pydicom.dcmread(kept).ReferencedSeriesSequence[0].SeriesInstanceUID == series
     assert main(["export", "--image", str(tmp_path / "labels.tif"), "--labels",
-                 str(tmp_path / "labels.tif"), "--out", str(seg_path)]) == 2  # fmt: skip
+                 str(tmp_path / "labels.tif"), "--out",
+                 str(tmp_path / "new.dcm")]) == 2  # fmt: skip
     assert "not DICOM" in capsys.readouterr().err
+
+    # Nothing the user has is written over: an existing file, an input, a wrong name.
+    before = seg_path.read_bytes()
+    for out, said in ((seg_path, "exists: choose a new file"),
+                      (tmp_path / "labels.tif", "is one of this command's inputs"),
+                      (tmp_path / "objects.nii.gz", "should end in .dcm")):  # fmt: skip
+        assert main([*base, "--out", str(out), "--no-measure"]) == 2
+        assert said in capsys.readouterr().err
+    assert seg_path.read_bytes() == before
+    assert main([*base, "--out", str(seg_path), "--no-measure", "--overwrite"]) == 0
 
 
 def test_seg_on_a_scanners_own_mr_series(tmp_path):

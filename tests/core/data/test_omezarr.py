@@ -103,14 +103,25 @@ def test_precompute_encodes_an_ome_zarr_image(ome_ct, tmp_path, tiny_checkpoint)
     assert sorted(zarr.open_group(str(out)).array_keys()) == [f"{z:04d}" for z in range(8)]
 
 
-def test_export_writes_ome_zarr_labels_from_the_command_line(ome_ct, tmp_path):
+def test_export_writes_ome_zarr_labels_from_the_command_line(ome_ct, tmp_path, capsys):
     path, _, organs = ome_ct
     tifffile.imwrite(tmp_path / "organs.tif", organs, photometric="minisblack")
-    assert main(["export", "--image", str(path), "--labels", str(tmp_path / "organs.tif"),
-                 "--format", "ome-zarr", "--out", "organs"]) == 0  # fmt: skip
+    command = ["export", "--image", str(path), "--labels", str(tmp_path / "organs.tif"),
+               "--format", "ome-zarr", "--out"]  # fmt: skip
+    assert main([*command, "organs"]) == 0
     nodes = list(Reader(parse_url(str(path)))())
     [labels] = [n for n in nodes if any(isinstance(s, Label) for s in n.specs)]
     np.testing.assert_array_equal(np.asarray(labels.data[0]), organs)
+    # Labels of that name are kept unless replaced on purpose; a name must be plain.
+    assert main([*command, "organs"]) == 2
+    assert "already holds labels named 'organs'" in capsys.readouterr().err
+    assert main([*command, ".."]) == 2
+    assert "cannot name labels" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "organs.tif", organs * 0, photometric="minisblack")
+    assert main([*command, "organs", "--overwrite"]) == 0
+    [labels] = [n for n in Reader(parse_url(str(path)))() if any(isinstance(s, Label)
+                                                                for s in n.specs)]  # fmt: skip
+    assert not np.asarray(labels.data[0]).any()
 
 
 def test_the_benchmark_pairs_an_ome_zarr_image_with_its_mask(ome_ct, tmp_path):

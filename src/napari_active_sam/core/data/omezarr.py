@@ -9,11 +9,12 @@ napari-ome-zarr and other viewers find them.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ActiveSamError, ImageError
 from ..keeping import check_new_folder
 from .image import ImageData, checked_spacing
 
@@ -108,19 +109,35 @@ def read_ome_zarr(path: Path) -> ImageData:
     )
 
 
-def write_ome_zarr_labels(image: Path, labels: np.ndarray, name: str = "napari-active-sam") -> Path:
+def write_ome_zarr_labels(image: Path, labels: np.ndarray, name: str = "napari-active-sam",
+                          overwrite: bool = False) -> Path:  # fmt: skip
     """Write ``labels`` (the image's full-resolution grid) as OME-Zarr labels ``name`` in
-    the image's ``labels/`` group, with the image's scale; returns their folder.
+    the image's ``labels/`` group, with the image's scale; returns their folder. Labels of
+    that name already there are replaced only with ``overwrite``.
 
     Raises
     ------
     ImageError
-        ``image`` is not an OME-Zarr image, or the labels do not fit its grid.
+        ``image`` is not an OME-Zarr image, the labels do not fit its grid, or ``name`` is
+        no plain name.
+    ActiveSamError
+        The image holds labels named ``name`` and ``overwrite`` is False.
     """
     import zarr
     from ome_zarr.writer import write_labels
 
+    if not name or name in (".", "..") or any(c in name for c in "/\\"):
+        raise ImageError(f"{name!r} cannot name labels in an OME-Zarr image: give a plain "
+                         "name, such as organs.")  # fmt: skip
     read = read_ome_zarr(Path(image))
+    existing = Path(image) / "labels" / name
+    if existing.exists():
+        if not overwrite:
+            raise ActiveSamError(
+                f"{Path(image).name} already holds labels named {name!r}: choose another "
+                "name, or replace them with --overwrite."
+            )
+        shutil.rmtree(existing)
     labels = np.asarray(labels)
     if labels.shape != tuple(read.data.shape):
         raise ImageError(
