@@ -83,6 +83,17 @@ def test_quality_without_pairs_or_with_a_foreign_regressor_is_a_clear_error(tmp_
                  "--out", str(tmp_path / "q.csv")])  # fmt: skip
     assert code == 2
     assert "contains no object" in capsys.readouterr().err
+    # The file that cannot be read is named as the image (or mask) it is, with its folder.
+    tifffile.imwrite(masks / "a.tif", np.ones((32, 32), np.uint8))
+    (images / "a.tif").write_text("not a TIFF")
+    code = main(["quality", "--images", str(images), "--masks", str(masks),
+                 "--out", str(tmp_path / "q.csv")])  # fmt: skip
+    assert code == 2 and "the image images/a.tif:" in capsys.readouterr().err
+    tifffile.imwrite(images / "a.tif", np.zeros((32, 32), np.uint8))
+    tifffile.imwrite(masks / "a.tif", -np.ones((32, 32), np.int8))
+    code = main(["quality", "--images", str(images), "--masks", str(masks),
+                 "--out", str(tmp_path / "q.csv")])  # fmt: skip
+    assert code == 2 and "holds negative values (down to -1)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:  # argparse refuses it before any work
         main(["quality", "--images", str(images), "--masks", str(tmp_path / "nowhere"),
               "--out", str(tmp_path / "q.csv")])  # fmt: skip

@@ -63,6 +63,9 @@ def test_a_2d_image_gives_areas_and_bad_input_says_what_to_do(demo, sample_ct):
         drain(measure_objects(model, head, source, labels, (0.8, 0.8)))
     with pytest.raises(ImageError, match="no object"):
         drain(measure_objects(model, head, source, labels[12] * 0, (0.8, 0.8)))
+    series = SliceSource(np.stack([volume[:2]] * 2))  # (t, z, y, x)
+    with pytest.raises(ImageError, match="4 dimensions .* a volume"):
+        drain(measure_objects(model, head, series, np.stack([labels[:2]] * 2), (1, 1, 1, 1)))
     with pytest.raises(ActiveSamError, match="between 0 and 1"):
         drain(measure_objects(model, head, source, labels[12], (0.8, 0.8), level=95))
 

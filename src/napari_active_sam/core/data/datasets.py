@@ -11,6 +11,7 @@ import numpy as np
 from ..engine.preprocess import IntensityWindow, SliceSource
 from ..errors import ActiveSamError, ImageError
 from .files import IMAGE_SUFFIXES, has_suffix, read_image, stem
+from .image import ImageData
 from .omezarr import is_zarr
 
 
@@ -108,7 +109,8 @@ def check_labels(
     Raises
     ------
     ImageError
-        Another shape, a dtype that is not numeric, or values that are not whole numbers.
+        Another shape, a dtype that is not numeric, or values that are not whole numbers
+        or are negative.
     """
     labels = np.asarray(labels)
     if labels.shape != tuple(shape):
@@ -125,6 +127,11 @@ def check_labels(
             f"{mask} holds non-integer values: give instance labels as integers "
             "(0 = background, 1, 2, ... = objects)."
         )
+    if labels.size and labels.min() < 0:
+        raise ImageError(
+            f"{mask} holds negative values (down to {labels.min():g}): give instance labels "
+            "as 0 = background, 1, 2, ... = objects."
+        )
     return labels.astype(np.int64, copy=False)
 
 
@@ -140,12 +147,21 @@ def load_pair(pair: ImagePair, window: IntensityWindow) -> tuple[SliceSource, np
     return source, labels
 
 
+def _read_as(path: Path, role: str) -> ImageData:
+    """:func:`read_image`, its error saying which file of the pair (image or mask, in
+    which folder) could not be read."""
+    try:
+        return read_image(path)
+    except ImageError as error:
+        raise ImageError(f"the {role} {path.parent.name}/{path.name}: {error}") from error
+
+
 def load_scaled_pair(
     pair: ImagePair, window: IntensityWindow
 ) -> tuple[SliceSource, np.ndarray, tuple[float, ...], bool]:
     """:func:`load_pair`, the image's pixel or voxel size from its file (1 where the file
     records none), one per spatial axis, and whether the file records it."""
-    image, mask = read_image(pair.image), read_image(pair.mask)
+    image, mask = _read_as(pair.image, "image"), _read_as(pair.mask, "mask")
     labels = check_labels(
         mask.data, image.spatial_shape, pair.mask.name, f"its image {pair.image.name}"
     )

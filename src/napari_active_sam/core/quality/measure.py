@@ -128,10 +128,15 @@ def measure_objects(
     """
     labels = np.asarray(labels)
     shape = tuple(source.spatial_shape)
-    if labels.shape != shape or labels.ndim not in (2, 3):
+    if labels.ndim not in (2, 3):
+        raise ImageError(
+            f"The labels have {labels.ndim} dimensions {labels.shape}: measure a 2D image or "
+            "a volume (z, y, x); save each time point or channel as its own file."
+        )
+    if labels.shape != shape:
         raise ImageError(
             f"The labels have shape {labels.shape}, the image {shape}: measure labels made "
-            "on this image (2D or a volume)."
+            "on this image."
         )
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != labels.ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
