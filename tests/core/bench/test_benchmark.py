@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_active_sam.core.active.bayes_head import HEAD
 from napari_active_sam.core.bench.episodes import evaluate_pair, run_episode
 from napari_active_sam.core.bench.report import summarise, write_outputs
 from napari_active_sam.core.bench.runner import (
@@ -73,6 +74,15 @@ def test_bald_without_a_head_is_refused_before_any_work(scene, dataset, tiny_che
     missing = BenchmarkConfig(dataset, config.model, ("bald",), 2, head=str(tmp_path / "no.pt"))
     with pytest.raises(ActiveSamError, match="No Bayesian head"):
         drain(run_benchmark(missing, tmp_path / "out", client=None))
+    # A file that is no head, and the head of another model, are refused before any work.
+    (tmp_path / "notes.pt").write_text("not a head")
+    damaged = BenchmarkConfig(dataset, config.model, ("bald",), 2, head=str(tmp_path / "notes.pt"))
+    with pytest.raises(ActiveSamError, match="notes.pt"):
+        drain(run_benchmark(damaged, tmp_path / "out", client=None))
+    demos = BenchmarkConfig(dataset, config.model, ("bald",), 2,
+                            head=str(HEAD.find_for(ModelRef("demo"))))  # fmt: skip
+    with pytest.raises(ActiveSamError, match="fitted for model demo@.*, not tiny@"):
+        drain(run_benchmark(demos, tmp_path / "out", client=None))
     assert not (tmp_path / "out" / EPISODES_FILE).exists()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..active.bayes_head import HEAD
+from ..active.bayes_head import HEAD, BayesHead
 from ..adapt.adapter import Adapter
 from ..data.datasets import (
     ImagePair,
@@ -28,7 +28,7 @@ from ..engine.downloads import is_writable_dir
 from ..engine.preprocess import IntensityWindow
 from ..engine.zoom import SCALES
 from ..enums import Protocol, Strategy, parse_option
-from ..errors import ActiveSamError, ImageError
+from ..errors import ActiveSamError, ImageError, ModelError
 from ..progress import Progress
 from .episodes import evaluate_pair
 from .strategies import parse_strategy, reads_head, require_head
@@ -269,11 +269,22 @@ def _plan(
 
 
 def _head_file(config: BenchmarkConfig) -> str | None:
-    """The head file the run needs, or None; a missing one is refused here, before any
-    worker starts (a head for another model is refused by the first worker)."""
+    """The head file the run needs, or None; a missing or unreadable one is refused here,
+    before any worker starts, as is one fitted for another model (by the model id the
+    file records; its grid is checked by the first worker, which loads the model)."""
     if config.head:
         if not Path(config.head).is_file():
             raise ActiveSamError(f"No Bayesian head at {config.head}: give an existing file.")
+        head = BayesHead.load(Path(config.head))  # says what is wrong with a damaged file
+        expected = config.model.model_id()
+        if config.adapter:
+            expected = Adapter.load(Path(config.adapter)).adapted_id(config.model)
+        if head.model_id != expected:
+            raise ModelError(
+                f"The Bayesian head {Path(config.head).name} was fitted for model "
+                f"{head.model_id}, not {expected}: give the head of this model, or leave "
+                "--head out to use the one found for it."
+            )
         return str(config.head)
     if not reads_head(config.strategies):
         return None
