@@ -27,6 +27,18 @@ def test_nifti_volume_comes_back_slices_first_with_spacing(tmp_path):
     assert np.allclose(image.metadata["affine"], np.diag([0.7, 0.8, 2.5, 1.0]))
 
 
+def test_a_nifti_voxel_size_of_0_is_no_voxel_size(tmp_path):
+    """nibabel sets a pixdim of 0 to 1 as it loads; the file still states no size."""
+    image = nibabel.Nifti1Image(np.zeros((6, 5, 4), np.int16), np.diag([0.7, 0.8, 2.5, 1.0]))
+    image.header["pixdim"][3] = 0.0  # the slice spacing left unset
+    path = tmp_path / "unset.nii.gz"
+    nibabel.save(image, path)
+    with pytest.warns(UserWarning, match="distances on screen are in voxels"):
+        read = read_image(path)
+    assert not read.spacing_known and read.scale == (1.0, 1.0, 1.0)
+    assert read.data.shape == (4, 5, 6)
+
+
 def test_tiff_stack_png_and_npy(tmp_path):
     stack = np.random.default_rng(0).integers(0, 4000, (5, 16, 12)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "stack.tif", stack)

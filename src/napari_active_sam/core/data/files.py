@@ -56,7 +56,7 @@ def _read_nifti(path: Path) -> ImageData:
     check_claimed_size(path, image.shape, header.get_data_dtype().itemsize, stored=stored,
                        ratio=DEFLATE_RATIO if gzipped else 1)  # fmt: skip
     data = np.asanyarray(image.dataobj)
-    steps = [float(z) for z in header.get_zooms()[: data.ndim]]
+    steps = [float(z) for z in _stated_zooms(path, header)[: data.ndim]]
     stated = tuple(steps[:3])  # i, j, k: a 4D file's time step (0 if unset) is no size
     zooms = checked_spacing(path, stated, "the voxel size")
     zooms += tuple(t if np.isfinite(t) and t > 0 else 1.0 for t in steps[3:])
@@ -69,6 +69,17 @@ def _read_nifti(path: Path) -> ImageData:
         metadata={"affine": np.asarray(image.affine), "axes_order": order},
         spacing_known=zooms[:3] == stated,
     )
+
+
+def _stated_zooms(path: Path, header) -> tuple[float, ...]:
+    """The voxel size a NIfTI file's header states: nibabel's reader sets a size of 0 to 1
+    as it loads (and a negative one to its magnitude, which is kept), and a 1 it made up
+    would pass for a size the file gives."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as handle:
+        stored = type(header).from_fileobj(handle, check=False)
+    return tuple(abs(float(z)) for z in stored["pixdim"][1 : 1 + len(header.get_zooms())])
 
 
 def _read_tiff(path: Path) -> ImageData:
