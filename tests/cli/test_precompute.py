@@ -61,6 +61,13 @@ def test_precompute_refuses_an_ordinary_folder_as_out(tmp_path, tiny_checkpoint,
     assert main(_args(image, tiny_checkpoint, folder)) == 2
     assert "not a napari-active-sam embedding store" in capsys.readouterr().err
     assert [p.name for p in folder.iterdir()] == ["thesis.txt"]
+    # The image itself, or another file, is no store either: said so, left as it was.
+    before = image.read_bytes()
+    assert main(_args(image, tiny_checkpoint, image)) == 2
+    assert "is the image to encode" in capsys.readouterr().err
+    assert main(_args(image, tiny_checkpoint, folder / "thesis.txt")) == 2
+    assert "is a file: give a folder" in capsys.readouterr().err
+    assert image.read_bytes() == before and (folder / "thesis.txt").read_text() == "mine"
 
 
 def test_precompute_encodes_a_dicom_series_folder_as_one_volume(tmp_path, tiny_checkpoint,

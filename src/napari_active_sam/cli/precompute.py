@@ -69,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     window = IntensityWindow.from_name(args.window)
     inputs = Path(args.image)
     files = _image_files(inputs)
+    out = Path(args.out)
+    if out.exists() and any(out.samefile(f) for f in (inputs, *files)):
+        raise ActiveSamError(f"--out {out} is the image to encode: give a new folder for the "
+                             "embedding store.")  # fmt: skip
+    if out.is_file():
+        raise ActiveSamError(f"--out {out} is a file: give a folder for the embedding store.")
     named: dict[str, list[str]] = {}
     for file in files:
         named.setdefault(stem(file), []).append(file.name)
