@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from ..core.quality.measure import measure_objects, write_measurements
 
     options.check_output(args, (".csv",), (args.image, args.labels))
+    if 0 < args.level < 1 and args.samples < (least := math.ceil(2 / (1 - args.level))):
+        raise ActiveSamError(
+            f"{args.samples} posterior draws cannot bound a {args.level:g} interval (its tails "
+            f"need {least} or more): give --samples {least} or more (default 64)."
+        )
     options.set_threads(args)
     if not Path(args.image).exists():
         raise ActiveSamError(f"{args.image} does not exist: give an image, volume or series.")

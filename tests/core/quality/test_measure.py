@@ -81,7 +81,11 @@ def test_measure_on_the_command_line_writes_the_table(tmp_path, monkeypatch, cap
     out = tmp_path / "results" / "objects.csv"
     args = ["measure", "--image", str(tmp_path / "ct.nii.gz"), "--labels",
             str(tmp_path / "labels.nii.gz"), "--out", str(out), "--model", "demo",
-            "--samples", "8", "--window", "soft_tissue", "--overwrite"]  # fmt: skip
+            "--samples", "8", "--level", "0.75", "--window", "soft_tissue",
+            "--overwrite"]  # fmt: skip
+    # Eight draws bound a 75 % interval (two in each tail), not the 95 % one by default.
+    assert main([a for a in args if a not in ("--level", "0.75")]) == 2
+    assert "give --samples 40 or more" in capsys.readouterr().err
     assert main(args) == 0
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
