@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     image_path = Path(args.image)
     if not image_path.exists():
         raise ActiveSamError(f"{image_path} does not exist: give the image the labels are on.")
+    options.check_labels_apart(image_path, args.labels)
     if args.format != "ome-zarr":  # ome-zarr's --out names labels inside the image
         options.check_output(args, SUFFIXES[args.format], (image_path, args.labels))
     image = read_image(image_path)

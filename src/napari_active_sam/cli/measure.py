@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.quality.measure import measure_objects, write_measurements
 
     options.check_output(args, (".csv",), (args.image, args.labels))
+    options.check_labels_apart(args.image, args.labels)
     if 0 < args.level < 1 and args.samples < (least := math.ceil(2 / (1 - args.level))):
         raise ActiveSamError(
             f"{args.samples} posterior draws cannot bound a {args.level:g} interval (its tails "

@@ -169,7 +169,8 @@ def test_export_on_the_command_line(tmp_path, ct_series, monkeypatch, capsys):
     [kept] = (tmp_path / "tmp").glob("napari-active-sam-*/unsaved/*objects.dcm")
     assert str(kept) in capsys.readouterr().err
     assert pydicom.dcmread(kept).ReferencedSeriesSequence[0].SeriesInstanceUID == series
-    assert main(["export", "--image", str(tmp_path / "labels.tif"), "--labels",
+    shutil.copy(tmp_path / "labels.tif", tmp_path / "plain.tif")
+    assert main(["export", "--image", str(tmp_path / "plain.tif"), "--labels",
                  str(tmp_path / "labels.tif"), "--out",
                  str(tmp_path / "new.dcm")]) == 2  # fmt: skip
     assert "not DICOM" in capsys.readouterr().err
@@ -183,6 +184,10 @@ def test_export_on_the_command_line(tmp_path, ct_series, monkeypatch, capsys):
         assert said in capsys.readouterr().err
     assert seg_path.read_bytes() == before
     assert main([*base, "--out", str(seg_path), "--no-measure", "--overwrite"]) == 0
+    assert main(["export", "--image", str(tmp_path / "labels.tif"), "--labels",
+                 str(tmp_path / "labels.tif"), "--format", "nifti", "--out",
+                 str(tmp_path / "new.nii.gz")]) == 2  # fmt: skip
+    assert "is the image itself" in capsys.readouterr().err
 
 
 def test_seg_on_a_scanners_own_mr_series(tmp_path):

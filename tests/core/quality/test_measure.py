@@ -108,6 +108,8 @@ def test_measure_on_the_command_line_writes_the_table(tmp_path, monkeypatch, cap
     tifffile.imwrite(wrong, labels[:5])
     assert main(args[:4] + [str(wrong)] + args[5:]) == 2
     assert "must match their image" in capsys.readouterr().err
+    assert main(args[:4] + [args[2]] + args[5:]) == 2  # the image given as its labels
+    assert "is the image itself" in capsys.readouterr().err
 
     # A plain TIFF states no voxel size: volumes in voxels, with a warning, or in mm³ with
     # --spacing (three sizes for a volume).
