@@ -126,6 +126,7 @@ def test_samples_of_several_inputs_take_turns(tiny_examples, tiny_head, monkeypa
 
 @pytest.mark.parametrize("prior", list(PriorMethod))
 @pytest.mark.parametrize("structure", list(HessianStructure))
+@pytest.mark.filterwarnings("error::FutureWarning")  # a user's console stays clean
 def test_every_posterior_structure_and_prior_method(tiny_examples, structure, prior):
     config = HeadConfig(steps=5, fit_pixels=2000, structure=structure, prior=prior)
     head = drain(fit_head(tiny_examples, random_model(TINY), config))

@@ -69,6 +69,8 @@ def test_packed_embedding_unpacks_to_the_features_sam2_computes(tiny):
     ],
     ids=["click", "two clicks", "box", "box and click"],
 )
+# sam2's own predictor, the reference, scripts a transform with torch.jit as it is made
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_every_head_equals_sam2s_own_image_predictor(tiny, prompts):
     image = _rgb(128)  # at the model's input size: no resizing on either side
     pixels = torch.as_tensor(image).permute(2, 0, 1)[None].float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -142,14 +143,21 @@ def _losses(net: BayesHeadNet, inputs: torch.Tensor, targets: torch.Tensor) -> t
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
-def laplace_class():
-    """laplace-torch's ``Laplace``, imported when a head is fitted (it takes seconds, which
-    opening the dock or starting a command should not), with the warning its dependency
-    asdl raises under newer torch (it scripts functions with torch.jit at import)
-    silenced."""
+@contextlib.contextmanager
+def _without_jit_deprecation():
+    """Silence torch's deprecation of ``torch.jit.script``, which laplace-torch's
+    dependencies call (asdl as it is imported, torch's forward-mode autodiff as curvlinops
+    computes a full Hessian): a user cannot act on it."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
                                 category=FutureWarning)  # fmt: skip
+        yield
+
+
+def laplace_class():
+    """laplace-torch's ``Laplace``, imported when a head is fitted (it takes seconds, which
+    opening the dock or starting a command should not)."""
+    with _without_jit_deprecation():
         from laplace import Laplace
     return Laplace
 
@@ -253,7 +261,8 @@ def _laplace(
         subset_of_weights="all",
         hessian_structure=config.structure.value,
     )
-    laplace.fit(DataLoader(fit_set, batch_size=4096))
+    with _without_jit_deprecation():
+        laplace.fit(DataLoader(fit_set, batch_size=4096))
     with warnings.catch_warnings():
         # laplace-torch reminds callers of its own predictive's link; samples are drawn here.
         warnings.filterwarnings("ignore", message="By default `link_approx`")
