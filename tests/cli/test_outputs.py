@@ -34,7 +34,7 @@ def test_a_csv_never_replaces_an_input_or_a_file_without_overwrite(cells, capsys
     assert main([*quality, "--out", str(mask)]) == 2
     assert "should end in .csv" in capsys.readouterr().err
     measure = ["measure", "--image", str(cells / "images" / "cells.tif"), "--labels", str(mask),
-               "--samples", "2"]  # fmt: skip
+               "--samples", "4", "--level", "0.5"]  # fmt: skip
     assert main([*measure, "--out", str(mask)]) == 2
     assert "is one of this command's inputs" in capsys.readouterr().err
     assert mask.read_bytes() == before
