@@ -266,6 +266,21 @@ def test_session_answer_previews_sams_mask_and_ranks_slices(tiny_model, tiny_hea
     session.forget((3,))  # a fresh start on a slice keeps its last known uncertainty
     assert {i for i, _ in session.most_uncertain()} == {(2,), (3,)}
 
+    # The dock ranks slices while propagation adds answers on a worker: reading waits for
+    # the session's lock, under which answers are added, so it never sees the table change.
+    import threading
+
+    ranked_meanwhile = []
+    with session._lock:
+        reader = threading.Thread(target=lambda: ranked_meanwhile.append(
+            session.most_uncertain()))  # fmt: skip
+        reader.start()
+        session.slice_uncertainty[(4,)] = torch.tensor(9.0)  # as a worker adds an answer
+        reader.join(timeout=0.5)
+        assert reader.is_alive() and not ranked_meanwhile  # waiting for the lock
+    reader.join()
+    assert ranked_meanwhile[0][0] == ((4,), 9.0)
+
 
 def _count_calls(functions, call):
     """Run ``call()`` and count how often each of ``functions`` ran (by code object, so a

@@ -292,8 +292,11 @@ class AnnotationSession:
             self.previous.pop(index, None)
 
     def most_uncertain(self, count: int = 5) -> list[tuple[tuple[int, ...], float]]:
-        """Slices with an answer, most uncertain first: ``[(index, score), ...]``."""
-        scores = [(index, float(score)) for index, score in self.slice_uncertainty.items()]
+        """Slices with an answer, most uncertain first: ``[(index, score), ...]``. Safe to
+        call while a worker adds answers (propagation does, slice after slice)."""
+        with self._lock:
+            held = list(self.slice_uncertainty.items())
+        scores = [(index, float(score)) for index, score in held]
         return sorted(scores, key=lambda item: -item[1])[:count]
 
 
