@@ -103,6 +103,33 @@ def test_volume_prompts_stay_on_their_slice(make_napari_viewer, qtbot):
     assert len(widget.current_prompts().clicks) == 1
 
 
+def test_t_flips_the_last_click_of_the_slice_shown_only(make_napari_viewer, qtbot):
+    """T on a slice without clicks changes nothing (the last click, on another slice, is
+    out of sight); on that slice, it flips the click there."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    from napari_active_sam._sample_data import ct_volume
+
+    (volume, meta, _), _ = ct_volume()
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(volume[:4], name="ct", scale=meta["scale"])
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.dims.current_step = (2, 0, 0)
+    _ready(qtbot, widget)
+    widget.add_click(120, 100)
+    viewer.dims.current_step = (1, 0, 0)
+    viewer.layers.selection.active = viewer.layers[PROMPTS]
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_T)
+    assert np.asarray(viewer.layers[PROMPTS].features["positive"]).tolist() == [True]
+    viewer.dims.current_step = (2, 0, 0)
+    QTest.keyClick(canvas, Qt.Key.Key_T)
+    assert [c.positive for c in widget.current_prompts().clicks] == [False]
+
+
 def test_labels_layer_of_another_shape_is_a_clear_error(make_napari_viewer, qtbot, scene):
     viewer = make_napari_viewer()
     viewer.add_labels(np.zeros((10, 10), np.int32), name=OUTPUT)

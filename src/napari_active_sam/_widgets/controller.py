@@ -381,8 +381,8 @@ class AnnotationController:
         layers.add_point(self._points, self.current_index(), row, col, positive)
 
     def toggle_last(self) -> None:
-        """Flip the polarity of the last click."""
-        if layers.toggle_last_point(self._points):
+        """Flip the polarity of the last click on the current slice."""
+        if layers.toggle_last_point(self._points, self.current_index()):
             self._prompts_changed()
 
     def clear_prompts(self) -> None:

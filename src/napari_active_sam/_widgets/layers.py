@@ -232,12 +232,16 @@ def add_point(points: napari.layers.Points, index: tuple[int, ...], row: float, 
     points.feature_defaults["positive"] = True
 
 
-def toggle_last_point(points: napari.layers.Points) -> bool:
-    """Flip the polarity of the last point; False when there is none."""
+def toggle_last_point(points: napari.layers.Points, index: tuple[int, ...]) -> bool:
+    """Flip the polarity of the last point on slice ``index`` (one the user sees); False
+    when that slice has none."""
     if not len(points.data):
         return False
+    here = np.flatnonzero(_on_slice(np.asarray(points.data), index))
+    if not len(here):
+        return False
     positive = np.asarray(points.features["positive"], bool).copy()
-    positive[-1] = not positive[-1]
+    positive[here[-1]] = not positive[here[-1]]
     points.features = {"positive": positive}
     return True
 
