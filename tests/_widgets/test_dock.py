@@ -48,6 +48,33 @@ def test_full_2d_annotation_click_preview_commit_undo(make_napari_viewer, qtbot,
     assert not output.data.any()
 
 
+def test_c_on_a_mask_that_lies_on_other_objects_commits_nothing_and_keeps_the_clicks(
+    make_napari_viewer, qtbot, scene
+):
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    _ready(qtbot, widget)
+    output = viewer.layers[OUTPUT]
+    output.data[:] = 9  # one object covers the whole image
+    rows, cols = np.nonzero(scene.labels == 1)
+    widget.add_click(float(np.median(rows)), float(np.median(cols)))
+    qtbot.waitUntil(lambda: viewer.layers[PREVIEW].data.any(), timeout=WAIT)
+    viewer.layers.selection.active = viewer.layers[PROMPTS]
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    QTest.keyClick(canvas, Qt.Key.Key_C)
+    assert "nothing was committed" in widget.status.value
+    assert set(np.unique(output.data)) == {9} and len(viewer.layers[PROMPTS].data) == 1
+    widget.overwrite.value = True  # as the message says
+    QTest.keyClick(canvas, Qt.Key.Key_C)
+    assert 10 in output.data and not len(viewer.layers[PROMPTS].data)
+
+
 def test_commit_never_overwrites_another_object(make_napari_viewer, qtbot, scene):
     viewer = make_napari_viewer()
     viewer.add_image(scene.image, name="us")

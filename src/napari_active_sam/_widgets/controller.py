@@ -418,6 +418,10 @@ class AnnotationController:
         # Committed during a correction, the slice's mask (made from the corrected
         # object's) becomes an object of its own, taking its pixels from that object.
         label, pixels = self.objects.write(mask, index, replacing=self.correcting)
+        if not pixels:  # every pixel of the mask belongs to another object: keep the clicks
+            self._say("nothing was committed: the mask lies on objects committed before; "
+                      "tick 'overwrite other objects' to take their pixels")  # fmt: skip
+            return None
         self.correcting = None
         self.clear_prompts()  # before an autosave: the prompts of a committed object go
         self.objects.announce(label, f"committed object {label} ({pixels} pixels)")

@@ -184,7 +184,12 @@ class CommittedObjects:
             if correcting is not None:  # regrown: the same object, under its label
                 label = self.replace(correcting, grown.mask)
             else:
-                label, _ = self.write(grown.mask)
+                label, written = self.write(grown.mask)
+                if not written:
+                    self._say("nothing was written: the grown object lies on objects "
+                              "committed before; tick 'overwrite other objects' to take "
+                              "their voxels; the clicks are kept")  # fmt: skip
+                    return
             self._grown.setdefault(label, []).append(Grown(self._object_slices(label), used))
             slices = len(grown.masks.slices())
             if PROMPTS in self.viewer.layers:  # the seeds' clicks are done with; later ones stay
