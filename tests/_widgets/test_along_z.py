@@ -523,6 +523,20 @@ def test_cancelling_propagation_says_so_writes_nothing_and_keeps_the_clicks(
     assert len(viewer.layers[PROMPTS].data) == 1
 
 
+def test_an_object_grown_onto_other_objects_only_writes_nothing_and_says_so(
+    spine_clicked, qtbot
+):
+    from napari_active_sam._widgets.layers import PROMPTS
+
+    viewer, widget, _ = spine_clicked
+    viewer.layers[OUTPUT].data[:] = 9  # one object fills the volume
+    heard, _ = _propagating(widget)
+    qtbot.waitUntil(lambda: any("the grown object lies on objects" in m for m in heard),
+                    timeout=WAIT)  # fmt: skip
+    assert set(np.unique(viewer.layers[OUTPUT].data)) == {9}
+    assert len(viewer.layers[PROMPTS].data) == 1
+
+
 def test_propagate_after_the_labels_layer_was_removed_seeds_with_the_mask_shown(
     spine_clicked, qtbot
 ):
