@@ -48,17 +48,23 @@ def test_full_2d_annotation_click_preview_commit_undo(make_napari_viewer, qtbot,
     assert not output.data.any()
 
 
+def _docked(make_napari_viewer, qtbot, scene):
+    """A shown viewer with the scene's image and the dock ready on it."""
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    _ready(qtbot, widget)
+    return viewer, widget
+
+
 def test_c_on_a_mask_that_lies_on_other_objects_commits_nothing_and_keeps_the_clicks(
     make_napari_viewer, qtbot, scene
 ):
     from qtpy.QtCore import Qt
     from qtpy.QtTest import QTest
 
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(scene.image, name="us")
-    widget = ActiveSamWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    _ready(qtbot, widget)
+    viewer, widget = _docked(make_napari_viewer, qtbot, scene)
     output = viewer.layers[OUTPUT]
     output.data[:] = 9  # one object covers the whole image
     rows, cols = np.nonzero(scene.labels == 1)
@@ -73,6 +79,21 @@ def test_c_on_a_mask_that_lies_on_other_objects_commits_nothing_and_keeps_the_cl
     widget.overwrite.value = True  # as the message says
     QTest.keyClick(canvas, Qt.Key.Key_C)
     assert 10 in output.data and not len(viewer.layers[PROMPTS].data)
+
+
+def test_a_preview_layer_the_user_removed_comes_back_with_the_next_click(
+    make_napari_viewer, qtbot, scene
+):
+    from test_canvas_clicks import click
+
+    viewer, widget = _docked(make_napari_viewer, qtbot, scene)
+    viewer.layers.remove(PREVIEW)
+    viewer.reset_view()
+    rows, cols = np.nonzero(scene.labels == 1)
+    click(viewer, float(np.median(rows)), float(np.median(cols)))
+    qtbot.waitUntil(lambda: PREVIEW in viewer.layers and viewer.layers[PREVIEW].data.any(),
+                    timeout=WAIT)  # fmt: skip
+    assert widget.commit() == 1 and viewer.layers[OUTPUT].data.any()
 
 
 def test_commit_never_overwrites_another_object(make_napari_viewer, qtbot, scene):

@@ -449,10 +449,14 @@ class AnnotationController:
         self._decodes.request()
 
     def _decode(self, finished):
-        if self.session is None or not {layers.PROMPTS, layers.PREVIEW} <= {
-            lay.name for lay in self.viewer.layers
-        }:
-            return None  # no session, or the user removed our layers
+        if self.session is None or layers.PROMPTS not in self.viewer.layers:
+            return None  # no session, or the user removed the clicks with their layer
+        if layers.PREVIEW not in self.viewer.layers:  # the user removed it: a new one
+            try:
+                self._ensure_layers(self._session_image or self.image)
+            except ActiveSamError as exc:
+                self._report(exc)
+                return None
         index, prompts = self.current_index(), self.current_prompts()
         if self._commit_for not in (None, (index, prompts)):
             self._commit_for = None  # C was for clicks the user has changed since
