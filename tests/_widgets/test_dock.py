@@ -644,6 +644,15 @@ def test_removing_the_image_stops_its_encoding(make_napari_viewer, qtbot, tiny_c
     # The dock's own uncertainty map is an image layer too, but never one to annotate.
     assert UNCERTAINTY in viewer.layers and widget.image.value is None
     assert widget.session is None and not list(widget.image.choices)
+    # Going to a slice (the review list, the along-z plot) or propagating now says why not.
+    from napari.utils.notifications import notification_manager
+
+    before = len(notification_manager.records)
+    widget.controller.go_to_slice((3,))
+    widget.controller.propagate()
+    said = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("The image was removed" in m for m in said)
+    assert any("Choose an image" in m for m in said)
 
 
 def test_a_propagated_object_under_the_threshold_gets_one_warning():

@@ -231,7 +231,10 @@ class AnnotationController:
         Every slice with prompts seeds the growth; its clicks are cleared once the object
         is committed.
         """
-        if self.session is None or len(self.session.source.leading_shape) != 1:
+        if self.session is None:
+            show_info("Choose an image and wait until the model is ready, then click.")
+            return
+        if len(self.session.source.leading_shape) != 1:
             show_info("Propagation needs a volume (z, y, x).")
             return
         if self.session.source.leading_shape[0] < 2:
@@ -578,7 +581,11 @@ class AnnotationController:
         self._say(f"slice {index}: uncertainty {score:.3f}")
 
     def go_to_slice(self, index: tuple[int, ...]) -> None:
-        """Show the slice at data index ``index`` of the image."""
+        """Show the slice at data index ``index`` of the image (none once it was removed:
+        said so)."""
+        if self.image is None:
+            show_info("The image was removed: choose it again to go to its slices.")
+            return
         layers.show_slice(self.viewer, self.image, index)
 
     def show_object(self, label: int, index: tuple[int, ...]) -> None:
