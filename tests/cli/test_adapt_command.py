@@ -108,6 +108,19 @@ def test_adapt_refuses_what_it_cannot_use(tmp_path, tiny_checkpoint, capsys):
                  "--steps", "1", "--out", str(tmp_path / "h.pt")]) == 2  # fmt: skip
     assert "was made for model" in capsys.readouterr().err
 
+    # Nothing of the user's is written over: a file of the data, or a file that exists.
+    mask = labelled / "masks" / next(p.name for p in (labelled / "masks").iterdir())
+    before = mask.read_bytes()
+    fits = {"adapt": ["--data", str(labelled), "--steps", "1"],
+            "train-head": ["--data", str(labelled), "--steps", "1"],
+            "train-quality": ["--data", str(labelled)]}  # fmt: skip
+    for command, given in fits.items():
+        assert main([command, *model, *given, "--out", str(mask), "--overwrite"]) == 2
+        assert "should end in .pt" in capsys.readouterr().err
+        assert main([command, *model, *given, "--out", str(adapter)]) == 2
+        assert "exists: choose a new file" in capsys.readouterr().err
+    assert mask.read_bytes() == before
+
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a torch file")
     assert main(["quality", "--images", str(labelled / "images"), "--masks",

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.held_out < 1:
         raise ActiveSamError(f"--held-out is a share between 0 and 1, got {args.held_out}.")
-    options.check_output(args, (), (args.checkpoint, args.data))
+    options.check_output(args, (".pt",), (args.checkpoint, args.data, args.unlabelled))
     options.set_threads(args)
     # Small objects are decoded zoomed in as far as the labelled ones' size asks for.
     model = sized_for(options.load_chosen_model(args), folder_labels(args.data))

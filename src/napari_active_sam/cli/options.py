@@ -163,6 +163,8 @@ def fitting_options(parser: argparse.ArgumentParser, what: str, images: int, cli
     parser.add_argument(
         "--out", type=Path, help=f"file to write (default: the user's {what} for the model)"
     )
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an --out that exists (default: refused)")  # fmt: skip
     parser.add_argument(
         "--data", type=existing_folder, help="labelled folder (images/, masks/) to learn from"
     )
@@ -175,6 +177,14 @@ def fitting_options(parser: argparse.ArgumentParser, what: str, images: int, cli
     )
     parser.add_argument("--seed", type=seed, default=0)
     threads_option(parser)
+
+
+def check_fitted_output(args: argparse.Namespace) -> None:
+    """:func:`check_output` for a command of :func:`fitting_options` given an ``--out``: a
+    ``.pt`` file that is none of its inputs; the user's own file for the model (no
+    ``--out``) is replaced, as a new fit should."""
+    if args.out is not None:
+        check_output(args, (".pt",), (args.checkpoint, args.data, args.adapter))
 
 
 def set_threads(args: argparse.Namespace) -> None:

@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         generated_examples,
     )
     from ..core.engine.predictor import Predictor
+    from ..core.keeping import save_or_keep
     from ..core.sim.sources import labelled_objects
 
+    options.check_fitted_output(args)
     options.set_threads(args)
     model = options.load_chosen_model(args)
 
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     head = options.drain_with_bar(fit_head(examples, model, config), "fit", unit="step")
-    out = head.save(args.out or HEAD.users(model.model_id))
+    out = save_or_keep(head.save, args.out or HEAD.users(model.model_id), "the Bayesian head")
     info = head.info
     print(
         f"saved {out}: {info['examples']} click sets, BCE {info['sam_loss']:.4f} (SAM) -> "

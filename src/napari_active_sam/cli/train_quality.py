@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.keeping import save_or_keep
     from ..core.quality.networks import QUALITY
     from ..core.quality.training import (
         QualityConfig,
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..core.sim.sources import labelled_objects
 
+    options.check_fitted_output(args)
     options.set_threads(args)
     model = options.load_chosen_model(args)
     examples = options.simulate(
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         crop_steps=args.crop_steps, feature_steps=args.feature_steps, seed=args.seed
     )
     regressor = options.drain_with_bar(fit_quality(examples, model, config), "fit", unit="step")
-    out = regressor.save(args.out or QUALITY.users(model.model_id))
+    out = save_or_keep(regressor.save, args.out or QUALITY.users(model.model_id),
+                       "the quality estimators")  # fmt: skip
     info = regressor.info
     print(
         f"saved {out}: {info['examples']} masks (mean Dice {info['dice_mean']:.3f}); "
