@@ -204,3 +204,15 @@ def test_the_demo_without_a_display_says_to_use_xvfb_or_headless(monkeypatch, ca
     assert main(["demo", "--screenshot", "never.png"]) == 2
     error = capsys.readouterr().err
     assert "no display" in error and "xvfb-run -a" in error and "--headless" in error
+
+
+def test_a_demo_screenshot_that_could_not_be_saved_is_refused_before_the_demo(tmp_path,
+                                                                             capsys):  # fmt: skip
+    for shot, said in ((tmp_path, "is a folder"), (tmp_path / "shot.txt", "ending in .png")):
+        assert main(["demo", "--headless", "--clicks", "1", "--screenshot", str(shot)]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "shot.txt").exists()
+    # A folder that does not exist yet is made, and the figure saved there.
+    made = tmp_path / "new" / "shot.png"
+    assert main(["demo", "--headless", "--clicks", "1", "--screenshot", str(made)]) == 0
+    assert made.read_bytes()[:4] == b"\x89PNG"

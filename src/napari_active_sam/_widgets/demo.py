@@ -69,8 +69,10 @@ def run_demo(
         if viewer.layers[PREVIEW].data[liver_slice].any() and suggested:
             timer.stop()
             widget.cancel_encoding()
-            viewer.window.screenshot(str(screenshot), canvas_only=False)
-            viewer.close()
+            try:
+                viewer.window.screenshot(str(screenshot), canvas_only=False)
+            finally:  # a screenshot that cannot be saved does not leave the window open
+                viewer.close()
 
     timer.timeout.connect(step)
     timer.start(200)

@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.screenshot is not None:
+        _check_screenshot(Path(args.screenshot))
     if not args.headless:
         _check_display()
         from .._widgets.demo import run_demo
@@ -44,6 +46,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"screenshot: {args.screenshot}")
         return 0
     return _headless(args)
+
+
+def _check_screenshot(path: Path) -> None:
+    """Refuse, before the demo runs, a screenshot that could not be saved as asked: a name
+    that is no PNG, or a folder; the folder it goes in is made."""
+    if path.is_dir():
+        raise ActiveSamError(f"--screenshot {path} is a folder: give the PNG file to write, "
+                             f"such as {path / 'demo.png'}.")  # fmt: skip
+    if path.suffix.lower() != ".png":
+        raise ActiveSamError(f"--screenshot {path} is saved as a PNG: give a name ending in "
+                             ".png.")  # fmt: skip
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ActiveSamError(f"Cannot make the folder of --screenshot {path} ({exc}): choose "
+                             "another place.") from None
 
 
 def _check_display() -> None:
