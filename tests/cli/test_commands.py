@@ -129,6 +129,13 @@ def test_training_on_a_missing_gpu_is_a_clear_error(tmp_path, capsys):
     assert "sees no CUDA GPU" in capsys.readouterr().err and not out.exists()
 
 
+def test_a_resumed_training_refuses_an_init(tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "m.pt"
+    assert main(["train-demo-model", "--out", str(out), "--resume", "--init",
+                 str(tiny_checkpoint)]) == 2  # fmt: skip
+    assert "leave --init out" in capsys.readouterr().err and not out.exists()
+
+
 def test_training_options_reach_the_training_configuration(tmp_path, monkeypatch):
     from napari_active_sam.core.sim import training
 

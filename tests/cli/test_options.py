@@ -86,6 +86,8 @@ def test_an_unknown_choice_is_refused_by_the_parser(capsys):
         (["train-demo-model", "--out", "m.pt", "--learning-rate", "0"], "give a number above 0"),
         (["train-demo-model", "--out", "m.pt", "--learning-rate", "fast"], "is not a number"),
         (["train-demo-model", "--out", "m.pt", "--learning-rate", "inf"], "give a number above 0"),
+        (["train-demo-model", "--out", "m.pt", "--checkpoint-every", "-5"], "above 0"),
+        (["train-demo-model", "--out", "m.pt", "--checkpoint-every", "nan"], "above 0"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(argv, message, capsys, tmp_path, monkeypatch):

@@ -82,7 +82,7 @@ def test_quality_without_pairs_or_with_a_foreign_regressor_is_a_clear_error(tmp_
     code = main(["quality", "--images", str(images), "--masks", str(masks),
                  "--out", str(tmp_path / "q.csv")])  # fmt: skip
     assert code == 2
-    assert "contains no object" in capsys.readouterr().err
+    assert "masks/a.tif contains no object" in capsys.readouterr().err
     # The file that cannot be read is named as the image (or mask) it is, with its folder.
     tifffile.imwrite(masks / "a.tif", np.ones((32, 32), np.uint8))
     (images / "a.tif").write_text("not a TIFF")

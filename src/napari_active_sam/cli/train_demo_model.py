@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..core.enums import SceneKind
+from ..core.errors import ActiveSamError
 from . import options
 
 NAME = "train-demo-model"
@@ -89,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint-every",
-        type=float,
+        type=options.positive_float,
         default=300.0,
         help="seconds between resumable states (default 300)",
     )
@@ -110,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     from ..core.engine.checkpoints import choose_device
     from ..core.sim.training import DemoTrainingConfig, train_demo_model
 
+    if args.resume and args.init is not None:
+        raise ActiveSamError("--resume continues the interrupted run from its own state: "
+                             "leave --init out.")  # fmt: skip
     options.set_threads(args)
     config = DemoTrainingConfig(
         steps=args.steps,

@@ -166,7 +166,10 @@ def load_scaled_pair(
         mask.data, image.spatial_shape, pair.mask.name, f"its image {pair.image.name}"
     )
     if not (labels > 0).any():
-        raise ImageError(f"{pair.mask.name} contains no object (all pixels are 0).")
+        raise ImageError(
+            f"{pair.mask.parent.name}/{pair.mask.name} contains no object (all pixels are 0): "
+            "label its objects (1, 2, ...), or move the image and its mask out of the folder."
+        )
     source = SliceSource(image.data, window, rgb=image.rgb)
     return source, labels, tuple(image.scale), image.spacing_known
 

@@ -233,10 +233,11 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     kind = payload.get("kind")
     if isinstance(kind, str) and kind.startswith("napari-active-sam "):  # a companion file
         what = kind.removeprefix("napari-active-sam ")
+        article = "an" if what[:1].lower() in "aeiou" else "a"
         raise CheckpointError(
-            f"{path} is a {what} file (for model {payload.get('model_id', '?')}), not a model "
-            "checkpoint: give the model's checkpoint here, and this file where a "
-            f"{what} is asked for."
+            f"{path} is {article} {what} file (for model {payload.get('model_id', '?')}), not "
+            "a model checkpoint: give the model's checkpoint here, and this file where "
+            f"{article} {what} is asked for."
         )
     metadata: dict[str, Any] = {}
     if payload.get("format") == CHECKPOINT_FORMAT:
