@@ -45,7 +45,13 @@ def test_models_lists_registry_and_cache(capsys, monkeypatch, tmp_path):
                      "sam2.1_hiera_b+", "sam2.1_hiera_l", "medsam2", "demo"]  # fmt: skip
     assert all(m["cached"] is None for m in report["models"] if m["sha256"])
     assert main(["models"]) == 0
-    assert "downloads" in capsys.readouterr().out
+    table = capsys.readouterr().out.splitlines()
+    assert any("downloads" in line for line in table)
+    # Every row's size ends where the header's "size" does, however long the names.
+    header = next(line for line in table if line.startswith("name"))
+    end = header.index("size") + len("size")
+    rows = [line for line in table if " MB " in line]
+    assert len(rows) >= 9 and all(line[end - 3 : end] == " MB" for line in rows)
 
 
 def test_precompute_folder_on_a_local_cluster_is_resumable(tmp_path, tiny_checkpoint, capsys):

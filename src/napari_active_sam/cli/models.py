@@ -42,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"cache: {cache_dir()}    device: {choose_device()}")
-    header = f"{'name':8} {'architecture':13} {'size':>8}  {'status':14} license"
+    # Columns as wide as their longest entry (SAM 2's names and architectures are long).
+    name_width = max(len("name"), *(len(row["name"]) for row in rows))
+    arch_width = max(len("architecture"), *(len(row["architecture"]) for row in rows))
+    header = (f"{'name':{name_width}} {'architecture':{arch_width}} {'size':>8}  "
+              f"{'status':14} license")  # fmt: skip
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -53,5 +57,6 @@ def run(args: argparse.Namespace) -> int:
             status = "downloads"
         else:
             status = "not available"
-        print(f"{row['name']:8} {row['architecture']:13} {size:>8}  {status:14} {row['license']}")
+        print(f"{row['name']:{name_width}} {row['architecture']:{arch_width}} {size:>8}  "
+              f"{status:14} {row['license']}")  # fmt: skip
     return 0
