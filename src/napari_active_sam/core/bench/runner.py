@@ -168,12 +168,13 @@ def run_benchmark(
     if out.is_dir() and not (out / RUN_FILE).is_file() and any(out.iterdir()):
         raise ActiveSamError(f"{out} holds files of no benchmark run, which the results would "
                              "replace: choose a new or empty --out folder.")  # fmt: skip
-    if not is_writable_dir(out):
-        raise ActiveSamError(f"Cannot write to {out}: choose a writable output folder.")
     if config.adapter:  # a damaged adapter or one for another model stops the run here
         path = Path(config.adapter)
         Adapter.load(path).check_base(config.model.model_id(), config.model.name, path)
     head_file = _head_file(config)
+    # Only now is --out made: a run refused above leaves no folder behind.
+    if not is_writable_dir(out):
+        raise ActiveSamError(f"Cannot write to {out}: choose a writable output folder.")
     _check_same_run(config, out, head_file)
     pairs, skipped = discover_pairs(config.data)
     kept = read_episodes(out)
