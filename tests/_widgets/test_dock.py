@@ -335,6 +335,10 @@ def test_save_and_restore_an_annotation(make_napari_viewer, qtbot, tiny_checkpoi
     assert (other.layers[OUTPUT].data[10:20, 10:20] == 1).all()
     assert other.layers[OUTPUT].data.sum() == 100
     assert [c.positive for c in restored.current_prompts().clicks] == [True, False]
+    # The preview is made from the clicks as restored, the negative one included.
+    controller = restored.controller
+    qtbot.waitUntil(lambda: controller._shown == ((), controller.current_prompts()),
+                    timeout=WAIT)  # fmt: skip
     other.layers[OUTPUT].undo()  # a restore is one undoable edit
     assert not other.layers[OUTPUT].data.any()
 

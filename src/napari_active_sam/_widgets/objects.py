@@ -345,10 +345,16 @@ class CommittedObjects:
         # Through the layer's edit history, so Ctrl+Z brings back what was there before.
         changed = np.nonzero(np.asarray(output.data) != saved.labels)
         output.data_setitem(changed, saved.labels[changed])
-        points = self.viewer.layers[PROMPTS]
-        points.data = saved.points
-        points.features = {"positive": saved.positive}
-        colour_points(points)
+        if PROMPTS in self.viewer.layers:  # else the clicks cannot be shown: labels only
+            points = self.viewer.layers[PROMPTS]
+            points.data = np.empty((0, points.ndim))
+            # Click by click, each with its polarity, as the user made them: the preview is
+            # asked once the last is in, of the clicks as they were.
+            for point, positive in zip(saved.points, saved.positive, strict=True):
+                points.feature_defaults["positive"] = bool(positive)
+                points.add(point)
+            points.feature_defaults["positive"] = True
+            colour_points(points)
         self._say(f"restored {int(saved.labels.max())} objects from {folder}")
 
     # ---------------------------------------------------------------------------- quality
