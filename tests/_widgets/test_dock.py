@@ -341,6 +341,9 @@ def test_save_and_restore_an_annotation(make_napari_viewer, qtbot, tiny_checkpoi
                     timeout=WAIT)  # fmt: skip
     other.layers[OUTPUT].undo()  # a restore is one undoable edit
     assert not other.layers[OUTPUT].data.any()
+    other.layers.remove(PROMPTS)  # without the prompts layer the labels still come back
+    restored.restore()
+    assert other.layers[OUTPUT].data.sum() == 100
 
 
 def test_save_with_the_prompts_or_labels_layer_removed(make_napari_viewer, qtbot,
