@@ -270,7 +270,9 @@ def test_dicom_orientations_and_sizes_are_split_not_stacked(tmp_path, dicom_slic
     with pytest.warns(UserWarning, match="3 image.s. of this series have another orientation"):
         image = read_image(folder)
     assert image.data.shape == (3, 4, 4) and list(image.data[:, 0, 0]) == [0, 20, 40]
-    localiser = read_image(folder / "LOC1")  # the user asked for that one: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        localiser = read_image(folder / "LOC1")  # the user asked for that one: no warning
     assert localiser.data.shape == (2, 4, 4)
 
 

@@ -253,7 +253,7 @@ def _choose(folder: Path, slices: list[_Slice], chosen: Path | None):
             stacklevel=4,
         )
     left = series[key[0]] - len(volume)
-    if left:
+    if left and chosen is None:  # a file the user chose reads its own stack, as asked
         warnings.warn(
             f"{folder}: {left} image(s) of this series have another orientation or size (a "
             f"localiser, a reformat) and are left out; reading {len(volume)} of "
