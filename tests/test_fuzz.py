@@ -39,7 +39,7 @@ def _originals(folder, write_dicom_slice):
     volume = rng.integers(0, 1000, (3, 12, 10)).astype(np.int16)
     nibabel.save(nibabel.Nifti1Image(volume, np.diag([0.7, 0.7, 2.0, 1])), folder / "a.nii")
     nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), folder / "a.nii.gz")
-    tifffile.imwrite(folder / "a.tif", volume)
+    tifffile.imwrite(folder / "a.tif", volume, photometric="minisblack")  # three slices
     iio.imwrite(folder / "a.png", volume[0].astype(np.uint8))
     np.save(folder / "a.npy", volume)
     series = folder / "dicom"
