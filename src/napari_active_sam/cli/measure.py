@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -56,15 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from ..core.data.files import read_image
     from ..core.engine.preprocess import IntensityWindow, SliceSource
     from ..core.keeping import save_or_keep
-    from ..core.quality.measure import measure_objects, write_measurements
+    from ..core.quality.measure import check_draws, measure_objects, write_measurements
 
     options.check_output(args, (".csv",), (args.image, args.labels))
     options.check_labels_apart(args.image, args.labels)
-    if 0 < args.level < 1 and args.samples < (least := math.ceil(2 / (1 - args.level))):
-        raise ActiveSamError(
-            f"{args.samples} posterior draws cannot bound a {args.level:g} interval (its tails "
-            f"need {least} or more): give --samples {least} or more (default 64)."
-        )
+    check_draws(args.samples, args.level)  # before the model is loaded
     options.set_threads(args)
     if not Path(args.image).exists():
         raise ActiveSamError(f"{args.image} does not exist: give an image, volume or series.")

@@ -30,7 +30,7 @@ def test_every_organ_gets_its_volume_an_interval_and_a_predicted_dice(demo, samp
     model, head = demo
     volume, labels, spacing = sample_ct
     source = SliceSource(volume, IntensityWindow.ct("soft_tissue"))
-    found = drain(measure_objects(model, head, source, labels, spacing, samples=32))
+    found = drain(measure_objects(model, head, source, labels, spacing, samples=40))
     assert [m.label for m in found] == list(range(1, 8))
     voxel = float(np.prod(spacing))
     widths = {}
@@ -46,7 +46,7 @@ def test_every_organ_gets_its_volume_an_interval_and_a_predicted_dice(demo, samp
     # interval and the lowest predicted Dice.
     assert max(widths, key=widths.get) == 2
     assert min(found, key=lambda m: m.predicted_dice).label == 2
-    again = drain(measure_objects(model, head, source, labels, spacing, samples=32))
+    again = drain(measure_objects(model, head, source, labels, spacing, samples=40))
     assert again == found  # the same seed, the same draws
 
 
@@ -54,7 +54,8 @@ def test_a_2d_image_gives_areas_and_bad_input_says_what_to_do(demo, sample_ct):
     model, head = demo
     volume, labels, _ = sample_ct
     source = SliceSource(volume[12], IntensityWindow.ct("soft_tissue"))
-    [m, *_] = drain(measure_objects(model, head, source, labels[12], (0.8, 0.8), samples=8))
+    [m, *_] = drain(measure_objects(model, head, source, labels[12], (0.8, 0.8), samples=8,
+                                    level=0.75))  # fmt: skip
     assert m.volume_mm3 == pytest.approx((labels[12] == m.label).sum() * 0.64)
     assert m.first_slice == m.last_slice == 0
     with pytest.raises(ImageError, match="does not fit a 2D image"):
@@ -68,6 +69,8 @@ def test_a_2d_image_gives_areas_and_bad_input_says_what_to_do(demo, sample_ct):
         drain(measure_objects(model, head, series, np.stack([labels[:2]] * 2), (1, 1, 1, 1)))
     with pytest.raises(ActiveSamError, match="between 0 and 1"):
         drain(measure_objects(model, head, source, labels[12], (0.8, 0.8), level=95))
+    with pytest.raises(ActiveSamError, match="give 40 or more draws"):  # too few for 95 %
+        drain(measure_objects(model, head, source, labels[12], (0.8, 0.8), samples=8))
 
 
 def test_measure_on_the_command_line_writes_the_table(tmp_path, monkeypatch, capsys, sample_ct):
@@ -85,7 +88,7 @@ def test_measure_on_the_command_line_writes_the_table(tmp_path, monkeypatch, cap
             "--overwrite"]  # fmt: skip
     # Eight draws bound a 75 % interval (two in each tail), not the 95 % one by default.
     assert main([a for a in args if a not in ("--level", "0.75")]) == 2
-    assert "give --samples 40 or more" in capsys.readouterr().err
+    assert "give 40 or more draws (--samples" in capsys.readouterr().err
     assert main(args) == 0
     with open(out) as handle:
         rows = list(csv.DictReader(handle))

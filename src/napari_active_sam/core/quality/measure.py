@@ -14,6 +14,7 @@ predicted Dice is the expected 3D Dice of the labels against the posterior's ans
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +45,24 @@ COLUMNS = (
 
 MEASURE_SAMPLES = 64
 """Posterior draws per object."""
+
+def check_draws(samples: int, level: float) -> None:
+    """Refuse a credible ``level`` outside (0, 1), and fewer posterior draws than its
+    interval's tails need (two beyond each end: 40 for 95 %), which would bound it by the
+    extreme draws or by none.
+
+    Raises
+    ------
+    ActiveSamError
+    """
+    if not 0 < level < 1:
+        raise ActiveSamError(f"The credible level must lie between 0 and 1, got {level}.")
+    if samples < (least := math.ceil(2 / (1 - level))):
+        raise ActiveSamError(
+            f"{samples} posterior draws cannot bound a {level:g} interval (its tails need "
+            f"{least} or more): give {least} or more draws (--samples; default 64)."
+        )
+
 
 POSTERIOR_SPREAD = 9.0
 """The Laplace posterior's interval is widened this many times. The posterior over the
@@ -144,8 +163,7 @@ def measure_objects(
             f"The voxel size {spacing} does not fit a {labels.ndim}D image: give one positive "
             "size per axis (mm)."
         )
-    if not 0 < level < 1:
-        raise ActiveSamError(f"The credible level must lie between 0 and 1, got {level}.")
+    check_draws(samples, level)
     head.check_model(model)
     found = [int(v) for v in np.unique(labels) if v > 0]
     if not found:
