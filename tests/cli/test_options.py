@@ -88,6 +88,7 @@ def test_an_unknown_choice_is_refused_by_the_parser(capsys):
         (["train-demo-model", "--out", "m.pt", "--learning-rate", "inf"], "give a number above 0"),
         (["train-demo-model", "--out", "m.pt", "--checkpoint-every", "-5"], "above 0"),
         (["train-demo-model", "--out", "m.pt", "--checkpoint-every", "nan"], "above 0"),
+        (["train-demo-model", "--out", "m.pt", "--encoder-depth", "0"], "give 1 or more"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(argv, message, capsys, tmp_path, monkeypatch):

@@ -103,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=options.existing_file,
         help="continue training from this demo-architecture checkpoint",
     )
+    parser.add_argument(
+        "--encoder-depth",
+        type=options.positive_int,
+        help="residual blocks of the image encoder (default: the demo architecture's 4); "
+        "with --init of a shallower model, it is grown by blocks that start adding nothing",
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     options.threads_option(parser)
 
@@ -126,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         data_workers=args.data_workers,
         click_threads=args.click_threads,
         checkpoint_every_s=args.checkpoint_every,
+        encoder_depth=args.encoder_depth,
     )
     device = choose_device(args.device)
     steps = train_demo_model(

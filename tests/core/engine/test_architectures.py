@@ -14,6 +14,7 @@ from napari_active_sam.core.engine.architectures import (
     MAX_PARAMETERS,
     SMOKE_ARCHITECTURE,
     Architecture,
+    deepened,
 )
 from napari_active_sam.core.errors import ModelError
 
@@ -101,3 +102,35 @@ def test_an_oversized_architecture_is_refused_before_anything_is_allocated(monke
     with pytest.raises(ModelError, match="1,637 million parameters, more than the 1,000"):
         wide.state_shapes()
     assert devices == [torch.device("meta")]
+
+
+TINY_CNN = replace(SMOKE_ARCHITECTURE, name="tiny-cnn", encoder="cnn",
+                   encoder_global_attn_indexes=())  # fmt: skip
+
+
+def test_a_deepened_encoder_keeps_every_weight_and_its_new_blocks_add_nothing():
+    torch.manual_seed(0)
+    sam = TINY_CNN.build()
+    grown = deepened(sam, TINY_CNN, TINY_CNN.encoder_depth + 2)
+    before, after = sam.state_dict(), grown.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert len(after) > len(before)
+    blocks = list(grown.image_encoder.body)[-2:]
+    x = torch.randn(1, TINY_CNN.encoder_embed_dim, 8, 8)
+    for block in blocks:  # the branch is zero: the block is its activation alone
+        assert torch.equal(block.body(x), torch.zeros_like(x))
+        assert torch.allclose(block(x), torch.nn.functional.gelu(x))
+    image = torch.randn(1, 3, TINY_CNN.img_size, TINY_CNN.img_size)
+    with torch.no_grad():
+        assert grown.image_encoder(image).shape == sam.image_encoder(image).shape
+
+
+@pytest.mark.parametrize(
+    "arch, depth",
+    [(SMOKE_ARCHITECTURE, 4), (TINY_CNN, TINY_CNN.encoder_depth - 1)],
+    ids=["vit", "shallower"],
+)
+def test_only_a_cnn_encoder_grows_and_never_shrinks(arch, depth):
+    with pytest.raises(ModelError, match="Only a cnn image encoder grows"):
+        deepened(arch.build(), arch, depth)

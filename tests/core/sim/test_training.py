@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_active_sam.core.engine.architectures import DEMO_ARCHITECTURE
+from napari_active_sam.core.engine.architectures import DEMO_ARCHITECTURE, MAX_DEPTH
 from napari_active_sam.core.engine.checkpoints import LoadedModel, load_checkpoint
 from napari_active_sam.core.errors import ActiveSamError, CheckpointError
 from napari_active_sam.core.prompts import Click, PromptSet
@@ -244,6 +244,28 @@ def test_training_refuses_to_continue_from_another_architecture(tiny_arch, tmp_p
     list(train_demo_model(first, 0, config, tiny_arch, kind="nuclei"))
     with pytest.raises(CheckpointError, match="architecture"):
         list(train_demo_model(tmp_path / "x.pt", 0, config, DEMO_ARCHITECTURE, init=first))
+
+
+def test_a_stage_grows_a_shallower_encoder_and_refuses_a_deeper_one(tiny_arch, tmp_path):
+    arch = replace(tiny_arch, name="tiny-cnn", encoder="cnn", encoder_global_attn_indexes=())
+    config = DemoTrainingConfig(steps=1, batch_size=2, size=arch.img_size, warmup_steps=1,
+                                click_iterations=1)  # fmt: skip
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    list(train_demo_model(first, 0, config, arch, kind="nuclei"))
+    deeper = replace(config, encoder_depth=arch.encoder_depth + 2)
+    list(train_demo_model(second, 1, deeper, arch, kind="nuclei", init=first))
+    grown = load_checkpoint(second)
+    assert grown.architecture.encoder_depth == arch.encoder_depth + 2
+    assert grown.extra["init_encoder_depth"] == arch.encoder_depth
+    assert grown.extra["total_steps"] == 2
+    with pytest.raises(CheckpointError, match="at most 2 encoder blocks"):
+        list(train_demo_model(tmp_path / "x.pt", 2, config, arch, kind="nuclei", init=second))
+
+
+@pytest.mark.parametrize("depth", [0, MAX_DEPTH + 1])
+def test_an_encoder_depth_out_of_range_is_a_clear_error(depth):
+    with pytest.raises(ActiveSamError, match="encoder_depth must be 1 to"):
+        DemoTrainingConfig(encoder_depth=depth)
 
 
 def test_a_killed_run_resumes_from_its_last_state(tiny_arch, tmp_path):

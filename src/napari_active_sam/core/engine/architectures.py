@@ -4,7 +4,7 @@ the SAM 2 family's (:mod:`~napari_active_sam.core.engine.sam2_family`)."""
 from __future__ import annotations
 
 import reprlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from typing import Any
 
@@ -281,6 +281,35 @@ class ConvImageEncoder(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.neck(self.body(x))
+
+
+def deepened(sam: Sam, architecture: Architecture, depth: int) -> Sam:
+    """``sam`` (a ``cnn``-encoder model of ``architecture``) with its image encoder grown to
+    ``depth`` residual blocks: the blocks it has keep their weights, and each new one starts
+    with its last normalisation at zero, so that its branch adds nothing and training
+    continues from about the function ``sam`` computes (each new block's activation is all
+    it changes).
+
+    Raises
+    ------
+    ModelError
+        ``architecture`` has no ``cnn`` encoder, or ``depth`` is below its own.
+    """
+    if architecture.encoder != "cnn" or depth < architecture.encoder_depth:
+        raise ModelError(
+            f"Only a cnn image encoder grows, to at least its own {architecture.encoder_depth} "
+            f"blocks; asked for {depth} blocks of a {architecture.encoder!r} encoder."
+        )
+    grown = replace(architecture, encoder_depth=depth).build()
+    missing, unexpected = grown.load_state_dict(sam.state_dict(), strict=False)
+    if unexpected or not all(key.startswith("image_encoder.body.") for key in missing):
+        raise ModelError(f"{architecture.name!r} weights do not fit its own deeper encoder.")
+    body = grown.image_encoder.body
+    for block in list(body)[len(body) - (depth - architecture.encoder_depth):]:
+        last_norm = block.body[-1]
+        torch.nn.init.zeros_(last_norm.weight)
+        torch.nn.init.zeros_(last_norm.bias)
+    return grown
 
 
 AnyArchitecture = Architecture | Sam2Architecture

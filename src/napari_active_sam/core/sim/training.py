@@ -17,7 +17,7 @@ import platform
 import time
 from collections.abc import Generator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, Sam
 
 from ..data.scenes import Scene, make_scene, training_scene
-from ..engine.architectures import DEMO_ARCHITECTURE, Architecture
+from ..engine.architectures import DEMO_ARCHITECTURE, MAX_DEPTH, Architecture, deepened
 from ..engine.checkpoints import LoadedModel, load_checkpoint, save_checkpoint
 from ..engine.preprocess import to_sam_rgb
 from ..enums import SceneKind
@@ -53,7 +53,9 @@ class DemoTrainingConfig:
     GPU the CPU keeps pace. A resumable state is written every ``checkpoint_every_s``
     seconds. ``large_targets`` of the sessions target an object drawn in proportion to its
     area, the rest one drawn uniformly (see :func:`sample_target`). ``click_weight`` weighs
-    :func:`click_loss` against the mask loss (0: not used).
+    :func:`click_loss` against the mask loss (0: not used). ``encoder_depth`` sets the
+    residual blocks of a ``cnn`` image encoder (None: the architecture's own); a stage that
+    continues from a shallower checkpoint grows it (:func:`deepened`).
     """
 
     steps: int = 1400
@@ -70,6 +72,7 @@ class DemoTrainingConfig:
     checkpoint_every_s: float = 300.0
     large_targets: float = 0.0
     click_weight: float = 0.0
+    encoder_depth: int | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "click_iterations"):
@@ -91,6 +94,16 @@ class DemoTrainingConfig:
         for name in ("data_workers", "click_threads"):
             if getattr(self, name) < 0:
                 raise ActiveSamError(f"{name} cannot be negative, got {getattr(self, name)}.")
+        if self.encoder_depth is not None and not 1 <= self.encoder_depth <= MAX_DEPTH:
+            raise ActiveSamError(
+                f"encoder_depth must be 1 to {MAX_DEPTH} blocks, got {self.encoder_depth}."
+            )
+
+    def architecture_of(self, architecture: Architecture) -> Architecture:
+        """``architecture`` with this configuration's encoder depth."""
+        if self.encoder_depth is None:
+            return architecture
+        return replace(architecture, encoder_depth=self.encoder_depth)
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha=0.25):
@@ -390,18 +403,29 @@ def _device_name(device: torch.device) -> str:
 
 def _starting_point(init: Path | None, architecture: Architecture) -> tuple[Sam | None, dict]:
     """The network training continues from (None: fresh weights, built after seeding) and
-    what the checkpoint says of the stages before: its hash, steps and wall time."""
+    what the checkpoint says of the stages before: its hash, steps and wall time. A
+    checkpoint whose image encoder has fewer blocks than ``architecture``'s is grown to it
+    (:func:`deepened`)."""
     if init is None:
         return None, {"total_steps": 0, "total_wall_time_s": 0.0}
     start = load_checkpoint(init, device="cpu")
-    if start.architecture != architecture:
+    held = start.architecture
+    shallower = (
+        isinstance(held, Architecture)
+        and replace(held, encoder_depth=architecture.encoder_depth) == architecture
+        and held.encoder_depth < architecture.encoder_depth
+    )
+    if held != architecture and not shallower:
         raise CheckpointError(
-            f"{init} holds a {start.architecture.name!r} model; training continues only "
-            f"from a checkpoint of the {architecture.name!r} architecture."
+            f"{init} holds a {held.name!r} model of another shape; training continues only "
+            f"from a checkpoint of the {architecture.name!r} architecture (the same, or with "
+            f"at most {architecture.encoder_depth} encoder blocks, which it then grows to)."
         )
     extra = start.extra
-    return start.sam, {
+    sam = deepened(start.sam, held, architecture.encoder_depth) if shallower else start.sam
+    return sam, {
         "init_sha256": start.weights_sha256,
+        "init_encoder_depth": held.encoder_depth,
         "total_steps": int(extra.get("total_steps", extra.get("steps", 0))),
         "total_wall_time_s": float(extra.get("total_wall_time_s", extra.get("wall_time_s", 0.0))),
     }
@@ -464,6 +488,7 @@ def train_demo_model(
     out = Path(out)
     device = torch.device(device)
     check_out(out, resume, overwrite)
+    architecture = config.architecture_of(architecture)
     state = resumed_state(out, seed, asdict(config), str(kind)) if resume else None
     start, previous = _starting_point(init, architecture)
     torch.manual_seed(seed)
