@@ -7,7 +7,7 @@ import pytest
 
 from napari_active_sam._widgets.dock import ActiveSamWidget
 from napari_active_sam._widgets.layers import OUTPUT, PREVIEW, PROMPTS, SUGGESTIONS, UNCERTAINTY
-from napari_active_sam._widgets.models import LOCAL_FILE
+from napari_active_sam._widgets.models import LOCAL_FILE, device_chooser
 from napari_active_sam.core.data.scenes import make_scene
 
 WAIT = 60_000  # ms; encoder runs on a 2-core CPU
@@ -710,6 +710,20 @@ def test_a_model_that_fails_to_load_leaves_the_chooser_on_the_model_in_use(
     # What the chooser shows is what clicks use, and the session in use goes on unchanged.
     assert widget.session is session and session.model.name == "demo"
     assert widget.controller.objects.settings["model"] == "demo"
+
+
+def test_the_device_variable_sets_the_docks_device(make_napari_viewer, qtbot, scene,
+                                                  monkeypatch):  # fmt: skip
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_DEVICE", "CPU")
+    viewer = make_napari_viewer()
+    viewer.add_image(scene.image, name="us")
+    widget = ActiveSamWidget(viewer)
+    assert widget.device.value == "cpu"
+    _ready(qtbot, widget)
+    assert widget.session.model.device.type == "cpu"
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_DEVICE", "cuda:1")  # a device of its own joins
+    chooser = device_chooser()
+    assert chooser.value == "cuda:1" and "auto" in chooser.choices
 
 
 def test_open_button_reads_a_dicom_series_with_the_plugin(make_napari_viewer, qtbot, tmp_path,

@@ -37,7 +37,13 @@ from .along_z import AlongZPanel
 from .controller import AnnotationController
 from .layers import MANAGED
 from .loading import ModelRequest
-from .models import FROM_FILE, checkpoint_missing, chosen_model, model_choosers
+from .models import (
+    FROM_FILE,
+    checkpoint_missing,
+    chosen_model,
+    device_chooser,
+    model_choosers,
+)
 from .previews import hint
 from .quality import QualityPanel
 
@@ -64,7 +70,7 @@ class ActiveSamWidget(Container):
         self._reverting = False
         self._opened_from: Path | None = None  # where the open dialog starts next time
         self.model_name, self.checkpoint, self.architecture = model_choosers()
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
+        self.device = device_chooser()
         self.open_button = PushButton(text="Open image or DICOM series…")
         self.image = create_widget(annotation="napari.layers.Image", label="image",
                                    options={"choices": self._user_images})  # fmt: skip

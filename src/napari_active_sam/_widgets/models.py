@@ -6,11 +6,13 @@ written by this project names its own architecture).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from magicgui.widgets import ComboBox, FileEdit
 
 from ..core.engine.architectures import NAMED_ARCHITECTURES
+from ..core.engine.checkpoints import DEVICE_ENV
 from ..core.engine.registry import model_names
 
 LOCAL_FILE = "local file"
@@ -30,6 +32,17 @@ def model_choosers() -> tuple[ComboBox, FileEdit, ComboBox]:
 
     name.changed.connect(show_local)
     return name, checkpoint, architecture
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def device_chooser() -> ComboBox:
+    """The device a model is loaded on: ``$NAPARI_ACTIVE_SAM_DEVICE`` when set (a device
+    such as ``cuda:1`` joins the choices), else ``auto``; loading checks it."""
+    wanted = os.environ.get(DEVICE_ENV, "").strip().lower() or "auto"
+    choices = [*DEVICES, *([] if wanted in DEVICES else [wanted])]
+    return ComboBox(label="device", choices=choices, value=wanted)
 
 
 def chosen_model(
