@@ -215,3 +215,52 @@ def test_seg_on_a_scanners_own_mr_series(tmp_path):
             [float(v) for v in source.ImagePositionPatient],
         )
     np.testing.assert_array_equal(read_seg(out, folder)[0], labels)
+
+
+def test_a_seg_next_to_part_of_its_series_is_refused_and_one_more_image_is_empty(
+    tmp_path, ct_series
+):
+    folder, series = ct_series
+    shape = read_image(folder).data.shape
+    labels = _labels(shape)
+    out = write_seg(folder, labels, tmp_path / "objects.dcm")
+    # An image of the series it was not drawn on: read, with no object on it.
+    base = pydicom.dcmread(folder / "slice3.dcm")
+    base.SOPInstanceUID = base.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    x, y, z = (float(v) for v in base.ImagePositionPatient)
+    base.ImagePositionPatient = [x, y, z + 5.0]
+    base.InstanceNumber = 5
+    base.save_as(folder / "slice4.dcm")
+    back, _, _ = read_seg(out, folder)
+    assert back.shape == (shape[0] + 1, *shape[1:])
+    np.testing.assert_array_equal(back[:-1], labels)
+    assert not back[-1].any()
+    # Images it was drawn on missing: their objects would be lost, so it is refused.
+    (folder / "slice4.dcm").unlink()
+    (folder / "slice0.dcm").unlink()
+    with pytest.raises(ImageError, match="1 of the 4 images objects.dcm was drawn on are not"):
+        read_seg(out, folder)
+
+
+def test_a_damaged_dicom_file_is_a_clear_error_in_napari(tmp_path, ct_series):
+    folder, _ = ct_series
+    damaged = folder / "slice0.dcm"
+    data = bytearray(damaged.read_bytes())
+    at = data.index(b"\x02\x00\x10\x00UI")  # the transfer syntax's value representation
+    data[at + 4 : at + 6] = b"U8"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="damaged"):
+        napari_get_reader(str(damaged))(str(damaged))
+
+
+def test_a_seg_reads_past_a_damaged_file_in_its_series_folder(tmp_path, ct_series):
+    folder, _ = ct_series
+    labels = _labels(read_image(folder).data.shape)
+    out = write_seg(folder, labels, folder / "objects.dcm")
+    data = bytearray((folder / "slice0.dcm").read_bytes())
+    at = data.index(b"\x02\x00\x10\x00UI")
+    data[at + 4 : at + 6] = b"U8"
+    (folder / "a-damaged.dcm").write_bytes(bytes(data))  # sorts before the series
+    with pytest.warns(UserWarning, match="a-damaged.dcm"):
+        back, _, _ = read_seg(out)
+    np.testing.assert_array_equal(back, labels)

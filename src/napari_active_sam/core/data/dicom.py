@@ -138,7 +138,7 @@ def is_dicom(path: Path) -> bool:
         return False
 
 
-def _read(path: Path, **options):
+def read_mapped(path: Path, **options):
     """``pydicom.dcmread`` through a memory map of the file.
 
     Reading a plain file asks the system for as many bytes as an element's length claims, at
@@ -163,7 +163,7 @@ def _headers(files: list[Path]) -> tuple[list[_Slice], list[Path]]:
     slices, damaged = [], []
     for file in files:
         try:
-            header = _read(file, stop_before_pixels=True, defer_size="64 KB")
+            header = read_mapped(file, stop_before_pixels=True, defer_size="64 KB")
             if "Rows" not in header or "Columns" not in header:
                 continue  # a DICOMDIR, a report, a presentation state: no image
             if header.get("Modality") == "SEG":
@@ -388,7 +388,7 @@ def _decoded(s: _Slice) -> np.ndarray:
                        stored=s.path.stat().st_size,
                        ratio=COMPRESSED_RATIO if s.compressed else 1)  # fmt: skip
     try:
-        ds = _read(s.path)
+        ds = read_mapped(s.path)
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom's decoders raise many kinds for damaged pixel data
         raise ImageError(f"{s.path.name}: its pixel data cannot be decoded ({exc}); the file "

@@ -17,7 +17,7 @@ import numpy as np
 from ... import __version__
 from ..errors import ImageError
 from .datasets import check_labels
-from .dicom import read_series
+from .dicom import read_mapped, read_series
 from .image import ImageData
 
 MAX_SEGMENTS = 65535
@@ -29,14 +29,12 @@ _LABEL = re.compile(r"object (\d+)$")
 def _series_files(folder: Path, series_uid: str | None = None) -> tuple[list[Path], ImageData]:
     """The files of ``folder``'s series (the one with ``series_uid``, or the volume the
     reader chooses) in volume order, and the series read."""
-    import pydicom
-
     chosen = None
     if series_uid is not None:
         for path in sorted(p for p in folder.iterdir() if p.is_file()):
             try:
-                header = pydicom.dcmread(path, stop_before_pixels=True)
-            except (pydicom.errors.InvalidDicomError, OSError):
+                header = read_mapped(path, stop_before_pixels=True, defer_size="64 KB")
+            except Exception:  # not DICOM, or damaged: read_series names the damaged ones
                 continue
             if header.get("Modality") != "SEG" and header.get("SeriesInstanceUID") == series_uid:
                 chosen = path
@@ -137,13 +135,13 @@ def write_seg(
 
 
 def is_seg(path: Path) -> bool:
-    """Whether ``path`` is a DICOM segmentation (Modality SEG)."""
-    import pydicom
-
+    """Whether ``path`` is a DICOM segmentation (Modality SEG); a file that cannot be read
+    is not (the series reader then says why)."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True).get("Modality") == "SEG"
-    except (pydicom.errors.InvalidDicomError, OSError, ValueError):
+        header = read_mapped(path, stop_before_pixels=True, defer_size="64 KB")
+    except Exception:  # pydicom raises many kinds for a damaged header
         return False
+    return header.get("Modality") == "SEG"
 
 
 def read_seg(
@@ -176,14 +174,26 @@ def read_seg(
         series_uid = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
     except (AttributeError, IndexError, KeyError, ValueError) as error:
         raise ImageError(f"{path.name} cannot be read as a segmentation ({error}).") from error
-    files, image = _series_files(Path(series) if series else path.parent, series_uid)
-    import pydicom
-
-    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
-    numbers = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=uids, combine_segments=True, relabel=False,
-        ignore_spatial_locations=True,
-    )  # fmt: skip
+    folder = Path(series) if series else path.parent
+    files, image = _series_files(folder, series_uid)
+    uids = [str(read_mapped(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    drawn = [str(uid) for _, _, uid in seg.get_source_image_uids()]
+    missing = sorted(set(drawn) - set(uids))
+    if missing:
+        raise ImageError(
+            f"{len(missing)} of the {len(drawn)} images {path.name} was drawn on are not in "
+            f"{folder}, so their objects would be lost: open it next to its whole series."
+        )
+    on = [i for i, uid in enumerate(uids) if uid in set(drawn)]  # images it was drawn on
+    numbers = np.zeros((len(uids), *image.spatial_shape[-2:]), np.int64)
+    if on:
+        try:
+            numbers[on] = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=[uids[i] for i in on], combine_segments=True,
+                relabel=False, ignore_spatial_locations=True,
+            )  # fmt: skip
+        except (KeyError, ValueError) as error:
+            raise ImageError(f"{path.name} cannot be read on its series ({error}).") from error
     labels = np.zeros(numbers.shape, np.int32)
     descriptions = {}
     for number in seg.segment_numbers:
