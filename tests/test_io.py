@@ -193,6 +193,14 @@ def test_dicom_folder_through_the_napari_reader(tmp_path, dicom_slice):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("hello")
     assert napari_get_reader(str(tmp_path / "notes")) is None
+    # Copied from macOS: an AppleDouble "._" file beside each image, sorted first.
+    mac = tmp_path / "from-a-mac"
+    mac.mkdir()
+    for z in range(25):
+        dicom_slice(mac / f"IM{z:04d}", "9.8", z * 3.0, np.full((4, 4), z))
+        (mac / f"._IM{z:04d}").write_bytes(b"\0\x05\x16\x07" + b"\0" * 60)
+    [(data, _, _)] = napari_get_reader(str(mac))(str(mac))
+    assert data.shape == (25, 4, 4)
 
 
 def test_4d_nifti_puts_time_first_and_keeps_the_image_plane_last(tmp_path):
@@ -303,6 +311,10 @@ def test_dicom_spacing_from_positions_checked(tmp_path, dicom_slice):
         ({"PixelData": b"\0\0"}, "pixel data cannot be decoded|pixels have shape"),
         ({"RescaleSlope": "nan"}, "RescaleSlope"),
         ({"Rows": 0}, "only damaged DICOM files: a.dcm"),
+        ({"ImageOrientationPatient": [1, 0, 0, 0, 1, 0, 0]}, "only damaged DICOM files: a.dcm"),
+        ({"ImageOrientationPatient": [1, 0, 0, 0, 1]}, "only damaged DICOM files: a.dcm"),
+        ({"ImagePositionPatient": [0, 0]}, "only damaged DICOM files: a.dcm"),
+        ({"PixelSpacing": [0.7, 0.7, 0.7]}, "only damaged DICOM files: a.dcm"),
     ],
 )
 def test_damaged_dicom_is_a_clear_error(tmp_path, dicom_slice, elements, message):
@@ -312,7 +324,21 @@ def test_damaged_dicom_is_a_clear_error(tmp_path, dicom_slice, elements, message
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the folder-level warning about the damaged file
         with pytest.raises(ImageError, match=message):
-            read_image(folder / "a.dcm" if "Rows" not in elements else folder)
+            read_image(folder if "damaged" in message else folder / "a.dcm")
+
+
+def test_16_bit_colour_dicom_is_scaled_to_8_bits_not_wrapped(tmp_path, dicom_slice):
+    rgb = np.zeros((4, 4, 3), np.uint16)
+    rgb[..., 0] = 65280  # nearly full red (256 × 255: 0 if wrapped to 8 bits)
+    rgb[1, :, 1] = 32768  # half green on one row
+    path = tmp_path / "rgb.dcm"
+    dicom_slice(path, "1.1", 0.0, np.zeros((4, 4)), SamplesPerPixel=3,
+                PhotometricInterpretation="RGB", PlanarConfiguration=0,
+                PixelData=rgb.tobytes())  # fmt: skip
+    image = read_image(path)
+    assert image.data.dtype == np.uint8 and image.data.shape[-1] == 3
+    assert (image.data[..., 0] == 254).all() and (image.data[..., 2] == 0).all()
+    assert (image.data[..., 1, :, 1] == 128).all() and (image.data[..., 0, :, 1] == 0).all()
 
 
 def test_bad_pixel_spacing_is_replaced_and_said(tmp_path, dicom_slice):

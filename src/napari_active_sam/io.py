@@ -43,12 +43,14 @@ def napari_get_reader(path: str | list[str]) -> Callable | None:
 
 
 def _holds_dicom(folder: Path, sample: int = 20) -> bool:
-    """Whether a folder holds DICOM files (among the first ``sample`` files); False for a
+    """Whether a folder holds DICOM files (among the first ``sample`` files not hidden, so
+    that a copy from macOS, with a ``._`` file beside each, is still claimed); False for a
     folder that cannot be listed."""
     try:
         if not folder.is_dir():
             return False
-        files = sorted(p for p in folder.iterdir() if p.is_file())[:sample]
+        shown = (p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+        files = sorted(shown)[:sample]
     except OSError:  # no permission to list it: not this reader's to claim
         return False
     return any(is_dicom(p) for p in files)

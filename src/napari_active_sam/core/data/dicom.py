@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,8 +185,8 @@ def _slice(file: Path, header) -> _Slice:
         value = header.get(keyword)
         return None if value in (None, "") else float(value)
 
-    orientation = header.get("ImageOrientationPatient")
-    position = header.get("ImagePositionPatient")
+    orientation = _values(header, "ImageOrientationPatient", 6)
+    position = _values(header, "ImagePositionPatient", 3)
     instance = header.get("InstanceNumber")
     frames = int(header.get("NumberOfFrames", 1) or 1)
     size = (int(header.Rows), int(header.Columns))
@@ -198,8 +199,8 @@ def _slice(file: Path, header) -> _Slice:
         description=str(header.get("SeriesDescription", "")).strip(),
         modality=str(header.get("Modality", "")),
         sop=str(header.get("SOPInstanceUID", "")),
-        orientation=None if orientation is None else tuple(float(v) for v in orientation),
-        position=None if position is None else np.array([float(v) for v in position]),
+        orientation=None if orientation is None else tuple(orientation),
+        position=None if position is None else np.array(position),
         instance=None if instance in (None, "") else int(instance),
         size=size,
         frames=frames,
@@ -214,6 +215,24 @@ def _slice(file: Path, header) -> _Slice:
     )
 
 
+def _numbers(value) -> list[float]:
+    """A header value as floats: a multi-valued element's values, or the one value."""
+    many = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    return [float(v) for v in (value if many else [value])]
+
+
+def _values(header, keyword: str, count: int) -> list[float] | None:
+    """The ``count`` numbers of ``keyword`` (None if the header has none); a header that
+    gives another number of them is damaged (raises ValueError)."""
+    value = header.get(keyword)
+    if value in (None, ""):
+        return None
+    numbers = _numbers(value)
+    if len(numbers) != count:
+        raise ValueError(f"{keyword} has {len(numbers)} values, not {count}")
+    return numbers
+
+
 def _pixel_spacing(header) -> tuple[float, ...] | None:
     """The (row, column) pixel size in mm a header states: its PixelSpacing, or an enhanced
     multi-frame file's, which it keeps in its shared functional groups; None if neither."""
@@ -223,7 +242,10 @@ def _pixel_spacing(header) -> tuple[float, ...] | None:
             value = header.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
         except (AttributeError, IndexError, KeyError, TypeError):
             return None
-    return tuple(float(v) for v in value)
+    spacing = tuple(_numbers(value))
+    if len(spacing) != 2:
+        raise ValueError(f"PixelSpacing has {len(spacing)} values, not 2")
+    return spacing
 
 
 def _choose(folder: Path, slices: list[_Slice], chosen: Path | None):
@@ -397,8 +419,11 @@ def _decoded(s: _Slice) -> np.ndarray:
     if pixels.shape[: len(expected)] != expected:
         raise ImageError(f"{s.path.name}: its pixels have shape {pixels.shape}, not the "
                          f"{expected} its header gives; the file is damaged.")  # fmt: skip
-    if pixels.ndim > len(expected):  # colour: no rescaling
-        return pixels.astype(np.uint8) if pixels.dtype != np.uint8 else pixels
+    if pixels.ndim > len(expected):  # colour: no rescaling, brought to 8 bits
+        if pixels.dtype == np.uint8:
+            return pixels
+        top = 2 ** int(ds.get("BitsStored", s.bits) or s.bits) - 1
+        return np.clip(np.round(pixels * (255 / top)), 0, 255).astype(np.uint8)
     slope = 1.0 if s.slope is None else s.slope
     intercept = 0.0 if s.intercept is None else s.intercept
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
