@@ -574,3 +574,78 @@ def test_labels_past_the_signed_32_bit_range_are_written_as_they_are(tmp_path, n
     labels = np.array([[[0, 40_000], [70_000, 2**31 + 5]]], np.uint32)
     written = write_labels(tmp_path / name, labels)
     np.testing.assert_array_equal(read_image(written).data.reshape(labels.shape), labels)
+
+
+def test_a_truncated_tiff_stack_is_refused_not_read_as_its_first_slice(tmp_path):
+    stack = np.random.default_rng(0).integers(0, 1000, (10, 64, 64)).astype(np.uint16)
+    imagej, shaped = tmp_path / "imagej.tif", tmp_path / "shaped.tif"
+    tifffile.imwrite(imagej, stack, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(shaped, stack[:5], compression="zlib")
+    for path, count in ((imagej, 10), (shaped, 5)):
+        assert read_image(path).data.shape[0] == count
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) * 6 // 10])  # a copy cut short
+        with pytest.raises(ImageError, match=f"states {count} images but holds 1: the file is "
+                                             "truncated"):  # fmt: skip
+            read_image(path)
+
+
+def test_tiff_colour_of_other_sample_types_and_counts(tmp_path):
+    """16-bit RGB is brought to 8 bits, not taken for a volume of three-pixel-wide slices;
+    grey with alpha keeps its grey; float colour and five samples are refused, saying what
+    to save."""
+    rgb16 = np.zeros((16, 8, 3), np.uint16)
+    rgb16[..., 0] = 65535
+    rgb16[..., 1] = 32768
+    tifffile.imwrite(tmp_path / "rgb16.tif", rgb16, photometric="rgb")
+    image = read_image(tmp_path / "rgb16.tif")
+    assert image.rgb and image.data.dtype == np.uint8 and image.data.shape == (16, 8, 3)
+    assert image.data[0, 0].tolist() == [255, 128, 0] and len(image.scale) == 2
+    grey = np.random.default_rng(1).integers(0, 255, (16, 8, 2)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "alpha.tif", grey, photometric="minisblack", extrasamples=[1],
+                     planarconfig="contig")  # fmt: skip
+    image = read_image(tmp_path / "alpha.tif")
+    assert not image.rgb and image.data.shape == (16, 8)
+    np.testing.assert_array_equal(image.data, grey[..., 0])
+    tifffile.imwrite(tmp_path / "float.tif", np.ones((16, 8, 3), np.float32), photometric="rgb")
+    with pytest.raises(ImageError, match="colour of float32 samples: save it as 8-bit RGB"):
+        read_image(tmp_path / "float.tif")
+    tifffile.imwrite(tmp_path / "five.tif", np.ones((16, 8, 5), np.uint8), photometric="rgb",
+                     extrasamples=[0, 0])  # fmt: skip
+    with pytest.raises(ImageError, match="5 samples per pixel"):
+        read_image(tmp_path / "five.tif")
+
+
+def test_what_napari_cannot_show_is_refused_and_packed_rgb_is_colour(tmp_path):
+    complex_nifti, complex_tiff = tmp_path / "complex.nii", tmp_path / "complex.tif"
+    values = np.full((4, 4, 3), 1 + 2j, np.complex64)
+    nibabel.save(nibabel.Nifti1Image(values, np.eye(4)), complex_nifti)
+    tifffile.imwrite(complex_tiff, values[..., 0])
+    row = tmp_path / "row.nii"
+    nibabel.save(nibabel.Nifti1Image(np.arange(8, dtype=np.int16), np.eye(4)), row)
+    for path, message in ((complex_nifti, "complex values: save their magnitude"),
+                          (complex_tiff, "complex values"),
+                          (row, r"a single row of 8 values \(8,\)")):  # fmt: skip
+        with pytest.raises(ImageError, match=message):
+            napari_get_reader(str(path))(str(path))
+    packed = np.zeros((5, 4, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    packed["G"] = 7
+    nibabel.save(nibabel.Nifti1Image(packed, np.eye(4)), tmp_path / "rgb24.nii")
+    [(data, meta, kind)] = napari_get_reader(str(tmp_path / "rgb24.nii"))(
+        str(tmp_path / "rgb24.nii"))  # fmt: skip
+    assert kind == "image" and meta["rgb"] and data.dtype == np.uint8
+    assert data.shape == (3, 4, 5, 3) and (data[..., 1] == 7).all() and not data[..., 0].any()
+
+
+def test_a_scaled_nifti_is_counted_at_the_size_it_is_read_at(tmp_path, monkeypatch):
+    """A slope or intercept (CT's -1024) makes nibabel read int16 voxels as float64: four
+    times the bytes the header's type gives, which the allowance must count."""
+    from napari_active_sam.core.data import image as image_module
+
+    path = tmp_path / "ct.nii"
+    image = nibabel.Nifti1Image(np.zeros((64, 64, 100), np.int16), np.eye(4))
+    image.header.set_slope_inter(1, -1024)
+    nibabel.save(image, path)
+    monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", 1_000_000)  # 0.8 MB as int16
+    with pytest.raises(ImageError, match="would take 3,276,800 bytes"):
+        read_image(path)

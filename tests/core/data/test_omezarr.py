@@ -152,6 +152,11 @@ def _damaged(path, change) -> None:
         (lambda m: m.update(axes=m["axes"][1:]), "names 2 axes and 3 scale values"),
         (lambda m: m["datasets"][0]["coordinateTransformations"][0].update(scale=[1.0, 1.0]),
          "names 3 axes and 2 scale values"),
+        (lambda m: m.update(datasets=[]), "cannot be read as an OME-Zarr image"),
+        (lambda m: m["datasets"][0]["coordinateTransformations"][0].update(scale=["a", 1, 1]),
+         "cannot be read as an OME-Zarr image"),
+        (lambda m: m["datasets"][0].update(coordinateTransformations=["scale"]),
+         "cannot be read as an OME-Zarr image"),
     ],
 )  # fmt: skip
 def test_metadata_that_does_not_fit_the_image_is_refused(ome_ct, change, message):
@@ -159,6 +164,23 @@ def test_metadata_that_does_not_fit_the_image_is_refused(ome_ct, change, message
     _damaged(path, change)
     with pytest.raises(ImageError, match=message):
         read_image(path)
+
+
+def test_multiscales_of_another_shape_and_an_empty_image_are_refused(ome_ct, tmp_path):
+    path, _, _ = ome_ct
+    group = zarr.open_group(str(path), mode="a")
+    ome = dict(group.attrs["ome"])
+    ome["multiscales"] = ome["multiscales"][0]  # an object, not a list of them
+    group.attrs["ome"] = ome
+    with pytest.raises(ImageError, match="cannot be read as an OME-Zarr image"):
+        napari_get_reader(str(path))(str(path))
+    empty = tmp_path / "empty.ome.zarr"
+    write_image(np.zeros((4, 16, 8), np.uint8), zarr.open_group(str(empty), mode="w"),
+                axes="zyx", scale_factors=())  # fmt: skip
+    level = zarr.open_group(str(empty), mode="a").attrs["ome"]["multiscales"][0]["datasets"][0]
+    zarr.open_array(str(empty / level["path"]), mode="a").resize((4, 16, 0))  # no pixels
+    with pytest.raises(ImageError, match=r"empty image \(4, 16, 0\)"):
+        read_image(empty)
 
 
 def test_a_scale_that_is_no_size_is_replaced_and_not_counted_as_known(ome_ct):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,12 @@ def _read_nifti(path: Path) -> ImageData:
     header = image.header
     gzipped = has_suffix(path, (".gz",))
     stored = path.stat().st_size - (0 if gzipped else int(header.get_data_offset()))
-    check_claimed_size(path, image.shape, header.get_data_dtype().itemsize, stored=stored,
-                       ratio=DEFLATE_RATIO if gzipped else 1)  # fmt: skip
+    slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
+    scaled = (slope, inter) != (1.0, 0.0)  # nibabel then reads the voxels as float64
+    itemsize = max(header.get_data_dtype().itemsize, 8 if scaled else 0)
+    check_claimed_size(path, image.shape, itemsize, stored=stored,
+                       ratio=(DEFLATE_RATIO if gzipped else 1) * itemsize
+                       / header.get_data_dtype().itemsize)  # fmt: skip
     data = np.asanyarray(image.dataobj)
     steps = [float(z) for z in _stated_zooms(path, header)[: data.ndim]]
     stated = tuple(steps[:3])  # i, j, k: a 4D file's time step (0 if unset) is no size
@@ -97,6 +102,7 @@ def _read_tiff(path: Path) -> ImageData:
             warnings.warn(f"{path.name} holds {len(tiff.series)} images; the first "
                           f"{tuple(series.shape)} is read: save each image as its own file "
                           "to open the others.", UserWarning, stacklevel=3)  # fmt: skip
+        _check_complete(path, tiff, series)
         data, rgb = _by_axes(path, series.asarray(), series.axes)
         spatial = data.ndim - (1 if rgb else 0)
         sizes = tiff_spacing(tiff)
@@ -107,11 +113,32 @@ def _read_tiff(path: Path) -> ImageData:
     return ImageData(data=data, scale=checked, rgb=rgb, spacing_known=known)
 
 
+def _check_complete(path: Path, tiff, series) -> None:
+    """Refuse a stack whose ImageJ or tifffile description counts more images than the file
+    holds: tifffile then falls back to the pages it finds, and a truncated stack would be
+    read as its first slice without a word."""
+    stated = None
+    if tiff.is_imagej and tiff.imagej_metadata:
+        stated = tiff.imagej_metadata.get("images")
+    elif tiff.is_shaped and tiff.shaped_metadata:
+        shape = tiff.shaped_metadata[0].get("shape")
+        plane = sum(axis in "YXS" for axis in series.axes)  # rows, columns (and samples)
+        if shape is not None and len(shape) > plane:
+            stated = int(np.prod(shape[:-plane]))
+    planes = int(np.prod([n for n, axis in zip(series.shape, series.axes, strict=True)
+                          if axis not in "YXS"]))  # fmt: skip
+    if stated is not None and int(stated) > planes:
+        raise ImageError(
+            f"{path.name} states {int(stated)} images but holds {planes}: the file is "
+            "truncated or damaged. Copy it again from where it came from."
+        )
+
+
 def _by_axes(path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, bool]:
     """A TIFF's pixels as the annotator takes them, read by the axes the file states
     (tifffile's letters): one channel (``C`` of more than one is refused), colour samples
-    (``S``, 3 or 4 of 8 bits) last, and whether they are RGB(A); other axes as they come,
-    slices before the image plane."""
+    (``S``: 3 or 4, brought to 8 bits) last, and whether they are RGB(A) (grey with alpha
+    keeps its grey); other axes as they come, slices before the image plane."""
     channel = axes.find("C")
     if channel >= 0:
         if data.shape[channel] > 1:
@@ -122,10 +149,22 @@ def _by_axes(path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, bool]
             )
         data, axes = np.take(data, 0, axis=channel), axes.replace("C", "")
     sample = axes.find("S")
-    colour = sample >= 0 and data.shape[sample] in (3, 4) and data.dtype == np.uint8
-    if colour and sample != len(axes) - 1:  # planar RGB: the samples last, as napari shows them
-        data = np.moveaxis(data, sample, -1)
-    return data, colour
+    if sample < 0:
+        return data, False
+    samples = data.shape[sample]
+    if samples in (1, 2):  # grey, or grey and alpha: the grey
+        return np.take(data, 0, axis=sample), False
+    if samples > 4:
+        raise ImageError(f"{path.name} has {samples} samples per pixel (axes {axes}): the "
+                         "annotator takes grey or RGB(A). Save it as one of those.")  # fmt: skip
+    if data.dtype != np.uint8:
+        if not np.issubdtype(data.dtype, np.integer):
+            raise ImageError(f"{path.name} is colour of {data.dtype} samples: save it as 8-bit "
+                             "RGB (Fiji: Image > Type > RGB Color).")  # fmt: skip
+        top = max(int(np.iinfo(data.dtype).max), 1)
+        data = (np.clip(data, 0, None) * (255 / top)).round().astype(np.uint8)
+    # planar RGB: the samples last, as napari shows them
+    return np.moveaxis(data, sample, -1) if sample != len(axes) - 1 else data, True
 
 
 def spatial_scale(sizes: tuple[float | None, float, float] | None,
@@ -264,11 +303,31 @@ def read_image(path: Path | str) -> ImageData:
             if image.data.size == 0:
                 raise ImageError(f"{path.name} holds an empty image {image.data.shape}: the "
                                  "file is damaged.")  # fmt: skip
-            return image
+            return _displayable(path, image)
     raise ImageError(
         f"{path.name}: unknown image type. Use one of {', '.join(IMAGE_SUFFIXES)}, a DICOM "
         "file (.dcm) or a DICOM series folder."
     )
+
+
+def _displayable(path: Path, image: ImageData) -> ImageData:
+    """``image`` as napari and the annotator can show it: NIfTI's packed RGB as colour;
+    complex values, other records and a single row refused, saying what to save instead."""
+    data = image.data
+    if data.dtype.names == ("R", "G", "B"):  # NIfTI RGB24
+        rgb = np.stack([data[name] for name in data.dtype.names], axis=-1).astype(np.uint8)
+        return replace(image, data=rgb, rgb=True)
+    numeric = np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_
+    if data.dtype.names is not None or not numeric:
+        raise ImageError(f"{path.name} holds records of {data.dtype}, not pixel values: save "
+                         "the image as numbers (grey or RGB).")  # fmt: skip
+    if np.issubdtype(data.dtype, np.complexfloating):
+        raise ImageError(f"{path.name} holds complex values: save their magnitude "
+                         "(numpy.abs) as the image to annotate.")  # fmt: skip
+    if len(image.spatial_shape) < 2:
+        raise ImageError(f"{path.name} holds a single row of {data.size} values "
+                         f"{data.shape}: an image needs rows and columns.")  # fmt: skip
+    return image
 
 
 def _label_type(labels: np.ndarray) -> type:

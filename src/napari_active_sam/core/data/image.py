@@ -61,7 +61,7 @@ def check_claimed_size(
     itemsize: float,
     *,
     stored: int | None = None,
-    ratio: int = 1,
+    ratio: float = 1,
     limit: int | None = None,
 ) -> int:
     """Refuse a header whose image could not be in the file or would not fit in memory.
@@ -74,7 +74,7 @@ def check_claimed_size(
         What the header claims.
     stored : int, optional
         Bytes the file has for the image (its size less the header); None when unknown.
-    ratio : int
+    ratio : float
         How much the stored bytes may expand (1 uncompressed, :data:`DEFLATE_RATIO` for
         deflate).
     limit : int, optional

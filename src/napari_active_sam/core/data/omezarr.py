@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,31 +59,18 @@ def read_ome_zarr(path: Path) -> ImageData:
         A folder without multiscales (not an OME-Zarr image), or an image with several
         channels or time points (open one of them).
     """
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Multiscales, Reader
-
-    location = parse_url(str(path))
     try:
-        nodes = list(Reader(location)()) if location is not None else []
-    except (IndexError, KeyError, TypeError, ValueError) as error:  # malformed metadata
-        raise ImageError(
+        data, names, scale = _full_resolution(path)
+    except ImageError:
+        raise
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
+        raise ImageError(  # malformed metadata, which ome-zarr-py reads as it comes
             f"{Path(path).name} cannot be read as an OME-Zarr image ({error!r}): its "
             "metadata is damaged or of a kind this reader does not know."
         ) from error
-    images = [n for n in nodes if any(isinstance(s, Multiscales) for s in n.specs)]
-    if not images:
-        raise ImageError(
-            f"{Path(path).name} has no multiscales: it is a zarr folder but not an OME-Zarr "
-            "image. Open an OME-Zarr image (its top folder), or convert it."
-        )
-    node = images[0]
-    data = node.data[0]
-    names = [axis["name"] if isinstance(axis, dict) else str(axis)
-             for axis in node.metadata.get("axes", SPATIAL[-data.ndim:])]  # fmt: skip
-    scale = [1.0] * data.ndim
-    for transform in node.metadata.get("coordinateTransformations", [[]])[0]:
-        if transform.get("type") == "scale":
-            scale = [float(v) for v in transform["scale"]]
+    if any(int(n) <= 0 for n in data.shape):
+        raise ImageError(f"{Path(path).name} holds an empty image {tuple(data.shape)}: the "
+                         "image is damaged.")  # fmt: skip
     if not len(names) == len(scale) == data.ndim:
         raise ImageError(
             f"{Path(path).name}: its metadata names {len(names)} axes and {len(scale)} scale "
@@ -107,6 +95,31 @@ def read_ome_zarr(path: Path) -> ImageData:
         metadata={"ome_zarr": str(path), "axes": [names[a] for a in keep]},
         spacing_known=checked == spatial,
     )
+
+
+def _full_resolution(path: Path) -> tuple[Any, list[str], list[float]]:
+    """The full-resolution level of the OME-Zarr image at ``path`` (a dask array), its
+    axes' names and its scale, as the metadata states them (unchecked)."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Multiscales, Reader
+
+    location = parse_url(str(path))
+    nodes = list(Reader(location)()) if location is not None else []
+    images = [n for n in nodes if any(isinstance(s, Multiscales) for s in n.specs)]
+    if not images:
+        raise ImageError(
+            f"{Path(path).name} has no multiscales: it is a zarr folder but not an OME-Zarr "
+            "image. Open an OME-Zarr image (its top folder), or convert it."
+        )
+    node = images[0]
+    data = node.data[0]
+    names = [axis["name"] if isinstance(axis, dict) else str(axis)
+             for axis in node.metadata.get("axes", SPATIAL[-data.ndim:])]  # fmt: skip
+    scale = [1.0] * data.ndim
+    for transform in node.metadata.get("coordinateTransformations", [[]])[0]:
+        if transform.get("type") == "scale":
+            scale = [float(v) for v in transform["scale"]]
+    return data, names, scale
 
 
 def write_ome_zarr_labels(image: Path, labels: np.ndarray, name: str = "napari-active-sam",
