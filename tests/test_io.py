@@ -649,3 +649,17 @@ def test_a_scaled_nifti_is_counted_at_the_size_it_is_read_at(tmp_path, monkeypat
     monkeypatch.setattr(image_module, "MAX_IMAGE_BYTES", 1_000_000)  # 0.8 MB as int16
     with pytest.raises(ImageError, match="would take 3,276,800 bytes"):
         read_image(path)
+
+
+def test_a_png_of_grey_and_alpha_is_grey_and_an_animated_one_a_stack(tmp_path):
+    import imageio.v3 as iio
+
+    grey = np.random.default_rng(2).integers(0, 255, (16, 12, 2)).astype(np.uint8)
+    iio.imwrite(tmp_path / "alpha.png", grey)
+    image = read_image(tmp_path / "alpha.png")
+    assert not image.rgb and image.scale == (1.0, 1.0)
+    np.testing.assert_array_equal(image.data, grey[..., 0])
+    frames = np.random.default_rng(3).integers(0, 255, (3, 16, 12)).astype(np.uint8)
+    iio.imwrite(tmp_path / "frames.png", frames, extension=".png")
+    image = read_image(tmp_path / "frames.png")
+    assert image.data.shape == (3, 16, 12) and image.scale == (1.0, 1.0, 1.0)

@@ -236,8 +236,11 @@ def _read_plain(path: Path) -> ImageData:
     check_claimed_size(path, props.shape, props.dtype.itemsize,
                        stored=len(encoded), ratio=DEFLATE_RATIO)  # fmt: skip
     data = iio.imread(io.BytesIO(encoded), extension=path.suffix.lower())
-    rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
-    return ImageData(data=data, scale=(1.0, 1.0), rgb=rgb, spacing_known=False)
+    if data.ndim >= 3 and data.shape[-1] == 2:  # grey and alpha: the grey
+        data = data[..., 0]
+    rgb = data.ndim >= 3 and data.shape[-1] in (3, 4)
+    # an animated PNG: its frames as slices
+    return ImageData(data=data, scale=(1.0,) * (data.ndim - rgb), rgb=rgb, spacing_known=False)
 
 
 def _read_npy(path: Path) -> ImageData:
