@@ -517,10 +517,12 @@ def reader_originals(folder: Path) -> dict[str, bytes]:
 
 
 def image_is_sound(image: Any) -> bool:
-    """Whether ``read_image`` returned a non-empty array of at least two spatial axes with
-    one finite, positive scale per spatial axis."""
+    """Whether ``read_image`` returned a non-empty array of real numbers (what napari shows)
+    of at least two spatial axes with one finite, positive scale per spatial axis."""
     data = getattr(image, "data", None)
     if not isinstance(data, np.ndarray) or data.size == 0:
+        return False
+    if data.dtype.names is not None or np.iscomplexobj(data):
         return False
     spatial = data.ndim - bool(getattr(image, "rgb", False))
     scale = tuple(getattr(image, "scale", ()))
@@ -775,6 +777,32 @@ def handmade_cases() -> list[tuple[str, str, Callable[[Path], Path]]]:
     def multiframe(frames, pixels_bytes=None) -> Callable[[Path], Path]:
         return lambda folder: _multiframe(folder, frames, pixels_bytes)
 
+    def cut_stack(folder: Path) -> Path:
+        import tifffile
+
+        tifffile.imwrite(folder / "stack.tif", volume, imagej=True, metadata={"axes": "ZYX"})
+        whole = (folder / "stack.tif").read_bytes()
+        (folder / "stack.tif").write_bytes(whole[: len(whole) * 6 // 10])
+        return folder / "stack.tif"
+
+    def tiff_of(name: str, data: np.ndarray, **options) -> Callable[[Path], Path]:
+        def build(folder: Path) -> Path:
+            import tifffile
+
+            tifffile.imwrite(folder / name, data, **options)
+            return folder / name
+
+        return build
+
+    def nifti_of(name: str, data: np.ndarray) -> Callable[[Path], Path]:
+        def build(folder: Path) -> Path:
+            import nibabel
+
+            nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), folder / name)
+            return folder / name
+
+        return build
+
     nan3 = (float("nan"),) * 3
     cases = [
         (
@@ -965,6 +993,34 @@ def handmade_cases() -> list[tuple[str, str, Callable[[Path], Path]]]:
             series(extra=garbage_jpeg_frames),
         ),
         ("DICOM folder with only a README", "clear_error", readme_only),
+        (
+            "DICOM ImageOrientationPatient of 7 values",
+            "clear_error",
+            series(per=lambda z: {"ImageOrientationPatient": [1, 0, 0, 0, 1, 0, 0]}),
+        ),
+        (
+            "DICOM PixelSpacing of 3 values",
+            "clear_error",
+            series(per=lambda z: {"PixelSpacing": [0.7, 0.7, 0.7]}),
+        ),
+        ("TIFF ImageJ stack cut short", "clear_error", cut_stack),
+        (
+            "TIFF RGB of 16-bit samples",
+            "ok",
+            tiff_of("rgb16.tif", np.full((16, 16, 3), 40000, np.uint16), photometric="rgb"),
+        ),
+        (
+            "TIFF RGB of float samples",
+            "clear_error",
+            tiff_of("rgbf.tif", np.ones((16, 16, 3), np.float32), photometric="rgb"),
+        ),
+        ("TIFF of complex values", "clear_error", tiff_of("c.tif", np.ones((8, 8), np.complex64))),
+        (
+            "NIfTI of complex values",
+            "clear_error",
+            nifti_of("c.nii", np.ones((4, 4, 2), np.complex64)),
+        ),
+        ("NIfTI of one row", "clear_error", nifti_of("row.nii", np.arange(8, dtype=np.int16))),
     ]
     for suffix in (".nii", ".nii.gz", ".tif", ".png", ".jpg", ".npy", ".dcm"):
         cases.append((f"empty {suffix} file", "clear_error", file(f"empty{suffix}", b"")))
