@@ -341,6 +341,30 @@ def test_16_bit_colour_dicom_is_scaled_to_8_bits_not_wrapped(tmp_path, dicom_sli
     assert (image.data[..., 1, :, 1] == 128).all() and (image.data[..., 0, :, 1] == 0).all()
 
 
+def test_monochrome1_is_turned_round_and_a_palette_gives_colour(tmp_path, dicom_slice):
+    """A radiograph stored white-low (MONOCHROME1) shows as its viewer shows it; PALETTE
+    COLOR (ultrasound) goes through its palette."""
+    stored = np.array([[0, 100], [4095, 2000]])
+    path = tmp_path / "cr.dcm"
+    dicom_slice(path, "1.1", 0.0, stored, slope=1.0, intercept=0.0, BitsStored=12, HighBit=11,
+                PhotometricInterpretation="MONOCHROME1")  # fmt: skip
+    np.testing.assert_array_equal(read_image(path).data, 4095 - stored)
+    index = np.array([[10, 200], [0, 255]], np.uint8)
+    ramp = np.arange(256, dtype=np.uint16) * 257
+    lut = {f"{c}PaletteColorLookupTable{part}": value for c, data in
+           (("Red", ramp), ("Green", np.zeros(256, np.uint16)), ("Blue", ramp[::-1]))
+           for part, value in (("Descriptor", [256, 0, 16]), ("Data", data.tobytes()))}
+    path = tmp_path / "us.dcm"
+    dicom_slice(path, "1.2", 0.0, np.zeros((2, 2)), PhotometricInterpretation="PALETTE COLOR",
+                BitsAllocated=8, BitsStored=8, HighBit=7, PixelData=index.tobytes(),
+                **lut)  # fmt: skip
+    image = read_image(path)
+    assert image.rgb and image.data.dtype == np.uint8
+    np.testing.assert_array_equal(image.data[..., 0], index)
+    np.testing.assert_array_equal(image.data[..., 2], 255 - index)
+    assert not image.data[..., 1].any()
+
+
 def test_bad_pixel_spacing_is_replaced_and_said(tmp_path, dicom_slice):
     folder = _series(tmp_path / "s", dicom_slice, [0.0, 2.0], PixelSpacing=[0.0, 0.7])
     with pytest.warns(UserWarning, match="PixelSpacing .* is not a positive size"):

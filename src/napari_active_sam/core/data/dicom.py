@@ -395,7 +395,7 @@ def _pixels(volume: list[_Slice]) -> tuple[np.ndarray, bool]:
     check_claimed_size(first.path, shape, 4)
     planes = [_decoded(s) for s in volume]
     data = np.concatenate(planes) if first.frames > 1 else np.stack(planes)
-    rgb = samples > 1
+    rgb = planes[0].ndim > (3 if first.frames > 1 else 2)  # samples, or a palette's colour
     if data.shape[0] == 1:
         data = data[0]
     if not rgb and np.all(data == np.round(data)) and data.min() >= -32768 and data.max() < 32768:
@@ -404,7 +404,11 @@ def _pixels(volume: list[_Slice]) -> tuple[np.ndarray, bool]:
 
 
 def _decoded(s: _Slice) -> np.ndarray:
-    """One file's pixels as float32 (uint8 for colour), rescaled by slope and intercept."""
+    """One file's pixels as float32 (uint8 for colour), rescaled by slope and intercept.
+
+    MONOCHROME1 (a radiograph's white for low values) is turned round within its stored
+    range, so that it shows as the scanner's viewer shows it; PALETTE COLOR goes through
+    its palette to RGB."""
 
     check_claimed_size(s.path, (s.frames, *s.size, s.samples), max(s.bits, 1) / 8,
                        stored=s.path.stat().st_size,
@@ -419,11 +423,27 @@ def _decoded(s: _Slice) -> np.ndarray:
     if pixels.shape[: len(expected)] != expected:
         raise ImageError(f"{s.path.name}: its pixels have shape {pixels.shape}, not the "
                          f"{expected} its header gives; the file is damaged.")  # fmt: skip
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    stored_bits = int(ds.get("BitsStored", s.bits) or s.bits)
+    if photometric == "PALETTE COLOR" and pixels.ndim == len(expected):
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            pixels = apply_color_lut(pixels, ds)
+        except Exception as exc:  # a palette missing or of another size than it says
+            raise ImageError(f"{s.path.name}: its colour palette cannot be applied ({exc}); "
+                             "the file is damaged.") from exc  # fmt: skip
+        stored_bits = 8 * pixels.dtype.itemsize
     if pixels.ndim > len(expected):  # colour: no rescaling, brought to 8 bits
         if pixels.dtype == np.uint8:
             return pixels
-        top = 2 ** int(ds.get("BitsStored", s.bits) or s.bits) - 1
+        top = 2**stored_bits - 1
         return np.clip(np.round(pixels * (255 / top)), 0, 255).astype(np.uint8)
+    if photometric == "MONOCHROME1":  # white is low: turned round within the stored range
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        low, high = (-(2 ** (stored_bits - 1)), 2 ** (stored_bits - 1) - 1) if signed else (
+            0, 2**stored_bits - 1)  # fmt: skip
+        pixels = (low + high) - pixels.astype(np.int64)
     slope = 1.0 if s.slope is None else s.slope
     intercept = 0.0 if s.intercept is None else s.intercept
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
