@@ -27,6 +27,8 @@ def test_the_plot_shows_each_slice_and_takes_the_user_there(spine_clicked, qtbot
     viewer, widget, _ = spine_clicked
     panel = widget.along_z
     assert not panel.worst_button.enabled and not panel.canvas.isVisible()
+    summary = panel.summary.native  # wrapped over lines, none of them cut off
+    assert summary.height() >= summary.heightForWidth(summary.width())
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: viewer.layers[OUTPUT].data.any(), timeout=WAIT)
     qtbot.waitUntil(panel.canvas.isVisible, timeout=5_000)
@@ -36,6 +38,8 @@ def test_the_plot_shows_each_slice_and_takes_the_user_there(spine_clicked, qtbot
     assert sorted(kept) == [z for z in grown if z != 0]  # every propagated slice is plotted
     assert panel.least_sure in kept
     assert f"least sure on slice {panel.least_sure}" in panel.summary.value
+    qtbot.waitUntil(lambda: summary.height() >= summary.heightForWidth(summary.width()),
+                    timeout=5_000)  # fmt: skip
 
     QTest.mouseClick(panel.worst_button.native, Qt.MouseButton.LeftButton)
     assert viewer.dims.current_step[0] == panel.least_sure

@@ -40,6 +40,9 @@ class AlongZPanel(Container):
         self.controller = controller
         self.summary = Label(value=IDLE)
         self.summary.native.setWordWrap(True)  # a long line wraps inside the dock
+        # Room for three wrapped lines: the form's rows are sized before the label wraps.
+        lines = self.summary.native.fontMetrics().lineSpacing()
+        self.summary.native.setMinimumHeight(3 * lines + 16)  # and the theme's padding
         self.worst_button = PushButton(text="Correct the least sure slice", enabled=False)
         self.stop_above = FloatSpinBox(
             label="stop above (nats)", value=controller.max_uncertainty or 0.0, min=0.0,
