@@ -181,6 +181,11 @@ def test_multiscales_of_another_shape_and_an_empty_image_are_refused(ome_ct, tmp
     zarr.open_array(str(empty / level["path"]), mode="a").resize((4, 16, 0))  # no pixels
     with pytest.raises(ImageError, match=r"empty image \(4, 16, 0\)"):
         read_image(empty)
+    complex_values = tmp_path / "complex.ome.zarr"
+    write_image(np.ones((4, 16, 8), np.complex64), zarr.open_group(str(complex_values), mode="w"),
+                axes="zyx", scale_factors=())  # fmt: skip
+    with pytest.raises(ImageError, match="complex values"):
+        read_image(complex_values)
 
 
 def test_a_scale_that_is_no_size_is_replaced_and_not_counted_as_known(ome_ct):

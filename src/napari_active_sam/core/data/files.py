@@ -288,9 +288,7 @@ def read_image(path: Path | str) -> ImageData:
     """
     path = Path(path)
     if path.is_dir():
-        if is_zarr(path):
-            return read_ome_zarr(path)
-        return read_series(path)
+        return _displayable(path, read_ome_zarr(path) if is_zarr(path) else read_series(path))
     if not path.is_file():
         raise ImageError(f"{path} does not exist.")
     if has_suffix(path, DICOM_SUFFIXES) or is_dicom(path):  # scanners often write no suffix
