@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import imageio.v3 as iio
 import nibabel
@@ -163,7 +164,7 @@ def test_labels_written_to_tiff_and_bad_targets(tmp_path):
     labels[0, 1:3, 1:3] = 40000
     out = write_labels(tmp_path / "labels.tif", labels)
     assert np.array_equal(tifffile.imread(out), labels.astype(np.int32))
-    with pytest.raises(ImageError, match="integers"):
+    with pytest.raises(ImageError, match="whole numbers"):
         write_labels(tmp_path / "x.tif", labels.astype(float))
     with pytest.raises(ImageError, match="write labels as"):
         write_labels(tmp_path / "x.png", labels)
@@ -181,6 +182,75 @@ def test_napari_writer_contribution_keeps_the_nifti_grid(tmp_path):
     [written] = napari_write_labels(str(tmp_path / "out.nii.gz"), labels, meta)
     image = nibabel.load(written)
     assert np.allclose(image.affine, affine) and np.asarray(image.dataobj)[3, 0, 1] == 2
+
+
+def test_a_save_that_fails_part_way_leaves_the_file_there_whole(tmp_path, monkeypatch):
+    """A full disk part way through: the labels saved before stay as they were, no partial
+    file is left beside them, and the new ones are kept where the error says."""
+    from napari_active_sam.core import keeping
+    from napari_active_sam.core.errors import SaveError
+    from napari_active_sam.io import napari_write_labels
+
+    monkeypatch.setattr(keeping, "fallback_dir", lambda: tmp_path / "kept")
+    source = tmp_path / "ct.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 5, 2), np.int16), np.eye(4)), source)
+    [(data, meta, _)] = napari_get_reader(str(source))(str(source))
+    before = np.zeros(data.shape, np.int32)
+    before[0, 1, 1] = 3
+    saved = tmp_path / "labels"
+    saved.mkdir()
+    [first] = napari_write_labels(str(saved / "objects.nii.gz"), before, meta)
+    real_save = nibabel.save
+
+    def disk_full(image, filename):
+        if "kept" not in str(filename):
+            Path(filename).write_bytes(b"\x1f\x8b half a file")
+            raise OSError(28, "No space left on device")
+        real_save(image, filename)
+
+    monkeypatch.setattr(nibabel, "save", disk_full)
+    with pytest.raises(SaveError, match="No space left on device.*it is kept in") as failed:
+        napari_write_labels(first, before + 1, meta)
+    np.testing.assert_array_equal(read_image(first).data, before)
+    assert sorted(p.name for p in saved.iterdir()) == ["objects.nii.gz"]
+    kept = Path(str(failed.value).split("it is kept in ")[1].split(": copy")[0])
+    np.testing.assert_array_equal(read_image(kept).data, before + 1)
+
+
+def test_labels_are_written_on_their_images_grid_in_full(tmp_path):
+    from napari_active_sam.io import napari_write_labels
+
+    source = tmp_path / "ct.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((6, 8, 3), np.int16), np.eye(4)), source)
+    [(data, meta, _)] = napari_get_reader(str(source))(str(source))
+    with pytest.raises(ImageError, match=r"shape \(3, 4, 6\), not the image's \(3, 8, 6\)"):
+        napari_write_labels(str(tmp_path / "half.nii.gz"), np.zeros((3, 4, 6), np.int32), meta)
+    huge = np.zeros(data.shape, np.int64)
+    huge[1, 2, 3] = 2**33  # past 32 bits: NIfTI is told its type
+    [written] = napari_write_labels(str(tmp_path / "huge.nii.gz"), huge, meta)
+    np.testing.assert_array_equal(read_image(written).data, huge)
+    full = np.zeros(data.shape, np.int32)
+    full[:, :4, :] = 5
+    pyramid = {**meta, "multiscale": True}  # a multiscale layer: its full resolution
+    [written] = napari_write_labels(str(tmp_path / "full.nii.gz"), [full, full[:, ::2, ::2]],
+                                    pyramid)  # fmt: skip
+    np.testing.assert_array_equal(read_image(written).data, full)
+
+
+def test_tiff_labels_keep_their_images_voxel_size(tmp_path):
+    from napari_active_sam.io import napari_write_labels
+
+    stack = tmp_path / "cells.tif"
+    tifffile.imwrite(stack, np.zeros((3, 8, 6), np.uint16), imagej=True,
+                     resolution=(2.0, 2.0), metadata={"axes": "ZYX", "spacing": 4.0,
+                                                      "unit": "um"})  # fmt: skip
+    [(data, meta, _)] = napari_get_reader(str(stack))(str(stack))
+    labels = np.zeros(data.shape, np.int32)
+    labels[1, 2:4, 2:4] = 9
+    [written] = napari_write_labels(str(tmp_path / "cells_labels.tif"), labels, meta)
+    back = read_image(written)
+    assert back.spacing_known and back.scale == pytest.approx((0.004, 0.0005, 0.0005))
+    np.testing.assert_array_equal(back.data, labels)
 
 
 def test_dicom_folder_through_the_napari_reader(tmp_path, dicom_slice):

@@ -21,6 +21,7 @@ from .core.data.files import (
 )
 from .core.data.omezarr import is_ome_zarr, is_zarr
 from .core.errors import ImageError
+from .core.keeping import save_or_keep
 
 READER_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + DICOM_SUFFIXES + (".zarr",)
 """What the reader takes besides DICOM series folders (the manifest's filename patterns)."""
@@ -73,8 +74,11 @@ def _channels(path: Path) -> int:
 def napari_write_labels(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 writer contribution: a Labels layer to NIfTI (the source's grid kept when the
     layer came from a NIfTI image), TIFF, or, for labels on a DICOM series, a DICOM SEG
-    that refers to that series (``.dcm``)."""
+    that refers to that series (``.dcm``). A multiscale layer is written at its full
+    resolution. A file that cannot be written is kept in the fallback folder, and the
+    error says where; one written before at ``path`` is left whole."""
     source = meta.get("metadata", {}) or {}
+    labels = np.asarray(data[0] if meta.get("multiscale") else data)
     if has_suffix(path, DICOM_SUFFIXES):
         files = source.get("files")
         if not files:
@@ -82,11 +86,18 @@ def napari_write_labels(path: str, data: Any, meta: dict) -> list[str]:
                 "A DICOM SEG refers to the DICOM series the labels were drawn on, and these "
                 "labels come from no series: save them as NIfTI or TIFF."
             )
-        written = write_seg(Path(files[0]).parent, np.asarray(data), Path(path),
-                            series_uid=source.get("series_uid"))  # fmt: skip
-        return [str(written)]
-    scale = meta.get("scale")
-    return [str(write_labels(path, data, source, tuple(scale) if scale is not None else None))]
+
+        def write(target: Path) -> Path:
+            return write_seg(Path(files[0]).parent, labels, target,
+                             series_uid=source.get("series_uid"))  # fmt: skip
+    else:
+        scale = meta.get("scale")
+        scale = tuple(scale) if scale is not None else None
+
+        def write(target: Path) -> Path:
+            return write_labels(target, labels, source, scale)
+
+    return [str(save_or_keep(write, Path(path), "the labels"))]
 
 
 def _napari_read(path: str) -> list[tuple]:

@@ -145,7 +145,7 @@ def test_cancelling_an_adaptation_keeps_the_base_model_and_writes_nothing(
     assert widget.session.model is base
     assert widget.adapt_panel.decode_with.value == BASE
     assert not ADAPTER.users(base.model_id).exists()
-    assert not list((tmp_path / "cache").rglob("*.partial"))
+    assert not [f for f in (tmp_path / "cache").rglob("*") if "partial" in f.name]
 
 
 def test_objects_like_mine_are_found_and_accepted_with_real_clicks(make_napari_viewer, qtbot):

@@ -9,6 +9,7 @@ error says where.
 from __future__ import annotations
 
 import getpass
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +29,21 @@ def fallback_dir() -> Path:
     except (KeyError, OSError):  # no name for this user id (a container)
         user = "user"
     return Path(tempfile.gettempdir()) / f"napari-active-sam-{user}"
+
+
+def written_whole(write: Callable[[Path], object], target: Path) -> Path:
+    """``write`` a file beside ``target`` (its name ending as ``target``'s, for libraries
+    that choose the format by the suffix), then move it over ``target`` in one rename: a
+    write that fails part way (a full disk, a kill) leaves what ``target`` held as it was,
+    and no partial file behind. Returns ``target``."""
+    target = Path(target)
+    partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
+    try:
+        write(partial)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
 
 
 def save_or_keep(write: Callable[[Path], T], target: Path, what: str) -> T:

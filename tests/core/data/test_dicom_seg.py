@@ -264,3 +264,20 @@ def test_a_seg_reads_past_a_damaged_file_in_its_series_folder(tmp_path, ct_serie
     with pytest.warns(UserWarning, match="a-damaged.dcm"):
         back, _, _ = read_seg(out)
     np.testing.assert_array_equal(back, labels)
+
+
+def test_a_seg_of_a_series_gone_or_without_a_patient_says_what_to_do(tmp_path, ct_series):
+    folder, _ = ct_series
+    [(data, meta, _)] = napari_get_reader(str(folder))(str(folder))
+    labels = _labels(data.shape)
+    moved = tmp_path / "moved"
+    folder.rename(moved)
+    with pytest.raises(ImageError, match="no longer in .*ct: put it back"):
+        napari_write_labels(str(tmp_path / "objects.dcm"), labels, meta)
+    for path in moved.glob("slice*.dcm"):  # a series exported without its patient's ID
+        ds = pydicom.dcmread(path)
+        del ds.PatientID
+        ds.save_as(path)
+    with pytest.raises(ImageError, match="lacks what a DICOM SEG copies from it"):
+        write_seg(moved, labels, tmp_path / "objects.dcm")
+    assert not (tmp_path / "objects.dcm").exists()

@@ -224,3 +224,36 @@ def test_convert_keeps_a_tiffs_pixel_size_and_never_writes_over_a_folder(tmp_pat
         (tmp_path / name).write_bytes(b"")
         assert main(["convert", str(tmp_path / name), "--out", str(tmp_path / f"{name}.zarr")]) != 0
         assert "could not be converted" in capsys.readouterr().err
+
+
+def test_labels_written_over_stay_until_the_new_ones_are_whole(ome_ct, monkeypatch):
+    import ome_zarr.writer
+
+    path, volume, organs = ome_ct
+    labels = organs.astype(np.int64)
+    labels[labels == 7] = 2**31 + 1  # past int32: kept as it is, not wrapped round
+    written = write_ome_zarr_labels(path, labels, "organs")
+    with pytest.raises(ImageError, match="shape"):
+        write_ome_zarr_labels(path, labels[:2], "organs", overwrite=True)
+    real_write = ome_zarr.writer.write_labels
+
+    def disk_full(*args, **kwargs):
+        real_write(*args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ome_zarr.writer, "write_labels", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        write_ome_zarr_labels(path, np.zeros_like(labels), "organs", overwrite=True)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(written / "s0"))), labels)
+    write_ome_zarr_labels(path, labels // 2, "organs", overwrite=True)
+    group = zarr.open_group(str(path / "labels"), mode="r")
+    assert group.attrs["ome"]["labels"] == ["organs"]  # listed once however often written
+    assert sorted(p.name for p in (path / "labels").iterdir()) == ["organs", "zarr.json"]
+    for name in ("zarr.json", "a\x00b", "a\x01b", ".hidden"):
+        with pytest.raises(ImageError, match="cannot name labels"):
+            write_ome_zarr_labels(path, labels, name, overwrite=True)
+    with pytest.raises(ImageError, match="whole numbers"):
+        write_ome_zarr_labels(path, labels.astype(float), "floats")
+    with pytest.raises(ImageError, match="does not exist"):
+        write_ome_zarr_labels(path.with_name("moved.ome.zarr"), labels, "organs")

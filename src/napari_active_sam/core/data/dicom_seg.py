@@ -16,6 +16,7 @@ import numpy as np
 
 from ... import __version__
 from ..errors import ImageError
+from ..keeping import written_whole
 from .datasets import check_labels
 from .dicom import read_mapped, read_series
 from .image import ImageData
@@ -82,6 +83,9 @@ def write_seg(
     import pydicom
     from pydicom.sr.codedict import codes
 
+    if not Path(series).is_dir():
+        raise ImageError(f"The series the labels were drawn on is no longer in {series}: put "
+                         "it back there, or save the labels as NIfTI or TIFF.")  # fmt: skip
     files, image = _series_files(Path(series), series_uid)
     labels = check_labels(labels, image.spatial_shape, "The labels", "the series")
     objects = [int(v) for v in np.unique(labels) if v > 0]
@@ -113,7 +117,23 @@ def write_seg(
         if descriptions and label in descriptions:
             segment.SegmentDescription = str(descriptions[label])[:64]  # an LO value
         segments.append(segment)
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(sources, numbered, segments)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:  # from highdicom
+        raise ImageError(
+            f"The series in {series} lacks what a DICOM SEG copies from it ({error}): save the "
+            "labels as NIfTI or TIFF instead."
+        ) from error
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return written_whole(seg.save_as, out)
+
+
+def _segmentation(sources: list, numbered: np.ndarray, segments: list):
+    """highdicom's SEG of ``numbered`` (segment numbers, 0 = none) on ``sources``."""
+    import highdicom as hd
+
+    return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=numbered if numbered.ndim == 3 else numbered[None],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -128,10 +148,6 @@ def write_seg(
         device_serial_number="none",
         series_description="napari-active-sam objects",
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(out)
-    return out
 
 
 def is_seg(path: Path) -> bool:

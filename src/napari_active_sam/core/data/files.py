@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError
+from ..keeping import written_whole
 from .dicom import is_dicom, read_series
 from .image import (
     COMPRESSED_RATIO,
@@ -68,10 +69,11 @@ def _read_nifti(path: Path) -> ImageData:
     # NIfTI stores (i, j, k); napari shows the last two axes, so put k (slices) first.
     # Extra axes (time in a 4D file) go first, so the image plane stays last.
     order = tuple(range(3, data.ndim)) + tuple(reversed(range(min(data.ndim, 3))))
+    data = np.transpose(data, order)
     return ImageData(
-        data=np.transpose(data, order),
+        data=data,
         scale=tuple(zooms[i] if i < len(zooms) else 1.0 for i in order),
-        metadata={"affine": np.asarray(image.affine), "axes_order": order},
+        metadata={"affine": np.asarray(image.affine), "axes_order": order, "shape": data.shape},
         spacing_known=zooms[:3] == stated,
     )
 
@@ -364,24 +366,45 @@ def write_labels(
     path = Path(path)
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ImageError(f"Labels must be integers, got {labels.dtype}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    labels = labels.astype(_label_type(labels), copy=False)
+        raise ImageError(f"Labels must be whole numbers, got {labels.dtype}: give a labels "
+                         "layer or an integer array.")  # fmt: skip
     metadata = metadata or {}
+    expected = metadata.get("shape")
+    if expected is not None and labels.shape != tuple(expected):
+        raise ImageError(f"The labels have shape {labels.shape}, not the image's "
+                         f"{tuple(expected)}: they would not lie on its grid. Save the labels "
+                         "drawn on that image.")  # fmt: skip
+    if not has_suffix(path, NIFTI_SUFFIXES + TIFF_SUFFIXES):
+        raise ImageError(f"{path.name}: write labels as .nii, .nii.gz, .tif or .tiff.")
+    labels = labels.astype(_label_type(labels), copy=False)
+    sizes = [float(v) if np.isfinite(v) and v > 0 else 1.0 for v in (scale or ())]
     if has_suffix(path, NIFTI_SUFFIXES):
         import nibabel
 
         order = metadata.get("axes_order", tuple(reversed(range(min(labels.ndim, 3)))))
+        if len(order) != labels.ndim:
+            raise ImageError(f"The labels have {labels.ndim} axes and the image {len(order)}: "
+                             "save the labels drawn on that image.")  # fmt: skip
         data = np.transpose(labels, np.argsort(order))
         affine = metadata.get("affine")
         if affine is None:  # place the voxels at the image's spacing
-            zooms = [*reversed(scale or ())][:3]
+            zooms = [*reversed(sizes)][:3]
             affine = np.diag([*zooms, *[1.0] * (4 - len(zooms))])
-        nibabel.save(nibabel.Nifti1Image(data, np.asarray(affine)), str(path))
-    elif has_suffix(path, TIFF_SUFFIXES):
+        image = nibabel.Nifti1Image(data, np.asarray(affine), dtype=data.dtype)
+
+        def write(target: Path) -> None:
+            nibabel.save(image, str(target))
+    else:
         import tifffile
 
-        tifffile.imwrite(path, labels, photometric="minisblack", compression="zlib")
-    else:
-        raise ImageError(f"{path.name}: write labels as .nii, .nii.gz, .tif or .tiff.")
-    return path
+        axes = "ZYX"[-labels.ndim:] if labels.ndim <= 3 else None
+        physical = {f"PhysicalSize{a}": v for a, v in zip(axes or "", sizes, strict=False)}
+        units = {f"{key}Unit": "mm" for key in physical}
+
+        def write(target: Path) -> None:  # OME-TIFF: the voxel size goes with the labels
+            tifffile.imwrite(target, labels, photometric="minisblack", compression="zlib",
+                             ome=axes is not None,
+                             metadata={"axes": axes, **physical, **units} if axes else None)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return written_whole(write, path)

@@ -139,30 +139,72 @@ def write_ome_zarr_labels(image: Path, labels: np.ndarray, name: str = "napari-a
     import zarr
     from ome_zarr.writer import write_labels
 
-    if not name or name in (".", "..") or any(c in name for c in "/\\"):
+    if not name or name.startswith(".") or name in RESERVED or not name.isprintable() or any(
+        c in name for c in "/\\"
+    ):
         raise ImageError(f"{name!r} cannot name labels in an OME-Zarr image: give a plain "
                          "name, such as organs.")  # fmt: skip
+    if not Path(image).is_dir():
+        raise ImageError(f"{image} does not exist: give the OME-Zarr image the labels were "
+                         "drawn on.")  # fmt: skip
     read = read_ome_zarr(Path(image))
-    existing = Path(image) / "labels" / name
-    if existing.exists():
-        if not overwrite:
-            raise ActiveSamError(
-                f"{Path(image).name} already holds labels named {name!r}: choose another "
-                "name, or replace them with --overwrite."
-            )
-        shutil.rmtree(existing)
     labels = np.asarray(labels)
     if labels.shape != tuple(read.data.shape):
         raise ImageError(
             f"The labels have shape {labels.shape}, the OME-Zarr image {read.data.shape}: "
             "write labels drawn on this image."
         )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ImageError(f"Labels must be whole numbers, got {labels.dtype}: give a labels "
+                         "layer or file.")  # fmt: skip
+    top, bottom = int(labels.max(initial=0)), int(labels.min(initial=0))
+    if top > np.iinfo(np.int64).max:
+        raise ImageError(f"Labels up to {top} do not fit 64 bits: number the objects again.")
+    narrow = np.iinfo(np.int32).min <= bottom and top <= np.iinfo(np.int32).max
+    labels = labels.astype(np.int32 if narrow else np.int64, copy=False)
+    existing = Path(image) / "labels" / name
+    if existing.exists() and not overwrite:
+        raise ActiveSamError(
+            f"{Path(image).name} already holds labels named {name!r}: choose another "
+            "name, or replace them with --overwrite."
+        )
+    # The labels there stay aside until the new ones are written whole, then go.
+    aside = existing.with_name(f".replaced-{name}")
+    if existing.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        existing.rename(aside)
     axes = read.metadata["axes"]
-    group = zarr.open_group(str(image), mode="a")
-    write_labels(labels.astype(np.int32, copy=False), group, name=name, axes="".join(axes),
-                 scaler=None, scale_factors=(2,),
-                 scale=dict(zip(axes, read.scale, strict=True)))  # fmt: skip
-    return Path(image) / "labels" / name
+    try:
+        group = zarr.open_group(str(image), mode="a")
+        write_labels(labels, group, name=name, axes="".join(axes), scaler=None,
+                     scale_factors=(2,), scale=dict(zip(axes, read.scale, strict=True)))
+    except BaseException:
+        shutil.rmtree(existing, ignore_errors=True)
+        if aside.exists():
+            aside.rename(existing)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    _list_once(Path(image) / "labels")
+    return existing
+
+
+RESERVED = ("zarr.json", ".zattrs", ".zgroup", ".zarray")
+"""Names a zarr group keeps for its own metadata."""
+
+
+def _list_once(labels_group: Path) -> None:
+    """Each name once in the ``labels`` list of an OME-Zarr image's labels group (ome-zarr
+    appends the name again when labels of that name are written over)."""
+    import zarr
+
+    group = zarr.open_group(str(labels_group), mode="a")
+    ome = dict(group.attrs.get("ome", {}))
+    for holder, key in ((ome, "labels"), (group.attrs, "labels")):
+        names = holder.get(key)
+        if isinstance(names, list) and len(set(names)) != len(names):
+            holder[key] = list(dict.fromkeys(names))
+    if "ome" in group.attrs:
+        group.attrs["ome"] = ome
 
 
 def convert_to_ome_zarr(source: Path, out: Path) -> Path:

@@ -22,6 +22,7 @@ from segment_anything.modeling import (
 )
 
 from ..errors import CheckpointError, ModelError, ModelNotAvailableError
+from ..keeping import written_whole
 from .architectures import (
     NAMED_ARCHITECTURES,
     AnyArchitecture,
@@ -271,13 +272,14 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # a failed write leaves the old file
-    try:
-        torch.save(payload, partial)
-    except RuntimeError as exc:  # torch's word for a file it cannot open
-        partial.unlink(missing_ok=True)
-        raise OSError(f"cannot write {path}: {exc}") from exc
-    partial.replace(path)
+
+    def write(partial: Path) -> None:  # a failed write leaves the old file
+        try:
+            torch.save(payload, partial)
+        except RuntimeError as exc:  # torch's word for a file it cannot open
+            raise OSError(f"cannot write {path}: {exc}") from exc
+
+    written_whole(write, path)
     return file_sha256(path)
 
 

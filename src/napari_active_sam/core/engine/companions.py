@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Self
 import torch
 
 from ..errors import CheckpointError
-from ..keeping import save_or_keep
+from ..keeping import save_or_keep, written_whole
 from .checkpoints import LoadedModel, ModelRef, load_weights_only
 from .downloads import bundled_path, cache_dir
 from .registry import get_spec, model_names
@@ -94,13 +94,7 @@ class Companion:
 
         def write(target: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            try:
-                torch.save(tagged, partial)
-                partial.replace(target)
-            finally:
-                partial.unlink(missing_ok=True)
-            return target
+            return written_whole(lambda partial: torch.save(tagged, partial), target)
 
         return save_or_keep(write, Path(path), f"the {self.title}")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ActiveSamError, CheckpointError
+from ..keeping import written_whole
 
 
 def resume_path(out: Path) -> Path:
@@ -18,9 +19,7 @@ def resume_path(out: Path) -> Path:
 
 def save_state_file(path: Path, state: dict) -> None:
     """Write the resumable state atomically (a kill mid-write keeps the previous one)."""
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    partial.replace(path)
+    written_whole(lambda partial: torch.save(state, partial), path)
 
 
 def check_out(out: Path, resume: bool, overwrite: bool) -> None:
