@@ -757,3 +757,21 @@ def test_a_png_of_grey_and_alpha_is_grey_and_an_animated_one_a_stack(tmp_path):
     iio.imwrite(tmp_path / "frames.png", frames, extension=".png")
     image = read_image(tmp_path / "frames.png")
     assert image.data.shape == (3, 16, 12) and image.scale == (1.0, 1.0, 1.0)
+
+
+def test_export_refuses_nifti_labels_placed_elsewhere_in_space(tmp_path, capsys):
+    from napari_active_sam.cli.main import main
+
+    image, labels = tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((6, 5, 2), np.int16), np.eye(4)), image)
+    objects = np.zeros((6, 5, 2), np.int16)
+    objects[1, 1, 1] = 1
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])  # the same grid mirrored in x
+    nibabel.save(nibabel.Nifti1Image(objects, flipped), labels)
+    command = ["export", "--image", str(image), "--labels", str(labels), "--format", "nifti"]
+    assert main([*command, "--out", str(tmp_path / "out.nii.gz")]) == 2
+    assert "places its voxels elsewhere in space" in capsys.readouterr().err
+    assert not (tmp_path / "out.nii.gz").exists()
+    nibabel.save(nibabel.Nifti1Image(objects, np.eye(4)), labels)
+    assert main([*command, "--out", str(tmp_path / "out.nii.gz")]) == 0
+    assert f"1 object written to {tmp_path / 'out.nii.gz'}" in capsys.readouterr().err

@@ -79,8 +79,16 @@ def run(args: argparse.Namespace) -> int:
     if args.format != "ome-zarr":  # ome-zarr's --out names labels inside the image
         options.check_output(args, SUFFIXES[args.format], (image_path, args.labels))
     image = read_image(image_path)
-    labels = check_labels(read_image(args.labels).data, image.spatial_shape,
+    drawn = read_image(args.labels)
+    labels = check_labels(drawn.data, image.spatial_shape,
                           Path(args.labels).name, f"the image {image_path.name}")  # fmt: skip
+    placed, on = drawn.metadata.get("affine"), image.metadata.get("affine")
+    if placed is not None and on is not None and not np.allclose(placed, on, atol=1e-3):
+        raise ActiveSamError(
+            f"{Path(args.labels).name} places its voxels elsewhere in space than "
+            f"{image_path.name} (their NIfTI affines differ): written on the image's grid they "
+            "would be mirrored or shifted. Export labels drawn on this image."
+        )
     if args.format == "dicom-seg":
         series = image_path if image_path.is_dir() else image_path.parent
         if not (image_path.is_dir() or is_dicom(image_path)):
@@ -90,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
             )
         described = _descriptions(args, image, labels) if args.measure else {}
         uid = image.metadata.get("series_uid")  # the series of the file given, of those there
-        save_or_keep(lambda path: write_seg(series, labels, path, described, uid), args.out,
-                     "the DICOM SEG")  # fmt: skip
+        written = save_or_keep(lambda path: write_seg(series, labels, path, described, uid),
+                               args.out, "the DICOM SEG")  # fmt: skip
     elif args.format == "ome-zarr":
         if not is_zarr(image_path):
             raise ActiveSamError(
@@ -100,9 +108,11 @@ def run(args: argparse.Namespace) -> int:
             )
         written = write_ome_zarr_labels(image_path, labels, name=stem(Path(args.out).name),
                                         overwrite=args.overwrite)  # fmt: skip
-        print(f"labels in {written}", file=sys.stderr)
     else:
-        save_or_keep(lambda path: write_labels(path, labels, image.metadata, image.scale),
-                     args.out, "the labels")  # fmt: skip
-    print(f"{len(np.unique(labels)) - 1} objects written to {args.out}", file=sys.stderr)
+        written = save_or_keep(
+            lambda path: write_labels(path, labels, image.metadata, image.scale), args.out,
+            "the labels",
+        )
+    count = len(np.unique(labels)) - 1
+    print(f"{count} object{'s' * (count != 1)} written to {written}", file=sys.stderr)
     return 0

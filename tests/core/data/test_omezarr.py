@@ -109,6 +109,7 @@ def test_export_writes_ome_zarr_labels_from_the_command_line(ome_ct, tmp_path, c
     command = ["export", "--image", str(path), "--labels", str(tmp_path / "organs.tif"),
                "--format", "ome-zarr", "--out"]  # fmt: skip
     assert main([*command, "organs"]) == 0
+    assert f"objects written to {path / 'labels' / 'organs'}" in capsys.readouterr().err
     nodes = list(Reader(parse_url(str(path)))())
     [labels] = [n for n in nodes if any(isinstance(s, Label) for s in n.specs)]
     np.testing.assert_array_equal(np.asarray(labels.data[0]), organs)
