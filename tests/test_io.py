@@ -9,6 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import nibabel
 import numpy as np
+import pydicom
 import pytest
 import tifffile
 
@@ -582,6 +583,24 @@ def test_labels_saved_as_nifti_keep_a_dicom_or_tiff_images_voxel_size(tmp_path, 
     image = nibabel.load(written)
     assert image.header.get_zooms() == pytest.approx((0.7, 0.6, 2.5))
     assert np.asarray(image.dataobj)[3, 2, 1] == 4
+    # Where the series lies in the patient: a voxel's NIfTI (RAS) position is its DICOM
+    # (LPS) one, x and y turned round (the series is shifted and tilted to show it).
+    tilted = _series(tmp_path / "tilted", dicom_slice, [0.0, 2.5, 5.0],
+                     ImageOrientationPatient=[0, 1, 0, 0, 0, -1])  # fmt: skip
+    for path in tilted.iterdir():  # sagittal slices, stacked along x from x = -40 mm
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [-40.0 + float(ds.ImagePositionPatient[2]), 10.0, 20.0]
+        ds.save_as(path)
+    [(data, meta, _)] = napari_get_reader(str(tilted))(str(tilted))
+    [written] = napari_write_labels(str(tmp_path / "tilted.nii.gz"), labels, meta)
+    image = nibabel.load(written)
+    column, row = 3, 2
+    for z, file in enumerate(meta["metadata"]["files"]):  # the slices in volume order
+        corner = np.array([float(v) for v in pydicom.dcmread(file).ImagePositionPatient])
+        lps = corner + column * 0.7 * np.array([0, 1, 0]) + row * 0.6 * np.array([0, 0, -1])
+        ras = image.affine @ [column, row, z, 1]
+        np.testing.assert_allclose(ras[:3], lps * [-1, -1, 1], atol=1e-6)
+    assert np.asarray(image.dataobj)[column, row, 1] == 4
 
 
 def test_a_dicom_series_too_big_to_read_says_what_can_be_done(tmp_path, dicom_slice,

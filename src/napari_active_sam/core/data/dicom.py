@@ -115,6 +115,8 @@ def read_series(folder: Path, chosen: Path | None = None) -> ImageData:
     else:
         rows, columns = checked_spacing(first.path, stated, "PixelSpacing")
     scale = (rows, columns) if data.ndim - rgb == 2 else (spacing, rows, columns)
+    spatial = data.shape[: data.ndim - rgb]
+    placed = _affine(ordered, rows, columns, spacing) if len(spatial) == 3 else None
     return ImageData(
         data=data,
         scale=scale,
@@ -126,8 +128,29 @@ def read_series(folder: Path, chosen: Path | None = None) -> ImageData:
             "other_series": others,
             "modality": first.modality,
             "files": [str(s.path) for s in ordered],  # the slices' files, in volume order
+            "shape": spatial,
+            # where the voxels lie in the patient (NIfTI's RAS), for labels saved as NIfTI
+            **({"affine": placed, "axes_order": (2, 1, 0)} if placed is not None else {}),
         },
     )
+
+
+def _affine(ordered: list[_Slice], rows: float, columns: float,
+            spacing: float) -> np.ndarray | None:  # fmt: skip
+    """The NIfTI (RAS) affine of a volume of single-frame slices in volume order, from
+    their orientation and positions, with voxel axes (column, row, slice); None where a
+    slice states neither."""
+    if any(s.frames != 1 or s.orientation is None or s.position is None for s in ordered):
+        return None
+    across, down = np.array(ordered[0].orientation[:3]), np.array(ordered[0].orientation[3:])
+    if len(ordered) > 1:
+        step = (ordered[-1].position - ordered[0].position) / (len(ordered) - 1)
+    else:
+        step = np.cross(across, down) * spacing
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2] = across * columns, down * rows, step
+    lps[:3, 3] = ordered[0].position
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS to NIfTI's RAS
 
 
 def is_dicom(path: Path) -> bool:
