@@ -193,14 +193,14 @@ def read_seg(
     folder = Path(series) if series else path.parent
     files, image = _series_files(folder, series_uid)
     uids = [str(read_mapped(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
-    drawn = [str(uid) for _, _, uid in seg.get_source_image_uids()]
-    missing = sorted(set(drawn) - set(uids))
+    drawn = {str(uid) for _, _, uid in seg.get_source_image_uids()}
+    missing = drawn - set(uids)
     if missing:
         raise ImageError(
             f"{len(missing)} of the {len(drawn)} images {path.name} was drawn on are not in "
             f"{folder}, so their objects would be lost: open it next to its whole series."
         )
-    on = [i for i, uid in enumerate(uids) if uid in set(drawn)]  # images it was drawn on
+    on = [i for i, uid in enumerate(uids) if uid in drawn]  # images it was drawn on
     numbers = np.zeros((len(uids), *image.spatial_shape[-2:]), np.int64)
     if on:
         try:
