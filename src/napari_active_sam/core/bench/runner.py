@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..engine.preprocess import IntensityWindow
 from ..engine.zoom import SCALES
 from ..enums import Protocol, Strategy, parse_option
 from ..errors import ActiveSamError, ImageError, ModelError
+from ..keeping import written_whole
 from ..progress import Progress
 from .episodes import evaluate_pair
 from .strategies import parse_strategy, reads_head, require_head
@@ -180,9 +180,8 @@ def run_benchmark(
     kept = read_episodes(out)
     done = {(r["image"], r["label"], r["strategy"]) for r in kept}
     # Rewrite what was read (atomically), so a line cut short by an interruption goes.
-    temporary = out / f".{EPISODES_FILE}.tmp"
-    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(temporary, out / EPISODES_FILE)
+    lines = "".join(json.dumps(r) + "\n" for r in kept)
+    written_whole(lambda partial: partial.write_text(lines), out / EPISODES_FILE)
 
     if not pairs:
         raise ActiveSamError(f"{config.data} has no image with a mask of the same name.")

@@ -238,19 +238,14 @@ def _slice(file: Path, header) -> _Slice:
     )
 
 
-def _numbers(value) -> list[float]:
-    """A header value as floats: a multi-valued element's values, or the one value."""
-    many = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
-    return [float(v) for v in (value if many else [value])]
-
-
 def _values(header, keyword: str, count: int) -> list[float] | None:
     """The ``count`` numbers of ``keyword`` (None if the header has none); a header that
     gives another number of them is damaged (raises ValueError)."""
     value = header.get(keyword)
     if value in (None, ""):
         return None
-    numbers = _numbers(value)
+    many = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    numbers = [float(v) for v in (value if many else [value])]
     if len(numbers) != count:
         raise ValueError(f"{keyword} has {len(numbers)} values, not {count}")
     return numbers
@@ -259,16 +254,14 @@ def _values(header, keyword: str, count: int) -> list[float] | None:
 def _pixel_spacing(header) -> tuple[float, ...] | None:
     """The (row, column) pixel size in mm a header states: its PixelSpacing, or an enhanced
     multi-frame file's, which it keeps in its shared functional groups; None if neither."""
-    value = header.get("PixelSpacing")
-    if value in (None, ""):
+    stated = header
+    if header.get("PixelSpacing") in (None, ""):
         try:
-            value = header.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+            stated = header.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
         except (AttributeError, IndexError, KeyError, TypeError):
             return None
-    spacing = tuple(_numbers(value))
-    if len(spacing) != 2:
-        raise ValueError(f"PixelSpacing has {len(spacing)} values, not 2")
-    return spacing
+    spacing = _values(stated, "PixelSpacing", 2)
+    return None if spacing is None else tuple(spacing)
 
 
 def _choose(folder: Path, slices: list[_Slice], chosen: Path | None):

@@ -23,6 +23,7 @@ from .image import (
     ImageData,
     check_claimed_size,
     checked_spacing,
+    stored_labels,
 )
 from .omezarr import is_zarr, read_ome_zarr
 
@@ -333,17 +334,6 @@ def _displayable(path: Path, image: ImageData) -> ImageData:
     return image
 
 
-def _label_type(labels: np.ndarray) -> type:
-    """The smallest signed type that holds every label, unsigned 32 bits past the signed
-    ones' reach (a type that wrapped a label round would merge or lose objects)."""
-    top, bottom = int(labels.max(initial=0)), int(labels.min(initial=0))
-    for kind in (np.int16, np.int32, np.uint32, np.int64):
-        info = np.iinfo(kind)
-        if info.min <= bottom and top <= info.max:
-            return kind
-    raise ImageError(f"Labels up to {top} do not fit 64 bits: number the objects again.")
-
-
 def write_labels(
     path: Path | str, labels: np.ndarray, metadata: dict[str, Any] | None = None,
     scale: tuple[float, ...] | None = None,
@@ -365,9 +355,6 @@ def write_labels(
     """
     path = Path(path)
     labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ImageError(f"Labels must be whole numbers, got {labels.dtype}: give a labels "
-                         "layer or an integer array.")  # fmt: skip
     metadata = metadata or {}
     expected = metadata.get("shape")
     if expected is not None and labels.shape != tuple(expected):
@@ -376,7 +363,7 @@ def write_labels(
                          "drawn on that image.")  # fmt: skip
     if not has_suffix(path, NIFTI_SUFFIXES + TIFF_SUFFIXES):
         raise ImageError(f"{path.name}: write labels as .nii, .nii.gz, .tif or .tiff.")
-    labels = labels.astype(_label_type(labels), copy=False)
+    labels = stored_labels(labels)
     sizes = [float(v) if np.isfinite(v) and v > 0 else 1.0 for v in (scale or ())]
     if has_suffix(path, NIFTI_SUFFIXES):
         import nibabel

@@ -146,3 +146,23 @@ def checked_spacing(path: Path, spacing: tuple[float, ...], what: str) -> tuple[
 
 def _gb(size: int) -> str:
     return f"{size / 2**30:.2f} GB" if size >= 2**26 else f"{size:,} bytes"
+
+
+def stored_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` in the smallest signed type that holds every label, unsigned 32 bits past
+    the signed ones' reach (a type that wrapped a label round would merge or lose objects).
+
+    Raises
+    ------
+    ImageError
+        Labels that are not whole numbers, or that do not fit 64 bits.
+    """
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ImageError(f"Labels must be whole numbers, got {labels.dtype}: give a labels "
+                         "layer or an integer array.")  # fmt: skip
+    top, bottom = int(labels.max(initial=0)), int(labels.min(initial=0))
+    for kind in (np.int16, np.int32, np.uint32, np.int64):
+        info = np.iinfo(kind)
+        if info.min <= bottom and top <= info.max:
+            return labels.astype(kind, copy=False)
+    raise ImageError(f"Labels up to {top} do not fit 64 bits: number the objects again.")

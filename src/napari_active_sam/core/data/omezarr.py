@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ActiveSamError, ImageError
 from ..keeping import check_new_folder
-from .image import ImageData, checked_spacing
+from .image import ImageData, checked_spacing, stored_labels
 
 SPATIAL = ("z", "y", "x")
 
@@ -154,14 +154,7 @@ def write_ome_zarr_labels(image: Path, labels: np.ndarray, name: str = "napari-a
             f"The labels have shape {labels.shape}, the OME-Zarr image {read.data.shape}: "
             "write labels drawn on this image."
         )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ImageError(f"Labels must be whole numbers, got {labels.dtype}: give a labels "
-                         "layer or file.")  # fmt: skip
-    top, bottom = int(labels.max(initial=0)), int(labels.min(initial=0))
-    if top > np.iinfo(np.int64).max:
-        raise ImageError(f"Labels up to {top} do not fit 64 bits: number the objects again.")
-    narrow = np.iinfo(np.int32).min <= bottom and top <= np.iinfo(np.int32).max
-    labels = labels.astype(np.int32 if narrow else np.int64, copy=False)
+    labels = stored_labels(labels)
     existing = Path(image) / "labels" / name
     if existing.exists() and not overwrite:
         raise ActiveSamError(
