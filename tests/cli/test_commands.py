@@ -155,11 +155,13 @@ def test_training_options_reach_the_training_configuration(tmp_path, monkeypatch
     out = tmp_path / "m.pt"
     assert main(["train-demo-model", "--out", str(out), "--seed", "4", "--steps", "30",
                  "--batch-size", "2", "--learning-rate", "2e-4", "--random-fraction", "0.7",
-                 "--large-targets", "0.2", "--kind", "random", "--encoder-depth", "6"]) == 0
+                 "--large-targets", "0.2", "--kind", "random", "--encoder-depth", "6",
+                 "--real-fraction", "0.3"]) == 0
     config = seen["config"]
     assert (config.learning_rate, config.steps, config.batch_size) == (2e-4, 30, 2)
     assert config.encoder_depth == 6
     assert (config.random_fraction, config.large_targets) == (0.7, 0.2)
+    assert config.real_fraction == 0.3
     assert seen["seed"] == 4 and seen["kind"] == "random" and seen["out"] == out
 
 

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=SceneKind.MIXED,
         choices=[str(m) for m in SceneKind],
         help="scene kind (default mixed: any modality-like kind; random: domain "
-        "randomisation, random label maps with random appearance)",
+        "randomisation, random label maps with random appearance; real-crops: crops of real "
+        "training images that ship inside scikit-image and pydicom)",
     )
     parser.add_argument(
         "--size", type=options.positive_int, default=256, help="image side in pixels"

@@ -62,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of domain-randomised scenes in the mixed kind (default 0.5)",
     )
     parser.add_argument(
+        "--real-fraction",
+        type=_share,
+        default=0.0,
+        help="share of crops of real training images (real-crops: images that ship inside "
+        "scikit-image and pydicom, none of the real evaluation set's) in the mixed kind "
+        "(default 0)",
+    )
+    parser.add_argument(
         "--large-targets",
         type=_share,
         default=0.0,
@@ -127,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         click_iterations=args.prompts,
         random_fraction=args.random_fraction,
+        real_fraction=args.real_fraction,
         large_targets=args.large_targets,
         click_weight=args.click_loss,
         data_workers=args.data_workers,

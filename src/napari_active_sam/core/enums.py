@@ -59,6 +59,9 @@ class SceneKind(StrEnum):
     RANDOM = "random"
     """Domain randomisation (SynthSeg-style): random label maps with random appearance, for
     training a model that generalises beyond the modality-like kinds."""
+    REAL_CROPS = "real-crops"
+    """Crops of real images that ship inside installed packages, labelled by fixed rules,
+    none of them in the real evaluation set."""
 
 
 class Precision(StrEnum):

@@ -22,7 +22,7 @@ from napari_active_sam.core.data.scenes import (
 from napari_active_sam.core.enums import SceneKind
 
 DTYPES = {"ct": np.int16, "ultrasound": np.uint8, "nuclei": np.uint16, "mixed": np.uint8,
-          "random": np.uint8}  # fmt: skip
+          "random": np.uint8, "real-crops": np.uint8}  # fmt: skip
 
 # SHA-256 of 12 scenes of each kind (128 px, seed 0; see _digest), measured before the
 # ``random`` kind was added: the other kinds' scenes must not change.
@@ -40,7 +40,8 @@ def test_each_kind_has_objects_and_its_dtype(kind):
     assert scene.kind == kind or kind == SceneKind.MIXED  # mixed draws any kind
     assert scene.image.dtype == DTYPES[scene.kind]
     assert scene.image.shape[:2] == scene.labels.shape == (128, 128)
-    assert scene.image.ndim == 2 or (scene.kind is SceneKind.RANDOM and scene.image.shape[2] == 3)
+    in_colour = (SceneKind.RANDOM, SceneKind.REAL_CROPS)
+    assert scene.image.ndim == 2 or (scene.kind in in_colour and scene.image.shape[2] == 3)
     labels = np.unique(scene.labels)
     assert labels[0] == 0 and list(labels[1:]) == list(range(1, labels[-1] + 1))
     for child, parent in scene.parents.items():
@@ -185,6 +186,18 @@ def test_training_scene_draws_both_and_is_deterministic():
     assert a.kind == b.kind and np.array_equal(a.image, b.image)
     with pytest.raises(ValueError, match="random_fraction"):
         training_scene(np.random.default_rng(0), 64, random_fraction=1.5)
+
+
+def test_real_crops_join_the_training_mix_only_when_asked():
+    plain = [training_scene(np.random.default_rng(s), 64, 0.5) for s in range(12)]
+    unasked = [training_scene(np.random.default_rng(s), 64, 0.5, 0.0) for s in range(12)]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(plain, unasked, strict=True))
+    kinds = [training_scene(np.random.default_rng(s), 64, 0.5, 0.5).kind for s in range(20)]
+    assert SceneKind.REAL_CROPS in kinds and set(kinds) - {SceneKind.REAL_CROPS}
+    only = {training_scene(np.random.default_rng(s), 64, 0.5, 1.0).kind for s in range(6)}
+    assert only == {SceneKind.REAL_CROPS}
+    with pytest.raises(ValueError, match="real_fraction"):
+        training_scene(np.random.default_rng(0), 64, real_fraction=-0.1)
 
 
 def test_some_random_scenes_are_in_colour(random_scenes):

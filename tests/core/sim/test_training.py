@@ -211,6 +211,8 @@ def test_a_share_of_sessions_target_objects_in_proportion_to_their_area():
     assert 0.47 < organ_share(0.5) < 0.62  # half of each: 0.54
     with pytest.raises(ActiveSamError, match="large_targets is a share"):
         DemoTrainingConfig(large_targets=1.5)
+    with pytest.raises(ActiveSamError, match="real_fraction is a share"):
+        DemoTrainingConfig(real_fraction=-0.2)
 
 
 @pytest.mark.parametrize("field", ["steps", "batch_size", "click_iterations"])

@@ -127,7 +127,7 @@ def subset_of(stem: str) -> str:
     raise ActiveSamError(f"{stem!r} starts with none of the real subsets {', '.join(SUBSETS)}.")
 
 
-def _package_file(package: str, *parts: str) -> Path:
+def package_file(package: str, *parts: str) -> Path:
     module = importlib.import_module(package)
     path = Path(module.__file__).parent.joinpath(*parts)
     if not path.is_file():
@@ -208,7 +208,7 @@ def coin_labels(image: np.ndarray) -> np.ndarray:
 
 def photo_coins(split: str = "validation") -> list[RealImage]:
     """The coins photograph's half for ``split``: top two rows (validation) or bottom two."""
-    path = _package_file("skimage.data", "coins.png")
+    path = package_file("skimage.data", "coins.png")
     image = np.asarray(iio.imread(path), np.uint8)
     return _half(image, coin_labels(image), COIN_HALVES, split, "photo-coins", path, "coin")
 
@@ -299,7 +299,7 @@ def ihc_nuclei_labels(rgb: np.ndarray) -> np.ndarray:
 
 def nuclei_ihc(split: str = "validation") -> list[RealImage]:
     """The IHC micrograph's half for ``split`` (left or right 256 columns), RGB."""
-    path = _package_file("skimage.data", "ihc.png")
+    path = package_file("skimage.data", "ihc.png")
     rgb = np.asarray(iio.imread(path), np.uint8)[..., :3]
     return _half(rgb, ihc_nuclei_labels(rgb), IHC_HALVES, split, "nuclei-ihc", path, "nucleus")
 
@@ -312,7 +312,7 @@ def epi_volume() -> np.ndarray:
     anterior up (nibabel's LAS voxel axes rotated)."""
     import nibabel
 
-    path = _package_file("nibabel", "tests", "data", "example4d.nii.gz")
+    path = package_file("nibabel", "tests", "data", "example4d.nii.gz")
     data = np.asarray(nibabel.load(str(path)).dataobj)[..., 0]
     return np.ascontiguousarray(np.rot90(np.moveaxis(data, 2, 0), axes=(1, 2)), np.int16)
 
@@ -382,7 +382,7 @@ def epi_spacing() -> tuple[float, float, float]:
     """Voxel size ``(z, y, x)`` in mm of :func:`epi_volume` (the rotation swaps y and x)."""
     import nibabel
 
-    path = _package_file("nibabel", "tests", "data", "example4d.nii.gz")
+    path = package_file("nibabel", "tests", "data", "example4d.nii.gz")
     x, y, z = (float(v) for v in nibabel.load(str(path)).header.get_zooms()[:3])
     return z, x, y
 
@@ -443,7 +443,7 @@ def read_hounsfield(name: str) -> tuple[np.ndarray, str]:
     as int16, and where it came from."""
     import pydicom
 
-    path = _package_file("pydicom.data", "test_files", name)
+    path = package_file("pydicom.data", "test_files", name)
     dataset = pydicom.dcmread(path)
     slope = float(getattr(dataset, "RescaleSlope", 1.0))
     intercept = float(getattr(dataset, "RescaleIntercept", 0.0))

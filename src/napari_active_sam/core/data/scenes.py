@@ -36,6 +36,7 @@ from ..enums import SceneKind
 from ..errors import ActiveSamError
 from ..keeping import check_new_folder
 from .randomised import random_scene
+from .real_training import real_training_scene
 from .shapes import Painter, Scene, blob, ellipse, random_center, smooth_field, tube
 
 # ----------------------------------------------------------------------------- scenes
@@ -162,6 +163,7 @@ _GENERATORS = {
     SceneKind.NUCLEI: _nuclei,
     SceneKind.MIXED: _mixed,
     SceneKind.RANDOM: random_scene,
+    SceneKind.REAL_CROPS: real_training_scene,
 }
 
 
@@ -214,9 +216,11 @@ def _draw(kind: SceneKind, rng: np.random.Generator, size: int) -> Scene:
 
 
 def training_scene(
-    rng: np.random.Generator, size: int = 256, random_fraction: float = 0.5
+    rng: np.random.Generator, size: int = 256, random_fraction: float = 0.5,
+    real_fraction: float = 0.0,
 ) -> Scene:
-    """One scene of the training mix: a domain-randomised ``random`` scene with probability
+    """One scene of the training mix: a crop of a real training image with probability
+    ``real_fraction``, else a domain-randomised ``random`` scene with probability
     ``random_fraction``, else one of :data:`MODALITY_KINDS` drawn uniformly (``mixed`` meaning
     its own generic shapes here).
 
@@ -226,15 +230,21 @@ def training_scene(
     size : int
         Side of the square image in pixels.
     random_fraction : float
-        Chance of a ``random`` scene, in [0, 1].
+        Chance of a ``random`` scene among the generated ones, in [0, 1].
+    real_fraction : float
+        Chance of a ``real-crops`` scene (:mod:`.real_training`), in [0, 1]; at 0 no
+        random number is drawn for it, so earlier seeds give the scenes they always gave.
 
     Raises
     ------
     ValueError
-        ``random_fraction`` outside [0, 1].
+        A fraction outside [0, 1].
     """
-    if not 0 <= random_fraction <= 1:
-        raise ValueError(f"random_fraction must lie in [0, 1], got {random_fraction}")
+    for name, value in (("random_fraction", random_fraction), ("real_fraction", real_fraction)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    if real_fraction and rng.random() < real_fraction:
+        return real_training_scene(rng, size)
     if rng.random() < random_fraction:
         return _draw(SceneKind.RANDOM, rng, size)
     return _draw(MODALITY_KINDS[rng.integers(len(MODALITY_KINDS))], rng, size)

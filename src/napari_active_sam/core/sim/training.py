@@ -46,7 +46,8 @@ class DemoTrainingConfig:
     ``random_fraction`` of the training scenes are domain-randomised (random label maps,
     intensities, textures and artefacts; see
     :func:`~napari_active_sam.core.data.scenes.training_scene`), the rest are drawn from the
-    modality-like kinds; every scene is generated fresh, by
+    modality-like kinds; ``real_fraction`` of them are crops of real training images instead
+    (:mod:`~napari_active_sam.core.data.real_training`). Every scene is made fresh, by
     ``data_workers`` processes (0: in the training process). The corrective clicks of a
     batch's sessions are simulated by ``click_threads`` threads (0: one after another; the
     distance transforms they spend their time in run outside Python's lock), so that on a
@@ -67,6 +68,7 @@ class DemoTrainingConfig:
     box_fraction: float = 0.25
     size: int = 256
     random_fraction: float = 0.5
+    real_fraction: float = 0.0
     data_workers: int = 0
     click_threads: int = 0
     checkpoint_every_s: float = 300.0
@@ -84,7 +86,7 @@ class DemoTrainingConfig:
             raise ActiveSamError(
                 f"learning_rate must be a finite number of at least 0, got {self.learning_rate}."
             )
-        for name in ("random_fraction", "large_targets"):
+        for name in ("random_fraction", "real_fraction", "large_targets"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ActiveSamError(f"{name} is a share, 0 to 1; got {getattr(self, name)}.")
         if not (self.click_weight >= 0 and math.isfinite(self.click_weight)):
@@ -186,7 +188,8 @@ def make_batch(rng: np.random.Generator, config: DemoTrainingConfig, kind: str) 
     images, targets, regions = [], [], []
     for _ in range(config.batch_size):
         if kind == SceneKind.MIXED:
-            scene = training_scene(rng, config.size, config.random_fraction)
+            scene = training_scene(rng, config.size, config.random_fraction,
+                                   config.real_fraction)
         else:
             scene = make_scene(kind, rng, config.size)
         target, region = sample_target(scene, rng, config.large_targets)
