@@ -80,6 +80,7 @@ def _numbered(labels: np.ndarray, min_area: int) -> np.ndarray:
 
 
 def astro_sources() -> TrainingImage:
+    """The Hubble deep field's galaxies and stars (module docstring: ``astro-sources``)."""
     from skimage import feature, filters, segmentation
 
     path = package_file("skimage.data", "hubble_deep_field.jpg")
@@ -99,6 +100,7 @@ def astro_sources() -> TrainingImage:
 
 
 def handwriting() -> TrainingImage:
+    """The handwriting page's strokes (module docstring: ``handwriting``)."""
     path = package_file("skimage.data", "text.png")
     grey = np.asarray(iio.imread(path), np.uint8)
     paper = ndimage.median_filter(grey.astype(float), 31)
@@ -107,6 +109,8 @@ def handwriting() -> TrainingImage:
 
 
 def mri_abdomen() -> TrainingImage:
+    """The abdominal MRI's body and overlay-outlined lesion (module docstring:
+    ``mri-abdomen``)."""
     import pydicom
     from skimage import filters
 
