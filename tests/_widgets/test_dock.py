@@ -307,6 +307,29 @@ def test_closing_the_viewer_while_encoding(make_napari_viewer, qtbot, tiny_check
     qtbot.waitUntil(lambda: not worker.is_running, timeout=WAIT)
 
 
+def test_the_title_bars_close_button_stops_the_dock(make_napari_viewer, qtbot, tiny_checkpoint):
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.random.default_rng(0).random((40, 128, 128)).astype(np.float32))
+    widget = _tiny_widget(viewer, tiny_checkpoint)
+    dock = viewer.window.add_dock_widget(widget, name="Active SAM")
+    qtbot.waitUntil(lambda: widget.session is not None and widget.cancel.enabled, timeout=WAIT)
+    worker = widget.controller.encoder
+    keys = viewer.layers[PREVIEW].keymap
+    assert "C" in {str(key) for key in keys}
+    QTest.mouseClick(dock.title.close_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=WAIT)
+    for name in (PROMPTS, PREVIEW, OUTPUT):  # the layers stay, without the dock's keys
+        assert not {str(key) for key in viewer.layers[name].keymap} & set("CXTADS")
+    encoded = sum(widget.session.is_encoded((z,)) for z in range(40))
+    assert encoded < 40
+    viewer.dims.set_current_step(0, 20)  # no dock listens: nothing is encoded for it
+    qtbot.wait(500)
+    assert sum(widget.session.is_encoded((z,)) for z in range(40)) == encoded
+
+
 def test_save_and_restore_an_annotation(make_napari_viewer, qtbot, tiny_checkpoint, tmp_path):
     image = np.random.default_rng(0).random((128, 128)).astype(np.float32)
     viewer = make_napari_viewer()

@@ -113,8 +113,7 @@ class AnnotationController(VolumeActions):
         self.workers.close()
         self.viewer.dims.events.current_step.disconnect(self._slice_changed)
         self.viewer.layers.events.removed.disconnect(self._layer_removed)
-        if layers.PROMPTS in self.viewer.layers:
-            self._points.events.data.disconnect(self._prompts_changed)
+        layers.release_layers(self.viewer, self._prompts_changed, self._key_actions())
         if layers.OUTPUT in self.viewer.layers:
             self._listen_to_labels(self.viewer.layers[layers.OUTPUT], False)
 
@@ -154,12 +153,16 @@ class AnnotationController(VolumeActions):
         if fresh or layers.PREVIEW not in self.viewer.layers:
             self._shown = None
             self._previewed.clear()
-        keys = {"c": self.commit, "x": self.clear_prompts, "t": self.toggle_last,
+        layers.ensure_layers(self.viewer, image, self._prompts_changed, self._key_actions(),
+                             clear=fresh)  # fmt: skip
+        self._listen_to_labels(self.viewer.layers[layers.OUTPUT], True)
+
+    def _key_actions(self) -> dict:
+        """The dock's keys in its layers: key → what it does."""
+        return {"c": self.commit, "x": self.clear_prompts, "t": self.toggle_last,
                 "a": partial(self.answer_suggestion, True),
                 "d": partial(self.answer_suggestion, False),
                 "s": partial(self.answer_suggestion, None)}  # fmt: skip
-        layers.ensure_layers(self.viewer, image, self._prompts_changed, keys, clear=fresh)
-        self._listen_to_labels(self.viewer.layers[layers.OUTPUT], True)
 
     def _listen_to_labels(self, output: napari.layers.Labels, listen: bool) -> None:
         """A correction is asked from the labels: an edit of them (a stroke, a fill, an

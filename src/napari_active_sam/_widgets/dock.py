@@ -34,6 +34,7 @@ from ..core.prompts import PromptSet, Suggestion, left_out
 from ..io import PLUGIN, READER_SUFFIXES
 from .adapt import AdaptPanel
 from .along_z import AlongZPanel
+from .closing import when_closed
 from .controller import AnnotationController
 from .layers import MANAGED
 from .loading import ModelRequest
@@ -107,8 +108,6 @@ class ActiveSamWidget(Container):
                      self.restore_button, self.quality_panel, self.adapt_panel,
                      self.status])  # fmt: skip
         self.native.setMaximumWidth(440)
-        # The controller is no Qt object, so this still reaches it once the dock is gone.
-        self.native.destroyed.connect(self.controller.close)
 
         events = self.controller.events
         events.status.connect(self._show_status)
@@ -121,9 +120,13 @@ class ActiveSamWidget(Container):
         events.offered.connect(self._show_hint)
         events.candidates.connect(self._show_hint)
         viewer.dims.events.current_step.connect(self._show_hint)  # candidates are per slice
-        self.native.destroyed.connect(
-            lambda *_: viewer.dims.events.current_step.disconnect(self._show_hint)
-        )
+        controller, show_hint = self.controller, self._show_hint
+
+        def closed() -> None:  # nothing of the dock's Qt side: it may be gone
+            controller.close()
+            viewer.dims.events.current_step.disconnect(show_hint)
+
+        when_closed(self.native, closed)
         for control in (self.model_name, self.checkpoint, self.architecture, self.device,
                         self.image, self.window):  # fmt: skip
             control.changed.connect(self.start_session)

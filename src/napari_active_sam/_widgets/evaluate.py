@@ -25,8 +25,9 @@ from matplotlib.figure import Figure
 
 from ..core.engine.preprocess import CT_PRESETS
 from ..core.enums import Strategy
+from .closing import when_closed
 from .jobs import evaluation_job
-from .models import chosen_model, model_choosers
+from .models import checkpoint_missing, chosen_model, model_choosers
 from .workers import WorkerHost
 
 if TYPE_CHECKING:
@@ -66,9 +67,9 @@ class EvaluateWidget(Container):
         self.native.setMaximumWidth(440)
         self.summary: dict[str, Any] | None = None
         self.workers = WorkerHost(status=self._say)
-        # The host is no Qt object, so this still reaches it once the dock is gone.
-        self.native.destroyed.connect(self.workers.close)
+        when_closed(self.native, self.workers.close)  # the host is no Qt object
         self._worker = None
+        self._stopped = False
         self.run_button.changed.connect(self.run)
         self.cancel.changed.connect(self.stop)
 
@@ -83,22 +84,34 @@ class EvaluateWidget(Container):
             return
         if self._worker is not None:
             return
+        if checkpoint_missing(self.model_name, self.checkpoint):
+            self.status.value = "choose a checkpoint file"
+            return
         name, checkpoint = chosen_model(self.model_name, self.checkpoint, self.architecture)
         self.run_button.enabled, self.cancel.enabled = False, True
         self.status.value = "evaluating ..."
+        self.summary, self.table.value = None, "-"  # no figures of an earlier run stay
+        self.figure.clear()
+        self.canvas.draw_idle()
+        self._stopped = False
         self._worker = self.workers.start(
-            evaluation_job, name, checkpoint, image.data, image.rgb, np.array(truth.data),
-            self.window.value, list(self.strategies.value), self.clicks.value,
-            progress=self._progress, returned=self._show, finished=self._finished,
+            evaluation_job, name, checkpoint, _full_resolution(image), image.rgb,
+            np.array(_full_resolution(truth)), self.window.value, list(self.strategies.value),
+            self.clicks.value, progress=self._progress, returned=self._show,
+            finished=self._finished,
         )  # fmt: skip
 
     def stop(self) -> None:
         """Stop the evaluation before its next episode."""
         if self._worker is not None:
             self.workers.cancel(self._worker)
+            self._stopped = True
+            self.progress.value = 0
             self.status.value = "cancelled"
 
     def _progress(self, step) -> None:
+        if self._stopped:  # steps already on their way when Cancel was pressed
+            return
         self.progress.max = max(step.total, 1)
         self.progress.value = step.done
         self.status.value = step.message
@@ -127,7 +140,15 @@ class EvaluateWidget(Container):
         self.canvas.draw_idle()
         self.table.value = "\n".join(rows)
         objects = next(iter(summary["strategies"].values()))["objects"]
-        self.status.value = f"evaluated {objects} objects"
+        said = f"evaluated {objects} object{'s' if objects != 1 else ''}"
+        if summary.get("left_out"):
+            said += f"; {', '.join(summary['left_out'])} left out: the model has no Bayesian head"
+        self.status.value = said
 
     def _say(self, message: str) -> None:
         self.status.value = message
+
+
+def _full_resolution(layer) -> np.ndarray:
+    """A layer's data at full resolution (the first level of a multiscale layer)."""
+    return layer.data[0] if layer.multiscale else layer.data

@@ -31,7 +31,7 @@ from ..core.annotate.session import AnnotationSession
 from ..core.annotate.volume import PropagationSettings, propagate
 from ..core.bench.episodes import evaluate_image
 from ..core.bench.report import summarise
-from ..core.bench.strategies import reads_head
+from ..core.bench.strategies import needing_head, reads_head
 from ..core.engine.checkpoints import LoadedModel, load_model
 from ..core.engine.embeddings import embed_slice
 from ..core.engine.predictor import Predictor, shown_head
@@ -283,10 +283,20 @@ def measure_job(session, labels: np.ndarray, spacing: tuple[float, ...]):
 
 def evaluation_job(name, checkpoint, data, rgb: bool, labels: np.ndarray, window: str,
                    strategies: list[str], clicks: int):  # fmt: skip
-    """Load the model (and its head if a strategy needs it), play every episode against
-    ``labels``, return the summary."""
+    """Load the model (and its head if a strategy reads it), play every episode against
+    ``labels``, return the summary; strategies that need a head the model lacks are left
+    out (``summary["left_out"]``), and only if none is left is that an error."""
+    yield Progress(0, 0, f"loading {name} ...")  # a cancel during a download stops here
     model = load_model(name, checkpoint)
     head = BayesHead.for_model(model, checkpoint) if reads_head(strategies) else None
+    left_out = [] if head is not None else needing_head(strategies)
+    if left_out and len(left_out) == len(strategies):
+        raise ActiveSamError(
+            f"{', '.join(left_out)} needs a Bayesian head, and {model.name} has none: fit "
+            "one with 'Learn from my annotations' in the Active SAM dock, or choose another "
+            "strategy."
+        )
+    strategies = [s for s in strategies if s not in left_out]
     source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
     records = yield from evaluate_image(model, source, labels, strategies, clicks, 0, head)
-    return summarise(records, {"model": model.model_id, "clicks": clicks})
+    return summarise(records, {"model": model.model_id, "clicks": clicks, "left_out": left_out})

@@ -208,6 +208,21 @@ def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
     viewer.layers.selection.active = points
 
 
+def release_layers(viewer: napari.viewer.Viewer, prompts_changed, keys) -> None:
+    """Undo what :func:`ensure_layers` bound to the layers still in ``viewer``: the ``keys``
+    (names), the polarity callback and ``prompts_changed``; the layers and their data stay."""
+    layers = viewer.layers
+    for name in MANAGED:
+        if name in layers:
+            for key in keys:
+                layers[name].bind_key(key, None)
+    if PROMPTS in layers:
+        points = layers[PROMPTS]
+        if polarity_from_button in points.mouse_drag_callbacks:
+            points.mouse_drag_callbacks.remove(polarity_from_button)
+        points.events.data.disconnect(prompts_changed)
+
+
 def polarity_from_button(layer: napari.layers.Points, event) -> None:
     """Each press in "add" mode sets the polarity of the point napari's "add" makes: left
     positive, right negative.

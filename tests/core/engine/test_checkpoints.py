@@ -156,6 +156,14 @@ def test_missing_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "nothing.pth", "vit_b")
 
 
+@pytest.mark.parametrize("where", ["nothing.pth", "."])
+def test_load_model_of_a_checkpoint_that_is_no_file(tmp_path, where):
+    from napari_active_sam.core.engine.checkpoints import load_model
+
+    with pytest.raises(CheckpointError, match="is not a file: choose the model's checkpoint"):
+        load_model("vit_b", tmp_path / where)
+
+
 def test_checkpoint_for_another_architecture_names_expected_and_keys(tmp_path, tiny_model):
     path = tmp_path / "tiny_bare.pth"
     torch.save(tiny_model.sam.state_dict(), path)

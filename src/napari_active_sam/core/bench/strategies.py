@@ -172,10 +172,15 @@ def reads_head(strategies: Iterable[str]) -> bool:
     return any(STRATEGIES[parse_strategy(s)].reads_head for s in strategies)
 
 
+def needing_head(strategies: Iterable[str]) -> list[str]:
+    """Those of ``strategies`` that cannot play without a Bayesian head."""
+    return [str(s) for s in map(parse_strategy, strategies) if STRATEGIES[s].needs_head]
+
+
 def require_head(strategies: Iterable[str], has_head: bool, model_name: str) -> None:
     """Raise :class:`ActiveSamError` if any of ``strategies`` needs a Bayesian head and
     there is none."""
-    wanted = [str(s) for s in map(parse_strategy, strategies) if STRATEGIES[s].needs_head]
+    wanted = needing_head(strategies)
     if wanted and not has_head:
         raise ActiveSamError(
             f"{', '.join(wanted)} needs a Bayesian head for {model_name}: fit one with "

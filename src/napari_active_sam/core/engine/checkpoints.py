@@ -455,6 +455,9 @@ def load_model(
         Cache directory for downloads.
     """
     if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise CheckpointError(f"The checkpoint {checkpoint} is not a file: choose the "
+                                  "model's checkpoint file (.pt or .pth).")  # fmt: skip
         arch = _named_architecture(name)
         sha256 = file_sha256(Path(checkpoint))
         _check_registered_weights(Path(checkpoint), sha256, arch)
