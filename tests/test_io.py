@@ -703,6 +703,18 @@ def test_a_truncated_tiff_stack_is_refused_not_read_as_its_first_slice(tmp_path)
             read_image(path)
 
 
+def test_a_one_bit_mask_tiff_is_read_and_a_cut_one_refused(tmp_path):
+    mask = np.zeros((256, 256), bool)
+    mask[50:100, 60:120] = True
+    path = tmp_path / "mask.tif"
+    tifffile.imwrite(path, mask)  # bilevel: 1 bit a pixel, 8 kB for 64 k pixels
+    read = read_image(path).data
+    assert read.dtype == bool and np.array_equal(read, mask)
+    path.write_bytes(path.read_bytes()[:1500])
+    with pytest.raises(ImageError, match="truncated or damaged"):
+        read_image(path)
+
+
 def test_tiff_colour_of_other_sample_types_and_counts(tmp_path):
     """16-bit RGB is brought to 8 bits, not taken for a volume of three-pixel-wide slices;
     grey with alpha keeps its grey; float colour and five samples are refused, saying what

@@ -63,3 +63,19 @@ def test_writing_an_object_fills_only_free_pixels_of_its_box_wherever_it_lies():
     output.undo()
     output.undo()
     assert np.array_equal(output.data, labels)
+
+
+def test_object_features_keep_the_users_text_columns():
+    from napari_active_sam._widgets.layers import set_object_features
+
+    viewer = ViewerModel()
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:6, 2:6], labels[10:14, 10:14] = 1, 2
+    layer = viewer.add_labels(labels, name=OUTPUT)
+    layer.features = {"index": [0, 1, 2], "tissue": [None, "bg", "tumour"],
+                      "grade": [np.nan, 2.0, np.nan]}  # fmt: skip
+    set_object_features(viewer, {"predicted_dice": {1: 0.9, 2: 0.4}})
+    table = layer.features.set_index("index")
+    assert list(table.loc[[1, 2], "tissue"]) == ["bg", "tumour"]
+    assert table.loc[1, "grade"] == 2.0 and np.isnan(table.loc[2, "grade"])
+    assert list(table.loc[[1, 2], "predicted_dice"]) == [0.9, 0.4]

@@ -7,7 +7,7 @@ here create what is missing, keep what the user made, and draw into the layers t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
@@ -363,26 +363,40 @@ def show_predicted_dice(viewer: napari.Viewer, objects: dict[int, float]) -> Non
 
 def set_object_features(viewer: napari.Viewer, columns: dict[str, dict[int, float]]) -> None:
     """Put per-object ``columns`` (name → label → value) into the output layer's features,
-    replacing columns of those names and keeping the others (NaN where an object has no
-    value)."""
+    replacing columns of those names and keeping the others, the user's text columns too
+    (NaN, or None in a text column, where an object has no value)."""
     if OUTPUT not in viewer.layers:
         return
+    from pandas.api.types import is_numeric_dtype
+
     layer = viewer.layers[OUTPUT]
     current = layer.features
-    table: dict[str, dict[int, float]] = {}
+    table: dict[str, dict[int, Any]] = {}
+    text: set[str] = set()
     if "index" in current:
         labels = [int(v) for v in current["index"]]
         for name in current.columns:
-            if name != "index":
-                table[name] = {k: float(v) for k, v in zip(labels, current[name], strict=True)
-                               if k and np.isfinite(v)}  # fmt: skip
+            if name == "index":
+                continue
+            values = dict(zip(labels, current[name], strict=True))
+            if is_numeric_dtype(current[name]):
+                table[name] = {k: float(v) for k, v in values.items() if k and np.isfinite(v)}
+            else:
+                table[name] = {k: v for k, v in values.items() if k and not _missing(v)}
+                text.add(name)
     table.update(columns)
+    text -= set(columns)
     keep = sorted({label for values in table.values() for label in values})
     layer.features = {
         "index": np.array([0, *keep], int),
-        **{name: np.array([np.nan, *(values.get(k, np.nan) for k in keep)])
+        **{name: np.array([None, *(values.get(k) for k in keep)], object) if name in text
+           else np.array([np.nan, *(values.get(k, np.nan) for k in keep)])
            for name, values in table.items()},
     }  # fmt: skip
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def show_candidates(viewer: napari.Viewer, index: tuple[int, ...],

@@ -98,9 +98,12 @@ def _read_tiff(path: Path) -> ImageData:
             raise ImageError(f"{path.name} holds no image: choose a TIFF with pages.")
         series = tiff.series[0]
         compressed = any(getattr(page, "compression", 1) != 1 for page in series.pages[:1])
+        # A bilevel (1-bit) page is stored at an eighth of the byte per pixel it reads as.
+        bits = getattr(series.pages[0], "bitspersample", 8 * series.dtype.itemsize) or 1
+        packing = series.dtype.itemsize * 8 / min(bits, 8 * series.dtype.itemsize)
         check_claimed_size(path, series.shape, series.dtype.itemsize,
                            stored=path.stat().st_size,
-                           ratio=COMPRESSED_RATIO if compressed else 1)  # fmt: skip
+                           ratio=(COMPRESSED_RATIO if compressed else 1) * packing)  # fmt: skip
         if len(tiff.series) > 1:
             warnings.warn(f"{path.name} holds {len(tiff.series)} images; the first "
                           f"{tuple(series.shape)} is read: save each image as its own file "
