@@ -74,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(spacing)} axes {image.spatial_shape}, got {len(args.spacing)}."
             )
         spacing = tuple(args.spacing)
-    elif not image.spacing_known:
-        print(f"warning: {Path(args.image).name} states no voxel size: volumes are in voxels; "
-              "give --spacing (mm) for volumes in mm³", file=sys.stderr)  # fmt: skip
+    in_voxels = not args.spacing and not image.spacing_known
+    if in_voxels:
+        print(f"warning: {Path(args.image).name} states no voxel size: volumes are in voxels "
+              "(the table's columns say so); give --spacing (mm) for volumes in mm³",
+              file=sys.stderr)  # fmt: skip
     model = options.load_chosen_model(args)
     head = BayesHead.load(args.head, model) if args.head else BayesHead.for_model(model)
     if head is None:
@@ -88,8 +90,12 @@ def run(args: argparse.Namespace) -> int:
     steps = measure_objects(model, head, source, labels, spacing, samples=args.samples,
                             level=args.level)  # fmt: skip
     found = options.drain_with_bar(steps, "measure", unit="object")
-    save_or_keep(lambda path: write_measurements(found, path), args.out, "the measurements")
-    unit = "mm³" if len(spacing) == 3 else "mm²"  # a 2D image's "volume" is an area
+    save_or_keep(lambda path: write_measurements(found, path, in_voxels), args.out,
+                 "the measurements")  # fmt: skip
+    if in_voxels:
+        unit = "voxels" if len(spacing) == 3 else "pixels"
+    else:
+        unit = "mm³" if len(spacing) == 3 else "mm²"  # a 2D image's "volume" is an area
     for m in found:
         print(
             f"object {m.label}: {m.volume_mm3:.1f} {unit} ({m.volume_low_mm3:.1f}–"
@@ -97,5 +103,6 @@ def run(args: argparse.Namespace) -> int:
             f"{m.first_slice}–{m.last_slice}",
             file=sys.stderr,
         )
-    print(f"{len(found)} objects measured in {args.out}", file=sys.stderr)
+    print(f"{len(found)} object{'s' if len(found) != 1 else ''} measured in {args.out}",
+          file=sys.stderr)  # fmt: skip
     return 0

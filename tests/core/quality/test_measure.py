@@ -120,9 +120,12 @@ def test_measure_on_the_command_line_writes_the_table(tmp_path, monkeypatch, cap
     tifffile.imwrite(plain, volume[:12])
     tiff_args = ["measure", "--image", str(plain)] + args[3:]
     assert main(tiff_args) == 0
-    assert "states no voxel size" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "states no voxel size" in said and f": {voxels:.1f} voxels (" in said
     with open(out) as handle:
-        assert float(next(csv.DictReader(handle))["volume_mm3"]) == pytest.approx(voxels)
+        row = next(csv.DictReader(handle))
+    assert "volume_mm3" not in row and float(row["volume_voxels"]) == pytest.approx(voxels)
+    assert float(row["volume_low_voxels"]) <= voxels <= float(row["volume_high_voxels"])
     assert main(tiff_args + ["--spacing", "5", "0.7", "0.7"]) == 0
     assert "states no voxel size" not in capsys.readouterr().err
     with open(out) as handle:
@@ -130,3 +133,35 @@ def test_measure_on_the_command_line_writes_the_table(tmp_path, monkeypatch, cap
             voxels * 0.7 * 0.7 * 5.0, rel=1e-5)  # fmt: skip
     assert main(tiff_args + ["--spacing", "0.7", "0.7"]) == 2
     assert "--spacing takes 3 sizes" in capsys.readouterr().err
+
+
+def test_a_table_write_that_fails_part_way_keeps_the_previous_table(tmp_path, monkeypatch):
+    from napari_active_sam.core.quality.assess import write_quality_csv
+    from napari_active_sam.core.quality.measure import Measurement, write_measurements
+
+    measured = [Measurement(label, 10.0 * label, 9.0 * label, 11.0 * label, 0.8, 0, 2)
+                for label in (1, 2, 3)]  # fmt: skip
+    table = write_measurements(measured, tmp_path / "objects.csv")
+    before = table.read_text()
+    written = []
+
+    def fail_on_the_second_row(self, row):
+        written.append(row)
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        return real_writerow(self, row)
+
+    real_writerow = csv.DictWriter.writerow
+    monkeypatch.setattr(csv.DictWriter, "writerow", fail_on_the_second_row)
+    with pytest.raises(OSError, match="No space left"):
+        write_measurements(measured[::-1], table)
+    assert table.read_text() == before and [p.name for p in tmp_path.iterdir()] == [table.name]
+    quality = tmp_path / "quality.csv"
+    quality.write_text("kept\n")
+    def disk_full(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_quality_csv([{"predicted_dice": 0.5}], quality)
+    assert quality.read_text() == "kept\n"

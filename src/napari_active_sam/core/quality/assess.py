@@ -13,6 +13,7 @@ from ..data.datasets import check_labels
 from ..engine.embeddings import embed_slice
 from ..engine.preprocess import IntensityWindow, SliceSource
 from ..engine.store import EmbeddingStore
+from ..keeping import written_whole
 from ..progress import Progress, drain
 from .estimators import (
     ESTIMATORS,
@@ -159,8 +160,11 @@ def write_quality_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(rows, key=lambda r: float(r["predicted_dice"]))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(ordered)
-    return path
+
+    def write(partial: Path) -> None:  # whole or not at all: a full disk keeps the old table
+        with open(partial, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(ordered)
+
+    return written_whole(write, path)

@@ -29,6 +29,7 @@ from ..engine.predictor import Predictor, shown_head
 from ..engine.preprocess import SliceSource
 from ..engine.store import EmbeddingStore
 from ..errors import ActiveSamError, ImageError
+from ..keeping import written_whole
 from ..progress import Progress
 from ..sim.clicker import prompts_from_mask
 
@@ -220,15 +221,21 @@ def _measure(model, head, predictor, source, store, limits, mask, weights, is_vo
     return areas, overlaps, slices
 
 
-def write_measurements(measurements: list[Measurement], path: Path) -> Path:
-    """``path`` as a CSV with :data:`COLUMNS` (its folder made if need be; an unwritable
-    place raises ``OSError``: :func:`~napari_active_sam.core.keeping.save_or_keep` keeps
-    the table elsewhere then)."""
+def write_measurements(measurements: list[Measurement], path: Path,
+                       in_voxels: bool = False) -> Path:  # fmt: skip
+    """``path`` as a CSV with :data:`COLUMNS` (``_voxels`` in place of ``_mm3`` when
+    ``in_voxels``: the image stated no voxel size), written whole or not at all (its folder
+    made if need be; an unwritable place raises ``OSError``:
+    :func:`~napari_active_sam.core.keeping.save_or_keep` keeps the table elsewhere then)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for measurement in measurements:
-            writer.writerow(measurement.row())
-    return path
+    named = {c: c.replace("_mm3", "_voxels") if in_voxels else c for c in COLUMNS}
+
+    def write(partial: Path) -> None:
+        with open(partial, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(named.values()))
+            writer.writeheader()
+            for measurement in measurements:
+                writer.writerow({named[k]: v for k, v in measurement.row().items()})
+
+    return written_whole(write, path)
