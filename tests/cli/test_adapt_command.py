@@ -92,14 +92,22 @@ def test_adapt_refuses_what_it_cannot_use(tmp_path, tiny_checkpoint, capsys):
     assert main(["adapt", *model, "--data", str(single), "--out", str(tmp_path / "a.pt")]) == 2
     assert "at least 2 labelled objects" in capsys.readouterr().err
 
-    # An adapter for another model is refused before any work, by every command.
+    # A run in which no step did better writes nothing: its adapter would be the model as
+    # it was, and its head would replace the head of any other such run.
     other = tmp_path / "other.pt"
     save_checkpoint(other, random_model(SMOKE_ARCHITECTURE, seed=5).sam, SMOKE_ARCHITECTURE)
     labelled = labelled_folder(tmp_path / "labelled", 1, seed=3)
     adapter = tmp_path / "b.pt"
     assert main(["adapt", "--model", "tiny", "--checkpoint", str(other), "--data",
-                 str(labelled), "--steps", "1", "--out", str(adapter)]) == 0  # fmt: skip
-    capsys.readouterr()
+                 str(labelled), "--steps", "1", "--out", str(adapter)]) == 2  # fmt: skip
+    assert "nothing written to" in capsys.readouterr().err and not adapter.exists()
+    assert not list((tmp_path / "cache").rglob("*.head.pt"))
+
+    # An adapter for another model is refused before any work, by every command.
+    from napari_active_sam.core.adapt.finetune import trained_state
+
+    made_for = load_checkpoint(other, device="cpu", name="tiny")
+    Adapter(trained_state(made_for), made_for.model_id, {}).save(adapter)
     assert main(["benchmark", "--data", str(labelled), *model, "--adapter", str(adapter),
                  "--strategies", "ritm", "--clicks", "1", "--out", str(tmp_path / "r"),
                  "--workers", "1"]) == 2  # fmt: skip

@@ -232,3 +232,13 @@ def test_a_demo_screenshot_that_could_not_be_saved_is_refused_before_the_demo(tm
     made = tmp_path / "new" / "shot.png"
     assert main(["demo", "--headless", "--clicks", "1", "--screenshot", str(made)]) == 0
     assert made.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quality_refuses_masks_that_are_the_images_folder(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    tifffile.imwrite(images / "a.tif", np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+    assert main(["quality", "--images", str(images), "--masks", str(images), "--out",
+                 str(tmp_path / "q.csv")]) == 2  # fmt: skip
+    assert "--masks" in (said := capsys.readouterr().err) and "is the image itself" in said
+    assert not (tmp_path / "q.csv").exists()

@@ -93,9 +93,17 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     result = options.drain_with_bar(adapt(model, labelled, unlabelled, ranker, plan), "adapt")
-    out = result.adapter.save(args.out)
     report = result.adapter.report
     first = report["stage1"]
+    if not result.improved:
+        raise ActiveSamError(
+            f"No training step raised the held-out objects' IoU (first 3 clicks "
+            f"{first['held_out_iou_before']:.3f} before, {first['held_out_iou_after']:.3f} at "
+            f"best), so the adapter would be the model as it was: nothing written to "
+            f"{args.out}. Label more objects (or more like those you will annotate), or give "
+            "more --steps."
+        )
+    out = result.adapter.save(args.out)
     print(
         f"fine-tuning: held-out IoU (first 3 clicks) {first['held_out_iou_before']:.3f} -> "
         f"{first['held_out_iou_after']:.3f} on {report['held_out']} objects, best step "

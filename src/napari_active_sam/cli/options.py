@@ -92,11 +92,11 @@ def check_output(args: argparse.Namespace, suffixes: tuple[str, ...] = (),
                              "--overwrite.")  # fmt: skip
 
 
-def check_labels_apart(image: Path, labels: Path) -> None:
-    """Refuse ``--labels`` that are the ``--image`` file itself (a slip that would make
-    every grey level an object)."""
+def check_labels_apart(image: Path, labels: Path, flag: str = "--labels") -> None:
+    """Refuse labels (``flag``) that are the image file or folder itself (a slip that would
+    make every grey level an object)."""
     if Path(image).exists() and Path(labels).exists() and Path(labels).samefile(image):
-        raise ActiveSamError(f"--labels {labels} is the image itself: give the labels drawn "
+        raise ActiveSamError(f"{flag} {labels} is the image itself: give the labels drawn "
                              "on it (0 = background, 1, 2, ... = objects).")  # fmt: skip
 
 

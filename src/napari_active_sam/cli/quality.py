@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.quality.estimators import QualityModels, resolve_estimator
 
     options.check_output(args, (".csv",), (args.images, args.masks))
+    options.check_labels_apart(args.images, args.masks, "--masks")
     options.set_threads(args)
     pairs, skipped = pair_folders(args.images, args.masks)
     if not pairs:

@@ -57,6 +57,13 @@ class AdaptResult:
     held_out: list[LabelledObject] = field(default_factory=list)
     aligned: int = 0
 
+    @property
+    def improved(self) -> bool:
+        """Whether a stage kept a step after its first: else the adapter is the model as
+        it was (no step raised the held-out objects' IoU)."""
+        return any(stage is not None and stage.best_step > 0
+                   for stage in (self.stage1, self.stage2))  # fmt: skip
+
 
 def adapt(
     model: LoadedModel,
