@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -361,6 +363,11 @@ def test_fit_quality_trains_both_regressors_and_saves_them_for_their_model(demo,
         QualityRegressor.load(tmp_path / "other.pt")
     with pytest.raises(ActiveSamError, match="No candidate masks"):
         _drain(fit_quality([], demo))
+    with pytest.raises(ActiveSamError, match="5 candidate masks .* needs 20 or more"):
+        _drain(fit_quality(examples[:5], demo))
+    alike = [replace(e, dice=0.5) for e in examples]
+    with pytest.raises(ActiveSamError, match="from 0.50 to 0.50"):
+        _drain(fit_quality(alike, demo))
 
 
 def test_the_shipped_regressor_belongs_to_the_demo_model(demo):

@@ -305,6 +305,10 @@ def _scores(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> dict
     return {"mse": float(np.mean((predicted - truth) ** 2)), "pearson": float(pearson)}
 
 
+MIN_EXAMPLES = 20
+"""The fewest candidate masks :func:`fit_quality` learns from (it holds a tenth out)."""
+
+
 def fit_quality(
     examples: Sequence[QualityExample],
     model: LoadedModel,
@@ -326,11 +330,19 @@ def fit_quality(
     Raises
     ------
     ActiveSamError
-        No examples.
+        Fewer than :data:`MIN_EXAMPLES` examples, or true Dice that hardly vary.
     """
     config = config or QualityConfig()
     if len(examples) == 0:
         raise ActiveSamError("No candidate masks to learn from: simulate some first.")
+    truths = np.array([e.dice for e in examples], np.float64)
+    if len(examples) < MIN_EXAMPLES or np.ptp(truths) < 0.05:
+        raise ActiveSamError(
+            f"{len(examples)} candidate mask{'s' if len(examples) != 1 else ''} with true "
+            f"Dice from {truths.min():.2f} to {truths.max():.2f}: a quality regressor needs "
+            f"{MIN_EXAMPLES} or more, good and bad, to learn from. Label more objects (or "
+            "objects of more sizes) and fit again; nothing was fitted or written."
+        )
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
