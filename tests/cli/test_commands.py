@@ -109,7 +109,7 @@ def test_precompute_encodes_in_the_precision_asked_for(tmp_path, tiny_checkpoint
     torch.testing.assert_close(features["bf16"], features["fp32"], atol=0.05, rtol=0.05)
 
 
-def test_precompute_reports_bad_input_clearly(tmp_path, tiny_checkpoint, capsys):
+def test_precompute_reports_bad_input_clearly(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     code = main(["precompute", str(tmp_path / "missing.tif"), "--model", "tiny",
                  "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "s.zarr"),
                  "--workers", "1"])  # fmt: skip
@@ -121,6 +121,24 @@ def test_precompute_reports_bad_input_clearly(tmp_path, tiny_checkpoint, capsys)
                  str(tiny_checkpoint), "--out", str(tmp_path / "s.zarr"),
                  "--workers", "1"])  # fmt: skip
     assert code == 2 and "holds no image file" in capsys.readouterr().err
+
+    # One unreadable file among several is skipped and named; only if none can be read
+    # is that an error. A bad precision name is refused before any worker starts.
+    (empty / "bad.tif").write_text("not an image")
+    tifffile.imwrite(empty / "good.tif", np.random.default_rng(2).random((32, 32), np.float32))
+    out = tmp_path / "mixed.zarr"
+    command = ["precompute", str(empty), "--model", "tiny", "--checkpoint",
+               str(tiny_checkpoint), "--out", str(out), "--workers", "1"]  # fmt: skip
+    assert main(command) == 0
+    said = capsys.readouterr().err
+    assert "skipped bad.tif" in said and [p.name for p in out.iterdir()] == ["good"]
+    (empty / "good.tif").unlink()
+    assert main([*command, "--overwrite"]) == 2
+    assert "nothing was encoded" in capsys.readouterr().err
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_PRECISION", "garbage")
+    assert main([*command[:-4], "--out", str(tmp_path / "p.zarr"), "--workers", "1"]) == 2
+    assert "encoder precision" in capsys.readouterr().err
+    assert not (tmp_path / "p.zarr").exists()
 
 
 def test_unknown_model_is_a_clear_error(tmp_path, capsys):
@@ -242,3 +260,22 @@ def test_quality_refuses_masks_that_are_the_images_folder(tmp_path, capsys):
                  str(tmp_path / "q.csv")]) == 2  # fmt: skip
     assert "--masks" in (said := capsys.readouterr().err) and "is the image itself" in said
     assert not (tmp_path / "q.csv").exists()
+
+
+def test_a_warning_reaches_the_user_as_a_plain_line(tmp_path, tiny_checkpoint):
+    import subprocess
+    import sys
+
+    image = tmp_path / "two.tif"
+    with tifffile.TiffWriter(image) as tiff:  # two images in one file: the first is read
+        for seed in (0, 1):
+            tiff.write(np.random.default_rng(seed).random((32, 32), np.float32))
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_active_sam.cli.main", "precompute", str(image),
+         "--model", "tiny", "--checkpoint", str(tiny_checkpoint), "--out",
+         str(tmp_path / "s.zarr"), "--workers", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "napari-active-sam: warning: two.tif holds 2 images" in done.stderr
+    assert "warnings.warn" not in done.stderr and ".py:" not in done.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..core.errors import ActiveSamError
@@ -66,8 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plain_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as a line for the user, not the source line that raised it."""
+    return f"napari-active-sam: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _plain_warning
     try:
         return args.func(args)
     except ActiveSamError as exc:
@@ -82,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "demo-model, benchmark) goes on from there when run again the same way "
               "(train-demo-model with --resume).", file=sys.stderr)  # fmt: skip
         return 130
+    finally:
+        warnings.formatwarning = formatted
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..core.enums import ModelName
-from ..core.errors import ActiveSamError
+from ..core.errors import ActiveSamError, ImageError
 from . import options
 
 NAME = "precompute"
@@ -58,8 +58,11 @@ def _image_files(path: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..core.cluster import dask_client
     from ..core.data.files import read_image, stem
+    from ..core.engine.device import resolve_precision
     from ..core.engine.embeddings import precompute
     from ..core.engine.preprocess import IntensityWindow, SliceSource
     from ..core.engine.store import EmbeddingStore
@@ -82,9 +85,18 @@ def run(args: argparse.Namespace) -> int:
     if shared and len(files) > 1:  # each image's store is named after it
         raise ActiveSamError(f"{'; '.join(shared)} would share one store in {args.out}: "
                              "rename all but one of each, or precompute them apart.")  # fmt: skip
+    resolve_precision(args.precision, torch.device("cpu"))  # a bad name: said before any work
+    unread = []
     with dask_client(args.scheduler, args.workers) as (client, info):
         for file in files:
-            image = read_image(file)
+            try:
+                image = read_image(file)
+            except ImageError as exc:
+                if file == inputs:
+                    raise
+                print(f"skipped {file.name}: {exc}", file=sys.stderr)
+                unread.append(file.name)
+                continue
             source = SliceSource(image.data, window=window, rgb=image.rgb)
             out = Path(args.out) / stem(file) if file != inputs else Path(args.out)
             store = EmbeddingStore(identity, max_bytes=0, path=out, overwrite=args.overwrite)
@@ -95,4 +107,7 @@ def run(args: argparse.Namespace) -> int:
             repaired = options.drain_with_bar(steps, file.name)
             note = f" ({repaired} repaired)" if repaired else ""
             print(f"{file} -> {store.path}{note}", file=sys.stderr)
+    if unread and len(unread) == len(files):
+        raise ActiveSamError(f"No image in {inputs} could be read ({', '.join(unread)}): "
+                             "nothing was encoded.")  # fmt: skip
     return 0
