@@ -72,6 +72,15 @@ def test_nan_and_inf_are_handled_explicitly():
     assert rgb.tolist() == [[0, 0, 128], [255, 255, 0]]
 
 
+@pytest.mark.parametrize("factor", [1e300, 1e-300, 1e-38])
+def test_values_beyond_float32_keep_their_picture(factor):
+    data = np.random.default_rng(0).random((16, 16))
+    expected = to_sam_rgb(data, IntensityWindow.percentile(0, 100).limits(data))
+    scaled = data * factor
+    got = to_sam_rgb(scaled, IntensityWindow.percentile(0, 100).limits(scaled))
+    assert got.any() and np.abs(got.astype(int) - expected).max() <= 1
+
+
 def test_all_nan_image_is_refused():
     with pytest.raises(ImageError, match="no finite value"):
         IntensityWindow.percentile().limits(np.full((4, 4), np.nan))

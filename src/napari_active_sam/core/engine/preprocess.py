@@ -223,8 +223,11 @@ def to_sam_rgb(image: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
         scaled = values * 255.0
     elif hi <= lo:
         scaled = np.zeros(values.shape, np.float32)
-    else:
-        scaled = (values.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    else:  # in float32 unless its range would turn the window's ends or span to 0 or inf
+        span = float(hi) - float(lo)
+        wide = max(abs(float(lo)), abs(float(hi))) > 1e37 or span < 1e-30
+        work = np.float64 if wide else np.float32
+        scaled = (values.astype(work) - work(lo)) * work(255.0 / span)
     scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
     out = np.clip(scaled, 0, 255).round().astype(np.uint8)
     if out.ndim == 2:
