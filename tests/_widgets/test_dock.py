@@ -48,6 +48,23 @@ def test_full_2d_annotation_click_preview_commit_undo(make_napari_viewer, qtbot,
     assert not output.data.any()
 
 
+def test_a_multiscale_image_is_annotated_at_full_resolution(make_napari_viewer, qtbot, scene):
+    viewer = make_napari_viewer()
+    viewer.add_image([scene.image, scene.image[::2, ::2]], multiscale=True, name="us")
+    widget = ActiveSamWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.window.value = "percentile"
+    _ready(qtbot, widget)
+    assert widget.session.source.data.shape == scene.image.shape
+    rows, cols = np.nonzero(scene.labels == 1)
+    widget.add_click(float(np.median(rows)), float(np.median(cols)))
+    preview = viewer.layers[PREVIEW]
+    qtbot.waitUntil(lambda: preview.data.any(), timeout=WAIT)
+    assert preview.data.shape == scene.image.shape
+    gt = scene.labels == 1
+    assert ((preview.data > 0) & gt).sum() / ((preview.data > 0) | gt).sum() > 0.5
+
+
 def _docked(make_napari_viewer, qtbot, scene):
     """A shown viewer with the scene's image and the dock ready on it."""
     viewer = make_napari_viewer(show=True)

@@ -27,6 +27,7 @@ from ..core.engine.preprocess import CT_PRESETS
 from ..core.enums import Strategy
 from .closing import when_closed
 from .jobs import evaluation_job
+from .layers import full_resolution
 from .models import checkpoint_missing, chosen_model, model_choosers
 from .workers import WorkerHost
 
@@ -95,8 +96,8 @@ class EvaluateWidget(Container):
         self.canvas.draw_idle()
         self._stopped = False
         self._worker = self.workers.start(
-            evaluation_job, name, checkpoint, _full_resolution(image), image.rgb,
-            np.array(_full_resolution(truth)), self.window.value, list(self.strategies.value),
+            evaluation_job, name, checkpoint, full_resolution(image), image.rgb,
+            np.array(full_resolution(truth)), self.window.value, list(self.strategies.value),
             self.clicks.value, progress=self._progress, returned=self._show,
             finished=self._finished,
         )  # fmt: skip
@@ -147,8 +148,3 @@ class EvaluateWidget(Container):
 
     def _say(self, message: str) -> None:
         self.status.value = message
-
-
-def _full_resolution(layer) -> np.ndarray:
-    """A layer's data at full resolution (the first level of a multiscale layer)."""
-    return layer.data[0] if layer.multiscale else layer.data

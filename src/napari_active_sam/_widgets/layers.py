@@ -395,6 +395,12 @@ def set_object_features(viewer: napari.Viewer, columns: dict[str, dict[int, floa
     }  # fmt: skip
 
 
+def full_resolution(layer: napari.layers.Layer):
+    """A layer's data at full resolution: the first level of a multiscale layer (whose
+    ``data`` read as one array would be its coarsest)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 

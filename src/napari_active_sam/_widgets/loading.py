@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..core.engine.checkpoints import LoadedModel, load_model
 from .jobs import make_session
+from .layers import full_resolution
 from .workers import WorkerHost
 
 if TYPE_CHECKING:
@@ -91,7 +92,8 @@ class SessionLoader:
         # On a worker: reading a large or lazy volume and its percentiles takes a while.
         self.say("reading the image ...")
         self.workers.start(
-            make_session, self.model, image.data, window, image.rgb, self._loaded.checkpoint,
+            make_session, self.model, full_resolution(image), window, image.rgb,
+            self._loaded.checkpoint,
             returned=lambda made: self._made(ticket, image, *made),
             errored=self.report,
         )  # fmt: skip
