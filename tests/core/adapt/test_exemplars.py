@@ -43,6 +43,15 @@ def test_objects_like_the_exemplars_are_found_and_the_exemplars_are_not(demo, di
     assert scores == sorted(scores, reverse=True)
 
 
+def test_a_blank_image_holds_nothing_like_the_exemplars(demo, discs):
+    image, labels = discs(256, CENTRES, 13)
+    limits = (float(image.min()), float(image.max()))
+    found = exemplar_prototypes(demo, [(image, limits, [labels == 1, labels == 2])])
+    blank = np.full(image.shape, image.mean(), image.dtype)
+    assert search_slice(demo, blank, (float(blank.min()), float(blank.max())), found) == []
+    assert search_slice(demo, blank, limits, found) == []  # a field of one value, any window
+
+
 def test_small_objects_are_searched_at_a_zoom(demo, discs):
     centres = [(40 + 60 * i, 40 + 60 * j) for i in range(8) for j in range(8)]
     image, labels = discs(512, centres, 5, seed=1)

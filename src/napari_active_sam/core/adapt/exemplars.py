@@ -247,8 +247,8 @@ def search_slice(
     exclude: np.ndarray | None = None,
 ) -> list[tuple[PromptSet, float]]:
     """:func:`find_similar` over a whole slice, at the scale the exemplars were seen at
-    (tiles of :attr:`Prototypes.side`, overlapping by half); prompts found twice are kept
-    once. Best first, in pixels of the slice."""
+    (tiles of :attr:`Prototypes.side`, overlapping by half; blank tiles left out); prompts
+    found twice are kept once. Best first, in pixels of the slice."""
     size = raw.shape[:2]
     side = found.side or max(size)
     encoder = SliceEncoder(model)
@@ -257,6 +257,8 @@ def search_slice(
     cell = 1.0  # pixels per embedding cell
     for tile in tiles:
         crop = raw if tile is None else raw[tile.slices]
+        if limits[1] <= limits[0] or np.ptp(crop) == 0:  # a blank field holds no object
+            continue
         (embedding,) = encoder.encode([to_sam_rgb(crop, limits)], ["search"])
         cell = max(crop.shape[:2]) / embedding.features.shape[-1]
         taken = None

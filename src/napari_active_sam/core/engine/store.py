@@ -198,8 +198,8 @@ class EmbeddingStore:
             if not overwrite:
                 raise EmbeddingStoreError(
                     f"The embedding store {path} holds embeddings of model {stored_model}, not "
-                    f"{self.model_id}. Choose another store path, or overwrite it to "
-                    "recompute with this model."
+                    f"{self.model_id}. Choose another store path, or overwrite it "
+                    "(precompute --overwrite) to recompute with this model."
                 )
             group, attrs = zarr.open_group(path, mode="w"), {}
         identity = {"format": STORE_FORMAT, "model_id": self.model_id}
