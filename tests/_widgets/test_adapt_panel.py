@@ -142,6 +142,7 @@ def test_cancelling_an_adaptation_keeps_the_base_model_and_writes_nothing(
     qtbot.waitUntil(lambda: widget.cancel.enabled, timeout=WAIT)
     QTest.mouseClick(widget.cancel.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not widget.controller.adaptation.running, timeout=WAIT)
+    qtbot.waitUntil(lambda: "adaptation cancelled" in widget.status.value, timeout=WAIT)
     assert widget.session.model is base
     assert widget.adapt_panel.decode_with.value == BASE
     assert not ADAPTER.users(base.model_id).exists()
