@@ -123,6 +123,8 @@ class EvaluateWidget(Container):
 
     def _show(self, summary: dict[str, Any]) -> None:
         """Draw mean IoU per click for each strategy and list AUC and NoC@85."""
+        if self._stopped:  # it finished as Cancel was pressed: what was asked is said
+            return
         self.summary = summary
         self.figure.clear()
         ax = self.figure.add_subplot(111)

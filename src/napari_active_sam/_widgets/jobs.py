@@ -160,8 +160,12 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     adapter.report["held_out_iou_at_1"] = [round(before, 4), round(after, 4)]
     head = yield from head_for(adapted, objects)
     said = []
-    for save in (lambda: adapter.save(ADAPTER.users(base.model_id)),
-                 lambda: head.save(HEAD.users(adapted.model_id))):  # fmt: skip
+    saves = (lambda: adapter.save(ADAPTER.users(base.model_id)),
+             lambda: head.save(HEAD.users(adapted.model_id)))  # fmt: skip
+    if not result.improved:  # it would write the model as it was over a better adapter
+        saves = ()
+        said.append("nothing saved: no training step raised the held-out objects' IoU")
+    for save in saves:
         try:  # each on its own: a head is kept even when its adapter could not be
             said.append(f"saved {save()}")
         except SaveError as exc:  # the adapted model is still used in this session
@@ -286,7 +290,7 @@ def evaluation_job(name, checkpoint, data, rgb: bool, labels: np.ndarray, window
     """Load the model (and its head if a strategy reads it), play every episode against
     ``labels``, return the summary; strategies that need a head the model lacks are left
     out (``summary["left_out"]``), and only if none is left is that an error."""
-    yield Progress(0, 0, f"loading {name} ...")  # a cancel during a download stops here
+    yield Progress(0, 0, f"loading {name} ...")  # a cancel pressed before loading stops here
     model = load_model(name, checkpoint)
     head = BayesHead.for_model(model, checkpoint) if reads_head(strategies) else None
     left_out = [] if head is not None else needing_head(strategies)

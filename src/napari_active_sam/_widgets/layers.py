@@ -204,23 +204,27 @@ def ensure_layers(viewer: napari.Viewer, image: napari.layers.Image,
     points.events.data.connect(prompts_changed)
     for name in MANAGED:
         for key, action in keys.items():
-            layers[name].bind_key(key, _on_key(action), overwrite=True)
+            layers[name].bind_key(key, _on_key(action, prompts_changed), overwrite=True)
     viewer.layers.selection.active = points
 
 
 def release_layers(viewer: napari.viewer.Viewer, prompts_changed, keys) -> None:
-    """Undo what :func:`ensure_layers` bound to the layers still in ``viewer``: the ``keys``
-    (names), the polarity callback and ``prompts_changed``; the layers and their data stay."""
+    """Undo what :func:`ensure_layers` bound to the layers still in ``viewer`` for the
+    dock whose ``prompts_changed`` it was: its ``keys`` (names; a key bound since by
+    another dock stays) and ``prompts_changed``. The layers, their data and the shared
+    polarity callback stay."""
+    from napari.utils.key_bindings import coerce_keybinding
+
     layers = viewer.layers
     for name in MANAGED:
         if name in layers:
+            keymap = layers[name].keymap
             for key in keys:
-                layers[name].bind_key(key, None)
+                bound = keymap.get(coerce_keybinding(key))
+                if getattr(bound, "owner", None) == prompts_changed:
+                    layers[name].bind_key(key, None)
     if PROMPTS in layers:
-        points = layers[PROMPTS]
-        if polarity_from_button in points.mouse_drag_callbacks:
-            points.mouse_drag_callbacks.remove(polarity_from_button)
-        points.events.data.disconnect(prompts_changed)
+        layers[PROMPTS].events.data.disconnect(prompts_changed)
 
 
 def polarity_from_button(layer: napari.layers.Points, event) -> None:
@@ -235,8 +239,15 @@ def polarity_from_button(layer: napari.layers.Points, event) -> None:
 
 
 # ----------------------------------------------------------------------------- editing
-def _on_key(action):
-    return lambda _layer: action()  # napari passes the layer
+def _on_key(action, owner):
+    """``action`` as a key binding (napari passes the layer), marked with the dock that
+    bound it (its ``prompts_changed``) for :func:`release_layers`."""
+
+    def pressed(_layer) -> None:
+        action()
+
+    pressed.owner = owner
+    return pressed
 
 
 def add_point(points: napari.layers.Points, index: tuple[int, ...], row: float, col: float,

@@ -4,8 +4,9 @@ A job is a function or a generator that yields
 :class:`~napari_active_sam.core.progress.Progress` records; napari's ``create_worker``
 runs it on a thread so the GUI thread never encodes, decodes, trains or estimates. The
 host forwards the job's progress and result to callbacks, cancels it between yields, and
-stops caring once its dock is gone: after :meth:`WorkerHost.close` (connected to the
-dock's Qt ``destroyed`` signal) no callback runs and every running job is asked to quit.
+stops caring once its dock is gone: after :meth:`WorkerHost.close` (called when the dock is
+closed or destroyed, see :mod:`.closing`) no callback runs and every running job is asked
+to quit.
 
 Errors a user can cause (:class:`~napari_active_sam.core.errors.ActiveSamError`) are shown
 in the dock's status line and as a napari notification; anything else is raised again on
@@ -57,8 +58,8 @@ class WorkerHost:
 
     Notes
     -----
-    The host is a plain Python object, not a Qt one, so that the dock's ``destroyed``
-    signal still reaches :meth:`close` after the dock's own Qt objects are gone.
+    The host is a plain Python object, not a Qt one, so that :meth:`close` can still be
+    called after the dock's own Qt objects are gone.
     """
 
     def __init__(

@@ -90,12 +90,13 @@ def run(args: argparse.Namespace) -> int:
     steps = measure_objects(model, head, source, labels, spacing, samples=args.samples,
                             level=args.level)  # fmt: skip
     found = options.drain_with_bar(steps, "measure", unit="object")
-    save_or_keep(lambda path: write_measurements(found, path, in_voxels), args.out,
-                 "the measurements")  # fmt: skip
     if in_voxels:
-        unit = "voxels" if len(spacing) == 3 else "pixels"
+        unit = column = "voxels" if len(spacing) == 3 else "pixels"
     else:
         unit = "mm³" if len(spacing) == 3 else "mm²"  # a 2D image's "volume" is an area
+        column = "mm3"
+    save_or_keep(lambda path: write_measurements(found, path, column), args.out,
+                 "the measurements")  # fmt: skip
     for m in found:
         print(
             f"object {m.label}: {m.volume_mm3:.1f} {unit} ({m.volume_low_mm3:.1f}–"

@@ -53,13 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kind",
         default=SceneKind.MIXED,
         choices=[str(m) for m in SceneKind],
-        help="scenes to train on (default mixed: every kind, domain-randomised ones included)",
+        help="scenes to train on (default mixed: the modality-like kinds and domain-randomised "
+        "scenes, with real crops as --real-fraction asks)",
     )
     parser.add_argument(
         "--random-fraction",
         type=_share,
         default=0.5,
-        help="share of domain-randomised scenes in the mixed kind (default 0.5)",
+        help="share of domain-randomised scenes among the generated ones of the mixed kind "
+        "(default 0.5)",
     )
     parser.add_argument(
         "--real-fraction",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_active_sam.core.data.real import real_images
 from napari_active_sam.core.data.real_training import real_training_scene, training_images
@@ -41,9 +42,14 @@ def test_the_abdominal_lesion_lies_inside_the_body():
     child, parent = next(iter(mri.parents.items()))
     lesion, body = mri.labels == child, mri.labels == parent
     assert 100 < lesion.sum() < 0.05 * body.sum()
-    from scipy import ndimage
-
     assert ndimage.binary_fill_holes(body)[lesion].all()  # the body surrounds the lesion
+    rng = np.random.default_rng(3)
+    nested = [s for s in (real_training_scene(rng, 128) for _ in range(60)) if s.parents]
+    assert nested  # some cuts keep the lesion inside its piece of the body
+    for scene in nested:
+        for child, parent in scene.parents.items():
+            touching = ndimage.binary_dilation(scene.labels == child) & (scene.labels == parent)
+            assert touching.any()
 
 
 def test_real_crops_are_scenes_with_objects_of_a_few_pixels_or_more():
@@ -54,6 +60,8 @@ def test_real_crops_are_scenes_with_objects_of_a_few_pixels_or_more():
         assert scene.image.dtype == np.uint8 and scene.image.shape[:2] == (128, 128)
         areas = np.bincount(scene.labels.ravel())[1:]
         assert len(areas) and areas.min() >= 8 and areas.max() <= 0.9 * 128 * 128
+        for label in range(1, len(areas) + 1):  # each object one connected piece
+            assert ndimage.label(scene.labels == label)[1] == 1
         for child, parent in scene.parents.items():
             assert child != parent and {child, parent} <= set(range(1, len(areas) + 1))
     assert {s.image.ndim for s in scenes} == {2, 3}

@@ -128,11 +128,18 @@ def subset_of(stem: str) -> str:
 
 
 def package_file(package: str, *parts: str) -> Path:
+    """The file ``parts`` inside the installed ``package``'s folder.
+
+    Raises
+    ------
+    ActiveSamError
+        The file is not there (a package installed without its data files).
+    """
     module = importlib.import_module(package)
     path = Path(module.__file__).parent.joinpath(*parts)
     if not path.is_file():
         raise ActiveSamError(
-            f"{path} is missing: the real data set is built from files that {package} "
+            f"{path} is missing: the real images are read from files that {package} "
             "installs; reinstall it with its data files."
         )
     return path

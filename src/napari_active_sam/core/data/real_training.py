@@ -156,8 +156,9 @@ def _crop(labels: np.ndarray, size: int, rng: np.random.Generator) -> tuple[slic
 
 def _cut(chosen: TrainingImage, size: int, rng: np.random.Generator):
     """Image, labels and parents of a ``size`` square cut of ``chosen`` at a random scale
-    (never below the one that fits the image's shorter side into ``size``), objects under
-    8 pixels dropped; None where no object is left or one fills the cut."""
+    (never below the one that fits the image's shorter side into ``size``), each connected
+    piece of an object its own object, pieces under 8 pixels dropped; None where no object
+    is left or one fills the cut."""
     low = max(SCALES[0], size / min(chosen.labels.shape))
     scale = float(np.exp(rng.uniform(np.log(low), np.log(max(low, SCALES[1])))))
     side = min(int(np.ceil(size / scale)), *chosen.labels.shape)
@@ -166,15 +167,19 @@ def _cut(chosen: TrainingImage, size: int, rng: np.random.Generator):
     image, labels = image[:size, :size], labels[:size, :size]
     if labels.shape != (size, size):
         return None
-    numbered = _numbered(labels, 8)
+    from skimage.measure import label as connected
+
+    # An object the cut splits is one object per piece: a click targets what it touches.
+    numbered = _numbered(connected(labels, background=0, connectivity=1), 8)
     areas = np.bincount(numbered.ravel())[1:]
     if not len(areas) or areas.max() > 0.9 * numbered.size:
         return None
     parents = {}
     for child, parent in chosen.parents.items():
-        new_child, new_parent = (np.unique(numbered[labels == old]) for old in (child, parent))
-        if len(new_child) == 1 and new_child[0] and len(new_parent) == 1 and new_parent[0]:
-            parents[int(new_child[0])] = int(new_parent[0])
+        for piece in np.unique(numbered[labels == child]):
+            around = numbered[ndimage.binary_dilation(numbered == piece) & (labels == parent)]
+            if piece and (around > 0).any():  # the piece of the parent it lies in
+                parents[int(piece)] = int(np.bincount(around[around > 0]).argmax())
     return image, numbered, parents
 
 

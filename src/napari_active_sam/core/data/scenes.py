@@ -1,6 +1,6 @@
 """Generated 2D scenes with instance ground truth, in the users' modalities.
 
-Five kinds of scene, each a few hundred pixels square:
+Five kinds of generated scene, each a few hundred pixels square, and crops of real images:
 
 - ``ct``: a body outline on air in Hounsfield units, organ-like regions, a spine, vessels and
   lesions inside organs; Gaussian noise and smooth inhomogeneity. Shown with the soft-tissue
@@ -16,6 +16,8 @@ Five kinds of scene, each a few hundred pixels square:
   noise model, gamma and clutter that is not an object. Teaches a model what every modality
   shares (an object is a region bounded by a change in statistics) rather than one
   generator's look.
+- ``real-crops``: crops of real training images that ship inside installed packages, none
+  of the real evaluation set's (:mod:`.real_training`).
 
 Every scene comes with instance labels (0 = background) and, for objects drawn inside another
 object, the parent's label: a click inside a child is ambiguous (child or parent), which is
@@ -190,7 +192,7 @@ def make_scene(kind: str | SceneKind, rng: np.random.Generator, size: int = 256)
     Parameters
     ----------
     kind : str or SceneKind
-        ``ct``, ``ultrasound``, ``nuclei``, ``mixed`` or ``random``.
+        ``ct``, ``ultrasound``, ``nuclei``, ``mixed``, ``random`` or ``real-crops``.
     rng : np.random.Generator
         Source of randomness (a seeded generator makes scenes reproducible).
     size : int
@@ -252,7 +254,8 @@ def training_scene(
 
 def scene_kinds(kind: str) -> list[SceneKind]:
     """The kinds a run of generated scenes cycles through: :data:`MODALITY_KINDS` for
-    ``"all"`` (``random`` only when asked for by name), else ``kind`` alone.
+    ``"all"`` (``random`` and ``real-crops`` only when asked for by name), else ``kind``
+    alone.
 
     Raises
     ------

@@ -19,8 +19,9 @@ class Scene:
     Attributes
     ----------
     image : np.ndarray
-        ``(H, W)``: int16 Hounsfield units (ct), uint8 (ultrasound, mixed, random) or uint16
-        (nuclei); uint8 ``(H, W, 3)`` RGB for a random scene rendered in colour.
+        ``(H, W)``: int16 Hounsfield units (ct), uint8 (ultrasound, mixed, random,
+        real-crops) or uint16 (nuclei); uint8 ``(H, W, 3)`` RGB for a random scene rendered
+        in colour and a tinted real crop.
     labels : np.ndarray
         int32 ``(H, W)`` instance labels, 0 = background. A child object's pixels carry the
         child's label (the parent's label has a hole there).

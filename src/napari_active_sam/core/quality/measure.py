@@ -222,14 +222,14 @@ def _measure(model, head, predictor, source, store, limits, mask, weights, is_vo
 
 
 def write_measurements(measurements: list[Measurement], path: Path,
-                       in_voxels: bool = False) -> Path:  # fmt: skip
-    """``path`` as a CSV with :data:`COLUMNS` (``_voxels`` in place of ``_mm3`` when
-    ``in_voxels``: the image stated no voxel size), written whole or not at all (its folder
+                       unit: str = "mm3") -> Path:  # fmt: skip
+    """``path`` as a CSV with :data:`COLUMNS`, ``unit`` (``voxels`` or ``pixels`` when the
+    image stated no voxel size) in place of ``mm3``, written whole or not at all (its folder
     made if need be; an unwritable place raises ``OSError``:
     :func:`~napari_active_sam.core.keeping.save_or_keep` keeps the table elsewhere then)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    named = {c: c.replace("_mm3", "_voxels") if in_voxels else c for c in COLUMNS}
+    named = {c: c.replace("_mm3", f"_{unit}") for c in COLUMNS}
 
     def write(partial: Path) -> None:
         with open(partial, "w", newline="") as handle:

@@ -340,8 +340,9 @@ def fit_quality(
         raise ActiveSamError(
             f"{len(examples)} candidate mask{'s' if len(examples) != 1 else ''} with true "
             f"Dice from {truths.min():.2f} to {truths.max():.2f}: a quality regressor needs "
-            f"{MIN_EXAMPLES} or more, good and bad, to learn from. Label more objects (or "
-            "objects of more sizes) and fit again; nothing was fitted or written."
+            f"{MIN_EXAMPLES} or more, good and bad, to learn from: give more --images, or "
+            "--data with more labelled objects (of more sizes), and fit again; nothing was "
+            "fitted or written."
         )
     started = time.perf_counter()
     torch.manual_seed(config.seed)
