@@ -160,12 +160,8 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     adapter.report["held_out_iou_at_1"] = [round(before, 4), round(after, 4)]
     head = yield from head_for(adapted, objects)
     said = []
-    saves = (lambda: adapter.save(ADAPTER.users(base.model_id)),
-             lambda: head.save(HEAD.users(adapted.model_id)))  # fmt: skip
-    if not result.improved:  # it would write the model as it was over a better adapter
-        saves = ()
-        said.append("nothing saved: no training step raised the held-out objects' IoU")
-    for save in saves:
+    for save in (lambda: adapter.save(ADAPTER.users(base.model_id)),
+                 lambda: head.save(HEAD.users(adapted.model_id))):  # fmt: skip
         try:  # each on its own: a head is kept even when its adapter could not be
             said.append(f"saved {save()}")
         except SaveError as exc:  # the adapted model is still used in this session
