@@ -137,14 +137,11 @@ def test_cancelling_an_adaptation_keeps_the_base_model_and_writes_nothing(
     for r0, c0 in [(10, 10), (60, 20), (20, 70), (80, 80)]:
         preview.data[r0 : r0 + 30, c0 : c0 + 30] = 1
         widget.commit()
-    said = []
-    widget.controller.events.status.connect(lambda event: said.append(event.message))
     QTest.mouseClick(widget.adapt_panel.adapt_button.native, Qt.MouseButton.LeftButton)
     assert widget.controller.adaptation.running
     qtbot.waitUntil(lambda: widget.cancel.enabled, timeout=WAIT)
     QTest.mouseClick(widget.cancel.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not widget.controller.adaptation.running, timeout=WAIT)
-    qtbot.waitUntil(lambda: any("adaptation cancelled" in m for m in said), timeout=WAIT)
     assert widget.session.model is base
     assert widget.adapt_panel.decode_with.value == BASE
     assert not ADAPTER.users(base.model_id).exists()

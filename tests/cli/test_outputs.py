@@ -51,7 +51,10 @@ def test_a_csv_never_replaces_an_input_or_a_file_without_overwrite(cells, capsys
 
     measured = cells / "measured.csv"
     assert main([*measure, "--out", str(measured)]) == 0
-    assert "mm²" in capsys.readouterr().err  # a 2D image's objects are areas
+    # A 2D image's objects are areas: in pixels here, as the TIFF states no pixel size.
+    said = capsys.readouterr().err
+    assert " pixels (" in said and "mm²" not in said
+    assert "volume_pixels" in measured.read_text().splitlines()[0]
 
 
 def test_data_sets_go_into_new_folders_of_sizes_that_can_be_drawn(tmp_path, capsys):

@@ -117,8 +117,6 @@ class ModelAdaptation:
             list(self.ranked), progress=lambda step: self.events.progress(step=step),
             returned=self._done, errored=self._report,
             finished=lambda: self._finished(worker), cancellable=True,
-            aborted=lambda: self.events.status(message="adaptation cancelled: nothing was "
-                                               "saved, the model decodes as before"),
         )  # fmt: skip
         self._worker = worker
 
