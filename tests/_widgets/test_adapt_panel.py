@@ -16,13 +16,16 @@ from napari_active_sam.core.adapt.adapter import ADAPTER, Adapter
 WAIT = 300_000  # ms: fine-tuning and a head fit on a 2-core CPU, other work beside them
 
 
-def docked(viewer, qtbot, image, checkpoint) -> ActiveSamWidget:
-    """The dock on ``image`` with the tiny model, its slice encoded."""
+def docked(viewer, qtbot, image, checkpoint=None) -> ActiveSamWidget:
+    """The dock on ``image`` with the model of ``checkpoint`` (the bundled demo model if
+    None), its slice encoded. Adapting the tiny random model never raises its held-out IoU;
+    adapting the demo model on :func:`squares_image` does."""
     viewer.add_image(image, name="img")
     widget = ActiveSamWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.model_name.value = LOCAL_FILE
-    widget.checkpoint.value = checkpoint
+    if checkpoint is not None:
+        widget.model_name.value = LOCAL_FILE
+        widget.checkpoint.value = checkpoint
     qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
     qtbot.waitUntil(lambda: widget.session.is_encoded(()), timeout=WAIT)
     return widget
@@ -63,11 +66,11 @@ def discs_dock(viewer, qtbot, committed: int, seed: int = 2) -> ActiveSamWidget:
 
 
 def test_adapting_to_committed_objects_switches_and_switches_back(
-    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
     viewer = make_napari_viewer()
-    widget = docked(viewer, qtbot, squares_image(), tiny_checkpoint)
+    widget = docked(viewer, qtbot, squares_image())
     base = widget.session.model
     panel = widget.adapt_panel
     assert panel.decode_with.choices == (BASE,)
@@ -123,6 +126,30 @@ def test_adapting_to_committed_objects_switches_and_switches_back(
     QTest.keyClick(panel.decode_with.native, Qt.Key.Key_Down)
     assert widget.session.model.model_id == adapted.model_id
     assert widget.session.head is not None and widget.session.head.model_id == adapted.model_id
+
+
+def test_an_adaptation_that_helped_nothing_keeps_the_model_and_saves_nothing(
+    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """No training step raises the tiny random model's held-out IoU: the dock says so,
+    keeps decoding with the base model and writes no adapter that would replace one that
+    helped."""
+    monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
+    viewer = make_napari_viewer()
+    widget = docked(viewer, qtbot, squares_image(), tiny_checkpoint)
+    base = widget.session.model
+    panel = widget.adapt_panel
+    for r0, r1, c0, c1 in BOXES:
+        viewer.layers[PREVIEW].data[r0:r1, c0:c1] = 1
+        widget.commit()
+    QTest.mouseClick(panel.adapt_button.native, Qt.MouseButton.LeftButton)
+    assert widget.controller.adaptation.running
+    qtbot.waitUntil(lambda: not widget.controller.adaptation.running, timeout=WAIT)
+    assert "nothing was saved" in panel.result.value
+    assert "mean IoU after one click" in panel.result.value
+    assert panel.decode_with.choices == (BASE,) and widget.session.model is base
+    assert not ADAPTER.users(base.model_id).exists()
+    assert not list((tmp_path / "cache").rglob("*.head.pt"))
 
 
 def test_cancelling_an_adaptation_keeps_the_base_model_and_writes_nothing(
@@ -257,23 +284,21 @@ def test_a_click_takes_the_keys_from_the_candidates_and_a_removed_labels_layer_e
 
 
 def test_adapting_while_the_volume_encodes_loses_neither(
-    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
     volume = np.random.default_rng(0).normal(0.1, 0.02, (40, 128, 128)).astype(np.float32)
-    volume[:, 20:50, 20:50] = 1
-    volume[:, 70:110, 60:100] = 1
+    for r0, r1, c0, c1 in BOXES:
+        volume[:, r0:r1, c0:c1] = 1
     viewer = make_napari_viewer()
     viewer.add_image(volume, name="vol")
-    widget = ActiveSamWidget(viewer)
+    widget = ActiveSamWidget(viewer)  # the demo model: adapting it on squares helps
     viewer.window.add_dock_widget(widget)
-    widget.model_name.value = LOCAL_FILE
-    widget.checkpoint.value = tiny_checkpoint
     qtbot.waitUntil(lambda: widget.session is not None, timeout=WAIT)
     here = widget.current_index()  # the slice on screen is encoded first
     qtbot.waitUntil(lambda: widget.session.is_encoded(here), timeout=WAIT)
     preview = viewer.layers[PREVIEW]
-    for r0, r1, c0, c1 in [(20, 50, 20, 50), (70, 110, 60, 100)]:
+    for r0, r1, c0, c1 in BOXES:
         preview.data[here][r0:r1, c0:c1] = 1
         widget.commit()
     encoding = widget.controller.encoder
@@ -315,13 +340,13 @@ def test_ranking_the_four_masks_with_number_keys_feeds_the_adaptation(
 
 
 def test_a_head_learned_for_the_base_model_while_the_adapted_one_decodes_is_kept_for_it(
-    make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
     """Learn pressed on the base model, then the adapted model chosen before the head
     arrives: the head is kept with the base model and decodes once it is chosen again."""
     monkeypatch.setenv("NAPARI_ACTIVE_SAM_CACHE", str(tmp_path / "cache"))
     viewer = make_napari_viewer()
-    widget = docked(viewer, qtbot, squares_image(), tiny_checkpoint)
+    widget = docked(viewer, qtbot, squares_image())
     panel = widget.adapt_panel
     for r0, r1, c0, c1 in BOXES:
         viewer.layers[PREVIEW].data[r0:r1, c0:c1] = 1

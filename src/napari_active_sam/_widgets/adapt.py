@@ -16,7 +16,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import Qt
 
-from .adaptation import describe
+from .adaptation import NOT_IMPROVED, describe
 from .layers import INSIDE_COLOUR
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ class AdaptPanel(Container):
         controller.events.to_rank.connect(lambda event: self.ranking.show(event.candidates))
         controller.events.adapted.connect(self._adapted)
         controller.events.adapter_found.connect(self._found)
+        controller.events.not_adapted.connect(self._not_adapted)
         controller.events.session_ready.connect(self._session_ready)
         controller.events.candidates.connect(self._candidates)
 
@@ -83,6 +84,9 @@ class AdaptPanel(Container):
         self.result.value = describe(event.adaptation)
         self.decode_with.choices = [BASE, ADAPTED]
         self.decode_with.value = ADAPTED
+
+    def _not_adapted(self, event) -> None:
+        self.result.value = f"{describe(event.adaptation)}: {NOT_IMPROVED}"
 
     def _found(self, event) -> None:
         self.decode_with.choices = [BASE, ADAPTED]

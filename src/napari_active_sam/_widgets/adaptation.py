@@ -147,6 +147,11 @@ class ModelAdaptation:
 
     def _done(self, result: Adaptation) -> None:
         self._worker = None  # done once its result is here: adapting again may start
+        if not result.improved:
+            if self.base is not None and result.model.model_id == self.base[0].model_id:
+                self.events.status(message=f"{describe(result)}: {NOT_IMPROVED}")
+                self.events.not_adapted(adaptation=result)
+            return
         if self.base is None or result.model.extra.get("base_model_id") != self.base[0].model_id:
             return  # the session changed model meanwhile
         self.adaptation = result
@@ -174,6 +179,10 @@ class ModelAdaptation:
             self._report(error)
             return
         self.using_adapted = adapted
+
+
+NOT_IMPROVED = ("no training step raised it, so the model stays as it was and nothing was "
+                "saved; commit more objects, or ones more like those to come, and adapt again")
 
 
 def describe(result: Adaptation) -> str:

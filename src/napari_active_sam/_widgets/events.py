@@ -26,6 +26,8 @@ EVENTS = {
     "adapter_found": "(adaptation) an adapter the user made earlier for this model is on offer",
     "adapted": "(adaptation) the model was adapted to the committed objects and now decodes "
     "(jobs.Adaptation: the model, its head, where the adapter went, held-out figures)",
+    "not_adapted": "(adaptation) no training step raised the held-out objects' IoU: the "
+    "model in use stays, nothing was saved (jobs.Adaptation with improved False)",
     "error": "(error) a job failed; one the user can act on is also in status and a "
     "notification, anything else is raised again",
 }

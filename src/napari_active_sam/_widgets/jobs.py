@@ -107,7 +107,8 @@ def learning_job(session: AnnotationSession, labels: np.ndarray, model: LoadedMo
 class Adaptation:
     """What :func:`adaptation_job` made: the adapted model, its head and quality models
     (no regressor of its own yet), where the adapter was saved (or kept), and the held-out
-    figures the dock shows."""
+    figures the dock shows; ``improved`` False when no training step helped (the model is
+    then the base model, and nothing was saved)."""
 
     model: LoadedModel
     head: BayesHead | None
@@ -118,6 +119,7 @@ class Adaptation:
     before: float
     after: float
     aligned: int = 0
+    improved: bool = True
 
 
 def ranking_job(session: AnnotationSession, index: tuple[int, ...], candidate: Candidate):
@@ -141,8 +143,10 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     ``base_quality`` — or, with ``ranked`` (``[(Candidates, order), ...]``), on the masks
     the user ranked; fit a Bayesian head for the result on the committed objects, save the
     adapter as the user's own; returns an :class:`Adaptation`. The adapted model decodes
-    small objects zoomed in as far as the committed objects' size asks for."""
-    base = sized_for(base, [labels])
+    small objects zoomed in as far as the committed objects' size asks for. When no training
+    step raised the held-out objects' IoU, nothing is fitted or saved and the returned
+    :class:`Adaptation` (``improved`` False) holds ``base`` itself."""
+    given, base = base, sized_for(base, [labels])
     objects = yield from labelled_objects(base, session.source, labels, "committed",
                                           store=session.store)  # fmt: skip
     found, ranker = [], None
@@ -157,6 +161,11 @@ def adaptation_job(base: LoadedModel, session: AnnotationSession, labels: np.nda
     held, aligned = result.held_out, result.aligned
     before, after = (float(ritm_ious(m, held, 1).mean()) for m in (base, result.model))
     adapter, adapted = result.adapter, result.model
+    if not result.improved:  # the adapter would be the base model: saving it would only
+        # overwrite an earlier adapter (and its head) that did help
+        return Adaptation(given, None, base_quality or QualityModels(given, None),
+                          "nothing saved", len(objects), len(held), before, after, aligned,
+                          improved=False)  # fmt: skip
     adapter.report["held_out_iou_at_1"] = [round(before, 4), round(after, 4)]
     head = yield from head_for(adapted, objects)
     said = []
