@@ -147,9 +147,17 @@ def test_stage_two_on_images_without_masks_finds_objects_like_yours(tmp_path, ti
     assert main(["adapt", *model, "--data", str(labelled), "--unlabelled", str(images),
                  "--rank", "iou", "--out", str(out)]) == 2  # fmt: skip
     assert "has no masks/ to rank by IoU" in capsys.readouterr().err
-    assert main(["adapt", *model, "--data", str(labelled), "--unlabelled", str(images),
-                 "--steps", "2", "--dpo-steps", "1", "--threads", "1",
-                 "--out", str(out)]) == 0  # fmt: skip
+    # Files that cannot be read are left out, each named: none silently.
+    (images / "broken.tif").write_bytes(b"not a TIFF")
+    (labelled / "images" / "zbroken.tif").write_bytes((images / "img0.tif").read_bytes())
+    (labelled / "masks" / "zbroken.tif").write_bytes(b"not a TIFF either")
+    with pytest.warns(UserWarning) as said:
+        assert main(["adapt", *model, "--data", str(labelled), "--unlabelled", str(images),
+                     "--steps", "2", "--dpo-steps", "1", "--threads", "1",
+                     "--out", str(out)]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert "objects like yours in" in err and out.is_file()
+    left_out = [str(warning.message) for warning in said]
+    for path in (images / "broken.tif", labelled / "masks" / "zbroken.tif"):
+        assert any(message.startswith(f"{path} left out: ") for message in left_out)
     assert Adapter.load(out).report["unlabelled"] == int(err.split("found ")[1].split()[0])

@@ -3,6 +3,7 @@ model decodes on (the slice, or the zoom window the annotator would decode it in
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -266,7 +267,8 @@ def exemplars_of(source: SliceSource, labels: np.ndarray) -> Exemplars:
 
 
 def folder_images(folder: Path, window: str | None = None) -> list[tuple[str, SliceSource]]:
-    """Every readable image of ``folder`` (or of its ``images/``), by name.
+    """Every readable image of ``folder`` (or of its ``images/``), by name; one that cannot
+    be read is left out with a warning that names it and why.
 
     Raises
     ------
@@ -280,7 +282,8 @@ def folder_images(folder: Path, window: str | None = None) -> list[tuple[str, Sl
     for path in sorted(p for p in folder.iterdir() if has_suffix(p, IMAGE_SUFFIXES)):
         try:
             image = read_image(path)
-        except ImageError:
+        except ImageError as error:
+            warnings.warn(f"{path} left out: {error}", stacklevel=2)
             continue
         window_ = IntensityWindow.from_name(window) if window else IntensityWindow.percentile()
         found.append((stem(path), SliceSource(image.data, window_, rgb=image.rgb)))
@@ -310,6 +313,8 @@ def folder_objects(
             continue
         found += yield from labelled_objects(model, source, labels, pair.stem, zoom)
         yield Progress(done, len(pairs), f"{pair.stem}: {len(found)} objects so far")
+    for entry in skipped if found else ():  # else the error below names them
+        warnings.warn(f"{entry['file']} left out: {entry['reason']}", stacklevel=2)
     if not found:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
         raise ActiveSamError(
