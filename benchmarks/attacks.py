@@ -1272,7 +1272,7 @@ def attack_store(campaign: Campaign) -> None:
     volume = (volume + rng0.normal(0, 10, volume.shape)).astype(np.int16)
     source = SliceSource(volume)
     pristine_path = campaign.folder("store") / "ct.zarr"
-    store = EmbeddingStore(model.model_id, path=pristine_path)
+    store = EmbeddingStore(model.encoder_id, path=pristine_path)
     list(encode_slices(model, source, store))
     keys = [slice_key((i,)) for i in range(len(volume))]
     pristine = {key: embed_slice(model, source, store, (i,)) for i, key in enumerate(keys)}
@@ -1399,7 +1399,7 @@ def attack_store(campaign: Campaign) -> None:
             tally = {"silent_reuse": 0, "not_repaired": 0}
 
             def look_up(path=path, tally=tally):
-                reopened = EmbeddingStore(model.model_id, path=path)
+                reopened = EmbeddingStore(model.encoder_id, path=path)
                 for k in keys:
                     expected = pristine[k]
                     found = reopened.get(k, expected.signature)
@@ -1409,7 +1409,7 @@ def attack_store(campaign: Campaign) -> None:
                     if not close(embed_slice(model, source, reopened, index), expected):
                         tally["not_repaired"] = 1
                 # The repaired store reopens whole.
-                again = EmbeddingStore(model.model_id, path=path)
+                again = EmbeddingStore(model.encoder_id, path=path)
                 for k in keys:
                     found = again.get(k, pristine[k].signature)
                     if found is None or not close(found, pristine[k]):

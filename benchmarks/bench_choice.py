@@ -69,7 +69,7 @@ def main() -> None:
     for image in real_images(args.split):
         source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
         limits = source.limits()
-        embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+        embedding = embed_slice(model, source, EmbeddingStore(model.encoder_id))
         raw, rgb = source.raw_slice(()), source.sam_slice((), limits)
         decoders = {}
         for scale, scales in (("", None), (" at one scale", (1.0,))):

@@ -255,7 +255,7 @@ def bench_embedding(
 
     def ours() -> None:
         image = to_sam_rgb(raw, limits)
-        signature = slice_signature(raw, model.model_id, parameters)
+        signature = slice_signature(raw, model.encoder_id, parameters)
         (result["embedding"],) = encoder.encode([image], [signature])
 
     def baseline() -> None:
@@ -329,7 +329,7 @@ def bench_store(
     path = directory / "s.zarr"
     indices = source.slice_indices()
     log(f"store: encoding {len(indices)} slices into {path}, {batch} per pass")
-    store = EmbeddingStore(model.model_id, path=path)
+    store = EmbeddingStore(model.encoder_id, path=path)
     start = time.perf_counter()
     for progress in encode_slices(model, source, store, batch_size=batch, precision=precision):
         log(f"  {progress.message} ({time.perf_counter() - start:.1f} s)")
@@ -338,12 +338,12 @@ def bench_store(
 
     log("store: reopening")
     start = time.perf_counter()
-    store = EmbeddingStore(model.model_id, path=path)
+    store = EmbeddingStore(model.encoder_id, path=path)
     parameters = source.parameters(source.limits())
     embeddings = [
         store.get(
             slice_key(index),
-            slice_signature(source.raw_slice(index), model.model_id, parameters),
+            slice_signature(source.raw_slice(index), model.encoder_id, parameters),
         )
         for index in indices
     ]
@@ -406,7 +406,7 @@ def bench_precision_agreement(device: torch.device) -> dict[str, Any]:
 
 def bench_bytes(model: LoadedModel, embeddings: list[Embedding]) -> dict[str, Any]:
     """Bytes per feature value of an in-memory store, by its count and by the process's RSS."""
-    store = EmbeddingStore(model.model_id)
+    store = EmbeddingStore(model.encoder_id)
     before = rss_bytes()
     for i, embedding in enumerate(embeddings):
         copy = Embedding(

@@ -46,7 +46,7 @@ def first_click_latency(config: BenchmarkConfig) -> dict[str, float]:
             (index,) = obj.indices
             gt = labels[index] == obj.label
             start = time.perf_counter()
-            embedding = embed_slice(model, source, EmbeddingStore(model.model_id), index)
+            embedding = embed_slice(model, source, EmbeddingStore(model.encoder_id), index)
             encoded = time.perf_counter()
             row, col, positive = ritm_next_click(gt, np.zeros_like(gt))
             predictor.predict(embedding, PromptSet((Click(col, row, positive),)))

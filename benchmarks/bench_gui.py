@@ -76,7 +76,7 @@ def main() -> None:
 
     wait_until(lambda: widget.session is not None)
     wait_until(all_encoded)  # the widget's own first pass; now time a full pass afresh
-    widget.session.store = EmbeddingStore(widget.session.model.model_id)
+    widget.session.store = EmbeddingStore(widget.session.model.encoder_id)
     finished = []
     ticks.clear()
     started = time.perf_counter()

@@ -86,7 +86,7 @@ def measure(args: argparse.Namespace) -> dict:
     before = psutil.Process().memory_info().rss
     start = time.perf_counter()
     image = read_image(args.out)
-    store = EmbeddingStore(model.model_id, max_bytes=args.cache_mb * 2**20)
+    store = EmbeddingStore(model.encoder_id, max_bytes=args.cache_mb * 2**20)
     # Whole slices (no zoom windows): this noisy synthetic tube is followed whole, and the
     # figure is about memory, which zoom windows add little to (4 small embeddings a slice).
     session = AnnotationSession(model, SliceSource(image.data), store, zoom=False)

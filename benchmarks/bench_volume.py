@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     encode_s, propagate_s, reached, scores = [], [], [], []
     for _ in range(args.repeats):
         session = AnnotationSession(
-            model, SliceSource(volume), EmbeddingStore(model.model_id), zoom=args.zoom
+            model, SliceSource(volume), EmbeddingStore(model.encoder_id), zoom=args.zoom
         )
         start = time.perf_counter()
         drain(encode_slices(model, session.source, session.store, limits=session.limits))

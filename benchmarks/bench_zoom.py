@@ -80,7 +80,7 @@ def main() -> None:
     rows: list[dict] = []
     for image in real_images(args.split):
         source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
-        embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+        embedding = embed_slice(model, source, EmbeddingStore(model.encoder_id))
         for label in range(1, int(image.labels.max()) + 1):
             gt = image.labels == label
             if not gt.any():

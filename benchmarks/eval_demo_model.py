@@ -81,7 +81,7 @@ def real_curves(
     windows = 0
     for image in real_images(split):
         source = SliceSource(image.image, image.window, rgb=image.image.ndim == 3)
-        embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+        embedding = embed_slice(model, source, EmbeddingStore(model.encoder_id))
         zooming = ZoomingPredictor(predictor, source.raw_slice(()), source.limits(),
                                    scales=scales)  # fmt: skip
         used = judged(zooming if zoom else predictor, source, quality, insist)
@@ -143,7 +143,7 @@ def main() -> None:
         scenes += 1
         scene = make_scene(kind, rng, model.architecture.img_size)
         source = SliceSource(scene.image, scene.window)
-        embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+        embedding = embed_slice(model, source, EmbeddingStore(model.encoder_id))
         used = judged(predictor, source, quality, args.insist)
         nested = set(scene.parents) | set(scene.parents.values())
         for label in range(1, scene.labels.max() + 1):

@@ -64,7 +64,7 @@ def measured_objects(model, head, volume, truth, labels, window, spacing, args, 
     to the first), seeded with its true mask on its largest slice, propagated, measured; per
     object the measurement against its true volume."""
     source = SliceSource(volume, window)
-    store = EmbeddingStore(model.model_id)
+    store = EmbeddingStore(model.encoder_id)
     session = AnnotationSession(model, source, store)
     committed = np.zeros(truth.shape, np.int32)
     for label in labels:

@@ -31,7 +31,10 @@ from napari_active_sam.core.engine.downloads import bundled_path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="3D protocol on the sample CT and real MRI.")
-    parser.add_argument("--model", default="demo")
+    parser.add_argument("--model", default="demo",
+                        help="registered model, or the architecture of --checkpoint")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="local checkpoint (its head and regressor beside it)")
     parser.add_argument("--strategies", default="ritm")
     parser.add_argument("--clicks", type=int, default=5, help="corrections after the box")
     parser.add_argument("--first", default="box", choices=["box", "click"])
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "--strategies", args.strategies, "--clicks", str(args.clicks), "--first",
             args.first, "--window", window, "--out", str(out), "--workers", "1",
             *([] if args.insist else ["--no-insist"]),
+            *(["--checkpoint", str(args.checkpoint)] if args.checkpoint else []),
         ])  # fmt: skip
         if code != 0:
             return code
@@ -85,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 for r in records
             ],  # fmt: skip
         }
-    json.dump({"model": args.model, "first": args.first, "corrections": args.clicks,
-               "insist": args.insist,
+    json.dump({"model": args.model, "checkpoint": str(args.checkpoint or ""),
+               "first": args.first, "corrections": args.clicks, "insist": args.insist,
                "results": results}, sys.stdout, indent=1)  # fmt: skip
     print()
     return 0

@@ -39,7 +39,7 @@ def main() -> None:
     model = load_model("demo")
     scene = make_scene("ct", np.random.default_rng(0), model.architecture.img_size)
     session = AnnotationSession(
-        model, SliceSource(scene.image, scene.window), EmbeddingStore(model.model_id)
+        model, SliceSource(scene.image, scene.window), EmbeddingStore(model.encoder_id)
     )
     session.head = BayesHead.for_model(model)
     for _ in session.encode([()]):

@@ -73,12 +73,12 @@ def test_precompute_folder_on_a_local_cluster_is_resumable(tmp_path, tiny_checkp
     model = load_checkpoint(tiny_checkpoint, device="cpu", name="tiny")
     image = read_image(folder / "ct.nii.gz")
     source = SliceSource(image.data)
-    expected = EmbeddingStore(model.model_id)
+    expected = EmbeddingStore(model.encoder_id)
     list(encode_slices(model, source, expected))
-    stored = EmbeddingStore(model.model_id, path=out / "ct")
+    stored = EmbeddingStore(model.encoder_id, path=out / "ct")
     params = source.parameters(source.limits())
     for z in range(3):
-        sig = slice_signature(image.data[z], model.model_id, params)
+        sig = slice_signature(image.data[z], model.encoder_id, params)
         torch.testing.assert_close(
             stored.get(slice_key((z,)), sig).features,
             expected.get(slice_key((z,)), sig).features,
@@ -95,7 +95,7 @@ def test_precompute_encodes_in_the_precision_asked_for(tmp_path, tiny_checkpoint
     tifffile.imwrite(image, np.random.default_rng(1).random((32, 32)).astype(np.float32))
     model = load_checkpoint(tiny_checkpoint, device="cpu", name="tiny")
     source = SliceSource(read_image(image).data)
-    signature = slice_signature(source.raw_slice(), model.model_id,
+    signature = slice_signature(source.raw_slice(), model.encoder_id,
                                 source.parameters(source.limits()))  # fmt: skip
     features = {}
     for precision in ("fp32", "bf16"):
@@ -103,7 +103,7 @@ def test_precompute_encodes_in_the_precision_asked_for(tmp_path, tiny_checkpoint
         assert main(["precompute", str(image), "--model", "tiny", "--checkpoint",
                      str(tiny_checkpoint), "--out", str(out), "--workers", "1",
                      "--precision", precision]) == 0  # fmt: skip
-        stored = EmbeddingStore(model.model_id, path=out).get(slice_key(()), signature)
+        stored = EmbeddingStore(model.encoder_id, path=out).get(slice_key(()), signature)
         features[precision] = stored.features.float()
     assert not torch.equal(features["bf16"], features["fp32"])  # bf16 did run
     torch.testing.assert_close(features["bf16"], features["fp32"], atol=0.05, rtol=0.05)

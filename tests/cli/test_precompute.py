@@ -25,10 +25,10 @@ def _stored_features(out, image_path, checkpoint):
     data = read_image(image_path).data
     source = SliceSource(data)
     params = source.parameters(source.limits())
-    store = EmbeddingStore(model.model_id, path=out)
+    store = EmbeddingStore(model.encoder_id, path=out)
     features = []
     for z in range(len(data)):
-        embedding = store.get(slice_key((z,)), slice_signature(data[z], model.model_id, params))
+        embedding = store.get(slice_key((z,)), slice_signature(data[z], model.encoder_id, params))
         features.append(None if embedding is None else embedding.features)
     return features
 

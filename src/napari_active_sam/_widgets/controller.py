@@ -33,6 +33,8 @@ from .volumes import VolumeActions
 from .workers import LatestRequest, WorkerHost
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import napari
 
     from ..core.quality.estimators import QualityModels
@@ -136,14 +138,16 @@ class AnnotationController(VolumeActions):
             self._say("the labels layer was removed: the next object starts a new one")
 
     # ------------------------------------------------------------------- model, session
-    def start_session(self, image: napari.layers.Image, request: ModelRequest, window: str):
+    def start_session(self, image: napari.layers.Image, request: ModelRequest, window: str,
+                      store: Path | None = None):  # fmt: skip
         """(Re)start on ``image``: load the model if needed, read the image with intensity
-        ``window`` on a worker, then encode. The latest request wins."""
+        ``window`` on a worker, then encode (into the zarr embedding ``store`` if given,
+        reading what ``precompute`` stored there). The latest request wins."""
         self.image = image
         self.objects.settings = {"model": request.choice, "window": window,
                                  "image": image.name}  # fmt: skip
         self.cancel_encoding()
-        self.loader.request(image, request, window)
+        self.loader.request(image, request, window, store)
 
     def _ensure_layers(self, image: napari.layers.Image, fresh: bool = False) -> None:
         """Create the layers the dock draws into on ``image``'s grid, where missing (the

@@ -76,6 +76,9 @@ class ActiveSamWidget(Container):
         self.image = create_widget(annotation="napari.layers.Image", label="image",
                                    options={"choices": self._user_images})  # fmt: skip
         self.window = ComboBox(label="window", choices=["percentile", *CT_PRESETS])
+        self.store = FileEdit(label="embedding store", mode="d",
+                              tooltip="a folder that precompute wrote (or a new one): "
+                              "embeddings stored there are read, new ones added")  # fmt: skip
         self.encode_slice = PushButton(text="Encode current slice")
         self.encode_volume = PushButton(text="Encode whole volume")
         self.cancel = PushButton(text="Cancel", enabled=False)
@@ -100,7 +103,7 @@ class ActiveSamWidget(Container):
         self.quality_panel = QualityPanel(self.controller)
         self.adapt_panel = AdaptPanel(self.controller)
         self.extend([self.model_name, self.checkpoint, self.architecture, self.device,
-                     self.open_button, self.image, self.window, self.encode_slice,
+                     self.open_button, self.image, self.window, self.store, self.encode_slice,
                      self.encode_volume, self.cancel, self.progress, self.acquisition, self.samples,
                      self.hint, self.learn_button, self.uncertain_slices, self.goto_uncertain,
                      self.propagate_button, self.along_z, self.overwrite,
@@ -128,7 +131,7 @@ class ActiveSamWidget(Container):
 
         when_closed(self.native, closed)
         for control in (self.model_name, self.checkpoint, self.architecture, self.device,
-                        self.image, self.window):  # fmt: skip
+                        self.image, self.window, self.store):  # fmt: skip
             control.changed.connect(self.start_session)
         for control in (self.acquisition, self.samples, self.overwrite, self.use_selected,
                         self.save_folder, self.autosave):  # fmt: skip
@@ -164,7 +167,9 @@ class ActiveSamWidget(Container):
             return
         name, checkpoint = chosen_model(self.model_name, self.checkpoint, self.architecture)
         request = ModelRequest(self.model_name.value, name, checkpoint, self.device.value)
-        self.controller.start_session(layer, request, self.window.value)
+        store = self.store.value
+        store = None if store is None or str(store) in ("", ".") else Path(store)
+        self.controller.start_session(layer, request, self.window.value, store)
 
     def _choices_changed(self, *_) -> None:
         objects = self.controller.objects

@@ -8,6 +8,7 @@ between yields.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -47,9 +48,11 @@ from ..core.quality.measure import measure_objects
 from ..core.quality.networks import QualityRegressor
 
 
-def make_session(model: LoadedModel, data, window: str, rgb: bool, checkpoint=None):
-    """The image as SAM input (percentiles resolved), a fresh embedding store, the model's
-    Bayesian head and quality regressor.
+def make_session(model: LoadedModel, data, window: str, rgb: bool, checkpoint=None,
+                 store: Path | None = None):  # fmt: skip
+    """The image as SAM input (percentiles resolved), an embedding store (in memory, or the
+    zarr store at ``store``: one ``precompute`` wrote is read, and what is encoded is added
+    to it), the model's Bayesian head and quality regressor.
 
     Returns
     -------
@@ -57,7 +60,7 @@ def make_session(model: LoadedModel, data, window: str, rgb: bool, checkpoint=No
         ``(session, quality models, problem with the head or regressor or None)``.
     """
     source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
-    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id))
+    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id, path=store))
     problem = None
     try:
         session.head = BayesHead.for_model(model, checkpoint)

@@ -58,18 +58,20 @@ class SessionLoader:
         self._loaded: ModelRequest | None = None
         self._ticket = 0
 
-    def request(self, image: napari.layers.Image, model: ModelRequest, window: str) -> None:
+    def request(self, image: napari.layers.Image, model: ModelRequest, window: str,
+                store: Path | None = None) -> None:  # fmt: skip
         """Load ``model`` unless it is the one loaded, then read ``image`` with intensity
-        ``window`` into a new session."""
+        ``window`` into a new session, its embeddings kept in the zarr ``store`` if given."""
         self._ticket += 1
         ticket = self._ticket
         if self.model is not None and model == self._loaded:
-            self._read_image(image, window, ticket)
+            self._read_image(image, window, ticket, store)
             return
         self.say(f"loading {model.choice} ...")
         self.workers.start(
             load_model, model.name, model.checkpoint, model.device,
-            returned=lambda loaded: self._model_loaded(loaded, model, image, window, ticket),
+            returned=lambda loaded: self._model_loaded(loaded, model, image, window, ticket,
+                                                       store),
             errored=lambda error: self._refused(error, ticket),
         )  # fmt: skip
 
@@ -82,18 +84,19 @@ class SessionLoader:
         """Drop the requests in flight: what they load or read is not used."""
         self._ticket += 1
 
-    def _model_loaded(self, loaded, model: ModelRequest, image, window: str, ticket: int):
+    def _model_loaded(self, loaded, model: ModelRequest, image, window: str, ticket: int,
+                      store: Path | None):  # fmt: skip
         if ticket != self._ticket:
             return  # the user chose again meanwhile: a newer request is coming
         self.model, self._loaded = loaded, model
-        self._read_image(image, window, ticket)
+        self._read_image(image, window, ticket, store)
 
-    def _read_image(self, image, window: str, ticket: int) -> None:
+    def _read_image(self, image, window: str, ticket: int, store: Path | None) -> None:
         # On a worker: reading a large or lazy volume and its percentiles takes a while.
         self.say("reading the image ...")
         self.workers.start(
             make_session, self.model, full_resolution(image), window, image.rgb,
-            self._loaded.checkpoint,
+            self._loaded.checkpoint, store,
             returned=lambda made: self._made(ticket, image, *made),
             errored=self.report,
         )  # fmt: skip

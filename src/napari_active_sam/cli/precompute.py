@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.engine.store import EmbeddingStore
 
     ref = options.model_ref(args)
-    identity = ref.model_id()
+    identity = ref.encoder_id()
     window = IntensityWindow.from_name(args.window)
     inputs = Path(args.image)
     files = _image_files(inputs)

@@ -105,7 +105,7 @@ def test_registry_formulas():
 def slice_state(tiny_model):
     image = np.zeros((60, 90), np.float32)
     image[15:45, 20:70] = 1.0
-    embedding = embed_slice(tiny_model, SliceSource(image), EmbeddingStore(tiny_model.model_id))
+    embedding = embed_slice(tiny_model, SliceSource(image), EmbeddingStore(tiny_model.encoder_id))
     prompts = PromptSet((Click(45, 30, True), Click(10, 5, False)))
     prediction = Predictor(tiny_model).predict(embedding, prompts)
     return tiny_model, embedding, prompts, prediction
@@ -147,7 +147,7 @@ def test_fine_grids_are_averaged_to_sams_cell_size(tiny_model):
     head = BayesHead(net, mean, torch.eye(17) * 0.05, fine.model_id, 32)
     image = np.zeros((60, 90), np.float32)
     image[15:45, 20:70] = 1.0
-    embedding = embed_slice(fine, SliceSource(image), EmbeddingStore(fine.model_id))
+    embedding = embed_slice(fine, SliceSource(image), EmbeddingStore(fine.encoder_id))
     prompts = PromptSet((Click(45, 30, True),))
     prediction = Predictor(fine).predict(embedding, prompts)
     for name in ("bald", "eig", "entropy"):
@@ -251,7 +251,7 @@ def test_suggestions_go_first_where_the_answer_would_correct_the_mask(slice_stat
 
 def test_session_answer_previews_sams_mask_and_ranks_slices(tiny_model, tiny_head, ct_volume):
     model = tiny_model
-    session = AnnotationSession(model, SliceSource(ct_volume), EmbeddingStore(model.model_id))
+    session = AnnotationSession(model, SliceSource(ct_volume), EmbeddingStore(model.encoder_id))
     session.head = tiny_head
     prompts = PromptSet((Click(25, 20, True),))
     plain = session.answer((2,), prompts)
@@ -307,7 +307,7 @@ def test_a_click_looks_up_the_slice_and_chooses_the_shown_head_once(
     """SAM's answer as it comes: the random model leaves these clicks out, and asking again
     (one more decode, tests/core/engine/test_insist.py) is turned off here."""
     session = AnnotationSession(
-        tiny_model, SliceSource(ct_volume), EmbeddingStore(tiny_model.model_id), insist=False
+        tiny_model, SliceSource(ct_volume), EmbeddingStore(tiny_model.encoder_id), insist=False
     )
     session.head = tiny_head
     watched = {
@@ -333,7 +333,7 @@ def test_a_click_brings_what_it_shows_to_the_host_in_one_trip(
     acquisition map and the suggestions leave the device together (asking again for a click
     left out, off here, costs no trip when none is: tests/core/engine/test_insist.py)."""
     session = AnnotationSession(
-        tiny_model, SliceSource(ct_volume), EmbeddingStore(tiny_model.model_id), insist=False
+        tiny_model, SliceSource(ct_volume), EmbeddingStore(tiny_model.encoder_id), insist=False
     )
     session.head = tiny_head
     embed_slice(tiny_model, session.source, session.store, (2,), session.limits)

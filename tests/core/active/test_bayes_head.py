@@ -90,7 +90,7 @@ def test_a_finer_grid_is_averaged_to_acquisition_cells_before_the_head():
     assert fine.architecture.low_res_size == 64 and acquisition_grid(fine) == 32
     image = np.zeros((60, 90), np.float32)
     image[15:45, 20:70] = 1.0
-    embedding = embed_slice(fine, SliceSource(image), EmbeddingStore(fine.model_id))
+    embedding = embed_slice(fine, SliceSource(image), EmbeddingStore(fine.encoder_id))
     prompts = PromptSet((Click(45, 30, True), Click(5, 5, False)))
     logits = np.random.default_rng(0).normal(0, 30, (3, 64, 64)).astype(np.float32)
     cells = CellGrid.of(fine, embedding)

@@ -93,7 +93,7 @@ def test_an_object_on_a_large_slice_is_cut_out_as_the_annotator_decodes_a_click_
     found = drain(labelled_objects(demo, source, labels, "large"))
     # at the model's own magnification: the first of the scales a lone click is tried at
     zooming = ZoomingPredictor(Predictor(demo), image, source.limits(), scales=(1.0,))
-    whole = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    whole = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     for obj, (r, c) in zip(found, centres, strict=True):
         answer = zooming.predict(whole, PromptSet(clicks=(Click(c, r, True),)))
         assert answer.full_size == (size, size)

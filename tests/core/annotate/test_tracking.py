@@ -37,7 +37,7 @@ def _volume(depth: int = 12, size: int = 96) -> np.ndarray:
 
 def _session(model, volume=None) -> AnnotationSession:
     volume = _volume() if volume is None else volume
-    return AnnotationSession(model, SliceSource(volume), EmbeddingStore(model.model_id),
+    return AnnotationSession(model, SliceSource(volume), EmbeddingStore(model.encoder_id),
                              zoom=False)  # fmt: skip
 
 
@@ -149,7 +149,7 @@ def test_the_3d_protocol_plays_with_sam2_from_a_box_and_corrections(tiny, sample
 
     volume, labels, spacing = sample_ct
     source = SliceSource(volume[:10], IntensityWindow.ct("soft_tissue"))
-    session = AnnotationSession(tiny, source, EmbeddingStore(tiny.model_id))
+    session = AnnotationSession(tiny, source, EmbeddingStore(tiny.encoder_id))
     gt = labels[:10] == 1
     episode = drain(play_volume(session, gt, spacing, "ritm", interactions=3))
     assert [step["kind"] for step in episode.interactions][0] == "box"

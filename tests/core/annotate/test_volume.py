@@ -33,7 +33,7 @@ def test_spine_grows_from_one_slice_through_the_volume():
     (volume, _, _), (organs, _, _) = ct_volume()
     model = load_model("demo", device="cpu")
     source = SliceSource(volume[4:20], IntensityWindow.ct("soft_tissue"))
-    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id))
     truth = organs[4:20] == 7
     result, steps = _drain(propagate(session, {8: truth[8]}))
     grown = result.mask
@@ -49,7 +49,7 @@ def test_growth_stops_where_the_object_ends():
     (volume, _, _), (organs, _, _) = ct_volume()
     model = load_model("demo", device="cpu")
     source = SliceSource(volume, IntensityWindow.ct("soft_tissue"))
-    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id))
     lesion = organs == 2
     present = np.flatnonzero(lesion.any(axis=(1, 2)))
     middle = int(present[len(present) // 2])
@@ -79,7 +79,7 @@ def test_every_slice_reports_how_sure_the_model_was_and_every_stop_says_why():
     (volume, _, _), (organs, _, _) = ct_volume()
     model = load_model("demo", device="cpu")
     source = SliceSource(volume, IntensityWindow.ct("soft_tissue"))
-    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id))
     organ = organs == 3
     middle = int(np.flatnonzero(organ.any(axis=(1, 2))).mean())
     result, _ = _drain(propagate(session, {middle: organ[middle]}))
@@ -127,7 +127,7 @@ def epi():
     volume, labels, _ = mri_epi_volume()
     model = load_model("demo", device="cpu")
     session = AnnotationSession(model, SliceSource(volume, IntensityWindow.percentile()),
-                                EmbeddingStore(model.model_id))  # fmt: skip
+                                EmbeddingStore(model.encoder_id))  # fmt: skip
     return session, labels
 
 
@@ -218,7 +218,7 @@ def test_growth_from_one_seed_goes_on_where_growth_from_the_next_stopped_short()
     (volume, _, _), (organs, _, _) = ct_volume()
     model = load_model("demo", device="cpu")
     source = SliceSource(volume, IntensityWindow.ct("soft_tissue"))
-    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id))
     liver = organs == 1
     assert not liver[23].any() and liver[16:23].any(axis=(1, 2)).all()
     result, steps = _drain(propagate(session, {8: liver[8], 23: liver[23]}))

@@ -37,7 +37,7 @@ def scene(tiny_model):
     image = np.zeros((64, 80), np.float32)
     image[20:44, 25:60] = 1.0
     gt = image > 0
-    embedding = embed_slice(tiny_model, SliceSource(image), EmbeddingStore(tiny_model.model_id))
+    embedding = embed_slice(tiny_model, SliceSource(image), EmbeddingStore(tiny_model.encoder_id))
     return Predictor(tiny_model), embedding, gt
 
 
@@ -338,7 +338,7 @@ def test_the_quality_ensemble_chooses_the_first_mask_when_the_run_judges(dataset
     model = load_model("demo", device="cpu")
     quality = QualityModels.for_model(model)
     source = SliceSource(tifffile.imread(pair.image), window)
-    embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+    embedding = embed_slice(model, source, EmbeddingStore(model.encoder_id))
     rgb, ritm = source.sam_slice(), STRATEGIES[parse_strategy("ritm")]
     assert len(todo) >= 3
     for (obj, _), with_judge, without in zip(todo, judged, sams, strict=True):

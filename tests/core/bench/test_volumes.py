@@ -39,7 +39,7 @@ def demo():
 
 def _session(model, volume, window=None):
     source = SliceSource(volume, window or IntensityWindow.percentile())
-    return AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    return AnnotationSession(model, source, EmbeddingStore(model.encoder_id))
 
 
 def test_a_box_and_corrections_on_the_sample_ct(demo, sample_ct):

@@ -44,12 +44,12 @@ def test_read_lazily_with_the_scale_and_annotate_a_slice(ome_ct):
     source = SliceSource(image.data, IntensityWindow.ct("soft_tissue"))
     np.testing.assert_array_equal(source.raw_slice((3,)), volume[3])
     model = load_model("demo", device="cpu")
-    session = AnnotationSession(model, source, EmbeddingStore(model.model_id))
+    session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id))
     rows, cols = np.nonzero(organs[3] == 1)
     click = Click(float(np.median(cols)), float(np.median(rows)), True)
     answer = session.answer((3,), PromptSet((click,)))
     eager = AnnotationSession(model, SliceSource(volume, IntensityWindow.ct("soft_tissue")),
-                              EmbeddingStore(model.model_id))  # fmt: skip
+                              EmbeddingStore(model.encoder_id))  # fmt: skip
     np.testing.assert_array_equal(answer.mask, eager.answer((3,), PromptSet((click,))).mask)
 
 

@@ -36,7 +36,7 @@ def _one_click_ious(model, scenes):
     ious = []
     for scene in scenes:
         source = SliceSource(scene.image, scene.window)
-        embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+        embedding = embed_slice(model, source, EmbeddingStore(model.encoder_id))
         for label in range(1, scene.labels.max() + 1):
             result = run_episode(predictor, embedding, scene.labels == label, "ritm", 1)
             ious.append(result.ious[0])

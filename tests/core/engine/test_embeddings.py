@@ -35,7 +35,7 @@ from napari_active_sam.core.errors import EmbeddingStoreError
 
 
 def _store_for(model, **kwargs) -> EmbeddingStore:
-    return EmbeddingStore(model.model_id, **kwargs)
+    return EmbeddingStore(model.encoder_id, **kwargs)
 
 
 def test_encoder_matches_sam_predictor_set_image(tiny_model):
@@ -65,17 +65,17 @@ def test_batches_of_different_sizes_equal_single_runs(tiny_model):
 def test_signature_covers_data_model_preprocessing(tiny_model, ct_volume):
     source = SliceSource(ct_volume)
     params = source.parameters(source.limits())
-    base = slice_signature(ct_volume[0], tiny_model.model_id, params)
-    assert base == slice_signature(ct_volume[0].copy(), tiny_model.model_id, params)
+    base = slice_signature(ct_volume[0], tiny_model.encoder_id, params)
+    assert base == slice_signature(ct_volume[0].copy(), tiny_model.encoder_id, params)
     changed = ct_volume[0].copy()
     changed[0, 0] += 1
     other_model = random_model(tiny_model.architecture, seed=1).model_id
     soft = SliceSource(ct_volume, IntensityWindow.ct("soft_tissue"))
     variants = {
-        slice_signature(changed, tiny_model.model_id, params),
-        slice_signature(ct_volume[0].astype(np.int32), tiny_model.model_id, params),
+        slice_signature(changed, tiny_model.encoder_id, params),
+        slice_signature(ct_volume[0].astype(np.int32), tiny_model.encoder_id, params),
         slice_signature(ct_volume[0], "vit_b@0123456789abcdef", params),
-        slice_signature(ct_volume[0], tiny_model.model_id, soft.parameters(soft.limits())),
+        slice_signature(ct_volume[0], tiny_model.encoder_id, soft.parameters(soft.limits())),
     }
     assert other_model != tiny_model.model_id
     assert len(variants) == 4 and base not in variants
@@ -92,7 +92,7 @@ def test_lru_is_capped_in_bytes_and_holds_fp16(tiny_model, ct_volume):
     # The two most recent slices survive; the first ones were evicted.
     limits = source.limits()
     params = source.parameters(limits)
-    sig = {z: slice_signature(ct_volume[z], tiny_model.model_id, params) for z in range(6)}
+    sig = {z: slice_signature(ct_volume[z], tiny_model.encoder_id, params) for z in range(6)}
     assert store.get(slice_key((5,)), sig[5]) is not None
     assert store.get(slice_key((0,)), sig[0]) is None
 
@@ -132,7 +132,7 @@ def test_batch_size_does_not_change_results(tiny_model, ct_volume):
     assert len(list(encode_slices(tiny_model, source, three, batch_size=4))) == 2
     params = source.parameters(source.limits())
     for z in range(6):
-        sig = slice_signature(ct_volume[z], tiny_model.model_id, params)
+        sig = slice_signature(ct_volume[z], tiny_model.encoder_id, params)
         a, b = one.get(slice_key((z,)), sig), three.get(slice_key((z,)), sig)
         torch.testing.assert_close(a.features, b.features, atol=2e-3, rtol=0)
 
@@ -146,14 +146,14 @@ def test_zarr_store_reopens_lazily(tiny_model, ct_volume, tmp_path):
     assert sorted(zarr.open_group(path).array_keys()) == [slice_key((z,)) for z in range(6)]
     assert reopened.memory_bytes == 0  # nothing read yet
     params = source.parameters(source.limits())
-    sig = slice_signature(ct_volume[4], tiny_model.model_id, params)
+    sig = slice_signature(ct_volume[4], tiny_model.encoder_id, params)
     loaded = reopened.get(slice_key((4,)), sig)
     assert reopened.memory_bytes == loaded.nbytes
     assert torch.equal(loaded.features, store.get(slice_key((4,)), sig).features)
     assert loaded.original_size == (40, 50)
     # A changed window is a different input: a miss, not a stale hit.
     soft = SliceSource(ct_volume, IntensityWindow.ct("soft_tissue"))
-    other = slice_signature(ct_volume[4], tiny_model.model_id, soft.parameters(soft.limits()))
+    other = slice_signature(ct_volume[4], tiny_model.encoder_id, soft.parameters(soft.limits()))
     assert reopened.get(slice_key((4,)), other) is None
 
 
@@ -218,16 +218,16 @@ def test_local_cluster_precompute_equals_in_process(tiny_checkpoint, ct_volume, 
                      dask.config.get("distributed.worker.profile.enabled"))
         )  # fmt: skip
         assert set(settings.values()) == {(None, False)}
-        distributed = EmbeddingStore(ref.model_id(), path=path)
+        distributed = EmbeddingStore(ref.encoder_id(), path=path)
         steps = list(precompute(ref, source, distributed, client, info.torch_threads, 2))
         assert steps[0].done == 0 and steps[-1].done == steps[-1].total == 6
         # Resumable: a rerun finds everything done and submits nothing.
-        rerun = list(precompute(ref, source, EmbeddingStore(ref.model_id(), path=path), client))
+        rerun = list(precompute(ref, source, EmbeddingStore(ref.encoder_id(), path=path), client))
         assert len(rerun) == 1 and rerun[0].done == 6
-    reopened = EmbeddingStore(ref.model_id(), path=path)
+    reopened = EmbeddingStore(ref.encoder_id(), path=path)
     params = source.parameters(source.limits())
     for z in range(6):
-        sig = slice_signature(ct_volume[z], model.model_id, params)
+        sig = slice_signature(ct_volume[z], model.encoder_id, params)
         ours, theirs = local.get(slice_key((z,)), sig), reopened.get(slice_key((z,)), sig)
         assert theirs is not None
         torch.testing.assert_close(ours.features, theirs.features, atol=2e-3, rtol=0)

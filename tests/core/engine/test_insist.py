@@ -40,7 +40,7 @@ def nuclei(demo):
     """The real IHC micrograph of the validation set: its source and embedding."""
     (image,) = [i for i in real_images("validation") if i.subset == "nuclei-ihc"]
     source = SliceSource(image.image, image.window, rgb=True)
-    return source, embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    return source, embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
 
 
 def test_a_mask_edited_at_clicks_gains_and_loses_discs():
@@ -77,7 +77,7 @@ def test_a_correction_sam_leaves_out_is_asked_again_and_taken_in(demo, nuclei):
     assert missed == 1 and edited.decoded_in == (*plain.origin, *plain.original_size)
 
     # The annotator asks again the same way, unless told not to.
-    session = AnnotationSession(demo, source, EmbeddingStore(demo.model_id))
+    session = AnnotationSession(demo, source, EmbeddingStore(demo.encoder_id))
     session.answer((), PromptSet((FIRST,)))
     assert left_out(session.answer((), prompts).mask, prompts) == ()
     stubborn = AnnotationSession(demo, source, session.store, insist=False)
@@ -127,7 +127,7 @@ def test_an_answer_that_takes_every_click_in_costs_no_trip_more(demo, nuclei):
     prompts = PromptSet((FIRST, Click(127.0, 255.0, True)))
     trips = []
     for insist in (True, False):
-        session = AnnotationSession(demo, source, EmbeddingStore(demo.model_id), head=head,
+        session = AnnotationSession(demo, source, EmbeddingStore(demo.encoder_id), head=head,
                                     insist=insist)  # fmt: skip
         session.answer((), PromptSet((FIRST,)))  # encodes; the next click refines it
         answer, count = _trips(lambda: session.answer((), prompts, "bald"))  # noqa: B023

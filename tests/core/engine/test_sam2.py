@@ -107,8 +107,8 @@ def test_a_non_square_slice_is_padded_as_for_sam(tiny):
 
 def test_sam2_embeddings_round_trip_through_the_store_on_disk(tiny, tmp_path):
     [embedding] = SliceEncoder(tiny).encode([_rgb(128)], ["slice"])
-    EmbeddingStore(tiny.model_id, path=tmp_path / "e.zarr").put("0000", embedding)
-    read = EmbeddingStore(tiny.model_id, path=tmp_path / "e.zarr").get("0000", "slice")
+    EmbeddingStore(tiny.encoder_id, path=tmp_path / "e.zarr").put("0000", embedding)
+    read = EmbeddingStore(tiny.encoder_id, path=tmp_path / "e.zarr").get("0000", "slice")
     assert torch.equal(read.features, embedding.features)
 
 
@@ -262,7 +262,7 @@ def test_a_window_that_answers_a_click_with_nothing_grows_until_something_answer
     assert not inside.mask(shown_head(inside, prompts)).any()  # the first window: nothing
 
     zooming = ZoomingPredictor(predictor, image, source.limits())
-    embedding = embed_slice(model, source, EmbeddingStore(model.model_id))
+    embedding = embed_slice(model, source, EmbeddingStore(model.encoder_id))
     answer = zooming.predict(embedding, prompts)
     assert answer.mask(shown_head(answer, prompts)).any()
     assert max(answer.original_size) > first.height

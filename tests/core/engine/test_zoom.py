@@ -113,7 +113,7 @@ def test_near_the_slice_s_edge_a_click_keeps_no_margin_from_it():
 
 def test_the_same_click_gives_the_same_mask_whatever_was_clicked_before(demo, large_slice):
     source = SliceSource(large_slice)
-    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     alone = ZoomingPredictor(Predictor(demo), large_slice, source.limits())
     first = alone.predict(embedding, one_click(300, 120))
     busy = ZoomingPredictor(Predictor(demo), large_slice, source.limits())
@@ -178,7 +178,7 @@ def test_only_slices_large_against_the_input_zoom(tiny_model):
     small = np.zeros((150, 150), np.float32)
     small[50:90, 50:90] = 1
     source = SliceSource(small)
-    embedding = embed_slice(tiny_model, source, EmbeddingStore(tiny_model.model_id))
+    embedding = embed_slice(tiny_model, source, EmbeddingStore(tiny_model.encoder_id))
     zooming = ZoomingPredictor(Predictor(tiny_model), small, source.limits())
     prompts = one_click(70, 70)
     zoomed = zooming.predict(embedding, prompts)
@@ -189,7 +189,7 @@ def test_only_slices_large_against_the_input_zoom(tiny_model):
 
 def test_a_small_object_is_decoded_in_a_window_and_placed_back(demo, large_slice):
     source = SliceSource(large_slice)
-    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     predictor = Predictor(demo)
     zooming = ZoomingPredictor(predictor, large_slice, source.limits(), scales=(1.0,))
     prompts = one_click(220, 200)
@@ -225,7 +225,7 @@ def test_a_lone_click_is_decoded_at_each_scale_and_the_answer_rated_best_kept(
     demo, large_slice
 ):
     source = SliceSource(large_slice)
-    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     predictor, prompts = Predictor(demo), one_click(220, 200)
     alone = {
         side: ZoomingPredictor(predictor, large_slice, source.limits(), magnify=m, scales=(1.0,))
@@ -280,7 +280,7 @@ def test_an_answer_edited_at_its_clicks_is_asked_again_in_its_window(demo, large
     # answer edited at the clicks it left out goes back to that window, not to a new one at
     # the model's magnification.
     source = SliceSource(large_slice)
-    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     zooming = ZoomingPredictor(Predictor(demo), large_slice, source.limits())
 
     def small_window(prediction, *_):
@@ -303,7 +303,7 @@ def test_an_answer_edited_at_its_clicks_is_asked_again_in_its_window(demo, large
 
 def test_a_prior_mask_of_the_slice_is_cut_to_the_window(demo, large_slice):
     source = SliceSource(large_slice)
-    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     predictor = Predictor(demo)
     zooming = ZoomingPredictor(predictor, large_slice, source.limits())
     box = PromptSet(box=(190.0, 175.0, 250.0, 225.0))
@@ -326,7 +326,7 @@ def test_a_prior_mask_of_the_slice_is_cut_to_the_window(demo, large_slice):
 def test_uncertainty_of_a_zoomed_answer_lies_on_the_slice(demo, demo_head, large_slice,
                                                          name):  # fmt: skip
     source = SliceSource(large_slice)
-    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     predictor = Predictor(demo)
     prompts = PromptSet((Click(300, 120, True), Click(280, 100, False)))
     prediction = ZoomingPredictor(predictor, large_slice, source.limits()).predict(
@@ -361,7 +361,7 @@ def test_uncertainty_of_a_zoomed_answer_lies_on_the_slice(demo, demo_head, large
 def test_the_annotator_zooms_on_large_slices_only_when_asked(demo, large_slice):
     def session(zoom: bool) -> AnnotationSession:
         return AnnotationSession(demo, SliceSource(large_slice),
-                                 EmbeddingStore(demo.model_id), zoom=zoom)  # fmt: skip
+                                 EmbeddingStore(demo.encoder_id), zoom=zoom)  # fmt: skip
 
     zoomed, whole = session(True), session(False)
     first = zoomed.answer((), one_click(80, 60), acquisition="eig")
@@ -380,7 +380,7 @@ def test_a_session_that_switches_to_a_model_of_another_zoom_decodes_at_it(demo, 
     def two_clicks(x: float, y: float) -> PromptSet:  # not a lone click: one scale
         return one_click(x, y).with_click(Click(x + 4, y + 2, True))
 
-    session = AnnotationSession(demo, SliceSource(large_slice), EmbeddingStore(demo.model_id))
+    session = AnnotationSession(demo, SliceSource(large_slice), EmbeddingStore(demo.encoder_id))
     first = session.answer((), two_clicks(80, 60))
     assert first.prediction.original_size == (128, 128)
     session.use_model(replace(demo, extra={**demo.extra, "magnify": 4.0}))
@@ -425,7 +425,7 @@ def test_zoom_outlines_small_nuclei_far_better_than_the_whole_slice(demo):
     image[300:556, 400:656], labels[300:556, 400:656] = scene.image, scene.labels
     source = SliceSource(image, scene.window)
     limits = SliceSource(scene.image, scene.window).limits()  # the scene's own contrast
-    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id), limits=limits)
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id), limits=limits)
     predictor = Predictor(demo)
     zooming = ZoomingPredictor(predictor, image, limits)
     gains = []
@@ -446,7 +446,7 @@ def test_zoom_outlines_small_nuclei_far_better_than_the_whole_slice(demo):
 
 def test_the_first_window_is_the_input_side_over_the_magnification(demo, large_slice):
     source = SliceSource(large_slice)
-    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     disc = np.zeros(SIZE, bool)
     rows, cols = np.mgrid[: SIZE[0], : SIZE[1]]
     disc[(rows - 200) ** 2 + (cols - 220) ** 2 < 12**2] = True
@@ -476,7 +476,7 @@ def test_objects_of_a_size_ask_for_the_magnification_that_makes_them_a_quarter_o
 
 def test_a_model_that_carries_a_magnification_is_decoded_at_it(demo, large_slice):
     source = SliceSource(large_slice)
-    embedding = embed_slice(demo, source, EmbeddingStore(demo.model_id))
+    embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     sides = {}
     for magnify in (None, 4.0):
         extra = demo.extra if magnify is None else {**demo.extra, "magnify": magnify}

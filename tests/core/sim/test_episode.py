@@ -71,7 +71,7 @@ def test_a_consumer_that_stops_early_draws_no_correction():
 
 def test_episode_feeds_back_the_shown_heads_logits(tiny_model):
     image = np.where(_disc(), 200, 20).astype(np.uint8)
-    embedding = embed_slice(tiny_model, SliceSource(image), EmbeddingStore(tiny_model.model_id))
+    embedding = embed_slice(tiny_model, SliceSource(image), EmbeddingStore(tiny_model.encoder_id))
     predictor = Predictor(tiny_model)
     gt = _disc()
     opening, correct = sam_recipe(gt, np.random.default_rng(0))

@@ -144,10 +144,10 @@ class LoadedModel:
 
     @property
     def encoder_id(self) -> str:
-        """Identity of the image encoder's weights, which embeddings depend on: the model id,
-        or the base model's for a model adapted without touching its encoder (its cached
-        embeddings stay valid)."""
-        return str(self.extra.get("encoder_id", self.model_id))
+        """Identity of the image encoder's weights, which embeddings depend on
+        (:func:`encoder_identity`), or the base model's for a model adapted without touching
+        its encoder (its cached embeddings stay valid)."""
+        return str(self.extra.get("encoder_id", encoder_identity(self.weights_sha256)))
 
     def to(self, device: torch.device | str) -> LoadedModel:
         self.sam.to(device)
@@ -578,6 +578,10 @@ class ModelRef:
         """Same value as :attr:`LoadedModel.model_id` of the loaded model."""
         return model_id(self.name, self.weights_sha256())
 
+    def encoder_id(self) -> str:
+        """Same value as :attr:`LoadedModel.encoder_id` of the loaded model."""
+        return encoder_identity(self.weights_sha256())
+
     def load(self, device: str | torch.device | None = None) -> LoadedModel:
         checkpoint = Path(self.checkpoint) if self.checkpoint is not None else None
         return load_model(self.name, checkpoint, device)
@@ -588,6 +592,14 @@ def model_id(name: str, weights_sha256: str) -> str:
     return f"{name}@{weights_sha256[:16]}"
 
 
+def encoder_identity(weights_sha256: str) -> str:
+    """Identity of the embeddings a model's image encoder makes: its weights' hash prefix.
+    The name a model is chosen by does not change them, so one checkpoint file named on the
+    command line (``precompute --model vit_b --checkpoint f``) and chosen as a local file in
+    the dock shares one embedding store."""
+    return f"weights@{weights_sha256[:16]}"
+
+
 def random_model(architecture: AnyArchitecture, seed: int = 0) -> LoadedModel:
     """A randomly initialised model of ``architecture`` on the CPU (tests, timing)."""
     torch.manual_seed(seed)
@@ -595,5 +607,6 @@ def random_model(architecture: AnyArchitecture, seed: int = 0) -> LoadedModel:
         sam=architecture.build(),
         name=architecture.name,
         architecture=architecture,
-        weights_sha256=f"random-seed-{seed}".ljust(16, "0"),
+        # Unique per architecture and seed: two random models never share embeddings.
+        weights_sha256=hashlib.sha256(f"random {architecture!r} {seed}".encode()).hexdigest(),
     )

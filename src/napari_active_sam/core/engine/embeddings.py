@@ -284,7 +284,7 @@ def precompute(
     source : SliceSource
         Image and preprocessing.
     store : EmbeddingStore
-        Destination; its ``model_id`` must be ``ref.model_id()``.
+        Destination; its ``model_id`` must be ``ref.encoder_id()``.
     client : distributed.Client
         A connected client.
     torch_threads : int, optional
@@ -301,7 +301,7 @@ def precompute(
     """
     from distributed import as_completed
 
-    identity = ref.model_id()
+    identity = ref.encoder_id()
     if store.model_id != identity:
         raise EmbeddingStoreError(
             f"This embedding store belongs to {store.model_id}, not {identity}."
