@@ -91,3 +91,48 @@ def test_a_bad_checkpoint_is_refused_before_workers_start(tmp_path, capsys):
     assert "notes.pt could not be read" in err
     assert "Compute Failed" not in err and "Traceback" not in err
     assert not (tmp_path / "out.zarr").exists()
+
+
+def _writes(store) -> dict[str, str]:
+    """Each stored slice's write id: a slice encoded again gets a new one."""
+    group = zarr.open_group(store, mode="r")
+    return {name: dict(array.attrs)["write"] for name, array in group.arrays()}
+
+
+def test_quality_and_measure_read_what_precompute_stored(tmp_path, capsys):
+    """A folder precomputed once: ``quality`` and ``measure`` given ``--store`` read each
+    slice from it (no entry is written again) and add what they encode, and refuse a store
+    of another model."""
+    from napari_active_sam.core.data.scenes import make_scene
+
+    for part in ("images", "masks"):
+        (tmp_path / part).mkdir()
+    for name, seed in (("cells", 4), ("more", 5)):
+        scene = make_scene("nuclei", np.random.default_rng(seed), 128)
+        tifffile.imwrite(tmp_path / "images" / f"{name}.tif", scene.image)
+        tifffile.imwrite(tmp_path / "masks" / f"{name}.tif", scene.labels.astype(np.uint16))
+    store = tmp_path / "store"
+    assert main(["precompute", str(tmp_path / "images"), "--model", "demo", "--out", str(store),
+                 "--workers", "1"]) == 0  # fmt: skip
+    stored = {name: _writes(store / name) for name in ("cells", "more")}
+    assert all(len(entries) == 1 for entries in stored.values())
+    for part in ("images", "masks"):  # an image added since: encoded, and added to the store
+        (tmp_path / part / "late.tif").write_bytes((tmp_path / part / "more.tif").read_bytes())
+
+    assert main(["quality", "--images", str(tmp_path / "images"), "--masks",
+                 str(tmp_path / "masks"), "--estimator", "iou_head", "--out",
+                 str(tmp_path / "ranked.csv"), "--store", str(store)]) == 0  # fmt: skip
+    measure = ["measure", "--image", str(tmp_path / "images" / "cells.tif"), "--labels",
+               str(tmp_path / "masks" / "cells.tif"), "--samples", "4",
+               "--level", "0.5"]  # fmt: skip
+    assert main([*measure, "--out", str(tmp_path / "measured.csv"),
+                 "--store", str(store / "cells")]) == 0  # fmt: skip
+    assert {name: _writes(store / name) for name in ("cells", "more")} == stored
+    assert len(_writes(store / "late")) == 1
+
+    EmbeddingStore("another-model", path=tmp_path / "other")
+    capsys.readouterr()
+    assert main([*measure, "--out", str(tmp_path / "other.csv"),
+                 "--store", str(tmp_path / "other")]) == 2  # fmt: skip
+    assert "holds embeddings of model another-model" in capsys.readouterr().err
+    assert not (tmp_path / "other.csv").exists()

@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--level", type=float, default=0.95, help="credible interval probability (default 0.95)"
     )
     options.window_option(parser, "percentile", "intensity window (default percentile)")
+    options.store_option(parser, "for --image")
     options.threads_option(parser)
 
 
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             "`napari-active-sam train-head` and pass it with --head."
         )
     source = SliceSource(image.data, IntensityWindow.from_name(args.window), rgb=image.rgb)
-    steps = measure_objects(model, head, source, labels, spacing, samples=args.samples,
+    store = options.embedding_store(args, model)
+    steps = measure_objects(model, head, source, labels, spacing, store, samples=args.samples,
                             level=args.level)  # fmt: skip
     found = options.drain_with_bar(steps, "measure", unit="object")
     if in_voxels:

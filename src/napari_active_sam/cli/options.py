@@ -153,6 +153,27 @@ def window_option(parser: argparse.ArgumentParser, default: str | None, help: st
     parser.add_argument("--window", default=default, choices=WINDOWS, help=help)
 
 
+def store_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--store", type=Path,
+        help=f"embedding store, as precompute wrote it {what}: slices stored there for this "
+        "model and window are read, not encoded, and those encoded are added (default: "
+        "every slice encoded, nothing kept)",
+    )  # fmt: skip
+
+
+def embedding_store(args: argparse.Namespace, model, name: str | None = None):
+    """The embedding store of ``--store`` for ``model`` (its ``name`` sub-store, as
+    precompute writes one per image of a folder), or None without ``--store``."""
+    if args.store is None:
+        return None
+    from ..core.engine.store import EmbeddingStore
+
+    if args.store.is_file():
+        raise ActiveSamError(f"--store {args.store} is a file: give the folder precompute wrote.")
+    return EmbeddingStore(model.encoder_id, path=args.store / name if name else args.store)
+
+
 def fitting_options(parser: argparse.ArgumentParser, what: str, images: int, clicks: int) -> None:
     """What the commands that fit a model's companion share: the model, ``--out`` (default
     the user's own ``what`` for the model), the data (``--data`` and its ``--window``, or

@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="quality regressor file (default: the model's)",
     )
     options.window_option(parser, "percentile", "intensity window (default percentile)")
+    options.store_option(parser, "for --images (one store per image, named after it)")
     options.threads_option(parser)
 
 
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     for pair in pairs:
         try:
             source, labels = load_pair(pair, window)
-            steps = assess_labels(args.estimator, source, labels, models)
+            store = options.embedding_store(args, model, pair.stem)
+            steps = assess_labels(args.estimator, source, labels, models, store)
             results = options.drain_with_bar(steps, pair.mask.name, unit="object")
         except ImageError as exc:  # one bad file does not stop the ranking
             skipped.append({"file": str(pair.mask), "reason": str(exc)})
