@@ -92,7 +92,7 @@ def test_adapting_to_committed_objects_switches_and_switches_back(
     qtbot.waitUntil(lambda: panel.decode_with.value == ADAPTED, timeout=WAIT)
 
     adapted = widget.session.model
-    assert adapted.model_id != base.model_id and adapted.encoder_id == base.model_id
+    assert adapted.model_id != base.model_id and adapted.encoder_id == base.encoder_id
     assert "mean IoU after one click" in panel.result.value
     assert "you did not train on" in panel.result.value
     assert widget.session.is_encoded(())  # the embeddings were kept

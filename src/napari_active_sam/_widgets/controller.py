@@ -149,6 +149,21 @@ class AnnotationController(VolumeActions):
         self.cancel_encoding()
         self.loader.request(image, request, window, store)
 
+    def attach_store(self, store: Path | None) -> None:
+        """Keep the session's embeddings in the zarr embedding ``store`` from now on (None:
+        in memory only), on a worker: the session and everything made in it stay; a store
+        that cannot be used is refused in the status, and the session goes on as it was."""
+        session = self.session
+        if session is None:
+            return
+
+        def attached(written: int) -> None:
+            where = f"in {store} ({written} written there now)" if store else "in memory only"
+            self.events.status(message=f"embeddings are kept {where}")
+
+        self.workers.start(session.store.attach, store, returned=attached,
+                           errored=self._report)  # fmt: skip
+
     def _ensure_layers(self, image: napari.layers.Image, fresh: bool = False) -> None:
         """Create the layers the dock draws into on ``image``'s grid, where missing (the
         user may have removed one), with the dock's keys bound in each; ``fresh`` for a new

@@ -70,6 +70,7 @@ class ActiveSamWidget(Container):
         self.controller = AnnotationController(viewer)
         self._reverting = False
         self._opened_from: Path | None = None  # where the open dialog starts next time
+        self._chosen_store: Path | None = None  # the embedding store last taken
         self.model_name, self.checkpoint, self.architecture = model_choosers()
         self.device = device_chooser()
         self.open_button = PushButton(text="Open image or DICOM series…")
@@ -131,8 +132,11 @@ class ActiveSamWidget(Container):
 
         when_closed(self.native, closed)
         for control in (self.model_name, self.checkpoint, self.architecture, self.device,
-                        self.image, self.window, self.store):  # fmt: skip
+                        self.image, self.window):  # fmt: skip
             control.changed.connect(self.start_session)
+        # A path is taken once typed (Return, or focus leaving) or chosen, not per keystroke.
+        self.store.line_edit.native.editingFinished.connect(self.choose_store)
+        self.store.choose_btn.changed.connect(self.choose_store)  # after its dialog
         for control in (self.acquisition, self.samples, self.overwrite, self.use_selected,
                         self.save_folder, self.autosave):  # fmt: skip
             control.changed.connect(self._choices_changed)
@@ -167,9 +171,26 @@ class ActiveSamWidget(Container):
             return
         name, checkpoint = chosen_model(self.model_name, self.checkpoint, self.architecture)
         request = ModelRequest(self.model_name.value, name, checkpoint, self.device.value)
-        store = self.store.value
-        store = None if store is None or str(store) in ("", ".") else Path(store)
+        store = self._store_path()
+        cleared = store is not None and self.controller.image not in (None, layer)
+        if cleared:  # a store holds one image's slices: another image's would replace them
+            self._chosen_store, self.store.line_edit.value, store = None, "", None
         self.controller.start_session(layer, request, self.window.value, store)
+        if cleared:
+            self.status.value = "embedding store cleared: it holds the previous image's slices"
+
+    def _store_path(self) -> Path | None:
+        value = self.store.value
+        return None if value is None or str(value) in ("", ".") else Path(value)
+
+    def choose_store(self, *_) -> None:
+        """Keep the session's embeddings in the store now named (or in memory only, the
+        field emptied): the session and its work stay."""
+        store = self._store_path()
+        if store == self._chosen_store:
+            return  # focus left the field without a change
+        self._chosen_store = store
+        self.controller.attach_store(store)
 
     def _choices_changed(self, *_) -> None:
         objects = self.controller.objects

@@ -37,7 +37,7 @@ from ..core.engine.checkpoints import LoadedModel, load_model
 from ..core.engine.embeddings import embed_slice
 from ..core.engine.predictor import Predictor, shown_head
 from ..core.engine.preprocess import IntensityWindow, SliceSource
-from ..core.engine.store import EmbeddingStore
+from ..core.engine.store import EmbeddingStore, writable_store_path
 from ..core.engine.zoom import JudgedDecoder, ZoomingPredictor
 from ..core.errors import ActiveSamError, SaveError
 from ..core.progress import Progress
@@ -60,6 +60,8 @@ def make_session(model: LoadedModel, data, window: str, rgb: bool, checkpoint=No
         ``(session, quality models, problem with the head or regressor or None)``.
     """
     source = SliceSource(np.asarray(data), IntensityWindow.from_name(window), rgb=rgb)
+    if store is not None:  # refused, not kept in memory only, where it cannot be written
+        store = writable_store_path(store)
     session = AnnotationSession(model, source, EmbeddingStore(model.encoder_id, path=store))
     problem = None
     try:

@@ -167,11 +167,10 @@ def embedding_store(args: argparse.Namespace, model, name: str | None = None):
     precompute writes one per image of a folder), or None without ``--store``."""
     if args.store is None:
         return None
-    from ..core.engine.store import EmbeddingStore
+    from ..core.engine.store import EmbeddingStore, writable_store_path
 
-    if args.store.is_file():
-        raise ActiveSamError(f"--store {args.store} is a file: give the folder precompute wrote.")
-    return EmbeddingStore(model.encoder_id, path=args.store / name if name else args.store)
+    path = writable_store_path(args.store / name if name else args.store)
+    return EmbeddingStore(model.encoder_id, path=path)
 
 
 def fitting_options(parser: argparse.ArgumentParser, what: str, images: int, clicks: int) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..core.enums import Estimator
-from ..core.errors import ActiveSamError, ImageError
+from ..core.errors import ActiveSamError, EmbeddingStoreError, ImageError
 from . import options
 
 NAME = "quality"
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             store = options.embedding_store(args, model, pair.stem)
             steps = assess_labels(args.estimator, source, labels, models, store)
             results = options.drain_with_bar(steps, pair.mask.name, unit="object")
-        except ImageError as exc:  # one bad file does not stop the ranking
+        except (ImageError, EmbeddingStoreError) as exc:  # one bad file does not stop it
             skipped.append({"file": str(pair.mask), "reason": str(exc)})
             continue
         rows += quality_rows(str(pair.mask), results)

@@ -414,3 +414,28 @@ def test_reader_sees_a_whole_entry_while_another_store_rewrites_it(tmp_path):
         stop.set()
         thread.join()
     assert seen  # the reader did read entries, not only misses
+
+
+def test_a_store_attached_mid_session_gets_what_memory_holds_and_a_wrong_one_changes_nothing(
+    tiny_model, ct_volume, tmp_path
+):
+    source = SliceSource(ct_volume)
+    memory = EmbeddingStore(tiny_model.encoder_id)
+    first, second = (embed_slice(tiny_model, source, memory, (z,)) for z in (0, 1))
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(EmbeddingStoreError, match="is a file"):
+        memory.attach(tmp_path / "notes.txt")
+    EmbeddingStore("another-model", path=tmp_path / "other.zarr")
+    with pytest.raises(EmbeddingStoreError, match="another-model"):
+        memory.attach(tmp_path / "other.zarr")
+    assert memory.path is None and memory.get(slice_key((0,)), first.signature) is not None
+
+    assert memory.attach(tmp_path / "kept.zarr") == 2
+    reopened = EmbeddingStore(tiny_model.encoder_id, path=tmp_path / "kept.zarr")
+    for z, embedding in ((0, first), (1, second)):
+        torch.testing.assert_close(reopened.get(slice_key((z,)), embedding.signature).features,
+                                   embedding.features)  # fmt: skip
+    assert memory.attach(tmp_path / "kept.zarr") == 0  # already there: nothing written again
+    assert memory.attach(None) == 0 and memory.path is None
+    embed_slice(tiny_model, source, memory, (2,))  # in memory only now
+    assert len(list(zarr.open_group(tmp_path / "kept.zarr", mode="r").arrays())) == 2

@@ -108,6 +108,24 @@ def slice_key(index: tuple[int, ...]) -> str:
     return "_".join(f"{i:04d}" for i in index) if index else "image"
 
 
+def writable_store_path(path: Path | str) -> Path:
+    """``path`` as the folder of an embedding store that can be written.
+
+    Raises
+    ------
+    EmbeddingStoreError
+        ``path`` is a file, or a folder (or in one) that cannot be written.
+    """
+    path = Path(path)
+    if path.is_file():
+        raise EmbeddingStoreError(f"{path} is a file: give the folder of an embedding store "
+                                  "(the one precompute wrote, or a new one).")  # fmt: skip
+    if not is_writable_dir(path.parent) or (path.exists() and not is_writable_dir(path)):
+        raise EmbeddingStoreError(f"Cannot write the embedding store {path}: choose a folder "
+                                  "you can write to.")  # fmt: skip
+    return path
+
+
 class EmbeddingStore:
     """Embeddings of one image's slices: an LRU in memory and, optionally, a zarr group.
 
@@ -388,6 +406,39 @@ class EmbeddingStore:
         self._writes = [write for write in self._writes if not write.done()]
         for write in finished:
             write.result()
+
+    def attach(self, path: Path | str | None) -> int:
+        """Keep the embeddings on disk at ``path`` from now on (an embedding store, such as
+        ``precompute`` wrote, or a new folder): what it holds is read when asked for, and
+        the embeddings held in memory now that it lacks are written there. Returns how many
+        were written. None: in memory only from now on (the disk store is left as it is).
+
+        Raises
+        ------
+        EmbeddingStoreError
+            ``path`` cannot be written, is not an embedding store, or holds another model's
+            embeddings; the store then goes on as it was.
+        """
+        path = None if path is None else writable_store_path(path)
+        self.flush(raise_errors=False)
+        if path is None:
+            with self._lock:
+                self.path, self._group, self._trusted = None, None, {}
+            return 0
+        with self._lock:
+            before = self.path, self._group, self._trusted
+            self.path, self._group, self._trusted = None, None, {}
+            try:
+                self._open(path, overwrite=False)
+            except EmbeddingStoreError:
+                self.path, self._group, self._trusted = before
+                raise
+            written = 0
+            for key, embedding in list(self._memory.items()):
+                if self._read_disk(key, embedding.signature) is None:
+                    self._write_disk(key, embedding)
+                    written += 1
+            return written
 
     def flush(self, raise_errors: bool = True) -> None:
         """Wait for the writes queued by ``put(..., wait=False)``.
