@@ -50,7 +50,8 @@ from napari_active_sam.core.active.bayes_head import (
 )
 from napari_active_sam.core.data.scenes import make_scene
 from napari_active_sam.core.engine.architectures import ARCHITECTURES
-from napari_active_sam.core.engine.checkpoints import choose_device, load_model, random_model
+from napari_active_sam.core.engine.checkpoints import load_model, random_model
+from napari_active_sam.core.engine.device import choose_device
 from napari_active_sam.core.engine.embeddings import SliceEncoder
 from napari_active_sam.core.engine.geometry import acquisition_grid
 from napari_active_sam.core.engine.predictor import Predictor, shown_head

@@ -72,8 +72,12 @@ import torch
 from segment_anything import SamPredictor
 
 from napari_active_sam.core.engine.architectures import ARCHITECTURES, SMOKE_ARCHITECTURE
-from napari_active_sam.core.engine.checkpoints import LoadedModel, choose_device, random_model
-from napari_active_sam.core.engine.device import encoder_arithmetic, resolve_precision
+from napari_active_sam.core.engine.checkpoints import LoadedModel, random_model
+from napari_active_sam.core.engine.device import (
+    choose_device,
+    encoder_arithmetic,
+    resolve_precision,
+)
 from napari_active_sam.core.engine.embeddings import SliceEncoder, encode_slices
 from napari_active_sam.core.engine.predictor import Predictor
 from napari_active_sam.core.engine.preprocess import SliceSource, to_sam_rgb

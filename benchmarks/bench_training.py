@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from napari_active_sam.core.engine.checkpoints import choose_device
+from napari_active_sam.core.engine.device import choose_device
 from napari_active_sam.core.engine.downloads import bundled_path
 from napari_active_sam.core.sim.training import DemoTrainingConfig, train_demo_model
 

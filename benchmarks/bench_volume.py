@@ -44,10 +44,10 @@ from napari_active_sam.core.annotate.volume import propagate
 from napari_active_sam.core.engine.architectures import NAMED_ARCHITECTURES
 from napari_active_sam.core.engine.checkpoints import (
     LoadedModel,
-    choose_device,
     load_model,
     random_model,
 )
+from napari_active_sam.core.engine.device import choose_device
 from napari_active_sam.core.engine.embeddings import encode_slices
 from napari_active_sam.core.engine.preprocess import SliceSource
 from napari_active_sam.core.engine.registry import get_spec

@@ -12,7 +12,7 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, FileEdit
 
 from ..core.engine.architectures import NAMED_ARCHITECTURES
-from ..core.engine.checkpoints import DEVICE_ENV
+from ..core.engine.device import DEVICE_ENV
 from ..core.engine.registry import model_names
 
 LOCAL_FILE = "local file"

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.engine.checkpoints import choose_device
+    from ..core.engine.device import choose_device
     from ..core.engine.downloads import cache_dir, cached_path
     from ..core.engine.registry import MODELS
 

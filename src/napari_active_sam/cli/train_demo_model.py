@@ -124,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.engine.checkpoints import choose_device
+    from ..core.engine.device import choose_device
     from ..core.sim.training import DemoTrainingConfig, train_demo_model
 
     if args.resume and args.init is not None:

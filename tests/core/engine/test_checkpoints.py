@@ -24,13 +24,12 @@ from napari_active_sam.core.engine.architectures import (
 )
 from napari_active_sam.core.engine.checkpoints import (
     CHECKPOINT_FORMAT,
-    DEVICE_ENV,
     ModelRef,
-    choose_device,
     load_checkpoint,
     load_model,
     random_model,
 )
+from napari_active_sam.core.engine.device import DEVICE_ENV, choose_device
 from napari_active_sam.core.engine.downloads import CACHE_ENV, cache_dir, fetch_checkpoint
 from napari_active_sam.core.engine.registry import MODELS, ModelSpec, get_spec
 from napari_active_sam.core.enums import ModelName

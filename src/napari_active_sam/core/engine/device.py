@@ -16,6 +16,56 @@ import numpy as np
 import torch
 
 from ..enums import Precision, parse_option
+from ..errors import ModelError
+
+DEVICE_ENV = "NAPARI_ACTIVE_SAM_DEVICE"
+"""Environment variable that overrides the automatic device choice (cuda, mps, cpu)."""
+
+
+def choose_device(requested: str | None = None) -> torch.device:
+    """Pick the torch device: CUDA, then Apple MPS, then CPU.
+
+    Parameters
+    ----------
+    requested : str, optional
+        ``"auto"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"cpu"``. When None,
+        ``$NAPARI_ACTIVE_SAM_DEVICE`` is used if set.
+
+    Raises
+    ------
+    ModelError
+        If the requested device is not available on this machine.
+    """
+    requested = (requested or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps and mps.is_available())
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ModelError(
+            f"Unknown device {requested!r}: use auto, cuda, cuda:N, mps or cpu."
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(
+            "CUDA was requested but PyTorch sees no CUDA GPU here: choose 'auto' or 'cpu', "
+            "or install a CUDA build of PyTorch."
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ModelError(
+            f"{requested} was requested but only {torch.cuda.device_count()} GPU(s) exist."
+        )
+    if device.type == "mps" and not mps_ok:
+        raise ModelError("Apple MPS was requested but is not available: choose 'auto' or 'cpu'.")
+    return device
+
 
 PRECISION_ENV = "NAPARI_ACTIVE_SAM_PRECISION"
 """Environment variable that sets the encoder's precision (auto, fp32, bf16)."""

@@ -16,8 +16,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from ..enums import Precision
 from ..errors import EmbeddingStoreError, ModelError
 from ..progress import Progress
-from .checkpoints import DEVICE_ENV, LoadedModel, ModelRef
-from .device import encoder_arithmetic, resolve_precision, to_device, to_host
+from .checkpoints import LoadedModel, ModelRef
+from .device import DEVICE_ENV, encoder_arithmetic, resolve_precision, to_device, to_host
 from .preprocess import SliceSource, to_sam_rgb
 from .store import Embedding, EmbeddingStore, slice_key, slice_signature
 
