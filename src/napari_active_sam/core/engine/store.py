@@ -186,13 +186,11 @@ class EmbeddingStore:
 
     # ------------------------------------------------------------------------------ disk
     def _open(self, path: Path, overwrite: bool) -> None:
-        if not is_writable_dir(path.parent) or (path.exists() and not is_writable_dir(path)):
-            warnings.warn(
-                f"Cannot write the embedding store {path}; embeddings are kept in memory only "
-                "and will be recomputed next time. Choose a writable folder to keep them.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        try:
+            writable_store_path(path)
+        except EmbeddingStoreError as exc:  # kept in memory: callers that must not, check first
+            warnings.warn(f"{exc} Embeddings are kept in memory only and will be recomputed "
+                          "next time.", RuntimeWarning, stacklevel=3)  # fmt: skip
             return
         if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
             raise EmbeddingStoreError(
