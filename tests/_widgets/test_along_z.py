@@ -8,7 +8,7 @@ from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
 
 from napari_active_sam._widgets.layers import OUTPUT
-from napari_active_sam.core.engine.predictor import shown_head
+from napari_active_sam.core.engine.predictor import refining_head, shown_head
 
 WAIT = 60_000  # ms; the encoder runs on a 2-core CPU
 
@@ -106,7 +106,7 @@ def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
     asked = prompts.refining(propagated)
     assert asked.box is not None and asked.clicks == prompts.clicks
     refined = controller.session.decode((z,), asked, prior=propagated)
-    assert np.array_equal(first, refined.mask(shown_head(refined, asked)))
+    assert np.array_equal(first, refined.mask(refining_head(refined, asked)))
     for other, prior in ((prompts, propagated), (prompts, None)):  # without the box; afresh
         answer = controller.session.decode((z,), other, prior=prior)
         assert not np.array_equal(first, answer.mask(shown_head(answer, other)))
@@ -441,7 +441,7 @@ def test_erasing_the_corrected_object_under_its_clicks_asks_the_preview_again(sp
     asked = prompts.refining(edited)
     again = controller.session.decode((z,), asked, prior=edited)
     shown = viewer.layers["SAM preview"].data[z] > 0
-    assert np.array_equal(shown, again.mask(shown_head(again, asked)))
+    assert np.array_equal(shown, again.mask(refining_head(again, asked)))
     assert not np.array_equal(shown, first)  # the edit changed what is shown
 
     QTest.mouseClick(widget.propagate_button.native, Qt.MouseButton.LeftButton)
@@ -471,7 +471,7 @@ def test_undoing_an_edit_of_the_corrected_object_asks_the_preview_again(spine_cl
     again = controller.session.decode((z,), asked, prior=before)
     qtbot.waitUntil(lambda: controller._shown == ((z,), prompts), timeout=WAIT)
     shown = viewer.layers["SAM preview"].data[z] > 0
-    assert np.array_equal(shown, again.mask(shown_head(again, asked)))
+    assert np.array_equal(shown, again.mask(refining_head(again, asked)))
 
 
 def _propagated(viewer, widget, qtbot):

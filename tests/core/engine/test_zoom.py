@@ -126,9 +126,9 @@ def test_the_same_click_gives_the_same_mask_whatever_was_clicked_before(demo, la
 
 def test_a_mask_chosen_after_the_window_is_never_cut_off_by_it(demo):
     """The window is sized by the head SAM rates best; a judge of masks may pick another.
-    On the coins photograph a click on a coin's rim, judged by a rule that prefers the
-    largest mask: in the first window the largest head runs into the window's edge, so the
-    session decodes again in a larger window, where the head shown ends inside it."""
+    On the coins photograph a click answered by a rule that prefers the largest mask: in
+    the first window the largest head runs into the window's edge, so the session decodes
+    again in a larger window, where the head shown ends inside it."""
     from skimage import data
 
     def largest(prediction, prompts, embedding, image):
@@ -137,7 +137,7 @@ def test_a_mask_chosen_after_the_window_is_never_cut_off_by_it(demo):
 
     image = data.coins()
     source = SliceSource(image)
-    prompts = one_click(100.0, 160.0)
+    prompts = one_click(60.0, 240.0)
     embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
     zooming = ZoomingPredictor(Predictor(demo), image, source.limits())
     first = largest(zooming.predict(embedding, prompts), prompts, embedding, None)

@@ -24,8 +24,8 @@ from ..engine.predictor import (
     Predictor,
     PriorMask,
     ambiguous,
-    honouring_head,
     insistence,
+    refining_head,
     shown_head,
 )
 from ..engine.preprocess import SliceSource
@@ -152,10 +152,13 @@ class AnnotationSession:
         answer (clicks added, nothing moved, removed or flipped); otherwise SAM starts
         afresh, or from ``prior`` (a boolean mask of the slice, such as the neighbouring
         slice's when an object grows through a volume) when one is given. Clicks that
-        correct ``prior`` are shown with a head that takes them in when the usual one does
-        not (:func:`~napari_active_sam.core.engine.predictor.honouring_head`): given a mask
-        to refine, SAM may answer a click on a slice propagation got wrong by returning
-        that mask again. When the mask shown still leaves clicks out and :attr:`insist` is
+        correct ``prior`` are shown by the head SAM rates best among those that take most
+        of them in (:func:`~napari_active_sam.core.engine.predictor.refining_head`):
+        given a mask to refine, SAM may answer a click on a slice propagation got wrong by
+        returning that mask again, and its single-mask answer to a negative click on the
+        rim of a large mask can cut half of it away (the real EPI brain: 2,102 of 4,257
+        pixels left, Dice 0.65, where the multimask head rated best kept 3,928, Dice
+        0.93). When the mask shown still leaves clicks out and :attr:`insist` is
         set, SAM is asked once more from that mask edited at them, and that answer is shown
         if it leaves fewer out (the rule of
         :class:`~napari_active_sam.core.engine.predictor.InsistingPredictor`); the check
@@ -198,7 +201,7 @@ class AnnotationSession:
             prediction = decode(decoder, embedding, prompts, logits, judge, side)
             head = shown_head(prediction, prompts)
             if refining and prompts.clicks:
-                head = honouring_head(prediction, prompts, head)
+                head = refining_head(prediction, prompts)
             side = widened(prediction, head)
             if not side:
                 return prediction, head

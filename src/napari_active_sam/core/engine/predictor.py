@@ -378,6 +378,15 @@ def honouring_head(prediction: Prediction, prompts: PromptSet, head: int) -> int
     return best if fewest < wrong else head
 
 
+def refining_head(prediction: Prediction, prompts: PromptSet) -> int:
+    """The head shown when ``prompts`` with clicks correct a mask given to SAM's mask
+    prompt: the one SAM's IoU head rates best among those that contradict fewest clicks
+    (:func:`honouring_head` from the best-rated head). Given a mask to refine, SAM's
+    single-mask answer may return it with a click left out, or answer a negative click on
+    its rim by cutting much of it away."""
+    return honouring_head(prediction, prompts, int(np.argmax(prediction.iou)))
+
+
 def edited_at(mask: np.ndarray, clicks: tuple[Click, ...], radius: float) -> np.ndarray:
     """``mask`` with a disc of ``radius`` pixels around each of ``clicks`` put in (a
     positive click) or taken out (a negative one): what the clicks say of the mask."""
@@ -393,7 +402,7 @@ class InsistingPredictor:
     """A decoder that asks SAM once more when the mask a user would see leaves clicks out.
 
     A small model often answers a correction with a mask that still leaves the clicked pixel
-    out (on the real validation set's nuclei, the demo model did for 57 % of RITM's
+    out (on the real validation set's nuclei, the demo model's stage 9 did for 57 % of RITM's
     corrections). The mask shown is then edited at those clicks (a disc of one cell of the
     decoder's grid, at least :data:`INSIST_RADIUS` pixels, put in or taken out) and given
     to SAM's mask prompt with the same prompts: SAM outlines the object with the clicks
