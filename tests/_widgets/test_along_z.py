@@ -109,7 +109,8 @@ def test_correcting_the_least_sure_slice_regrows_the_object_under_its_label(
     assert np.array_equal(first, refined.mask(refining_head(refined, asked)))
     for other, prior in ((prompts, propagated), (prompts, None)):  # without the box; afresh
         answer = controller.session.decode((z,), other, prior=prior)
-        assert not np.array_equal(first, answer.mask(shown_head(answer, other)))
+        head = refining_head(answer, other) if prior is not None else shown_head(answer, other)
+        assert not np.array_equal(first, answer.mask(head))
 
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()

@@ -140,7 +140,7 @@ def epi_brain(epi):
 def test_a_correction_of_a_given_mask_is_shown_by_the_best_rated_head_that_takes_it_in(epi):
     """Slice 12 of the real EPI volume, its brain outline grown by two pixels (a mask
     propagation overshot), corrected by a negative click in that rim. SAM's single-mask
-    answer, the head usually shown for clicks with a box, cuts a third of the brain away;
+    answer, the head usually shown for clicks with a box, cuts nearly half the brain away;
     the session shows the head SAM rates best, which keeps it. Where the best-rated head
     leaves the click out, the best-rated of those that take it in is shown. Without a mask
     to refine the clicks are no correction, and the usual head is shown. (SAM's answers as
@@ -150,7 +150,7 @@ def test_a_correction_of_a_given_mask_is_shown_by_the_best_rated_head_that_takes
 
     from scipy import ndimage
 
-    from napari_active_sam.core.engine.predictor import contradicted, shown_head
+    from napari_active_sam.core.engine.predictor import contradicted, refining_head, shown_head
     from napari_active_sam.core.metrics import dice
     from napari_active_sam.core.prompts import Click, PromptSet
 
@@ -179,11 +179,14 @@ def test_a_correction_of_a_given_mask_is_shown_by_the_best_rated_head_that_takes
     assert all(heads.iou[answer.head] >= heads.iou[h] for h in range(4)
                if h != best and not contradicted(heads, h, prompts))  # fmt: skip
 
-    # Without a mask to refine, SAM's usual head is shown.
+    # Without a mask to refine, SAM's usual head is shown, though the rule for a
+    # correction would pick another.
     fresh = PromptSet((Click(66.0, 34.0, False),)).refining(prior)
+    heads = session.decode((12,), fresh)
+    assert refining_head(heads, fresh) != shown_head(heads, fresh)
     session.forget((12,))
     plain = session.answer((12,), fresh)
-    assert plain.head == shown_head(session.decode((12,), fresh), fresh) == 0
+    assert plain.head == shown_head(heads, fresh)
     session.forget((12,))
 
 
@@ -286,7 +289,7 @@ def test_growth_stops_where_the_mask_leaves_the_seeds_tissue(epi):
     judged, _ = _drain(propagate(session, {z: seed}))
     (left,) = [stop for stop in judged.stops if "mean intensity moved" in stop]
     stopped = int(left.split(":")[0].split()[1])
-    assert free.mask[stopped].any() and not any("mean intensity" in s for s in free.stops)
+    assert free.mask[stopped].any()
     beyond = slice(stopped, None) if stopped > z else slice(None, stopped + 1)
     assert not judged.mask[beyond].any() and judged.slices[stopped].kept is False
     overshoot = [(m & ~ventricles[k]).sum() for k, m in enumerate(judged.mask)]

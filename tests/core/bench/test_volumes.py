@@ -149,7 +149,8 @@ def test_a_correction_where_propagation_did_not_reach_is_sized_by_its_neighbour(
         return answer(index, prompts, **kwargs)
 
     session.answer = spy
-    episode = drain(play_volume(session, labels == 2, spacing, "ritm", interactions=5))
+    episode = drain(play_volume(session, labels == 2, spacing, "ritm", interactions=6))
+    assert "slice 11" in " ".join(episode.interactions[0]["stops"])
     assert episode.interactions[4]["slice"] == 6
     assert not any(episode.interactions[k]["slice"] == 6 for k in range(4))
     (((z,), corrected, prior),) = [(i, p, m) for i, p, m in asked if p.clicks and i == (6,)]
@@ -159,6 +160,7 @@ def test_a_correction_where_propagation_did_not_reach_is_sized_by_its_neighbour(
     assert (x0 + x1) / 2 == click.x and (y0 + y1) / 2 == click.y
     assert (x1 - x0) * (y1 - y0) < volume[z].size / 10  # the ventricles' size, not the brain's
     assert episode.mask[6, int(click.y), int(click.x)]
+    assert episode.interactions[5]["slice"] == 4 and episode.dsc[5] > episode.dsc[4]
 
 
 def test_ritm_corrections_on_a_real_volume_never_click_a_voxel_twice(demo, monkeypatch):

@@ -9,7 +9,9 @@ followed the object better than a box with a click at the mask's deepest point, 
 per slice 0.95 against 0.87, chiefly on a small organ where the click chose a larger
 structure). Growth in a direction stops, saying why, when the object vanishes, leaks into a
 larger structure, SAM's predicted IoU collapses, or the mask's intensity leaves its seed's
-(another tissue); those rules judge the answer to the box alone.
+(another tissue); those rules judge the answer to the box alone, except that where it
+says stop, the answer to box and mask carries growth on if they pass it and it hardly grows
+(:attr:`PropagationSettings.max_held_growth`).
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ class PropagationSettings:
     ----------
     min_iou : float
         Stop when SAM's predicted IoU of the chosen mask falls below this. 0.3, chosen on
-        the 3D protocol's volumes with the demo model (`benchmarks/eval_volumes.py`): at 0.5
-        growth from the EPI brain's box stopped on the next slice (predicted IoU 0.45–0.48)
-        and the real MRI volume reached 3D Dice 0.22 after the box, 0.47 at 0.3 (slices
-        prompted by the box alone then); the sample CT's organs were the same at 0.5, 0.4,
-        0.3 and 0.2.
+        the 3D protocol's volumes with an earlier stage of the demo model and the rules of
+        its time (`benchmarks/eval_volumes.py`): at 0.5 growth from the EPI brain's box
+        stopped on the next slice (predicted IoU 0.45–0.48) and the real MRI volume reached
+        3D Dice 0.22 after the box, 0.47 at 0.3 (slices prompted by the box alone then);
+        the sample CT's organs were the same at 0.5, 0.4, 0.3 and 0.2.
     min_area_fraction : float
         Stop when the mask shrinks below this fraction of the neighbour's area (the object
         is vanishing).
@@ -64,7 +66,8 @@ class PropagationSettings:
         seed it grew from (the deviation taken at least :data:`MIN_INTENSITY_SPREAD`): the
         mask has left the object's tissue for another, as a mask carried past the
         object's end onto the tissue around it. None never stops for it. 2, chosen on
-        the 3D protocol's volumes with the demo model (`benchmarks/eval_volumes.py`): the
+        the 3D protocol's volumes with an earlier stage of the demo model
+        (`benchmarks/eval_volumes.py`): the
         real EPI volume's ventricles reached 3D Dice 0.471 after the box and 0.506 after
         five RITM corrections against 0.441 and 0.480 without the rule (growth up from
         their largest slice stops at slice 21, 2.2 deviations darker, instead of carrying
@@ -75,9 +78,9 @@ class PropagationSettings:
     mask_prompt : bool
         SAM models: prompt each slice with its neighbour's mask as well as the box around
         it (SAM's mask prompt), so that the outline the user corrected carries on to the
-        next slices. The rules above judge the answer to the box alone, and an answer to
-        box and mask that they would reject is replaced by it. SAM 2 models track with
-        their memory instead.
+        next slices. The rules above judge the answer to the box alone (but see
+        :attr:`max_held_growth`), and an answer to box and mask that they would reject is
+        replaced by it. SAM 2 models track with their memory instead.
     max_held_growth : float
         With ``mask_prompt``: where the box alone says stop, growth goes on with the
         answer to box and mask when the rules pass it and it holds at most this multiple
@@ -365,8 +368,10 @@ def _from_neighbour(
     rules would not see it vanish or leak. The mask kept is then the answer to the box and
     the neighbour's mask (with ``settings.mask_prompt``), which follows the neighbour's
     outline, corrections included, unless the same rules reject it. Where the box alone
-    says stop, that answer carries growth on when the rules pass it and it does not grow
-    (:attr:`PropagationSettings.max_held_growth`).
+    says stop, that answer carries growth on when the rules pass it and it grows at most
+    :attr:`PropagationSettings.max_held_growth` times the neighbour's area. A copy of the
+    neighbour's mask past the object's end passes that bound; the predicted IoU and the
+    intensity rule are then what stop it.
     """
     if not neighbour.any():
         return None, VANISHED
