@@ -303,3 +303,41 @@ def test_the_intensity_rule_stops_past_its_bound_either_way(shift, stops):
     assert bool(reason) is stops
     assert PropagationSettings(max_intensity_shift=None).stop_reason(
         "SAM", 0.9, 0.0, 100, 100, 50.0) == ""  # fmt: skip
+
+
+def test_a_mask_in_pieces_is_prompted_piece_by_piece_largest_first():
+    from napari_active_sam.core.annotate.volume import pieces
+
+    mask = np.zeros((40, 60), bool)
+    mask[2:12, 2:22] = True  # 200 pixels
+    mask[20:30, 30:45] = True  # 150
+    mask[35:37, 50:52] = True  # 4: under a tenth, it ends here
+    mask[12, 22] = True  # touches the first piece's corner: 8-connected to it
+    found = pieces(mask, 0.1)
+    assert [int(p.sum()) for p in found] == [201, 150]
+    assert not np.logical_or.reduce(found)[35:37, 50:52].any()
+    assert [int(p.sum()) for p in pieces(mask, 0.9)] == [201]  # the largest always
+    (whole,) = pieces(mask, None)
+    assert np.array_equal(whole, mask)
+
+
+def test_where_one_box_stops_a_mask_in_pieces_grows_piece_by_piece(epi):
+    """The real EPI volume's ventricles on slice 11 lie in three pieces (the frontal horns
+    and a posterior part). One box around them all is answered with the tissue between
+    (slice 10: several times the seed's area) or with darker tissue (slice 12), and growth
+    stops on both sides; asked piece by piece, it goes on through both neighbours."""
+    from napari_active_sam.core.annotate.volume import pieces
+    from napari_active_sam.core.metrics import dice
+
+    session, labels = epi
+    ventricles = labels == 2
+    z = 11
+    assert len(pieces(ventricles[z], 0.1)) == 3
+    whole, _ = _drain(propagate(session, {z: ventricles[z]},
+                                PropagationSettings(min_piece_fraction=None)))  # fmt: skip
+    split, _ = _drain(propagate(session, {z: ventricles[z]}))
+    assert whole.masks.slices() == [z] and len(whole.stops) == 2
+    assert {z - 1, z + 1} <= set(split.masks.slices())
+    assert all(split.slices[k].kept and split.slices[k].area == split.mask[k].sum()
+               for k in (z - 1, z + 1))  # fmt: skip
+    assert dice(ventricles, split.mask) > dice(ventricles, whole.mask) + 0.15

@@ -286,7 +286,8 @@ class AnnotationSession:
 
     def note_uncertainty(self, index: tuple[int, ...], score: torch.Tensor) -> None:
         """Record how unsure the model was of slice ``index`` when the answer came from
-        elsewhere (SAM 2's tracking): :meth:`most_uncertain` ranks it with the rest."""
+        elsewhere (SAM 2's tracking) or from several answers (a slice grown piece by
+        piece): :meth:`most_uncertain` ranks it with the rest."""
         with self._lock:
             self.slice_uncertainty[index] = score
 
