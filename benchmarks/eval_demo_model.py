@@ -118,7 +118,7 @@ def main() -> None:
                         help="multiples of the zoom's magnification a lone click is decoded "
                         "at, the answer rated best shown (default: "
                         + ",".join(f"{s:g}" for s in SCALES)
-                        + "; 1: the magnification only)")  # fmt: skip
+                        + "; 1,2: also at twice the magnification)")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:

@@ -91,7 +91,7 @@ def test_a_benchmark_resumes_only_on_the_same_data_and_writes_only_its_own_folde
 
     assert main([*run, "--out", str(out)]) == 0
     identity = json.loads((out / "run.json").read_text())
-    assert identity["zoom_scales"] == [1.0, 2.0]  # how a lone click is decoded: a run made
+    assert identity["zoom_scales"] == [1.0]  # how a lone click is decoded: a run made
     # otherwise does not resume here
     for part in ("images", "masks"):  # the data set made again, other scenes by the same names
         for path in (data / part).iterdir():

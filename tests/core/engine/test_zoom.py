@@ -232,7 +232,7 @@ def test_a_lone_click_is_decoded_at_each_scale_and_the_answer_rated_best_kept(
         .predict(embedding, prompts)
         for side, m in ((128, MAGNIFY), (64, 2 * MAGNIFY))
     }  # fmt: skip
-    assert SCALES == (1.0, 2.0)
+    two = (1.0, 2.0)  # × 2 and × 4
     assert {a.original_size for a in alone.values()} == {(128, 128), (64, 64)}
 
     def preferring(side: int):
@@ -245,7 +245,7 @@ def test_a_lone_click_is_decoded_at_each_scale_and_the_answer_rated_best_kept(
         return judge
 
     for side in (128, 64):
-        zooming = ZoomingPredictor(predictor, large_slice, source.limits())
+        zooming = ZoomingPredictor(predictor, large_slice, source.limits(), scales=two)
         chosen = zooming.predict(embedding, prompts, judge=preferring(side))
         assert zooming.windows_encoded == 2 and chosen.original_size == (side, side)
         np.testing.assert_allclose(chosen.low_res_logits, alone[side].low_res_logits, atol=1e-5)
@@ -261,14 +261,20 @@ def test_a_lone_click_is_decoded_at_each_scale_and_the_answer_rated_best_kept(
 
     from napari_active_sam.core.quality.choice import JudgingPredictor
 
-    judging = JudgingPredictor(ZoomingPredictor(predictor, large_slice, source.limits()),
-                               SimpleNamespace(judge=preferring(64)), None)  # fmt: skip
+    judging = JudgingPredictor(
+        ZoomingPredictor(predictor, large_slice, source.limits(), scales=two),
+        SimpleNamespace(judge=preferring(64)), None,
+    )  # fmt: skip
     assert judging.predict(embedding, prompts).original_size == (64, 64)
 
     # Without a judge, SAM's IoU head rates them.
     best = max(alone.values(), key=lambda a: float(np.max(a.iou[1:])))
-    unjudged = ZoomingPredictor(predictor, large_slice, source.limits()).predict(embedding, prompts)
-    assert unjudged.original_size == best.original_size
+    unjudged = ZoomingPredictor(predictor, large_slice, source.limits(), scales=two)
+    assert unjudged.predict(embedding, prompts).original_size == best.original_size
+    # By default a lone click is decoded at the zoom's magnification only.
+    default = ZoomingPredictor(predictor, large_slice, source.limits())
+    assert default.predict(embedding, prompts).original_size == (128, 128)
+    assert default.windows_encoded == len(SCALES) == 1
     with pytest.raises(ValueError, match="scales"):
         ZoomingPredictor(predictor, large_slice, source.limits(), scales=(0.5, 1.0))
     with pytest.raises(ValueError, match="scales"):
@@ -281,7 +287,7 @@ def test_an_answer_edited_at_its_clicks_is_asked_again_in_its_window(demo, large
     # the model's magnification.
     source = SliceSource(large_slice)
     embedding = embed_slice(demo, source, EmbeddingStore(demo.encoder_id))
-    zooming = ZoomingPredictor(Predictor(demo), large_slice, source.limits())
+    zooming = ZoomingPredictor(Predictor(demo), large_slice, source.limits(), scales=(1.0, 2.0))
 
     def small_window(prediction, *_):
         score = 1.0 if prediction.original_size == (64, 64) else 0.0

@@ -14,10 +14,10 @@ gives the same mask whatever was clicked before. If the mask it shows reaches th
 edge inside the image, the object is larger than the window, and if it is empty though a
 click or a box asks for an object, the window saw too little of it: either way the side
 doubles and the prompts are decoded again, up to the whole slice. The size of a new
-object is not known at its first click, so a lone click is decoded in windows of several
-magnifications (:data:`SCALES`) and the answer rated best is kept; the object's later
-clicks stay in its window. Masks and probabilities come back at the slice's size, zero
-outside the window.
+object is not known at its first click, so a lone click can be decoded in windows of
+several magnifications (:data:`SCALES`, one by default) and the answer rated best kept;
+the object's later clicks stay in its window. Masks and probabilities come back at the
+slice's size, zero outside the window.
 """
 
 from __future__ import annotations
@@ -40,12 +40,15 @@ ZOOM_FROM = 1.5
 MAGNIFY = 2.0
 """Model-input pixels per slice pixel in the first window: its side is the model's input
 side over this (chosen on the real validation set; see the model card)."""
-SCALES = (1.0, 2.0)
+SCALES = (1.0,)
 """Multiples of the first window's magnification a lone click starting an object is
-decoded at (with :data:`MAGNIFY`, × 2 and × 4); the answer rated best is shown. A nucleus
-of a dozen pixels is outlined better four times enlarged, a coin of forty only twice: on the
-real validation set, with the quality ensemble rating, the demo model's stage 9 reached
-mIoU@1 0.573 and @5 0.776 against 0.550 and 0.752 at × 2 alone (see the model card)."""
+decoded at (with :data:`MAGNIFY`, × 2); with several, the answer rated best is shown. On
+the real validation set, with the quality ensemble rating, the demo model's stage 9 gained
+from a second window four times enlarged (mIoU@1 0.573 and @5 0.776 against 0.550 and
+0.752 at × 2 alone), the shipped stage 11 does not (0.655 / 0.776 / NoC@85 11.97 with it,
+0.654 / 0.775 / 11.55 without, for a third of the windows encoded; see the model card).
+``--scales 1,2`` in ``eval_demo_model.py`` and the ``scales`` of :class:`ZoomingPredictor`
+ask for more."""
 MAX_MAGNIFY = 4.0
 """The largest first-window magnification chosen for a model adapted to small objects."""
 OBJECT_SHARE = 0.25
