@@ -135,11 +135,11 @@ def test_corrections_are_asked_as_the_dock_asks_them():
 def test_a_correction_where_propagation_did_not_reach_is_sized_by_its_neighbour(demo):
     """On the EPI ventricles, each slice asked with one box, growth down from the box
     stops at slice 11, and RITM's fourth correction falls on slice 6, which propagation
-    did not reach: it is asked with a box
-    of the ventricles' size on the nearest slice they are on, centred on the click (not a
-    box around the object there, nor the click alone), and the slice gets an object that
-    takes the click in. (The demo model outlines more than these 39 pixels of ventricle
-    there; the next correction, on slice 4, wins back what it cost.)"""
+    did not reach: it is asked with a box of the ventricles' size on the nearest slice
+    they are on, centred on the click (not a box around the object there, nor the click
+    alone), and the slice gets an object that takes the click in. (The demo model outlines
+    more than these 39 pixels of ventricle there; the next correction, on slice 4, wins
+    back what it cost.)"""
     volume, labels, spacing = mri_epi_volume()
     session = _session(demo, volume)
     session.judge = worker_quality(ModelRef("demo"), demo, None).judge  # as benchmarked

@@ -409,7 +409,8 @@ def pieces(mask: np.ndarray, min_fraction: float | None) -> list[np.ndarray]:
     labelled = measure.label(mask, connectivity=2)
     sizes = np.bincount(labelled.ravel())[1:]
     order = np.argsort(sizes, kind="stable")[::-1]
-    big = [i for i in order if sizes[i] >= min_fraction * mask.sum()] or [order[0]]
+    least = min_fraction * sizes.sum()
+    big = [i for i in order if sizes[i] >= least] or [order[0]]
     return [labelled == i + 1 for i in big]
 
 
