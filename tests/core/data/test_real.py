@@ -177,6 +177,29 @@ def test_ct_labels_follow_hounsfield_thresholds():
     assert np.median(hu[body.labels == 0]) < -900  # outside is air
 
 
+def test_moved_thresholds_move_the_outlines_the_expected_way():
+    """The thresholds ``benchmarks/label_stability.py`` moves: a higher hematoxylin
+    threshold gives less nucleus, a lower CSF contrast more ventricle, a higher lung
+    threshold (less negative) more lung."""
+    import imageio.v3 as iio
+
+    from napari_active_sam.core.data import real
+
+    ihc = np.asarray(iio.imread(real.package_file("skimage.data", "ihc.png")))[..., :3]
+    chosen = real.ihc_nuclei_labels(ihc) > 0
+    higher = real.ihc_nuclei_labels(ihc, real.HEMATOXYLIN_MIN * 1.1) > 0
+    assert higher.sum() < chosen.sum() and (higher & ~chosen).sum() < 0.05 * higher.sum()
+    volume = real.epi_volume()
+    brains = brain_masks(volume)
+    csf = ventricular_csf(volume, brains)
+    assert ventricular_csf(volume, brains, 1.09).sum() > csf.sum()
+    assert brain_masks(volume, 1.1).sum() < brains.sum()
+    hu, _ = real.read_hounsfield("CT_small.dcm")
+    lungs = real.ct_chest_labels(hu)[0]
+    wider = real.ct_chest_labels(hu, lung_hu=LUNG_HU + 50)[0]
+    assert np.isin(wider, [1, 2]).sum() > np.isin(lungs, [1, 2]).sum()
+
+
 def test_write_real_dataset_is_what_the_benchmark_reads(tmp_path):
     summary = write_real_dataset(tmp_path, "validation")
     pairs, skipped = discover_pairs(tmp_path)

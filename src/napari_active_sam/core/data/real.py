@@ -193,10 +193,11 @@ COIN_HALVES = {
 """The coins lie in four rows; image rows 0-149 hold the top two, 150- the bottom two."""
 
 
-def coin_labels(image: np.ndarray) -> np.ndarray:
+def coin_labels(image: np.ndarray, background: float = 30, coin: float = 150) -> np.ndarray:
     """Coins of ``coins.png`` by elevation-map watershed (the scikit-image gallery's method).
 
-    Markers: background below 30, coins above 150 (uint8); the watershed of the Sobel
+    Markers: background below ``background``, coins above ``coin`` (uint8); the watershed of
+    the Sobel
     gradient grows them; coin regions get their holes filled and are labelled; specks under
     200 pixels are dropped.
     """
@@ -204,8 +205,8 @@ def coin_labels(image: np.ndarray) -> np.ndarray:
     from skimage.segmentation import watershed
 
     markers = np.zeros(image.shape, np.int32)
-    markers[image < 30] = 1
-    markers[image > 150] = 2
+    markers[image < background] = 1
+    markers[image > coin] = 2
     coins = ndimage.binary_fill_holes(watershed(sobel(image), markers) == 2)
     labels, _ = ndimage.label(coins)
     sizes = np.bincount(labels.ravel())
@@ -250,12 +251,12 @@ IHC_HALVES = {
 """Left and right halves: the stroma, where the labelled nuclei are, spans both equally."""
 
 
-def ihc_nuclei_labels(rgb: np.ndarray) -> np.ndarray:
+def ihc_nuclei_labels(rgb: np.ndarray, hematoxylin_min: float = HEMATOXYLIN_MIN) -> np.ndarray:
     """Stromal nuclei of ``ihc.png`` by colour deconvolution, threshold and watershed.
 
     1. Epithelium: the DAB channel smoothed (sigma 6) above its Otsu threshold, closed
        (radius 8), holes filled, regions under 2000 pixels dropped, grown by 4 pixels.
-    2. Nuclei: hematoxylin (sigma 1) above :data:`HEMATOXYLIN_MIN` outside the epithelium,
+    2. Nuclei: hematoxylin (sigma 1) above ``hematoxylin_min`` outside the epithelium,
        opened (radius 1), holes filled.
     3. Touching nuclei: watershed of the hematoxylin (sigma 2) from its maxima at least
        0.005 above their surroundings.
@@ -281,7 +282,7 @@ def ihc_nuclei_labels(rgb: np.ndarray) -> np.ndarray:
     epithelium = (np.bincount(regions.ravel())[regions] >= 2000) & (regions > 0)
     epithelium = ndimage.binary_dilation(epithelium, _disk(4))
 
-    nuclei = (ndimage.gaussian_filter(hema, 1) > HEMATOXYLIN_MIN) & ~epithelium
+    nuclei = (ndimage.gaussian_filter(hema, 1) > hematoxylin_min) & ~epithelium
     nuclei = ndimage.binary_fill_holes(ndimage.binary_opening(nuclei, _disk(1)))
     hema2 = ndimage.gaussian_filter(hema, 2)
     markers, _ = ndimage.label(h_maxima(hema2, 0.005).astype(bool) & nuclei)
@@ -324,12 +325,12 @@ def epi_volume() -> np.ndarray:
     return np.ascontiguousarray(np.rot90(np.moveaxis(data, 2, 0), axes=(1, 2)), np.int16)
 
 
-def brain_masks(volume: np.ndarray) -> np.ndarray:
-    """Brain of each slice: above the volume's Otsu threshold, opened (radius 2), the
-    largest region, holes filled. Boolean ``(z, y, x)``."""
+def brain_masks(volume: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Brain of each slice: above the volume's Otsu threshold (times ``scale``), opened
+    (radius 2), the largest region, holes filled. Boolean ``(z, y, x)``."""
     from skimage.filters import threshold_otsu
 
-    threshold = threshold_otsu(volume.astype(np.float64))
+    threshold = scale * threshold_otsu(volume.astype(np.float64))
     return np.stack([
         ndimage.binary_fill_holes(
             _largest(ndimage.binary_opening(plane > threshold, _disk(2)))
@@ -338,12 +339,17 @@ def brain_masks(volume: np.ndarray) -> np.ndarray:
     ])  # fmt: skip
 
 
-def bright_csf(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """CSF of an EPI slice, bright in T2*: signal (sigma 1) above 1.1 times the brain's
-    median, at least 10 voxels inside the brain (cortical grey matter is bright too)."""
+CSF_FACTOR = 1.1
+"""CSF is brighter than this many times the brain's median signal (:func:`bright_csf`)."""
+
+
+def bright_csf(plane: np.ndarray, brain: np.ndarray, factor: float = CSF_FACTOR) -> np.ndarray:
+    """CSF of an EPI slice, bright in T2*: signal (sigma 1) above ``factor`` times the
+    brain's median, at least 10 voxels inside the brain (cortical grey matter is bright
+    too)."""
     smooth = ndimage.gaussian_filter(plane.astype(np.float64), 1)
     inside = ndimage.binary_erosion(brain, _disk(10))
-    return (smooth > 1.1 * np.median(plane[brain])) & inside
+    return (smooth > factor * np.median(plane[brain])) & inside
 
 
 def ventricle_mask(plane: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -364,7 +370,8 @@ def _midline_region(csf: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return regions == best if best else np.zeros(csf.shape, bool)
 
 
-def ventricular_csf(volume: np.ndarray, brains: np.ndarray) -> np.ndarray:
+def ventricular_csf(volume: np.ndarray, brains: np.ndarray,
+                    factor: float = CSF_FACTOR) -> np.ndarray:  # fmt: skip
     """The ventricles as one 3D object: the bright CSF connected in 3D to the lateral
     ventricles of the slice where :func:`ventricle_mask` finds them largest.
 
@@ -373,8 +380,8 @@ def ventricular_csf(volume: np.ndarray, brains: np.ndarray) -> np.ndarray:
     it; connectivity keeps the ventricular spaces and drops the rest. At 2 mm the basal
     cisterns below the third ventricle join it and are kept.
     """
-    csf = np.stack([bright_csf(plane, brain) for plane, brain in zip(volume, brains,
-                                                                     strict=True)])
+    csf = np.stack([bright_csf(plane, brain, factor)
+                    for plane, brain in zip(volume, brains, strict=True)])  # fmt: skip
     per_slice = np.stack([_midline_region(c, brain) for c, brain in zip(csf, brains,
                                                                          strict=True)])
     if not per_slice.any():
@@ -458,25 +465,27 @@ def read_hounsfield(name: str) -> tuple[np.ndarray, str]:
     return np.round(hu).astype(np.int16), f"pydicom/data/test_files/{name}"
 
 
-def ct_chest_labels(hu: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+def ct_chest_labels(
+    hu: np.ndarray, lung_hu: float = LUNG_HU, vertebra_hu: float = VERTEBRA_HU
+) -> tuple[np.ndarray, dict[int, str]]:
     """Lungs and vertebra of ``CT_small.dcm``.
 
-    Lungs: regions of at most :data:`LUNG_HU` covering 200 pixels, vessels inside filled.
-    Vertebra: the largest region of at least :data:`VERTEBRA_HU`, its marrow spaces (holes
+    Lungs: regions of at most ``lung_hu`` covering 200 pixels, vessels inside filled.
+    Vertebra: the largest region of at least ``vertebra_hu``, its marrow spaces (holes
     under :data:`MARROW_MAX_PIXELS`) filled. The vertebral body's cancellous bone is 150-300
     HU here, so :data:`BONE_HU` would keep only the cortex of the arch and thin shells of
     the body; 200 HU takes the whole vertebra and stays above the contrast-filled aorta
     beside it (140-190 HU).
     """
     labels = np.zeros(hu.shape, np.int32)
-    air, count = ndimage.label(hu <= LUNG_HU)
+    air, count = ndimage.label(hu <= lung_hu)
     sizes = np.bincount(air.ravel())
     lungs = [v for v in range(1, count + 1) if sizes[v] >= 200]
     for value in lungs:
         labels[ndimage.binary_fill_holes(air == value)] = value
     labels = _renumber(labels)
     structures = {int(v): "lung" for v in np.unique(labels[labels > 0])}
-    bone = _largest(hu >= VERTEBRA_HU)
+    bone = _largest(hu >= vertebra_hu)
     holes, _ = ndimage.label(ndimage.binary_fill_holes(bone) & ~bone)
     marrow = (holes > 0) & (np.bincount(holes.ravel())[holes] < MARROW_MAX_PIXELS)
     value = len(structures) + 1
@@ -485,15 +494,17 @@ def ct_chest_labels(hu: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
     return labels, structures
 
 
-def ct_head_layers(hu: np.ndarray) -> dict[str, tuple[np.ndarray, dict[int, str]]]:
+def ct_head_layers(
+    hu: np.ndarray, body_hu: float = BODY_HU, bone_hu: float = BONE_HU
+) -> dict[str, tuple[np.ndarray, dict[int, str]]]:
     """Head outline, skull and intracranial space of ``693_J2KI.dcm``, in two layers.
 
-    ``body``: the largest region of at least :data:`BODY_HU`, holes filled. ``skull``: the
-    skull (largest region of at least :data:`BONE_HU`) as label 1 and the intracranial space
+    ``body``: the largest region of at least ``body_hu``, holes filled. ``skull``: the
+    skull (largest region of at least ``bone_hu``) as label 1 and the intracranial space
     it encloses (holes of the skull, largest region) as label 2.
     """
-    head = ndimage.binary_fill_holes(_largest(hu >= BODY_HU))
-    skull = _largest(hu >= BONE_HU)
+    head = ndimage.binary_fill_holes(_largest(hu >= body_hu))
+    skull = _largest(hu >= bone_hu)
     inside = _largest(ndimage.binary_fill_holes(skull) & ~skull)
     inner = np.zeros(hu.shape, np.int32)
     inner[skull] = 1
