@@ -197,9 +197,8 @@ def coin_labels(image: np.ndarray, background: float = 30, coin: float = 150) ->
     """Coins of ``coins.png`` by elevation-map watershed (the scikit-image gallery's method).
 
     Markers: background below ``background``, coins above ``coin`` (uint8); the watershed of
-    the Sobel
-    gradient grows them; coin regions get their holes filled and are labelled; specks under
-    200 pixels are dropped.
+    the Sobel gradient grows them; coin regions get their holes filled and are labelled;
+    specks under 200 pixels are dropped.
     """
     from skimage.filters import sobel
     from skimage.segmentation import watershed
