@@ -26,7 +26,6 @@ import argparse
 import json
 from collections.abc import Callable
 
-import imageio.v3 as iio
 import numpy as np
 
 from napari_active_sam.core.data import real
@@ -58,11 +57,11 @@ def summary(ious: list[float], levels: list[float]) -> dict:
     }
 
 
-def rules(relative: float, hu: float) -> dict[str, tuple[Callable, dict, dict]]:
-    """Per subset: a function of the moved parameters that returns its label layers, the
-    chosen parameters, and per direction the moved ones."""
-    coins = np.asarray(iio.imread(real.package_file("skimage.data", "coins.png")))
-    ihc = np.asarray(iio.imread(real.package_file("skimage.data", "ihc.png")))[..., :3]
+def rules(relative: float, hu: float) -> dict[str, tuple[Callable, dict]]:
+    """Per subset: a function of the rule's parameters (the chosen ones by default) that
+    returns its label layers, and per direction the moved parameters."""
+    coins, _ = real.skimage_picture("coins.png")
+    ihc, _ = real.skimage_picture("ihc.png")
     volume = real.epi_volume()
     chest, _ = real.read_hounsfield("CT_small.dcm")
     head, _ = real.read_hounsfield("693_J2KI.dcm")
@@ -79,21 +78,23 @@ def rules(relative: float, hu: float) -> dict[str, tuple[Callable, dict, dict]]:
         return [layers["body"][0], layers["skull"][0]]  # the head; skull and brain space
 
     return {
-        "photo-coins": (lambda **p: [real.coin_labels(coins, **p)], {},
-                        {"down": {"background": 30 * down, "coin": 150 * down},
-                         "up": {"background": 30 * up, "coin": 150 * up}}),
-        "nuclei-ihc": (lambda **p: [real.ihc_nuclei_labels(ihc, **p)], {},
+        "photo-coins": (lambda **p: [real.coin_labels(coins, **p)],
+                        {"down": {"background": real.COIN_BACKGROUND * down,
+                                  "coin": real.COIN_LEVEL * down},
+                         "up": {"background": real.COIN_BACKGROUND * up,
+                                "coin": real.COIN_LEVEL * up}}),
+        "nuclei-ihc": (lambda **p: [real.ihc_nuclei_labels(ihc, **p)],
                        {"down": {"hematoxylin_min": real.HEMATOXYLIN_MIN * down},
                         "up": {"hematoxylin_min": real.HEMATOXYLIN_MIN * up}}),
-        "mri-epi (3D)": (epi, {},
+        "mri-epi (3D)": (epi,
                          {"down": {"scale": down, "factor": 1 + (real.CSF_FACTOR - 1) * down},
                           "up": {"scale": up, "factor": 1 + (real.CSF_FACTOR - 1) * up}}),
-        "ct-chest": (lambda **p: [real.ct_chest_labels(chest, **p)[0]], {},
+        "ct-chest": (lambda **p: [real.ct_chest_labels(chest, **p)[0]],
                      {"down": {"lung_hu": real.LUNG_HU - hu,
                                "vertebra_hu": real.VERTEBRA_HU - hu},
                       "up": {"lung_hu": real.LUNG_HU + hu,
                              "vertebra_hu": real.VERTEBRA_HU + hu}}),
-        "ct-head": (ct_head, {},
+        "ct-head": (ct_head,
                     {"down": {"body_hu": real.BODY_HU - hu, "bone_hu": real.BONE_HU - hu},
                      "up": {"body_hu": real.BODY_HU + hu, "bone_hu": real.BONE_HU + hu}}),
     }  # fmt: skip
@@ -110,8 +111,8 @@ def main() -> None:
     args = parser.parse_args()  # fmt: skip
     levels = [float(v) for v in args.levels.split(",")]
     report = {"relative": args.relative, "hu": args.hu, "subsets": {}}
-    for subset, (label, chosen, moves) in rules(args.relative, args.hu).items():
-        labels = label(**chosen)
+    for subset, (label, moves) in rules(args.relative, args.hu).items():
+        labels = label()
         found = {}
         for direction, moved in moves.items():
             ious = [iou for layer, other in zip(labels, label(**moved), strict=True)

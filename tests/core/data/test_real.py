@@ -12,14 +12,20 @@ from skimage.measure import regionprops
 from napari_active_sam.core.data.datasets import dataset_window, discover_pairs, load_pair
 from napari_active_sam.core.data.real import (
     BONE_HU,
+    HEMATOXYLIN_MIN,
     LUNG_HU,
     MRI_SLICES,
     SPLITS,
     SUBSETS,
     VERTEBRA_HU,
     brain_masks,
+    ct_chest_labels,
+    epi_volume,
+    ihc_nuclei_labels,
     mri_epi_volume,
+    read_hounsfield,
     real_images,
+    skimage_picture,
     subset_of,
     ventricle_mask,
     ventricular_csf,
@@ -181,22 +187,18 @@ def test_moved_thresholds_move_the_outlines_the_expected_way():
     """The thresholds ``benchmarks/label_stability.py`` moves: a higher hematoxylin
     threshold gives less nucleus, a lower CSF contrast more ventricle, a higher lung
     threshold (less negative) more lung."""
-    import imageio.v3 as iio
-
-    from napari_active_sam.core.data import real
-
-    ihc = np.asarray(iio.imread(real.package_file("skimage.data", "ihc.png")))[..., :3]
-    chosen = real.ihc_nuclei_labels(ihc) > 0
-    higher = real.ihc_nuclei_labels(ihc, real.HEMATOXYLIN_MIN * 1.1) > 0
+    ihc, _ = skimage_picture("ihc.png")
+    chosen = ihc_nuclei_labels(ihc) > 0
+    higher = ihc_nuclei_labels(ihc, HEMATOXYLIN_MIN * 1.1) > 0
     assert higher.sum() < chosen.sum() and (higher & ~chosen).sum() < 0.05 * higher.sum()
-    volume = real.epi_volume()
+    volume = epi_volume()
     brains = brain_masks(volume)
     csf = ventricular_csf(volume, brains)
     assert ventricular_csf(volume, brains, 1.09).sum() > csf.sum()
     assert brain_masks(volume, 1.1).sum() < brains.sum()
-    hu, _ = real.read_hounsfield("CT_small.dcm")
-    lungs = real.ct_chest_labels(hu)[0]
-    wider = real.ct_chest_labels(hu, lung_hu=LUNG_HU + 50)[0]
+    hu, _ = read_hounsfield("CT_small.dcm")
+    lungs = ct_chest_labels(hu)[0]
+    wider = ct_chest_labels(hu, lung_hu=LUNG_HU + 50)[0]
     assert np.isin(wider, [1, 2]).sum() > np.isin(lungs, [1, 2]).sum()
 
 

@@ -193,7 +193,14 @@ COIN_HALVES = {
 """The coins lie in four rows; image rows 0-149 hold the top two, 150- the bottom two."""
 
 
-def coin_labels(image: np.ndarray, background: float = 30, coin: float = 150) -> np.ndarray:
+COIN_BACKGROUND = 30
+"""Grey levels (uint8) under which ``coins.png`` is surely background."""
+COIN_LEVEL = 150
+"""Grey levels over which ``coins.png`` is surely a coin."""
+
+
+def coin_labels(image: np.ndarray, background: float = COIN_BACKGROUND,
+                coin: float = COIN_LEVEL) -> np.ndarray:  # fmt: skip
     """Coins of ``coins.png`` by elevation-map watershed (the scikit-image gallery's method).
 
     Markers: background below ``background``, coins above ``coin`` (uint8); the watershed of
@@ -213,10 +220,17 @@ def coin_labels(image: np.ndarray, background: float = 30, coin: float = 150) ->
     return _renumber(labels)
 
 
+def skimage_picture(name: str) -> tuple[np.ndarray, Path]:
+    """A picture scikit-image installs (``coins.png``, ``ihc.png``) as uint8 pixels, RGB
+    without alpha where it has colour, and its path."""
+    path = package_file("skimage.data", name)
+    pixels = np.asarray(iio.imread(path), np.uint8)
+    return (pixels[..., :3] if pixels.ndim == 3 else pixels), path
+
+
 def photo_coins(split: str = "validation") -> list[RealImage]:
     """The coins photograph's half for ``split``: top two rows (validation) or bottom two."""
-    path = package_file("skimage.data", "coins.png")
-    image = np.asarray(iio.imread(path), np.uint8)
+    image, path = skimage_picture("coins.png")
     return _half(image, coin_labels(image), COIN_HALVES, split, "photo-coins", path, "coin")
 
 
@@ -306,8 +320,7 @@ def ihc_nuclei_labels(rgb: np.ndarray, hematoxylin_min: float = HEMATOXYLIN_MIN)
 
 def nuclei_ihc(split: str = "validation") -> list[RealImage]:
     """The IHC micrograph's half for ``split`` (left or right 256 columns), RGB."""
-    path = package_file("skimage.data", "ihc.png")
-    rgb = np.asarray(iio.imread(path), np.uint8)[..., :3]
+    rgb, path = skimage_picture("ihc.png")
     return _half(rgb, ihc_nuclei_labels(rgb), IHC_HALVES, split, "nuclei-ihc", path, "nucleus")
 
 
