@@ -119,6 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="residual blocks of the image encoder (default: the demo architecture's 4); "
         "with --init of a shallower model, it is grown by blocks that start adding nothing",
     )
+    parser.add_argument("--freeze-encoder", action="store_true",
+                        help="train the prompt encoder and mask decoder only")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     options.threads_option(parser)
 
@@ -144,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         click_threads=args.click_threads,
         checkpoint_every_s=args.checkpoint_every,
         encoder_depth=args.encoder_depth,
+        freeze_encoder=args.freeze_encoder,
     )
     device = choose_device(args.device)
     steps = train_demo_model(

@@ -264,6 +264,22 @@ def test_a_stage_grows_a_shallower_encoder_and_refuses_a_deeper_one(tiny_arch, t
         list(train_demo_model(tmp_path / "x.pt", 2, config, arch, kind="nuclei", init=second))
 
 
+def test_a_stage_with_a_frozen_encoder_trains_the_decoder_alone(tiny_arch, tmp_path):
+    config = DemoTrainingConfig(steps=2, batch_size=2, size=tiny_arch.img_size,
+                                warmup_steps=1, click_iterations=2)  # fmt: skip
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    list(train_demo_model(first, 0, config, tiny_arch, kind="nuclei"))
+    frozen = replace(config, freeze_encoder=True)
+    list(train_demo_model(second, 1, frozen, tiny_arch, kind="nuclei", init=first))
+    before = load_checkpoint(first).sam.state_dict()
+    after = load_checkpoint(second).sam.state_dict()
+    moved = {key for key, value in after.items() if not torch.equal(before[key], value)}
+    assert moved and all(key.startswith(("mask_decoder.", "prompt_encoder.")) for key in moved)
+    assert any(key.startswith("mask_decoder.") for key in moved)
+    with pytest.raises(ActiveSamError, match="frozen encoder cannot grow"):
+        DemoTrainingConfig(freeze_encoder=True, encoder_depth=2)
+
+
 @pytest.mark.parametrize("depth", [0, MAX_DEPTH + 1])
 def test_an_encoder_depth_out_of_range_is_a_clear_error(depth):
     with pytest.raises(ActiveSamError, match="encoder_depth must be 1 to"):

@@ -56,7 +56,8 @@ class DemoTrainingConfig:
     area, the rest one drawn uniformly (see :func:`sample_target`). ``click_weight`` weighs
     :func:`click_loss` against the mask loss (0: not used). ``encoder_depth`` sets the
     residual blocks of a ``cnn`` image encoder (None: the architecture's own); a stage that
-    continues from a shallower checkpoint grows it (:func:`deepened`).
+    continues from a shallower checkpoint grows it (:func:`deepened`). ``freeze_encoder``
+    trains the prompt encoder and mask decoder only, the image encoder's features kept.
     """
 
     steps: int = 1400
@@ -75,6 +76,7 @@ class DemoTrainingConfig:
     large_targets: float = 0.0
     click_weight: float = 0.0
     encoder_depth: int | None = None
+    freeze_encoder: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "click_iterations"):
@@ -100,6 +102,8 @@ class DemoTrainingConfig:
             raise ActiveSamError(
                 f"encoder_depth must be 1 to {MAX_DEPTH} blocks, got {self.encoder_depth}."
             )
+        if self.freeze_encoder and self.encoder_depth is not None:
+            raise ActiveSamError("A frozen encoder cannot grow: leave encoder_depth out.")
 
     def architecture_of(self, architecture: Architecture) -> Architecture:
         """``architecture`` with this configuration's encoder depth."""
@@ -280,7 +284,7 @@ def decode_batch(
 
 def encode_batch(model: LoadedModel, images: np.ndarray) -> torch.Tensor:
     """``(B, C, g, g)`` embeddings of uint8 ``(B, S, S, 3)`` images at the model's input
-    size, with gradients (the encoder trains)."""
+    size, with gradients unless the encoder is frozen."""
     sam = model.sam
     pixels = torch.as_tensor(images, device=sam.device).permute(0, 3, 1, 2).float()
     return model.embed_images(sam.preprocess(pixels))
@@ -498,6 +502,7 @@ def train_demo_model(
     rng = np.random.default_rng([seed, 1])  # clicks and boxes; scenes have their own streams
     sam = (start if start is not None else architecture.build()).to(device).train()
     model = LoadedModel(sam, architecture.name, architecture, "training")
+    sam.image_encoder.requires_grad_(not config.freeze_encoder)
     optimizer = torch.optim.AdamW(
         sam.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
