@@ -1,12 +1,14 @@
-"""Training speed of the demo model: steps per second with 0, 1 and 2 data workers.
+"""Training speed of the demo model: steps per second with 0, 1 and 2 data workers, the
+image encoder trained or frozen.
 
 Each setting trains the demo architecture for ``--steps`` steps from the bundled model (the
 first ``--skip`` steps, which include starting the worker processes, are not timed), in the
 same process, one after another; prints JSON with the median of ``--repeats`` runs and each
-setting's ratio to training without data workers. ``--click-threads`` simulates each
-batch's corrective clicks in that many threads, in every setting alike.
+setting's ratio to the first. ``--click-threads`` simulates each batch's corrective clicks
+in that many threads and ``--click-loss`` weighs the click loss, in every setting alike.
 
     python benchmarks/bench_training.py --steps 30 --repeats 3
+    python benchmarks/bench_training.py --workers 0 --encoder trained,frozen --click-loss 0.5
     python benchmarks/bench_training.py --device cuda --batch-size 32 --workers 0,12 \
         --click-threads 4
 """
@@ -49,19 +51,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", default="0,1,2", help="data worker counts to compare")
+    parser.add_argument("--encoder", default="trained",
+                        help="trained, frozen or both (trained,frozen) to compare")  # fmt: skip
     parser.add_argument("--click-threads", type=int, default=0)
+    parser.add_argument("--click-loss", type=float, default=0.0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = choose_device(args.device)
     results = {}
-    for workers in (int(w) for w in args.workers.split(",")):
+    settings = [(int(workers), encoder) for workers in args.workers.split(",")
+                for encoder in args.encoder.split(",")]  # fmt: skip
+    for workers, encoder in settings:
+        if encoder not in ("trained", "frozen"):
+            parser.error(f"--encoder takes trained and frozen, not {encoder!r}")
         config = DemoTrainingConfig(steps=args.steps, batch_size=args.batch_size,
                                     warmup_steps=1, data_workers=workers,
                                     click_threads=args.click_threads,
+                                    click_weight=args.click_loss,
+                                    freeze_encoder=encoder == "frozen",
                                     checkpoint_every_s=1e9)  # fmt: skip
         runs = [steps_per_second(config, device, args.skip) for _ in range(args.repeats)]
-        results[str(workers)] = {"median_steps_per_s": round(statistics.median(runs), 3),
-                                 "runs": [round(r, 3) for r in runs]}  # fmt: skip
+        results[f"{workers} data workers, {encoder} encoder"] = {
+            "median_steps_per_s": round(statistics.median(runs), 3),
+            "runs": [round(r, 3) for r in runs],
+        }
     baseline = results[next(iter(results))]["median_steps_per_s"]
     for entry in results.values():
         entry["ratio_to_first"] = round(entry["median_steps_per_s"] / baseline, 3)
@@ -72,9 +85,10 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
         "click_threads": args.click_threads,
+        "click_loss": args.click_loss,
         "steps": args.steps,
         "timed_after": args.skip,
-        "data_workers": results,
+        "settings": results,
     }, indent=1))  # fmt: skip
 
 
